@@ -1,0 +1,1 @@
+"""Attention backends over the token KV pool: torch (reference), triton, flashinfer."""

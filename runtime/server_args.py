@@ -1,0 +1,108 @@
+"""ServerArgs: every runtime/server knob, with SGLang's flag names, as one frozen dataclass.
+
+The CLI builds it from argparse (`add_cli_args` / `from_cli_args`); `Engine(**kwargs)` builds it
+from keyword arguments. Unknown keys are an error that names the key.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+DEFAULT_MODEL = "default"  # resolved by runtime.model_loader.default_model to SmolLM2-135M-Instruct
+
+
+@dataclass(frozen=True)
+class ServerArgs:
+    # model and tokenizer
+    model_path: str = DEFAULT_MODEL
+    tokenizer_path: Optional[str] = None
+    load_format: str = "auto"  # auto | safetensors | gguf | dummy
+    dtype: str = "auto"  # auto | float32 | float16 | bfloat16
+    context_length: Optional[int] = None
+    trust_remote_code: bool = False
+    random_seed: int = 0
+    served_model_name: Optional[str] = None
+    chat_template: Optional[str] = None
+    device: str = "auto"  # auto | cpu | cuda
+
+    # memory and scheduling
+    max_total_tokens: Optional[int] = None
+    mem_fraction_static: float = 0.85
+    max_running_requests: int = 256
+    max_prefill_tokens: int = 16384
+    chunked_prefill_size: int = 8192  # <= 0 disables chunking
+    schedule_policy: str = "lpm"  # lpm | fcfs
+    schedule_conservativeness: float = 1.0
+    disable_radix_cache: bool = False
+
+    # kernels / speed
+    attention_backend: Optional[str] = None  # torch | triton | flashinfer; None = best for device
+    disable_cuda_graph: bool = False
+    cuda_graph_max_bs: int = 160
+    disable_overlap: bool = False
+    disable_regex_jump_forward: bool = False
+    tp_size: int = 1
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = 30000
+    api_key: Optional[str] = None
+    log_level: str = "info"
+    max_batch_size_per_request: int = 512  # a /generate batch longer than this is rejected
+    stream_interval: int = 1
+
+    def __post_init__(self) -> None:
+        if self.schedule_policy not in ("lpm", "fcfs"):
+            raise ValueError(f"schedule_policy must be 'lpm' or 'fcfs', got {self.schedule_policy!r}")
+        if self.load_format not in ("auto", "safetensors", "gguf", "dummy"):
+            raise ValueError(f"load_format must be auto|safetensors|gguf|dummy, got {self.load_format!r}")
+        if self.dtype not in ("auto", "float32", "float16", "bfloat16", "half", "float", "bf16", "fp16", "fp32"):
+            raise ValueError(f"dtype {self.dtype!r} is not supported")
+        if self.attention_backend not in (None, "torch", "triton", "flashinfer"):
+            raise ValueError(f"attention_backend must be torch|triton|flashinfer, got {self.attention_backend!r}")
+        if not 0.0 < self.mem_fraction_static <= 1.0:
+            raise ValueError(f"mem_fraction_static must be in (0, 1], got {self.mem_fraction_static}")
+        if self.max_total_tokens is not None and self.max_total_tokens <= 0:
+            raise ValueError(f"max_total_tokens must be positive, got {self.max_total_tokens}")
+        if self.tp_size < 1:
+            raise ValueError(f"tp_size must be >= 1, got {self.tp_size}")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "ServerArgs":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unknown server argument(s): {', '.join(unknown)}")
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> "ServerArgs":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        """One `--flag-name` per field, typed from the default; booleans are store_true flags."""
+        for f in fields(ServerArgs):
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default
+            if isinstance(default, bool):
+                parser.add_argument(flag, action="store_true", default=default)
+            elif default is None or isinstance(default, str):
+                parser.add_argument(flag, type=_optional_type(f.name), default=default)
+            else:
+                parser.add_argument(flag, type=type(default), default=default)
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> "ServerArgs":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+_INT_OPTIONALS = {"context_length", "max_total_tokens"}
+
+
+def _optional_type(name: str):
+    return int if name in _INT_OPTIONALS else str

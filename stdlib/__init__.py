@@ -1,0 +1,1 @@
+"""Reusable `.sgl` modules that programs import (`import stdlib.qa`)."""
