@@ -1,0 +1,135 @@
+"""Sampler: one vectorized sampling step for a mixed batch, plus logprob helpers.
+
+Per row, in order: repetition penalty -> frequency/presence penalties -> min_new_tokens mask ->
+constrained-decoding vocab mask -> greedy argmax (temperature 0 or top_k 1) or
+temperature -> softmax -> top-k / top-p / min-p filter -> exponential-race draw.
+
+The draw is argmax(p / q) with q ~ Exp(1) i.i.d. per token, which picks token i with probability
+p_i / sum(p) (so filtered probabilities need no renormalization). Unseeded rows draw q from the
+sampler's own generator in one batched op; a seeded row draws its q row from its own per-request
+generator, so its tokens depend only on its seed and its logits, never on the batch around it.
+
+Logprob choice (as SGLang reports): the returned logprob is log_softmax of the ORIGINAL logits
+(before temperature, penalties and masks) at the chosen token.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .penalties import apply_frequency_presence, apply_repetition_penalty
+from .sampling_batch_info import SamplingBatchInfo
+
+logger = logging.getLogger(__name__)
+
+
+class Sampler:
+    def __init__(self, seed: Optional[int] = None) -> None:
+        # generator for unseeded rows; created lazily on the logits' device
+        self._seed = seed
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def _default_generator(self, device: torch.device) -> Optional[torch.Generator]:
+        if self._seed is None:
+            return None  # torch's global RNG
+        g = self._generators.get(device)
+        if g is None:
+            g = torch.Generator(device=device)
+            g.manual_seed(self._seed)
+            self._generators[device] = g
+        return g
+
+    def process_logits(self, logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        """Penalties and masks applied to a copy of `logits`; greedy rows take the argmax of this."""
+        x = logits.float().clone()
+        if info.repetition_penalties is not None:
+            apply_repetition_penalty(x, info.seen_mask, info.repetition_penalties)
+        if info.output_counts is not None:
+            apply_frequency_presence(x, info.output_counts, info.frequency_penalties, info.presence_penalties)
+        if info.banned_flat is None and info.vocab_mask is None:
+            return x
+        before = x.clone() if info.vocab_mask is not None else None
+        if info.banned_flat is not None:
+            x.view(-1).index_fill_(0, info.banned_flat, float("-inf"))
+        if info.vocab_mask is not None:
+            x.masked_fill_(~info.vocab_mask, float("-inf"))
+            dead = torch.isneginf(x).all(dim=-1)
+            if bool(dead.any()):
+                # A constraint that allows nothing (or only tokens banned by min_new_tokens) is a
+                # bug upstream; sampling from nothing is impossible, so drop the masks on that row.
+                logger.warning("vocab mask left no allowed token on rows %s; ignoring it there",
+                               dead.nonzero().flatten().tolist())
+                x[dead] = before[dead]
+        return x
+
+    def sample(self, logits: torch.Tensor, info: SamplingBatchInfo) -> tuple[torch.Tensor, torch.Tensor]:
+        """logits fp32 [bs, V] -> (next token ids int64 [bs], their logprobs fp32 [bs])."""
+        if logits.dim() != 2 or logits.shape[0] != info.batch_size:
+            raise ValueError(f"logits must be [{info.batch_size}, V], got {tuple(logits.shape)}")
+        if logits.shape[1] != info.vocab_size:
+            raise ValueError(f"logits have vocab {logits.shape[1]}, sampling info was built for {info.vocab_size}")
+        logits = logits.float()
+        x = self.process_logits(logits, info)
+
+        if info.all_greedy:
+            ids = x.argmax(dim=-1)
+        else:
+            ids = self._draw(x, info)
+            if info.any_greedy:
+                ids = torch.where(info.greedy, x.argmax(dim=-1), ids)
+        logprobs = logits.gather(1, ids.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
+        return ids, logprobs
+
+    def _draw(self, x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        probs = torch.softmax(x / info.temperatures, dim=-1)
+        if info.need_top_k or info.need_top_p:
+            sp, si = probs.sort(dim=-1, descending=True, stable=True)
+            keep = torch.ones_like(sp, dtype=torch.bool)
+            if info.need_top_k:
+                ranks = torch.arange(sp.shape[1], device=sp.device)
+                keep &= ranks.unsqueeze(0) < info.top_ks.unsqueeze(1)
+            if info.need_top_p:
+                # keep a token while the mass strictly before it is below top_p (the top one always)
+                keep &= (sp.cumsum(dim=-1) - sp) < info.top_ps.unsqueeze(1)
+            if info.need_min_p:
+                keep &= sp >= info.min_ps.unsqueeze(1) * sp[:, :1]
+            probs = torch.zeros_like(probs).scatter_(1, si, sp.masked_fill(~keep, 0.0))
+        elif info.need_min_p:
+            top = probs.max(dim=-1, keepdim=True).values
+            probs = probs.masked_fill(probs < info.min_ps.unsqueeze(1) * top, 0.0)
+
+        q = torch.empty_like(probs)
+        q.exponential_(generator=self._default_generator(probs.device))
+        for i in info.seeded_rows:
+            q[i].exponential_(generator=info.generators[i])
+        # q == 0 has probability ~0 but would divide to inf; clamp keeps the race well defined
+        return (probs / q.clamp_min_(torch.finfo(q.dtype).tiny)).argmax(dim=-1)
+
+
+# ---------------------------------------------------------------------- logprob helpers
+def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[i, ids[i]] for logits [n, V], ids [n] -> fp32 [n]."""
+    logits = logits.float()
+    return logits.gather(1, ids.view(-1, 1).long()).squeeze(1) - torch.logsumexp(logits, dim=-1)
+
+
+def top_logprobs(
+    logits: torch.Tensor, k: Union[int, Sequence[int]]
+) -> list[list[tuple[float, int]]]:
+    """Top-k (logprob, token_id) pairs per row of logits [n, V], best first.
+
+    k is one int for all rows or one per row (0 = empty list for that row).
+    """
+    n, vocab = logits.shape
+    ks = [k] * n if isinstance(k, int) else list(k)
+    if len(ks) != n:
+        raise ValueError(f"top_logprobs: {len(ks)} k values for {n} rows")
+    kmax = min(max(ks, default=0), vocab)
+    if kmax <= 0:
+        return [[] for _ in range(n)]
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    vals, idx = lp.topk(kmax, dim=-1)
+    vals_l, idx_l = vals.tolist(), idx.tolist()
+    return [list(zip(vals_l[i][: ks[i]], idx_l[i][: ks[i]])) for i in range(n)]

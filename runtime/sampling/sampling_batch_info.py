@@ -1,0 +1,154 @@
+"""SamplingBatchInfo: the per-row sampling tensors of one batch, built once per forward step.
+
+The scheduler calls `SamplingBatchInfo.build(...)` with the requests' SamplingParams (in batch row
+order), their output token ids so far, and their per-request torch.Generators (None = unseeded),
+then `Sampler.sample(logits, info)`. Everything expensive (penalty counts, min-token masks) is built
+only when some row in the batch needs it, so the common path is a handful of tiny tensors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import torch
+
+from .penalties import token_counts
+from .sampling_params import SamplingParams
+
+# temperatures at or below this are greedy (SGLang 0.2.x uses the same cut-off)
+GREEDY_TEMPERATURE = 1e-6
+
+
+def make_generator(seed: Optional[int], device: torch.device | str = "cpu") -> Optional[torch.Generator]:
+    """A per-request generator for a seeded request (None when seed is None).
+
+    The generator must live on the device the logits live on; keep it with the request for its
+    whole life so that its random stream (and so its output) is reproducible.
+    """
+    if seed is None:
+        return None
+    g = torch.Generator(device=torch.device(device))
+    g.manual_seed(int(seed))
+    return g
+
+
+@dataclass
+class SamplingBatchInfo:
+    vocab_size: int
+    temperatures: torch.Tensor  # fp32 [bs, 1], greedy rows hold 1.0
+    greedy: torch.Tensor  # bool [bs]
+    top_ps: torch.Tensor  # fp32 [bs]
+    top_ks: torch.Tensor  # int64 [bs], disabled = vocab_size
+    min_ps: torch.Tensor  # fp32 [bs]
+    all_greedy: bool = False
+    any_greedy: bool = False
+    need_top_p: bool = False
+    need_top_k: bool = False
+    need_min_p: bool = False
+    # penalties (None when no row in the batch uses them)
+    repetition_penalties: Optional[torch.Tensor] = None  # fp32 [bs, 1]
+    seen_mask: Optional[torch.Tensor] = None  # bool [bs, V]: prompt + output tokens
+    frequency_penalties: Optional[torch.Tensor] = None  # fp32 [bs, 1]
+    presence_penalties: Optional[torch.Tensor] = None  # fp32 [bs, 1]
+    output_counts: Optional[torch.Tensor] = None  # fp32 [bs, V]
+    # min_new_tokens: flat indices row * V + token that must not be sampled this step
+    banned_flat: Optional[torch.Tensor] = None  # int64 [k]
+    vocab_mask: Optional[torch.Tensor] = None  # bool [bs, V], True = allowed
+    generators: list[Optional[torch.Generator]] = field(default_factory=list)
+    seeded_rows: list[int] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return self.greedy.shape[0]
+
+    @classmethod
+    def build(
+        cls,
+        params: Sequence[SamplingParams],
+        output_ids: Sequence[Sequence[int]],
+        generators: Optional[Sequence[Optional[torch.Generator]]],
+        vocab_size: int,
+        device: torch.device | str,
+        vocab_mask: Optional[torch.Tensor] = None,
+        *,
+        prompt_ids: Optional[Sequence[Sequence[int]]] = None,
+        eos_token_ids: Sequence[int] = (),
+    ) -> "SamplingBatchInfo":
+        """Build the batch's sampling tensors.
+
+        params / output_ids / generators / prompt_ids are in batch row order. prompt_ids is only read
+        when some row has a repetition penalty (which covers prompt + output tokens). eos_token_ids
+        are the model's EOS ids: with stop_token_ids they are masked while a row has produced fewer
+        than min_new_tokens tokens (unless that row has ignore_eos, for EOS).
+        """
+        bs = len(params)
+        if len(output_ids) != bs:
+            raise ValueError(f"output_ids has {len(output_ids)} rows for a batch of {bs}")
+        if generators is None:
+            generators = [None] * bs
+        if len(generators) != bs:
+            raise ValueError(f"generators has {len(generators)} entries for a batch of {bs}")
+        device = torch.device(device)
+
+        greedy_l = [p.temperature <= GREEDY_TEMPERATURE or p.top_k == 1 for p in params]
+        temps = [1.0 if g else p.temperature for p, g in zip(params, greedy_l)]
+        top_ps = [p.top_p for p in params]
+        top_ks = [vocab_size if p.top_k < 0 or p.top_k > vocab_size else p.top_k for p in params]
+        min_ps = [p.min_p for p in params]
+        sampled = [not g for g in greedy_l]
+        info = cls(
+            vocab_size=vocab_size,
+            temperatures=torch.tensor(temps, dtype=torch.float32).view(bs, 1).to(device),
+            greedy=torch.tensor(greedy_l, dtype=torch.bool).to(device),
+            top_ps=torch.tensor(top_ps, dtype=torch.float32).to(device),
+            top_ks=torch.tensor(top_ks, dtype=torch.int64).to(device),
+            min_ps=torch.tensor(min_ps, dtype=torch.float32).to(device),
+            all_greedy=all(greedy_l),
+            any_greedy=any(greedy_l),
+            # filters matter only on rows that actually sample
+            need_top_p=any(s and p < 1.0 for s, p in zip(sampled, top_ps)),
+            need_top_k=any(s and k < vocab_size for s, k in zip(sampled, top_ks)),
+            need_min_p=any(s and m > 0.0 for s, m in zip(sampled, min_ps)),
+            generators=list(generators),
+            seeded_rows=[i for i, g in enumerate(generators) if g is not None and sampled[i]],
+        )
+
+        if any(p.repetition_penalty != 1.0 for p in params):
+            if prompt_ids is None:
+                raise ValueError("repetition_penalty needs prompt_ids in SamplingBatchInfo.build")
+            hist = [
+                list(prompt_ids[i]) + list(output_ids[i]) if p.repetition_penalty != 1.0 else []
+                for i, p in enumerate(params)
+            ]
+            info.seen_mask = token_counts(hist, vocab_size, device) > 0
+            info.repetition_penalties = _col([p.repetition_penalty for p in params], device)
+        if any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params):
+            hist = [
+                output_ids[i] if (p.frequency_penalty != 0.0 or p.presence_penalty != 0.0) else []
+                for i, p in enumerate(params)
+            ]
+            info.output_counts = token_counts(hist, vocab_size, device)
+            info.frequency_penalties = _col([p.frequency_penalty for p in params], device)
+            info.presence_penalties = _col([p.presence_penalty for p in params], device)
+
+        banned: list[int] = []
+        for i, p in enumerate(params):
+            if len(output_ids[i]) < p.min_new_tokens:
+                ids = set(p.stop_token_ids)
+                if not p.ignore_eos:
+                    ids.update(eos_token_ids)
+                banned.extend(i * vocab_size + t for t in sorted(ids) if 0 <= t < vocab_size)
+        if banned:
+            info.banned_flat = torch.tensor(banned, dtype=torch.int64).to(device)
+
+        if vocab_mask is not None:
+            if vocab_mask.dtype != torch.bool or tuple(vocab_mask.shape) != (bs, vocab_size):
+                raise ValueError(
+                    f"vocab_mask must be bool [{bs}, {vocab_size}], got {vocab_mask.dtype} {tuple(vocab_mask.shape)}"
+                )
+            info.vocab_mask = vocab_mask.to(device, non_blocking=True)
+        return info
+
+
+def _col(values: list[float], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1).to(device)

@@ -1,0 +1,243 @@
+"""SamplingParams: the per-request decoding knobs, with SGLang 0.2.x's names and defaults.
+
+Two levels of checking, as in SGLang:
+- construction (`SamplingParams(...)` / `from_dict`) checks names and TYPES (a bad key or a string
+  where a number belongs is a ValueError naming the field);
+- `verify(vocab_size, context_len, prompt_len)` checks RANGES that may depend on the model.
+
+The object is frozen; list-valued fields are normalized to tuples (`stop` is always a tuple of
+strings, `stop_token_ids` a tuple of ints) so one canonical form flows through the runtime.
+Constraint fields (regex / json_schema / ebnf) are only carried here; the constrained-decoding
+module compiles them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Optional, Union
+
+# Keys accepted by from_dict that map onto another field (SGLang spells the EBNF grammar both ways).
+_ALIASES = {"grammar": "ebnf"}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_new_tokens: int = 128
+    min_new_tokens: int = 0
+    stop: Union[str, tuple[str, ...], list[str], None] = ()
+    stop_token_ids: Union[tuple[int, ...], list[int], None] = ()
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    min_p: float = 0.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    no_stop_trim: bool = False
+    n: int = 1
+    seed: Optional[int] = None
+    regex: Optional[str] = None
+    json_schema: Optional[str] = None
+    stop_regex: Union[str, tuple[str, ...], list[str], None] = ()
+    ebnf: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
+        for name in _INT_FIELDS:
+            v = getattr(self, name)
+            if name == "seed" and v is None:
+                continue
+            if isinstance(v, float) and v.is_integer() and name != "seed":
+                v = int(v)  # JSON clients send 16.0
+                set_(name, v)
+            if not _is_int(v):
+                raise ValueError(f"sampling_params.{name} must be an integer, got {v!r}")
+        for name in _FLOAT_FIELDS:
+            v = getattr(self, name)
+            if not (_is_int(v) or isinstance(v, float)):
+                raise ValueError(f"sampling_params.{name} must be a number, got {v!r}")
+            v = float(v)
+            if math.isnan(v) or math.isinf(v):
+                raise ValueError(f"sampling_params.{name} must be finite, got {v!r}")
+            set_(name, v)
+        for name in _BOOL_FIELDS:
+            v = getattr(self, name)
+            if not isinstance(v, bool):
+                raise ValueError(f"sampling_params.{name} must be a boolean, got {v!r}")
+        set_("stop", _str_tuple("stop", self.stop))
+        set_("stop_regex", _str_tuple("stop_regex", self.stop_regex))
+        ids = self.stop_token_ids
+        if ids is None:
+            ids = ()
+        elif _is_int(ids):
+            ids = (ids,)
+        if not isinstance(ids, (list, tuple)) or not all(_is_int(i) for i in ids):
+            raise ValueError(f"sampling_params.stop_token_ids must be a list of integers, got {ids!r}")
+        set_("stop_token_ids", tuple(int(i) for i in ids))
+        if isinstance(self.json_schema, dict):  # accept an already-parsed schema; carry it as text
+            set_("json_schema", json.dumps(self.json_schema))
+        for name in ("regex", "json_schema", "ebnf"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"sampling_params.{name} must be a string, got {type(v).__name__}")
+        given = [n for n in ("regex", "json_schema", "ebnf") if getattr(self, n) is not None]
+        if len(given) > 1:
+            raise ValueError(
+                f"sampling_params: only one of regex / json_schema / ebnf may be set, got {', '.join(given)}"
+            )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, d: Optional[dict[str, Any]]) -> "SamplingParams":
+        """Build from a request's `sampling_params` dict. Unknown key -> ValueError naming it.
+
+        A None value means "use the default" (JSON clients often send `"stop": null`).
+        """
+        if d is None:
+            return cls()
+        if isinstance(d, SamplingParams):
+            return d
+        if not isinstance(d, dict):
+            raise ValueError(f"sampling_params must be a dict, got {type(d).__name__}")
+        valid = _FIELD_NAMES
+        kwargs: dict[str, Any] = {}
+        for key, value in d.items():
+            name = _ALIASES.get(key, key)
+            if name not in valid:
+                hint = difflib.get_close_matches(str(key), sorted(valid | set(_ALIASES)), n=1)
+                msg = f"unknown sampling parameter {key!r}"
+                if hint:
+                    msg += f" (did you mean {hint[0]!r}?)"
+                raise ValueError(msg)
+            if name in kwargs:
+                raise ValueError(f"sampling parameter {name!r} given twice (as {key!r})")
+            if value is None and _DEFAULTS[name] is not None:
+                continue
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (lists, not tuples) that from_dict reads back to an equal object."""
+        out = dataclasses.asdict(self)
+        for k in ("stop", "stop_token_ids", "stop_regex"):
+            out[k] = list(out[k])
+        return out
+
+    def replace(self, **changes: Any) -> "SamplingParams":
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ checks
+    def verify(
+        self,
+        vocab_size: Optional[int] = None,
+        context_len: Optional[int] = None,
+        prompt_len: Optional[int] = None,
+    ) -> None:
+        """Range checks; raises ValueError naming the field and the bad value."""
+
+        def bad(name: str, rule: str) -> ValueError:
+            return ValueError(f"sampling_params.{name} {rule}, got {getattr(self, name)!r}")
+
+        if self.temperature < 0:
+            raise bad("temperature", "must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise bad("top_p", "must be in (0, 1]")
+        if self.top_k == 0 or self.top_k < -1:
+            raise bad("top_k", "must be -1 (disabled) or >= 1")
+        if not 0.0 <= self.min_p <= 1.0:
+            raise bad("min_p", "must be in [0, 1]")
+        if not -2.0 <= self.frequency_penalty <= 2.0:
+            raise bad("frequency_penalty", "must be in [-2, 2]")
+        if not -2.0 <= self.presence_penalty <= 2.0:
+            raise bad("presence_penalty", "must be in [-2, 2]")
+        if not self.repetition_penalty > 0.0:
+            raise bad("repetition_penalty", "must be > 0")
+        if self.max_new_tokens < 0:
+            raise bad("max_new_tokens", "must be >= 0")
+        if self.min_new_tokens < 0:
+            raise bad("min_new_tokens", "must be >= 0")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"sampling_params.min_new_tokens ({self.min_new_tokens}) must be <= "
+                f"max_new_tokens ({self.max_new_tokens})"
+            )
+        if self.n < 1:
+            raise bad("n", "must be >= 1")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise bad("seed", "must be in [0, 2**63)")
+        if any(s == "" for s in self.stop):
+            raise bad("stop", "must not contain an empty string")
+        if vocab_size is not None:
+            for tid in self.stop_token_ids:
+                if not 0 <= tid < vocab_size:
+                    raise ValueError(
+                        f"sampling_params.stop_token_ids contains {tid}, outside the vocabulary [0, {vocab_size})"
+                    )
+        if context_len is not None and prompt_len is not None:
+            if prompt_len >= context_len:
+                raise ValueError(
+                    f"the prompt has {prompt_len} tokens, which is not less than the context length {context_len}"
+                )
+            if prompt_len + self.max_new_tokens > context_len:
+                raise ValueError(
+                    f"sampling_params.max_new_tokens={self.max_new_tokens} plus the prompt's {prompt_len} tokens "
+                    f"exceeds the context length {context_len}"
+                )
+
+    # ------------------------------------------------------------------ derived views
+    @property
+    def is_greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+    @property
+    def has_penalties(self) -> bool:
+        return self.frequency_penalty != 0.0 or self.presence_penalty != 0.0 or self.repetition_penalty != 1.0
+
+    @property
+    def grammar(self) -> Optional[str]:
+        """SGLang's other spelling of `ebnf`."""
+        return self.ebnf
+
+    @property
+    def constraint(self) -> Optional[tuple[str, str]]:
+        """(kind, source) of the structured-output constraint, kind in regex|json_schema|ebnf; or None."""
+        for kind in ("regex", "json_schema", "ebnf"):
+            v = getattr(self, kind)
+            if v is not None:
+                return kind, v
+        return None
+
+    @property
+    def stop_str_max_len(self) -> int:
+        return max((len(s) for s in self.stop), default=0)
+
+    def normalize(self, tokenizer: Any = None) -> "SamplingParams":
+        """Kept for SGLang parity: fields are already canonical after construction."""
+        return self
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str_tuple(name: str, v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, str):
+        return (v,)
+    if isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v):
+        return tuple(v)
+    raise ValueError(f"sampling_params.{name} must be a string or a list of strings, got {v!r}")
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(SamplingParams))
+_DEFAULTS = {f.name: f.default for f in fields(SamplingParams)}
+_INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n", "seed")
+_FLOAT_FIELDS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")
+_BOOL_FIELDS = ("ignore_eos", "skip_special_tokens", "spaces_between_special_tokens", "no_stop_trim")
