@@ -1,0 +1,73 @@
+"""Errors for `.sgl` programs: every user mistake becomes an `SglError` with file:line:col, the source
+line, a caret under the column and a hint, never a Python traceback.
+
+`SglSyntaxError` comes from the parser, `SglSemanticError` from the compiler's checks (undefined names,
+duplicates, wrong argument types, unknown gen parameters). Both format the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SourcePos:
+    """A position in a source file (1-based line and column)."""
+
+    file: str
+    line: int
+    col: int
+    source_line: str = ""
+
+    @staticmethod
+    def of(text: str, file: str, line: int, col: int) -> "SourcePos":
+        lines = text.splitlines()
+        src = lines[line - 1] if 0 < line <= len(lines) else ""
+        return SourcePos(file, line, col, src)
+
+
+class SglError(Exception):
+    """A user-facing error in a `.sgl` program. `str(err)` is the full, formatted report."""
+
+    kind = "error"
+
+    def __init__(self, message: str, pos: SourcePos | None = None, hint: str | None = None):
+        self.message = message
+        self.pos = pos
+        self.hint = hint
+        super().__init__(self.format())
+
+    @property
+    def line(self) -> int | None:
+        return self.pos.line if self.pos else None
+
+    @property
+    def col(self) -> int | None:
+        return self.pos.col if self.pos else None
+
+    def format(self) -> str:
+        if self.pos is None:
+            head = f"{self.kind}: {self.message}"
+            return head + (f"\n  hint: {self.hint}" if self.hint else "")
+        p = self.pos
+        out = [f"{p.file}:{p.line}:{p.col}: {self.kind}: {self.message}"]
+        if p.source_line:
+            shown = p.source_line.expandtabs(1)
+            out.append(f"    {shown}")
+            out.append("    " + " " * max(p.col - 1, 0) + "^")
+        if self.hint:
+            out.append(f"  hint: {self.hint}")
+        return "\n".join(out)
+
+
+class SglSyntaxError(SglError):
+    kind = "syntax error"
+
+
+class SglSemanticError(SglError):
+    kind = "error"
+
+
+class SglRuntimeError(SglError):
+    """A failure while running a program (bad argument value, a failing backend call)."""
+
+    kind = "runtime error"
