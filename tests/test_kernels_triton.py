@@ -1,0 +1,139 @@
+"""Triton kernels vs torch references on fresh random inputs (tiny sizes; the CPU runs them under
+TRITON_INTERPRET=1, a GPU at real sizes via benchmarks/check_kernels.py). Outputs are NaN-poisoned
+before each run so that any element a kernel fails to write shows up as a mismatch."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from sglang.kernels import reference as ref  # noqa: E402
+from sglang.kernels.activation import silu_and_mul  # noqa: E402
+from sglang.kernels.decode_attention import decode_attention  # noqa: E402
+from sglang.kernels.extend_attention import extend_attention  # noqa: E402
+from sglang.kernels.norm import rmsnorm  # noqa: E402
+from sglang.kernels.rotary import apply_rotary_  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
+    out, want = out.double(), want.double()
+    return float((out - want).norm() / want.norm().clamp_min(1e-12))
+
+
+def tol(dtype: torch.dtype) -> float:
+    return {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 1.5e-2}[dtype]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_rmsnorm_matches_reference(dtype, with_residual):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 40, generator=g).to(DEV, dtype)
+    w = (1 + 0.1 * torch.randn(40, generator=g)).to(DEV, dtype)
+    r = torch.randn(5, 40, generator=g).to(DEV, dtype) if with_residual else None
+    got = rmsnorm(x, w, 1e-6, residual=r)
+    want = ref.rmsnorm_ref(x, w, 1e-6, residual=r)
+    if with_residual:
+        assert not torch.isnan(got[0]).any() and not torch.isnan(got[1]).any()
+        assert rel_err(got[0], want[0]) < tol(dtype)
+        assert rel_err(got[1], want[1]) < tol(dtype)
+    else:
+        assert not torch.isnan(got).any()
+        assert rel_err(got, want) < tol(dtype)
+
+
+def test_rmsnorm_rejects_bad_weight():
+    with pytest.raises(ValueError, match="weight"):
+        rmsnorm(torch.randn(2, 8), torch.ones(7), 1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_silu_and_mul_matches_reference(dtype):
+    x = torch.randn(6, 2 * 24).to(DEV, dtype)
+    got = silu_and_mul(x)
+    assert got.shape == (6, 24) and not torch.isnan(got).any()
+    assert rel_err(got, ref.silu_and_mul_ref(x)) < tol(dtype)
+    with pytest.raises(ValueError, match="2\\*d"):
+        silu_and_mul(torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("is_neox", [True, False])
+@pytest.mark.parametrize("rot_dim", [16, 8])
+def test_rotary_matches_reference(is_neox, rot_dim):
+    head_dim, hq, hk, t = 16, 4, 2, 7
+    cache = ref.cos_sin_cache(rot_dim, max_pos=64, base=10000.0).to(DEV)
+    pos = torch.randint(0, 64, (t,)).to(DEV)
+    q = torch.randn(t, hq * head_dim).to(DEV)
+    k = torch.randn(t, hk * head_dim).to(DEV)
+    want_q, want_k = ref.rotary_ref(pos, q, k, head_dim, cache, is_neox)
+    got_q, got_k = apply_rotary_(pos, q.clone(), k.clone(), head_dim, cache, is_neox)
+    assert rel_err(got_q, want_q) < 1e-5 and rel_err(got_k, want_k) < 1e-5
+    if rot_dim < head_dim:  # partial rotary: the tail of each head is untouched
+        assert torch.equal(got_q.view(t, hq, head_dim)[..., rot_dim:], q.view(t, hq, head_dim)[..., rot_dim:])
+
+
+def _pool_setup(seq_lens, hkv, d, dtype, pool_size=200, seed=0):
+    """A KV pool with random contents and a req_to_token table mapping each request to random,
+    distinct, non-contiguous slots (slot 0 excluded, as in TokenKVPool)."""
+    g = torch.Generator().manual_seed(seed)
+    k_buf = torch.randn(pool_size + 1, hkv, d, generator=g).to(DEV, dtype)
+    v_buf = torch.randn(pool_size + 1, hkv, d, generator=g).to(DEV, dtype)
+    perm = torch.randperm(pool_size, generator=g) + 1
+    max_ctx = max(seq_lens) + 3
+    req_to_token = torch.zeros(len(seq_lens) + 2, max_ctx, dtype=torch.int64)
+    # requests live in shuffled rows of the table, as after many alloc/free cycles
+    rows = torch.randperm(len(seq_lens) + 2, generator=g)[: len(seq_lens)]
+    used = 0
+    for i, n in enumerate(seq_lens):
+        req_to_token[rows[i], :n] = perm[used: used + n]
+        used += n
+    return k_buf, v_buf, req_to_token.to(DEV), rows.to(DEV)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extend_attention_matches_reference(dtype):
+    hq, hkv, d = 4, 2, 32
+    prefix = [0, 5, 19]
+    extend = [7, 1, 20]  # 20 > BLOCK_M in the interpreter: two query blocks, causal across them
+    seq = [p + e for p, e in zip(prefix, extend)]
+    k_buf, v_buf, r2t, rows = _pool_setup(seq, hkv, d, dtype)
+    t = sum(extend)
+    q = torch.randn(t, hq, d).to(DEV, dtype)
+    start = torch.tensor([0, 7, 8]).to(DEV)
+    lens = lambda xs: torch.tensor(xs).to(DEV)  # noqa: E731
+    out = torch.full_like(q, float("nan"))
+    scale = 1 / math.sqrt(d)
+    extend_attention(q, k_buf, v_buf, r2t, rows, lens(prefix), lens(extend), start, max(extend), scale, out=out)
+    want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, prefix, extend, scale)
+    assert not torch.isnan(out).any()
+    assert rel_err(out, want) < tol(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_decode_attention_matches_reference(dtype, num_splits):
+    hq, hkv, d = 4, 1, 32
+    seq = [1, 3, 37]  # 1 and 3 leave most of the 4 splits empty; 37 spans several kv blocks
+    k_buf, v_buf, r2t, rows = _pool_setup(seq, hkv, d, dtype, seed=3)
+    q = torch.randn(len(seq), hq, d).to(DEV, dtype)
+    out = torch.full_like(q, float("nan"))
+    scale = 1 / math.sqrt(d)
+    decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), scale, num_splits=num_splits, out=out)
+    want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), scale)
+    assert not torch.isnan(out).any()
+    assert rel_err(out, want) < tol(dtype)
+
+
+def test_attention_rejects_mismatched_heads():
+    k_buf, v_buf, r2t, rows = _pool_setup([4], 3, 16, torch.float32)
+    q = torch.randn(1, 4, 16)
+    with pytest.raises(ValueError, match="multiple"):
+        decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor([4]), 0.25)
