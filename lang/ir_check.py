@@ -1,0 +1,306 @@
+"""Validation, data-edge derivation and canonicalization of `lang.ir.IRFunction`.
+
+One scope walk serves validation and data edges: it visits regions in program order with the set
+of variables that may be defined at each point (Gen/Select names -> defining node ids; branches
+and loops merge as "may define"), the loop/fork index variables in scope, and the forks started
+so far with each branch's variables. Reads (Arg, VarRef, names in expressions) are resolved
+against it; an unresolved read is an `IRError` naming the variable, node and source location.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ir import (CHOICES_METHODS, JOIN_MODES, NODE_REF_FIELDS, ROLES, STRUCTURED, Arg, Branch, Call, Cursor,
+                 Fork, Gen, Interp, IRError, IRFunction, Join, Loop, Return, RoleBegin, RoleEnd, Select,
+                 Text, VarRef, Video, defines, map_op_exprs, num_arms, op_exprs)
+from .ir_expr import Const, Name, check_expr, expr_to_str, fold, names_in
+
+_DTYPES = ("int", "str", "float", "bool")
+
+
+@dataclass
+class _Scope:
+    vars: dict[str, set[int]] = field(default_factory=dict)  # variable -> nodes that may define it
+    locals: set[str] = field(default_factory=set)  # loop / fork index variables
+    forks: dict[int, list[dict[str, set[int]]]] = field(default_factory=dict)  # fork -> per-branch vars
+    role: str | None = None  # open role on this stream
+
+    def copy(self) -> "_Scope":
+        return _Scope({k: set(v) for k, v in self.vars.items()}, set(self.locals), dict(self.forks), self.role)
+
+    def merge(self, other: "_Scope") -> None:
+        for k, v in other.vars.items():
+            self.vars.setdefault(k, set()).update(v)
+        self.forks.update(other.forks)
+
+
+class _Walker:
+    def __init__(self, fn: IRFunction, strict: bool) -> None:
+        self.fn, self.strict = fn, strict
+        self.edges: set[tuple[int, int]] = set()
+        self.visited: set[int] = set()
+
+    def fail(self, node: int | None, msg: str) -> None:
+        if self.strict:
+            op = self.fn.op(node) if node is not None else None
+            loc = self.fn.loc_of(node) if node is not None else self.fn.loc
+            raise IRError(msg, node=node, op=op, loc=loc, function=self.fn.name)
+
+    # -- reads
+    def read_var(self, node: int, scope: _Scope, name: str, fork: int | None, branch: int | None) -> None:
+        if fork is None:
+            if name in scope.locals:
+                return
+            if name in scope.vars:
+                self.edges.update((d, node) for d in scope.vars[name])
+                return
+            if name in self.fn.params:
+                return
+            self.fail(node, f"variable {name!r} is read but no gen/select before it defines it "
+                            f"(and it is not an argument of {self.fn.name!r})")
+            return
+        branches = scope.forks.get(fork)
+        if branches is None:
+            self.fail(node, f"variable {name!r} is read from fork node {fork}, which has not run before this point")
+            return
+        b = branch or 0
+        if len(branches) > 1 and not 0 <= b < len(branches):
+            self.fail(node, f"fork node {fork} has {len(branches)} branches; branch {b} does not exist")
+            return
+        defs = branches[0 if len(branches) == 1 else b]
+        if name not in defs:
+            self.fail(node, f"variable {name!r} is not defined by branch {b} of fork node {fork}")
+            return
+        self.edges.update((d, node) for d in defs[name])
+
+    def read_expr(self, node: int, scope: _Scope, expr: Any) -> None:
+        try:
+            check_expr(expr)
+        except ValueError as exc:
+            self.fail(node, f"bad expression {expr_to_str(expr)}: {exc}")
+        for n in names_in(expr):
+            self.read_var(node, scope, n.name, n.fork, n.branch)
+
+    # -- regions
+    def region(self, parent: int | None, arm: int, scope: _Scope) -> _Scope:
+        nodes = self.fn.region(parent, arm)
+        for i, node in enumerate(nodes):
+            if node in self.visited:
+                self.fail(node, "node belongs to two regions")
+                continue
+            self.visited.add(node)
+            op = self.fn.op(node)
+            self.check_op(node, op, scope)
+            if isinstance(op, Return) and i != len(nodes) - 1:
+                self.fail(nodes[i + 1], "op after Return is unreachable")
+            if isinstance(op, STRUCTURED):
+                self.structured(node, op, scope)
+            name = defines(op)
+            if name is not None:
+                scope.vars[name] = {node}
+        return scope
+
+    def structured(self, node: int, op: Any, scope: _Scope) -> None:
+        arms = num_arms(op)
+        for _, _, d in self.fn.graph.out_edges(node, data=True):
+            if d["kind"] == "body" and d["arm"] >= arms:
+                self.fail(node, f"body edge to arm {d['arm']} but the op has {arms} arm(s)")
+        if isinstance(op, Branch):
+            merged = scope.copy() if op.conds[-1] is not None else _Scope(role=scope.role)
+            for a in range(arms):
+                out = self.region(node, a, scope.copy())
+                self.same_role(node, scope, out)
+                merged.merge(out)
+            scope.vars, scope.forks = merged.vars, merged.forks
+        elif isinstance(op, Loop):
+            inner = scope.copy()
+            if op.var:
+                inner.locals.add(op.var)
+            out = self.region(node, 0, inner)
+            self.same_role(node, scope, out)
+            scope.merge(out)
+        elif isinstance(op, Fork):
+            branches = []
+            for a in range(arms):
+                inner = scope.copy()
+                if op.index_var:
+                    inner.locals.add(op.index_var)
+                out = self.region(node, a, inner)
+                self.same_role(node, scope, out)
+                branches.append(out.vars)
+            scope.forks[node] = branches
+
+    def same_role(self, node: int, before: _Scope, after: _Scope) -> None:
+        if before.role != after.role:
+            self.fail(node, f"a region of this op leaves role {after.role!r} open (it began with {before.role!r})")
+
+    # -- one op
+    def check_op(self, node: int, op: Any, scope: _Scope) -> None:
+        for e in op_exprs(op):
+            self.read_expr(node, scope, e)
+        if isinstance(op, Arg) and op.name not in self.fn.params:
+            self.fail(node, f"argument {op.name!r} is not a parameter of {self.fn.name!r} "
+                            f"(parameters: {', '.join(self.fn.params) or 'none'})")
+        elif isinstance(op, VarRef):
+            self.read_var(node, scope, op.name, op.fork, op.branch)
+        elif isinstance(op, Text) and not isinstance(op.value, str):
+            self.fail(node, f"Text value must be a string, got {type(op.value).__name__}")
+        elif isinstance(op, Gen):
+            self.check_gen(node, op)
+        elif isinstance(op, Select):
+            if isinstance(op.choices, tuple) and (not op.choices or not all(isinstance(c, str) for c in op.choices)):
+                self.fail(node, "select needs a non-empty list of string choices")
+            if op.choices_method not in CHOICES_METHODS:
+                self.fail(node, f"choices_method must be one of {', '.join(CHOICES_METHODS)}, got {op.choices_method!r}")
+        elif isinstance(op, RoleBegin):
+            if op.role not in ROLES:
+                self.fail(node, f"role must be one of {', '.join(ROLES)}, got {op.role!r}")
+            if scope.role is not None:
+                self.fail(node, f"role {op.role!r} begins inside role {scope.role!r}")
+            scope.role = op.role
+        elif isinstance(op, RoleEnd):
+            if scope.role != op.role:
+                self.fail(node, f"role {op.role!r} ends but the open role is {scope.role!r}")
+            scope.role = None
+        elif isinstance(op, Branch):
+            if not op.conds or any(c is None for c in op.conds[:-1]):
+                self.fail(node, "a branch needs conditions, with `else` (None) only last")
+        elif isinstance(op, Loop):
+            if (op.var is None or op.iterable is None) and op.cond is None:
+                self.fail(node, "a loop needs `var` and `iterable` (for) or `cond` (while)")
+        elif isinstance(op, Fork):
+            if isinstance(op.n, int) and op.n < 1:
+                self.fail(node, f"fork needs n >= 1, got {op.n}")
+        elif isinstance(op, Join):
+            if op.fork not in scope.forks:
+                self.fail(node, f"join of fork node {op.fork}, which has not run before this point")
+            if op.mode not in JOIN_MODES:
+                self.fail(node, f"join mode must be one of {', '.join(JOIN_MODES)}, got {op.mode!r}")
+        elif isinstance(op, Video) and op.num_frames < 1:
+            self.fail(node, f"video needs num_frames >= 1, got {op.num_frames}")
+        elif isinstance(op, Call) and not op.func:
+            self.fail(node, "call needs a function name")
+
+    def check_gen(self, node: int, op: Gen) -> None:
+        checks = [
+            (op.max_tokens is not None and op.max_tokens < 0, f"max_tokens must be >= 0, got {op.max_tokens}"),
+            (op.temperature is not None and op.temperature < 0, f"temperature must be >= 0, got {op.temperature}"),
+            (op.top_p is not None and not 0 < op.top_p <= 1, f"top_p must be in (0, 1], got {op.top_p}"),
+            (op.min_p is not None and not 0 <= op.min_p <= 1, f"min_p must be in [0, 1], got {op.min_p}"),
+            (op.top_k is not None and op.top_k == 0, "top_k must be -1 (off) or >= 1, got 0"),
+            (op.dtype is not None and op.dtype not in _DTYPES, f"dtype must be one of {_DTYPES}, got {op.dtype!r}"),
+            (sum(x is not None for x in (op.regex, op.json_schema, op.dtype)) > 1,
+             "gen takes at most one of regex, json_schema, dtype"),
+        ]
+        for bad, msg in checks:
+            if bad:
+                self.fail(node, msg)
+        if op.json_schema is not None:
+            try:
+                json.loads(op.json_schema)
+            except (TypeError, ValueError) as exc:
+                self.fail(node, f"json_schema is not valid JSON: {exc}")
+
+
+def _walk(fn: IRFunction, strict: bool) -> _Walker:
+    w = _Walker(fn, strict)
+    out = w.region(None, 0, _Scope())
+    if out.role is not None:
+        w.fail(None, f"role {out.role!r} is never ended")
+    orphans = sorted(set(fn.graph.nodes) - w.visited)
+    if orphans:
+        w.fail(orphans[0], f"{len(orphans)} node(s) are not reachable from the function entry")
+    return w
+
+
+def _set_data_edges(fn: IRFunction, edges: set[tuple[int, int]]) -> None:
+    stale = [(u, v) for u, v, k in fn.graph.edges(keys=True) if k == "data"]
+    fn.graph.remove_edges_from([(u, v, "data") for u, v in stale])
+    for u, v in sorted(edges):
+        fn.add_edge(u, v, "data")
+
+
+def check_function(fn: IRFunction) -> None:
+    for n in fn.graph.nodes:
+        if sum(1 for _, _, k in fn.graph.out_edges(n, keys=True) if k == "order") > 1:
+            raise IRError("more than one successor", node=n, op=fn.op(n), loc=fn.loc_of(n), function=fn.name)
+        if sum(1 for _, _, k in fn.graph.in_edges(n, keys=True) if k != "data") > 1:
+            raise IRError("more than one predecessor", node=n, op=fn.op(n), loc=fn.loc_of(n), function=fn.name)
+    _set_data_edges(fn, _walk(fn, strict=True).edges)
+
+
+def compute_data_edges(fn: IRFunction) -> None:
+    _set_data_edges(fn, _walk(fn, strict=False).edges)
+
+
+# ---------------------------------------------------------------- canonicalization
+def canonicalize(fn: IRFunction) -> IRFunction:
+    """The canonical form described in lang/ir.py's docstring, as a new function."""
+    out = IRFunction(fn.name, fn.params, fn.defaults, fn.loc, fn.attrs)
+    generated = {defines(fn.op(n)) for n in fn.graph.nodes} - {None}
+    _Canon(fn, out, generated).region(None, 0, out.cursor(), {}, {})
+    out.add_data_edges()
+    return out
+
+
+class _Canon:
+    def __init__(self, src: IRFunction, dst: IRFunction, generated: set[Any]) -> None:
+        self.src, self.dst, self.generated = src, dst, generated
+
+    def region(self, parent: int | None, arm: int, cur: Cursor, ids: dict[int, int], env: dict[str, Any]) -> None:
+        pending: list[tuple[str, Any]] = []  # Text pieces waiting to merge: (value, loc of first)
+
+        def flush() -> None:
+            text = "".join(p[0] for p in pending)
+            if text:
+                cur.append(Text(text), pending[0][1])
+            pending.clear()
+
+        for node in self.src.region(parent, arm):
+            op, loc = self.rewrite(self.src.op(node), ids, env), self.src.loc_of(node)
+            if isinstance(op, Text):
+                pending.append((op.value, loc))
+                continue
+            flush()
+            if isinstance(op, Fork) and op.shared_body and isinstance(op.n, int):
+                new = cur.append(Fork(op.n), loc)
+                ids[node] = new
+                for b in range(op.n):
+                    inner_env = dict(env, **({op.index_var: b} if op.index_var else {}))
+                    self.region(node, 0, cur.arm_cursor(new, b), dict(ids), inner_env)
+                continue
+            new = cur.append(op, loc)
+            ids[node] = new
+            for a in range(num_arms(op)):
+                self.region(node, a, cur.arm_cursor(new, a), dict(ids), env)
+        flush()
+
+    def rewrite(self, op: Any, ids: dict[int, int], env: dict[str, Any]) -> Any:
+        def fix(e: Any) -> Any:
+            if isinstance(e, Name) and e.fork is not None:
+                return Name(e.name, ids.get(e.fork, e.fork), e.branch)
+            return e
+
+        op = map_op_exprs(op, fix)
+        # bind fork index variables, then fold constant sub-expressions
+        op = map_op_exprs(op, lambda e: Const(env[e.name]) if isinstance(e, Name) and e.fork is None
+                          and e.name in env else fold(e))
+        refs = {f: ids.get(getattr(op, f), getattr(op, f)) for f in NODE_REF_FIELDS
+                if hasattr(op, f) and getattr(op, f) is not None}
+        if refs:
+            op = dataclasses.replace(op, **refs)
+        if isinstance(op, Interp):
+            e = op.expr
+            if isinstance(e, Const):
+                return Text("" if e.value is None else str(e.value))
+            if isinstance(e, Name) and e.fork is not None:
+                return VarRef(e.name, e.fork, e.branch)
+            if isinstance(e, Name) and e.name in self.generated and e.name not in env:
+                return VarRef(e.name)
+            if isinstance(e, Name) and e.name in self.src.params:
+                return Arg(e.name)
+        return op
+
