@@ -1,0 +1,270 @@
+"""Incremental detokenization and stop-string matching, per request, cheap per token.
+
+- `IncrementalDetokenizer.append(ids) -> str`: the new text those ids add. A token that ends inside
+  a multi-byte UTF-8 character yields "" until the character completes, so the concatenation of
+  all deltas (plus `flush()`) equals `tokenizer.decode(all_ids, skip_special_tokens=...)`.
+  Byte-level BPE tokenizers (GPT-2 style, e.g. SmolLM2, Llama-3, Qwen2) take a fast path: a table
+  of each token's bytes fed to an incremental UTF-8 decoder (O(1) per token, no tokenizer call).
+  Other tokenizers use a sliding window of a few tokens that is decoded twice (offsets as in
+  HF text-generation-inference), with a few prompt tokens as left context.
+- `StopChecker.feed(delta) -> (safe_text, matched)`: finds the stop string that completes first,
+  even across token boundaries, and holds back any tail that may still become a stop string, so a
+  stop string is never streamed and then retracted. Only the held tail is searched.
+- `DecodeStream`: both, for one request, driven by its SamplingParams.
+"""
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+from typing import Any, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+_REPLACEMENT = "\ufffd"
+
+
+# ---------------------------------------------------------------------- byte-level token table
+def _gpt2_byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's bytes->printable-unicode map used by ByteLevel pre-tokenizers."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("\u00a1"), ord("\u00ac") + 1))
+        + list(range(ord("\u00ae"), ord("\u00ff") + 1))
+    )
+    chars = list(printable)
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+class _ByteTable:
+    """Per token id: its bytes and whether it is special (skipped with skip_special_tokens)."""
+
+    def __init__(self, token_bytes: list[bytes], special: frozenset[int]) -> None:
+        self.token_bytes = token_bytes
+        self.special = special
+
+
+def _build_byte_table(tokenizer: Any) -> Optional[_ByteTable]:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "to_str"):
+        return None
+    import json
+
+    try:
+        decoder = json.loads(backend.to_str()).get("decoder") or {}
+    except Exception:  # a tokenizer we cannot introspect: use the generic path
+        return None
+    if decoder.get("type") != "ByteLevel":
+        return None
+    byte_dec = _gpt2_byte_decoder()
+    vocab = backend.get_vocab(with_added_tokens=True)
+    size = max(vocab.values(), default=-1) + 1
+    table = [b""] * size
+    for tok, i in vocab.items():
+        # as the ByteLevel decoder does: map chars back to bytes; a token with a char outside the
+        # alphabet (an added token such as "<|im_end|>" with spaces/unicode) is taken as UTF-8 text
+        if all(c in byte_dec for c in tok):
+            table[i] = bytes(byte_dec[c] for c in tok)
+        else:
+            table[i] = tok.encode("utf-8")
+    special = {i for i, t in backend.get_added_tokens_decoder().items() if t.special}
+    special.update(getattr(tokenizer, "all_special_ids", []) or [])
+    bt = _ByteTable(table, frozenset(special))
+    # self-check against the real decoder; any mismatch means this tokenizer is not plain byte-level
+    probe = list(range(0, size, max(size // 300, 1)))[:300] + sorted(special)[:20]
+    for skip in (False, True):
+        expect = tokenizer.decode(probe, skip_special_tokens=skip)
+        got = b"".join(table[i] for i in probe if not (skip and i in bt.special)).decode("utf-8", "replace")
+        if got != expect:
+            logger.info("byte-level fast path disabled for this tokenizer (self-check mismatch)")
+            return None
+    return bt
+
+
+_TABLES: dict[int, tuple[Any, Optional[_ByteTable]]] = {}
+
+
+def _byte_table_for(tokenizer: Any) -> Optional[_ByteTable]:
+    entry = _TABLES.get(id(tokenizer))
+    if entry is None or entry[0] is not tokenizer:
+        entry = (tokenizer, _build_byte_table(tokenizer))
+        _TABLES[id(tokenizer)] = entry
+    return entry[1]
+
+
+# ---------------------------------------------------------------------- incremental detokenizer
+class IncrementalDetokenizer:
+    # window of left context for the generic path (how many tokens are re-decoded each step)
+    CONTEXT_TOKENS = 5
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        prompt_ids: Optional[Sequence[int]] = None,
+        skip_special_tokens: bool = True,
+        spaces_between_special_tokens: bool = True,
+        *,
+        fast: bool = True,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        # only slow (Python) HF tokenizers honour this; carried for SGLang parity
+        self.spaces_between_special_tokens = spaces_between_special_tokens
+        self.text = ""  # everything returned so far
+        self.num_tokens = 0
+        self._table = _byte_table_for(tokenizer) if fast else None
+        if self._table is not None:
+            self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        else:
+            ctx = list(prompt_ids[-self.CONTEXT_TOKENS:]) if prompt_ids else []
+            self._ids: list[int] = ctx
+            self._prefix_offset = 0
+            self._read_offset = len(ctx)
+
+    @property
+    def fast(self) -> bool:
+        return self._table is not None
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
+
+    def append(self, ids: Sequence[int]) -> str:
+        """Feed new token ids; return the text they complete (possibly "")."""
+        self.num_tokens += len(ids)
+        if self._table is not None:
+            tb, special, skip = self._table.token_bytes, self._table.special, self.skip_special_tokens
+            n = len(tb)
+            data = b"".join(tb[i] if 0 <= i < n else b"" for i in ids if not (skip and i in special))
+            delta = self._utf8.decode(data)
+        else:
+            self._ids.extend(ids)
+            prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+            full = self._decode(self._ids[self._prefix_offset :])
+            # hold back while the window ends inside a character (decodes to U+FFFD)
+            if len(full) <= len(prefix) or full.endswith(_REPLACEMENT):
+                return ""
+            delta = full[len(prefix) :]
+            self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
+        self.text += delta
+        return delta
+
+    def flush(self) -> str:
+        """At the end of generation: whatever is still held (an incomplete character decodes to U+FFFD)."""
+        if self._table is not None:
+            delta = self._utf8.decode(b"", final=True)
+        else:
+            prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+            full = self._decode(self._ids[self._prefix_offset :])
+            delta = full[len(prefix) :]
+            self._prefix_offset = self._read_offset = len(self._ids)
+        self.text += delta
+        return delta
+
+
+# ---------------------------------------------------------------------- stop strings
+class StopChecker:
+    REGEX_WINDOW = 256  # how far back a stop_regex match may start
+
+    def __init__(self, stop: Sequence[str] = (), no_stop_trim: bool = False, stop_regex: Sequence[str] = ()) -> None:
+        if any(s == "" for s in stop):
+            raise ValueError("stop strings must not be empty")
+        self.stop = tuple(stop)
+        self.no_stop_trim = no_stop_trim
+        self._prefixes = {s[:k] for s in self.stop for k in range(1, len(s))}
+        self._max_hold = max((len(s) - 1 for s in self.stop), default=0)
+        self._regexes = [re.compile(r) for r in stop_regex]
+        self._held = ""
+        self._recent = ""  # last REGEX_WINDOW emitted chars, for stop_regex only
+        self.matched: Optional[str] = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.matched is not None
+
+    @property
+    def held(self) -> str:
+        return self._held
+
+    def feed(self, delta: str) -> tuple[str, Optional[str]]:
+        """Returns (text safe to emit now, matched stop string or pattern, or None)."""
+        if self.stopped:
+            return "", None
+        buf = self._held + delta
+        best: Optional[tuple[int, int, str]] = None  # (end, start, stop) - the one that completes first
+        for s in self.stop:
+            i = buf.find(s)
+            if i >= 0 and (best is None or (i + len(s), i) < best[:2]):
+                best = (i + len(s), i, s)
+        if self._regexes:
+            # Patterns see recent emitted text too (a match may span deltas) but get no hold-back:
+            # a match that starts in already-streamed text can only be trimmed from here on.
+            w = len(self._recent)
+            window = self._recent + buf
+            for rx in self._regexes:
+                m = rx.search(window)
+                if m is not None and m.end() > w and (best is None or (m.end() - w, m.start() - w) < best[:2]):
+                    best = (m.end() - w, m.start() - w, rx.pattern)
+        if best is not None:
+            end, start, matched = best
+            self.matched = matched
+            self._held = ""
+            return (buf[:end] if self.no_stop_trim else buf[: max(start, 0)]), matched
+        hold = 0
+        for k in range(min(self._max_hold, len(buf)), 0, -1):
+            if buf[-k:] in self._prefixes:
+                hold = k
+                break
+        self._held = buf[len(buf) - hold :] if hold else ""
+        out = buf[: len(buf) - hold]
+        if self._regexes:
+            self._recent = (self._recent + out)[-self.REGEX_WINDOW :]
+        return out, None
+
+    def flush(self) -> str:
+        """Generation ended for another reason: the held tail is plain text after all."""
+        out, self._held = self._held, ""
+        return out
+
+
+class DecodeStream:
+    """One request's output text: detokenizer + stop strings, per its SamplingParams.
+
+    Feed every sampled token through `append`, EXCEPT a token that finished the request as a stop
+    token / EOS when stop trimming applies (not no_stop_trim): its text is not part of the output.
+    `text` is always the text a client may see; `finish()` releases the held tail.
+    """
+
+    def __init__(self, tokenizer: Any, params: Any, prompt_ids: Optional[Sequence[int]] = None) -> None:
+        self.detok = IncrementalDetokenizer(
+            tokenizer, prompt_ids, params.skip_special_tokens, params.spaces_between_special_tokens
+        )
+        self.stops = StopChecker(params.stop, params.no_stop_trim, getattr(params, "stop_regex", ()))
+        self.text = ""
+
+    @property
+    def matched(self) -> Optional[str]:
+        return self.stops.matched
+
+    def append(self, ids: Sequence[int]) -> tuple[str, Optional[str]]:
+        """(new visible text, matched stop string or None). After a match, further ids are ignored."""
+        if self.stops.stopped:
+            return "", None
+        out, matched = self.stops.feed(self.detok.append(ids))
+        self.text += out
+        return out, matched
+
+    def finish(self) -> str:
+        """The request ended (length / stop token / abort): release held text."""
+        if self.stops.stopped:
+            return ""
+        out, matched = self.stops.feed(self.detok.flush())
+        if matched is None:
+            out += self.stops.flush()
+        self.text += out
+        return out
