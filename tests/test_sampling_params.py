@@ -115,3 +115,13 @@ def test_frozen():
     with pytest.raises(Exception):
         p.temperature = 0.5  # type: ignore[misc]
     assert p.replace(temperature=0.5).temperature == 0.5
+
+
+def test_dtype_int_becomes_integer_regex():
+    p = SamplingParams.from_dict({"dtype": "int"})
+    assert p.constraint == ("regex", r"[-+]?\d+")
+    assert SamplingParams.from_dict(p.to_dict()) == p
+    assert SamplingParams.from_dict({"dtype": "int", "regex": "[0-9]"}).regex == "[0-9]"
+    assert SamplingParams.from_dict({"dtype": "str"}).constraint is None
+    with pytest.raises(ValueError, match="dtype"):
+        SamplingParams.from_dict({"dtype": "float"})

@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union
 
+INT_REGEX = r"[-+]?\d+"
+
 # Keys accepted by from_dict that map onto another field (SGLang spells the EBNF grammar both ways).
 _ALIASES = {"grammar": "ebnf"}
 
@@ -46,6 +48,8 @@ class SamplingParams:
     json_schema: Optional[str] = None
     stop_regex: Union[str, tuple[str, ...], list[str], None] = ()
     ebnf: Optional[str] = None
+    # SGLang 0.2.x frontend's `gen(dtype=int)` arrives as "int": an integer regex unless one is given
+    dtype: Optional[str] = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
@@ -86,6 +90,10 @@ class SamplingParams:
             v = getattr(self, name)
             if v is not None and not isinstance(v, str):
                 raise ValueError(f"sampling_params.{name} must be a string, got {type(v).__name__}")
+        if self.dtype not in (None, "int", "str"):
+            raise ValueError(f"sampling_params.dtype must be null, 'int' or 'str', got {self.dtype!r}")
+        if self.dtype == "int" and self.regex is None and self.json_schema is None and self.ebnf is None:
+            set_("regex", INT_REGEX)
         given = [n for n in ("regex", "json_schema", "ebnf") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(
