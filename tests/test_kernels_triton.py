@@ -137,3 +137,16 @@ def test_attention_rejects_mismatched_heads():
     q = torch.randn(1, 4, 16)
     with pytest.raises(ValueError, match="multiple"):
         decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor([4]), 0.25)
+
+
+def test_build_kv_indices_gathers_each_request_slice():
+    from sglang.kernels.kv_indices import build_kv_indices
+
+    r2t = torch.arange(5 * 12).view(5, 12).to(DEV)
+    rows = torch.tensor([3, 0, 4]).to(DEV)
+    lens, starts = [4, 0, 7], [2, 0, 1]
+    indptr = torch.tensor([0, 4, 4, 11], dtype=torch.int32).to(DEV)
+    out = torch.full((11,), -1, dtype=torch.int32).to(DEV)
+    build_kv_indices(r2t, rows, indptr, out, starts=torch.tensor(starts).to(DEV))
+    want = torch.cat([r2t[r, s: s + n] for r, s, n in zip(rows.tolist(), starts, lens)]).int()
+    assert torch.equal(out, want)

@@ -1,0 +1,187 @@
+"""FlashInferAttentionBackend: FlashInfer (>= 0.5) kernels over the token KV pool (page size 1).
+
+The pool's per-layer buffers [slots, Hkv, D] are viewed as pages of one token, [slots, 1, Hkv, D], so a
+request's page list is simply its req_to_token row (flattened by `kernels.kv_indices`).
+EXTEND: the new tokens attend to each other with the ragged prefill wrapper (causal, K/V straight from
+this forward); when some request has a cached prefix, the paged prefill wrapper attends to the prefix
+(non-causal) and the two partial results are merged by their log-sum-exp (`merge_state`).
+DECODE: the paged decode wrapper; under CUDA graphs one wrapper per captured batch size, planned on the
+host before each replay into fixed device buffers.
+Plans need the query head count and the softmax scale; both are learnt from the first forward call
+(a plan made at that moment for eager runs, and before capture for graphs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from ..forward_batch import ForwardBatch
+from .base import AttentionBackend
+
+WORKSPACE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class _Meta:
+    mode: str  # "decode" | "extend"
+    qo_indptr: Optional[torch.Tensor] = None  # host int32 [bs+1]
+    kv_indptr: Optional[torch.Tensor] = None  # host int32 [bs+1] (decode: seq lens; extend: prefix lens)
+    kv_indices: Optional[torch.Tensor] = None  # device int32
+    has_prefix: bool = False
+    planned: bool = False
+    decode_wrapper: Any = None
+
+
+class FlashInferAttentionBackend(AttentionBackend):
+    supports_cuda_graph = True
+
+    def __init__(self, model_runner: Any) -> None:
+        try:
+            import flashinfer
+        except ImportError as e:  # pragma: no cover - depends on the machine
+            raise ImportError("--attention-backend flashinfer needs flashinfer-python (>= 0.5) on a CUDA machine") from e
+        from ...kernels.kv_indices import build_kv_indices
+
+        self._fi = flashinfer
+        self._build_kv_indices = build_kv_indices
+        self.device = torch.device(getattr(model_runner, "device", "cuda"))
+        self.num_qo_heads: Optional[int] = getattr(model_runner, "num_attention_heads", None)
+        self.sm_scale: Optional[float] = None
+        self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
+        self.ragged = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(self.workspace, "NHD")
+        self.paged_prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD")
+        self._decode_wrapper = None  # created at the first decode, once the GQA group size is known
+        self._graph_wrappers: dict[int, Any] = {}
+        self._graph_indices: Optional[torch.Tensor] = None
+        self._ones: Optional[torch.Tensor] = None
+
+    # -- planning -------------------------------------------------------------------------------
+    def _use_tensor_cores(self, num_kv_heads: int) -> bool:
+        # the prefill-style decode kernel pays off when several query heads share a KV head
+        return (self.num_qo_heads or num_kv_heads) // num_kv_heads >= 4
+
+    def _last_page_len(self, bs: int) -> torch.Tensor:
+        if self._ones is None or self._ones.numel() < bs:
+            self._ones = torch.ones(max(bs, 256), dtype=torch.int32, device=self.device)
+        return self._ones[:bs]
+
+    def init_forward_metadata(self, batch: ForwardBatch) -> None:
+        bs = batch.batch_size
+        if batch.mode.is_decode():
+            seq = batch.seq_lens_cpu if batch.seq_lens_cpu is not None else batch.seq_lens.tolist()
+            kv_indptr = _cumsum_host(seq)
+            indices = torch.empty(int(kv_indptr[-1]), dtype=torch.int32, device=self.device)
+            self._build_kv_indices(batch.req_to_token, batch.req_pool_indices,
+                                   kv_indptr.to(self.device, non_blocking=True), indices)
+            meta = _Meta("decode", kv_indptr=kv_indptr, kv_indices=indices)
+        else:
+            ext = batch.extend_seq_lens_cpu if batch.extend_seq_lens_cpu is not None else batch.extend_seq_lens.tolist()
+            pre = (batch.extend_prefix_lens_cpu if batch.extend_prefix_lens_cpu is not None
+                   else batch.extend_prefix_lens.tolist())
+            meta = _Meta("extend", qo_indptr=_cumsum_host(ext), kv_indptr=_cumsum_host(pre), has_prefix=any(pre))
+            if meta.has_prefix:
+                meta.kv_indices = torch.empty(int(meta.kv_indptr[-1]), dtype=torch.int32, device=self.device)
+                self._build_kv_indices(batch.req_to_token, batch.req_pool_indices,
+                                       meta.kv_indptr.to(self.device, non_blocking=True), meta.kv_indices)
+        batch.attn_metadata = meta
+        if self.sm_scale is not None and self.num_qo_heads is not None:
+            self._plan(meta, batch)
+
+    def _plan(self, meta: _Meta, batch: ForwardBatch, wrapper: Any = None) -> None:
+        pool = batch.kv_pool
+        hkv, d, dtype = pool.num_kv_heads, pool.head_dim, pool.dtype
+        bs = batch.batch_size
+        if meta.mode == "decode":
+            if wrapper is None:
+                if self._decode_wrapper is None:
+                    self._decode_wrapper = self._fi.BatchDecodeWithPagedKVCacheWrapper(
+                        self.workspace, "NHD", use_tensor_cores=self._use_tensor_cores(hkv))
+                wrapper = self._decode_wrapper
+            wrapper.plan(meta.kv_indptr, meta.kv_indices, self._last_page_len(bs), self.num_qo_heads, hkv, d, 1,
+                         q_data_type=dtype, kv_data_type=dtype, sm_scale=self.sm_scale)
+            meta.decode_wrapper = wrapper
+        else:
+            self.ragged.plan(meta.qo_indptr, meta.qo_indptr, self.num_qo_heads, hkv, d, causal=True,
+                             sm_scale=self.sm_scale, q_data_type=dtype, kv_data_type=dtype)
+            if meta.has_prefix:
+                self.paged_prefill.plan(meta.qo_indptr, meta.kv_indptr, meta.kv_indices, self._last_page_len(bs),
+                                        self.num_qo_heads, hkv, d, 1, causal=False, sm_scale=self.sm_scale,
+                                        q_data_type=dtype, kv_data_type=dtype)
+        meta.planned = True
+
+    # -- CUDA graphs ----------------------------------------------------------------------------
+    def init_cuda_graph_state(self, max_bs: int, max_total_slots: Optional[int] = None) -> None:
+        n = max_total_slots or 1 << 20
+        self._graph_indices = torch.zeros(n, dtype=torch.int32, device=self.device)
+        self._last_page_len(max_bs)
+
+    def _graph_wrapper(self, bs: int, hkv: int) -> Any:
+        w = self._graph_wrappers.get(bs)
+        if w is None:
+            w = self._fi.BatchDecodeWithPagedKVCacheWrapper(
+                self.workspace, "NHD", use_cuda_graph=True, use_tensor_cores=self._use_tensor_cores(hkv),
+                paged_kv_indptr_buffer=torch.zeros(bs + 1, dtype=torch.int32, device=self.device),
+                paged_kv_indices_buffer=self._graph_indices,
+                paged_kv_last_page_len_buffer=self._last_page_len(bs))
+            self._graph_wrappers[bs] = w
+        return w
+
+    def _graph_meta(self, batch: ForwardBatch) -> None:
+        if self.sm_scale is None or self.num_qo_heads is None:
+            raise RuntimeError("FlashInferAttentionBackend: run one eager forward before capturing CUDA graphs")
+        seq = batch.seq_lens_cpu if batch.seq_lens_cpu is not None else batch.seq_lens.tolist()
+        kv_indptr = _cumsum_host(seq)
+        total = int(kv_indptr[-1])
+        if self._graph_indices is None or total > self._graph_indices.numel():
+            raise RuntimeError(f"FlashInferAttentionBackend: {total} KV slots exceed the CUDA-graph index buffer")
+        indices = self._graph_indices[:total]
+        self._build_kv_indices(batch.req_to_token, batch.req_pool_indices,
+                               kv_indptr.to(self.device, non_blocking=True), indices)
+        meta = _Meta("decode", kv_indptr=kv_indptr, kv_indices=indices)
+        self._plan(meta, batch, wrapper=self._graph_wrapper(batch.batch_size, batch.kv_pool.num_kv_heads))
+        batch.attn_metadata = meta
+
+    def init_forward_metadata_capture(self, batch: ForwardBatch) -> None:
+        self._graph_meta(batch)
+
+    def init_forward_metadata_replay(self, batch: ForwardBatch) -> None:
+        self._graph_meta(batch)
+
+    # -- forward --------------------------------------------------------------------------------
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
+                batch: ForwardBatch, scaling: float) -> torch.Tensor:
+        if q.dim() != 3:
+            raise ValueError(f"FlashInferAttentionBackend.forward expects q [tokens, heads, head_dim], got {tuple(q.shape)}")
+        t, hq, d = q.shape
+        pool = batch.kv_pool
+        pool.set_kv(layer_id, batch.out_cache_loc, k, v)
+        k_buf, v_buf = pool.get_kv(layer_id)
+        q = q.to(k_buf.dtype)
+        meta = batch.attn_metadata
+        if not isinstance(meta, _Meta):
+            self.init_forward_metadata(batch)
+            meta = batch.attn_metadata
+        if not meta.planned:
+            self.num_qo_heads, self.sm_scale = hq, float(scaling)
+            self._plan(meta, batch)
+        paged = (k_buf.view(-1, 1, pool.num_kv_heads, d), v_buf.view(-1, 1, pool.num_kv_heads, d))
+        if meta.mode == "decode":
+            out = meta.decode_wrapper.run(q, paged)
+        else:
+            k, v = k.to(k_buf.dtype), v.to(k_buf.dtype)
+            if meta.has_prefix:
+                o1, s1 = self.ragged.run(q, k, v, return_lse=True)
+                o2, s2 = self.paged_prefill.run(q, paged, return_lse=True)
+                out, _ = self._fi.merge_state(o1, s1, o2, s2)
+            else:
+                out = self.ragged.run(q, k, v)
+        return out.reshape(t, hq * d)
+
+
+def _cumsum_host(lens: list[int]) -> torch.Tensor:
+    out = torch.zeros(len(lens) + 1, dtype=torch.int32)
+    if lens:
+        out[1:] = torch.cumsum(torch.tensor(lens, dtype=torch.int32), 0)
+    return out
