@@ -1,0 +1,107 @@
+"""`sglang launch-server` / `python -m sglang.launch_server`: load the Engine, then serve it with uvicorn.
+
+The engine is loaded before the socket opens, so the URL printed at startup is ready for requests.
+`BackgroundServer` runs the same app in a thread of the current process (tests, notebooks, `sglang serve`).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import threading
+import time
+from typing import Any, Optional
+
+logger = logging.getLogger("sglang.server")
+
+
+def parse_args(argv: list[str]) -> Any:
+    from sglang.runtime.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser(prog="sglang launch-server",
+                                     description="Serve a model over HTTP (SGLang native API + OpenAI API).")
+    ServerArgs.add_cli_args(parser)
+    return ServerArgs.from_cli_args(parser.parse_args(argv))
+
+
+def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
+    import uvicorn
+
+    # The scheduler has its own thread; uvicorn only parses HTTP and awaits results, so one worker suffices.
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False,
+                          timeout_keep_alive=30, backlog=4096, lifespan="off")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        server_args = parse_args(argv)
+    except (ValueError, TypeError) as exc:
+        print(f"sglang launch-server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=server_args.log_level.upper(), format="[%(asctime)s %(name)s] %(message)s")
+    import uvicorn
+
+    from sglang.runtime.engine import Engine
+    from sglang.runtime.server.http_server import create_app
+
+    print(f"Loading model {server_args.model_path!r} ...", flush=True)
+    engine = Engine(**server_args.to_dict())
+    try:
+        app = create_app(engine, server_args)
+        server = uvicorn.Server(_uvicorn_config(app, server_args.host, server_args.port, server_args.log_level))
+        url = f"http://{server_args.host}:{server_args.port}"
+
+        def announce() -> None:
+            while not server.started and not server.should_exit:
+                time.sleep(0.05)
+            if server.started:
+                print(f"The server is ready: {url}  (OpenAI API at {url}/v1)", flush=True)
+
+        threading.Thread(target=announce, daemon=True).start()
+        server.run()
+        return 0 if server.started else 1
+    finally:
+        engine.shutdown()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class BackgroundServer:
+    """Serve `create_app(engine, server_args)` from a daemon thread; `.url`, `.stop()`; a context manager."""
+
+    def __init__(self, engine: Any, server_args: Any = None, host: str = "127.0.0.1",
+                 port: Optional[int] = None, app: Any = None) -> None:
+        import uvicorn
+
+        from sglang.runtime.server.http_server import create_app
+
+        if server_args is None:
+            server_args = engine.get_server_args()
+        self.engine = engine
+        self.port = port or free_port(host)
+        self.url = f"http://{host}:{self.port}"
+        self.app = app if app is not None else create_app(engine, server_args)
+        self.server = uvicorn.Server(_uvicorn_config(self.app, host, self.port, "warning"))
+        self.thread = threading.Thread(target=self.server.run, name=f"sglang-http-{self.port}", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP server did not start on {self.url}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
