@@ -1,0 +1,24 @@
+"""RMSNorm with the fused-residual form used between decoder sub-blocks."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .ops import get_op
+
+
+class RMSNorm(nn.Module):
+    """`norm(x)` -> y; `norm(x, residual)` -> (rmsnorm(x + residual), x + residual)."""
+
+    def __init__(self, hidden_size: int, eps: float, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(hidden_size, dtype=dtype, device=device), requires_grad=False)
+        self._op = get_op("rmsnorm", device)
+
+    def forward(
+        self, x: torch.Tensor, residual: Optional[torch.Tensor] = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self._op(x, self.weight, self.eps, residual)

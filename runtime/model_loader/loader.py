@@ -1,0 +1,144 @@
+"""Weight loading into our model modules: from an HF folder (safetensors, sharded or not; PyTorch .bin as
+a fallback), or seeded random "dummy" weights at the config's real shapes.
+
+Tensors are read straight onto the target device and cast there, one at a time, so a bf16 model on a GPU
+never exists as an fp32 copy in host memory.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from ..model_config import ModelConfig
+from ..models import get_model_class
+
+DUMMY_STD = 0.02  # small weights keep activations finite through many random layers
+
+
+def build_model(config: ModelConfig, dtype: torch.dtype, device: torch.device) -> nn.Module:
+    """The model with uninitialised weights (torch.empty) on `device`."""
+    model = get_model_class(config)(config, dtype, device)
+    return model.eval()
+
+
+def load_model(
+    config: ModelConfig, dtype: torch.dtype, device: torch.device, load_format: str = "auto", seed: int = 0
+) -> nn.Module:
+    model = build_model(config, dtype, device)
+    if load_format == "dummy":
+        init_dummy_weights(model, seed)
+    elif load_format in ("auto", "safetensors", "gguf"):
+        # gguf files were converted to an HF folder by resolve_model_path before we get here
+        load_weights(model, config.path)
+    else:
+        raise ValueError(f"load_format must be auto|safetensors|gguf|dummy, got {load_format!r}")
+    return model
+
+
+# -- checkpoint files ---------------------------------------------------------------------------
+def checkpoint_files(folder: str) -> list[str]:
+    """The weight files of an HF folder: the safetensors index's files, else *.safetensors, else *.bin."""
+    index = os.path.join(folder, "model.safetensors.index.json")
+    if os.path.isfile(index):
+        with open(index) as fh:
+            names = sorted(set(json.load(fh)["weight_map"].values()))
+        return [os.path.join(folder, n) for n in names]
+    files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+    # Mistral repos also ship the original-format "consolidated" file next to the HF shards
+    hf_files = [f for f in files if not os.path.basename(f).startswith("consolidated")]
+    if hf_files or files:
+        return hf_files or files
+    bins = sorted(glob.glob(os.path.join(folder, "pytorch_model*.bin")))
+    if bins:
+        return bins
+    raise ValueError(
+        f"no weights in {folder!r}: expected *.safetensors or pytorch_model*.bin "
+        "(or pass load_format='dummy' for random weights)"
+    )
+
+
+def iterate_checkpoint(folder: str, device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
+    from safetensors import safe_open
+
+    for path in checkpoint_files(folder):
+        if path.endswith(".safetensors"):
+            # safetensors' "cuda" device means the current device; name it fully for clarity
+            dev = str(device) if device.type != "cuda" or device.index is not None else "cuda:0"
+            with safe_open(path, framework="pt", device=dev) as f:
+                for name in f.keys():
+                    yield name, f.get_tensor(name)
+        else:
+            state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+            yield from state.items()
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load_weights(model: nn.Module, folder: str) -> None:
+    """Copy every checkpoint tensor into its (possibly fused) parameter; error on any gap or mismatch."""
+    params = dict(model.named_parameters())
+    device = next(iter(params.values())).device
+    stacked = getattr(model, "stacked_params", ())
+    ignored = getattr(model, "ignored_suffixes", ())
+    tied = getattr(model, "lm_head", None) is None
+    loaded: set[tuple[str, str | None]] = set()
+    embed_name = "model.embed_tokens.weight"
+    for name, tensor in iterate_checkpoint(folder, device):
+        if name.endswith(ignored):
+            continue
+        if name == "lm_head.weight" and tied:
+            continue  # tied: the embedding matrix serves as lm_head
+        target, shard = name, None
+        for ckpt_part, our_part, shard_id in stacked:
+            if ckpt_part in name:
+                target, shard = name.replace(ckpt_part, our_part), shard_id
+                break
+        if target not in params:
+            raise ValueError(f"checkpoint tensor {name!r} in {folder!r} has no matching parameter in the model")
+        param = params[target]
+        dst = param.data
+        if shard is not None:
+            start, size = param.shard_offsets[shard]
+            dst = dst.narrow(0, start, size)
+        if tuple(dst.shape) != tuple(tensor.shape):
+            raise ValueError(
+                f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(dst.shape)} "
+                "(config.json does not match the weights)"
+            )
+        dst.copy_(tensor)
+        loaded.add((target, shard))
+    if not tied and ("lm_head.weight", None) not in loaded and (embed_name, None) in loaded:
+        # an untied config whose checkpoint has no lm_head: the embedding is the output matrix
+        params["lm_head.weight"].data.copy_(params[embed_name].data)
+        loaded.add(("lm_head.weight", None))
+    missing = []
+    for pname, p in params.items():
+        shards = getattr(p, "shard_offsets", None)
+        need = [(pname, s) for s in shards] if shards else [(pname, None)]
+        missing += [f"{n}[{s}]" if s else n for n, s in need if (n, s) not in loaded]
+    if missing:
+        more = f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""
+        raise ValueError(f"checkpoint in {folder!r} lacks weights for: {', '.join(missing[:8])}{more}")
+
+
+@torch.no_grad()
+def init_dummy_weights(model: nn.Module, seed: int) -> None:
+    """Seeded random weights, generated on the parameter's device in its dtype (same seed → same weights).
+
+    Norm weights ~ N(1, 0.1) (near identity but not exactly, so a kernel that ignores them is caught);
+    everything else ~ N(0, DUMMY_STD).
+    """
+    generators: dict[torch.device, torch.Generator] = {}
+    for name, p in model.named_parameters():
+        g = generators.get(p.device)
+        if g is None:
+            g = generators[p.device] = torch.Generator(device=p.device)
+            g.manual_seed(seed)
+        if name.endswith("norm.weight"):
+            p.data.normal_(1.0, 0.1, generator=g)
+        else:
+            p.data.normal_(0.0, DUMMY_STD, generator=g)

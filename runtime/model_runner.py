@@ -1,0 +1,157 @@
+"""ModelRunner: loads the model, sizes the KV pools, owns the attention backend, runs forwards.
+
+    runner = ModelRunner(ServerArgs(model_path="default"))
+    out = runner.forward(batch)            # LogitsOutput (next_token_logits fp32 [bs, vocab], ...)
+
+The tokenizer is not the runner's business (the engine loads it with runtime.tokenizer.get_tokenizer).
+On CUDA, decode batches replay captured CUDA graphs (runtime/cuda_graph_runner.py) unless disabled.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import torch
+
+from .attention import create_attention_backend
+from .forward_batch import ForwardBatch
+from .layers.logits_processor import LogitsOutput, LogitsProcessor
+from .mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
+from .model_config import ModelConfig, parse_dtype
+from .model_loader.default_model import resolve_model_path
+from .model_loader.loader import load_model
+from .server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+REQ_POOL_HEADROOM = 8  # extra request rows: requests being admitted while others finish
+CONTEXT_HEADROOM = 8  # extra columns per row, so a full-context request can still take its last decode step
+CPU_KV_POOL_BYTES = 1 << 30  # default KV pool budget on CPU when max_total_tokens is not given
+MIN_KV_TOKENS = 64
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto|cpu|cuda, got {name!r}")
+    return dev
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return parse_dtype(name)
+
+
+class ModelRunner:
+    def __init__(self, server_args: ServerArgs) -> None:
+        self.server_args = server_args
+        self.device = resolve_device(server_args.device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.dtype = resolve_dtype(server_args.dtype, self.device)
+        self.model_path = resolve_model_path(server_args.model_path)
+        self.model_config = ModelConfig.from_path(self.model_path, server_args.context_length)
+        if self.model_config.context_len > self.model_config.max_position_embeddings:
+            logger.warning(
+                "context_length %d exceeds the model's max_position_embeddings %d",
+                self.model_config.context_len, self.model_config.max_position_embeddings,
+            )
+
+        start = time.perf_counter()
+        self.model = load_model(
+            self.model_config, self.dtype, self.device, server_args.load_format, server_args.random_seed
+        )
+        self.load_time_s = time.perf_counter() - start
+        logger.info("loaded %s (%s, %s) in %.1f s", self.model_path, self.dtype, self.device, self.load_time_s)
+        self.logits_processor = LogitsProcessor(self.model_config.vocab_size)
+
+        self._init_pools()
+        self.attn_backend = create_attention_backend(server_args.attention_backend, self)
+        self.model.set_attention_backend(self.attn_backend)
+        self.cuda_graph_runner = None
+        self._init_cuda_graphs()
+
+    # -- memory -----------------------------------------------------------------------------------
+    def _init_pools(self) -> None:
+        cfg, args = self.model_config, self.server_args
+        per_token = TokenKVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype)
+        self.max_total_num_tokens = self._kv_pool_tokens(per_token)
+        self.req_to_token_pool = ReqToTokenPool(
+            args.max_running_requests + REQ_POOL_HEADROOM, cfg.context_len + CONTEXT_HEADROOM, self.device
+        )
+        self.token_kv_pool = TokenKVPool(
+            self.max_total_num_tokens, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype, self.device
+        )
+        logger.info(
+            "KV pool: %d tokens (%.1f MiB)", self.max_total_num_tokens, self.max_total_num_tokens * per_token / 2**20
+        )
+
+    def _kv_pool_tokens(self, per_token: int) -> int:
+        cfg, args = self.model_config, self.server_args
+        if args.max_total_tokens is not None:
+            return int(args.max_total_tokens)
+        if self.device.type != "cuda":
+            return max(MIN_KV_TOKENS, min(cfg.context_len * 4, 65536, CPU_KV_POOL_BYTES // per_token))
+        free, total = torch.cuda.mem_get_info(self.device)
+        # mem_fraction_static of the GPU holds weights + KV pool; what is already used counts against it
+        budget = total * args.mem_fraction_static - (total - free)
+        tokens = int(budget // per_token)
+        if tokens < MIN_KV_TOKENS:
+            raise RuntimeError(
+                f"not enough GPU memory for the KV pool: {budget / 2**30:.2f} GiB left under "
+                f"mem_fraction_static={args.mem_fraction_static} ({per_token} bytes per token); "
+                "raise mem_fraction_static or set max_total_tokens"
+            )
+        return tokens
+
+    @property
+    def token_to_kv_pool(self) -> TokenKVPool:  # SGLang's name for the same pool
+        return self.token_kv_pool
+
+    # -- CUDA graphs ------------------------------------------------------------------------------
+    def _init_cuda_graphs(self) -> None:
+        if self.device.type != "cuda" or self.server_args.disable_cuda_graph:
+            return
+        if not getattr(self.attn_backend, "supports_cuda_graph", False):
+            logger.info("%s does not support CUDA graphs; decode runs eagerly", type(self.attn_backend).__name__)
+            return
+        from .cuda_graph_runner import CudaGraphRunner
+
+        start = time.perf_counter()
+        runner = CudaGraphRunner(self)
+        runner.capture()
+        self.cuda_graph_runner = runner
+        logger.info("CUDA graph capture took %.1f s", time.perf_counter() - start)
+
+    # -- forward ----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def forward(self, batch: ForwardBatch) -> LogitsOutput:
+        if self.cuda_graph_runner is not None and self.cuda_graph_runner.can_run(batch):
+            return self.cuda_graph_runner.replay(batch)
+        self._check_batch(batch)
+        self.attn_backend.init_forward_metadata(batch)
+        return self.forward_eager(batch)
+
+    def forward_eager(self, batch: ForwardBatch) -> LogitsOutput:
+        """Model + logits on a batch whose attention metadata is already set (what a CUDA graph captures)."""
+        hidden = self.model(batch.input_ids, batch.positions, batch)
+        return self.logits_processor(hidden, self.model.lm_head_weight, batch)
+
+    def _check_batch(self, batch: ForwardBatch) -> None:
+        n = batch.num_tokens
+        if batch.positions.shape[0] != n or batch.out_cache_loc.shape[0] != n:
+            raise ValueError(
+                f"ForwardBatch: input_ids has {n} tokens but positions has {batch.positions.shape[0]} "
+                f"and out_cache_loc {batch.out_cache_loc.shape[0]}"
+            )
+        if batch.mode.is_decode() and n != batch.batch_size:
+            raise ValueError(f"DECODE batch of {batch.batch_size} requests has {n} tokens (must be one each)")
+
+    def get_model_info(self) -> dict:
+        return {"model_path": self.model_path, "architecture": self.model_config.architecture,
+                "dtype": str(self.dtype).removeprefix("torch."), "device": str(self.device),
+                "max_total_num_tokens": self.max_total_num_tokens, "context_len": self.model_config.context_len}

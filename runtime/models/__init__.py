@@ -1,0 +1,17 @@
+"""Model implementations (our own torch modules) and the architecture → class registry."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..model_config import SUPPORTED_ARCHITECTURES, ModelConfig
+
+
+def get_model_class(config: ModelConfig) -> type[nn.Module]:
+    from .llama import LlamaForCausalLM
+
+    registry = {"LlamaForCausalLM": LlamaForCausalLM, "MistralForCausalLM": LlamaForCausalLM, "Qwen2ForCausalLM": LlamaForCausalLM}
+    if config.architecture not in registry:
+        raise ValueError(
+            f"unsupported model architecture {config.architecture!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    return registry[config.architecture]
