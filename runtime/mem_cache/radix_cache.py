@@ -177,6 +177,14 @@ class RadixCache:
             node.lock_ref -= 1
             node = node.parent
 
+    def lock_cost(self, node: TreeNode) -> int:
+        """How many evictable tokens inc_lock_ref(node) would protect."""
+        total = 0
+        while node is not self.root and node.lock_ref == 0:
+            total += len(node.key)
+            node = node.parent
+        return total
+
     # -- sizes ------------------------------------------------------------------------------------
     def evictable_size(self) -> int:
         return self._evictable
@@ -263,6 +271,9 @@ class NoRadixCache:
 
     def dec_lock_ref(self, node: TreeNode) -> None:
         pass
+
+    def lock_cost(self, node: TreeNode) -> int:
+        return 0
 
     def evictable_size(self) -> int:
         return 0

@@ -1,0 +1,109 @@
+"""Which waiting requests go into the next prefill batch, and how many tokens each may take.
+
+`order_waiting` sorts the queue: `lpm` (longest cached prefix first: batches requests that share a
+prefix while it is hot) or `fcfs` (arrival order). A request that has been passed over
+`starvation_rounds` times jumps ahead of both orders, so a long prompt with no cached prefix is not
+starved forever by a stream of cache hits.
+
+`PrefillAdder` admits requests in that order under three budgets:
+  - total tokens: pool free + evictable, minus what running requests are expected to still decode
+    (their remaining max_new_tokens scaled by `new_token_ratio`, which the scheduler adapts);
+  - input tokens per batch: max_prefill_tokens (the first request is always admitted, chunked if needed);
+  - chunk: chunked_prefill_size; a request longer than what is left of it is cut, and the rest of
+    it runs in the next rounds (one chunked request at a time).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .req import Req
+
+# lpm needs a tree lookup per waiting request; past this queue length the order falls back to fcfs
+LPM_MAX_QUEUE = 256
+# a request that shares this many new (uncached) leading tokens with one already admitted in this
+# round waits one round, so it reuses that request's prefix from the cache instead of recomputing it
+IN_BATCH_PREFIX_TOKENS = 32
+# cap on how many decode tokens to reserve per running request (long max_new_tokens rarely run out)
+RESERVE_CAP = 4096
+
+
+def order_waiting(waiting: list[Req], policy: str, prefix_lens: dict[int, int], starvation_rounds: int) -> list[Req]:
+    """Return the waiting queue in admission order. prefix_lens: id(req) -> cached prefix length."""
+    starving = [r for r in waiting if r.skipped_rounds >= starvation_rounds]
+    rest = [r for r in waiting if r.skipped_rounds < starvation_rounds]
+    starving.sort(key=lambda r: r.arrival)
+    if policy == "lpm" and len(waiting) <= LPM_MAX_QUEUE:
+        rest.sort(key=lambda r: (-prefix_lens.get(id(r), 0), r.arrival))
+    else:
+        rest.sort(key=lambda r: r.arrival)
+    return starving + rest
+
+
+@dataclass
+class Admission:
+    req: Req
+    prefix_len: int  # tokens reused from the cache
+    extend_len: int  # tokens computed this round
+    chunked: bool  # extend_len < what the request still needs
+
+
+@dataclass
+class PrefillAdder:
+    rem_total_tokens: int
+    rem_input_tokens: int
+    rem_chunk_tokens: Optional[int]  # None: chunking off
+    rem_requests: int
+    num_running: int = 0  # decoding requests not in this batch
+    admitted: list[Admission] = field(default_factory=list)
+    _shared_keys: set = field(default_factory=set)
+    blocked: bool = False  # out of budget: nothing more this round
+
+    @staticmethod
+    def reserve_for(req: Req, new_token_ratio: float) -> int:
+        """Decode tokens to keep free for a running (or admitted) request."""
+        return int(min(req.remaining_new_tokens(), RESERVE_CAP) * new_token_ratio)
+
+    def try_add(
+        self, req: Req, prefix_len: int, new_token_ratio: float, *, lock_cost: int = 0, must_continue: bool = False
+    ) -> bool:
+        """Admit req (with prefix_len cached tokens) if the budgets allow. lock_cost: evictable
+        tokens that locking its prefix takes out of the budget. must_continue: the in-progress
+        chunked request, always admitted first if memory allows."""
+        if self.blocked or self.rem_requests <= 0:
+            return False
+        need = req.seq_len - prefix_len  # tokens without KV yet
+        if not must_continue and prefix_len + IN_BATCH_PREFIX_TOKENS < req.seq_len:
+            key = (prefix_len, tuple(req.all_ids[: prefix_len + IN_BATCH_PREFIX_TOKENS]))
+            if key in self._shared_keys:
+                return False  # wait one round for the sibling's prefix to be cached
+        else:
+            key = None
+        extend = need
+        chunked = False
+        if self.rem_chunk_tokens is not None and extend > self.rem_chunk_tokens:
+            if self.admitted and not must_continue:
+                self.blocked = True  # a second request would be cut: leave it for the next round
+                return False
+            extend, chunked = max(self.rem_chunk_tokens, 1), True
+        if self.admitted and extend > self.rem_input_tokens:
+            self.blocked = True
+            return False
+        reserve = 0 if chunked else self.reserve_for(req, new_token_ratio)
+        if extend + reserve + lock_cost > self.rem_total_tokens:
+            if not self.admitted and not self.num_running and extend + lock_cost <= self.rem_total_tokens:
+                reserve = 0  # let one request in even if its decode may later need a retraction
+            else:
+                self.blocked = True
+                return False
+        self.rem_total_tokens -= extend + reserve + lock_cost
+        self.rem_input_tokens -= extend
+        if self.rem_chunk_tokens is not None:
+            self.rem_chunk_tokens -= extend
+        self.rem_requests -= 1
+        self.admitted.append(Admission(req, prefix_len, extend, chunked))
+        if key is not None:
+            self._shared_keys.add(key)
+        if chunked:
+            self.blocked = True  # the chunk budget is spent
+        return True

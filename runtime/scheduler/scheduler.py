@@ -1,0 +1,474 @@
+"""The scheduler: continuous batching over the model runner, in its own thread.
+
+One loop iteration (`step`): take new requests/aborts from the inbox, then run ONE forward:
+  1. a prefill (EXTEND) batch if any waiting request can be admitted (schedule_policy.PrefillAdder),
+     each request extending from its cached prefix, one request at a time possibly chunked;
+  2. otherwise a DECODE batch of all running requests, retracting some first if the pool (free +
+     evictable) cannot hold one more token each.
+Then sample, append, check stop conditions, stream/finish outputs through `on_output`.
+
+Hooks for other parts:
+  - constrained decoding: `constraint_factory(req) -> state or None` set by the engine; a state has
+    `fill_vocab_mask(row: bool[V])`, `advance(token_id)`, `is_terminated() -> bool` and optionally
+    `jump_forward() -> (rollback_k, new_ids) | None`, applied with `replace_output_tail`.
+  - overlap / CUDA graphs live behind `model_runner.forward(ForwardBatch)`; batches are built by
+    `batch.build_extend/build_decode` only, so a runner may pad or replay them.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable, Optional
+
+import torch
+
+from ..detokenizer import DecodeStream
+from ..mem_cache.radix_cache import make_prefix_cache
+from ..sampling.sampler import Sampler, top_logprobs
+from ..sampling.sampling_batch_info import SamplingBatchInfo, make_generator
+from ..server_args import ServerArgs
+from .batch import KVManager, build_decode, build_extend
+from .output import make_output
+from .req import FinishKind, FinishReason, Req, TokenizedRequest
+from .schedule_policy import PrefillAdder, order_waiting
+
+logger = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str, dict, bool], None]  # (rid, response dict, finished)
+
+STARVATION_ROUNDS = 64  # a request passed over this many times is admitted before anything else
+RETRACT_RATIO_STEP = 0.3
+
+
+class Scheduler:
+    def __init__(self, server_args: ServerArgs, model_runner: Any, tokenizer: Any, on_output: OutputCallback) -> None:
+        self.args = server_args
+        self.runner = model_runner
+        self.tokenizer = tokenizer
+        self.on_output = on_output
+        self.device = torch.device(model_runner.device)
+        self.req_pool = model_runner.req_to_token_pool
+        self.kv_pool = model_runner.token_kv_pool
+        self.cache = make_prefix_cache(self.kv_pool, server_args.disable_radix_cache)
+        self.kv = KVManager(self.req_pool, self.kv_pool, self.cache)
+        cfg = model_runner.model_config
+        self.vocab_size = int(cfg.vocab_size)
+        self.eos_ids = tuple(_eos_ids(cfg, tokenizer))
+        self.sampler = Sampler(seed=server_args.random_seed)
+        self.chunk_size = server_args.chunked_prefill_size if server_args.chunked_prefill_size > 0 else None
+        cons = server_args.schedule_conservativeness
+        self.init_new_token_ratio = min(0.7 * cons, 1.0)
+        self.min_new_token_ratio = min(0.1 * cons, 1.0)
+        self.new_token_ratio = self.init_new_token_ratio
+        self.new_token_ratio_decay = 0.001
+        self.constraint_factory: Optional[Callable[[Req], Any]] = None
+
+        self.waiting: list[Req] = []
+        self.running: list[Req] = []
+        self.chunked: Optional[Req] = None  # the request whose prefill is in progress over rounds
+        self.reqs: dict[str, Req] = {}
+        self.inbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self._stopped = False
+        self.counters = {"forward_extend": 0, "forward_decode": 0, "prefill_tokens": 0, "cached_tokens": 0,
+                         "retractions": 0, "finished": 0, "aborted": 0}
+
+    # -- thread-safe entry points (any thread) ----------------------------------------------------
+    def submit(self, req: TokenizedRequest) -> None:
+        self.inbox.put(("req", req))
+
+    def abort(self, rid: str) -> None:
+        self.inbox.put(("abort", rid))
+
+    def call(self, fn: Callable[["Scheduler"], Any]) -> "Future[Any]":
+        """Run fn(self) inside the scheduler thread (stats, flush, invariant checks)."""
+        fut: Future = Future()
+        self.inbox.put(("call", (fn, fut)))
+        return fut
+
+    def stop(self) -> None:
+        self.inbox.put(("stop", None))
+
+    # -- loop -------------------------------------------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.chunked)
+
+    def run_forever(self) -> None:
+        while not self._stopped:
+            self.drain_inbox(block=not self.has_work())
+            if self._stopped:
+                break
+            try:
+                self.step()
+            except Exception as exc:  # a bug must not hang every caller: fail what is in flight
+                logger.exception("scheduler step failed")
+                self._fail_all(f"internal error: {type(exc).__name__}: {exc}")
+        self._fail_all("engine shut down")
+
+    def drain_inbox(self, block: bool) -> None:
+        try:
+            msg = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._handle(*msg)
+            try:
+                msg = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "req":
+            self._add_request(payload)
+        elif kind == "abort":
+            self._abort(payload)
+        elif kind == "call":
+            fn, fut = payload
+            try:
+                fut.set_result(fn(self))
+            except Exception as exc:
+                fut.set_exception(exc)
+        elif kind == "stop":
+            self._stopped = True
+
+    def step(self) -> bool:
+        """Run one forward if there is anything to do; returns whether it did."""
+        admissions = self._next_prefill()
+        if admissions:
+            self._run_extend(admissions)
+            return True
+        if self.running:
+            self._run_decode()
+            return True
+        return False
+
+    # -- requests in and out ----------------------------------------------------------------------
+    def _add_request(self, t: TokenizedRequest) -> None:
+        req = Req.from_tokenized(t)
+        if req.rid in self.reqs:
+            req.finished_reason = FinishReason(FinishKind.ABORT, message=f"duplicate request id {req.rid!r}")
+            self.on_output(req.rid, make_output(req, self.tokenizer), True)
+            return
+        req.generator = make_generator(req.sampling_params.seed, self.device)
+        req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
+        if self.constraint_factory is not None:
+            req.constraint = self.constraint_factory(req)
+        self.reqs[req.rid] = req
+        self.waiting.append(req)
+
+    def _abort(self, rid: str) -> None:
+        req = self.reqs.get(rid)
+        if req is None or req.finished:
+            return
+        reason = FinishReason(FinishKind.ABORT, message="aborted by request")
+        if req in self.waiting:
+            self.waiting.remove(req)
+        elif req in self.running:
+            self.running.remove(req)
+        elif req is self.chunked:
+            self.chunked = None
+        self._finish(req, reason)
+
+    def _finish(self, req: Req, reason: FinishReason) -> None:
+        req.finished_reason = reason
+        self.kv.release(req)
+        self.reqs.pop(req.rid, None)
+        self.counters["aborted" if reason.kind == FinishKind.ABORT else "finished"] += 1
+        self.on_output(req.rid, make_output(req, self.tokenizer), True)
+
+    def _fail_all(self, message: str) -> None:
+        for req in list(self.reqs.values()):
+            try:
+                self._finish(req, FinishReason(FinishKind.ABORT, message=message))
+            except Exception:  # pool state may be what broke; still tell the caller
+                self.on_output(req.rid, make_output(req, self.tokenizer), True)
+        self.waiting, self.running, self.chunked, self.reqs = [], [], None, {}
+
+    # -- prefill ----------------------------------------------------------------------------------
+    def _next_prefill(self) -> list:
+        if not self.waiting and self.chunked is None:
+            return []
+        running_reserve = sum(PrefillAdder.reserve_for(r, self.new_token_ratio) for r in self.running)
+        adder = PrefillAdder(
+            rem_total_tokens=self.kv.available() - running_reserve,
+            rem_input_tokens=self.args.max_prefill_tokens,
+            rem_chunk_tokens=self.chunk_size,
+            rem_requests=min(self.args.max_running_requests - len(self.running), self.req_pool.available_size()
+                             + (1 if self.chunked is not None else 0)),
+            num_running=len(self.running),
+        )
+        if self.chunked is not None:
+            req = self.chunked
+            if not adder.try_add(req, req.kv_len, self.new_token_ratio, must_continue=True):
+                return []
+        matches = {id(r): self.kv.match(r) for r in self.waiting}
+        order = order_waiting(self.waiting, self.args.schedule_policy,
+                              {k: int(v[0].numel()) for k, v in matches.items()}, STARVATION_ROUNDS)
+        passed_over: list[Req] = []
+        for req in order:
+            slots, node = matches[id(req)]
+            if adder.try_add(req, int(slots.numel()), self.new_token_ratio, lock_cost=self.cache.lock_cost(node)):
+                self.kv.admit(req, slots, node)
+                for skipped in passed_over:
+                    skipped.skipped_rounds += 1
+                passed_over = []
+            elif adder.blocked:
+                break
+            else:
+                passed_over.append(req)
+        admitted = {id(a.req) for a in adder.admitted}
+        self.waiting = [r for r in self.waiting if id(r) not in admitted]
+        return adder.admitted
+
+    def _run_extend(self, admissions: list) -> None:
+        reqs, slots = [], []
+        for a in admissions:
+            req = a.req
+            req.extend_len = a.extend_len
+            if not req.scheduled_once:
+                req.scheduled_once = True
+                req.cached_tokens = req.kv_len
+                self.counters["cached_tokens"] += req.kv_len
+            slots.append(self.kv.extend_slots(req, a.extend_len))
+            reqs.append(req)
+        starts = tops = None
+        if any(r.wants_input_logprobs for r in reqs):
+            starts = [self._logprob_start(r) for r in reqs]
+            tops = [r.top_logprobs_num if r.wants_input_logprobs else 0 for r in reqs]
+        batch = build_extend(reqs, slots, self.req_pool, self.kv_pool, self.device, starts,
+                             tops if tops and any(tops) else None)
+        out = self.runner.forward(batch)
+        self.counters["forward_extend"] += 1
+        self.counters["prefill_tokens"] += batch.num_tokens
+
+        logits = out.next_token_logits
+        done_rows: list[int] = []
+        for i, req in enumerate(reqs):
+            if starts is not None:
+                self._record_input_logprobs(req, i, starts[i], out, logits)
+            req.kv_len += req.extend_len
+            self.kv.cache_unfinished(req)  # share the computed prefix with waiting requests now
+            if req.kv_len < req.seq_len:
+                self.chunked = req
+                continue
+            if req is self.chunked:
+                self.chunked = None
+            req.input_logprobs_done = True
+            if req.sampling_params.max_new_tokens == 0:
+                self._finish(req, FinishReason(FinishKind.LENGTH, length=0))  # prefill only
+            else:
+                done_rows.append(i)
+        if done_rows:
+            rows = [reqs[i] for i in done_rows]
+            self._sample_and_process(rows, logits[torch.tensor(done_rows, device=logits.device)])
+            self.running.extend(r for r in rows if not r.finished and r.req_pool_idx is not None)
+
+    def _logprob_start(self, req: Req) -> int:
+        """Position (within this round's new tokens) of the first logits row whose input logprob is
+        wanted; extend_len means none."""
+        if not req.wants_input_logprobs:
+            return req.extend_len
+        first_logit_pos = max(req.logprob_start_len, 1) - 1
+        return min(max(first_logit_pos - req.kv_len, 0), req.extend_len)
+
+    def _record_input_logprobs(self, req: Req, row: int, start: int, out: Any, logits: torch.Tensor) -> None:
+        """Append this round's input logprobs of req (LogitsOutput: row p predicts new token p+1)."""
+        if not req.wants_input_logprobs:
+            return
+        count = req.extend_len - start  # logits rows from `start` to the end of this chunk
+        k = req.top_logprobs_num
+        if req.kv_len == 0 and req.logprob_start_len == 0:
+            req.input_token_logprobs.append((None, req.origin_input_ids[0]))
+            req.input_top_logprobs.append(None)
+        if count > 1:
+            vals = out.input_token_logprobs[row].tolist()
+            first_tok = req.kv_len + start + 1
+            req.input_token_logprobs.extend(zip(vals, req.origin_input_ids[first_tok : first_tok + len(vals)]))
+            if k > 0:
+                tv, ti = out.input_top_logprobs[row]
+                req.input_top_logprobs.extend(list(zip(v, t)) for v, t in zip(tv.tolist(), ti.tolist()))
+        # chunk boundary: the chunk's last row predicts the first token of the next chunk
+        nxt = req.kv_len + req.extend_len
+        if count > 0 and nxt < len(req.origin_input_ids):
+            tok = req.origin_input_ids[nxt]
+            lp = torch.log_softmax(logits[row].float(), dim=-1)
+            req.input_token_logprobs.append((float(lp[tok]), tok))
+            if k > 0:
+                req.input_top_logprobs.append(top_logprobs(logits[row : row + 1], k)[0])
+
+    # -- decode -----------------------------------------------------------------------------------
+    def _run_decode(self) -> None:
+        self._make_room_for_decode()
+        if not self.running:
+            return
+        reqs = list(self.running)
+        slots = self.kv.alloc(len(reqs))
+        idx = torch.tensor([r.req_pool_idx for r in reqs], dtype=torch.int64, device=self.req_pool.device)
+        pos = torch.tensor([r.kv_len for r in reqs], dtype=torch.int64, device=self.req_pool.device)
+        self.req_pool.req_to_token[idx, pos] = slots.to(self.req_pool.device)
+        batch = build_decode(reqs, slots, self.req_pool, self.kv_pool, self.device)
+        out = self.runner.forward(batch)
+        self.counters["forward_decode"] += 1
+        for r in reqs:
+            r.kv_len += 1
+        self._sample_and_process(reqs, out.next_token_logits)
+        self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
+
+    def _make_room_for_decode(self) -> None:
+        """Retract running requests (KV to the cache, back to waiting) until each remaining one can
+        get one more slot. The least advanced request goes first (it loses the least work)."""
+        while self.running and self.kv.available() < len(self.running):
+            if len(self.running) == 1:
+                req = self.running.pop()
+                self._finish(req, FinishReason(FinishKind.ABORT, message="KV cache too small for this request"))
+                return
+            victim = min(self.running, key=lambda r: (len(r.output_ids), -len(r.origin_input_ids)))
+            self.running.remove(victim)
+            self.requeue(victim)
+            self.counters["retractions"] += 1
+            victim.num_retractions += 1
+            self.new_token_ratio = min(1.0, self.new_token_ratio + RETRACT_RATIO_STEP)
+
+    def requeue(self, req: Req) -> None:
+        """Drop req's KV (into the cache) and put it back to wait; it will re-extend from the cache."""
+        self.kv.release(req)
+        req.skipped_rounds = STARVATION_ROUNDS  # it was admitted once: come back first
+        self.waiting.append(req)
+
+    # -- sampling and stop conditions -------------------------------------------------------------
+    def _sample_and_process(self, reqs: list[Req], logits: torch.Tensor) -> None:
+        mask = None
+        if any(r.constraint is not None for r in reqs):
+            mask = torch.ones((len(reqs), self.vocab_size), dtype=torch.bool, device=logits.device)
+            for i, r in enumerate(reqs):
+                if r.constraint is not None:
+                    r.constraint.fill_vocab_mask(mask[i])
+        info = SamplingBatchInfo.build(
+            [r.sampling_params for r in reqs], [r.output_ids for r in reqs], [r.generator for r in reqs],
+            self.vocab_size, logits.device, mask,
+            prompt_ids=[r.origin_input_ids for r in reqs], eos_token_ids=self.eos_ids,
+        )
+        logits = logits[:, : self.vocab_size]
+        ids, lps = self.sampler.sample(logits, info)
+        ids_l, lps_l = ids.tolist(), lps.tolist()
+        ks = [r.top_logprobs_num if r.return_logprob else 0 for r in reqs]
+        tops = top_logprobs(logits, ks) if any(ks) else None
+        for i, r in enumerate(reqs):
+            tok = ids_l[i]
+            r.output_ids.append(tok)
+            r.completion_tokens_wo_jump_forward += 1
+            if r.return_logprob:
+                r.output_token_logprobs.append((lps_l[i], tok))
+                if r.top_logprobs_num > 0:
+                    r.output_top_logprobs.append(tops[i] if tops else [])
+            if r.constraint is not None:
+                r.constraint.advance(tok)
+            self._check_finished(r)
+            if not r.finished and r.constraint is not None and hasattr(r.constraint, "jump_forward"):
+                jump = r.constraint.jump_forward()
+                if jump:
+                    self.replace_output_tail(r, *jump)
+            self._emit(r)
+
+    def _check_finished(self, r: Req) -> None:
+        """Stop token / EOS, then stop strings (on the detokenized text), then length, then the
+        constraint. A stop token's own text is not part of the output unless no_stop_trim."""
+        sp, stream = r.sampling_params, r.text_tracker
+        tok, n = r.output_ids[-1], len(r.output_ids)
+        reason: Optional[FinishReason] = None
+        if n >= sp.min_new_tokens and (tok in sp.stop_token_ids or (not sp.ignore_eos and tok in self.eos_ids)):
+            reason = FinishReason(FinishKind.STOP, matched=tok)
+            if sp.no_stop_trim:
+                stream.append([tok])
+        else:
+            _, matched = stream.append([tok])
+            if matched is not None:
+                reason = FinishReason(FinishKind.STOP, matched=matched)
+            elif n >= sp.max_new_tokens:
+                reason = FinishReason(FinishKind.LENGTH, length=sp.max_new_tokens)
+            elif r.constraint is not None and r.constraint.is_terminated():
+                reason = FinishReason(FinishKind.STOP)
+        if reason is not None:
+            stream.finish()
+        r.text = stream.text
+        if reason is not None:
+            if r in self.running:
+                self.running.remove(r)
+            self._finish(r, reason)
+
+    def _emit(self, r: Req) -> None:
+        if r.finished or not r.stream:
+            return
+        if len(r.output_ids) - r.sent_tokens >= self.args.stream_interval:
+            r.sent_tokens = len(r.output_ids)
+            self.on_output(r.rid, make_output(r, self.tokenizer), False)
+
+    def replace_output_tail(self, req: Req, rollback: int, new_ids: list[int]) -> None:
+        """Jump-forward hook: drop the last `rollback` output tokens, append `new_ids` (not counted as
+        sampled). The request re-extends the new tokens from the cache in a later prefill round."""
+        if rollback < 0 or rollback > len(req.output_ids):
+            raise ValueError(f"cannot roll back {rollback} of {len(req.output_ids)} output tokens")
+        if req in self.running:
+            self.running.remove(req)
+        self.kv.release(req)  # computed tokens go to the cache; the common prefix is reused
+        del req.output_ids[len(req.output_ids) - rollback :]
+        if req.return_logprob:
+            del req.output_token_logprobs[len(req.output_ids) :]
+            del req.output_top_logprobs[len(req.output_ids) :]
+        req.output_ids.extend(new_ids)
+        req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
+        req.text_tracker.append(req.output_ids)
+        req.text = req.text_tracker.text
+        req.skipped_rounds = STARVATION_ROUNDS
+        self.waiting.append(req)
+
+    # -- maintenance (scheduler thread, via call()) -----------------------------------------------
+    def flush_cache(self) -> bool:
+        if self.has_work():
+            return False
+        self.cache.evict(self.cache.evictable_size())
+        self.cache.reset()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "running": len(self.running) + (1 if self.chunked else 0),
+            "waiting": len(self.waiting),
+            "pool_free": self.kv_pool.available_size(),
+            "pool_evictable": self.cache.evictable_size(),
+            "pool_protected": self.cache.protected_size(),
+            "pool_size": self.kv_pool.size,
+            "req_slots_free": self.req_pool.available_size(),
+            "new_token_ratio": self.new_token_ratio,
+            **self.counters,
+        }
+
+    def check_invariant(self) -> None:
+        """Raise AssertionError unless every slot is accounted for (only meaningful when idle)."""
+        if self.has_work():
+            raise AssertionError("check_invariant needs an idle scheduler")
+        free, ev, size = self.kv_pool.available_size(), self.cache.evictable_size(), self.kv_pool.size
+        if free + ev != size:
+            raise AssertionError(f"KV leak: free {free} + evictable {ev} != pool size {size}")
+        if self.cache.protected_size() != 0:
+            raise AssertionError(f"{self.cache.protected_size()} cached tokens still locked while idle")
+        if self.req_pool.available_size() != self.req_pool.size:
+            raise AssertionError("req_to_token rows leaked")
+
+
+def _eos_ids(cfg: Any, tokenizer: Any) -> list[int]:
+    ids = getattr(cfg, "eos_token_ids", None)
+    if ids is None:
+        ids = getattr(cfg, "eos_token_id", None)
+    if ids is None and tokenizer is not None:
+        ids = getattr(tokenizer, "eos_token_id", None)
+    if ids is None:
+        return []
+    return [int(i) for i in (ids if isinstance(ids, (list, tuple, set)) else [ids])]
+
+
+def start_scheduler_thread(scheduler: Scheduler) -> threading.Thread:
+    t = threading.Thread(target=scheduler.run_forever, name="sglang-scheduler", daemon=True)
+    t.start()
+    return t

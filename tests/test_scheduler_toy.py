@@ -1,0 +1,265 @@
+"""Scheduler bookkeeping against an exact toy model that reads its context from the KV pool
+(tests/scheduler_toy_runner.py): prefix reuse, chunking, retraction, policies, aborts, logprobs, stops."""
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scheduler_toy_runner import EOS, ToyRunner, ToyTokenizer, reference_input_logprobs, toy_greedy
+
+from sglang.runtime.sampling.sampling_params import SamplingParams
+from sglang.runtime.scheduler.req import TokenizedRequest
+from sglang.runtime.scheduler.scheduler import Scheduler
+from sglang.runtime.server_args import ServerArgs
+
+
+class Harness:
+    """Runs a Scheduler synchronously (no thread) and collects outputs."""
+
+    def __init__(self, runner: ToyRunner | None = None, **server_kw) -> None:
+        self.runner = runner or ToyRunner()
+        self.final: dict[str, dict] = {}
+        self.partial: dict[str, list[dict]] = {}
+        self.sched = Scheduler(ServerArgs(**server_kw), self.runner, ToyTokenizer(), self._on_output)
+
+    def _on_output(self, rid: str, out: dict, finished: bool) -> None:
+        if finished:
+            assert rid not in self.final, "finished twice"
+            self.final[rid] = out
+        else:
+            self.partial.setdefault(rid, []).append(out)
+
+    def submit(self, rid: str, prompt: list[int], max_new_tokens: int = 8, **kw) -> None:
+        sp = SamplingParams.from_dict({"max_new_tokens": max_new_tokens, "temperature": 0, **kw.pop("sp", {})})
+        self.sched.submit(TokenizedRequest(rid=rid, input_ids=prompt, sampling_params=sp, **kw))
+
+    def run(self, max_steps: int = 100000, on_step=None) -> dict[str, dict]:
+        for i in range(max_steps):
+            self.sched.drain_inbox(block=False)
+            if on_step is not None:
+                on_step(i)
+                self.sched.drain_inbox(block=False)
+            if not self.sched.step() and self.sched.inbox.empty():
+                break
+        self.sched.check_invariant()
+        return self.final
+
+
+def ids_of(out: dict) -> list[int]:
+    return ToyTokenizer().encode(out["text"])
+
+
+def shared_prefix_prompts(n: int, prefix_len: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    prefix = [rng.randrange(2, 64) for _ in range(prefix_len)]
+    return [prefix + [rng.randrange(2, 64) for _ in range(rng.randrange(1, 12))] for _ in range(n)]
+
+
+def test_64_concurrent_shared_prefix_match_sequential_and_reuse_cache():
+    prompts = shared_prefix_prompts(64, 500)
+    h = Harness()
+    for i, p in enumerate(prompts):
+        h.submit(f"r{i}", p, max_new_tokens=16)
+    out = h.run()
+    assert len(out) == 64
+    for i, p in enumerate(prompts):
+        assert ids_of(out[f"r{i}"]) == toy_greedy(p, 16)
+        assert out[f"r{i}"]["meta_info"]["finish_reason"]["type"] == "length"
+    cached = [out[f"r{i}"]["meta_info"]["cached_tokens"] for i in range(64)]
+    assert sum(c >= 500 for c in cached) >= 63  # only the first computes the shared prefix
+    # one by one gives the same outputs
+    h1 = Harness()
+    for i, p in enumerate(prompts[:8]):
+        h1.submit(f"s{i}", p, max_new_tokens=16)
+        h1.run()
+        assert h1.final[f"s{i}"]["text"] == out[f"r{i}"]["text"]
+
+
+def test_tiny_pool_forces_retraction_and_outputs_are_unchanged():
+    prompts = shared_prefix_prompts(12, 20, seed=1)
+    big = Harness()
+    small = Harness(ToyRunner(pool_size=120))
+    for h in (big, small):
+        for i, p in enumerate(prompts):
+            h.submit(f"r{i}", p, max_new_tokens=40)
+    ref, got = big.run(), small.run()
+    assert small.sched.counters["retractions"] > 0
+    assert big.sched.counters["retractions"] == 0
+    for rid in ref:
+        assert got[rid]["text"] == ref[rid]["text"]
+        assert got[rid]["meta_info"]["completion_tokens"] == 40
+
+
+def test_chunked_prefill_equals_unchunked():
+    prompts = shared_prefix_prompts(5, 30, seed=2) + [[5] * 97]
+    full, chunked = Harness(), Harness(chunked_prefill_size=16)
+    for h in (full, chunked):
+        for i, p in enumerate(prompts):
+            h.submit(f"r{i}", p, max_new_tokens=6)
+    a, b = full.run(), chunked.run()
+    assert {k: v["text"] for k, v in a.items()} == {k: v["text"] for k, v in b.items()}
+    extends = [b for b in chunked.runner.batches if b[0] == "EXTEND"]
+    assert len(extends) > len([b for b in full.runner.batches if b[0] == "EXTEND"])
+
+
+def test_fcfs_and_lpm_give_the_same_outputs():
+    prompts = shared_prefix_prompts(10, 40, seed=3) + shared_prefix_prompts(10, 25, seed=4)
+    outs = []
+    for policy in ("lpm", "fcfs"):
+        h = Harness(schedule_policy=policy, max_prefill_tokens=64)
+        for i, p in enumerate(prompts):
+            h.submit(f"r{i}", p, max_new_tokens=5)
+        outs.append({k: v["text"] for k, v in h.run().items()})
+    assert outs[0] == outs[1]
+    for i, p in enumerate(prompts):
+        assert ToyTokenizer().encode(outs[0][f"r{i}"]) == toy_greedy(p, 5)
+
+
+def test_abort_waiting_and_running_frees_everything():
+    h = Harness(max_prefill_tokens=32)
+    for i in range(6):
+        h.submit(f"r{i}", [3 + i] * 30, max_new_tokens=50)
+
+    def on_step(step: int) -> None:
+        if step == 3:
+            h.sched.abort("r0")  # running by now
+            h.sched.abort("r5")  # still waiting (one prompt per prefill round)
+            h.sched.abort("unknown")
+
+    out = h.run(on_step=on_step)
+    assert out["r0"]["meta_info"]["finish_reason"]["type"] == "abort"
+    assert out["r5"]["meta_info"]["finish_reason"]["type"] == "abort"
+    assert out["r5"]["meta_info"]["completion_tokens"] == 0
+    assert 0 < out["r0"]["meta_info"]["completion_tokens"] < 50
+    for i in range(1, 5):
+        assert ids_of(out[f"r{i}"]) == toy_greedy([3 + i] * 30, 50)
+
+
+@pytest.mark.parametrize("chunk", [-1, 7])
+@pytest.mark.parametrize("start", [0, 5, -1])
+def test_logprobs_match_full_prefill_computation(chunk, start):
+    prompt = [7, 9, 11, 13, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15]
+    h = Harness(chunked_prefill_size=chunk)
+    h.submit("warm", prompt[:10], max_new_tokens=1)  # caches a prefix that logprob_start_len must cap
+    h.run()
+    h.submit("r", prompt, max_new_tokens=4, return_logprob=True, logprob_start_len=start, top_logprobs_num=3)
+    meta = h.run()["r"]["meta_info"]
+    ref = reference_input_logprobs(prompt, len(prompt) if start < 0 else start)
+    got = meta["input_token_logprobs"]
+    assert [t for _, t, _ in got] == [t for _, t in ref]
+    for (lp, _, _), (rlp, _) in zip(got, ref):
+        assert (lp is None) == (rlp is None)
+        if lp is not None:
+            assert lp == pytest.approx(rlp, abs=1e-5)
+    assert len(meta["input_top_logprobs"]) == len(got)
+    for top, (lp, tok, _) in zip(meta["input_top_logprobs"], got):
+        if lp is not None:
+            assert len(top) == 3 and top[0][0] >= lp - 1e-6
+    gen = toy_greedy(prompt, 4)
+    assert [t for _, t, _ in meta["output_token_logprobs"]] == gen
+    seq = list(prompt)
+    for (lp, tok, _), top in zip(meta["output_token_logprobs"], meta["output_top_logprobs"]):
+        assert lp == pytest.approx(reference_input_logprobs(seq + [tok], len(seq))[0][0], abs=1e-5)
+        assert top[0][1] == tok  # greedy: the chosen token is the top-1
+        seq.append(tok)
+    vals = [lp for lp, _, _ in got[1:]]
+    expect = sum(vals) / len(vals) if vals else 0.0
+    assert meta["normalized_prompt_logprob"] == pytest.approx(expect, abs=1e-5)
+
+
+def test_prefill_only_request_caches_prompt():
+    h = Harness()
+    p = list(range(2, 40))
+    h.submit("a", p, max_new_tokens=0)
+    out = h.run()["a"]
+    assert out["text"] == "" and out["meta_info"]["prompt_tokens"] == len(p)
+    assert out["meta_info"]["finish_reason"]["type"] == "length"
+    assert h.sched.cache.evictable_size() == len(p)
+    h.submit("b", p + [5], max_new_tokens=2)
+    out = h.run()["b"]
+    assert out["meta_info"]["cached_tokens"] == len(p)
+    assert ids_of(out) == toy_greedy(p + [5], 2)
+
+
+def test_whole_prompt_cached_still_computes_one_token():
+    h = Harness()
+    p = list(range(2, 30))
+    h.submit("a", p, max_new_tokens=3)
+    h.submit("b", p, max_new_tokens=3)
+    h.run()
+    h.submit("c", p, max_new_tokens=3)
+    out = h.run()
+    assert out["c"]["meta_info"]["cached_tokens"] == len(p) - 1
+    assert out["a"]["text"] == out["b"]["text"] == out["c"]["text"]
+
+
+def test_stop_token_ids_stop_strings_eos_and_min_new_tokens():
+    p = [4, 5, 6, 7]
+    gen = toy_greedy(p, 12)
+    text = ToyTokenizer().decode(gen)
+    h = Harness()
+    h.submit("tok", p, 12, sp={"stop_token_ids": [gen[3]]})
+    h.submit("str", p, 12, sp={"stop": [text[5:7]]})
+    h.submit("str_keep", p, 12, sp={"stop": [text[5:7]], "no_stop_trim": True})
+    h.submit("min", p, 12, sp={"stop_token_ids": [gen[0]], "min_new_tokens": 12})
+    h.submit("stream", p, 6, stream=True)
+    out = h.run()
+    first = gen.index(gen[3])
+    assert out["tok"]["meta_info"]["finish_reason"] == {"type": "stop", "matched": gen[3]}
+    assert out["tok"]["meta_info"]["completion_tokens"] == first + 1
+    assert out["tok"]["text"] == text[:first]  # the stop token's text is trimmed
+    assert out["str"]["meta_info"]["finish_reason"]["matched"] == text[5:7]
+    assert out["str"]["text"] == text[: text.index(text[5:7])]
+    assert out["str_keep"]["text"] == text[: text.index(text[5:7]) + 2]
+    # min_new_tokens bans the stop token until 12 tokens exist: it never stops early
+    assert out["min"]["meta_info"]["finish_reason"]["type"] == "length"
+    assert len(h.partial["stream"]) == 5 and h.partial["stream"][-1]["text"] == text[:5]
+    assert all(o["meta_info"]["finish_reason"] is None for o in h.partial["stream"])
+
+
+def test_eos_stops_unless_ignore_eos():
+    class EosRunner(ToyRunner):
+        def forward(self, batch):
+            out = super().forward(batch)
+            out.next_token_logits[:, EOS] = 100.0
+            return out
+
+    h = Harness(EosRunner())
+    h.submit("a", [4, 5], 5)
+    h.submit("b", [4, 5], 5, sp={"ignore_eos": True})
+    out = h.run()
+    assert out["a"]["meta_info"]["finish_reason"] == {"type": "stop", "matched": EOS}
+    assert out["a"]["meta_info"]["completion_tokens"] == 1
+    assert out["b"]["meta_info"]["completion_tokens"] == 5
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10**6),
+    pool=st.sampled_from([90, 160, 4096]),
+    chunk=st.sampled_from([-1, 8, 33]),
+    policy=st.sampled_from(["lpm", "fcfs"]),
+    disable_cache=st.booleans(),
+    abort_at=st.one_of(st.none(), st.integers(0, 20)),
+)
+def test_random_workloads_keep_outputs_and_pool_exact(seed, pool, chunk, policy, disable_cache, abort_at):
+    rng = random.Random(seed)
+    bases = [[rng.randrange(2, 8) for _ in range(rng.randrange(1, 30))] for _ in range(3)]
+    prompts = [rng.choice(bases) + [rng.randrange(2, 8) for _ in range(rng.randrange(0, 10))] for _ in range(10)]
+    lens = [rng.randrange(0, 20) for _ in prompts]
+    h = Harness(ToyRunner(pool_size=pool), chunked_prefill_size=chunk, schedule_policy=policy,
+                disable_radix_cache=disable_cache, max_prefill_tokens=rng.choice([40, 1000]))
+    for i, (p, n) in enumerate(zip(prompts, lens)):
+        h.submit(f"r{i}", p, n)
+    victim = f"r{rng.randrange(len(prompts))}"
+    out = h.run(on_step=lambda s: h.sched.abort(victim) if s == abort_at else None)
+    assert len(out) == len(prompts)
+    for i, (p, n) in enumerate(zip(prompts, lens)):
+        o = out[f"r{i}"]
+        if o["meta_info"]["finish_reason"]["type"] == "abort":
+            assert f"r{i}" == victim
+            assert toy_greedy(p, n)[: o["meta_info"]["completion_tokens"]] == ids_of(o)
+        else:
+            assert ids_of(o) == toy_greedy(p, n)
