@@ -1,0 +1,54 @@
+"""IR passes, one module each, run in a fixed order; each can be switched off (`-O0`, `-fno-<pass>`).
+
+Transform passes rewrite the IR (constant folding + text merging, dead-branch elimination, prefix
+hoisting). Annotation passes leave the ops alone and record decisions in `fn.attrs` keyed by node id
+(fork batching, select lowering, constrained precompilation); `compiler/lower.py` turns those into
+plan step flags. Every pass takes and returns an `IRFunction` and a shared `PassContext`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ...lang import ir
+
+# pass name (the -f<name> flag) -> module; order is the pipeline order
+PASS_ORDER = ("const-fold", "dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "constrained-precompile")
+
+
+@dataclass
+class PassContext:
+    tokenizer: Any = None  # HF tokenizer when compiling for a known model (token-level tables)
+    constraints: dict[str, Any] = field(default_factory=dict)  # artifact section filled by constrained-precompile
+    log: list[str] = field(default_factory=list)  # one line per change, for --emit and tests
+
+
+def get_pass(name: str) -> Callable[[ir.IRFunction, PassContext], ir.IRFunction]:
+    from . import constrained_precompile, const_fold, dead_branch, fork_batching, prefix_hoist, select_lowering
+
+    table = {"const-fold": const_fold.run, "dead-branch": dead_branch.run, "prefix-hoist": prefix_hoist.run,
+             "fork-batching": fork_batching.run, "select-lowering": select_lowering.run,
+             "constrained-precompile": constrained_precompile.run}
+    if name not in table:
+        raise ValueError(f"unknown pass {name!r} (passes: {', '.join(PASS_ORDER)})")
+    return table[name]
+
+
+def enabled_passes(opt_level: int = 1, disabled: tuple[str, ...] = (), enabled: tuple[str, ...] = ()) -> list[str]:
+    """-O0 runs none (enabled ones still run); -O1 (default) runs all but the -fno-<pass> ones."""
+    for n in (*disabled, *enabled):
+        if n not in PASS_ORDER:
+            raise ValueError(f"unknown pass {n!r} (passes: {', '.join(PASS_ORDER)})")
+    on = set(PASS_ORDER) if opt_level > 0 else set()
+    on = (on - set(disabled)) | set(enabled)
+    return [p for p in PASS_ORDER if p in on]
+
+
+def run_passes(fn: ir.IRFunction, names: list[str], ctx: PassContext | None = None) -> ir.IRFunction:
+    ctx = ctx or PassContext()
+    fn = ir.canonicalize(fn)
+    for name in names:
+        fn = get_pass(name)(fn, ctx)
+        fn.check()
+    fn.attrs["passes"] = list(names)
+    return fn

@@ -1,0 +1,27 @@
+"""Select lowering.
+
+A select scores every choice by its likelihood after the prompt. Unlowered, that is one scoring call
+per choice. Lowered, the executor sends all choices of a select (and of every ready select of every
+batch item) as ONE batched prefill-only call with input logprobs, after a prefill of the shared
+prompt so each choice only extends it. Recorded as `fn.attrs["select_batched"] = [node ids]`; the
+choice texts are checked here (non-empty, distinct), since a duplicate would make the scores tie.
+"""
+from __future__ import annotations
+
+from ...lang import ir
+from ..ir_edit import all_nodes
+
+
+def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
+    marked = []
+    for node in all_nodes(fn):
+        op = fn.op(node)
+        if not isinstance(op, ir.Select):
+            continue
+        if isinstance(op.choices, tuple) and len(set(op.choices)) != len(op.choices):
+            loc = fn.loc_of(node)
+            raise ir.IRError(f"select {op.name!r} has duplicate choices", node=node, op=op, loc=loc, function=fn.name)
+        marked.append(node)
+        ctx.log.append(f"select-lowering: select node {node} -> one batched scoring call")
+    fn.attrs["select_batched"] = marked
+    return fn
