@@ -69,7 +69,6 @@ class CudaGraphRunner:
                 init_state(self.max_bs, max_total_slots=self.kv_pool.size + self.max_bs)
             except TypeError:
                 init_state(self.max_bs)
-        self.capture()
 
     # -- batches over the static buffers --------------------------------------------------------
     def _static_batch(self, bs: int, seq_lens_cpu: list[int]) -> ForwardBatch:
@@ -85,7 +84,9 @@ class CudaGraphRunner:
     def _logits(out: Any) -> torch.Tensor:
         return out if isinstance(out, torch.Tensor) else out.next_token_logits
 
+    @torch.inference_mode()
     def capture(self) -> None:
+        """Capture one graph per batch size (the model runner calls this once after construction)."""
         pool = torch.cuda.graph_pool_handle()
         stream = torch.cuda.Stream(device=self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -108,7 +109,8 @@ class CudaGraphRunner:
 
     # -- replay ---------------------------------------------------------------------------------
     def can_run(self, batch: ForwardBatch) -> bool:
-        return batch.mode.is_decode() and 0 < batch.batch_size <= self.max_bs and not batch.return_logprob
+        # decode logits do not depend on return_logprob (logprobs come from the sampler), so no check on it
+        return batch.mode.is_decode() and 0 < batch.batch_size <= self.max_bs and bool(self.graphs)
 
     def replay(self, batch: ForwardBatch) -> Any:
         bs = batch.batch_size

@@ -47,8 +47,11 @@ class FlashInferAttentionBackend(AttentionBackend):
         self._fi = flashinfer
         self._build_kv_indices = build_kv_indices
         self.device = torch.device(getattr(model_runner, "device", "cuda"))
-        self.num_qo_heads: Optional[int] = getattr(model_runner, "num_attention_heads", None)
-        self.sm_scale: Optional[float] = None
+        cfg = getattr(model_runner, "model_config", None)
+        # known up front so that CUDA graphs can be planned before any eager forward; a forward with a
+        # different scale re-plans (eager only)
+        self.num_qo_heads: Optional[int] = getattr(cfg, "num_heads", None)
+        self.sm_scale: Optional[float] = cfg.head_dim ** -0.5 if cfg is not None else None
         self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
         self.ragged = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(self.workspace, "NHD")
         self.paged_prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD")
@@ -163,7 +166,10 @@ class FlashInferAttentionBackend(AttentionBackend):
         if not isinstance(meta, _Meta):
             self.init_forward_metadata(batch)
             meta = batch.attn_metadata
-        if not meta.planned:
+        same_scale = self.sm_scale is not None and abs(self.sm_scale - scaling) <= 1e-6 * abs(scaling)
+        if not meta.planned or self.num_qo_heads != hq or not same_scale:
+            if meta.decode_wrapper is not None and meta.decode_wrapper is not self._decode_wrapper:
+                raise RuntimeError("FlashInferAttentionBackend: CUDA graph planned with another head count/scale")
             self.num_qo_heads, self.sm_scale = hq, float(scaling)
             self._plan(meta, batch)
         paged = (k_buf.view(-1, 1, pool.num_kv_heads, d), v_buf.view(-1, 1, pool.num_kv_heads, d))
