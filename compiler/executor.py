@@ -1,0 +1,533 @@
+"""Plan executor: runs a compiled plan for one or many argument sets over a native backend.
+
+Each stream (a batch item's main state, or a fork branch) is a generator walking its region of the
+plan; it yields the backend requests it needs (gen, prefill, choice scoring) and waits on other
+streams (join, reading a branch's variable). A wave scheduler advances every runnable stream until it
+blocks, then sends ALL pending requests of all batch items and branches as ONE batched native
+`generate` call (per-request sampling params and logprob options are lists), and resumes them with
+the responses. That single call per wave is where the compiled plan beats the interpreter, which
+issues one call per gen per item. Requests marked `solo` (selects the select-lowering pass did not
+batch) are sent one call each. Data-dependent control flow (branch conditions, loops over generated
+values, fork counts) is decided at run time from the stream's variables.
+
+The backend is any `runtime.backends.base.NativeBackend` (in-process Engine or HTTP): we only use its
+`_call(payload)` transport, its chat template and its image check.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+from ..lang.ir_expr import eval_expr, expr_from_json, names_in
+from ..lang.sgl_errors import SglRuntimeError
+from .plan import FunctionPlan, Plan, Step
+
+_PREFILL = {"max_new_tokens": 0, "temperature": 0.0}
+
+
+@dataclass
+class Request:
+    payload: dict[str, Any]  # one native request (single text)
+    solo: bool = False
+
+
+@dataclass
+class _Wait:
+    ready: Callable[[], bool]
+
+
+@dataclass
+class _Spawn:
+    tasks: list[Iterator[Any]]
+
+
+@dataclass
+class ExecStats:
+    engine_calls: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    waves: int = 0
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt tokens the engine computed (not served from its prefix cache)."""
+        return self.prompt_tokens - self.cached_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {"engine_calls": self.engine_calls, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens, "prefill_tokens": self.prefill_tokens,
+                "completion_tokens": self.completion_tokens, "waves": self.waves}
+
+
+@dataclass
+class _Stream:
+    text: str = ""
+    vars: dict[str, Any] = field(default_factory=dict)
+    history: dict[str, list[Any]] = field(default_factory=dict)  # every value of a variable, in order
+    meta: dict[str, Any] = field(default_factory=dict)
+    images: list[Any] = field(default_factory=list)
+    forks: dict[int, list["_Stream"]] = field(default_factory=dict)
+    done: bool = False
+
+    def child(self) -> "_Stream":
+        return _Stream(self.text, dict(self.vars), {}, {}, list(self.images))
+
+
+@dataclass
+class _Item:
+    index: int
+    args: dict[str, Any]
+    main: _Stream
+    result: Any = None
+    error: BaseException | None = None
+
+
+def _text_of(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _iter_values(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [line.strip() for line in value.splitlines() if line.strip()]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return list(range(value))
+    if isinstance(value, dict):
+        return list(value)
+    try:
+        return list(value)
+    except TypeError:
+        raise SglRuntimeError(f"cannot loop over a {type(value).__name__} ({value!r})") from None
+
+
+def _cast(dtype: str | None, text: str) -> Any:
+    if dtype is None or dtype == "str":
+        return text
+    try:
+        if dtype == "int":
+            return int(text.strip())
+        if dtype == "float":
+            return float(text.strip())
+        if dtype == "bool":
+            return text.strip() == "True"
+    except ValueError:
+        return text  # an unconstrained backend may not honour the regex; keep the text
+    return text
+
+
+class PlanExecutor:
+    """Runs one function of a plan. `run_batch` is the batched entry point; `run` a single item."""
+
+    def __init__(self, plan: Plan, backend: Any, *, default_sampling: dict[str, Any] | None = None,
+                 seed: int = 0) -> None:
+        self.plan = plan
+        self.backend = backend
+        self.default_sampling = dict(default_sampling or {})
+        self.stats = ExecStats()
+        self._rng = random.Random(seed)
+        self._template = None
+
+    # ---------------- public
+    def run(self, function: str | None = None, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+        return self.run_batch(function, [args or {}], **kw)[0]
+
+    def run_batch(self, function: str | None, batch: list[dict[str, Any]], *, progress: bool = False,
+                  on_event: Callable[[int, dict[str, Any]], None] | None = None,
+                  hoist_prefix: bool = True) -> list[dict[str, Any]]:
+        fplan = self.plan.function(function)
+        items = [_Item(i, bind_args(fplan, a), _Stream()) for i, a in enumerate(batch)]
+        self._fplan, self._on_event = fplan, on_event
+        bar = None
+        if progress and len(items) > 1:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(items), desc=fplan.name, unit="item", leave=False)
+        if hoist_prefix and len(items) > 1 and fplan.hoisted_prefix_steps:
+            prefix = self._hoisted_prefix(fplan)
+            if prefix:  # one prefill shared by all items: their first calls hit the prefix cache
+                self._dispatch([Request({"text": prefix, "sampling_params": dict(_PREFILL)}, solo=True)])
+        tasks = [(self._main_task(it, fplan), it) for it in items]
+        self._schedule(tasks, bar)
+        if bar is not None:
+            bar.close()
+        return [self._output(it, fplan) for it in items]
+
+    # ---------------- scheduling
+    def _schedule(self, tasks: list[tuple[Iterator[Any], _Item]], bar: Any) -> None:
+        ready: list[tuple[Iterator[Any], _Item, Any]] = [(t, it, None) for t, it in tasks]
+        waiting: list[tuple[Iterator[Any], _Item, _Wait]] = []
+        mains = {id(t) for t, _ in tasks}
+        while ready or waiting:
+            blocked: list[tuple[Iterator[Any], _Item, Any]] = []  # (task, item, request or list)
+            while True:
+                still = []
+                for w in waiting:  # a stream that finished may release a waiter
+                    (ready.append((w[0], w[1], True)) if w[2].ready() else still.append(w))
+                waiting = still
+                if not ready:
+                    break
+                task, item, value = ready.pop(0)
+                try:
+                    out = task.send(value) if value is not None else next(task)
+                    while isinstance(out, _Spawn):
+                        ready.extend((t, item, None) for t in out.tasks)
+                        out = next(task)
+                except StopIteration:
+                    if id(task) in mains and bar is not None:
+                        bar.update(1)
+                    continue
+                except Exception as e:  # one item's failure does not stop the batch
+                    item.error = item.error or e
+                    item.main.done = True
+                    if id(task) in mains and bar is not None:
+                        bar.update(1)
+                    continue
+                if isinstance(out, _Wait):
+                    waiting.append((task, item, out))
+                else:
+                    blocked.append((task, item, out))
+            if not blocked:
+                if waiting:  # nothing can make progress: report instead of hanging
+                    for task, item, _ in waiting:
+                        item.error = item.error or SglRuntimeError("a stream waits for a branch that never finishes")
+                        task.close()
+                    waiting = []
+                break
+            flat: list[Request] = []
+            for _, _, req in blocked:
+                flat.extend(req if isinstance(req, list) else [req])
+            try:
+                responses = self._dispatch(flat)
+            except Exception as e:
+                for task, item, _ in blocked:
+                    item.error = item.error or e
+                    task.close()
+                continue
+            pos = 0
+            for task, item, req in blocked:
+                n = len(req) if isinstance(req, list) else 1
+                res = responses[pos:pos + n]
+                pos += n
+                ready.append((task, item, res if isinstance(req, list) else res[0]))
+
+    def _dispatch(self, reqs: list[Request]) -> list[dict[str, Any]]:
+        """Send requests: all non-solo ones as one batched call, each solo one alone."""
+        self.stats.waves += 1
+        out: list[Any] = [None] * len(reqs)
+        batch = [i for i, r in enumerate(reqs) if not r.solo]
+        for i, r in enumerate(reqs):
+            if r.solo:
+                out[i] = self._call([r.payload])[0]
+        if batch:
+            for i, resp in zip(batch, self._call([reqs[i].payload for i in batch])):
+                out[i] = resp
+        return out
+
+    def _call(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        merged: dict[str, Any] = {"text": [p["text"] for p in payloads],
+                                  "sampling_params": [p["sampling_params"] for p in payloads]}
+        for key, default in (("return_logprob", False), ("logprob_start_len", -1), ("top_logprobs_num", 0)):
+            vals = [p.get(key, default) for p in payloads]
+            if any(v != default for v in vals):
+                merged[key] = vals
+        if any(p.get("return_text_in_logprobs") for p in payloads):
+            merged["return_text_in_logprobs"] = True
+        images = [p.get("image_data") for p in payloads]
+        if any(images):
+            self.backend.check_images()
+            merged["image_data"] = images
+        self.stats.engine_calls += 1
+        self.stats.requests += len(payloads)
+        res = self.backend._call(merged)
+        res = res if isinstance(res, list) else [res]
+        if len(res) != len(payloads):
+            raise SglRuntimeError(f"backend returned {len(res)} outputs for {len(payloads)} prompts")
+        for r in res:
+            m = r.get("meta_info", {})
+            self.stats.prompt_tokens += int(m.get("prompt_tokens", 0) or 0)
+            self.stats.cached_tokens += int(m.get("cached_tokens", 0) or 0)
+            self.stats.completion_tokens += int(m.get("completion_tokens", 0) or 0)
+        return res
+
+    # ---------------- streams
+    def template(self) -> Any:
+        if self._template is None:
+            self._template = self.backend.chat_template()
+        return self._template
+
+    def _hoisted_prefix(self, fplan: FunctionPlan) -> str:
+        text = ""
+        for sid in fplan.entry[:fplan.hoisted_prefix_steps]:
+            s = fplan.step(sid)
+            if s.kind == "text":
+                text += s.args["value"]
+            elif s.kind == "role_begin":
+                text += self.template().role_begin(s.args["role"])
+            elif s.kind == "role_end":
+                text += self.template().role_end(s.args["role"])
+            else:
+                break
+        return text
+
+    def _main_task(self, item: _Item, fplan: FunctionPlan) -> Iterator[Any]:
+        yield from self._region(item, item.main, fplan.entry, {}, path=())
+        item.main.done = True
+
+    def _env(self, item: _Item, stream: _Stream, local: dict[str, Any]) -> dict[str, Any]:
+        env = dict(item.args)
+        env.update(stream.vars)
+        env.update(local)
+        return env
+
+    def _eval(self, item: _Item, stream: _Stream, local: dict[str, Any], ej: Any, lenient: bool = False) -> Iterator[Any]:
+        expr = expr_from_json(ej)
+        forks = {(n.fork, n.branch or 0) for n in names_in(expr) if n.fork is not None}
+        for f, b in forks:  # reading a branch's variable waits for that branch to finish
+            if f not in stream.forks:
+                raise SglRuntimeError(f"fork step {f} has not run on this stream")
+            children = stream.forks[f]
+            if not 0 <= b < len(children):
+                raise SglRuntimeError(f"fork has {len(children)} branch(es); branch {b} does not exist")
+            if not children[b].done:
+                yield _Wait(lambda c=children[b]: c.done)
+        env = self._env(item, stream, local)
+        if lenient:  # return values: a variable generated only on some paths reads as none
+            for n in self._fplan.generated:
+                env.setdefault(n, None)
+
+        def lookup(f: int, b: int, name: str) -> Any:
+            return stream.forks[f][b].vars.get(name) if lenient else stream.forks[f][b].vars[name]
+
+        try:
+            return eval_expr(expr, env, lookup)
+        except (NameError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as e:
+            raise SglRuntimeError(f"cannot evaluate {ej and expr!s}: {e}") from None
+
+    def _set_var(self, item: _Item, stream: _Stream, name: str, value: Any, meta: Any, path: tuple) -> None:
+        stream.vars[name] = value
+        stream.history.setdefault(name, []).append(value)
+        if meta is not None:
+            stream.meta[name] = meta
+        if self._on_event is not None:
+            self._on_event(item.index, {"variable": name, "value": value, "stream": list(path)})
+
+    def _region(self, item: _Item, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
+        fplan = self._fplan
+        for sid in ids:
+            step = fplan.step(sid)
+            yield from self._step(item, stream, step, local, path)
+
+    def _step(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+        k, a = step.kind, step.args
+        if k == "text":
+            stream.text += a["value"]
+        elif k == "arg":
+            stream.text += _text_of(item.args.get(a["name"]))
+        elif k == "var":
+            if "fork" in a:
+                children = stream.forks.get(a["fork"])
+                if children is None or not 0 <= a["branch"] < len(children):
+                    raise SglRuntimeError(f"branch {a['branch']} of fork step {a['fork']} has not run")
+                child = children[a["branch"]]
+                if not child.done:
+                    yield _Wait(lambda: child.done)
+                stream.text += _text_of(child.vars.get(a["name"]))
+            else:
+                value = local[a["name"]] if a["name"] in local else stream.vars.get(a["name"], item.args.get(a["name"]))
+                stream.text += _text_of(value)
+        elif k == "interp":
+            stream.text += _text_of((yield from self._eval(item, stream, local, a["expr"])))
+        elif k == "role_begin":
+            stream.text += self.template().role_begin(a["role"])
+        elif k == "role_end":
+            stream.text += self.template().role_end(a["role"])
+        elif k == "image":
+            stream.images.append((yield from self._eval(item, stream, local, a["src"])))
+        elif k == "video":
+            raise SglRuntimeError("video inputs need a video-language model; this backend has none")
+        elif k == "gen":
+            yield from self._gen(item, stream, step, path)
+        elif k == "select":
+            yield from self._select(item, stream, step, local, path)
+        elif k == "branch":
+            for arm, cond in enumerate(a["conds"]):
+                if cond is None or (yield from self._eval(item, stream, local, cond)):
+                    yield from self._region(item, stream, step.arms[arm], local, path)
+                    break
+        elif k == "loop":
+            yield from self._loop(item, stream, step, local, path)
+        elif k == "fork":
+            yield from self._fork(item, stream, step, local, path)
+        elif k == "join":
+            children = stream.forks.get(a["fork"], [])
+            if not all(c.done for c in children):
+                yield _Wait(lambda: all(c.done for c in children))
+            if a["mode"] == "concate_and_append":
+                start = stream.meta[("fork_start", a["fork"])]  # children began with the parent's text so far
+                stream.text += "".join(c.text[start:] for c in children)
+        elif k == "return":
+            if a.get("value") is not None:
+                item.result = yield from self._eval(item, stream, local, a["value"], lenient=True)
+        else:
+            raise SglRuntimeError(f"unknown plan step kind {k!r}")
+
+    def _gen(self, item: _Item, stream: _Stream, step: Step, path: tuple) -> Iterator[Any]:
+        a = step.args
+        sp = dict(self.default_sampling)
+        sp.update(a.get("sampling_params", {}))
+        payload: dict[str, Any] = {"text": stream.text, "sampling_params": sp}
+        for key in ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs"):
+            if key in a:
+                payload[key] = a[key]
+        if stream.images:
+            payload["image_data"] = stream.images if len(stream.images) > 1 else stream.images[0]
+        resp = yield Request(payload)
+        text = resp.get("text", "")
+        stream.text += text
+        self._set_var(item, stream, a["name"], _cast(a.get("dtype"), text), resp.get("meta_info"), path)
+
+    def _select(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+        from ..runtime.backends.base import _choice_entries
+        from ..runtime.backends.choices import decide
+
+        a = step.args
+        choices = a.get("choices")
+        if choices is None:
+            choices = [str(c) for c in (yield from self._eval(item, stream, local, a["choices_expr"]))]
+            if not choices:
+                raise SglRuntimeError(f"select {a['name']!r}: the choices list is empty")
+        prefix = yield Request({"text": stream.text, "sampling_params": dict(_PREFILL)}, solo=not a.get("batched"))
+        plen = int(prefix["meta_info"]["prompt_tokens"])
+        reqs = [Request({"text": stream.text + c, "sampling_params": dict(_PREFILL), "return_logprob": True,
+                         "logprob_start_len": plen}, solo=not a.get("batched")) for c in choices]
+        outs = yield reqs
+        entries = [_choice_entries(o, plen) for o in outs]
+        cond = [[e[0] for e in es if e[0] is not None] for es in entries]
+        uncond = None
+        if a["method"] == "unconditional_likelihood_normalized":
+            uouts = yield [Request({"text": c, "sampling_params": dict(_PREFILL), "return_logprob": True,
+                                    "logprob_start_len": 0}, solo=not a.get("batched")) for c in choices]
+            uncond = [[e[0] for e in (o["meta_info"].get("input_token_logprobs") or []) if e[0] is not None]
+                      for o in uouts]
+        decision = decide(a["method"], cond, uncond)
+        index = decision.index
+        if a.get("temperature", 0.0) > 0:  # sample among the choices by their scores
+            import math
+
+            t = a["temperature"]
+            top = max(decision.scores)
+            weights = [math.exp((s - top) / t) for s in decision.scores]
+            index = self._rng.choices(range(len(choices)), weights)[0]
+        stream.text += choices[index]
+        meta = {"scores": decision.scores, "normalized_prompt_logprobs": decision.normalized_logprobs}
+        self._set_var(item, stream, a["name"], choices[index], meta, path)
+
+    def _loop(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+        a = step.args
+        if a.get("iterable") is not None:
+            values = _iter_values((yield from self._eval(item, stream, local, a["iterable"])))
+            for v in values:
+                yield from self._region(item, stream, step.arms[0], dict(local, **{a["var"]: v}), path)
+            return
+        limit = a.get("max_iters") or 100
+        for _ in range(limit):
+            if not (yield from self._eval(item, stream, local, a["cond"])):
+                return
+            yield from self._region(item, stream, step.arms[0], local, path)
+
+    def _fork(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+        a = step.args
+        n = a["n"] if isinstance(a["n"], int) else (yield from self._eval(item, stream, local, a["n"]))
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise SglRuntimeError(f"fork count must be an int >= 1, got {n!r}")
+        if a.get("batched"):
+            # one prefill of the parent (plus the text every branch starts with) before the branches
+            yield Request({"text": stream.text + a.get("warm_suffix", ""), "sampling_params": dict(_PREFILL)})
+        children = [stream.child() for _ in range(n)]
+        stream.forks[step.id] = children
+        stream.meta[("fork_start", step.id)] = len(stream.text)
+        tasks = []
+        for b, child in enumerate(children):
+            body = step.arms[0] if a.get("shared_body") else step.arms[b]
+            inner = dict(local, **({a["index_var"]: b} if a.get("index_var") else {}))
+            tasks.append(self._branch_task(item, child, body, inner, path + (step.id, b)))
+        yield _Spawn(tasks)
+
+    def _branch_task(self, item: _Item, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
+        try:
+            yield from self._region(item, stream, ids, local, path)
+        finally:
+            stream.done = True
+
+    # ---------------- results
+    def _output(self, item: _Item, fplan: FunctionPlan) -> dict[str, Any]:
+        if item.error is not None:
+            msg = item.error.message if hasattr(item.error, "message") else f"{type(item.error).__name__}: {item.error}"
+            return {"index": item.index, "error": msg}
+        variables = {k: (v if len(v) > 1 else v[0]) for k, v in item.main.history.items()}
+        for k, v in item.main.vars.items():
+            variables.setdefault(k, v)
+        out: dict[str, Any] = {"index": item.index, "return": shape_return(fplan, item.result),
+                               "variables": variables, "text": item.main.text}
+        return out
+
+
+def shape_return(fplan: FunctionPlan, value: Any) -> Any:
+    kind = fplan.returns.get("kind", "none")
+    if kind == "dict":
+        return dict(zip(fplan.returns.get("keys", []), value or []))
+    if kind == "tuple":
+        return list(value or [])
+    return value
+
+
+# ---------------- arguments
+_CONVERT: dict[str, Callable[[Any], Any]] = {}
+
+
+def _convert(name: str, typ: str, value: Any) -> Any:
+    """Check (and, for strings from the command line, convert) one argument value."""
+    import json
+
+    if typ in ("any", "str", "image", "video"):
+        if typ != "any" and not isinstance(value, str):
+            raise SglRuntimeError(f"argument {name!r} must be {typ}, got {type(value).__name__} {value!r}")
+        return value
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if typ in ("list", "dict", "int", "float") else value
+        except json.JSONDecodeError:
+            raise SglRuntimeError(f"argument {name!r} must be {typ}, got {value!r}") from None
+        if typ == "bool" and isinstance(value, str):
+            low = value.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise SglRuntimeError(f"argument {name!r} must be bool (true/false), got {value!r}")
+            value = low in ("true", "1", "yes")
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool), "list": lambda v: isinstance(v, list),
+          "dict": lambda v: isinstance(v, dict)}[typ]
+    if not ok(value):
+        raise SglRuntimeError(f"argument {name!r} must be {typ}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def bind_args(fplan: FunctionPlan, args: dict[str, Any]) -> dict[str, Any]:
+    """Validate arguments against the signature: unknown or missing names and wrong types are errors."""
+    if not isinstance(args, dict):
+        raise SglRuntimeError(f"arguments of {fplan.name!r} must be an object of name: value, got {args!r}")
+    unknown = sorted(set(args) - set(fplan.params))
+    if unknown:
+        raise SglRuntimeError(f"{fplan.name}() has no parameter {unknown[0]!r} "
+                              f"(parameters: {', '.join(fplan.params) or 'none'})")
+    out: dict[str, Any] = {}
+    for p in fplan.params:
+        if p in args:
+            out[p] = _convert(p, fplan.param_types.get(p, "any"), args[p])
+        elif p in fplan.defaults:
+            out[p] = fplan.defaults[p]
+        else:
+            raise SglRuntimeError(f"{fplan.name}() is missing argument {p!r}")
+    return out

@@ -1,0 +1,152 @@
+"""Lower an (optimized) IR function to a `FunctionPlan`, and drive the whole compile pipeline.
+
+`compile_source(...)`: parse + imports → AST → IR (checked) → passes → plan. Step ids follow the IR's
+canonical pre-order; each step's deps are its region predecessor (or enclosing control step) and the
+producers of what it reads (the IR's data edges); the passes' annotations become step args.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..lang import ir
+from ..lang.ir_expr import expr_to_json
+from ..lang.sgl_errors import SglError, SglSemanticError, SourcePos
+from .ast_to_ir import lower_program
+from .loader import load_program
+from .passes import PassContext, enabled_passes, run_passes
+from .passes.constrained_precompile import DTYPE_REGEX, constraint_of, constraint_key
+from .plan import FunctionPlan, Plan, Step
+
+
+def _ex(e: Any) -> Any:
+    return expr_to_json(e) if e is not None else None
+
+
+def lower_function(fn: ir.IRFunction) -> FunctionPlan:
+    order = [n for n, _ in fn.walk()]
+    sid = {n: i for i, n in enumerate(order)}
+    forks = fn.attrs.get("fork_batching", {})
+    selects = set(fn.attrs.get("select_batched", []))
+    constraints = fn.attrs.get("constraints", {})
+    steps: list[Step] = []
+    for n in order:
+        op = fn.op(n)
+        args: dict[str, Any] = {}
+        if isinstance(op, ir.Text):
+            kind, args = "text", {"value": op.value}
+        elif isinstance(op, ir.Arg):
+            kind, args = "arg", {"name": op.name}
+        elif isinstance(op, ir.VarRef):
+            kind, args = "var", {"name": op.name}
+            if op.fork is not None:
+                args.update(fork=sid[op.fork], branch=op.branch or 0)
+        elif isinstance(op, ir.Interp):
+            kind, args = "interp", {"expr": _ex(op.expr)}
+        elif isinstance(op, ir.Gen):
+            sp = op.sampling_params()
+            if op.dtype in DTYPE_REGEX and op.regex is None and op.json_schema is None:
+                sp["regex"] = DTYPE_REGEX[op.dtype]
+            kind, args = "gen", {"name": op.name, "sampling_params": sp}
+            if op.dtype:
+                args["dtype"] = op.dtype
+            for k in ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs"):
+                if getattr(op, k) is not None:
+                    args[k] = getattr(op, k)
+        elif isinstance(op, ir.Select):
+            kind = "select"
+            args = {"name": op.name, "method": op.choices_method, "temperature": op.temperature,
+                    "batched": n in selects}
+            if isinstance(op.choices, tuple):
+                args["choices"] = list(op.choices)
+            else:
+                args["choices_expr"] = _ex(op.choices)
+        elif isinstance(op, ir.RoleBegin):
+            kind, args = "role_begin", {"role": op.role}
+        elif isinstance(op, ir.RoleEnd):
+            kind, args = "role_end", {"role": op.role}
+        elif isinstance(op, ir.Image):
+            kind, args = "image", {"src": _ex(op.src)}
+        elif isinstance(op, ir.Video):
+            kind, args = "video", {"src": _ex(op.src), "num_frames": op.num_frames}
+        elif isinstance(op, ir.Branch):
+            kind, args = "branch", {"conds": [_ex(c) for c in op.conds]}
+        elif isinstance(op, ir.Loop):
+            kind = "loop"
+            args = {"var": op.var, "iterable": _ex(op.iterable), "cond": _ex(op.cond), "max_iters": op.max_iters}
+        elif isinstance(op, ir.Fork):
+            kind = "fork"
+            args = {"n": op.n if isinstance(op.n, int) else _ex(op.n), "shared_body": op.shared_body,
+                    "index_var": op.index_var, "batched": str(n) in forks,
+                    "warm_suffix": forks.get(str(n), {}).get("warm_suffix", "")}
+        elif isinstance(op, ir.Join):
+            kind, args = "join", {"fork": sid[op.fork], "mode": op.mode}
+        elif isinstance(op, ir.Return):
+            kind, args = "return", {"value": _ex(op.value)}
+        elif isinstance(op, ir.Call):
+            raise SglSemanticError(f"call of {op.func!r} was not inlined; the plan executor runs inlined calls only")
+        else:  # pragma: no cover
+            raise TypeError(f"cannot lower {op!r}")
+        c = constraints.get(str(n))
+        if c is not None:
+            args["constraint"] = c
+        deps: list[int] = []
+        u = next((u for u, _, d in fn.graph.in_edges(n, data=True) if d["kind"] in ("order", "body")), None)
+        if u is not None:
+            deps.append(sid[u])
+        deps += sorted(sid[u] for u, _, d in fn.graph.in_edges(n, data=True) if d["kind"] == "data")
+        arms = [[sid[m] for m in fn.region(n, a)] for a in range(ir.num_arms(op))]
+        loc = fn.loc_of(n)
+        steps.append(Step(len(steps), kind, args, sorted(set(deps)), arms, str(loc) if loc else None))
+    generated = sorted({s.args["name"] for s in steps if s.kind in ("gen", "select") and s.args.get("name")})
+    hoisted = int(fn.attrs.get("hoisted_prefix_ops", 0))
+    returns = {"kind": fn.attrs.get("return_kind", "none")}
+    if "return_keys" in fn.attrs:
+        returns["keys"] = fn.attrs["return_keys"]
+    return FunctionPlan(fn.name, list(fn.params), dict(fn.attrs.get("param_types", {p: "any" for p in fn.params})),
+                        dict(fn.defaults), returns, [sid[n] for n in fn.region()], steps, hoisted, generated)
+
+
+def _ir_error_to_sgl(e: ir.IRError, texts: dict[str, str]) -> SglError:
+    loc = e.loc
+    if loc is None or loc.file is None:
+        return SglSemanticError(e.reason)
+    return SglSemanticError(e.reason, SourcePos.of(texts.get(loc.file, ""), loc.file, loc.line or 0, loc.col or 0))
+
+
+def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any = None,
+               source: str | None = None, texts: dict[str, str] | None = None, model: str | None = None,
+               log: list[str] | None = None) -> tuple[Plan, dict[str, ir.IRFunction]]:
+    ctx = PassContext(tokenizer=tokenizer)
+    optimized: dict[str, ir.IRFunction] = {}
+    for name, fn in fns.items():
+        try:
+            optimized[name] = run_passes(fn, passes, ctx)
+        except ir.IRError as e:
+            raise _ir_error_to_sgl(e, texts or {}) from None
+    if log is not None:
+        log.extend(ctx.log)
+    plan = Plan({n: lower_function(f) for n, f in optimized.items()}, source, list(passes), ctx.constraints,
+                {n: f.to_json() for n, f in optimized.items()}, model)
+    return plan, optimized
+
+
+def compile_source(path: str | Path | None = None, *, text: str | None = None, file: str | None = None,
+                   opt_level: int = 1, disabled: tuple[str, ...] = (), enabled: tuple[str, ...] = (),
+                   tokenizer: Any = None, model: str | None = None, functions: list[str] | None = None,
+                   log: list[str] | None = None) -> Plan:
+    """Compile a `.sgl` program to a plan. User mistakes raise `SglError` (formatted, with position)."""
+    program = load_program(path, text=text, file=file)
+    fns = lower_program(program, functions)
+    passes = enabled_passes(opt_level, disabled, enabled)
+    plan, _ = compile_ir(fns, passes, tokenizer, str(path or file or "<string>"), program.texts, model, log)
+    return plan
+
+
+def plan_for_ir(fn: ir.IRFunction, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> Plan:
+    """Compile an IR function from elsewhere (e.g. a traced Python program) into a plan."""
+    plan, _ = compile_ir({fn.name: fn}, enabled_passes(opt_level, disabled), source=f"<ir {fn.name}>")
+    return plan
+
+
+__all__ = ["compile_source", "compile_ir", "lower_function", "plan_for_ir", "constraint_of", "constraint_key"]
