@@ -1,0 +1,334 @@
+"""Engine: the in-process runtime (docs/ARCHITECTURE.md, "Engine").
+
+    with sglang.Engine(model_path="default") as engine:
+        out = engine.generate("The capital of France is", {"max_new_tokens": 16, "temperature": 0})
+
+The model runner and scheduler live in this process; the scheduler loop runs in its own thread.
+Callers (any number of threads, or an asyncio loop) tokenize and validate in their own thread, hand
+requests to the scheduler's inbox, and wait on a per-request state the scheduler thread fills.
+A bad request raises ValueError before anything is allocated; the engine keeps serving the others.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from typing import Any, AsyncIterator, Iterator, Optional, Union
+
+from .io_struct import GenerateReqInput, ReqItem
+from .scheduler.req import TokenizedRequest
+from .scheduler.scheduler import Scheduler, start_scheduler_thread
+from .server_args import ServerArgs
+
+logger = logging.getLogger(__name__)
+
+CALL_TIMEOUT_S = 600.0
+
+
+class _ReqState:
+    """Outputs of one request as the scheduler thread produces them; waitable from threads and asyncio."""
+
+    def __init__(self, item: ReqItem, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+        self.item = item
+        self.cond = threading.Condition()
+        self.outs: collections.deque[dict] = collections.deque()
+        self.finished = False
+        self.loop = loop
+        self.event = asyncio.Event() if loop is not None else None
+
+    def push(self, out: dict, finished: bool) -> None:
+        with self.cond:
+            self.outs.append(out)
+            self.finished = self.finished or finished
+            self.cond.notify_all()
+        if self.loop is not None:
+            try:
+                self.loop.call_soon_threadsafe(self.event.set)
+            except RuntimeError:  # the caller's loop is gone; nobody is waiting any more
+                pass
+
+    def take(self) -> list[dict]:
+        with self.cond:
+            outs = list(self.outs)
+            self.outs.clear()
+            return outs
+
+    def wait_sync(self, timeout: Optional[float] = None) -> list[dict]:
+        with self.cond:
+            self.cond.wait_for(lambda: bool(self.outs), timeout)
+        return self.take()
+
+    async def wait_async(self) -> list[dict]:
+        while True:
+            outs = self.take()
+            if outs:
+                return outs
+            await self.event.wait()
+            self.event.clear()
+
+
+class Engine:
+    def __init__(self, model_path: Optional[str] = None, **kwargs: Any) -> None:
+        from .model_runner import ModelRunner
+        from .tokenizer import get_tokenizer
+
+        if model_path is not None:
+            kwargs["model_path"] = model_path
+        self.server_args = ServerArgs.from_kwargs(**kwargs)
+        self.model_runner = ModelRunner(self.server_args)
+        self.tokenizer = get_tokenizer(self.server_args.tokenizer_path or self.model_runner.model_path)
+        cfg = self.model_runner.model_config
+        self.vocab_size = int(cfg.vocab_size)
+        self.context_len = int(cfg.context_len)
+        self._lock = threading.Lock()
+        self._states: dict[str, _ReqState] = {}
+        self._groups: dict[str, list[str]] = {}  # caller rid -> internal rids (n samples)
+        self.scheduler = Scheduler(self.server_args, self.model_runner, self.tokenizer, self._on_output)
+        self._constraints = _constraint_factory(self)
+        self.scheduler.constraint_factory = self._constraints
+        self._thread = start_scheduler_thread(self.scheduler)
+        self._closed = False
+
+    # -- requests -----------------------------------------------------------------------------------
+    def generate(
+        self,
+        text: Union[str, list[str], None] = None,
+        sampling_params: Union[dict, list, None] = None,
+        input_ids: Union[list[int], list[list[int]], None] = None,
+        return_logprob: Union[bool, list[bool]] = False,
+        logprob_start_len: Union[int, list[int], None] = None,
+        top_logprobs_num: Union[int, list[int], None] = None,
+        return_text_in_logprobs: bool = False,
+        stream: bool = False,
+        rid: Union[str, list[str], None] = None,
+    ) -> Union[dict, list[dict], Iterator[dict]]:
+        obj = GenerateReqInput(text, input_ids, sampling_params, return_logprob, logprob_start_len,
+                               top_logprobs_num, return_text_in_logprobs, stream, rid)
+        items, tokenized = self._prepare(obj)
+        if stream:
+            return self._stream_sync(items, tokenized)
+        states = self._submit(items, tokenized, loop=None)
+        try:
+            results = [self._final_sync(s) for s in states]
+        except BaseException:
+            self._abort_states(states)
+            raise
+        return results[0] if obj.single_output() else results
+
+    def async_generate(
+        self,
+        text: Union[str, list[str], None] = None,
+        sampling_params: Union[dict, list, None] = None,
+        input_ids: Union[list[int], list[list[int]], None] = None,
+        return_logprob: Union[bool, list[bool]] = False,
+        logprob_start_len: Union[int, list[int], None] = None,
+        top_logprobs_num: Union[int, list[int], None] = None,
+        return_text_in_logprobs: bool = False,
+        stream: bool = False,
+        rid: Union[str, list[str], None] = None,
+    ):
+        """Validates now (ValueError raised here); returns a coroutine, or an async iterator when stream."""
+        obj = GenerateReqInput(text, input_ids, sampling_params, return_logprob, logprob_start_len,
+                               top_logprobs_num, return_text_in_logprobs, stream, rid)
+        items, tokenized = self._prepare(obj)
+        if stream:
+            return self._stream_async(items, tokenized)
+        return self._final_async(items, tokenized, obj.single_output())
+
+    def generate_request(self, request: dict[str, Any]) -> Union[dict, list[dict], Iterator[dict]]:
+        """`generate` from a native request dict (the /generate body)."""
+        obj = GenerateReqInput.from_dict(request)
+        return self.generate(**{k: getattr(obj, k) for k in request})
+
+    def abort(self, rid: str) -> None:
+        """Abort a request (all its samples) by the rid the caller gave; unknown/finished rids are ignored."""
+        with self._lock:
+            internal = list(self._groups.get(rid, ()))
+        for r in internal:
+            self.scheduler.abort(r)
+
+    # -- validation and submission ----------------------------------------------------------------
+    def _prepare(self, obj: GenerateReqInput) -> tuple[list[ReqItem], list[TokenizedRequest]]:
+        if self._closed:
+            raise RuntimeError("the engine is shut down")
+        items = obj.normalize()
+        if obj.stream and len(items) != 1:
+            raise ValueError("stream=True needs a single prompt with n=1 (send several requests instead)")
+        ids_cache: dict[int, list[int]] = {}
+        tokenized = []
+        for it in items:
+            where = f"request {it.index}: " if obj.is_batch else ""
+            if it.index not in ids_cache:
+                ids_cache[it.index] = self._prompt_ids(it, where)
+            ids = ids_cache[it.index]
+            sp = it.sampling_params
+            try:
+                sp.verify(self.vocab_size, self.context_len, len(ids))
+                if self._constraints is not None:
+                    self._constraints.prepare(sp)
+                elif sp.constraint is not None:
+                    raise ValueError(f"sampling_params.{sp.constraint[0]}: constrained decoding is not available")
+            except ValueError as e:
+                raise ValueError(f"{where}{e}") from None
+            if it.logprob_start_len > len(ids):
+                raise ValueError(f"{where}logprob_start_len={it.logprob_start_len} is past the prompt's {len(ids)} tokens")
+            tokenized.append(TokenizedRequest(
+                rid=it.rid, input_ids=ids, sampling_params=sp, input_text=it.text,
+                return_logprob=it.return_logprob, logprob_start_len=it.logprob_start_len,
+                top_logprobs_num=it.top_logprobs_num, return_text_in_logprobs=it.return_text_in_logprobs,
+                stream=it.stream,
+            ))
+        return items, tokenized
+
+    def _prompt_ids(self, it: ReqItem, where: str) -> list[int]:
+        if it.input_ids is not None:
+            ids = it.input_ids
+            bad = [t for t in ids if not 0 <= t < self.vocab_size]
+            if bad:
+                raise ValueError(f"{where}input_ids contains {bad[0]}, outside the vocabulary [0, {self.vocab_size})")
+            field = "input_ids"
+        else:
+            ids = list(self.tokenizer.encode(it.text))
+            field = "text"
+        if not ids:
+            raise ValueError(f"{where}{field}: the prompt is empty")
+        if len(ids) >= self.context_len:
+            raise ValueError(f"{where}{field}: the prompt has {len(ids)} tokens, the context length is {self.context_len}")
+        return ids
+
+    def _submit(self, items: list[ReqItem], tokenized: list[TokenizedRequest],
+                loop: Optional[asyncio.AbstractEventLoop]) -> list[_ReqState]:
+        states = [_ReqState(it, loop) for it in items]
+        with self._lock:
+            for it in items:
+                if it.rid in self._states:
+                    raise ValueError(f"rid {it.group!r} is already in use by a running request")
+            for st in states:
+                self._states[st.item.rid] = st
+                self._groups.setdefault(st.item.group, []).append(st.item.rid)
+        for t in tokenized:
+            self.scheduler.submit(t)
+        return states
+
+    def _on_output(self, rid: str, out: dict, finished: bool) -> None:
+        """Scheduler thread: deliver an output to the waiting caller."""
+        with self._lock:
+            st = self._states.get(rid)
+            if st is not None and finished:
+                del self._states[rid]
+                group = self._groups.get(st.item.group)
+                if group is not None:
+                    group.remove(rid)
+                    if not group:
+                        del self._groups[st.item.group]
+        if st is not None:
+            st.push(out, finished)
+
+    def _abort_states(self, states: list[_ReqState]) -> None:
+        for s in states:
+            if not s.finished:
+                self.scheduler.abort(s.item.rid)
+
+    # -- waiting --------------------------------------------------------------------------------------
+    @staticmethod
+    def _is_final(out: dict) -> bool:
+        return out["meta_info"]["finish_reason"] is not None
+
+    def _final_sync(self, st: _ReqState) -> dict:
+        while True:
+            for out in st.wait_sync(timeout=1.0):
+                if self._is_final(out):
+                    return out
+            if not self._thread.is_alive() and not st.finished:
+                raise RuntimeError("the scheduler thread died")
+
+    def _stream_sync(self, items: list[ReqItem], tokenized: list[TokenizedRequest]) -> Iterator[dict]:
+        (st,) = self._submit(items, tokenized, loop=None)
+
+        def gen() -> Iterator[dict]:
+            done = False
+            try:
+                while not done:
+                    for out in st.wait_sync(timeout=1.0):
+                        done = self._is_final(out)
+                        yield out
+                    if not done and not self._thread.is_alive():
+                        raise RuntimeError("the scheduler thread died")
+            finally:
+                if not done:  # the consumer stopped early
+                    self.scheduler.abort(st.item.rid)
+
+        return gen()
+
+    async def _final_async(self, items: list[ReqItem], tokenized: list[TokenizedRequest], single: bool):
+        states = self._submit(items, tokenized, loop=asyncio.get_running_loop())
+        results: list[Optional[dict]] = [None] * len(states)
+        try:
+            for i, st in enumerate(states):
+                while results[i] is None:
+                    for out in await st.wait_async():
+                        if self._is_final(out):
+                            results[i] = out
+        except BaseException:  # cancelled (client went away): stop the work
+            self._abort_states(states)
+            raise
+        return results[0] if single else results
+
+    async def _stream_async(self, items: list[ReqItem], tokenized: list[TokenizedRequest]) -> AsyncIterator[dict]:
+        (st,) = self._submit(items, tokenized, loop=asyncio.get_running_loop())
+        done = False
+        try:
+            while not done:
+                for out in await st.wait_async():
+                    done = self._is_final(out)
+                    yield out
+        finally:
+            if not done:
+                self.scheduler.abort(st.item.rid)
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def _call(self, fn):
+        if self._closed:
+            raise RuntimeError("the engine is shut down")
+        return self.scheduler.call(fn).result(timeout=CALL_TIMEOUT_S)
+
+    def flush_cache(self) -> bool:
+        """Drop the prefix cache; only when idle (returns False otherwise)."""
+        return self._call(lambda s: s.flush_cache())
+
+    def stats(self) -> dict[str, Any]:
+        st = self._call(lambda s: s.stats())
+        prompt = st["prefill_tokens"] + st["cached_tokens"]
+        st["cache_hit_rate"] = st["cached_tokens"] / prompt if prompt else 0.0
+        return st
+
+    def check_invariant(self) -> None:
+        """AssertionError unless, idle, free + evictable == pool size and nothing is locked or leaked."""
+        self._call(lambda s: s.check_invariant())
+
+    def get_server_args(self) -> ServerArgs:
+        return self.server_args
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.scheduler.stop()
+        self._thread.join(timeout=60)
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+
+def _constraint_factory(engine: Engine) -> Any:
+    """The constrained-decoding hook, when runtime/constrained provides it (see scheduler.py)."""
+    try:
+        from . import constrained
+    except ImportError:
+        return None
+    make = getattr(constrained, "make_constraint_factory", None)
+    return make(engine.tokenizer, engine.vocab_size, engine.server_args) if make is not None else None
