@@ -498,7 +498,8 @@ def label(op: Any) -> str:
     for k, v in op_to_json(op).items():
         if k == "op":
             continue
-        fields.append(f"{k}={expr_to_str(getattr(op, k)) if is_expr(getattr(op, k)) else v!r}")
+        value = getattr(op, k)
+        fields.append(f"{k}={expr_to_str(value)}" if is_expr(value) else f"{k}={v!r}")
     return f"{type(op).__name__}(" + ", ".join(fields) + ")"
 
 

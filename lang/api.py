@@ -1,0 +1,193 @@
+"""The public frontend API, re-exported by `import sglang as sgl` (its `__all__`).
+
+Names and signatures follow SGLang: `function`, `gen`, `gen_int`, `gen_string`, `select`, `image`,
+`video`, roles (`system/user/assistant` and their `_begin/_end` forms), backends (`Runtime`,
+`RuntimeEndpoint`, `OpenAI`, `set_default_backend`) and `flush_cache` / `get_server_args`.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+from ..runtime.backends.openai_backend import OpenAI
+from ..runtime.backends.runtime_endpoint import RuntimeEndpoint
+from .interpreter import ProgramError, ProgramState, json_dumps_schema
+from .ir import CHOICES_METHODS, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
+from .primitives import SglExpr, TraceError, caller_loc, to_expr
+from .program import SglFunction, get_default_backend, set_default_backend
+from .runtime_process import Runtime
+
+__all__ = [
+    "function", "gen", "gen_int", "gen_string", "select", "image", "video",
+    "system", "user", "assistant", "system_begin", "system_end", "user_begin", "user_end",
+    "assistant_begin", "assistant_end",
+    "set_default_backend", "get_default_backend", "Runtime", "RuntimeEndpoint", "OpenAI", "EngineBackend",
+    "flush_cache", "get_server_args",
+    "token_length_normalized", "greedy_token_selection", "unconditional_likelihood_normalized",
+    "SglFunction", "ProgramState", "ProgramError", "TraceError",
+]
+
+# select's choices methods (SGLang exposes them as objects; here the names are the values)
+token_length_normalized, greedy_token_selection, unconditional_likelihood_normalized = CHOICES_METHODS
+
+_DTYPES = {int: "int", str: "str", float: "float", bool: "bool", "int": "int", "str": "str", "float": "float",
+           "bool": "bool", "string": "str", "integer": "int"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "EngineBackend":  # lazy: keeps `import sglang` free of the runtime engine
+        from ..runtime.backends.engine_backend import EngineBackend
+
+        return EngineBackend
+    raise AttributeError(f"module 'sglang.lang.api' has no attribute {name!r}")
+
+
+def function(func: Optional[Callable[..., Any]] = None, *, num_api_spec_tokens: Optional[int] = None) -> Any:
+    """`@sgl.function` or `@sgl.function(num_api_spec_tokens=...)`."""
+    if func is None:
+        return lambda f: SglFunction(f, num_api_spec_tokens=num_api_spec_tokens)
+    return SglFunction(func, num_api_spec_tokens=num_api_spec_tokens)
+
+
+def _stop(stop: Any, what: str) -> Optional[tuple]:
+    if stop is None:
+        return None
+    items = (stop,) if isinstance(stop, (str, int)) else tuple(stop)
+    return items
+
+
+def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens: Optional[int] = None,
+        stop: Union[str, list[str], None] = None, stop_token_ids: Optional[list[int]] = None,
+        temperature: Optional[float] = None, top_p: Optional[float] = None, top_k: Optional[int] = None,
+        min_p: Optional[float] = None, frequency_penalty: Optional[float] = None,
+        presence_penalty: Optional[float] = None, ignore_eos: Optional[bool] = None,
+        return_logprob: Optional[bool] = None, logprob_start_len: Optional[int] = None,
+        top_logprobs_num: Optional[int] = None, return_text_in_logprobs: Optional[bool] = None,
+        dtype: Any = None, choices: Optional[list[str]] = None, choices_method: Optional[str] = None,
+        regex: Optional[str] = None, json_schema: Any = None, repetition_penalty: Optional[float] = None) -> SglExpr:
+    """Generate into variable `name`; `choices=` makes it a select."""
+    loc = caller_loc()
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"gen name must be a string, got {type(name).__name__}")
+    if choices is not None:
+        return _select(name, choices, temperature or 0.0, choices_method or token_length_normalized, loc)
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"gen {name!r}: dtype must be int, str, float or bool, got {dtype!r}")
+    if stop_token_ids is not None:
+        stop_token_ids = tuple(int(t) for t in ([stop_token_ids] if isinstance(stop_token_ids, int) else stop_token_ids))
+    op = Gen(name=name, max_tokens=max_tokens, min_tokens=min_tokens, stop=_stop(stop, "stop"),
+             stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
+             frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+             repetition_penalty=repetition_penalty, ignore_eos=ignore_eos, regex=regex,
+             json_schema=None if json_schema is None else json_dumps_schema(json_schema),
+             dtype=None if dtype is None else _DTYPES[dtype], return_logprob=return_logprob,
+             logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num,
+             return_text_in_logprobs=return_text_in_logprobs)
+    _check_gen(op)
+    return SglExpr((op,), (loc,))
+
+
+def _check_gen(op: Gen) -> None:
+    bad = [(op.max_tokens is not None and op.max_tokens < 0, "max_tokens must be >= 0"),
+           (op.temperature is not None and op.temperature < 0, "temperature must be >= 0"),
+           (op.top_p is not None and not 0 < op.top_p <= 1, "top_p must be in (0, 1]"),
+           (sum(x is not None for x in (op.regex, op.json_schema, op.dtype)) > 1,
+            "give at most one of regex, json_schema, dtype")]
+    for cond, msg in bad:
+        if cond:
+            raise ValueError(f"gen {op.name!r}: {msg}")
+
+
+def gen_int(name: Optional[str] = None, **kwargs: Any) -> SglExpr:
+    return gen(name, dtype="int", **kwargs)
+
+
+def gen_string(name: Optional[str] = None, **kwargs: Any) -> SglExpr:
+    return gen(name, dtype="str", **kwargs)
+
+
+def select(name: Optional[str] = None, choices: Optional[list[str]] = None, temperature: float = 0.0,
+           choices_method: str = token_length_normalized) -> SglExpr:
+    return _select(name, choices, temperature, choices_method, caller_loc())
+
+
+def _select(name: Optional[str], choices: Any, temperature: float, method: str, loc: Optional[Loc]) -> SglExpr:
+    if not choices or isinstance(choices, str) or not all(isinstance(c, str) for c in choices):
+        raise ValueError(f"select {name!r}: choices must be a non-empty list of strings, got {choices!r}")
+    if method not in CHOICES_METHODS:
+        raise ValueError(f"select {name!r}: choices_method must be one of {', '.join(CHOICES_METHODS)}, got {method!r}")
+    return SglExpr((Select(name, tuple(choices), method, float(temperature)),), (loc,))
+
+
+def image(path: str) -> SglExpr:
+    return SglExpr((Image(Const(str(path))),), (caller_loc(),))
+
+
+def video(path: str, num_frames: int = 8) -> SglExpr:
+    if num_frames < 1:
+        raise ValueError(f"video num_frames must be >= 1, got {num_frames}")
+    return SglExpr((Video(Const(str(path)), int(num_frames)),), (caller_loc(),))
+
+
+def _role_expr(role: str, expr: Any, loc: Optional[Loc]) -> SglExpr:
+    body = SglExpr(()) if expr is None else to_expr(expr, loc)
+    return SglExpr((RoleBegin(role),) + body.ops + (RoleEnd(role),), (loc,) + body.locs + (loc,))
+
+
+def system(expr: Any = None) -> SglExpr:
+    return _role_expr("system", expr, caller_loc())
+
+
+def user(expr: Any = None) -> SglExpr:
+    return _role_expr("user", expr, caller_loc())
+
+
+def assistant(expr: Any = None) -> SglExpr:
+    return _role_expr("assistant", expr, caller_loc())
+
+
+def _edge(op: Any) -> SglExpr:
+    return SglExpr((op,), (caller_loc(3),))
+
+
+def system_begin() -> SglExpr:
+    return _edge(RoleBegin("system"))
+
+
+def system_end() -> SglExpr:
+    return _edge(RoleEnd("system"))
+
+
+def user_begin() -> SglExpr:
+    return _edge(RoleBegin("user"))
+
+
+def user_end() -> SglExpr:
+    return _edge(RoleEnd("user"))
+
+
+def assistant_begin() -> SglExpr:
+    return _edge(RoleBegin("assistant"))
+
+
+def assistant_end() -> SglExpr:
+    return _edge(RoleEnd("assistant"))
+
+
+def flush_cache(backend: Any = None) -> bool:
+    be = _backend(backend, "flush_cache")
+    return be.flush_cache()
+
+
+def get_server_args(backend: Any = None) -> dict[str, Any]:
+    return _backend(backend, "get_server_args").get_server_args()
+
+
+def _backend(backend: Any, what: str) -> Any:
+    from .program import as_backend
+
+    if backend is not None:
+        return as_backend(backend)
+    be = get_default_backend()
+    if be is None:
+        raise RuntimeError(f"sgl.{what}: no default backend set (sgl.set_default_backend(...))")
+    return be

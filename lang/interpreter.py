@@ -1,0 +1,390 @@
+"""The eager interpreter: program state (`s`) and its stream executor.
+
+Each `ProgramState` owns a `StreamExecutor` whose worker thread executes the state's ops in order
+against the backend, so `s += sgl.gen(...)` returns at once and Python code runs ahead until it
+reads a value (`s["x"]` waits for the op that defines x). Arbitrary Python control flow works
+because every op runs with concrete values. `fork(n)` waits for the parent, (pre-caches the
+shared prefix), and copies its state into n new executors that run concurrently.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import threading
+from typing import Any, Iterator, Optional
+
+from ..runtime.backends.base import BaseBackend, GenInput
+from .ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
+from .primitives import SglExpr, caller_loc, to_expr
+
+DTYPE_REGEX = {"int": r"[-+]?[0-9]+", "float": r"[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?",
+               "bool": r"(True|False)", "str": r"\"[^\"\\]*\""}
+
+
+class ProgramError(RuntimeError):
+    """An op of a program failed; the message names the program, the op's variable and source line."""
+
+
+class _End:
+    pass
+
+
+class StreamExecutor:
+    def __init__(self, backend: BaseBackend, program: str, default_sampling: dict[str, Any],
+                 options: dict[str, Any], stream: bool = False) -> None:
+        self.backend, self.program = backend, program
+        self.default_sampling, self.options, self.stream = dict(default_sampling), dict(options), stream
+        self.text_ = ""
+        self.messages_: list[dict[str, str]] = []
+        self.images_: list[str] = []
+        self.variables: dict[str, Any] = {}
+        self.meta_info: dict[str, Any] = {}
+        self.role: Optional[str] = None
+        self.role_begin_pos = 0
+        self.error_: Optional[BaseException] = None
+        self.pending: collections.Counter[str] = collections.Counter()
+        self.stream_pieces: list[tuple[Optional[str], str]] = []
+        self.finished = False
+        self.cond = threading.Condition()
+        self.queue: collections.deque[tuple[Any, Optional[Loc]]] = collections.deque()
+        self.worker: Optional[threading.Thread] = None
+        self._template = None
+
+    # -- user thread side
+    def submit(self, expr: SglExpr, loc: Optional[Loc]) -> None:
+        with self.cond:
+            for op, op_loc in zip(expr.ops, expr.locs):
+                name = defines(op)
+                if name is not None:
+                    self.pending[name] += 1
+                self.queue.append((op, op_loc or loc))
+            self.finished = False
+            self._ensure_worker()
+            self.cond.notify_all()
+
+    def end(self) -> None:
+        with self.cond:
+            self.queue.append((_End(), None))
+            self._ensure_worker()
+            self.cond.notify_all()
+
+    def _ensure_worker(self) -> None:  # with self.cond held
+        if self.worker is None:
+            self.worker = threading.Thread(target=self._loop, name=f"sgl-{self.program}", daemon=True)
+            self.worker.start()
+
+    def sync(self) -> None:
+        with self.cond:
+            self.cond.wait_for(lambda: not self.queue and not self._busy)
+        self.raise_error()
+
+    def raise_error(self) -> None:
+        if self.error_ is not None:
+            raise self.error_
+
+    def get_var(self, name: str, loc: Optional[Loc] = None) -> Any:
+        with self.cond:
+            self.cond.wait_for(lambda: self.pending[name] == 0 or self.error_ is not None)
+            if name in self.variables:
+                return self.variables[name]
+            self.raise_error()
+        self.sync()  # list what is really defined so far
+        where = f" at {loc}" if loc else ""
+        known = ", ".join(sorted(self.variables)) or "none"
+        raise ProgramError(f"program {self.program!r}: variable {name!r} is read{where} but no gen/select before "
+                           f"it defines it (defined: {known})")
+
+    def set_var(self, name: str, value: Any) -> None:
+        with self.cond:
+            self.variables[name] = value
+
+    # -- worker side
+    _busy = False
+
+    def _loop(self) -> None:
+        while True:
+            with self.cond:
+                if not self.queue:  # idle: exit; submit() starts a new worker (no parked threads)
+                    self.worker = None
+                    return
+                op, loc = self.queue.popleft()
+                self._busy = True
+            try:
+                if isinstance(op, _End):
+                    with self.cond:
+                        self.finished = True
+                    continue
+                if self.error_ is None:
+                    self._execute(op, loc)
+            except Exception as exc:  # stored; raised where the user reads state
+                self.error_ = self._wrap(exc, op, loc)
+            finally:
+                with self.cond:
+                    name = defines(op) if not isinstance(op, _End) else None
+                    if name is not None:
+                        self.pending[name] -= 1
+                    self._busy = False
+                    self.cond.notify_all()
+
+    def _wrap(self, exc: Exception, op: Any, loc: Optional[Loc]) -> ProgramError:
+        what = type(op).__name__.lower()
+        name = getattr(op, "name", None) if isinstance(op, (Gen, Select)) else None
+        desc = f"{what} {name!r}" if name else what
+        where = f" at {loc}" if loc else ""
+        err = ProgramError(f"program {self.program!r}: {desc}{where} failed: {type(exc).__name__}: {exc}")
+        err.__cause__ = exc
+        return err
+
+    def _append(self, text: str, var: Optional[str] = None) -> None:
+        with self.cond:
+            self.text_ += text
+            if self.stream and text:
+                self.stream_pieces.append((var, text))
+                self.cond.notify_all()
+
+    def template(self) -> Any:
+        if self._template is None:
+            self._template = self.backend.chat_template()
+        return self._template
+
+    def gen_input(self) -> GenInput:
+        role_text = self.text_[self.role_begin_pos:] if self.role else ""
+        return GenInput(self.text_, list(self.messages_), list(self.images_), self.role, role_text)
+
+    def _execute(self, op: Any, loc: Optional[Loc]) -> None:
+        if isinstance(op, Text):
+            self._append(op.value)
+        elif isinstance(op, Gen):
+            self._gen(op)
+        elif isinstance(op, Select):
+            choices = list(op.choices)
+            index, meta = self.backend.select(self.gen_input(), choices, op.choices_method, op.temperature)
+            self._append(choices[index], op.name)
+            self._define(op.name, choices[index], meta)
+        elif isinstance(op, RoleBegin):
+            if self.role is not None:
+                raise ValueError(f"role {op.role!r} begins inside role {self.role!r}")
+            self._append(self.template().role_begin(op.role))
+            self.role, self.role_begin_pos = op.role, len(self.text_)
+        elif isinstance(op, RoleEnd):
+            if self.role != op.role:
+                raise ValueError(f"role {op.role!r} ends but the open role is {self.role!r}")
+            content = self.text_[self.role_begin_pos:]
+            self._append(self.template().role_end(op.role))
+            self.messages_.append({"role": op.role, "content": content})
+            self.role = None
+        elif isinstance(op, (Image, Video)):
+            self.backend.check_images()
+            self.images_.append(op.src.value)
+            self._append(self.template().image_token)
+        elif isinstance(op, VarRef):
+            self._append(str(self.variables[op.name]))
+        else:
+            raise TypeError(f"the eager interpreter cannot execute {type(op).__name__} ops")
+
+    def _gen(self, op: Gen) -> None:
+        sampling = dict(self.default_sampling)
+        sampling.update(op.sampling_params())
+        if op.dtype is not None and sampling.get("regex") is None:
+            sampling["regex"] = DTYPE_REGEX[op.dtype]
+        options = dict(self.options)
+        options.update({k: getattr(op, k) for k in ("return_logprob", "logprob_start_len", "top_logprobs_num",
+                                                   "return_text_in_logprobs") if getattr(op, k) is not None})
+        inp = self.gen_input()
+        if self.stream:
+            pieces, meta = [], {}
+            for piece, m in self.backend.generate_stream(inp, sampling, options):
+                if piece:
+                    pieces.append(piece)
+                    self._append(piece, op.name)
+                if m is not None:
+                    meta = m
+            text = "".join(pieces)
+        else:
+            text, meta = self.backend.generate(inp, sampling, options)
+            self._append(text, op.name)
+        self._define(op.name, text, meta)
+
+    def _define(self, name: Optional[str], value: Any, meta: dict[str, Any]) -> None:
+        if name is not None:
+            with self.cond:
+                self.variables[name] = value
+                self.meta_info[name] = meta
+
+    def copy_from(self, other: "StreamExecutor") -> None:
+        self.text_, self.messages_, self.images_ = other.text_, list(other.messages_), list(other.images_)
+        self.variables, self.meta_info = dict(other.variables), dict(other.meta_info)
+        self.role, self.role_begin_pos, self._template = other.role, other.role_begin_pos, other._template
+
+    def text_iter(self, var_name: Optional[str] = None) -> Iterator[str]:
+        i = 0
+        while True:
+            with self.cond:
+                self.cond.wait_for(lambda: len(self.stream_pieces) > i or self.finished or self.error_ is not None)
+                pieces = self.stream_pieces[i:]
+                i = len(self.stream_pieces)
+                done = (self.finished or self.error_ is not None) and i == len(self.stream_pieces)
+            for var, piece in pieces:
+                if var_name is None or var == var_name:
+                    yield piece
+            if done and not pieces:
+                self.raise_error()
+                return
+
+
+class ProgramState:
+    """`s` inside an `@sgl.function`: append with `+=`, read variables with `s["name"]`."""
+
+    def __init__(self, executor: StreamExecutor) -> None:
+        self.stream_executor = executor
+        self.ret_value: Any = None
+
+    def __iadd__(self, other: Any) -> "ProgramState":
+        loc = caller_loc()
+        self.stream_executor.submit(to_expr(other, loc), loc)
+        return self
+
+    def __getitem__(self, name: str) -> Any:
+        return self.stream_executor.get_var(name, caller_loc())
+
+    get_var = __getitem__
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self.stream_executor.set_var(name, value)
+
+    set_var = __setitem__
+
+    def __contains__(self, name: str) -> bool:
+        self.stream_executor.sync()
+        return name in self.stream_executor.variables
+
+    def get_meta_info(self, name: str) -> Any:
+        self.stream_executor.get_var(name, caller_loc())
+        return self.stream_executor.meta_info.get(name)
+
+    def text(self) -> str:
+        self.stream_executor.sync()
+        return self.stream_executor.text_
+
+    def messages(self) -> list[dict[str, str]]:
+        self.stream_executor.sync()
+        return list(self.stream_executor.messages_)
+
+    def sync(self) -> "ProgramState":
+        self.stream_executor.sync()
+        return self
+
+    def error(self) -> Optional[BaseException]:
+        with self.stream_executor.cond:
+            self.stream_executor.cond.wait_for(lambda: not self.stream_executor.queue
+                                               and not self.stream_executor._busy)
+        return self.stream_executor.error_
+
+    def variables(self) -> dict[str, Any]:
+        self.stream_executor.sync()
+        return dict(self.stream_executor.variables)
+
+    def text_iter(self, var_name: Optional[str] = None) -> Iterator[str]:
+        if not self.stream_executor.stream:
+            yield self.text() if var_name is None else str(self[var_name])
+            return
+        yield from self.stream_executor.text_iter(var_name)
+
+    def fork(self, size: int = 1) -> "ProgramStateGroup":
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"fork size must be a positive int, got {size!r}")
+        ex = self.stream_executor
+        ex.sync()
+        if size > 1:
+            ex.backend.cache_prefix(ex.text_)  # branches then share the prefix KV instead of racing to prefill
+        children = []
+        for _ in range(size):
+            child = StreamExecutor(ex.backend, ex.program, ex.default_sampling, ex.options, ex.stream)
+            child.copy_from(ex)
+            children.append(ProgramState(child))
+        return ProgramStateGroup(children, self)
+
+    def copy(self) -> "ProgramState":
+        return self.fork(1)[0]
+
+    # roles: s.user("text") appends a whole turn; `with s.user():` brackets appends
+    def _role(self, role: str, expr: Any) -> Any:
+        from .api import _role_expr
+
+        if expr is not None:
+            loc = caller_loc(3)
+            self.stream_executor.submit(_role_expr(role, expr, loc), loc)
+            return None
+        return _RoleBlock(self, role)
+
+    def system(self, expr: Any = None) -> Any:
+        return self._role("system", expr)
+
+    def user(self, expr: Any = None) -> Any:
+        return self._role("user", expr)
+
+    def assistant(self, expr: Any = None) -> Any:
+        return self._role("assistant", expr)
+
+    def __repr__(self) -> str:
+        return f"ProgramState({self.text()!r})"
+
+
+class _RoleBlock:
+    def __init__(self, state: Any, role: str) -> None:
+        self.state, self.role = state, role
+
+    def __enter__(self) -> Any:
+        loc = caller_loc()
+        self.state.stream_executor.submit(SglExpr((RoleBegin(self.role),), (loc,)), loc)
+        return self.state
+
+    def __exit__(self, *exc: Any) -> None:
+        loc = caller_loc()
+        self.state.stream_executor.submit(SglExpr((RoleEnd(self.role),), (loc,)), loc)
+
+
+class ProgramStateGroup:
+    """The result of `s.fork(n)`: index it, iterate it, `+=` to all, `join()` back into the parent."""
+
+    def __init__(self, states: list[ProgramState], parent: ProgramState) -> None:
+        self.states, self.parent = states, parent
+        self.fork_text_len = len(parent.stream_executor.text_)
+        self.fork_vars = dict(parent.stream_executor.variables)
+
+    def __getitem__(self, i: int) -> ProgramState:
+        return self.states[i]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __iter__(self) -> Iterator[ProgramState]:
+        return iter(self.states)
+
+    def __iadd__(self, other: Any) -> "ProgramStateGroup":
+        loc = caller_loc()
+        for s in self.states:
+            s.stream_executor.submit(to_expr(other, loc), loc)
+        return self
+
+    def join(self, mode: str = "gather_variable") -> None:
+        for s in self.states:
+            s.sync()
+        if mode == "gather_variable":
+            names = {k for s in self.states for k, v in s.stream_executor.variables.items()
+                     if k not in self.fork_vars or self.fork_vars[k] is not v}
+            for k in sorted(names):
+                self.parent.stream_executor.set_var(k, [s.stream_executor.variables.get(k) for s in self.states])
+        elif mode == "concate_and_append":
+            text = "".join(s.stream_executor.text_[self.fork_text_len:] for s in self.states)
+            self.parent += text
+        else:
+            raise ValueError(f"join mode must be 'gather_variable' or 'concate_and_append', got {mode!r}")
+
+
+def json_dumps_schema(schema: Any) -> str:
+    """json_schema given as dict (or str) -> the canonical JSON string the IR stores."""
+    if isinstance(schema, str):
+        json.loads(schema)  # a bad schema fails here, naming the JSON error
+        return schema
+    return json.dumps(schema, sort_keys=True)

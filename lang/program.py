@@ -1,0 +1,192 @@
+"""`SglFunction` (what `@sgl.function` makes): run, run_batch, bind, trace; and the default backend."""
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import os
+import sys
+import threading
+from typing import Any, Callable, Optional
+
+from ..runtime.backends.base import BaseBackend
+from .interpreter import ProgramState, StreamExecutor
+
+_default_backend: Optional[BaseBackend] = None
+
+# run()/run_batch() keyword -> native sampling_params key (None values are left to the backend)
+SAMPLING_KWARGS = {"max_new_tokens": "max_new_tokens", "min_new_tokens": "min_new_tokens", "stop": "stop",
+                   "stop_token_ids": "stop_token_ids", "temperature": "temperature", "top_p": "top_p",
+                   "top_k": "top_k", "min_p": "min_p", "frequency_penalty": "frequency_penalty",
+                   "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty",
+                   "ignore_eos": "ignore_eos", "seed": "seed"}
+OPTION_KWARGS = ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs")
+
+
+def as_backend(backend: Any) -> BaseBackend:
+    """A frontend backend from a backend, an Engine, or a Runtime."""
+    if isinstance(backend, BaseBackend):
+        return backend
+    endpoint = getattr(backend, "endpoint", None)
+    if isinstance(endpoint, BaseBackend):  # sgl.Runtime
+        return endpoint
+    engine_mod = sys.modules.get("sglang.runtime.engine")
+    if engine_mod is not None and isinstance(backend, getattr(engine_mod, "Engine", ())) or (
+            hasattr(backend, "generate") and hasattr(backend, "get_server_args")):
+        from ..runtime.backends.engine_backend import EngineBackend
+
+        return EngineBackend(backend)
+    raise TypeError(f"not a backend: {backend!r} (use sgl.Engine(...), sgl.RuntimeEndpoint(url), sgl.Runtime(...) "
+                    f"or sgl.OpenAI(model))")
+
+
+def set_default_backend(backend: Any) -> None:
+    global _default_backend
+    _default_backend = as_backend(backend)
+
+
+def get_default_backend() -> Optional[BaseBackend]:
+    return _default_backend
+
+
+class SglFunction:
+    def __init__(self, func: Callable[..., Any], num_api_spec_tokens: Optional[int] = None,
+                 bind_arguments: Optional[dict[str, Any]] = None) -> None:
+        self.func = func
+        self.name = getattr(func, "__name__", "program")
+        self.num_api_spec_tokens = num_api_spec_tokens
+        self.bind_arguments = dict(bind_arguments or {})
+        sig = inspect.signature(func)
+        params = list(sig.parameters.values())
+        if not params or params[0].kind not in (params[0].POSITIONAL_ONLY, params[0].POSITIONAL_OR_KEYWORD):
+            raise TypeError(f"@sgl.function {self.name!r} must take the program state `s` as its first parameter")
+        self.signature = sig
+        self.arg_names = [p.name for p in params[1:]]
+        for k in self.bind_arguments:
+            if k not in self.arg_names:
+                raise TypeError(f"program {self.name!r} has no parameter {k!r} to bind "
+                                f"(parameters: {', '.join(self.arg_names) or 'none'})")
+
+    def __repr__(self) -> str:
+        return f"SglFunction({self.name})"
+
+    def bind(self, **kwargs: Any) -> "SglFunction":
+        return SglFunction(self.func, self.num_api_spec_tokens, {**self.bind_arguments, **kwargs})
+
+    def bind_args(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Program arguments by name; wrong names/counts raise TypeError naming the program."""
+        given = {**self.bind_arguments, **kwargs}
+        unknown = sorted(set(given) - set(self.arg_names))
+        if unknown:
+            raise TypeError(f"program {self.name!r} got unexpected argument(s) {', '.join(map(repr, unknown))} "
+                            f"(parameters: {', '.join(self.arg_names) or 'none'})")
+        try:
+            bound = self.signature.bind(None, *args, **{**self.bind_arguments, **kwargs})
+        except TypeError as exc:
+            raise TypeError(f"program {self.name!r}: {exc} (parameters: {', '.join(self.arg_names) or 'none'})") from None
+        bound.apply_defaults()
+        out = dict(bound.arguments)
+        out.pop(next(iter(self.signature.parameters)))
+        return out
+
+    def _split(self, kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
+        sampling = {"max_new_tokens": kwargs.pop("max_new_tokens", 128)}
+        for key, native in SAMPLING_KWARGS.items():
+            if key in kwargs:
+                v = kwargs.pop(key)
+                if v is not None:
+                    sampling[native] = [v] if key == "stop" and isinstance(v, str) else v
+        options = {k: kwargs.pop(k) for k in OPTION_KWARGS if k in kwargs and kwargs[k] is not None}
+        for k in OPTION_KWARGS:
+            kwargs.pop(k, None)
+        return sampling, options, kwargs
+
+    def run(self, *args: Any, stream: bool = False, backend: Any = None, **kwargs: Any) -> ProgramState:
+        sampling, options, kwargs = self._split(dict(kwargs))
+        arguments = self.bind_args(args, kwargs)
+        return run_program(self, _pick_backend(backend, self.name), arguments, sampling, options, stream)
+
+    def run_batch(self, batch_kwargs: list[dict[str, Any]], *, backend: Any = None, num_threads: Any = "auto",
+                  progress_bar: bool = False, **kwargs: Any) -> list[ProgramState]:
+        if not isinstance(batch_kwargs, (list, tuple)) or not all(isinstance(b, dict) for b in batch_kwargs):
+            raise TypeError(f"program {self.name!r}: run_batch takes a list of argument dicts")
+        sampling, options, rest = self._split(dict(kwargs))
+        if rest:
+            raise TypeError(f"program {self.name!r}: run_batch got unknown keyword(s) {', '.join(sorted(rest))}")
+        be = _pick_backend(backend, self.name)
+        all_args = [self.bind_args((), dict(b)) for b in batch_kwargs]  # all names checked before any runs
+        if num_threads == "auto":
+            num_threads = max(96, (os.cpu_count() or 1) * 16)
+        num_threads = max(1, min(int(num_threads), len(all_args) or 1))
+        bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(all_args), desc=self.name)
+        lock = threading.Lock()
+
+        def one(arguments: dict[str, Any]) -> ProgramState:
+            state = run_program(self, be, arguments, sampling, options, False, raise_errors=False)
+            if bar is not None:
+                with lock:
+                    bar.update(1)
+            return state
+
+        try:
+            if num_threads == 1:
+                return [one(a) for a in all_args]
+            with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+                return list(pool.map(one, all_args))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def trace(self, *, backend: Any = None, **arguments: Any) -> Any:
+        """The program's IR (lang/ir.py), with symbolic arguments (or the given constants)."""
+        from .tracer import trace_program
+
+        return trace_program(self, arguments)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Inside another program: `other(s, ...)` runs this body on the same state; else `run`."""
+        if args and (isinstance(args[0], ProgramState) or type(args[0]).__name__ == "TracingState"):
+            state, rest = args[0], args[1:]
+            arguments = self.bind_args(rest, kwargs)
+            return self.func(state, **arguments)
+        return self.run(*args, **kwargs)
+
+
+def _pick_backend(backend: Any, name: str) -> BaseBackend:
+    if backend is not None:
+        return as_backend(backend)
+    if _default_backend is None:
+        raise RuntimeError(f"program {name!r}: no backend; call sgl.set_default_backend(sgl.Engine(...)) or "
+                           f"sgl.set_default_backend(sgl.RuntimeEndpoint(url)), or pass backend=")
+    return _default_backend
+
+
+def run_program(fn: SglFunction, backend: BaseBackend, arguments: dict[str, Any], sampling: dict[str, Any],
+                options: dict[str, Any], stream: bool, raise_errors: bool = True) -> ProgramState:
+    executor = StreamExecutor(backend, fn.name, sampling, options, stream)
+    state = ProgramState(executor)
+
+    def body() -> None:
+        try:
+            state.ret_value = fn.func(state, **arguments)
+        except BaseException as exc:  # the program's own Python error, kept for the reader
+            if executor.error_ is None:
+                executor.error_ = exc
+            if not stream:
+                raise
+        finally:
+            executor.end()
+
+    if stream:
+        threading.Thread(target=body, name=f"sgl-run-{fn.name}", daemon=True).start()
+        return state
+    try:
+        body()
+        executor.sync()
+    except BaseException:
+        if raise_errors:
+            raise
+    return state

@@ -1,0 +1,198 @@
+"""`fn.trace()`: run an `@sgl.function` body on a `TracingState` that records IR instead of executing.
+
+Arguments are `Symbol`s (Arg ops) unless given as constants; `s["x"]` is a Symbol (VarRef). Python
+control flow over constants simply unrolls (loops over a literal range, `for f in forks`); control
+flow over symbols raises TraceError. The result is the canonical, checked IR (lang/ir.py), which
+the `.sgl` compiler produces too for the same program.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any, Iterator, Optional
+
+from .ir import (Arg, Cursor, Fork, Image, IRFunction, Join, JOIN_MODES, Loc, Return, RoleBegin, RoleEnd, Text,
+                 VarRef, Video, canonicalize)
+from .ir_expr import Const, Name
+from .primitives import SglExpr, Symbol, TraceError, caller_loc, release_symbols, split_markers, to_expr
+
+
+class TracingState:
+    def __init__(self, fn: IRFunction, cursor: Cursor, program: str, branch: Optional[tuple[int, int]] = None) -> None:
+        self.fn, self.cursor, self.program, self.branch = fn, cursor, program, branch
+        self.ret_value: Any = None
+
+    # -- appending
+    def __iadd__(self, other: Any) -> "TracingState":
+        loc = caller_loc()
+        self._append(to_expr(other, loc), loc)
+        return self
+
+    def _append(self, expr: SglExpr, loc: Optional[Loc]) -> None:
+        for op, op_loc in zip(expr.ops, expr.locs):
+            op_loc = op_loc or loc
+            if isinstance(op, Text):
+                for piece in split_markers(op.value):
+                    if isinstance(piece, Symbol):
+                        self.cursor.append(self._local(piece.ops[0]), op_loc)
+                    elif piece:
+                        self.cursor.append(Text(piece), op_loc)
+            elif isinstance(op, VarRef):
+                self.cursor.append(self._local(op), op_loc)
+            elif isinstance(op, (Image, Video)):
+                self.cursor.append(type(op)(self._src(op.src), *([op.num_frames] if isinstance(op, Video) else [])),
+                                   op_loc)
+            else:
+                self.cursor.append(op, op_loc)
+
+    def _local(self, op: Any) -> Any:
+        """A variable of this very branch is read plainly; of another branch, with its fork reference."""
+        if isinstance(op, VarRef) and op.fork is not None and (op.fork, op.branch) == self.branch:
+            return VarRef(op.name)
+        return op
+
+    def _src(self, src: Any) -> Any:
+        if isinstance(src, Const) and isinstance(src.value, str):
+            pieces = split_markers(src.value)
+            if len(pieces) == 1 and isinstance(pieces[0], Symbol):
+                op = self._local(pieces[0].ops[0])
+                return Name(op.name, getattr(op, "fork", None), getattr(op, "branch", None))
+            if any(isinstance(p, Symbol) for p in pieces):
+                raise TraceError("an image/video path mixing text and traced values cannot be traced")
+        return src
+
+    # -- reading
+    def __getitem__(self, name: str) -> Symbol:
+        if self.branch is None:
+            return Symbol(VarRef(name), f"variable {name!r}", caller_loc())
+        fork, branch = self.branch
+        return Symbol(VarRef(name, fork, branch), f"variable {name!r} of fork branch {branch}", caller_loc())
+
+    get_var = __getitem__
+
+    def _unavailable(self, what: str) -> Any:
+        raise TraceError(f"program {self.program!r}: {what} has no value while tracing (use fn.run to execute)")
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._unavailable(f"s[{name!r}] = ...")
+
+    def text(self) -> str:
+        return self._unavailable("s.text()")
+
+    def messages(self) -> list:
+        return self._unavailable("s.messages()")
+
+    def get_meta_info(self, name: str) -> Any:
+        return self._unavailable(f"s.get_meta_info({name!r})")
+
+    def sync(self) -> "TracingState":
+        return self
+
+    # -- structure
+    def fork(self, size: int = 1) -> "TracingGroup":
+        if not isinstance(size, int) or size < 1:
+            raise TraceError(f"fork size must be a positive int while tracing, got {size!r}")
+        node = self.cursor.append(Fork(size), caller_loc())
+        states = [TracingState(self.fn, self.cursor.arm_cursor(node, i), self.program, (node, i))
+                  for i in range(size)]
+        return TracingGroup(states, self, node)
+
+    def _role(self, role: str, expr: Any) -> Any:
+        loc = caller_loc()
+        if expr is not None:
+            from .api import _role_expr
+
+            self._append(_role_expr(role, expr, loc), loc)
+            return None
+        return _TraceRole(self, role)
+
+    def system(self, expr: Any = None) -> Any:
+        return self._role("system", expr)
+
+    def user(self, expr: Any = None) -> Any:
+        return self._role("user", expr)
+
+    def assistant(self, expr: Any = None) -> Any:
+        return self._role("assistant", expr)
+
+
+class _TraceRole:
+    def __init__(self, state: TracingState, role: str) -> None:
+        self.state, self.role = state, role
+
+    def __enter__(self) -> TracingState:
+        self.state.cursor.append(RoleBegin(self.role), caller_loc())
+        return self.state
+
+    def __exit__(self, *exc: Any) -> None:
+        self.state.cursor.append(RoleEnd(self.role), caller_loc())
+
+
+class TracingGroup:
+    def __init__(self, states: list[TracingState], parent: TracingState, node: int) -> None:
+        self.states, self.parent, self.node = states, parent, node
+
+    def __getitem__(self, i: int) -> TracingState:
+        return self.states[i]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __iter__(self) -> Iterator[TracingState]:
+        return iter(self.states)
+
+    def __iadd__(self, other: Any) -> "TracingGroup":
+        loc = caller_loc()
+        for s in self.states:
+            s._append(to_expr(other, loc), loc)
+        return self
+
+    def join(self, mode: str = "gather_variable") -> None:
+        if mode not in JOIN_MODES:
+            raise ValueError(f"join mode must be one of {', '.join(JOIN_MODES)}, got {mode!r}")
+        self.parent.cursor.append(Join(self.node, mode), caller_loc())
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def trace_program(sfn: Any, constants: dict[str, Any]) -> IRFunction:
+    func = sfn.func
+    code = getattr(func, "__code__", None)
+    loc = Loc(code.co_filename, code.co_firstlineno, None) if code is not None else None
+    unknown = sorted(set(constants) - set(sfn.arg_names))
+    if unknown:
+        raise TypeError(f"program {sfn.name!r}: trace got unknown argument(s) {', '.join(unknown)} "
+                        f"(parameters: {', '.join(sfn.arg_names) or 'none'})")
+    fixed = {**sfn.bind_arguments, **constants}
+    params = tuple(n for n in sfn.arg_names if n not in fixed)
+    defaults = {p.name: _json_default(p.default) for p in list(sfn.signature.parameters.values())[1:]
+                if p.default is not inspect.Parameter.empty and p.name in params}
+    attrs = {"num_api_spec_tokens": sfn.num_api_spec_tokens} if sfn.num_api_spec_tokens else {}
+    ir = IRFunction(sfn.name, params, defaults, loc, attrs)
+    state = TracingState(ir, ir.cursor(), sfn.name)
+    first_key = Symbol._next
+    try:
+        args = {n: fixed[n] if n in fixed else Symbol(Arg(n), f"argument {n!r}") for n in sfn.arg_names}
+        ret = func(state, **args)
+        if ret is not None:
+            ir.cursor().append(Return(_ret_expr(ret, sfn.name)), caller_loc())
+    finally:
+        release_symbols(first_key)
+    return canonicalize(ir.check()).check()
+
+
+def _ret_expr(value: Any, program: str) -> Any:
+    if isinstance(value, Symbol):
+        op = value.ops[0]
+        return Name(op.name, getattr(op, "fork", None), getattr(op, "branch", None))
+    if isinstance(value, (str, int, float, bool)):
+        if isinstance(value, str) and "\x00sgl" in value:
+            raise TraceError(f"program {program!r}: a returned string mixing text and traced values cannot be traced")
+        return Const(value)
+    raise TraceError(f"program {program!r}: cannot trace a return value of type {type(value).__name__}")
