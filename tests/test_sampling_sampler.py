@@ -90,6 +90,53 @@ def test_top_p_top_k_min_p_truncate_and_renormalize():
     assert c[3:].sum() == 0 and (c[:3] > 0).all()
 
 
+def reference_filter(logits_row: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """Full-sort reference of top-k / top-p / min-p on one row, renormalized."""
+    probs = torch.softmax(logits_row / p.temperature, -1)
+    order = probs.argsort(descending=True, stable=True)
+    sp = probs[order]
+    keep = torch.ones_like(sp, dtype=torch.bool)
+    if p.top_k > 0:
+        keep[p.top_k:] = False
+    keep &= (sp.cumsum(0) - sp) < p.top_p
+    keep &= sp >= p.min_p * sp[0]
+    out = torch.zeros_like(probs)
+    out[order] = sp * keep
+    return out / out.sum()
+
+
+@pytest.mark.parametrize("candidates", [1024, 8])
+def test_filters_match_full_sort_reference(candidates, monkeypatch):
+    # candidates=8 forces the partial top-k to be too small for most nuclei: the full-sort fallback
+    monkeypatch.setattr(Sampler, "TOP_P_CANDIDATES", candidates)
+    g = torch.Generator().manual_seed(7)
+    rng = __import__("random").Random(7)
+    vocab = 300
+    params = []
+    for _ in range(24):
+        params.append(SamplingParams(
+            temperature=rng.choice([0.5, 1.0, 1.5]),
+            top_k=rng.choice([-1, -1, 3, 20, 250]),
+            top_p=rng.choice([1.0, 1.0, 0.3, 0.9, 0.99]),
+            min_p=rng.choice([0.0, 0.0, 0.05, 0.5]),
+        ))
+    logits = torch.randn(len(params), vocab, generator=g) * 2
+    got = Sampler().filtered_probs(logits, build(params, vocab_size=vocab))
+    for i, p in enumerate(params):
+        assert torch.allclose(got[i] / got[i].sum(), reference_filter(logits[i], p), atol=1e-6), p
+
+
+def test_wide_nucleus_beyond_candidates_is_exact():
+    # nearly flat distribution over 3000 tokens: the 0.5-nucleus has ~1500 tokens (> 1024 candidates)
+    vocab = 3000
+    logits = -1e-4 * torch.arange(vocab, dtype=torch.float32)
+    p = SamplingParams(top_p=0.5)
+    want = reference_filter(logits, p)
+    got = Sampler().filtered_probs(logits[None], build([p], vocab_size=vocab))[0]
+    assert int((want > 0).sum()) > Sampler.TOP_P_CANDIDATES
+    assert torch.equal(got > 0, want > 0)
+
+
 def test_mixed_batch_rows_keep_their_own_params():
     torch.manual_seed(3)
     base = torch.randn(V)
@@ -223,3 +270,28 @@ def test_shape_errors():
         Sampler().sample(torch.zeros(2, V + 1), info)
     with pytest.raises(ValueError, match="output_ids"):
         SamplingBatchInfo.build([SamplingParams()], [], None, V, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_greedy_filters_and_seeds():
+    dev = "cuda"
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(6, 4096, generator=g) * 3).to(dev)
+    params = [SamplingParams(temperature=0), SamplingParams(top_p=0.9, top_k=100, min_p=0.01, temperature=0.8),
+              SamplingParams(seed=5), SamplingParams(repetition_penalty=1.3, frequency_penalty=0.5, seed=6),
+              SamplingParams(top_p=0.99), SamplingParams(top_k=1)]
+    outs = [[1, 2, 3]] * 6
+    gens = [make_generator(p.seed, dev) for p in params]
+    info = SamplingBatchInfo.build(params, outs, gens, 4096, dev, prompt_ids=[[4, 5]] * 6, eos_token_ids=[0])
+    s = Sampler(seed=0)
+    ids, lps = s.sample(logits, info)
+    assert ids.device.type == "cuda" and ids[0] == logits[0].argmax() and ids[5] == logits[5].argmax()
+    assert torch.allclose(lps, torch.log_softmax(logits, -1).gather(1, ids[:, None]).squeeze(1))
+    probs = s.filtered_probs(s.process_logits(logits, info), info).cpu()
+    cpu_info = SamplingBatchInfo.build(params, outs, None, 4096, "cpu", prompt_ids=[[4, 5]] * 6)
+    cpu_probs = Sampler().filtered_probs(Sampler().process_logits(logits.cpu(), cpu_info), cpu_info)
+    assert torch.allclose(probs, cpu_probs, atol=1e-5)
+    # the seeded row alone, with a fresh generator, draws the same token as inside the batch
+    alone = SamplingBatchInfo.build(params[2:3], outs[:1], [make_generator(5, dev)], 4096, dev)
+    assert s.sample(logits[2:3], alone)[0].item() == ids[2].item()

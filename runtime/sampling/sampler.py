@@ -42,7 +42,11 @@ class Sampler:
         return g
 
     def process_logits(self, logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
-        """Penalties and masks applied to a copy of `logits`; greedy rows take the argmax of this."""
+        """Penalties and masks applied to a copy of `logits` (or `logits` itself when nothing applies);
+        greedy rows take the argmax of this."""
+        if (info.repetition_penalties is None and info.output_counts is None
+                and info.banned_flat is None and info.vocab_mask is None):
+            return logits.float()
         x = logits.float().clone()
         if info.repetition_penalties is not None:
             apply_repetition_penalty(x, info.seen_mask, info.repetition_penalties)
@@ -79,40 +83,72 @@ class Sampler:
             ids = self._draw(x, info)
             if info.any_greedy:
                 ids = torch.where(info.greedy, x.argmax(dim=-1), ids)
-        logprobs = logits.gather(1, ids.unsqueeze(1)).squeeze(1) - torch.logsumexp(logits, dim=-1)
-        return ids, logprobs
+        return ids, token_logprobs(logits, ids)
 
-    def _draw(self, x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+    def filtered_probs(self, x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        """Unnormalized sampling weights per row: softmax(x / T) with top-k / top-p / min-p zeroed."""
         probs = torch.softmax(x / info.temperatures, dim=-1)
         if info.need_top_k or info.need_top_p:
-            sp, si = probs.sort(dim=-1, descending=True, stable=True)
-            keep = torch.ones_like(sp, dtype=torch.bool)
-            if info.need_top_k:
-                ranks = torch.arange(sp.shape[1], device=sp.device)
-                keep &= ranks.unsqueeze(0) < info.top_ks.unsqueeze(1)
-            if info.need_top_p:
-                # keep a token while the mass strictly before it is below top_p (the top one always)
-                keep &= (sp.cumsum(dim=-1) - sp) < info.top_ps.unsqueeze(1)
-            if info.need_min_p:
-                keep &= sp >= info.min_ps.unsqueeze(1) * sp[:, :1]
-            probs = torch.zeros_like(probs).scatter_(1, si, sp.masked_fill(~keep, 0.0))
+            probs = self._truncate(probs, info)
         elif info.need_min_p:
             top = probs.max(dim=-1, keepdim=True).values
             probs = probs.masked_fill(probs < info.min_ps.unsqueeze(1) * top, 0.0)
+        return probs
 
-        q = torch.empty_like(probs)
-        q.exponential_(generator=self._default_generator(probs.device))
+    def _draw(self, x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        probs = self.filtered_probs(x, info)
+        # q ~ Exp(1) as -log(U): uniform draws are several times cheaper than exponential_ on CPU
+        u = torch.empty_like(probs)
+        u.uniform_(generator=self._default_generator(probs.device))
         for i in info.seeded_rows:
-            q[i].exponential_(generator=info.generators[i])
-        # q == 0 has probability ~0 but would divide to inf; clamp keeps the race well defined
+            u[i].uniform_(generator=info.generators[i])
+        q = u.log_().neg_()
+        # U == 0 gives q = inf (that token loses); U -> 1 gives q -> 0, clamped to keep the race finite
         return (probs / q.clamp_min_(torch.finfo(q.dtype).tiny)).argmax(dim=-1)
+
+    # candidates examined before falling back to a full sort when top_p needs more mass
+    TOP_P_CANDIDATES = 1024
+
+    def _truncate(self, probs: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        """top-k / top-p (and min-p on those rows) via a partial top-k instead of a full sort.
+
+        Rows without top-k/top-p keep the full distribution (with min-p applied). A top-p row is
+        exact as long as its nucleus fits in the candidates; otherwise the whole vocab is sorted.
+        """
+        vocab = probs.shape[1]
+        limited = info.top_ks < vocab  # rows with a top-k
+        nucleus = info.top_ps < 1.0
+        kmax = int(info.top_ks[limited].max()) if info.need_top_k else 0
+        k = min(vocab, max(kmax, self.TOP_P_CANDIDATES if info.need_top_p else 0))
+        vals, idx = probs.topk(k, dim=-1, sorted=True)
+        if info.need_top_p and k < vocab:
+            # a nucleus row is covered when the candidates hold >= top_p mass or its top_k binds first
+            covered = (vals.sum(dim=-1) >= info.top_ps) | (info.top_ks <= k) | ~nucleus | info.greedy
+            if not bool(covered.all()):
+                k = vocab
+                vals, idx = probs.sort(dim=-1, descending=True)
+        keep = torch.ones_like(vals, dtype=torch.bool)
+        if info.need_top_k:
+            keep &= torch.arange(k, device=vals.device).unsqueeze(0) < info.top_ks.unsqueeze(1)
+        if info.need_top_p:
+            # keep a token while the mass strictly before it is below top_p (the top one always)
+            keep &= (vals.cumsum(dim=-1) - vals) < info.top_ps.unsqueeze(1)
+        if info.need_min_p:
+            keep &= vals >= info.min_ps.unsqueeze(1) * vals[:, :1]
+            top = vals[:, :1]
+            full = probs.masked_fill(probs < info.min_ps.unsqueeze(1) * top, 0.0)
+        else:
+            full = probs
+        truncated = torch.zeros_like(probs).scatter_(1, idx, vals.masked_fill(~keep, 0.0))
+        return torch.where((limited | nucleus).unsqueeze(1), truncated, full)
 
 
 # ---------------------------------------------------------------------- logprob helpers
 def token_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """log_softmax(logits)[i, ids[i]] for logits [n, V], ids [n] -> fp32 [n]."""
     logits = logits.float()
-    return logits.gather(1, ids.view(-1, 1).long()).squeeze(1) - torch.logsumexp(logits, dim=-1)
+    # log_softmax + gather: on CPU several times faster than a separate logsumexp
+    return torch.log_softmax(logits, dim=-1).gather(1, ids.view(-1, 1).long()).squeeze(1)
 
 
 def top_logprobs(
