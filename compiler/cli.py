@@ -1,0 +1,148 @@
+"""`sglc`: the ahead-of-time compiler for `.sgl` programs.
+
+    sglc compile prog.sgl -o prog.sglc [-O0|-O1] [-fno-<pass>] [--model PATH]
+    sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl [--function NAME]
+    sglc check prog.sgl
+
+User mistakes print as file:line:col with the source line and a caret, exit status 1; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..lang.sgl_errors import SglError
+from .passes import PASS_ORDER
+from .plan import PlanError
+
+EMITS = ("ast", "ir", "ir-opt", "plan", "dot", "svg")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sglc", description="Compile .sgl programs to execution plans.")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compile", help="compile a program to a plan artifact, or emit an intermediate form")
+    c.add_argument("source", help="the .sgl file")
+    c.add_argument("-o", "--output", help="artifact path (default: SOURCE with .sglc)")
+    c.add_argument("--emit", choices=EMITS, help="print this form instead of writing the artifact")
+    c.add_argument("--function", help="only this function (for --emit ir/dot/svg: default all / the last one)")
+    c.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1), help="-O0: no passes; -O1: all")
+    c.add_argument("-f", dest="flags", action="append", default=[], metavar="[no-]PASS",
+                   help=f"switch one pass: -fno-<pass> / -f<pass>; passes: {', '.join(PASS_ORDER)}")
+    c.add_argument("--model", help="build token-level constraint tables for this model's tokenizer")
+    c.add_argument("-v", "--verbose", action="store_true", help="print what each pass changed")
+    k = sub.add_parser("check", help="parse and check a program; print nothing but errors")
+    k.add_argument("source")
+    return p
+
+
+def _split_argv(argv: list[str]) -> list[str]:
+    # accept -O0 / -fno-x glued, as compilers do
+    out = []
+    for a in argv:
+        if a.startswith("-O") and len(a) > 2:
+            out += ["-O", a[2:]]
+        elif a.startswith("-f") and len(a) > 2 and not a.startswith("--"):
+            out += ["-f", a[2:]]
+        else:
+            out.append(a)
+    return out
+
+
+def pass_flags(flags: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    disabled, enabled = [], []
+    for f in flags:
+        name = f[3:] if f.startswith("no-") else f
+        if name not in PASS_ORDER:
+            raise SglError(f"unknown pass {name!r} in -f{f}", hint=f"passes: {', '.join(PASS_ORDER)}")
+        (disabled if f.startswith("no-") else enabled).append(name)
+    return tuple(disabled), tuple(enabled)
+
+
+def _tokenizer(model: str | None) -> Any:
+    if not model:
+        return None
+    from ..runtime.tokenizer import get_tokenizer
+
+    return get_tokenizer(model)
+
+
+def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[str, ...]) -> str:
+    from ..lang.sgl_ast import pretty
+    from ..lang.sgl_parser import parse_file
+    from .ast_to_ir import lower_program
+    from .loader import load_program
+    from .lower import compile_source
+
+    if args.emit == "ast":
+        module = parse_file(args.source)
+        return pretty(module)
+    program = load_program(args.source)
+    names = [args.function] if args.function else None
+    if args.emit == "ir":
+        fns = lower_program(program, names)
+        from ..lang.ir import canonicalize
+
+        return "\n\n".join(f"# {n}\n{canonicalize(f).pretty()}" for n, f in fns.items()) + "\n"
+    log: list[str] = []
+    plan = compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
+                          tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log)
+    if args.emit == "plan":
+        return plan.dumps(indent=2) + "\n"
+    from ..lang.ir import IRFunction
+
+    fns = {n: IRFunction.from_json(d) for n, d in plan.ir.items()}
+    if args.emit == "ir-opt":
+        return "\n\n".join(f"# {n}\n{f.pretty()}" for n, f in fns.items()) + "\n" + \
+            "".join(f"# {line}\n" for line in log)
+    name = args.function or list(fns)[-1]
+    dot = fns[name].to_dot()
+    if args.emit == "dot":
+        return dot
+    if shutil.which("dot") is None:
+        raise SglError("--emit svg needs graphviz's `dot` on PATH", hint="install graphviz, or use --emit dot")
+    return subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(_split_argv(argv))
+    try:
+        if args.command == "check":
+            from .ast_to_ir import lower_program
+            from .loader import load_program
+
+            lower_program(load_program(args.source))
+            return 0
+        disabled, enabled = pass_flags(args.flags)
+        if args.emit:
+            sys.stdout.write(_emit(args, disabled, enabled))
+            return 0
+        from .lower import compile_source
+
+        log: list[str] = []
+        plan = compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
+                              tokenizer=_tokenizer(args.model), model=args.model, log=log)
+        out = Path(args.output) if args.output else Path(args.source).with_suffix(".sglc")
+        plan.save(out)
+        if args.verbose:
+            for line in log:
+                print(line, file=sys.stderr)
+        steps = sum(len(f.steps) for f in plan.functions.values())
+        print(f"wrote {out}: {len(plan.functions)} function(s), {steps} step(s), passes: "
+              f"{', '.join(plan.passes) or 'none'}", file=sys.stderr)
+        return 0
+    except (SglError, PlanError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as e:  # e.g. a bad --model path
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""`sglang run` and `sglang serve`.
+
+    sglang run prog.sgl|prog.sglc [--function NAME] [--model PATH] [--arg k=v ...] [--args-file batch.jsonl]
+               [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stats]
+    sglang serve prog.sgl|prog.sglc [--model PATH] [--host H] [--port P]
+
+`run` prints one JSON line per batch item ({"index", "return", "variables"[, "text"]}), with a progress
+bar on stderr for batches. Without --backend it starts the in-process Engine on --model (default: the
+default model). User mistakes print a positioned message and exit 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..lang.sgl_errors import SglError
+from .plan import Plan, PlanError
+
+
+def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> Plan:
+    """A `.sglc` artifact as is, or a `.sgl` source compiled now."""
+    p = Path(path)
+    if not p.is_file():
+        raise PlanError(f"no such file: {path}")
+    if p.suffix == ".sgl":
+        from .lower import compile_source
+
+        return compile_source(p, opt_level=opt_level, disabled=disabled)
+    return Plan.load(p)
+
+
+def make_backend(model: str | None, backend_url: str | None, **engine_kwargs: Any) -> Any:
+    if backend_url:
+        from ..runtime.backends.runtime_endpoint import RuntimeEndpoint
+
+        return RuntimeEndpoint(backend_url)
+    from ..runtime.backends.engine_backend import EngineBackend
+
+    return EngineBackend(model_path=model or "default", **engine_kwargs)
+
+
+def parse_kv_args(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SglError(f"--arg needs NAME=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def read_batch(path: str) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise SglError(f"cannot read --args-file {path}: {e}") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SglError(f"{path}:{i}: not a JSON object: {e.msg}") from None
+        if not isinstance(row, dict):
+            raise SglError(f"{path}:{i}: each line must be a JSON object of arguments, got {type(row).__name__}")
+        rows.append(row)
+    if not rows:
+        raise SglError(f"--args-file {path} has no rows")
+    return rows
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sglang run", description="Run a .sgl program or a compiled .sglc plan.")
+    p.add_argument("program")
+    p.add_argument("--function", help="function to run (default: main, else the last one defined)")
+    p.add_argument("--model", default=None, help="model path for the in-process engine (default: the default model)")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="an argument (repeatable)")
+    p.add_argument("--args-file", help="JSON lines, one argument object per batch item")
+    p.add_argument("--backend", help="URL of a running server (ours or SGLang's) instead of the in-process engine")
+    p.add_argument("--max-tokens", type=int, default=None, help="default max_tokens for gens that do not set it")
+    p.add_argument("--temperature", type=float, default=None, help="default temperature for gens that do not set it")
+    p.add_argument("--text", action="store_true", help="also print each item's full program text")
+    p.add_argument("--stats", action="store_true", help="print engine calls and token counts on stderr")
+    p.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1), help="optimization level for .sgl")
+    return p
+
+
+def main_run(argv: list[str]) -> int:
+    args = _run_parser().parse_args(argv)
+    backend = None
+    try:
+        plan = load_plan(args.program, args.opt_level)
+        fplan = plan.function(args.function)
+        batch = read_batch(args.args_file) if args.args_file else [{}]
+        if args.arg:
+            extra = parse_kv_args(args.arg)
+            batch = [dict(row, **extra) for row in batch]
+        from .executor import PlanExecutor, bind_args
+
+        for row in batch:  # check every row before loading a model
+            bind_args(fplan, row)
+        defaults: dict[str, Any] = {}
+        if args.max_tokens is not None:
+            defaults["max_new_tokens"] = args.max_tokens
+        if args.temperature is not None:
+            defaults["temperature"] = args.temperature
+        backend = make_backend(args.model, args.backend)
+        ex = PlanExecutor(plan, backend, default_sampling=defaults)
+        results = ex.run_batch(fplan.name, batch, progress=True)
+        failed = 0
+        for r in results:
+            if not args.text:
+                r.pop("text", None)
+            failed += "error" in r
+            print(json.dumps(r, ensure_ascii=False), flush=True)
+        if args.stats:
+            print(json.dumps({"stats": ex.stats.as_dict()}), file=sys.stderr)
+        return 1 if failed else 0
+    except (SglError, PlanError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if backend is not None and hasattr(backend, "shutdown") and not args.backend:
+            backend.shutdown()
+
+
+def main_serve(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="sglang serve", description="Serve each function of a program as POST /programs/{name}")
+    p.add_argument("program")
+    p.add_argument("--model", default=None)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=30000)
+    args = p.parse_args(argv)
+    try:
+        plan = load_plan(args.program)
+    except (SglError, PlanError) as e:
+        print(str(e), file=sys.stderr)
+        return 1
+    from .serve import serve
+
+    return serve(plan, model=args.model, host=args.host, port=args.port)
