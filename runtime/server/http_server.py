@@ -246,7 +246,7 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
 
     @app.get("/get_server_args")
     async def get_server_args() -> dict[str, Any]:
-        args = ctx.engine_args()
+        args = ctx.server_args
         d = args.to_dict() if hasattr(args, "to_dict") else dataclasses.asdict(args)
         if d.get("api_key"):
             d["api_key"] = "<hidden>"  # never echo the secret
@@ -268,7 +268,8 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
 
     @app.get("/metrics")
     async def get_metrics() -> Response:
-        stats = engine.stats() if hasattr(engine, "stats") else None
+        # stats() is answered by the scheduler thread between steps: wait for it off the event loop
+        stats = await asyncio.to_thread(engine.stats) if hasattr(engine, "stats") else None
         body, ctype = metrics.render(stats)
         return Response(body, media_type=ctype)
 
