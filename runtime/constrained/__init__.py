@@ -1,0 +1,30 @@
+"""Constrained decoding: regex / JSON schema / choices / grammar → token-level FSM, masks, jump-forward.
+
+Pipeline: constraint → regex (`api`, `json_schema`, `grammar`) → minimal byte DFA (`regex_fsm`) →
+token index over the tokenizer's vocabulary (`token_fsm`, via `vocab`'s byte trie) → cached in memory,
+on disk and in blobs (`cache`) → per-request cursor with masks and jump-forward (`state`) → scheduler
+hook (`scheduler_hook`).
+"""
+from __future__ import annotations
+
+from .api import (BOOL_REGEX, FLOAT_REGEX, INT_REGEX, STRING_REGEX, ConstraintSpec,
+                  build_constraint_from_sampling_params, choices_to_regex, compile_regex, deserialize_fsm,
+                  new_state, preload, response_format_to_constraint, serialize_fsm)
+from .cache import ConstraintCache, default_cache_dir, get_default_cache
+from .errors import (ConstraintError, ConstraintViolation, EmptyLanguageError, GrammarError, RegexSyntaxError,
+                     SchemaError)
+from .json_schema import json_schema_to_regex
+from .regex_fsm import ByteDFA, regex_to_dfa
+from .scheduler_hook import make_constraint_factory
+from .state import ConstraintState, JumpForward
+from .token_fsm import TokenFSM
+from .vocab import TokenVocab, vocab_from_tokenizer
+
+__all__ = [
+    "BOOL_REGEX", "FLOAT_REGEX", "INT_REGEX", "STRING_REGEX", "ByteDFA", "ConstraintCache", "ConstraintError",
+    "ConstraintSpec", "ConstraintState", "ConstraintViolation", "EmptyLanguageError", "GrammarError",
+    "JumpForward", "RegexSyntaxError", "SchemaError", "TokenFSM", "TokenVocab",
+    "build_constraint_from_sampling_params", "choices_to_regex", "compile_regex", "default_cache_dir",
+    "deserialize_fsm", "get_default_cache", "json_schema_to_regex", "make_constraint_factory", "new_state",
+    "preload", "regex_to_dfa", "response_format_to_constraint", "serialize_fsm", "vocab_from_tokenizer",
+]

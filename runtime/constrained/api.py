@@ -1,0 +1,157 @@
+"""Entry points: sampling params / OpenAI response_format / choices → regex → compiled TokenFSM.
+
+Everything a caller constrains with becomes one regex (`ConstraintSpec.regex`), which keys the caches:
+- `build_constraint_from_sampling_params(sp)`: SGLang's `regex` / `json_schema` / `ebnf` (alias
+  `grammar`) in a SamplingParams or dict → ConstraintSpec or None.
+- `response_format_to_constraint(rf)`: OpenAI `{"type": "json_object" | "json_schema" | "text"}` (and
+  SGLang's `{"type": "regex", "regex": ...}`) → ConstraintSpec or None.
+- `compile_regex(regex, tokenizer)`: the cached TokenFSM; `new_state(spec, tokenizer)`: a request cursor.
+- `serialize_fsm` / `deserialize_fsm` / `preload`: tables as bytes for compiled program artifacts.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from .cache import ConstraintCache, _fsm_from_npz, _fsm_to_npz, get_default_cache, table_key
+from .errors import ConstraintError, GrammarError
+from .json_schema import json_schema_to_regex
+from .regex_fsm import regex_to_dfa
+from .state import ConstraintState
+from .token_fsm import TokenFSM
+from .vocab import TokenVocab, vocab_from_tokenizer
+
+# SGLang's typed-gen regexes (gen_int / gen_string / dtype=float)
+INT_REGEX = r"[-+]?[0-9]+"
+FLOAT_REGEX = r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?"
+BOOL_REGEX = r"(True|False)"
+STRING_REGEX = r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"'
+
+
+@dataclass(frozen=True)
+class ConstraintSpec:
+    regex: str
+    kind: str  # regex | json_schema | choices | ebnf | response_format
+    source: str  # what the caller gave (for error messages and logs)
+
+
+def choices_to_regex(choices: Sequence[str]) -> str:
+    """Regex matching exactly one of `choices` (escaped literally; shared by gen(choices=) and select)."""
+    if isinstance(choices, str) or not choices:
+        raise ConstraintError(f"choices must be a non-empty list of strings, got {choices!r}")
+    bad = [c for c in choices if not isinstance(c, str)]
+    if bad:
+        raise ConstraintError(f"choices must be strings, got {bad[0]!r}")
+    return "(" + "|".join(re.escape(c) for c in dict.fromkeys(choices)) + ")"
+
+
+def _get(sp: Any, name: str) -> Any:
+    return sp.get(name) if isinstance(sp, Mapping) else getattr(sp, name, None)
+
+
+def build_constraint_from_sampling_params(sp: Any, whitespace: str = "default") -> Optional[ConstraintSpec]:
+    """The constraint of a SamplingParams / sampling-params dict, or None when it has none.
+
+    Raises a ConstraintError (ValueError) naming the field when the regex/schema/grammar is invalid."""
+    given = [(k, _get(sp, k)) for k in ("regex", "json_schema", "ebnf", "grammar") if _get(sp, k) is not None]
+    if not given:
+        return None
+    kinds = {("ebnf" if k == "grammar" else k) for k, _ in given}
+    if len(kinds) > 1:
+        raise ConstraintError(f"sampling_params: only one of regex / json_schema / ebnf may be set, got {sorted(kinds)}")
+    key, value = given[0]
+    try:
+        if key == "regex":
+            if not isinstance(value, str):
+                raise ConstraintError(f"regex must be a string, got {type(value).__name__}")
+            regex_to_dfa(value)  # validate early: errors name the pattern and position
+            return ConstraintSpec(value, "regex", value)
+        if key == "json_schema":
+            rx = json_schema_to_regex(value, whitespace=whitespace)
+            return ConstraintSpec(rx, "json_schema", value if isinstance(value, str) else repr(value))
+        from .grammar import grammar_to_regex
+
+        return ConstraintSpec(grammar_to_regex(value), "ebnf", value)
+    except ConstraintError as exc:
+        raise _with_field(exc, f"sampling_params.{key}") from None
+
+
+def _with_field(exc: ConstraintError, field: str) -> ConstraintError:
+    """The same error (same class, same attributes) with the offending field named first."""
+    exc.args = (f"{field}: {exc}",)
+    return exc
+
+
+def response_format_to_constraint(response_format: Any, whitespace: str = "default") -> Optional[ConstraintSpec]:
+    """OpenAI `response_format` → ConstraintSpec (None for {"type": "text"} or None)."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, Mapping):
+        raise ConstraintError(f"response_format must be an object, got {type(response_format).__name__}")
+    kind = response_format.get("type")
+    if kind in (None, "text"):
+        return None
+    if kind == "json_object":
+        return ConstraintSpec(json_schema_to_regex({"type": "object"}, whitespace=whitespace), "response_format",
+                              "json_object")
+    if kind == "json_schema":
+        js = response_format.get("json_schema")
+        if not isinstance(js, Mapping):
+            raise ConstraintError("response_format.json_schema must be an object with a 'schema' field")
+        schema = js.get("schema", js.get("schema_"))
+        if schema is None:
+            raise ConstraintError("response_format.json_schema.schema is missing")
+        try:
+            return ConstraintSpec(json_schema_to_regex(schema, whitespace=whitespace), "json_schema", repr(schema))
+        except ConstraintError as exc:
+            raise _with_field(exc, "response_format.json_schema.schema") from None
+    if kind == "regex":
+        rx = response_format.get("regex") or response_format.get("pattern")
+        if not isinstance(rx, str):
+            raise ConstraintError("response_format of type 'regex' needs a 'regex' string")
+        regex_to_dfa(rx)
+        return ConstraintSpec(rx, "regex", rx)
+    if kind in ("ebnf", "grammar"):
+        from .grammar import grammar_to_regex
+
+        src = response_format.get("ebnf") or response_format.get("grammar")
+        if not isinstance(src, str):
+            raise GrammarError(f"response_format of type {kind!r} needs an '{kind}' string")
+        return ConstraintSpec(grammar_to_regex(src), "ebnf", src)
+    raise ConstraintError(f"response_format.type must be text | json_object | json_schema | regex | ebnf, got {kind!r}")
+
+
+def _vocab(tokenizer_or_vocab: Any, eos_token_ids: Optional[Iterable[int]] = None) -> TokenVocab:
+    if isinstance(tokenizer_or_vocab, TokenVocab):
+        return tokenizer_or_vocab
+    return vocab_from_tokenizer(tokenizer_or_vocab, eos_token_ids)
+
+
+def compile_regex(regex: str, tokenizer: Any, cache: Optional[ConstraintCache] = None,
+                  eos_token_ids: Optional[Iterable[int]] = None) -> TokenFSM:
+    """The token FSM of `regex` for `tokenizer` (a HF tokenizer or a TokenVocab), from cache if possible."""
+    return (cache or get_default_cache()).get(regex, _vocab(tokenizer, eos_token_ids))
+
+
+def new_state(spec: ConstraintSpec | str, tokenizer: Any, cache: Optional[ConstraintCache] = None,
+              eos_token_ids: Optional[Iterable[int]] = None) -> ConstraintState:
+    vocab = _vocab(tokenizer, eos_token_ids)
+    regex = spec.regex if isinstance(spec, ConstraintSpec) else spec
+    return ConstraintState((cache or get_default_cache()).get(regex, vocab), vocab)
+
+
+def serialize_fsm(fsm: TokenFSM) -> bytes:
+    return _fsm_to_npz(fsm)
+
+
+def deserialize_fsm(data: bytes) -> TokenFSM:
+    return _fsm_from_npz(data)
+
+
+def preload(fsm: TokenFSM, cache: Optional[ConstraintCache] = None) -> str:
+    """Put a deserialized table into the (default) cache so requests with its regex skip compilation."""
+    c = cache or get_default_cache()
+    key = table_key(fsm.pattern, fsm.fingerprint)
+    c._remember(key, fsm)
+    return key

@@ -1,0 +1,179 @@
+"""Ahead-of-time tables: compiled TokenFSMs cached in memory, on disk and in portable blobs.
+
+Key = sha256(format version, regex, tokenizer fingerprint). Disk: `<cache dir>/constrained/<key>.npz`
+where the cache dir is $SGLANG_CACHE_DIR or ~/.cache/sglang-aot. A blob (`to_blob` / `load_blob`)
+bundles several tables so the compiler can store every literal regex/schema of a program inside its
+artifact and the runtime loads them without recompiling. A table whose fingerprint does not match the
+tokenizer in use is never returned (the key includes the fingerprint).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import threading
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+
+from .regex_fsm import regex_to_dfa
+from .token_fsm import TokenFSM
+from .vocab import TokenVocab
+
+FORMAT_VERSION = 1
+_MAGIC = b"SGLCFSM\x01"
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("SGLANG_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sglang-aot")
+    return Path(root) / "constrained"
+
+
+def table_key(regex: str, fingerprint: str) -> str:
+    h = hashlib.sha256(f"{FORMAT_VERSION}\0{fingerprint}\0".encode() + regex.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:40]
+
+
+def _fsm_to_npz(fsm: TokenFSM) -> bytes:
+    buf = io.BytesIO()
+    arrays = fsm.to_arrays()
+    arrays["pattern"] = np.frombuffer(fsm.pattern.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    arrays["fingerprint"] = np.frombuffer(fsm.fingerprint.encode(), dtype=np.uint8)
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _fsm_from_npz(data: bytes | Path) -> TokenFSM:
+    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    pattern = arrays.pop("pattern").tobytes().decode("utf-8", "surrogatepass")
+    fingerprint = arrays.pop("fingerprint").tobytes().decode()
+    return TokenFSM.from_arrays(pattern, fingerprint, arrays)
+
+
+class ConstraintCache:
+    """Thread-safe cache of TokenFSMs: memory (LRU) → disk → compile."""
+
+    def __init__(self, cache_dir: Optional[str | os.PathLike] = None, memory_items: int = 128,
+                 disk: bool = True) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.memory_items = memory_items
+        self.disk = disk
+        self._mem: "OrderedDict[str, TokenFSM]" = OrderedDict()
+        self._lock = threading.Lock()
+        self.stats = {"memory_hits": 0, "disk_hits": 0, "compiles": 0, "blob_loads": 0}
+
+    # ----- lookup -----
+    def get(self, regex: str, vocab: TokenVocab) -> TokenFSM:
+        """The TokenFSM of `regex` for `vocab`, compiling (and storing) it only when no cache has it."""
+        key = table_key(regex, vocab.fingerprint)
+        with self._lock:
+            fsm = self._mem.get(key)
+            if fsm is not None:
+                self._mem.move_to_end(key)
+                self.stats["memory_hits"] += 1
+                return fsm
+        fsm = self._load_disk(key, regex, vocab.fingerprint)
+        if fsm is not None:
+            self.stats["disk_hits"] += 1
+        else:
+            fsm = TokenFSM.build(regex, regex_to_dfa(regex), vocab)
+            self.stats["compiles"] += 1
+            self._store_disk(key, fsm)
+        self._remember(key, fsm)
+        return fsm
+
+    def contains(self, regex: str, fingerprint: str) -> bool:
+        key = table_key(regex, fingerprint)
+        return key in self._mem or (self.disk and (self.cache_dir / f"{key}.npz").exists())
+
+    def _remember(self, key: str, fsm: TokenFSM) -> None:
+        with self._lock:
+            self._mem[key] = fsm
+            self._mem.move_to_end(key)
+            while len(self._mem) > self.memory_items:
+                self._mem.popitem(last=False)
+
+    def _load_disk(self, key: str, regex: str, fingerprint: str) -> Optional[TokenFSM]:
+        if not self.disk:
+            return None
+        path = self.cache_dir / f"{key}.npz"
+        if not path.exists():
+            return None
+        try:
+            fsm = _fsm_from_npz(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a torn or stale file: rebuild it
+            return None
+        if fsm.pattern != regex or fsm.fingerprint != fingerprint:
+            return None
+        return fsm
+
+    def _store_disk(self, key: str, fsm: TokenFSM) -> None:
+        if not self.disk:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+            tmp.write_bytes(_fsm_to_npz(fsm))
+            os.replace(tmp, self.cache_dir / f"{key}.npz")  # atomic: readers never see half a file
+        except OSError:
+            pass  # a read-only cache dir only costs recompiles
+
+    # ----- blobs (artifact embedding) -----
+    def to_blob(self, regexes: Optional[Iterable[str]] = None, vocab: Optional[TokenVocab] = None) -> bytes:
+        """Serialize tables: the given regexes (compiled for `vocab` if needed), else every table in memory."""
+        if regexes is not None:
+            if vocab is None:
+                raise ValueError("to_blob(regexes=...) needs the vocab the tables are built for")
+            fsms = [self.get(r, vocab) for r in regexes]
+        else:
+            with self._lock:
+                fsms = list(self._mem.values())
+        header, payloads, offset = [], [], 0
+        for fsm in fsms:
+            data = _fsm_to_npz(fsm)
+            header.append({"key": table_key(fsm.pattern, fsm.fingerprint), "offset": offset, "length": len(data)})
+            payloads.append(data)
+            offset += len(data)
+        head = json.dumps({"version": FORMAT_VERSION, "tables": header}).encode()
+        return _MAGIC + struct.pack("<I", len(head)) + head + b"".join(payloads)
+
+    def load_blob(self, data: bytes) -> int:
+        """Load the tables of a blob into memory (no recompilation); returns how many were loaded."""
+        if not isinstance(data, (bytes, bytearray, memoryview)) or bytes(data[:8]) != _MAGIC:
+            raise ValueError("not a constraint-table blob (bad magic header)")
+        (hlen,) = struct.unpack("<I", bytes(data[8:12]))
+        try:
+            head = json.loads(bytes(data[12:12 + hlen]))
+        except ValueError as exc:
+            raise ValueError(f"corrupt constraint-table blob header: {exc}") from None
+        if head.get("version") != FORMAT_VERSION:
+            raise ValueError(f"constraint-table blob version {head.get('version')} != {FORMAT_VERSION}")
+        base = 12 + hlen
+        n = 0
+        for entry in head["tables"]:
+            start = base + entry["offset"]
+            fsm = _fsm_from_npz(bytes(data[start:start + entry["length"]]))
+            self._remember(table_key(fsm.pattern, fsm.fingerprint), fsm)
+            n += 1
+        self.stats["blob_loads"] += n
+        return n
+
+
+_default: Optional[ConstraintCache] = None
+_default_lock = threading.Lock()
+
+
+def get_default_cache() -> ConstraintCache:
+    """Process-wide cache (disk under $SGLANG_CACHE_DIR, read at first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = ConstraintCache()
+        return _default

@@ -1,0 +1,168 @@
+"""Lark / GBNF grammar → regex (the grammar's regular part exactly; nesting unrolled to a bounded depth).
+
+Lark parses and normalizes the grammar (rules become BNF alternatives, `x*`/`x+`/`[x]` become helper
+rules), then every rule is inlined into one regex:
+- list recursion (R: B | R S, or R: B | P R, lark's own `*`/`+` helpers included) becomes `B(S)*` /
+  `(P)*B`, so repetition stays unbounded;
+- any other recursion (nested brackets, expressions) is unrolled `max_depth` levels deep and the deeper
+  alternatives are dropped, so generated text is always in the grammar's language, though nesting
+  beyond the limit cannot be produced (the limit is the one approximation; it is reported, never silent:
+  `grammar_info(...)["unrolled"]` lists the rules cut).
+- `%ignore` terminals may appear between any two symbols.
+
+GBNF (`root ::= ...`, as llama.cpp / xgrammar write EBNF) is translated to Lark first.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from .errors import GrammarError, RegexSyntaxError
+from .regex_fsm import parse_regex
+
+# lark's common terminals written with look-behind → the same language without it
+_KNOWN_TERMINALS = {
+    r'".*?(?<!\\)(\\\\)*?"': r'"([^"\\\n]|\\[^\n])*"',  # ESCAPED_STRING
+}
+
+
+def _gbnf_to_lark(src: str) -> str:
+    """Translate GBNF rules (`name ::= body`) to Lark syntax; character classes become regex terminals."""
+    out = []
+    for line in src.splitlines():
+        m = re.match(r"^\s*([A-Za-z][A-Za-z0-9_-]*)\s*::=(.*)$", line)
+        if m:
+            name = m.group(1).replace("-", "_").lower()
+            out.append(("start" if name == "root" else name) + ":" + _gbnf_body(m.group(2)))
+        else:
+            out.append("    " + _gbnf_body(line) if line.strip() else "")
+    return "\n".join(out)
+
+
+def _gbnf_body(body: str) -> str:
+    parts, i = [], 0
+    while i < len(body):
+        c = body[i]
+        if c == '"':
+            j = i + 1
+            while j < len(body) and body[j] != '"':
+                j += 2 if body[j] == "\\" else 1
+            parts.append(body[i:j + 1])
+            i = j + 1
+        elif c == "[":
+            j = i + 1
+            while j < len(body) and body[j] != "]":
+                j += 2 if body[j] == "\\" else 1
+            cls = body[i:j + 1].replace("/", "\\/")
+            parts.append(f"/{cls}/")
+            i = j + 1
+        elif c == "#":
+            break
+        elif c.isalpha():
+            m = re.match(r"[A-Za-z][A-Za-z0-9_-]*", body[i:])
+            name = m.group(0).replace("-", "_").lower()
+            parts.append("start" if name == "root" else name)
+            i += len(m.group(0))
+        else:
+            parts.append(c)
+            i += 1
+    return "".join(parts)
+
+
+def _load(src: str, start: str) -> Any:
+    try:
+        from lark import Lark
+        from lark.exceptions import LarkError
+    except ImportError as exc:  # pragma: no cover - lark is a dependency
+        raise GrammarError("grammar constraints need the 'lark' package") from exc
+    if not isinstance(src, str) or not src.strip():
+        raise GrammarError(f"grammar must be a non-empty string, got {src!r}")
+    text = _gbnf_to_lark(src) if "::=" in src else src
+    try:
+        return Lark(text, start=start, parser="earley", lexer="dynamic")
+    except LarkError as exc:
+        raise GrammarError(f"invalid grammar: {exc}") from None
+
+
+class _Inliner:
+    def __init__(self, parser: Any, max_depth: int) -> None:
+        self.rules: dict[str, list[list[Any]]] = {}
+        for r in parser.rules:
+            self.rules.setdefault(r.origin.name, []).append(list(r.expansion))
+        self.terms: dict[str, str] = {}
+        for t in parser.terminals:
+            rx = t.pattern.to_regexp()
+            rx = _KNOWN_TERMINALS.get(rx, rx)
+            try:
+                parse_regex(rx)
+            except RegexSyntaxError as exc:
+                raise GrammarError(f"terminal {t.name}: {exc}") from None
+            self.terms[t.name] = rx
+        ign = [self.terms[n] for n in getattr(parser, "ignore_tokens", []) if n in self.terms]
+        self.ignore = f"(({')|('.join(ign)}))*" if ign else ""
+        self.max_depth = max_depth
+        self.unrolled: set[str] = set()
+
+    def symbol(self, sym: Any, stack: tuple[str, ...]) -> Optional[str]:
+        if sym.is_term:
+            return f"({self.terms[sym.name]})"
+        return self.rule(sym.name, stack)
+
+    def seq(self, syms: list[Any], stack: tuple[str, ...]) -> Optional[str]:
+        parts = []
+        for s in syms:
+            p = self.symbol(s, stack)
+            if p is None:
+                return None
+            parts.append(p)
+        return self.ignore.join(parts)
+
+    def rule(self, name: str, stack: tuple[str, ...]) -> Optional[str]:
+        if name not in self.rules:
+            raise GrammarError(f"rule {name!r} is used but not defined")
+        if stack.count(name) >= self.max_depth:
+            self.unrolled.add(name)
+            return None
+        stack = stack + (name,)
+        exps = self.rules[name]
+        base = [e for e in exps if not any((not s.is_term) and s.name == name for s in e)]
+        rec = [e for e in exps if e not in base]
+        left = [e[1:] for e in rec if e and e[0].name == name and all(s.name != name for s in e[1:])]
+        right = [e[:-1] for e in rec if e and e[-1].name == name and all(s.name != name for s in e[:-1])]
+        ig = self.ignore
+        if rec and len(left) == len(rec):  # R: B | R S  →  B (S)*
+            b, s = self._alts(base, stack), self._alts(left, stack)
+            if b is None:
+                return None
+            return b if s is None else f"({b}({ig}{s})*)"
+        if rec and len(right) == len(rec):  # R: B | P R  →  (P)* B
+            b, p = self._alts(base, stack), self._alts(right, stack)
+            if b is None:
+                return None
+            return b if p is None else f"(({p}{ig})*{b})"
+        return self._alts(exps, stack)
+
+    def _alts(self, exps: list[list[Any]], stack: tuple[str, ...]) -> Optional[str]:
+        parts = [p for p in (self.seq(e, stack) for e in exps) if p is not None]
+        if not parts:
+            return None
+        return "(" + "|".join(dict.fromkeys(parts)) + ")"
+
+
+def grammar_info(src: str, start: str = "start", max_depth: int = 4) -> dict[str, Any]:
+    """{"regex": str, "unrolled": [rules whose recursion was cut at max_depth]}."""
+    if "::=" in src and start == "start":
+        start = "start"  # GBNF's root is renamed start
+    parser = _load(src, start)
+    inl = _Inliner(parser, max_depth)
+    body = inl.rule(start, ())
+    if body is None:
+        raise GrammarError(f"grammar derives no finite string within nesting depth {max_depth}")
+    rx = f"{inl.ignore}{body}{inl.ignore}"
+    if len(rx) > 2_000_000:
+        raise GrammarError("grammar too large to inline as a regex; lower max_depth")
+    return {"regex": rx, "unrolled": sorted(inl.unrolled)}
+
+
+def grammar_to_regex(src: str, start: str = "start", max_depth: int = 4) -> str:
+    return grammar_info(src, start, max_depth)["regex"]

@@ -1,0 +1,237 @@
+"""Token-level FSM: a ByteDFA indexed against a vocabulary (state → allowed token ids), built vectorized.
+
+Build: all DFA states walk the vocabulary's byte trie together, level by level; a (start state, trie node)
+pair survives while its byte path stays live in the DFA, and a token is allowed in a state when its whole
+byte string does. States are then restricted to those reachable from the start through allowed tokens
+and able to finish (accept) through allowed tokens, so a request can never be steered into a state from
+which this vocabulary cannot complete the pattern. EOS ids are allowed exactly in accepting states.
+
+Storage: one packed bit row per kept state (`bits [R, ceil(V/8)]`, `row_of[state]`); at run time the
+rows are unpacked once into a torch bool table so a mask is a single row copy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .errors import EmptyLanguageError
+from .regex_fsm import ByteDFA
+from .vocab import TokenVocab
+
+DENSE_TABLE_LIMIT = 256 << 20  # bytes of unpacked bool rows kept in memory; above it rows unpack per use
+
+
+@dataclass
+class TokenFSM:
+    """Compiled constraint for one (pattern, tokenizer). Immutable; shared by all requests using it."""
+
+    pattern: str
+    fingerprint: str
+    vocab_size: int
+    trans: np.ndarray  # int32 [S, 256], state 0 dead
+    accepting: np.ndarray  # bool [S]
+    start: int
+    row_of: np.ndarray  # int32 [S]: mask row of a state, -1 where no token path goes on from it
+    bits: np.ndarray  # uint8 [R, ceil(V/8)], little bit order, EOS included in accepting rows
+    n_allowed: np.ndarray  # int32 [R]: allowed non-EOS tokens per row
+    forced: np.ndarray  # int16 [S]: the only possible next byte of a non-accepting state, else -1
+    eos_token_ids: tuple[int, ...]
+    _dense: Optional[torch.Tensor] = field(default=None, repr=False)
+
+    # ----- build -----
+    @classmethod
+    def build(cls, pattern: str, dfa: ByteDFA, vocab: TokenVocab) -> "TokenFSM":
+        org, tok, end = _walk_vocab(dfa, vocab)
+        n = dfa.num_states
+        # accepting states end by EOS, or by must_stop() where no token can follow
+        live = _co_reachable(n, org, end, dfa.accepting)
+        if not live.all():
+            keep = live[end] & live[org]
+            org, tok, end = org[keep], tok[keep], end[keep]
+        reach = _reachable(n, dfa.start, org, end) if live[dfa.start] else np.zeros(n, bool)
+        if not reach[dfa.start]:
+            raise EmptyLanguageError(
+                f"pattern {pattern!r}: no sequence of this tokenizer's tokens can complete it "
+                "(its language is empty for this vocabulary)")
+        rows = np.flatnonzero(reach)
+        row_of = np.full(n, -1, dtype=np.int32)
+        row_of[rows] = np.arange(rows.size, dtype=np.int32)
+        if not reach[org].all():
+            sel = reach[org]
+            org, tok = org[sel], tok[sel]
+        V = vocab.size
+        dense = np.zeros((rows.size, V), dtype=bool)
+        dense[row_of[org], tok] = True
+        n_allowed = dense.sum(axis=1).astype(np.int32)
+        acc_rows = row_of[np.flatnonzero(dfa.accepting & reach)]
+        for e in vocab.eos_token_ids:
+            if e < V:
+                dense[acc_rows, e] = True
+        bits = np.packbits(dense, axis=1, bitorder="little")
+        live_out = (dfa.trans != 0).sum(axis=1)
+        first = (dfa.trans != 0).argmax(axis=1)
+        forced = np.where((live_out == 1) & ~dfa.accepting, first, -1).astype(np.int16)
+        forced[0] = -1
+        return cls(pattern=pattern, fingerprint=vocab.fingerprint, vocab_size=V, trans=dfa.trans,
+                   accepting=dfa.accepting, start=dfa.start, row_of=row_of, bits=bits, n_allowed=n_allowed,
+                   forced=forced, eos_token_ids=tuple(vocab.eos_token_ids))
+
+    # ----- queries used by ConstraintState -----
+    def mask_row(self, state: int) -> torch.Tensor:
+        """Bool [vocab_size] of the tokens allowed in `state` (a view: do not modify)."""
+        r = int(self.row_of[state])
+        if r < 0:
+            return torch.zeros(self.vocab_size, dtype=torch.bool)
+        if self._dense is None and self.bits.shape[0] * self.vocab_size <= DENSE_TABLE_LIMIT:
+            unpacked = np.unpackbits(self.bits, axis=1, bitorder="little", count=self.vocab_size)
+            self._dense = torch.from_numpy(unpacked.view(np.bool_))
+        if self._dense is not None:
+            return self._dense[r]
+        row = np.unpackbits(self.bits[r], bitorder="little", count=self.vocab_size)
+        return torch.from_numpy(row.view(np.bool_))
+
+    def allowed_ids(self, state: int) -> np.ndarray:
+        r = int(self.row_of[state])
+        if r < 0:
+            return np.zeros(0, dtype=np.int64)
+        row = np.unpackbits(self.bits[r], bitorder="little", count=self.vocab_size)
+        return np.flatnonzero(row)
+
+    def is_allowed(self, state: int, token_id: int) -> bool:
+        r = int(self.row_of[state])
+        if r < 0 or not 0 <= token_id < self.vocab_size:
+            return False
+        return bool((self.bits[r, token_id >> 3] >> (token_id & 7)) & 1)
+
+    def walk(self, state: int, data: bytes) -> int:
+        t = self.trans
+        for b in data:
+            state = int(t[state, b])
+            if state == 0:
+                return 0
+        return state
+
+    def forced_bytes(self, state: int, limit: int = 4096) -> bytes:
+        """The bytes every continuation from `state` must start with (jump-forward text)."""
+        out = bytearray()
+        f = self.forced
+        while len(out) < limit:
+            b = int(f[state])
+            if b < 0:
+                break
+            out.append(b)
+            state = int(self.trans[state, b])
+        return bytes(out)
+
+    @property
+    def num_states(self) -> int:
+        return int(self.trans.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.trans.nbytes + self.bits.nbytes + self.row_of.nbytes)
+
+    # ----- serialization (arrays only; the cache wraps them with keys) -----
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        meta = np.asarray([self.vocab_size, self.start], dtype=np.int64)
+        return {"trans": self.trans, "accepting": self.accepting, "row_of": self.row_of, "bits": self.bits,
+                "n_allowed": self.n_allowed, "forced": self.forced, "meta": meta,
+                "eos": np.asarray(self.eos_token_ids, dtype=np.int64)}
+
+    @classmethod
+    def from_arrays(cls, pattern: str, fingerprint: str, arrays: dict[str, np.ndarray]) -> "TokenFSM":
+        meta = arrays["meta"]
+        return cls(pattern=pattern, fingerprint=fingerprint, vocab_size=int(meta[0]), trans=arrays["trans"],
+                   accepting=arrays["accepting"], start=int(meta[1]), row_of=arrays["row_of"],
+                   bits=arrays["bits"], n_allowed=arrays["n_allowed"], forced=arrays["forced"],
+                   eos_token_ids=tuple(int(x) for x in arrays["eos"]))
+
+
+def _walk_vocab(dfa: ByteDFA, vocab: TokenVocab) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (state, token, end state) with the token's bytes live from the state, walking the trie level by
+    level for every live state at once (work ∝ live (state, trie node) pairs)."""
+    trie = vocab.trie
+    trans_flat = dfa.trans.reshape(-1)
+    S = dfa.num_states
+    org = np.arange(1, S, dtype=np.int32)
+    cur = org.copy()
+    node = np.zeros(S - 1, dtype=np.int32)
+    out_org, out_tok, out_end = [], [], []
+    for d in range(1, trie.depth + 1):
+        if org.size == 0:
+            break
+        lo = trie.child_lo[d][node]
+        cnt = trie.child_hi[d][node] - lo
+        total = int(cnt.sum())
+        if total == 0:
+            break
+        rep = np.repeat(np.arange(org.size, dtype=np.int32), cnt)
+        child = np.arange(total, dtype=np.int32) + (lo - (np.cumsum(cnt) - cnt)).astype(np.int32)[rep]
+        nxt = trans_flat[cur[rep] * 256 + trie.byte[d][child]]
+        keep = np.flatnonzero(nxt)
+        org, cur, node = org[rep[keep]], nxt[keep], child[keep]
+        first = trie.term_first[d][node]
+        ends = np.flatnonzero(first >= 0)
+        if ends.size:
+            out_org.append(org[ends])
+            out_tok.append(first[ends])
+            out_end.append(cur[ends])
+            if trie.term_multi[d]:  # several tokens with identical bytes: emit the others too
+                tlo = trie.term_lo[d][node[ends]]
+                for j in np.flatnonzero(trie.term_hi[d][node[ends]] - tlo > 1):
+                    extra = trie.term_tokens[d][tlo[j] + 1:trie.term_hi[d][node[ends[j]]]]
+                    out_org.append(np.full(extra.size, org[ends[j]], np.int32))
+                    out_tok.append(extra.astype(np.int32))
+                    out_end.append(np.full(extra.size, cur[ends[j]], np.int32))
+    if not out_org:
+        z = np.zeros(0, dtype=np.int32)
+        return z, z, z
+    return np.concatenate(out_org), np.concatenate(out_tok), np.concatenate(out_end)
+
+
+def _edges_csr(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (src → dst) edges as CSR (bounds over src, targets)."""
+    if n <= 4096:  # a dense bool matrix dedupes faster than sorting millions of pairs
+        mat = np.zeros((n, n), dtype=bool)
+        mat[src, dst] = True
+        s, t = np.nonzero(mat)
+    else:
+        e = np.unique(src.astype(np.int64) * n + dst)
+        s, t = e // n, e % n
+    return np.searchsorted(s, np.arange(n + 1)), t
+
+
+def _co_reachable(n: int, org: np.ndarray, end: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """States from which some token path reaches a final state."""
+    live = final.copy()
+    live[0] = False
+    if org.size == 0:
+        return live
+    bounds, preds = _edges_csr(n, end, org)
+    stack = [int(s) for s in np.flatnonzero(live)]
+    while stack:
+        t = stack.pop()
+        for s in preds[bounds[t]:bounds[t + 1]]:
+            if not live[s]:
+                live[s] = True
+                stack.append(int(s))
+    return live
+
+
+def _reachable(n: int, start: int, org: np.ndarray, end: np.ndarray) -> np.ndarray:
+    reach = np.zeros(n, dtype=bool)
+    reach[start] = True
+    if org.size == 0:
+        return reach
+    bounds, succ = _edges_csr(n, org, end)
+    stack = [start]
+    while stack:
+        s = stack.pop()
+        for t in succ[bounds[s]:bounds[s + 1]]:
+            if not reach[t]:
+                reach[t] = True
+                stack.append(int(t))
+    return reach

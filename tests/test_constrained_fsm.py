@@ -1,0 +1,154 @@
+"""Regex → byte DFA → token index, on toy vocabularies (no tokenizer needed)."""
+from __future__ import annotations
+
+import random
+import re
+
+import numpy as np
+import pytest
+import torch
+from constrained_helpers import IPV4_UNESCAPED, random_match
+
+from sglang.runtime.constrained import (ConstraintState, ConstraintViolation, EmptyLanguageError, RegexSyntaxError,
+                                        TokenFSM, TokenVocab, regex_to_dfa)
+from sglang.runtime.constrained.regex_fsm import utf8_sequences
+
+PATTERNS = [
+    r"[a-z]+", r"(ab|cd)*e", r"\d{3}-\d{4}", r"[^\"\\]*", r"(yes|no|maybe)", r"\w+@\w+\.(com|org)",
+    r"-?(0|[1-9][0-9]*)(\.[0-9]+)?", r".{2,4}", r'"([^"\\]|\\.)*"', r"x?y?z?", r"[\u00e9\u4e2d\U0001F600]+",
+    r"a{0,3}b{2}", r"(?s:.)", r"[^a]", r"\s*\S+", IPV4_UNESCAPED,
+]
+
+SAMPLES = ["", "a", "abc", "ab", "abcde", "cde", "e", "123-4567", "12-345", "yes", "no", "maybe", "mayb",
+           "joe@x.com", "joe@x.net", "-0.5", "01", "3.", "x", "xyz", "xz", "zy", "aab", "bb", "abbb",
+           "\n", "é", "中", "😀", "é中😀", "ab\n", '"a\\"b"', '"\\', " \t x", "192.168", "192.168.1.1",
+           "256.1.1.1", "1a2b3c4", "255.255.255.255", "0.0.0.0", "999.1.1.1"]
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_dfa_agrees_with_python_re(pattern: str) -> None:
+    dfa = regex_to_dfa(pattern)
+    for s in SAMPLES:
+        assert dfa.fullmatch(s.encode()) == (re.fullmatch(pattern, s, re.ASCII) is not None), (pattern, s)
+    rng = random.Random(0)
+    for _ in range(30):  # every random member of the DFA's language is a Python-re match
+        data = random_match(dfa, rng)
+        assert re.fullmatch(pattern, data.decode("utf-8"), re.ASCII), (pattern, data)
+
+
+def test_ipv4_unescaped_is_exactly_pythons_language() -> None:
+    dfa = regex_to_dfa(IPV4_UNESCAPED)
+    # "." is any character: "192.168" splits as 1 . 9 2 . 1 6 8? no: 1|9|2|.|1|6|8 = four octets 1,2,1,8
+    assert dfa.fullmatch(b"192.168") is (re.fullmatch(IPV4_UNESCAPED, "192.168") is not None)
+    assert not dfa.fullmatch(b"192.16") and re.fullmatch(IPV4_UNESCAPED, "192.16") is None
+    assert dfa.fullmatch(b"10.0.0.255") and not dfa.fullmatch(b"10.0.0.256")
+    # after "192.168.1" the text is a prefix but not a full match
+    s = dfa.walk(dfa.start, b"192.168.1")
+    assert s != 0
+
+
+def test_dfa_is_minimal_for_simple_patterns() -> None:
+    assert regex_to_dfa("a|b").num_states == 3  # dead, start, final
+    assert regex_to_dfa("(ab)*").num_states == 3
+
+
+def test_utf8_sequences_cover_each_code_point_once() -> None:
+    for lo, hi in [(0, 0x7F), (0x80, 0x7FF), (0x7F0, 0x1000), (0xFFF0, 0x10010), (0x10FF00, 0x10FFFF)]:
+        seqs = utf8_sequences(lo, hi)
+        for cp in list(range(lo, min(hi, lo + 300) + 1)) + [hi]:
+            if 0xD800 <= cp <= 0xDFFF:
+                continue
+            enc = chr(cp).encode()
+            hits = [s for s in seqs if len(s) == len(enc) and all(a <= b <= c for (a, c), b in zip(s, enc))]
+            assert len(hits) == 1, (hex(cp), seqs)
+
+
+@pytest.mark.parametrize("pattern,pos,needle", [
+    ("(abc", 0, "missing ), unterminated subpattern"),
+    ("ab[c", 2, "unterminated character set"),
+    ("a{3,2}", 2, "min repeat greater than max repeat"),
+    (r"(a)\1", 3, "back reference"),
+    ("a(?=b)", 1, "look-ahead"),
+    (r"\bword", 0, "word boundary"),
+    ("a^b", 1, "anchor"),
+])
+def test_bad_regex_error_names_pattern_and_position(pattern: str, pos: int, needle: str) -> None:
+    with pytest.raises(RegexSyntaxError) as ei:
+        regex_to_dfa(pattern)
+    assert isinstance(ei.value, ValueError)
+    assert ei.value.pos == pos
+    assert repr(pattern) in str(ei.value) and f"position {pos}" in str(ei.value)
+    assert needle in str(ei.value)
+
+
+def test_empty_language_is_an_error() -> None:
+    with pytest.raises(EmptyLanguageError):
+        regex_to_dfa("[^\\x00-\\U0010ffff]")
+    with pytest.raises(EmptyLanguageError):
+        regex_to_dfa("a[^\\x00-\\U0010ffff]b")
+
+
+def _toy_vocab() -> TokenVocab:
+    toks = [b"", b"a", b"b", b"ab", b"ba", b"abc", b"c", b"cc", b"\xc3", b"\xa9", b"\xc3\xa9", b"x", b"{", b'"']
+    return TokenVocab.from_tokens(toks, eos_token_ids=[0])
+
+
+def test_token_index_matches_definition_exhaustively() -> None:
+    vocab = _toy_vocab()
+    for pattern in [r"(ab)*c?", r"a+b", r"é+", r"[abc]{2,5}", r"\{\"a\"", "x|ab"]:
+        dfa = regex_to_dfa(pattern)
+        fsm = TokenFSM.build(pattern, dfa, vocab)
+        for state in range(1, dfa.num_states):
+            if fsm.row_of[state] < 0:
+                continue
+            allowed = set(fsm.allowed_ids(state).tolist())
+            for t, tb in enumerate(vocab.token_bytes):
+                if t in vocab.eos_token_ids:
+                    assert (t in allowed) == bool(dfa.accepting[state])
+                    continue
+                nxt = dfa.walk(state, tb) if tb else 0
+                # allowed iff the bytes keep a live path whose state still has a token-level way to finish
+                expect = nxt != 0 and fsm.row_of[nxt] >= 0
+                assert (t in allowed) == expect, (pattern, state, tb)
+
+
+def test_vocab_that_cannot_spell_the_pattern_is_rejected() -> None:
+    vocab = TokenVocab.from_tokens([b"", b"a", b"b"], eos_token_ids=[0])
+    with pytest.raises(EmptyLanguageError):
+        TokenFSM.build("c", regex_to_dfa("c"), vocab)
+    # "ac" can't be finished: after "a" nothing is allowed, so "a" itself is masked out
+    fsm = TokenFSM.build("ab|ac", regex_to_dfa("ab|ac"), vocab)
+    assert fsm.allowed_ids(fsm.start).tolist() == [1]
+
+
+def test_state_mask_advance_and_stop() -> None:
+    vocab = _toy_vocab()
+    dfa = regex_to_dfa("(ab)+")
+    st = ConstraintState(TokenFSM.build("(ab)+", dfa, vocab), vocab)
+    row = torch.zeros(20, dtype=torch.bool)
+    row[15:] = True  # the tail past the tokenizer's vocab must be cleared
+    st.fill_mask(row)
+    assert row.nonzero().flatten().tolist() == [1, 3]  # "a", "ab"
+    with pytest.raises(ConstraintViolation):
+        st.advance(2)
+    st.advance(3)
+    assert st.is_accepting() and not st.must_stop()
+    st.fill_mask(row)
+    assert row[0] and row[1] and row[3] and not row[2]  # EOS allowed once accepting
+    st.advance(0)
+    assert st.finished and st.must_stop()
+
+
+def test_must_stop_when_only_eos_can_follow() -> None:
+    vocab = _toy_vocab()
+    st = ConstraintState(TokenFSM.build("abc", regex_to_dfa("abc"), vocab), vocab)
+    st.advance(5)
+    assert st.is_accepting() and st.must_stop()
+    assert st.allowed_token_ids().tolist() == [0]
+
+
+def test_forced_bytes() -> None:
+    vocab = _toy_vocab()
+    fsm = TokenFSM.build(r'\{"a(b|c)', regex_to_dfa(r'\{"a(b|c)'), vocab)
+    assert fsm.forced_bytes(fsm.start) == b'{"a'
+    assert np.all(fsm.forced[fsm.accepting] < 0)
