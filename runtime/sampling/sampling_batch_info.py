@@ -7,12 +7,13 @@ only when some row in the batch needs it, so the common path is a handful of tin
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
 
-from .penalties import token_counts
+from .penalties import PenaltyCache
 from .sampling_params import SamplingParams
 
 # temperatures at or below this are greedy (SGLang 0.2.x uses the same cut-off)
@@ -73,6 +74,7 @@ class SamplingBatchInfo:
         *,
         prompt_ids: Optional[Sequence[Sequence[int]]] = None,
         eos_token_ids: Sequence[int] = (),
+        penalty_cache: Optional[PenaltyCache] = None,
     ) -> "SamplingBatchInfo":
         """Build the batch's sampling tensors.
 
@@ -80,6 +82,8 @@ class SamplingBatchInfo:
         when some row has a repetition penalty (which covers prompt + output tokens). eos_token_ids
         are the model's EOS ids: with stop_token_ids they are masked while a row has produced fewer
         than min_new_tokens tokens (unless that row has ignore_eos, for EOS).
+        Penalty counts are kept across steps in `penalty_cache` (default: one per thread), keyed by
+        the identity of each row's prompt / output lists, so pass the request's own lists.
         """
         bs = len(params)
         if len(output_ids) != bs:
@@ -113,21 +117,18 @@ class SamplingBatchInfo:
             seeded_rows=[i for i, g in enumerate(generators) if g is not None and sampled[i]],
         )
 
-        if any(p.repetition_penalty != 1.0 for p in params):
+        cache = penalty_cache if penalty_cache is not None else _thread_cache()
+        rep_rows = [i for i, p in enumerate(params) if p.repetition_penalty != 1.0]
+        if rep_rows:
             if prompt_ids is None:
                 raise ValueError("repetition_penalty needs prompt_ids in SamplingBatchInfo.build")
-            hist = [
-                list(prompt_ids[i]) + list(output_ids[i]) if p.repetition_penalty != 1.0 else []
-                for i, p in enumerate(params)
-            ]
-            info.seen_mask = token_counts(hist, vocab_size, device) > 0
+            hist = cache.counts([(prompt_ids[i], output_ids[i]) for i in rep_rows], vocab_size, device)
+            info.seen_mask = _scatter_rows(hist, rep_rows, bs) > 0
             info.repetition_penalties = _col([p.repetition_penalty for p in params], device)
-        if any(p.frequency_penalty != 0.0 or p.presence_penalty != 0.0 for p in params):
-            hist = [
-                output_ids[i] if (p.frequency_penalty != 0.0 or p.presence_penalty != 0.0) else []
-                for i, p in enumerate(params)
-            ]
-            info.output_counts = token_counts(hist, vocab_size, device)
+        freq_rows = [i for i, p in enumerate(params) if p.frequency_penalty != 0.0 or p.presence_penalty != 0.0]
+        if freq_rows:
+            counts = cache.counts([(None, output_ids[i]) for i in freq_rows], vocab_size, device)
+            info.output_counts = _scatter_rows(counts, freq_rows, bs)
             info.frequency_penalties = _col([p.frequency_penalty for p in params], device)
             info.presence_penalties = _col([p.presence_penalty for p in params], device)
 
@@ -148,6 +149,25 @@ class SamplingBatchInfo:
                 )
             info.vocab_mask = vocab_mask.to(device, non_blocking=True)
         return info
+
+
+_local = threading.local()
+
+
+def _thread_cache() -> PenaltyCache:
+    cache = getattr(_local, "cache", None)
+    if cache is None:
+        cache = _local.cache = PenaltyCache()
+    return cache
+
+
+def _scatter_rows(rows: torch.Tensor, index: list[int], bs: int) -> torch.Tensor:
+    """[len(index), V] rows placed at `index` of a zero [bs, V] tensor (no copy when index is all rows)."""
+    if len(index) == bs:
+        return rows
+    out = torch.zeros(bs, rows.shape[1], dtype=rows.dtype, device=rows.device)
+    out[torch.tensor(index, dtype=torch.int64).to(rows.device)] = rows
+    return out
 
 
 def _col(values: list[float], device: torch.device) -> torch.Tensor:
