@@ -26,6 +26,7 @@ def _extend_attn_kernel(
     stride_qt, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_ot, stride_oh, stride_r2t,
     KV_GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
@@ -60,7 +61,7 @@ def _extend_attn_kernel(
                         mask=n_mask[:, None] & d_mask[None, :], other=0.0)
             if UPCAST_DOT:
                 k = k.to(tl.float32)
-            s = tl.dot(q, tl.trans(k)) * sm_scale_log2
+            s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * sm_scale_log2
             # key 0 is always visible, so every row gets a finite max in the first block
             visible = (offs_n[None, :] <= q_pos[:, None]) & n_mask[None, :]
             s = tl.where(visible, s, float("-inf"))
@@ -71,9 +72,9 @@ def _extend_attn_kernel(
             v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
                         mask=n_mask[:, None] & d_mask[None, :], other=0.0)
             if UPCAST_DOT:
-                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32))
+                acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision=DOT_PREC)
             else:
-                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
             m_i = m_new
         out = acc / l_i[:, None]
         o_ptrs = O + (start + offs_m)[:, None] * stride_ot + h * stride_oh + offs_d[None, :]
@@ -125,7 +126,10 @@ def extend_attention(
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1),
         v_buffer.stride(0), v_buffer.stride(1), out.stride(0), out.stride(1), req_to_token.stride(0),
         KV_GROUP=hq // hkv, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_M=block_m, BLOCK_N=block_n,
-        UPCAST_DOT=interpreting(),  # the interpreter's tl.dot mis-handles bf16 (triton 3.9): fp32 there
+        # the interpreter's tl.dot mis-handles bf16 (triton 3.9): fp32 operands there
+        UPCAST_DOT=interpreting(),
+        # fp32 models get true fp32 products (the default would be tf32, ~1e-3 relative error)
+        DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=warps, num_stages=stages,
     )
     return out

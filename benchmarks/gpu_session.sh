@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# One GPU-machine session: install the carried wheels and the project, then run the steps named in
+# $STEPS (default: check one_batch) with logs and JSON under $OUT (or ./gpu_out). Each step has its own
+# time limit so one hang does not lose the others' results. Run from the repository root with `.whl`
+# and `.bench_tok` carried:  STEPS="check one_batch" bash benchmarks/gpu_session.sh
+set -u
+OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
+STEPS=${STEPS:-"check one_batch"}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SGLANG_CACHE_DIR=/tmp/sglang-cache
+t0=$(date +%s)
+log() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$OUT/session.log"; }
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  && export PYTHONPATH=/tmp/site || { log "wheel install failed"; exit 1; }
+python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || { log "project install failed"; tail "$OUT/pip.log"; exit 1; }
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
+  python3 -c "import flashinfer; print('flashinfer', flashinfer.__version__)"
+  git rev-parse --short HEAD 2>/dev/null; } 2>&1 | tee -a "$OUT/session.log"
+run_step() {  # name, limit seconds, command...
+  local name=$1 limit=$2; shift 2
+  log "step $name (limit ${limit}s): $*"
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; local rc=$?
+  log "step $name rc=$rc"; tail -n 40 "$OUT/$name.log"
+}
+for s in $STEPS; do
+  case $s in
+    check) run_step check ${CHECK_LIMIT:-240} python3 benchmarks/check_kernels.py --out "$OUT/check_kernels.json" ${CHECK_ARGS:-} ;;
+    one_batch) run_step one_batch ${ONE_BATCH_LIMIT:-300} python3 benchmarks/bench_one_batch.py --out "$OUT/bench_one_batch.json" ${ONE_BATCH_ARGS:-} ;;
+    offline) run_step offline ${OFFLINE_LIMIT:-300} python3 benchmarks/bench_offline.py --out "$OUT/bench_offline.json" ${OFFLINE_ARGS:-} ;;
+    serving) run_step serving ${SERVING_LIMIT:-300} python3 benchmarks/bench_serving.py --out "$OUT/bench_serving.json" ${SERVING_ARGS:-} ;;
+    *) log "unknown step $s" ;;
+  esac
+done
+log "done"
