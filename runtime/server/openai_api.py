@@ -261,7 +261,14 @@ def register_openai_routes(app: FastAPI, ctx: Any) -> None:
                 sp["json_schema"] = json.dumps(schema)
         base = {"return_logprob": req.logprobs, "top_logprobs_num": req.top_logprobs or 0,
                 "logprob_start_len": -1, "return_text_in_logprobs": True}
-        subs = _per_choice([{"text": render_chat(ctx, req)}], sp, req.n, base, req.rid)
+        prompt: dict[str, Any] = {"text": render_chat(ctx, req)}
+        context_len = getattr(ctx.engine, "context_len", None)
+        if max_tokens is None and context_len:
+            # OpenAI semantics: no max_tokens means "until EOS or the context is full" (as SGLang does)
+            ids = list(ctx.engine.tokenizer.encode(prompt["text"]))
+            prompt = {"input_ids": ids}
+            sp["max_new_tokens"] = max(int(context_len) - len(ids), 1)
+        subs = _per_choice([prompt], sp, req.n, base, req.rid)
         return await _serve(ctx, request, subs, req.n, req.stream, req.stream_options, _ChatShape(req))
 
 
