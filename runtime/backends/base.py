@@ -6,8 +6,9 @@ meta_info. `NativeBackend` implements everything over two transport hooks, `_cal
 the in-process Engine and HTTP backends send the same dicts.
 
 select: the prompt is prefilled once (`max_new_tokens=0`, which leaves its KV in the radix cache),
-then all choices are scored in ONE batch of `prompt + choice` with `return_logprob` and
-`logprob_start_len` at the prompt's token length, so every choice reuses the cached prefix.
+then all choices are scored in ONE batch of `prompt + choice` (plus the prompt itself, to align
+tokens at the boundary) with `return_logprob` and `logprob_start_len` two tokens before the
+prompt's end, so every choice reuses the cached prefix.
 """
 from __future__ import annotations
 
@@ -111,24 +112,30 @@ class NativeBackend(BaseBackend):
             raise ValueError(f"choices_method must be one of {', '.join(METHODS)}, got {method!r}")
         if inp.images:
             self.check_images()
-        prefix = self._call({"text": inp.text, "sampling_params": {"max_new_tokens": 0, "temperature": 0.0}})
+        zero = {"max_new_tokens": 0, "temperature": 0.0}
+        prefix = self._call({"text": inp.text, "sampling_params": zero})  # caches the prefix KV once
         prefix_len = int(prefix["meta_info"]["prompt_tokens"])
+        # Score from 2 tokens before the boundary, and send the prefix itself in the same batch: comparing
+        # token ids against it finds where each choice's tokens start even when the boundary token merges.
+        start = max(prefix_len - 2, 0)
         outs = self._call({
-            "text": [inp.text + c for c in choices],
-            "sampling_params": {"max_new_tokens": 0, "temperature": 0.0},
-            "return_logprob": True, "logprob_start_len": prefix_len,
+            "text": [inp.text] + [inp.text + c for c in choices], "sampling_params": zero,
+            "return_logprob": True, "logprob_start_len": start,
         })
-        cond_entries = [_choice_entries(o, prefix_len) for o in outs]
+        base = [e[1] for e in outs[0]["meta_info"]["input_token_logprobs"]]
+        cond_entries = [_after_common(o["meta_info"]["input_token_logprobs"], base) for o in outs[1:]]
         cond = [[e[0] for e in es if e[0] is not None] for es in cond_entries]
         uncond_entries = None
         if method == "unconditional_likelihood_normalized":
-            # the same tokens with no context; the first has no logprob and is dropped by _logprobs
+            # the same tokens with no context; the first has no logprob (None) and is skipped
+            nonempty = [i for i, es in enumerate(cond_entries) if es]
             uouts = self._call({
-                "input_ids": [[int(e[1]) for e in es] for es in cond_entries],
-                "sampling_params": {"max_new_tokens": 0, "temperature": 0.0},
+                "input_ids": [[int(e[1]) for e in cond_entries[i]] for i in nonempty], "sampling_params": zero,
                 "return_logprob": True, "logprob_start_len": 0,
-            })
-            uncond_entries = [o["meta_info"]["input_token_logprobs"] for o in uouts]
+            }) if nonempty else []
+            uncond_entries = [[] for _ in choices]
+            for i, o in zip(nonempty, uouts):
+                uncond_entries[i] = [list(e) for e in o["meta_info"]["input_token_logprobs"]]
         uncond = None if uncond_entries is None else [[e[0] for e in es if e[0] is not None] for es in uncond_entries]
         decision = decide(method, cond, uncond)
         meta = {
@@ -140,10 +147,9 @@ class NativeBackend(BaseBackend):
         return decision.index, meta
 
 
-def _choice_entries(out: dict[str, Any], prefix_len: int) -> list[list[Any]]:
-    """The logprob entries of the choice's own tokens: the last (prompt_tokens - prefix_len), at least
-    one (a choice that merges into the prefix's last token is scored by that token)."""
-    meta = out["meta_info"]
-    entries = [list(e) for e in meta.get("input_token_logprobs") or []]
-    n = max(int(meta["prompt_tokens"]) - prefix_len, 1)
-    return entries[-n:]
+def _after_common(entries: list, base_ids: list[int]) -> list[list[Any]]:
+    """The entries after the longest run of token ids shared with the prefix's own entries."""
+    k = 0
+    while k < len(entries) and k < len(base_ids) and entries[k][1] == base_ids[k]:
+        k += 1
+    return [list(e) for e in entries[k:]]

@@ -53,7 +53,7 @@ def _greedy(cond: Sequence[Sequence[float]], norm: Sequence[float]) -> int:
     alive = list(range(len(cond)))
     longest = max(len(c) for c in cond)
     for pos in range(longest):
-        vals = {i: (cond[i][pos] if pos < len(cond[i]) else norm[i]) for i in alive}
+        vals = {i: (cond[i][pos] if pos < len(cond[i]) else norm[i] if cond[i] else -math.inf) for i in alive}
         top = max(vals.values())
         alive = [i for i in alive if vals[i] == top]
         if len(alive) == 1:

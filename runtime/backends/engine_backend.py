@@ -48,6 +48,8 @@ class EngineBackend(NativeBackend):
 
     def get_server_args(self) -> dict[str, Any]:
         args = self.engine.get_server_args()
+        if isinstance(args, dict):
+            return dict(args)
         return args.to_dict() if hasattr(args, "to_dict") else dict(vars(args))
 
     def shutdown(self) -> None:
