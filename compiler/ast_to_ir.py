@@ -135,10 +135,13 @@ class Lowerer:
                 value = self.const_value(p.default, env, f"default of parameter {p.name!r}")
                 self.check_type(value, typ, p.default.pos, env, f"default of parameter {p.name!r}")
                 defaults[p.name] = value
-        attrs: dict[str, Any] = {"param_types": dict(params)}
+        # The signature travels beside the IR, not in fn.attrs, so that the IR of a `.sgl` program equals
+        # the traced Python one; compile_ir moves it into attrs before the passes.
+        sig: dict[str, Any] = {"param_types": dict(params), "return_kind": "none"}
         if f.returns is not None:
-            attrs["returns"] = str(f.returns)
-        fn = ir.IRFunction(f.name, tuple(params), defaults, self.loc(f.pos, env), attrs)
+            sig["returns"] = str(f.returns)
+        fn = ir.IRFunction(f.name, tuple(params), defaults, self.loc(f.pos, env))
+        fn.sgl_signature = sig  # type: ignore[attr-defined]
         cur = fn.cursor()
         self.body(f.body, env, cur, top=True, fn=fn)
         if env.role is not None:
@@ -250,10 +253,11 @@ class Lowerer:
         else:
             value = None
         if fn is not None:  # the entry function: a real Return op
-            fn.attrs["return_kind"] = "dict" if keys is not None else ("tuple" if len(s.values) > 1 else
-                                                                          "single" if s.values else "none")
+            sig = fn.sgl_signature  # type: ignore[attr-defined]
+            sig["return_kind"] = "dict" if keys is not None else ("tuple" if len(s.values) > 1 else
+                                                                   "single" if s.values else "none")
             if keys is not None:
-                fn.attrs["return_keys"] = keys
+                sig["return_keys"] = keys
             cur.append(ir.Return(value), self.loc(s.pos, env))
         elif keys is not None:
             raise self.err("a function called from another may not return a dict; return a value or a tuple",

@@ -112,11 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(_split_argv(argv))
     try:
-        if args.command == "check":
-            from .ast_to_ir import lower_program
-            from .loader import load_program
+        if args.command == "check":  # everything compile does (passes included), without writing
+            from .lower import compile_source
 
-            lower_program(load_program(args.source))
+            compile_source(args.source)
             return 0
         disabled, enabled = pass_flags(args.flags)
         if args.emit:

@@ -100,11 +100,18 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
         steps.append(Step(len(steps), kind, args, sorted(set(deps)), arms, str(loc) if loc else None))
     generated = sorted({s.args["name"] for s in steps if s.kind in ("gen", "select") and s.args.get("name")})
     hoisted = int(fn.attrs.get("hoisted_prefix_ops", 0))
-    returns = {"kind": fn.attrs.get("return_kind", "none")}
+    kind = fn.attrs.get("return_kind") or _return_kind(fn)
+    returns = {"kind": kind}
     if "return_keys" in fn.attrs:
         returns["keys"] = fn.attrs["return_keys"]
     return FunctionPlan(fn.name, list(fn.params), dict(fn.attrs.get("param_types", {p: "any" for p in fn.params})),
                         dict(fn.defaults), returns, [sid[n] for n in fn.region()], steps, hoisted, generated)
+
+
+def _return_kind(fn: ir.IRFunction) -> str:
+    """For IR that came without a signature (traced Python): single value or none."""
+    ret = [n for n in fn.region() if isinstance(fn.op(n), ir.Return)]
+    return "single" if ret and fn.op(ret[0]).value is not None else "none"
 
 
 def _ir_error_to_sgl(e: ir.IRError, texts: dict[str, str]) -> SglError:
@@ -120,6 +127,7 @@ def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any 
     ctx = PassContext(tokenizer=tokenizer)
     optimized: dict[str, ir.IRFunction] = {}
     for name, fn in fns.items():
+        fn.attrs.update(getattr(fn, "sgl_signature", {}))
         try:
             optimized[name] = run_passes(fn, passes, ctx)
         except ir.IRError as e:

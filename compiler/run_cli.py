@@ -1,7 +1,7 @@
 """`sglang run` and `sglang serve`.
 
     sglang run prog.sgl|prog.sglc [--function NAME] [--model PATH] [--arg k=v ...] [--args-file batch.jsonl]
-               [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stats]
+               [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stream] [--stats]
     sglang serve prog.sgl|prog.sglc [--model PATH] [--host H] [--port P]
 
 `run` prints one JSON line per batch item ({"index", "return", "variables"[, "text"]}), with a progress
@@ -84,6 +84,7 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=None, help="default max_tokens for gens that do not set it")
     p.add_argument("--temperature", type=float, default=None, help="default temperature for gens that do not set it")
     p.add_argument("--text", action="store_true", help="also print each item's full program text")
+    p.add_argument("--stream", action="store_true", help="print each variable as a JSON line when it is generated")
     p.add_argument("--stats", action="store_true", help="print engine calls and token counts on stderr")
     p.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1), help="optimization level for .sgl")
     return p
@@ -110,7 +111,10 @@ def main_run(argv: list[str]) -> int:
             defaults["temperature"] = args.temperature
         backend = make_backend(args.model, args.backend)
         ex = PlanExecutor(plan, backend, default_sampling=defaults)
-        results = ex.run_batch(fplan.name, batch, progress=True)
+        def on_event(index: int, ev: dict[str, Any]) -> None:
+            print(json.dumps({"event": "variable", "index": index, **ev}, ensure_ascii=False), flush=True)
+
+        results = ex.run_batch(fplan.name, batch, progress=not args.stream, on_event=on_event if args.stream else None)
         failed = 0
         for r in results:
             if not args.text:
