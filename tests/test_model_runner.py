@@ -30,6 +30,7 @@ class Seq:
 def extend(runner: ModelRunner, seqs: list[Seq], new_ids: list[list[int]], logprob_starts=None, top_ks=None):
     """One EXTEND forward: each seq gets its new tokens on top of what it already holds."""
     pool, r2t = runner.token_kv_pool, runner.req_to_token_pool
+    dev = lambda x: torch.tensor(x, device=runner.device)  # noqa: E731
     ids, pos, locs, prefix, ext = [], [], [], [], []
     for s, toks in zip(seqs, new_ids):
         slots = pool.alloc(len(toks))
@@ -42,11 +43,11 @@ def extend(runner: ModelRunner, seqs: list[Seq], new_ids: list[list[int]], logpr
         s.len += len(toks)
     starts = [sum(ext[:i]) for i in range(len(ext))]
     batch = ForwardBatch(
-        mode=ForwardMode.EXTEND, batch_size=len(seqs), input_ids=torch.tensor(ids), positions=torch.tensor(pos),
-        req_pool_indices=torch.tensor([s.row for s in seqs]), seq_lens=torch.tensor([s.len for s in seqs]),
+        mode=ForwardMode.EXTEND, batch_size=len(seqs), input_ids=dev(ids), positions=dev(pos),
+        req_pool_indices=dev([s.row for s in seqs]), seq_lens=dev([s.len for s in seqs]),
         out_cache_loc=torch.cat(locs), req_to_token=r2t.req_to_token, kv_pool=pool,
-        extend_prefix_lens=torch.tensor(prefix), extend_seq_lens=torch.tensor(ext),
-        extend_start_loc=torch.tensor(starts), seq_lens_cpu=[s.len for s in seqs],
+        extend_prefix_lens=dev(prefix), extend_seq_lens=dev(ext),
+        extend_start_loc=dev(starts), seq_lens_cpu=[s.len for s in seqs],
         extend_prefix_lens_cpu=prefix, extend_seq_lens_cpu=ext,
         return_logprob=logprob_starts is not None, extend_logprob_start_lens_cpu=logprob_starts,
         top_logprobs_nums=top_ks,
@@ -56,6 +57,7 @@ def extend(runner: ModelRunner, seqs: list[Seq], new_ids: list[list[int]], logpr
 
 def decode(runner: ModelRunner, seqs: list[Seq], next_ids: list[int]):
     pool, r2t = runner.token_kv_pool, runner.req_to_token_pool
+    dev = lambda x: torch.tensor(x, device=runner.device)  # noqa: E731
     slots = pool.alloc(len(seqs))
     for s, slot in zip(seqs, slots):
         r2t.write(s.row, s.len, slot[None])
@@ -63,16 +65,16 @@ def decode(runner: ModelRunner, seqs: list[Seq], next_ids: list[int]):
     for s in seqs:
         s.len += 1
     batch = ForwardBatch(
-        mode=ForwardMode.DECODE, batch_size=len(seqs), input_ids=torch.tensor(next_ids), positions=torch.tensor(pos),
-        req_pool_indices=torch.tensor([s.row for s in seqs]), seq_lens=torch.tensor([s.len for s in seqs]),
+        mode=ForwardMode.DECODE, batch_size=len(seqs), input_ids=dev(next_ids), positions=dev(pos),
+        req_pool_indices=dev([s.row for s in seqs]), seq_lens=dev([s.len for s in seqs]),
         out_cache_loc=slots, req_to_token=r2t.req_to_token, kv_pool=pool, seq_lens_cpu=[s.len for s in seqs],
     )
     return runner.forward(batch)
 
 
 def all_logprobs(runner: ModelRunner, ids: list[int]) -> torch.Tensor:
-    """log-softmax at every position of a fresh prefill: rows 0..n-2 from input logprobs' top-k (full vocab
-    would be large), so instead rebuild them from a per-row forward of the logits processor."""
+    """[n, vocab] log-softmax at every position of a fresh prefill, through the public outputs: rows
+    0..n-2 from the input top-logprobs with k = vocab (scattered back by id), row n-1 from next_token_logits."""
     out = extend(runner, [Seq(runner)], [ids], logprob_starts=[0], top_ks=[runner.model_config.vocab_size])
     vals, idx = out.input_top_logprobs[0]
     rows = torch.empty_like(vals).scatter_(1, idx, vals)
@@ -82,7 +84,8 @@ def all_logprobs(runner: ModelRunner, ids: list[int]) -> torch.Tensor:
 
 def hf_logprobs(hf_model, ids: list[int]) -> torch.Tensor:
     with torch.no_grad():
-        return torch.log_softmax(hf_model(torch.tensor([ids])).logits[0].float(), dim=-1)
+        x = torch.tensor([ids], device=hf_model.device)
+        return torch.log_softmax(hf_model(x).logits[0].float(), dim=-1)
 
 
 def amplify(runner: ModelRunner) -> ModelRunner:
@@ -94,10 +97,10 @@ def amplify(runner: ModelRunner) -> ModelRunner:
     return runner
 
 
-def runner_for(path: str, **kw) -> ModelRunner:
+def runner_for(path: str, device: str = "cpu", dtype: str = "float32", **kw) -> ModelRunner:
     kw.setdefault("max_total_tokens", 4096)
     kw.setdefault("max_running_requests", 8)
-    return ModelRunner(ServerArgs(model_path=path, device="cpu", dtype="float32", **kw))
+    return ModelRunner(ServerArgs(model_path=path, device=device, dtype=dtype, **kw))
 
 
 # -- the real default model -----------------------------------------------------------------------
