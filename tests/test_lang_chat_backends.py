@@ -1,0 +1,141 @@
+"""Chat templates (model jinja, named fallbacks, overrides) and the OpenAI backend's request shaping
+and its clear errors for what the API cannot do (through a mocked HTTP transport)."""
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+import sglang as sgl
+from sglang.runtime.chat_template import NAMED, from_jinja, get_named, load_chat_template, load_chat_template_from_path
+
+MSGS = [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"}, {"role": "user", "content": [{"type": "text", "text": "more"}]}]
+
+
+def test_smollm2_template_matches_the_tokenizer_and_gives_chatml_roles(default_model_path):
+    from sglang.runtime.tokenizer import get_tokenizer
+
+    tok = get_tokenizer(default_model_path)
+    tmpl = load_chat_template(tok)
+    assert tmpl.role_begin("user") == "<|im_start|>user\n" and tmpl.role_end("assistant") == "<|im_end|>\n"
+    assert tmpl.stop_strs == ("<|im_end|>",)
+    plain = [dict(m, content=m["content"] if isinstance(m["content"], str) else "more") for m in MSGS]
+    for msgs in (plain, plain[1:2]):  # with and without a system message (the jinja adds a default one)
+        assert tmpl.render(msgs) == tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert load_chat_template_from_path(default_model_path).render(plain) == tmpl.render(plain)
+
+
+def test_named_templates_and_overrides(tmp_path):
+    chatml = get_named("chatml")
+    assert chatml.render(MSGS[:2]) == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert get_named("llama-3-instruct") is NAMED["llama-3"]
+    vic = get_named("vicuna").render([{"role": "user", "content": "q"}], add_generation_prompt=False)
+    assert vic.startswith("A chat between") and vic.endswith("USER: q ")
+    with pytest.raises(ValueError, match="unknown chat template 'nope'"):
+        load_chat_template(None, "nope")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_chat_template(None, str(tmp_path / "missing.jinja"))
+    j = tmp_path / "t.json"
+    j.write_text(json.dumps({"name": "mine", "system": "<|im_start|>system", "user": "<|im_start|>user",
+                             "assistant": "<|im_start|>assistant", "sep_style": "CHATML", "sep": "<|im_end|>",
+                             "stop_str": ["<|im_end|>"]}))
+    assert load_chat_template(None, str(j)).render(MSGS[:2]) == chatml.render(MSGS[:2])
+    jinja = tmp_path / "t.jinja"
+    jinja.write_text("{% for m in messages %}[{{ m['role'] }}]{{ m['content'] }}{% endfor %}")
+    t = load_chat_template(None, str(jinja))
+    assert t.render(MSGS, add_generation_prompt=False) == "[system]S[user]hi[assistant]yo[user]more"
+    assert t.roles == NAMED["default"].roles  # no named template renders like it: default role strings
+    with pytest.raises(ValueError, match=r"messages\[0\].role"):
+        t.render([{"role": "robot", "content": "x"}])
+    with pytest.raises(ValueError, match="content\\[0\\] has type 'image_url'"):
+        chatml.render([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}])
+
+
+def test_from_jinja_detects_llama3_roles():
+    src = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+           "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+    assert from_jinja(src).roles == NAMED["llama-3"].roles
+
+
+class _FakeOpenAIServer:
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.bodies.append({"path": request.url.path, **body})
+        if request.url.path.endswith("/chat/completions"):
+            choice = {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": " Paris.", "finish_reason": "stop", "logprobs": None}
+            obj = "text_completion"
+        return httpx.Response(200, json={"id": "x1", "object": obj, "created": 0, "model": body["model"],
+                                         "choices": [choice], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
+                                                                        "total_tokens": 7}})
+
+
+@pytest.fixture
+def fake_openai():
+    server = _FakeOpenAIServer()
+    client = httpx.Client(transport=httpx.MockTransport(server))
+    yield server, client
+
+
+def test_openai_chat_backend_sends_messages_and_maps_params(fake_openai):
+    server, client = fake_openai
+    be = sgl.OpenAI("gpt-test", base_url="http://fake/v1", http_client=client)
+
+    @sgl.function
+    def qa(s, q):
+        s += sgl.system("Be brief.")
+        s += sgl.user(q)
+        s += sgl.assistant(sgl.gen("answer", max_tokens=8, stop=["\n"], top_k=5))
+
+    state = qa.run(q="Capital of France?", temperature=0, backend=be)
+    assert state["answer"] == "Paris."
+    assert state.messages()[-1] == {"role": "assistant", "content": "Paris."}
+    body = server.bodies[0]
+    assert body["path"] == "/v1/chat/completions"
+    assert body["messages"] == [{"role": "system", "content": "Be brief."},
+                                {"role": "user", "content": "Capital of France?"}]
+    assert body["max_tokens"] == 8 and body["stop"] == ["\n"] and body["temperature"] == 0 and body["top_k"] == 5
+
+
+def test_openai_completion_model_sends_the_prompt(fake_openai):
+    server, client = fake_openai
+    be = sgl.OpenAI("gpt-3.5-turbo-instruct", base_url="http://fake/v1", http_client=client)
+    state = sgl.function(lambda s: s.__iadd__("Q: capital?\nA:" + sgl.gen("a", max_tokens=4))).run(backend=be)
+    assert state["a"] == " Paris." and server.bodies[0]["prompt"] == "Q: capital?\nA:"
+
+
+def test_openai_backend_errors_name_the_unsupported_feature(fake_openai):
+    _, client = fake_openai
+    be = sgl.OpenAI("gpt-test", base_url="http://fake/v1", http_client=client)
+
+    @sgl.function
+    def with_regex(s):
+        s += sgl.user("n?")
+        s += sgl.assistant(sgl.gen("n", regex="[0-9]+"))
+
+    @sgl.function
+    def with_select(s):
+        s += sgl.user("pick")
+        s += sgl.assistant(sgl.select("c", choices=["a", "b"]))
+
+    @sgl.function
+    def outside_assistant(s):
+        s += "free text" + sgl.gen("x")
+
+    with pytest.raises(sgl.ProgramError, match="regex-constrained"):
+        with_regex.run(backend=be)
+    with pytest.raises(sgl.ProgramError, match="cannot do select"):
+        with_select.run(backend=be)
+    with pytest.raises(sgl.ProgramError, match="start of an assistant turn"):
+        outside_assistant.run(backend=be)
+    real = sgl.OpenAI("gpt-test", http_client=client)  # api.openai.com has no top_k
+    with pytest.raises(sgl.ProgramError, match="no 'top_k'"):
+        sgl.function(lambda s: [s.__iadd__(sgl.user("q")), s.__iadd__(sgl.assistant(sgl.gen("a", top_k=3)))]
+                     ).run(backend=real)
