@@ -54,16 +54,10 @@ class ConstraintState:
 
     # ----- masks -----
     def fill_mask(self, row: torch.Tensor) -> None:
-        allowed = self.fsm.mask_row(self.state) if not self.finished else None
-        n = self.fsm.vocab_size
-        if allowed is None:
+        if self.finished:
             row.fill_(False)
             return
-        if row.shape[0] < n:
-            raise ValueError(f"mask row has {row.shape[0]} entries, the tokenizer has {n} tokens")
-        row[:n].copy_(allowed, non_blocking=True)
-        if row.shape[0] > n:
-            row[n:] = False
+        self.fsm.fill_mask(self.state, row)
 
     def allowed_token_ids(self) -> np.ndarray:
         return self.fsm.allowed_ids(self.state)

@@ -39,7 +39,7 @@ class TokenFSM:
     n_allowed: np.ndarray  # int32 [R]: allowed non-EOS tokens per row
     forced: np.ndarray  # int16 [S]: the only possible next byte of a non-accepting state, else -1
     eos_token_ids: tuple[int, ...]
-    _dense: Optional[torch.Tensor] = field(default=None, repr=False)
+    _dense: Optional[np.ndarray] = field(default=None, repr=False)
 
     # ----- build -----
     @classmethod
@@ -80,18 +80,33 @@ class TokenFSM:
                    forced=forced, eos_token_ids=tuple(vocab.eos_token_ids))
 
     # ----- queries used by ConstraintState -----
-    def mask_row(self, state: int) -> torch.Tensor:
-        """Bool [vocab_size] of the tokens allowed in `state` (a view: do not modify)."""
+    def mask_row(self, state: int) -> np.ndarray:
+        """Bool [vocab_size] of the tokens allowed in `state` (a view into a shared table: do not modify)."""
         r = int(self.row_of[state])
         if r < 0:
-            return torch.zeros(self.vocab_size, dtype=torch.bool)
+            return np.zeros(self.vocab_size, dtype=np.bool_)
         if self._dense is None and self.bits.shape[0] * self.vocab_size <= DENSE_TABLE_LIMIT:
             unpacked = np.unpackbits(self.bits, axis=1, bitorder="little", count=self.vocab_size)
-            self._dense = torch.from_numpy(unpacked.view(np.bool_))
+            self._dense = unpacked.view(np.bool_)
         if self._dense is not None:
             return self._dense[r]
-        row = np.unpackbits(self.bits[r], bitorder="little", count=self.vocab_size)
-        return torch.from_numpy(row.view(np.bool_))
+        return np.unpackbits(self.bits[r], bitorder="little", count=self.vocab_size).view(np.bool_)
+
+    def fill_mask(self, state: int, row: torch.Tensor) -> None:
+        """row[:V] = allowed tokens of `state`, row[V:] = False. CPU rows are written through numpy (one
+        memcpy, no torch intra-op threading, which costs milliseconds on a loaded 2-core box)."""
+        n = self.vocab_size
+        if row.shape[0] < n:
+            raise ValueError(f"mask row has {row.shape[0]} entries, the tokenizer has {n} tokens")
+        allowed = self.mask_row(state)
+        if row.device.type == "cpu":
+            out = row.numpy()
+            out[:n] = allowed
+            out[n:] = False
+        else:
+            row[:n].copy_(torch.from_numpy(allowed), non_blocking=True)
+            if row.shape[0] > n:
+                row[n:] = False
 
     def allowed_ids(self, state: int) -> np.ndarray:
         r = int(self.row_of[state])
