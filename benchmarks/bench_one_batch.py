@@ -74,6 +74,7 @@ class Driver:
             extend_logprob_start_lens_cpu=list(lens),
         )
         logits = self.r.forward(batch).next_token_logits
+        self.last_logits = logits
         return rows, lens, logits.argmax(-1)
 
     def decode(self, rows: list[int], seq_lens: list[int], last: torch.Tensor) -> tuple[list[int], torch.Tensor]:
@@ -93,16 +94,22 @@ class Driver:
             req_to_token=rp.req_to_token, kv_pool=kp, seq_lens_cpu=new_lens,
         )
         logits = self.r.forward(batch).next_token_logits
+        self.last_logits = logits
         return new_lens, logits.argmax(-1)
 
-    def greedy(self, prompts: list[list[int]], max_new: int) -> list[list[int]]:
+    def greedy(self, prompts: list[list[int]], max_new: int, logits: Optional[list] = None) -> list[list[int]]:
+        """Greedy tokens per prompt; with `logits`, also appends each step's logits (fp32, on the CPU)."""
         self.reset()
         rows, lens, nxt = self.prefill(prompts)
         out = [[int(x)] for x in nxt.tolist()]
         for _ in range(max_new - 1):
+            if logits is not None:
+                logits.append(self.last_logits.float().cpu())
             lens, nxt = self.decode(rows, lens, nxt)
             for o, x in zip(out, nxt.tolist()):
                 o.append(int(x))
+        if logits is not None:
+            logits.append(self.last_logits.float().cpu())
         return out
 
 

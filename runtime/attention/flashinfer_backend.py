@@ -109,7 +109,11 @@ class FlashInferAttentionBackend(AttentionBackend):
             self.ragged.plan(meta.qo_indptr, meta.qo_indptr, self.num_qo_heads, hkv, d, causal=True,
                              sm_scale=self.sm_scale, q_data_type=dtype, kv_data_type=dtype)
             if meta.has_prefix:
-                self.paged_prefill.plan(meta.qo_indptr, meta.kv_indptr, meta.kv_indices, self._last_page_len(bs),
+                # page size 1: a request with no cached prefix has 0 pages and a last page of 0 tokens
+                # (FlashInfer derives kv_len = max(pages - 1, 0) * page_size + last_page_len, so 1 would
+                # make it read one index past its range)
+                last = (meta.kv_indptr[1:] > meta.kv_indptr[:-1]).to(torch.int32)
+                self.paged_prefill.plan(meta.qo_indptr, meta.kv_indptr, meta.kv_indices, last,
                                         self.num_qo_heads, hkv, d, 1, causal=False, sm_scale=self.sm_scale,
                                         q_data_type=dtype, kv_data_type=dtype)
         meta.planned = True
