@@ -113,7 +113,7 @@ class GenerateReqInput:
             for j in range(sp.n):
                 items.append(ReqItem(
                     index=i, sample=j, rid=rids[i] if sp.n == 1 else f"{rids[i]}-{j}", group=rids[i],
-                    text=text, input_ids=ids, sampling_params=sp.replace(n=1) if sp.n > 1 else sp,
+                    text=text, input_ids=ids, sampling_params=_sample_params(sp, j),
                     return_logprob=lps[i], logprob_start_len=starts[i], top_logprobs_num=tops[i],
                     return_text_in_logprobs=bool(self.return_text_in_logprobs), stream=bool(self.stream),
                 ))
@@ -144,3 +144,10 @@ class ReqItem:
     top_logprobs_num: int
     return_text_in_logprobs: bool
     stream: bool
+
+
+def _sample_params(sp: SamplingParams, j: int) -> SamplingParams:
+    """Sample j of n: n=1, and a seeded request gives sample j seed + j (distinct, reproducible)."""
+    if sp.n == 1:
+        return sp
+    return sp.replace(n=1, seed=None if sp.seed is None else sp.seed + j)
