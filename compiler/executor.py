@@ -128,6 +128,10 @@ class PlanExecutor:
         self.stats = ExecStats()
         self._rng = random.Random(seed)
         self._template = None
+        if plan.constraints and type(backend).__name__ == "EngineBackend":
+            from .passes.constrained_precompile import load_tables
+
+            load_tables(plan.constraints)  # the in-process engine then skips compiling these constraints
 
     # ---------------- public
     def run(self, function: str | None = None, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from ..lang.sgl_errors import SglError, SglSemanticError, SourcePos
 from .ast_to_ir import lower_program
 from .loader import load_program
 from .passes import PassContext, enabled_passes, run_passes
-from .passes.constrained_precompile import DTYPE_REGEX, constraint_of, constraint_key
+from .passes.constrained_precompile import constraint_key, constraint_of, dtype_regex
 from .plan import FunctionPlan, Plan, Step
 
 
@@ -45,8 +45,8 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
             kind, args = "interp", {"expr": _ex(op.expr)}
         elif isinstance(op, ir.Gen):
             sp = op.sampling_params()
-            if op.dtype in DTYPE_REGEX and op.regex is None and op.json_schema is None:
-                sp["regex"] = DTYPE_REGEX[op.dtype]
+            if op.regex is None and op.json_schema is None and dtype_regex(op.dtype) is not None:
+                sp["regex"] = dtype_regex(op.dtype)  # the same regex the precompile pass built tables for
             kind, args = "gen", {"name": op.name, "sampling_params": sp}
             if op.dtype:
                 args["dtype"] = op.dtype

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
-import re
 from typing import Any
 
 from ...lang import ir
 from ..ir_edit import all_nodes
 
-# dtype -> the regex the executor constrains with (SGLang's dtype=int regex; float/bool likewise)
-DTYPE_REGEX = {"int": r"[-+]?\d+", "float": r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", "bool": r"(True|False)"}
+
+def dtype_regex(dtype: str | None) -> str | None:
+    """The regex a typed gen decodes under (the runtime's own constants, as SGLang's gen_int etc.)."""
+    from ...runtime.constrained.api import BOOL_REGEX, FLOAT_REGEX, INT_REGEX
+
+    return {"int": INT_REGEX, "float": FLOAT_REGEX, "bool": BOOL_REGEX}.get(dtype or "")
 
 
 def constraint_of(op: Any) -> tuple[str, str] | None:
@@ -29,9 +31,10 @@ def constraint_of(op: Any) -> tuple[str, str] | None:
         if op.regex is not None:
             return "regex", op.regex
         if op.json_schema is not None:
-            return "json", op.json_schema
-        if op.dtype in DTYPE_REGEX:
-            return "regex", DTYPE_REGEX[op.dtype]
+            return "json_schema", op.json_schema
+        rx = dtype_regex(op.dtype)
+        if rx is not None:
+            return "regex", rx
     if isinstance(op, ir.Select) and isinstance(op.choices, tuple):
         return "choices", json.dumps(list(op.choices))
     return None
@@ -41,48 +44,40 @@ def constraint_key(kind: str, source: str) -> str:
     return hashlib.sha256(f"{kind}\0{source}".encode()).hexdigest()[:16]
 
 
-def _schema_to_regex(schema: str) -> str | None:
-    try:
-        from ...runtime import constrained as C
-    except ImportError:
-        return None
-    for mod_name in ("json_schema", "json_regex", "schema"):
-        try:
-            mod = __import__(f"{C.__name__}.{mod_name}", fromlist=["*"])
-        except ImportError:
-            continue
-        for fname in ("json_schema_to_regex", "build_regex_from_schema", "schema_to_regex"):
-            f = getattr(mod, fname, None)
-            if f is not None:
-                return f(schema)
-    return None
+def to_regex(kind: str, source: str) -> str:
+    """The regex the runtime compiles for this constraint (raises ConstraintError, a ValueError)."""
+    from ...runtime.constrained import choices_to_regex, json_schema_to_regex, regex_to_dfa
+
+    if kind == "regex":
+        regex_to_dfa(source)
+        return source
+    if kind == "json_schema":
+        return json_schema_to_regex(source)
+    return choices_to_regex(json.loads(source))
 
 
-def _choices_regex(choices: list[str]) -> str:
-    return "(" + "|".join(re.escape(c) for c in choices) + ")"
+def _entry(kind: str, source: str, tokenizer: Any) -> dict[str, Any]:
+    from ...runtime.constrained import compile_regex, regex_to_dfa, serialize_fsm
+
+    regex = to_regex(kind, source)
+    entry: dict[str, Any] = {"kind": kind, "source": source, "regex": regex,
+                             "dfa_states": int(regex_to_dfa(regex).num_states)}
+    if tokenizer is not None and kind != "choices":  # select scores choices; only gens decode under tables
+        fsm = compile_regex(regex, tokenizer)
+        entry["tables"] = {fsm.fingerprint: base64.b64encode(serialize_fsm(fsm)).decode()}
+    return entry
 
 
-def _dfa(pattern: str) -> Any:
-    from ...runtime.constrained.regex_fsm import regex_to_dfa
+def load_tables(constraints: dict[str, Any]) -> int:
+    """Put an artifact's token tables into this process's constraint cache (in-process engine)."""
+    from ...runtime.constrained import deserialize_fsm, preload
 
-    return regex_to_dfa(pattern)
-
-
-def _token_table(pattern: str, dfa: Any, tokenizer: Any) -> tuple[str, str] | None:
-    """(fingerprint, base64 npz of the token FSM arrays) when the runtime can build one."""
-    try:
-        from ...runtime.constrained.token_fsm import TokenFSM
-        from ...runtime.constrained.vocab import vocab_from_tokenizer
-    except ImportError:
-        return None
-    import numpy as np
-
-    vocab = vocab_from_tokenizer(tokenizer)
-    fsm = TokenFSM.build(pattern, dfa, vocab)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **fsm.to_arrays())
-    fingerprint = getattr(fsm, "fingerprint", None) or getattr(vocab, "fingerprint", None) or "unknown"
-    return str(fingerprint), base64.b64encode(buf.getvalue()).decode()
+    n = 0
+    for entry in constraints.values():
+        for blob in entry.get("tables", {}).values():
+            preload(deserialize_fsm(base64.b64decode(blob)))
+            n += 1
+    return n
 
 
 def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
@@ -97,20 +92,8 @@ def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
         marks[str(node)] = key
         if key in ctx.constraints:
             continue
-        entry: dict[str, Any] = {"kind": kind, "source": source}
         try:
-            pattern = source if kind == "regex" else _choices_regex(json.loads(source)) if kind == "choices" \
-                else _schema_to_regex(source)
-            if pattern is not None:
-                dfa = _dfa(pattern)
-                entry["regex"] = pattern
-                entry["dfa_states"] = int(dfa.num_states)
-                if ctx.tokenizer is not None:
-                    table = _token_table(pattern, dfa, ctx.tokenizer)
-                    if table is not None:
-                        entry["tables"] = {table[0]: table[1]}
-        except ImportError:
-            pass  # runtime/constrained not available: the runtime compiles at first use
+            entry = _entry(kind, source, ctx.tokenizer)
         except ValueError as e:  # ConstraintError subclasses ValueError
             raise ir.IRError(f"{kind} constraint of {ir.describe(op)} cannot be compiled: {e}", node=node, op=op,
                              loc=fn.loc_of(node), function=fn.name) from None

@@ -1,0 +1,139 @@
+"""Each IR pass on its own: IR before -> after, and the -O0 / -fno-<pass> switches."""
+from __future__ import annotations
+
+import pytest
+
+from sglang.compiler.ast_to_ir import lower_program
+from sglang.compiler.loader import load_program
+from sglang.compiler.lower import compile_source
+from sglang.compiler.passes import PASS_ORDER, PassContext, enabled_passes, get_pass
+from sglang.lang import ir
+from sglang.lang import ir_expr as X
+
+
+def ir_of(src: str, name: str = "f") -> ir.IRFunction:
+    return ir.canonicalize(lower_program(load_program(text=src, file="p.sgl"))[name])
+
+
+def ops(fn: ir.IRFunction) -> list[str]:
+    return [("  " * d) + ir.label(fn.op(n)) for n, d in fn.walk()]
+
+
+def run_pass(name: str, fn: ir.IRFunction) -> tuple[ir.IRFunction, PassContext]:
+    ctx = PassContext()
+    out = get_pass(name)(fn, ctx)
+    out.check()
+    return out, ctx
+
+
+def test_const_fold_folds_expressions_and_merges_text():
+    fn = ir.IRFunction("f", ("x",))
+    cur = fn.cursor()
+    cur.append(ir.Text("a"))
+    cur.append(ir.Interp(X.Binary("+", X.Const(1), X.Const(2))))
+    cur.append(ir.Text("b"))
+    cur.append(ir.Interp(X.CallExpr("upper", (X.Const("c"),))))
+    cur.append(ir.Arg("x"))
+    cur.append(ir.Select("s", X.ListExpr((X.Const("p"), X.Const("q")))))
+    fn.check()
+    assert len(fn) == 6
+    out, ctx = run_pass("const-fold", fn)
+    assert ops(out) == ["Text 'a3bC'", "Arg(name='x')", "Select(name='s', choices=['p', 'q'])"]
+    assert any("text merging" in line for line in ctx.log)
+
+
+def test_dead_branch_elimination_for_literal_conditions():
+    src = ('def f(c: bool) {\n if 1 == 2 { "never" } elif c { "maybe" } else { "other" }\n'
+           ' if true { "always" } else { "dead" }\n if false { "gone" }\n}')
+    before = ir_of(src)
+    assert sum(isinstance(before.op(n), ir.Branch) for n in before.graph) == 3
+    after, ctx = run_pass("dead-branch", before)
+    assert ops(after) == ["Branch c | else", "  Text 'maybe'", "  Text 'other'", "Text 'always'"]
+    assert len(ctx.log) == 3
+
+
+def test_dead_branch_keeps_data_dependent_branches():
+    src = 'def f() { select t(choices=["a", "b"]) if t == "a" { gen x } else { gen y } }'
+    before = ir_of(src)
+    after, _ = run_pass("dead-branch", before)
+    assert ops(after) == ops(before)
+
+
+def test_prefix_hoisting_moves_common_text_of_all_paths():
+    src = ('def f(q: str) {\n system { "You are terse." }\n "Q: {q}\\n"\n select t(choices=["a", "b"])\n'
+           ' if t == "a" { "Answer: A " gen x } else { "Answer: B " gen y }\n}')
+    before = ir_of(src)
+    after, ctx = run_pass("prefix-hoist", before)
+    assert ops(after)[-7:] == ["Select(name='t', choices=['a', 'b'])", "Text 'Answer: '", "Branch t == 'a' | else",
+                               "  Text 'A '", "  Gen(name='x')", "  Text 'B '", "  Gen(name='y')"]
+    branch = next(n for n in after.graph if isinstance(after.op(n), ir.Branch))
+    assert after.op(after.body_entry(branch, 0)) == ir.Text("A ")
+    assert after.op(after.body_entry(branch, 1)) == ir.Text("B ")
+    # the leading constant ops (system role + its text + "Q: ") are the batch-shared prefix
+    assert after.attrs["hoisted_prefix_ops"] == 4
+    assert any("moved before branch" in line for line in ctx.log)
+
+
+def test_prefix_hoisting_leaves_non_exhaustive_branches():
+    src = 'def f() { select t(choices=["a", "b"]) if t == "a" { "Same" gen x } elif t == "b" { "Same" gen y } }'
+    before = ir_of(src)
+    after, _ = run_pass("prefix-hoist", before)
+    assert ops(after) == ops(before)  # without else, the fall-through path appends nothing
+
+
+def test_fork_batching_marks_forks_with_their_warm_suffix():
+    src = 'def f() { "P\\n" fork t[3] as i { "Item {i}: " gen x(max_tokens=4) } }'
+    before = ir_of(src)
+    after, _ = run_pass("fork-batching", before)
+    assert ops(after) == ops(before)  # an annotation pass: ops unchanged
+    fork = next(n for n in after.graph if isinstance(after.op(n), ir.Fork))
+    assert after.attrs["fork_batching"] == {str(fork): {"warm_suffix": "Item "}}
+
+
+def test_select_lowering_marks_selects_and_rejects_duplicate_choices():
+    after, _ = run_pass("select-lowering", ir_of('def f() { select t(choices=["a", "b"]) }'))
+    assert after.attrs["select_batched"] == [0]
+    with pytest.raises(ir.IRError, match="duplicate choices"):
+        run_pass("select-lowering", ir_of('def f() { select t(choices=["a", "a"]) }'))
+
+
+def test_constrained_precompile_stores_tables_and_rejects_bad_regex():
+    ctx = PassContext()
+    fn = ir_of('def f() { gen n(dtype=int) gen ip(regex=r"\\d+\\.\\d+") select c(choices=["x", "y"]) }')
+    out = get_pass("constrained-precompile")(fn, ctx)
+    keys = out.attrs["constraints"]
+    assert len(keys) == 3 and len(ctx.constraints) == 3
+    kinds = sorted(ctx.constraints[k]["kind"] for k in keys.values())
+    assert kinds == ["choices", "regex", "regex"]
+    assert all(e.get("dfa_states", 0) > 0 for e in ctx.constraints.values())
+    # a regex the runtime cannot compile is a compile-time error at the gen's line
+    bad = ir_of('def f() {\n gen n(regex=r"a(?=b)")\n}')
+    with pytest.raises(ir.IRError) as info:
+        get_pass("constrained-precompile")(bad, PassContext())
+    assert info.value.loc.line == 2
+
+
+def test_switches():
+    assert enabled_passes(1) == list(PASS_ORDER)
+    assert enabled_passes(0) == []
+    assert "fork-batching" not in enabled_passes(1, disabled=("fork-batching",))
+    assert enabled_passes(0, enabled=("const-fold",)) == ["const-fold"]
+    with pytest.raises(ValueError, match="unknown pass"):
+        enabled_passes(1, disabled=("nope",))
+
+
+def test_o0_and_o1_plans_differ_only_where_passes_act():
+    src = 'def f() { "A" "B" if 1 > 2 { gen x } fork t[2] { gen y } select s(choices=["p", "q"]) }'
+    p0 = compile_source(text=src, file="p.sgl", opt_level=0).function("f")
+    p1 = compile_source(text=src, file="p.sgl").function("f")
+    kinds0 = [s.kind for s in p0.steps]
+    kinds1 = [s.kind for s in p1.steps]
+    assert "branch" in kinds0 and "branch" not in kinds1  # dead branch removed at -O1
+    fork0 = next(s for s in p0.steps if s.kind == "fork")
+    fork1 = next(s for s in p1.steps if s.kind == "fork")
+    assert not fork0.args["batched"] and fork1.args["batched"]
+    sel0 = next(s for s in p0.steps if s.kind == "select")
+    sel1 = next(s for s in p1.steps if s.kind == "select")
+    assert not sel0.args["batched"] and sel1.args["batched"]
+    p_nofork = compile_source(text=src, file="p.sgl", disabled=("fork-batching",)).function("f")
+    assert not next(s for s in p_nofork.steps if s.kind == "fork").args["batched"]
