@@ -50,18 +50,23 @@ def distance_to_accept(dfa: ByteDFA) -> np.ndarray:
     n = dfa.num_states
     dist = np.where(dfa.accepting, 0, 10**9)
     dist[0] = 10**9
-    for _ in range(n):
-        nxt = np.minimum(dist, dist[dfa.trans].min(axis=1) + 1)
-        nxt[0] = 10**9
-        if (nxt == dist).all():
-            break
-        dist = nxt
+    succ = [np.unique(row) for row in dfa.trans]
+    changed = True
+    while changed:  # Bellman-Ford over the few distinct successors of each state
+        changed = False
+        for s in range(1, n):
+            best = int(dist[succ[s]].min()) + 1
+            if best < dist[s]:
+                dist[s] = best
+                changed = True
     return dist
 
 
 def random_match(dfa: ByteDFA, rng: random.Random, soft_len: int = 40) -> bytes:
     """A random string of the DFA's language: random live bytes, heading for acceptance past soft_len."""
-    dist = distance_to_accept(dfa)
+    dist = getattr(dfa, "_test_dist", None)
+    if dist is None:
+        dist = dfa._test_dist = distance_to_accept(dfa)
     s, out = dfa.start, bytearray()
     while True:
         live = np.flatnonzero(dfa.trans[s] != 0)
