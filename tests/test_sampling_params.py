@@ -55,6 +55,9 @@ def test_unknown_key_names_it_and_suggests():
         ("stop", ["a", 3]),
         ("stop_token_ids", ["a"]),
         ("regex", 12),
+        ("logit_bias", {"x": 1.0}),
+        ("logit_bias", {"5": "a"}),
+        ("logit_bias", [1, 2]),
         ("temperature", float("nan")),
     ],
 )
@@ -91,13 +94,19 @@ def test_only_one_constraint():
         ("stop_token_ids", [100]),
         ("stop_token_ids", [-1]),
         ("stop", [""]),
+        ("logit_bias", {"5": 101}),
+        ("logit_bias", {"100": 1}),
     ],
 )
 def test_verify_table(field, value):
     p = SamplingParams.from_dict({field: value})
     with pytest.raises(ValueError, match=field) as exc:
         p.verify(vocab_size=100)
-    assert str(value if not isinstance(value, list) else value[0]) in str(exc.value)
+    if isinstance(value, dict):  # the offending entry: its key or its value
+        (k, v), = value.items()
+        assert k in str(exc.value) and (str(v) in str(exc.value) or "vocabulary" in str(exc.value))
+    else:
+        assert str(value[0] if isinstance(value, list) else value) in str(exc.value)
 
 
 def test_verify_min_gt_max_and_context():
@@ -125,3 +134,10 @@ def test_dtype_int_becomes_integer_regex():
     assert SamplingParams.from_dict({"dtype": "str"}).constraint is None
     with pytest.raises(ValueError, match="dtype"):
         SamplingParams.from_dict({"dtype": "float"})
+
+
+def test_logit_bias_normalized():
+    p = SamplingParams.from_dict({"logit_bias": {"7": 2, 3: -1.5}})
+    assert p.logit_bias == ((3, -1.5), (7, 2.0))
+    assert SamplingParams.from_dict(p.to_dict()) == p
+    assert SamplingParams.from_dict({"logit_bias": None}).logit_bias == ()

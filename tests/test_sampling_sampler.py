@@ -178,6 +178,17 @@ def test_penalty_changes_greedy_choice_but_not_reported_logprob():
     assert lps.item() == pytest.approx(torch.log_softmax(logits, -1)[0, 1].item(), abs=1e-6)
 
 
+def test_logit_bias_steers_greedy_and_sampling():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]] * 2)
+    params = [SamplingParams(temperature=0, logit_bias={"3": 5.0}),
+              SamplingParams(temperature=0, logit_bias={0: -100, 1: -100})]
+    ids, lps = Sampler().sample(logits, build(params, vocab_size=4))
+    assert ids.tolist() == [3, 2]
+    assert torch.allclose(lps, token_logprobs(logits, ids))  # reported on the raw logits
+    c = _many(torch.zeros(4), SamplingParams(logit_bias={"1": math.log(3.0)}), n=8000)
+    assert chi_square(c, torch.tensor([1.0, 3.0, 1.0, 1.0]) / 6) < _CRIT[3]
+
+
 def test_repetition_penalty_requires_prompt_ids():
     with pytest.raises(ValueError, match="prompt_ids"):
         build([SamplingParams(repetition_penalty=1.2)])

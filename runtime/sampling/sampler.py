@@ -1,6 +1,6 @@
 """Sampler: one vectorized sampling step for a mixed batch, plus logprob helpers.
 
-Per row, in order: repetition penalty -> frequency/presence penalties -> min_new_tokens mask ->
+Per row, in order: repetition penalty -> frequency/presence penalties -> logit_bias -> min_new_tokens mask ->
 constrained-decoding vocab mask -> greedy argmax (temperature 0 or top_k 1) or
 temperature -> softmax -> top-k / top-p / min-p filter -> exponential-race draw.
 
@@ -44,7 +44,7 @@ class Sampler:
     def process_logits(self, logits: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
         """Penalties and masks applied to a copy of `logits` (or `logits` itself when nothing applies);
         greedy rows take the argmax of this."""
-        if (info.repetition_penalties is None and info.output_counts is None
+        if (info.repetition_penalties is None and info.output_counts is None and info.bias_flat is None
                 and info.banned_flat is None and info.vocab_mask is None):
             return logits.float()
         x = logits.float().clone()
@@ -52,6 +52,8 @@ class Sampler:
             apply_repetition_penalty(x, info.seen_mask, info.repetition_penalties)
         if info.output_counts is not None:
             apply_frequency_presence(x, info.output_counts, info.frequency_penalties, info.presence_penalties)
+        if info.bias_flat is not None:
+            x.view(-1).index_add_(0, info.bias_flat, info.bias_values)
         if info.banned_flat is None and info.vocab_mask is None:
             return x
         before = x.clone() if info.vocab_mask is not None else None

@@ -54,6 +54,9 @@ class SamplingBatchInfo:
     output_counts: Optional[torch.Tensor] = None  # fp32 [bs, V]
     # min_new_tokens: flat indices row * V + token that must not be sampled this step
     banned_flat: Optional[torch.Tensor] = None  # int64 [k]
+    # logit_bias: flat indices row * V + token and the bias added there
+    bias_flat: Optional[torch.Tensor] = None  # int64 [k]
+    bias_values: Optional[torch.Tensor] = None  # fp32 [k]
     vocab_mask: Optional[torch.Tensor] = None  # bool [bs, V], True = allowed
     generators: list[Optional[torch.Generator]] = field(default_factory=list)
     seeded_rows: list[int] = field(default_factory=list)
@@ -131,6 +134,13 @@ class SamplingBatchInfo:
             info.output_counts = _scatter_rows(counts, freq_rows, bs)
             info.frequency_penalties = _col([p.frequency_penalty for p in params], device)
             info.presence_penalties = _col([p.presence_penalty for p in params], device)
+
+        if any(p.logit_bias for p in params):
+            flat = [i * vocab_size + t for i, p in enumerate(params) for t, _ in p.logit_bias]
+            if any(not 0 <= t < vocab_size for p in params for t, _ in p.logit_bias):
+                raise ValueError(f"logit_bias token id outside the vocabulary [0, {vocab_size})")
+            info.bias_flat = torch.tensor(flat, dtype=torch.int64).to(device)
+            info.bias_values = torch.tensor([b for p in params for _, b in p.logit_bias], dtype=torch.float32).to(device)
 
         banned: list[int] = []
         for i, p in enumerate(params):

@@ -50,6 +50,8 @@ class SamplingParams:
     ebnf: Optional[str] = None
     # SGLang 0.2.x frontend's `gen(dtype=int)` arrives as "int": an integer regex unless one is given
     dtype: Optional[str] = None
+    # OpenAI-style additive bias per token id ({"50256": -100}); normalized to sorted (id, bias) pairs
+    logit_bias: Union[dict, tuple[tuple[int, float], ...], None] = ()
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
@@ -84,6 +86,7 @@ class SamplingParams:
         if not isinstance(ids, (list, tuple)) or not all(_is_int(i) for i in ids):
             raise ValueError(f"sampling_params.stop_token_ids must be a list of integers, got {ids!r}")
         set_("stop_token_ids", tuple(int(i) for i in ids))
+        set_("logit_bias", _bias_pairs(self.logit_bias))
         if isinstance(self.json_schema, dict):  # accept an already-parsed schema; carry it as text
             set_("json_schema", json.dumps(self.json_schema))
         for name in ("regex", "json_schema", "ebnf"):
@@ -135,6 +138,7 @@ class SamplingParams:
         out = dataclasses.asdict(self)
         for k in ("stop", "stop_token_ids", "stop_regex"):
             out[k] = list(out[k])
+        out["logit_bias"] = {str(t): b for t, b in self.logit_bias}
         return out
 
     def replace(self, **changes: Any) -> "SamplingParams":
@@ -181,7 +185,15 @@ class SamplingParams:
             raise bad("seed", "must be in [0, 2**63)")
         if any(s == "" for s in self.stop):
             raise bad("stop", "must not contain an empty string")
+        for tid, b in self.logit_bias:
+            if not -100.0 <= b <= 100.0:
+                raise ValueError(f"sampling_params.logit_bias[{tid}] must be in [-100, 100], got {b!r}")
         if vocab_size is not None:
+            for tid, _ in self.logit_bias:
+                if not 0 <= tid < vocab_size:
+                    raise ValueError(
+                        f"sampling_params.logit_bias has token id {tid}, outside the vocabulary [0, {vocab_size})"
+                    )
             for tid in self.stop_token_ids:
                 if not 0 <= tid < vocab_size:
                     raise ValueError(
@@ -232,6 +244,29 @@ class SamplingParams:
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bias_pairs(v: Any) -> tuple[tuple[int, float], ...]:
+    if v is None:
+        return ()
+    items = v.items() if isinstance(v, dict) else v
+    if not isinstance(items, (tuple, list)) and not isinstance(v, dict):
+        raise ValueError(f"sampling_params.logit_bias must be a dict of token id -> bias, got {v!r}")
+    out: dict[int, float] = {}
+    for item in items:
+        if not isinstance(item, (tuple, list)) or len(item) != 2:
+            raise ValueError(f"sampling_params.logit_bias must be a dict of token id -> bias, got {v!r}")
+        k, b = item
+        if isinstance(k, int) and not isinstance(k, bool):
+            tid = k
+        elif isinstance(k, str) and k.strip().lstrip("-").isdigit():
+            tid = int(k)  # JSON object keys are strings
+        else:
+            raise ValueError(f"sampling_params.logit_bias key {k!r} is not a token id")
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
+            raise ValueError(f"sampling_params.logit_bias[{k!r}] must be a finite number, got {b!r}")
+        out[tid] = float(b)
+    return tuple(sorted(out.items()))
 
 
 def _str_tuple(name: str, v: Any) -> tuple[str, ...]:
