@@ -43,7 +43,6 @@ GEN_PARAMS: dict[str, tuple[tuple[type, ...], str]] = {
     "choices_method": ((str,), "a string"),
 }
 SELECT_PARAMS = ("choices", "temperature", "choices_method")
-_FLOAT_FIELDS = {"temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty"}
 
 
 @dataclass
@@ -292,8 +291,26 @@ class Lowerer:
             return True
         return isinstance(e, A.BinOp) and e.op == "+" and (Lowerer._has_str(e.left) or Lowerer._has_str(e.right))
 
+    @staticmethod
+    def _concat_parts(e: Any) -> list[Any] | None:
+        """The operands of a string concatenation (a `+` chain with a string constant in it), else None."""
+        if not (isinstance(e, X.Binary) and e.op == "+"):
+            return None
+        parts: list[Any] = []
+        for side in (e.left, e.right):
+            sub = Lowerer._concat_parts(side)
+            parts.extend(sub if sub is not None else [side])
+        return parts if any(isinstance(p, X.Const) and isinstance(p.value, str) for p in parts) else None
+
     def interp(self, e: Any, cur: ir.Cursor, loc: ir.Loc) -> None:
         fn = cur.fn
+        parts = self._concat_parts(e)
+        if parts is not None:  # "a" + x appends "a" then x: the same text, in canonical ops
+            for p in parts:
+                self.interp(p, cur, loc)
+            return
+        if isinstance(e, X.CallExpr) and e.func == "str" and len(e.args) == 1:
+            e = e.args[0]  # appending str(x) appends the text of x
         if isinstance(e, X.Const):
             cur.append(ir.Text("" if e.value is None else str(e.value)), loc)
         elif isinstance(e, X.Name) and e.fork is not None:
@@ -374,8 +391,6 @@ class Lowerer:
             kw["stop"] = (kw["stop"],)
         if isinstance(kw.get("json_schema"), dict):
             kw["json_schema"] = json.dumps(kw["json_schema"], sort_keys=True)
-        for k in _FLOAT_FIELDS & set(kw):
-            kw[k] = float(kw[k])
         try:
             op = ir.Gen(s.name, **kw)
         except TypeError as e:  # pragma: no cover - kw is filtered above
@@ -529,6 +544,14 @@ class Lowerer:
                 env.consts[s.var] = v
                 self.body(s.body, env, cur)
             env.consts.pop(s.var, None)
+            env.aliases = saved_aliases
+            return
+        if isinstance(it, X.ListExpr):  # a literal list of run-time values: unrolled, the variable aliases each item
+            saved_aliases = dict(env.aliases)
+            for item in it.items:
+                reads = {n.name: env.gen[n.name].version for n in X.names_in(item) if n.fork is None and n.name in env.gen}
+                env.aliases[s.var] = (item, reads)
+                self.body(s.body, env, cur)
             env.aliases = saved_aliases
             return
         node = cur.append(ir.Loop(s.var, it), self.loc(s.pos, env))
