@@ -118,9 +118,9 @@ def test_extend_attention_matches_reference(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("num_splits", [1, 4])
-def test_decode_attention_matches_reference(dtype, num_splits):
-    hq, hkv, d = 4, 1, 32
+@pytest.mark.parametrize("num_splits,heads", [(1, (4, 1)), (4, (4, 1)), (4, (6, 2))])
+def test_decode_attention_matches_reference(dtype, num_splits, heads):
+    (hq, hkv), d = heads, 32  # GQA groups of 4 and of 3 (not a power of two: masked head rows)
     seq = [1, 3, 37]  # 1 and 3 leave most of the 4 splits empty; 37 spans several kv blocks
     k_buf, v_buf, r2t, rows = _pool_setup(seq, hkv, d, dtype, seed=3)
     q = torch.randn(len(seq), hq, d).to(DEV, dtype)
