@@ -120,7 +120,7 @@ class Sampler:
         vocab = probs.shape[1]
         limited = info.top_ks < vocab  # rows with a top-k
         nucleus = info.top_ps < 1.0
-        kmax = int(info.top_ks[limited].max()) if info.need_top_k else 0
+        kmax = info.max_top_k if info.need_top_k else 0  # host value: no device sync
         k = min(vocab, max(kmax, self.TOP_P_CANDIDATES if info.need_top_p else 0))
         vals, idx = probs.topk(k, dim=-1, sorted=True)
         if info.need_top_p and k < vocab:

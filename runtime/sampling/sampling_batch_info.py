@@ -41,6 +41,7 @@ class SamplingBatchInfo:
     top_ps: torch.Tensor  # fp32 [bs]
     top_ks: torch.Tensor  # int64 [bs], disabled = vocab_size
     min_ps: torch.Tensor  # fp32 [bs]
+    max_top_k: int = 0  # host copy: largest top_k over the sampled rows (vocab_size when none)
     all_greedy: bool = False
     any_greedy: bool = False
     need_top_p: bool = False
@@ -98,18 +99,19 @@ class SamplingBatchInfo:
         device = torch.device(device)
 
         greedy_l = [p.temperature <= GREEDY_TEMPERATURE or p.top_k == 1 for p in params]
-        temps = [1.0 if g else p.temperature for p, g in zip(params, greedy_l)]
         top_ps = [p.top_p for p in params]
         top_ks = [vocab_size if p.top_k < 0 or p.top_k > vocab_size else p.top_k for p in params]
         min_ps = [p.min_p for p in params]
         sampled = [not g for g in greedy_l]
+        temperatures, greedy, top_ps_t, top_ks_t, min_ps_t = _base_tensors(params, greedy_l, top_ks, vocab_size, device)
         info = cls(
             vocab_size=vocab_size,
-            temperatures=torch.tensor(temps, dtype=torch.float32).view(bs, 1).to(device),
-            greedy=torch.tensor(greedy_l, dtype=torch.bool).to(device),
-            top_ps=torch.tensor(top_ps, dtype=torch.float32).to(device),
-            top_ks=torch.tensor(top_ks, dtype=torch.int64).to(device),
-            min_ps=torch.tensor(min_ps, dtype=torch.float32).to(device),
+            temperatures=temperatures,
+            greedy=greedy,
+            top_ps=top_ps_t,
+            top_ks=top_ks_t,
+            min_ps=min_ps_t,
+            max_top_k=max((k for s_, k in zip(sampled, top_ks) if s_), default=vocab_size),
             all_greedy=all(greedy_l),
             any_greedy=any(greedy_l),
             # filters matter only on rows that actually sample
@@ -162,6 +164,26 @@ class SamplingBatchInfo:
 
 
 _local = threading.local()
+
+
+def _base_tensors(params, greedy_l, top_ks, vocab_size, device):
+    """temperatures [bs,1], greedy [bs], top_p [bs], top_k [bs], min_p [bs] on `device`.
+
+    Packed into one host tensor so that a step costs a single host-to-device copy, and reused
+    outright when the batch holds the same SamplingParams objects as the last build (steady decode).
+    """
+    key = (tuple(map(id, params)), vocab_size, device)
+    last = getattr(_local, "base", None)
+    if last is not None and last[0] == key:
+        return last[2]
+    rows = [
+        (1.0 if g else p.temperature, p.top_p, p.min_p, float(k), 1.0 if g else 0.0)
+        for p, g, k in zip(params, greedy_l, top_ks)
+    ]
+    packed = torch.tensor(rows, dtype=torch.float32).view(len(params), 5).to(device)
+    out = (packed[:, 0:1], packed[:, 4] > 0.5, packed[:, 1], packed[:, 3].long(), packed[:, 2])
+    _local.base = (key, list(params), out)  # holding params keeps their ids unique while cached
+    return out
 
 
 def _thread_cache() -> PenaltyCache:
