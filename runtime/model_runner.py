@@ -131,7 +131,11 @@ class ModelRunner:
     @torch.inference_mode()
     def forward(self, batch: ForwardBatch) -> LogitsOutput:
         if self.cuda_graph_runner is not None and self.cuda_graph_runner.can_run(batch):
-            return self.cuda_graph_runner.replay(batch)
+            out = self.cuda_graph_runner.replay(batch)
+            # the replay's logits are a view of the graph's static output buffer, which the next replay
+            # overwrites; a copy ([bs, vocab] fp32, microseconds) keeps results valid for the caller
+            out.next_token_logits = out.next_token_logits.clone()
+            return out
         self._check_batch(batch)
         self.attn_backend.init_forward_metadata(batch)
         return self.forward_eager(batch)

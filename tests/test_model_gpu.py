@@ -44,14 +44,13 @@ def test_bf16_close_to_fp32(qwen_hf, backend):
     assert agree >= 0.9, agree
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "torch"])
 def test_cuda_graph_decode_equals_eager(tiny_llama_gpu_path, backend):
     eager = amplify(runner_for(tiny_llama_gpu_path, device="cuda", load_format="dummy", attention_backend=backend,
                                disable_cuda_graph=True))
     graph = amplify(runner_for(tiny_llama_gpu_path, device="cuda", load_format="dummy", attention_backend=backend,
                                cuda_graph_max_bs=8))
-    if backend != "torch":
-        assert graph.cuda_graph_runner is not None
+    assert graph.cuda_graph_runner is not None and eager.cuda_graph_runner is None
     prompts = [IDS[:17], IDS[20:25], IDS[40:73]]
     results = []
     for r in (eager, graph):
