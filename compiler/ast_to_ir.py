@@ -133,7 +133,7 @@ class Lowerer:
             if p.default is not None:
                 value = self.const_value(p.default, env, f"default of parameter {p.name!r}")
                 self.check_type(value, typ, p.default.pos, env, f"default of parameter {p.name!r}")
-                defaults[p.name] = value
+                defaults[p.name] = self._thaw(value)
         # The signature travels beside the IR, not in fn.attrs, so that the IR of a `.sgl` program equals
         # the traced Python one; compile_ir moves it into attrs before the passes.
         sig: dict[str, Any] = {"param_types": dict(params), "return_kind": "none"}

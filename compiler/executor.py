@@ -393,7 +393,6 @@ class PlanExecutor:
         self._set_var(item, stream, a["name"], _cast(a.get("dtype"), text), resp.get("meta_info"), path)
 
     def _select(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
-        from ..runtime.backends.base import _choice_entries
         from ..runtime.backends.choices import decide
 
         a = step.args
@@ -402,17 +401,23 @@ class PlanExecutor:
             choices = [str(c) for c in (yield from self._eval(item, stream, local, a["choices_expr"]))]
             if not choices:
                 raise SglRuntimeError(f"select {a['name']!r}: the choices list is empty")
-        prefix = yield Request({"text": stream.text, "sampling_params": dict(_PREFILL)}, solo=not a.get("batched"))
+        solo = not a.get("batched")
+        prefix = yield Request({"text": stream.text, "sampling_params": dict(_PREFILL)}, solo=solo)
         plen = int(prefix["meta_info"]["prompt_tokens"])
+        # Score from 2 tokens before the boundary, with the prompt itself in the same batch: comparing token
+        # ids against it finds where each choice starts even when the boundary token merges (as the
+        # interpreter's backend does).
+        start = max(plen - 2, 0)
         reqs = [Request({"text": stream.text + c, "sampling_params": dict(_PREFILL), "return_logprob": True,
-                         "logprob_start_len": plen}, solo=not a.get("batched")) for c in choices]
+                         "logprob_start_len": start}, solo=solo) for c in [""] + choices]
         outs = yield reqs
-        entries = [_choice_entries(o, plen) for o in outs]
+        base = [e[1] for e in outs[0]["meta_info"].get("input_token_logprobs") or []]
+        entries = [_after_common(o["meta_info"].get("input_token_logprobs") or [], base) for o in outs[1:]]
         cond = [[e[0] for e in es if e[0] is not None] for es in entries]
         uncond = None
         if a["method"] == "unconditional_likelihood_normalized":
             uouts = yield [Request({"text": c, "sampling_params": dict(_PREFILL), "return_logprob": True,
-                                    "logprob_start_len": 0}, solo=not a.get("batched")) for c in choices]
+                                    "logprob_start_len": 0}, solo=solo) for c in choices]
             uncond = [[e[0] for e in (o["meta_info"].get("input_token_logprobs") or []) if e[0] is not None]
                       for o in uouts]
         decision = decide(a["method"], cond, uncond)
@@ -476,6 +481,14 @@ class PlanExecutor:
         out: dict[str, Any] = {"index": item.index, "return": shape_return(fplan, item.result),
                                "variables": variables, "text": item.main.text}
         return out
+
+
+def _after_common(entries: list, base_ids: list[int]) -> list[list[Any]]:
+    """A choice's logprob entries after the token ids it shares with the bare prompt's entries."""
+    k = 0
+    while k < len(entries) and k < len(base_ids) and entries[k][1] == base_ids[k]:
+        k += 1
+    return [list(e) for e in entries[k:]]
 
 
 def shape_return(fplan: FunctionPlan, value: Any) -> Any:

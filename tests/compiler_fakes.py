@@ -1,7 +1,7 @@
 """A deterministic native-protocol backend for compiler tests (no model): one char = one token.
 
-It keeps every prompt it has seen and reports `cached_tokens` as the longest common prefix with any
-earlier prompt (a radix cache at character granularity), so tests can count prefill work.
+It keeps every prompt of earlier calls and reports `cached_tokens` as the longest common prefix with
+any of them (a radix cache at character granularity), so tests can count prefill work.
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ class FakeBackend:
 
     def _one(self, text: str, sp: dict[str, Any], logprob: bool, start: int) -> dict[str, Any]:
         cached = self._cached(text)
-        self.seen.append(text)
         n = int(sp.get("max_new_tokens", 16))
         regex = sp.get("regex")
         if n == 0:
@@ -68,4 +67,5 @@ class FakeBackend:
         st = payload.get("logprob_start_len", -1)
         st = st if isinstance(st, list) else [st] * len(texts)
         outs = [self._one(t, s, l, b) for t, s, l, b in zip(texts, sps, lp, st)]
+        self.seen.extend(texts)  # prompts of one call do not share work with each other, only with later calls
         return outs[0] if single else outs

@@ -1,0 +1,160 @@
+"""The plan executor on a deterministic fake backend: batching, fork/select lowering, run-time control
+flow, arguments, and the plan artifact."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compiler_fakes import FakeBackend
+from sglang.compiler.executor import PlanExecutor, bind_args
+from sglang.compiler.lower import compile_source
+from sglang.compiler.plan import Plan, PlanError
+from sglang.lang.sgl_errors import SglRuntimeError
+
+
+def plan_of(src: str, **kw) -> Plan:
+    return compile_source(text=src, file="p.sgl", **kw)
+
+
+def run(src: str, batch: list[dict], function: str | None = None, **kw):
+    be = FakeBackend()
+    ex = PlanExecutor(plan_of(src, **kw), be, default_sampling={"max_new_tokens": 6})
+    return ex.run_batch(function, batch), ex.stats, be
+
+
+QA = 'def qa(q: str) { system { "Be brief." } user { q } assistant { gen a(max_tokens=5) } gen b(max_tokens=3) return a }'
+
+
+def test_batch_items_share_one_engine_call_per_wave():
+    out, stats, be = run(QA, [{"q": f"question {i}"} for i in range(8)])
+    assert [o["index"] for o in out] == list(range(8))
+    assert all(isinstance(o["return"], str) and o["return"] for o in out)
+    # hoisted prefix prefill + one call for all 8 `a` gens + one for all 8 `b` gens
+    assert stats.engine_calls == 3
+    assert len(be.calls[1]["text"]) == 8 and len(be.calls[2]["text"]) == 8
+    assert be.calls[0]["sampling_params"][0]["max_new_tokens"] == 0  # the shared-prefix prefill
+    assert be.calls[0]["text"] == ["SYSTEM:Be brief.\nUSER:"]
+    # per-request sampling params travel as a list
+    assert be.calls[1]["sampling_params"][0]["max_new_tokens"] == 5
+
+
+def test_results_match_single_item_runs():
+    batch, _, _ = run(QA, [{"q": "x"}, {"q": "y"}])
+    singles = [run(QA, [row])[0][0] for row in ({"q": "x"}, {"q": "y"})]
+    for b, s in zip(batch, singles):
+        assert b["return"] == s["return"] and b["variables"] == s["variables"] and b["text"] == s["text"]
+
+
+FORK = 'def f() { "A long shared context for every branch.\\n" fork t[3] as i { "Item {i}: " gen x(max_tokens=4) } ' \
+       '"first={t[0].x}" }'
+
+
+def test_fork_batching_prefills_parent_once_then_batches_branches():
+    _, on, be_on = run(FORK, [{}])
+    kinds = [[sp["max_new_tokens"] for sp in c["sampling_params"]] for c in be_on.calls]
+    assert kinds == [[0], [4, 4, 4]]  # one parent prefill, then the 3 branch gens in one call
+    _, off, be_off = run(FORK, [{}], disabled=("fork-batching",))
+    assert [[sp["max_new_tokens"] for sp in c["sampling_params"]] for c in be_off.calls] == [[4, 4, 4]]
+    # without the parent prefill each branch computes the shared context itself
+    assert on.prefill_tokens < off.prefill_tokens
+
+
+def test_fork_variables_join_and_concat():
+    src = ('def f() { "P:" fork t { branch { "a" gen x(max_tokens=2) } branch { "b" gen y(max_tokens=2) } } '
+           'join t as concat " end" return [t[0].x, t[1].y] }')
+    out, _, _ = run(src, [{}])
+    x, y = out[0]["return"]
+    assert out[0]["text"] == "P:a" + x + "b" + y + " end"
+
+
+SELECT = 'def f(q: str) { "Q: {q}\\nA: " select c(choices=["yes", "no", "maybe"]) }'
+
+
+def test_select_lowering_scores_all_choices_in_one_call():
+    out, on, be_on = run(SELECT, [{"q": "a"}, {"q": "b"}])
+    assert all(o["variables"]["c"] in ("yes", "no", "maybe") for o in out)
+    # shared-prefix prefill, both items' prompt prefills (1 call), then both prompts and all 2x3 choices
+    # in ONE scoring call
+    assert on.engine_calls == 3 and len(be_on.calls[-1]["text"]) == 2 * (1 + 3)
+    out0, off, _ = run(SELECT, [{"q": "a"}, {"q": "b"}], disabled=("select-lowering",))
+    assert off.engine_calls > on.engine_calls
+    assert [o["variables"] for o in out0] == [o["variables"] for o in out]  # same decisions
+
+
+def test_data_dependent_branch_and_runtime_loop():
+    src = ('def f() { select t(choices=["alpha", "beta"]) '
+           'if t == "alpha" { "A" gen x(max_tokens=2) } else { "B" gen y(max_tokens=2) } '
+           'gen lines(max_tokens=5) for l in lines { "<{l}>" } return t }')
+    out, _, _ = run(src, [{}])
+    o = out[0]
+    chosen = o["return"]
+    assert ("x" in o["variables"]) == (chosen == "alpha") and ("y" in o["variables"]) == (chosen == "beta")
+    assert "<" + o["variables"]["lines"] + ">" in o["text"]  # a one-line value iterates once
+
+
+def test_loop_generated_variable_reports_every_value():
+    out, _, _ = run('def f() { for i in range(3) { "step {i}:" gen s(max_tokens=3) } }', [{}])
+    assert isinstance(out[0]["variables"]["s"], list) and len(out[0]["variables"]["s"]) == 3
+
+
+def test_dtype_int_gen_is_cast_and_constrained():
+    out, _, be = run("def f() { gen n(dtype=int, max_tokens=3) return n + 1 }", [{}])
+    assert out[0]["return"] == 43  # the fake answers "42" to an int regex
+    assert be.calls[0]["sampling_params"][0]["regex"]
+
+
+def test_streaming_events_in_order():
+    events = []
+    be = FakeBackend()
+    ex = PlanExecutor(plan_of(QA), be)
+    ex.run_batch(None, [{"q": "z"}], on_event=lambda i, ev: events.append((i, ev["variable"])))
+    assert events == [(0, "a"), (0, "b")]
+
+
+def test_arguments_are_validated():
+    fplan = plan_of('def f(n: int, s: str = "x", flags: list = []) { }').function("f")
+    assert bind_args(fplan, {"n": "3"}) == {"n": 3, "s": "x", "flags": []}
+    assert bind_args(fplan, {"n": 3, "flags": "[1, 2]"})["flags"] == [1, 2]
+    with pytest.raises(SglRuntimeError, match="missing argument 'n'"):
+        bind_args(fplan, {})
+    with pytest.raises(SglRuntimeError, match="no parameter 'm'"):
+        bind_args(fplan, {"n": 1, "m": 2})
+    with pytest.raises(SglRuntimeError, match="'n' must be int"):
+        bind_args(fplan, {"n": "three"})
+    with pytest.raises(SglRuntimeError, match="'s' must be str"):
+        bind_args(fplan, {"n": 1, "s": 5})
+
+
+def test_one_failing_item_does_not_stop_the_batch():
+    src = 'def f(k: str) { gen x(max_tokens=2) "{int(k)}" }'
+    out, _, _ = run(src, [{"k": "1"}, {"k": "oops"}, {"k": "3"}])
+    assert "error" not in out[0] and "error" not in out[2]
+    assert "cannot evaluate" in out[1]["error"]
+
+
+def test_plan_artifact_round_trip_and_version_check(tmp_path):
+    plan = plan_of(FORK)
+    path = tmp_path / "p.sglc"
+    plan.save(path)
+    again = Plan.load(path)
+    assert again.to_json() == plan.to_json()
+    data = json.loads(path.read_text())
+    data["version"] = 99
+    path.write_text(json.dumps(data))
+    with pytest.raises(PlanError, match="version 99 is not supported"):
+        Plan.load(path)
+    path.write_text("{not json")
+    with pytest.raises(PlanError, match="not a plan artifact"):
+        Plan.load(path)
+    path.write_text('{"format": "something-else"}')
+    with pytest.raises(PlanError, match="not a compiled sglang plan"):
+        Plan.load(path)
+
+
+def test_plan_steps_have_dependencies():
+    fplan = plan_of('def f(q: str) { gen a(max_tokens=2) "{a}" gen b(max_tokens=2) }').function("f")
+    gen_a = next(s for s in fplan.steps if s.kind == "gen" and s.args["name"] == "a")
+    var_a = next(s for s in fplan.steps if s.kind == "var")
+    assert gen_a.id in var_a.deps  # a data edge: reading a waits for its gen
+    assert all(s.deps for s in fplan.steps[1:])  # every later step follows its predecessor
