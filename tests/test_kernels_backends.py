@@ -90,12 +90,12 @@ def test_triton_backend_extend_prefix_and_decode(dtype):
     #    batched with a chunked continuation of row 1 (prefix 18, 3 more)
     req_pool.req_to_token[2, :6] = req_pool.req_to_token[4, :6]
     b2 = _extend_batch(req_pool, kv_pool, [2, 1], [6, 18], [5, 3])
-    for layer in (0, 1):
+    for layer in (1,):
         got, want = _run(backend, b2, layer, dtype)
         assert rel(got, want) < tol
     # 3) a decode step for all three
     b3 = _decode_batch(req_pool, kv_pool, [4, 1, 2], [9, 21, 11])
-    for layer in (0, 1):
+    for layer in (0,):
         got, want = _run(backend, b3, layer, dtype)
         assert rel(got, want) < tol
 
@@ -125,18 +125,18 @@ def test_model_runner_triton_backend_matches_torch_backend(tiny_llama_path):
     for name, r in runners.items():
         rp, kp = r.req_to_token_pool, r.token_kv_pool
         outs = []
-        b = _extend_batch(rp, kp, [0, 1], [0, 0], [12, 17])
-        b.input_ids = ids[:29].clone()
+        b = _extend_batch(rp, kp, [0, 1], [0, 0], [7, 10])
+        b.input_ids = ids[:17].clone()
         outs.append(r.forward(b).next_token_logits)
-        # row 2 shares row 0's first 8 tokens (a radix-cache hit) and adds 6 new ones
-        rp.req_to_token[2, :8] = rp.req_to_token[0, :8]
-        b = _extend_batch(rp, kp, [2], [8], [6])
-        b.input_ids = ids[29:35].clone()
+        # row 2 shares row 0's first 5 tokens (a radix-cache hit) and adds 3 new ones
+        rp.req_to_token[2, :5] = rp.req_to_token[0, :5]
+        b = _extend_batch(rp, kp, [2], [5], [3])
+        b.input_ids = ids[17:20].clone()
         outs.append(r.forward(b).next_token_logits)
-        seq = [12, 17, 14]
-        for step in range(2):
+        seq = [7, 10, 8]
+        for step in range(1):
             b = _decode_batch(rp, kp, [0, 1, 2], seq)
-            b.input_ids = ids[35 + step: 38 + step].clone()
+            b.input_ids = ids[20 + step: 23 + step].clone()
             outs.append(r.forward(b).next_token_logits)
             seq = [s + 1 for s in seq]
         logits[name] = outs
