@@ -304,19 +304,46 @@ def check_greedy(model: str, new_tokens: int) -> None:
             FAILED.append(f"greedy {label}: {e}")
 
 
+# -- 5. KV pool sizing from free memory ----------------------------------------------------------
+def check_memory(model: str) -> None:
+    from model_dirs import model_dir
+
+    from sglang.runtime.model_runner import ModelRunner
+    from sglang.runtime.server_args import ServerArgs
+
+    for frac in (0.5, 0.85):
+        torch.cuda.empty_cache()
+        r = ModelRunner(ServerArgs(model_path=model_dir(model), load_format="dummy", device="cuda",
+                                   dtype="bfloat16", mem_fraction_static=frac, disable_cuda_graph=True))
+        free, total = torch.cuda.mem_get_info(DEV)
+        used = (total - free) / total
+        rec = {"model": model, "mem_fraction_static": frac, "kv_pool_tokens": r.max_total_num_tokens,
+               "gpu_used_fraction_after_init": round(used, 4), "total_gib": round(total / 2**30, 1)}
+        REPORT.setdefault("memory", []).append(rec)
+        ok = abs(used - frac) < 0.03
+        print(f"  {'ok  ' if ok else 'FAIL'} memory {rec}", flush=True)
+        if not ok:
+            FAILED.append(f"memory sizing {frac}: used {used:.3f}")
+        del r
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="check_kernels.json")
-    p.add_argument("--skip", nargs="*", default=[], choices=["kernels", "backends", "timings", "greedy"])
+    sections = ["kernels", "backends", "timings", "greedy", "memory"]
+    p.add_argument("--only", nargs="*", default=sections, choices=sections,
+                   help="sections to run (run separately when one may leave the CUDA context broken)")
     p.add_argument("--greedy-model", default="smollm2-135m")
     p.add_argument("--new-tokens", type=int, default=16)
     args = p.parse_args()
     torch.manual_seed(0)
     REPORT["device"] = torch.cuda.get_device_name(DEV)
     steps = [("kernels", lambda: (check_elementwise(), check_attention_kernels())), ("backends", check_backends),
-             ("timings", time_kernels), ("greedy", lambda: check_greedy(args.greedy_model, args.new_tokens))]
+             ("timings", time_kernels), ("greedy", lambda: check_greedy(args.greedy_model, args.new_tokens)),
+             ("memory", lambda: check_memory("llama-3.2-1b"))]
     for name, fn in steps:
-        if name in args.skip:
+        if name not in args.only:
             continue
         print(f"== {name}", flush=True)
         try:

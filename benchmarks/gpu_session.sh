@@ -24,7 +24,10 @@ run_step() {  # name, limit seconds, command...
 }
 for s in $STEPS; do
   case $s in
-    check) run_step check ${CHECK_LIMIT:-240} python3 benchmarks/check_kernels.py --out "$OUT/check_kernels.json" ${CHECK_ARGS:-} ;;
+    check)  # separate processes: a kernel fault must not take the later sections with it
+      run_step check ${CHECK_LIMIT:-150} python3 benchmarks/check_kernels.py --only kernels backends --out "$OUT/check_kernels.json"
+      run_step check_e2e ${CHECK_LIMIT:-150} python3 benchmarks/check_kernels.py --only greedy memory --out "$OUT/check_e2e.json"
+      run_step timings ${CHECK_LIMIT:-150} python3 benchmarks/check_kernels.py --only timings --out "$OUT/kernel_timings.json" ;;
     one_batch) run_step one_batch ${ONE_BATCH_LIMIT:-300} python3 benchmarks/bench_one_batch.py --out "$OUT/bench_one_batch.json" ${ONE_BATCH_ARGS:-} ;;
     offline) run_step offline ${OFFLINE_LIMIT:-300} python3 benchmarks/bench_offline.py --out "$OUT/bench_offline.json" ${OFFLINE_ARGS:-} ;;
     serving) run_step serving ${SERVING_LIMIT:-300} python3 benchmarks/bench_serving.py --out "$OUT/bench_serving.json" ${SERVING_ARGS:-} ;;
