@@ -35,3 +35,5 @@ for s in $STEPS; do
   esac
 done
 log "done"
+# only 8 files come back from the device machine: bundle everything, keep the session log beside it
+(cd "$OUT" && tar czf results.tgz --exclude results.tgz --exclude session.log * && find . -maxdepth 1 -type f ! -name results.tgz ! -name session.log ! -name '*.json' -delete)
