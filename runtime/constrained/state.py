@@ -36,6 +36,7 @@ class JumpForward:
     new_ids: tuple[int, ...]  # ids to append (to prefill, not decode)
     new_state: int  # constraint state after the appended ids
     forced: bytes  # the forced bytes this jump adds to the text
+    retokenized: int  # trailing output tokens whose text was re-encoded with the forced bytes (>= rollback)
 
 
 class ConstraintState:
@@ -132,7 +133,8 @@ class ConstraintState:
         new_state = self.fsm.walk(self.state, forced)
         if new_state == 0 or self.fsm.row_of[new_state] < 0:
             return None
-        return JumpForward(rollback=len(tail) - k, new_ids=tuple(new[k:]), new_state=new_state, forced=forced)
+        return JumpForward(rollback=len(tail) - k, new_ids=tuple(new[k:]), new_state=new_state, forced=forced,
+                           retokenized=len(tail))
 
     def apply_jump_forward(self, jf: JumpForward) -> None:
         self.state = jf.new_state
