@@ -60,7 +60,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 print(f"The server is ready: {url}  (OpenAI API at {url}/v1)", flush=True)
 
         threading.Thread(target=announce, daemon=True).start()
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled once it has shut down
+            pass
         return 0 if server.started else 1
     finally:
         engine.shutdown()
