@@ -1,0 +1,130 @@
+"""Run benchmarks/bench_serving.py against this runtime's server in several configurations ("arms"),
+one server at a time, and print them side by side:
+
+  naive  torch attention, torch ops, no CUDA graphs, no radix cache, no overlap
+  full   the defaults (GPU attention backend, Triton ops, CUDA graphs, radix cache, overlap)
+
+    python benchmarks/serving_arms.py --model llama-3.2-1b --out serving.json
+
+Each arm runs the `random` dataset and the `generated-shared-prefix` dataset (the radix cache's case).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from model_dirs import NAMES, model_dir  # noqa: E402
+
+ARMS = {
+    "naive": ["--attention-backend", "torch", "--disable-cuda-graph", "--disable-radix-cache", "--disable-overlap"],
+    "full": [],
+}
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before becoming healthy")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise TimeoutError(f"server at {url} not healthy after {timeout:.0f} s")
+
+
+def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    import bench_serving
+
+    port = args.port
+    cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path, "--load-format", "dummy",
+           "--port", str(port), "--dtype", args.dtype, *ARMS[arm], *args.server_args]
+    env = dict(os.environ, SGLANG_TORCH_OPS="1" if arm == "naive" else "0")
+    log = open(log_dir / f"server_{arm}.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    out: dict[str, Any] = {"arm": arm, "cmd": " ".join(cmd)}
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, args.startup_timeout)
+        common = ["--port", str(port), "--max-token-id", str(min(args.vocab, 30000))]
+        for name, extra in (("random", ["--dataset", "random", "--num-prompts", str(args.num_prompts),
+                                        "--random-input-len", str(args.input_len),
+                                        "--random-output-len", str(args.output_len),
+                                        "--random-range-ratio", "0.5"]),
+                            ("shared_prefix", ["--dataset", "generated-shared-prefix",
+                                               "--gsp-num-groups", str(args.gsp_groups),
+                                               "--gsp-prompts-per-group", str(args.gsp_per_group),
+                                               "--gsp-system-prompt-len", "1024", "--gsp-question-len", "64",
+                                               "--gsp-output-len", "64"])):
+            print(f"[{arm}] {name} ...", flush=True)
+            try:
+                out[name] = bench_serving.main(common + extra)
+            except Exception as e:  # keep the other dataset's numbers
+                out[name] = {"error": f"{type(e).__name__}: {e}"}
+    except Exception as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="llama-3.2-1b", choices=NAMES)
+    p.add_argument("--arms", nargs="+", default=["naive", "full"], choices=list(ARMS))
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--port", type=int, default=30111)
+    p.add_argument("--num-prompts", type=int, default=200)
+    p.add_argument("--input-len", type=int, default=1024)
+    p.add_argument("--output-len", type=int, default=128)
+    p.add_argument("--gsp-groups", type=int, default=8)
+    p.add_argument("--gsp-per-group", type=int, default=32)
+    p.add_argument("--startup-timeout", type=float, default=240)
+    p.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra server flags (last)")
+    p.add_argument("--out", default="serving_arms.json")
+    args = p.parse_args(argv)
+    path = model_dir(args.model)
+    args.vocab = int(json.loads((Path(path) / "config.json").read_text())["vocab_size"])
+    log_dir = Path(args.out).resolve().parent
+    log_dir.mkdir(parents=True, exist_ok=True)
+    results = [run_arm(a, path, args, log_dir) for a in args.arms]
+    Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=1))
+    print(f"\n{'arm':<8}{'dataset':<15}{'req/s':>8}{'out tok/s':>11}{'in tok/s':>11}{'hit':>7}{'ttft p50':>10}"
+          f"{'itl p50':>9}{'failed':>8}")
+    by = {}
+    for r in results:
+        if "error" in r:
+            print(f"{r['arm']:<8}ERROR {r['error']}")
+        for ds in ("random", "shared_prefix"):
+            s = r.get(ds)
+            if not s or "error" in s:
+                continue
+            by[(r["arm"], ds)] = s
+            print(f"{r['arm']:<8}{ds:<15}{s['request_throughput']:>8.2f}{s['output_throughput']:>11.1f}"
+                  f"{s['input_throughput']:>11.1f}{s['cache_hit_rate']:>7.2f}{s['ttft_ms']['p50'] or 0:>10.1f}"
+                  f"{s['itl_ms']['p50'] or 0:>9.2f}{s['failed']:>8}")
+    for ds in ("random", "shared_prefix"):
+        if ("full", ds) in by and ("naive", ds) in by:
+            f, n = by[("full", ds)], by[("naive", ds)]
+            print(f"full/naive {ds}: request throughput x{f['request_throughput'] / n['request_throughput']:.2f}")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
