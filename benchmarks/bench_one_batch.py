@@ -125,14 +125,15 @@ class Result:
     batch_size: int
     input_len: int
     prefill_ms: float
-    decode_ms: float  # median per decode step (one token per request)
+    decode_ms: float  # median per decode step (one token per request), wall clock incl. host work
+    decode_gpu_ms: float  # median per decode step between CUDA events (device-side time of the step)
     decode_tok_s: float
     weight_gb: float
     eff_bw_gbs: float  # weight bytes / decode step
     kv_gb_per_step: float
 
 
-def time_runtime_arm(driver: Driver, bs: int, input_len: int, steps: int, vocab: int) -> tuple[float, float]:
+def time_runtime_arm(driver: Driver, bs: int, input_len: int, steps: int, vocab: int) -> tuple[float, float, float]:
     dev = driver.dev
     g = torch.Generator().manual_seed(bs * 7919 + input_len)
     prompts = torch.randint(0, vocab, (bs, input_len), generator=g).tolist()
@@ -143,16 +144,22 @@ def time_runtime_arm(driver: Driver, bs: int, input_len: int, steps: int, vocab:
         rows, lens, nxt = driver.prefill(prompts)
         sync(dev)
         prefill_ms = (time.perf_counter() - t0) * 1e3
-        times = []
+        times, gpu = [], []
         for _ in range(3 if warm else steps):
+            ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if dev.type == "cuda" else None
             t0 = time.perf_counter()
+            if ev:
+                ev[0].record()
             lens, nxt = driver.decode(rows, lens, nxt)
+            if ev:
+                ev[1].record()
             sync(dev)
             times.append((time.perf_counter() - t0) * 1e3)
-    return prefill_ms, statistics.median(times)
+            gpu.append(ev[0].elapsed_time(ev[1]) if ev else float("nan"))
+    return prefill_ms, statistics.median(times), statistics.median(gpu)
 
 
-def time_hf_arm(model: Any, bs: int, input_len: int, steps: int, vocab: int, dev: torch.device) -> tuple[float, float]:
+def time_hf_arm(model: Any, bs: int, input_len: int, steps: int, vocab: int, dev: torch.device) -> tuple[float, float, float]:
     from transformers import DynamicCache
 
     g = torch.Generator().manual_seed(bs * 7919 + input_len)
@@ -173,7 +180,34 @@ def time_hf_arm(model: Any, bs: int, input_len: int, steps: int, vocab: int, dev
             sync(dev)
             times.append((time.perf_counter() - t0) * 1e3)
         del out, cache
-    return prefill_ms, statistics.median(times)
+    return prefill_ms, statistics.median(times), float("nan")
+
+
+def profile_decode(driver: Driver, bs: int, input_len: int, vocab: int, steps: int = 10) -> list[dict]:
+    """Per-kernel device time of `steps` decode steps (torch.profiler), largest first, as dicts."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prompts = torch.randint(0, vocab, (bs, input_len)).tolist()
+    driver.reset()
+    rows, lens, nxt = driver.prefill(prompts)
+    for _ in range(3):
+        lens, nxt = driver.decode(rows, lens, nxt)
+    sync(driver.dev)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            lens, nxt = driver.decode(rows, lens, nxt)
+        sync(driver.dev)
+    rows_out = []
+    for e in prof.key_averages():
+        t = getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)
+        if t > 0:
+            rows_out.append({"kernel": e.key[:90], "us_per_step": round(t / steps, 2), "calls_per_step": e.count / steps})
+    rows_out.sort(key=lambda r: -r["us_per_step"])
+    total = sum(r["us_per_step"] for r in rows_out)
+    print(f"  profile bs={bs}: {total:.0f} us of kernels per decode step; top kernels:")
+    for r in rows_out[:15]:
+        print(f"    {r['us_per_step']:9.1f} us  x{r['calls_per_step']:<6.0f} {r['kernel']}")
+    return [{"kernel_us_per_step_total": round(total, 1)}] + rows_out[:40]
 
 
 def copy_bandwidth_gbs(dev: torch.device, nbytes: int = 1 << 30) -> float:
@@ -233,6 +267,7 @@ def run(args: argparse.Namespace) -> dict:
     dev = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     copy_bw = copy_bandwidth_gbs(dev)
     results: list[Result] = []
+    profiles: dict[str, Any] = {}
     max_in = max(args.input_lens)
     max_tokens = max(args.batch_sizes) * (max_in + args.steps + 8) + 64
     for name in args.models:
@@ -259,10 +294,13 @@ def run(args: argparse.Namespace) -> dict:
                     wbytes = weight_bytes(runner.model)
                     driver = Driver(runner)
                     fn = lambda bs, n: time_runtime_arm(driver, bs, n, args.steps, vocab)  # noqa: E731
+                if arm != "hf" and arm.startswith(args.profile_arm or "\0") and dev.type == "cuda":
+                    profiles[f"{name}/{arm}"] = profile_decode(driver, args.profile_bs, min(args.input_lens), vocab)
                 for n in args.input_lens:
                     for bs in args.batch_sizes:
-                        pre, dec = fn(bs, n)
-                        r = Result(name, arm, bs, n, round(pre, 3), round(dec, 4), round(bs / dec * 1e3, 1),
+                        pre, dec, dec_gpu = fn(bs, n)
+                        r = Result(name, arm, bs, n, round(pre, 3), round(dec, 4), round(dec_gpu, 4),
+                                   round(bs / dec * 1e3, 1),
                                    round(wbytes / 1e9, 3), round(wbytes / (dec / 1e3) / 1e9, 1),
                                    round(bs * (n + args.steps / 2) * kv_bytes_tok / 1e9, 4))
                         results.append(r)
@@ -274,7 +312,7 @@ def run(args: argparse.Namespace) -> dict:
                 free_memory()
     return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "copy_bandwidth_gbs": round(copy_bw, 1), "steps": args.steps, "dtype": args.dtype,
-            "results": [asdict(r) for r in results]}
+            "results": [asdict(r) for r in results], "profiles": profiles}
 
 
 def build_hf(path: str, dtype: str, dev: torch.device) -> Any:
@@ -291,13 +329,14 @@ def build_hf(path: str, dtype: str, dev: torch.device) -> Any:
 def print_table(report: dict) -> None:
     rows = report["results"]
     print(f"\ndevice: {report['device']}   copy bandwidth (read+write): {report['copy_bandwidth_gbs']} GB/s")
-    hdr = f"{'model':<14}{'arm':<18}{'bs':>4}{'in':>6}{'prefill ms':>12}{'decode ms':>11}{'tok/s':>10}{'eff GB/s':>10}{'%copy':>7}"
+    hdr = (f"{'model':<14}{'arm':<18}{'bs':>4}{'in':>6}{'prefill ms':>12}{'decode ms':>11}{'gpu ms':>9}"
+           f"{'tok/s':>10}{'eff GB/s':>10}{'%copy':>7}")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         pct = 100 * r["eff_bw_gbs"] / report["copy_bandwidth_gbs"] if report["copy_bandwidth_gbs"] == report["copy_bandwidth_gbs"] else float("nan")
         print(f"{r['model']:<14}{r['arm']:<18}{r['batch_size']:>4}{r['input_len']:>6}{r['prefill_ms']:>12.2f}"
-              f"{r['decode_ms']:>11.3f}{r['decode_tok_s']:>10.1f}{r['eff_bw_gbs']:>10.1f}{pct:>7.1f}")
+              f"{r['decode_ms']:>11.3f}{r['decode_gpu_ms']:>9.3f}{r['decode_tok_s']:>10.1f}{r['eff_bw_gbs']:>10.1f}{pct:>7.1f}")
     # ratios of every arm against the baselines, per (model, bs, input_len)
     key = lambda r: (r["model"], r["batch_size"], r["input_len"])  # noqa: E731
     by: dict[tuple, dict[str, dict]] = {}
@@ -327,6 +366,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default="auto")
     p.add_argument("--disable-cuda-graph", action="store_true")
+    p.add_argument("--profile-arm", default=None, help="profile decode kernels of arms starting with this name")
+    p.add_argument("--profile-bs", type=int, default=1)
     p.add_argument("--out", default="bench_one_batch.json")
     args = p.parse_args(argv)
     if any(b < 1 for b in args.batch_sizes) or any(n < 1 for n in args.input_lens) or args.steps < 1:
