@@ -15,7 +15,7 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
   python3 -c "import flashinfer; print('flashinfer', flashinfer.__version__)"
-  git rev-parse --short HEAD 2>/dev/null; } 2>&1 | tee -a "$OUT/session.log"
+  echo "commit ${COMMIT:-unknown} (+ working tree)"; } 2>&1 | tee -a "$OUT/session.log"
 run_step() {  # name, limit seconds, command...
   local name=$1 limit=$2; shift 2
   log "step $name (limit ${limit}s): $*"
