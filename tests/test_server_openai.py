@@ -3,6 +3,7 @@ a real uvicorn server over the tiny dummy-weight Llama engine.
 """
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -146,6 +147,25 @@ def test_chat_stream_n2_logprobs_usage(oai):
     sync = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4, temperature=0.7, n=2, seed=5,
                                        extra_body={"ignore_eos": True})
     assert [c.message.content for c in sync.choices] == [content[0], content[1]]
+
+
+def test_response_format_json_schema_and_logit_bias(oai, engine):
+    schema = {"type": "object", "properties": {"color": {"enum": ["red", "green"]}, "ok": {"type": "boolean"}},
+              "required": ["color", "ok"]}
+    c = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=60, temperature=0,
+                                    response_format={"type": "json_schema",
+                                                     "json_schema": {"name": "answer", "schema": schema}})
+    value = json.loads(c.choices[0].message.content)
+    assert value["color"] in ("red", "green") and isinstance(value["ok"], bool)
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4, response_format={
+            "type": "json_schema", "json_schema": {"name": "bad", "schema": {"type": "wat"}}})
+    assert "response_format.json_schema.schema" in info.value.body["message"]
+    # a +100 bias makes one token certain
+    token = engine.tokenizer.encode(" banana")[0]
+    biased = oai.completions.create(model=MODEL, prompt="hi", max_tokens=3, temperature=0.9,
+                                    logit_bias={str(token): 100}, extra_body={"ignore_eos": True})
+    assert biased.choices[0].text == engine.tokenizer.decode([token]) * 3
 
 
 def test_unknown_model_is_404(oai):

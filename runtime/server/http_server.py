@@ -221,6 +221,10 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
     async def _starlette_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return HTTPError(exc.status_code, str(exc.detail), code=str(exc.status_code)).response()
 
+    @app.exception_handler(ValueError)  # a bad request found by a checker below the route (e.g. constraints)
+    async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
+        return as_http_error(exc).response()
+
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         return as_http_error(exc).response()

@@ -57,8 +57,6 @@ def check_model(ctx: Any, name: str) -> None:
 def _sampling(req: _OpenAISampling, max_tokens: Optional[int]) -> dict[str, Any]:
     if req.n < 1:
         raise HTTPError(400, f"n must be >= 1, got {req.n}", param="n")
-    if req.logit_bias:
-        raise HTTPError(400, "logit_bias is not supported", param="logit_bias")
     sp: dict[str, Any] = {}
     if max_tokens is not None:
         sp["max_new_tokens"] = max_tokens
@@ -72,6 +70,8 @@ def _sampling(req: _OpenAISampling, max_tokens: Optional[int]) -> dict[str, Any]
         sp["json_schema"] = json.dumps(sp["json_schema"])
     if req.seed is not None:
         sp["seed"] = req.seed
+    if req.logit_bias:
+        sp["logit_bias"] = dict(req.logit_bias)
     return sp
 
 
@@ -246,19 +246,15 @@ def register_openai_routes(app: FastAPI, ctx: Any) -> None:
         stops = tuple(getattr(ctx.chat_template, "stop_strs", ()) or ())
         if stops:
             sp["stop"] = list(sp.get("stop", [])) + [s for s in stops if s not in sp.get("stop", [])]
-        rf = req.response_format
-        if rf is not None and rf.type != "text":
-            if any(sp.get(k) is not None for k in ("regex", "json_schema", "ebnf")):
-                raise HTTPError(400, "response_format cannot be combined with regex/json_schema/ebnf",
-                                param="response_format")
-            if rf.type == "json_object":
-                sp["json_schema"] = json.dumps({"type": "object"})
-            else:
-                schema = (rf.json_schema or {}).get("schema")
-                if not isinstance(schema, dict):
-                    raise HTTPError(400, "response_format.json_schema.schema must be a JSON schema object",
+        if req.response_format is not None:
+            from sglang.runtime.constrained import response_format_to_constraint
+
+            spec = response_format_to_constraint(req.response_format)  # ValueError naming the field -> 400
+            if spec is not None:
+                if any(sp.get(k) is not None for k in ("regex", "json_schema", "ebnf")):
+                    raise HTTPError(400, "response_format cannot be combined with regex/json_schema/ebnf",
                                     param="response_format")
-                sp["json_schema"] = json.dumps(schema)
+                sp["regex"] = spec.regex
         base = {"return_logprob": req.logprobs, "top_logprobs_num": req.top_logprobs or 0,
                 "logprob_start_len": -1, "return_text_in_logprobs": True}
         prompt: dict[str, Any] = {"text": render_chat(ctx, req)}

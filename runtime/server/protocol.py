@@ -102,17 +102,12 @@ class ChatMessage(BaseModel):
     content: Optional[Union[StrictStr, list[dict[str, Any]]]] = None
 
 
-class ResponseFormat(_Strict):
-    type: Literal["text", "json_object", "json_schema"]
-    json_schema: Optional[dict[str, Any]] = None
-
-
 class ChatCompletionRequest(_OpenAISampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Optional[StrictInt] = None
     logprobs: StrictBool = False
     top_logprobs: Optional[StrictInt] = None
-    response_format: Optional[ResponseFormat] = None
+    response_format: Optional[dict[str, Any]] = None  # checked by runtime.constrained
     tools: Optional[list[Any]] = None
     tool_choice: Optional[Any] = None
     parallel_tool_calls: Optional[StrictBool] = None
