@@ -52,3 +52,16 @@ def test_vocab_change_resets():
     out = [1, 1]
     assert cache.counts([(None, out)], V, "cpu")[0, 1] == 2
     assert cache.counts([(None, out)], V + 5, "cpu").shape == (1, V + 5)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_a_step_counts_only_new_tokens(device):
+    cache = PenaltyCache()
+    prompt, out = [1, 2, 3, 4, 5], [6, 7, 8]
+    cache.counts([(prompt, out)], V, device)
+    assert cache.tokens_counted == 8
+    for step in range(3):
+        out.append(9)
+        got = cache.counts([(prompt, out)], V, device)
+        assert cache.tokens_counted == 9 + step
+        assert got[0, 9].item() == step + 1 and got[0, 1].item() == 1

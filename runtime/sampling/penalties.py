@@ -71,6 +71,7 @@ class PenaltyCache:
         self._slab: Optional[torch.Tensor] = None
         self._free: list[int] = []
         self._clock = 0
+        self.tokens_counted = 0  # total ids ever scattered (tests check that steps are incremental)
 
     def counts(
         self,
@@ -80,6 +81,8 @@ class PenaltyCache:
     ) -> torch.Tensor:
         """fp32 [len(rows), V]: counts of prompt + output ids per (prompt | None, output) row."""
         device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" must be one key
+            device = torch.device("cuda", torch.cuda.current_device())
         self._clock += 1
         if self._slab is not None and (self._slab.shape[1] != vocab_size or self._slab.device != device):
             self._entries.clear()
@@ -132,6 +135,7 @@ class PenaltyCache:
                 raise ValueError(f"token id {bad} in penalty history is outside the vocabulary [0, {vocab_size})")
             base = torch.repeat_interleave(torch.tensor(add_slots, dtype=torch.int64), torch.tensor(add_lens))
             pos = (base * vocab_size + tok).to(device)
+            self.tokens_counted += len(toks)
             slab.view(-1).index_add_(0, pos, torch.ones(pos.shape[0], dtype=slab.dtype, device=device))
         out = slab[torch.tensor(slots, dtype=torch.int64).to(device)]
         self._evict()

@@ -102,8 +102,8 @@ class Sampler:
         # q ~ Exp(1) as -log(U): uniform draws are several times cheaper than exponential_ on CPU
         u = torch.empty_like(probs)
         u.uniform_(generator=self._default_generator(probs.device))
-        for i in info.seeded_rows:
-            u[i].uniform_(generator=info.generators[i])
+        if info.seed_keys is not None:
+            u[info.seeded_rows_t] = hash_uniform(info.seed_keys, probs.shape[1])
         q = u.log_().neg_()
         # U == 0 gives q = inf (that token loses); U -> 1 gives q -> 0, clamped to keep the race finite
         return (probs / q.clamp_min_(torch.finfo(q.dtype).tiny)).argmax(dim=-1)
@@ -143,6 +143,38 @@ class Sampler:
             full = probs
         truncated = torch.zeros_like(probs).scatter_(1, idx, vals.masked_fill(~keep, 0.0))
         return torch.where((limited | nucleus).unsqueeze(1), truncated, full)
+
+
+# ---------------------------------------------------------------------- counter-based noise
+# splitmix64 constants as signed int64 (torch has no uint64 arithmetic; int64 multiply wraps)
+_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
+_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
+_MIX2 = 0x94D049BB133111EB - (1 << 64)
+_HASH_CHUNK_ELEMS = 1 << 24  # bounds the int64 temporaries (~128 MiB each)
+
+
+def _lsr(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def hash_uniform(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """fp32 [len(keys), n] uniforms in (0, 1): splitmix64(key + (j + 1) * golden) for column j.
+
+    Pure integer arithmetic, so the same key gives bit-identical noise on every device.
+    """
+    rows = keys.shape[0]
+    out = torch.empty(rows, n, dtype=torch.float32, device=keys.device)
+    cols = (torch.arange(1, n + 1, dtype=torch.int64, device=keys.device) * _GOLDEN).unsqueeze(0)
+    step = max(1, _HASH_CHUNK_ELEMS // max(n, 1))
+    for r in range(0, rows, step):
+        z = keys[r : r + step].unsqueeze(1) + cols
+        z = (z ^ _lsr(z, 30)) * _MIX1
+        z = (z ^ _lsr(z, 27)) * _MIX2
+        z = z ^ _lsr(z, 31)
+        # top 23 bits + 1/2 needs 24 significant bits: exact in fp32, never 0 or 1
+        out[r : r + step] = (_lsr(z, 41).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
+    return out
 
 
 # ---------------------------------------------------------------------- logprob helpers

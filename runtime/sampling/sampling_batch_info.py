@@ -23,14 +23,21 @@ GREEDY_TEMPERATURE = 1e-6
 def make_generator(seed: Optional[int], device: torch.device | str = "cpu") -> Optional[torch.Generator]:
     """A per-request generator for a seeded request (None when seed is None).
 
-    The generator must live on the device the logits live on; keep it with the request for its
-    whole life so that its random stream (and so its output) is reproducible.
+    It always lives on the host, whatever `device` says: each step draws one 62-bit key from it,
+    and the sampler turns (key, token id) into that row's noise with a counter-based hash on the
+    logits' device. So a seeded request's tokens depend only on its seed and its logits: not on
+    the batch around it, and not on the device. Keep it with the request for the request's life.
     """
     if seed is None:
         return None
-    g = torch.Generator(device=torch.device(device))
+    g = torch.Generator()
     g.manual_seed(int(seed))
     return g
+
+
+def draw_key(g: torch.Generator) -> int:
+    """The next 62-bit noise key of a request's generator."""
+    return int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
 
 
 @dataclass
@@ -61,6 +68,8 @@ class SamplingBatchInfo:
     vocab_mask: Optional[torch.Tensor] = None  # bool [bs, V], True = allowed
     generators: list[Optional[torch.Generator]] = field(default_factory=list)
     seeded_rows: list[int] = field(default_factory=list)
+    seeded_rows_t: Optional[torch.Tensor] = None  # int64 [n_seeded] on device
+    seed_keys: Optional[torch.Tensor] = None  # int64 [n_seeded]: this step's key per seeded row
 
     @property
     def batch_size(self) -> int:
@@ -153,6 +162,12 @@ class SamplingBatchInfo:
                 banned.extend(i * vocab_size + t for t in sorted(ids) if 0 <= t < vocab_size)
         if banned:
             info.banned_flat = torch.tensor(banned, dtype=torch.int64).to(device)
+
+        if info.seeded_rows:
+            # one key per seeded row that samples this step (greedy rows do not advance their stream)
+            keys = [draw_key(generators[i]) for i in info.seeded_rows]
+            info.seeded_rows_t = torch.tensor(info.seeded_rows, dtype=torch.int64).to(device)
+            info.seed_keys = torch.tensor(keys, dtype=torch.int64).to(device)
 
         if vocab_mask is not None:
             if vocab_mask.dtype != torch.bool or tuple(vocab_mask.shape) != (bs, vocab_size):
