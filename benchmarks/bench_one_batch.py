@@ -133,54 +133,65 @@ class Result:
     kv_gb_per_step: float
 
 
-def time_runtime_arm(driver: Driver, bs: int, input_len: int, steps: int, vocab: int) -> tuple[float, float, float]:
+def time_runtime_arm(driver: Driver, bs: int, input_len: int, steps: int, vocab: int,
+                     prefill_reps: int = 3) -> tuple[float, float, float]:
+    """(median prefill ms over `prefill_reps`, median decode ms/step wall, median decode ms/step device)."""
     dev = driver.dev
     g = torch.Generator().manual_seed(bs * 7919 + input_len)
     prompts = torch.randint(0, vocab, (bs, input_len), generator=g).tolist()
-    for warm in (True, False):
+    # warm-up: compiles/loads every kernel variant these shapes use
+    driver.reset()
+    rows, lens, nxt = driver.prefill(prompts)
+    for _ in range(3):
+        lens, nxt = driver.decode(rows, lens, nxt)
+    prefill = []
+    for _ in range(prefill_reps):
         driver.reset()
         sync(dev)
         t0 = time.perf_counter()
         rows, lens, nxt = driver.prefill(prompts)
         sync(dev)
-        prefill_ms = (time.perf_counter() - t0) * 1e3
-        times, gpu = [], []
-        for _ in range(3 if warm else steps):
-            ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if dev.type == "cuda" else None
-            t0 = time.perf_counter()
-            if ev:
-                ev[0].record()
-            lens, nxt = driver.decode(rows, lens, nxt)
-            if ev:
-                ev[1].record()
-            sync(dev)
-            times.append((time.perf_counter() - t0) * 1e3)
-            gpu.append(ev[0].elapsed_time(ev[1]) if ev else float("nan"))
-    return prefill_ms, statistics.median(times), statistics.median(gpu)
+        prefill.append((time.perf_counter() - t0) * 1e3)
+    times, gpu = [], []
+    for _ in range(steps):
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(2)] if dev.type == "cuda" else None
+        t0 = time.perf_counter()
+        if ev:
+            ev[0].record()
+        lens, nxt = driver.decode(rows, lens, nxt)
+        if ev:
+            ev[1].record()
+        sync(dev)
+        times.append((time.perf_counter() - t0) * 1e3)
+        gpu.append(ev[0].elapsed_time(ev[1]) if ev else float("nan"))
+    return statistics.median(prefill), statistics.median(times), statistics.median(gpu)
 
 
-def time_hf_arm(model: Any, bs: int, input_len: int, steps: int, vocab: int, dev: torch.device) -> tuple[float, float, float]:
+def time_hf_arm(model: Any, bs: int, input_len: int, steps: int, vocab: int, dev: torch.device,
+                prefill_reps: int = 3) -> tuple[float, float, float]:
     from transformers import DynamicCache
 
     g = torch.Generator().manual_seed(bs * 7919 + input_len)
     ids = torch.randint(0, vocab, (bs, input_len), generator=g).to(dev)
-    for warm in (True, False):
+    prefill, times = [], []
+    for rep in range(prefill_reps + 1):  # the first is a warm-up
         cache = DynamicCache()
         sync(dev)
         t0 = time.perf_counter()
         out = model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         sync(dev)
-        prefill_ms = (time.perf_counter() - t0) * 1e3
-        times = []
-        for _ in range(3 if warm else steps):
-            t0 = time.perf_counter()
-            out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
-            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
-            sync(dev)
+        if rep:
+            prefill.append((time.perf_counter() - t0) * 1e3)
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        out = model(input_ids=nxt, past_key_values=out.past_key_values, use_cache=True, logits_to_keep=1)
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        sync(dev)
+        if i >= 2:
             times.append((time.perf_counter() - t0) * 1e3)
-        del out, cache
-    return prefill_ms, statistics.median(times), float("nan")
+    del out, cache
+    return statistics.median(prefill), statistics.median(times), float("nan")
 
 
 def profile_decode(driver: Driver, bs: int, input_len: int, vocab: int, steps: int = 10) -> list[dict]:
