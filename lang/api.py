@@ -48,10 +48,12 @@ def function(func: Optional[Callable[..., Any]] = None, *, num_api_spec_tokens: 
     return SglFunction(func, num_api_spec_tokens=num_api_spec_tokens)
 
 
-def _stop(stop: Any, what: str) -> Optional[tuple]:
+def _stop(stop: Any) -> Optional[tuple]:
     if stop is None:
         return None
-    items = (stop,) if isinstance(stop, (str, int)) else tuple(stop)
+    items = (stop,) if isinstance(stop, str) else tuple(stop)
+    if not all(isinstance(x, str) for x in items):
+        raise TypeError(f"gen stop must be a string or a list of strings, got {stop!r}")
     return items
 
 
@@ -74,7 +76,7 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
         raise ValueError(f"gen {name!r}: dtype must be int, str, float or bool, got {dtype!r}")
     if stop_token_ids is not None:
         stop_token_ids = tuple(int(t) for t in ([stop_token_ids] if isinstance(stop_token_ids, int) else stop_token_ids))
-    op = Gen(name=name, max_tokens=max_tokens, min_tokens=min_tokens, stop=_stop(stop, "stop"),
+    op = Gen(name=name, max_tokens=max_tokens, min_tokens=min_tokens, stop=_stop(stop),
              stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
              repetition_penalty=repetition_penalty, ignore_eos=ignore_eos, regex=regex,

@@ -290,6 +290,18 @@ class ProgramState:
             return
         yield from self.stream_executor.text_iter(var_name)
 
+    async def text_async_iter(self, var_name: Optional[str] = None) -> Any:
+        """`async for piece in state.text_async_iter()`: text_iter without blocking the event loop."""
+        import asyncio
+
+        it = self.text_iter(var_name)
+        done = object()
+        while True:
+            piece = await asyncio.to_thread(next, it, done)
+            if piece is done:
+                return
+            yield piece
+
     def fork(self, size: int = 1) -> "ProgramStateGroup":
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"fork size must be a positive int, got {size!r}")

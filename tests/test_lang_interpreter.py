@@ -26,10 +26,11 @@ def test_gen_sends_native_request_with_merged_sampling_params(backend):
         s += "Q: " + q + "\nA:" + sgl.gen("a", max_tokens=5, stop=["\n"], temperature=0.5)
         s += sgl.gen_int("n", max_tokens=3)
 
-    state = prog.run(q="hi", top_p=0.9, temperature=0.1)
+    state = prog.run(q="hi", top_p=0.9, temperature=0.1, return_logprob=True, top_logprobs_num=2)
     first, second = backend.requests
     assert first == {"text": "Q: hi\nA:", "sampling_params": {"max_new_tokens": 5, "top_p": 0.9, "temperature": 0.5,
-                                                            "stop": ["\n"]}}
+                                                            "stop": ["\n"]},
+                     "return_logprob": True, "top_logprobs_num": 2}
     assert second["sampling_params"] == {"max_new_tokens": 3, "top_p": 0.9, "temperature": 0.1,
                                          "regex": r"[-+]?[0-9]+"}
     assert state["a"] == "<8>"[:5]
@@ -93,6 +94,13 @@ def test_streaming_text_iter_yields_pieces_in_order(backend):
     pieces = list(state.text_iter())
     assert "".join(pieces) == "ab<2>cd" and len(pieces) >= 4
     assert "".join(prog.run(stream=True).text_iter("x")) == "<2>"
+
+    async def collect():
+        return [p async for p in prog.run(stream=True).text_async_iter()]
+
+    import asyncio
+
+    assert "".join(asyncio.run(collect())) == "ab<2>cd"
     assert any(r.get("stream") for r in backend.requests)
 
 
