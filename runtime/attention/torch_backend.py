@@ -3,10 +3,13 @@
 Per request: gather K/V of the whole sequence through req_to_token[row, :seq_len] and attend causally,
 query at absolute position p seeing keys 0..p (prefix_len + its offset among the new tokens).
 GQA is handled by grouping the query heads of each KV head, so K/V are never repeated in memory.
+K/V are gathered once per layer for the whole batch; DECODE does one attention call over the batch padded
+to its longest sequence (masked), EXTEND one call per request.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,16 @@ class _Seq:
     q_start: int  # offset of this request's new tokens in the ragged token dimension
     q_len: int  # new tokens
     prefix_len: int  # cached tokens before them
-    slots: torch.Tensor  # KV slots of the whole sequence [prefix_len + q_len]
+    kv_start: int  # offset of this request's K/V in the batch-wide gathered K/V
+
+
+@dataclass
+class _Meta:
+    seqs: list[_Seq]
+    slots: torch.Tensor  # KV slots of every request's whole sequence, concatenated (one gather per layer)
+    # DECODE only: [bs, max_len] slots padded with the pad slot 0, and which of them are real keys
+    padded_slots: Optional[torch.Tensor] = None
+    key_mask: Optional[torch.Tensor] = None
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -36,16 +48,26 @@ class TorchAttentionBackend(AttentionBackend):
         else:
             q_lens = batch.extend_seq_lens.tolist()
         rows = batch.req_pool_indices.tolist()
-        seqs, start = [], 0
+        seqs, slots, start, kv_start = [], [], 0, 0
         for row, n, q_len in zip(rows, seq_lens, q_lens):
             n, q_len = int(n), int(q_len)
             if q_len > n:
                 raise ValueError(f"request in row {row}: {q_len} new tokens but seq_len {n}")
-            seqs.append(_Seq(start, q_len, n - q_len, batch.req_to_token[int(row), :n].long()))
+            seqs.append(_Seq(start, q_len, n - q_len, kv_start))
+            slots.append(batch.req_to_token[int(row), :n])
             start += q_len
+            kv_start += n
         if start != batch.num_tokens:
             raise ValueError(f"new-token counts add up to {start}, but the batch has {batch.num_tokens} tokens")
-        batch.attn_metadata = seqs
+        meta = _Meta(seqs, torch.cat(slots).long() if slots else torch.zeros(0, dtype=torch.long, device=batch.device))
+        if batch.mode.is_decode() and seqs:
+            # one padded attention call for the whole batch instead of one per request
+            lens = torch.tensor([int(n) for n in seq_lens], device=batch.device)
+            cols = torch.arange(int(lens.max()), device=batch.device)
+            meta.key_mask = cols[None, :] < lens[:, None]  # [bs, max_len]
+            table = batch.req_to_token[batch.req_pool_indices.long()][:, : cols.numel()].long()
+            meta.padded_slots = torch.where(meta.key_mask, table, torch.zeros_like(table))
+        batch.attn_metadata = meta
 
     def forward(
         self,
@@ -61,18 +83,21 @@ class TorchAttentionBackend(AttentionBackend):
         k_buf, v_buf = pool.get_kv(layer_id)
         num_tokens, num_heads, head_dim = q.shape
         group = num_heads // k_buf.shape[1]
+        meta: _Meta = batch.attn_metadata
+        if meta.padded_slots is not None:
+            return self._decode(q, k_buf, v_buf, meta, group, scaling).reshape(num_tokens, num_heads * head_dim)
+        k_all = k_buf[meta.slots].to(q.dtype)  # [sum of seq lens, Hkv, D]
+        v_all = v_buf[meta.slots].to(q.dtype)
         out = torch.empty((num_tokens, num_heads, head_dim), dtype=q.dtype, device=q.device)
-        for s in batch.attn_metadata:
+        for s in meta.seqs:
             if s.q_len == 0:
                 continue
+            n = s.prefix_len + s.q_len
             qi = q[s.q_start : s.q_start + s.q_len]  # [t, H, D]
-            ki = k_buf[s.slots].to(q.dtype)  # [n, Hkv, D]
-            vi = v_buf[s.slots].to(q.dtype)
             # [Hkv, group, t, D] x [Hkv, 1, n, D]: each KV head serves its `group` query heads
             qh = qi.permute(1, 0, 2).reshape(-1, group, s.q_len, head_dim)
-            kh = ki.permute(1, 0, 2).unsqueeze(1)
-            vh = vi.permute(1, 0, 2).unsqueeze(1)
-            n = s.prefix_len + s.q_len
+            kh = k_all[s.kv_start : s.kv_start + n].permute(1, 0, 2).unsqueeze(1)
+            vh = v_all[s.kv_start : s.kv_start + n].permute(1, 0, 2).unsqueeze(1)
             mask = None
             if s.q_len > 1:
                 qpos = torch.arange(s.prefix_len, n, device=q.device)[:, None]
@@ -82,3 +107,19 @@ class TorchAttentionBackend(AttentionBackend):
             )
             out[s.q_start : s.q_start + s.q_len] = o.reshape(num_heads, s.q_len, head_dim).permute(1, 0, 2)
         return out.reshape(num_tokens, num_heads * head_dim)
+
+    @staticmethod
+    def _decode(
+        q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, meta: _Meta, group: int, scaling: float
+    ) -> torch.Tensor:
+        bs, num_heads, head_dim = q.shape
+        k = k_buf[meta.padded_slots].to(q.dtype)  # [bs, L, Hkv, D]
+        v = v_buf[meta.padded_slots].to(q.dtype)
+        qh = q.reshape(bs, -1, group, 1, head_dim)  # [bs, Hkv, group, 1, D]
+        kh = k.permute(0, 2, 1, 3).unsqueeze(2)  # [bs, Hkv, 1, L, D]
+        vh = v.permute(0, 2, 1, 3).unsqueeze(2)
+        mask = meta.key_mask[:, None, None, None, :]  # [bs, 1, 1, 1, L]
+        o = F.scaled_dot_product_attention(
+            qh, kh.expand(-1, -1, group, -1, -1), vh.expand(-1, -1, group, -1, -1), attn_mask=mask, scale=scaling
+        )
+        return o.reshape(bs, num_heads, head_dim)
