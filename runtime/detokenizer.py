@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+import weakref
 from typing import Any, Optional, Sequence
 
 logger = logging.getLogger(__name__)
@@ -87,15 +88,22 @@ def _build_byte_table(tokenizer: Any) -> Optional[_ByteTable]:
     return bt
 
 
+# id(tokenizer) -> (weak ref to it, its table); the entry goes away with the tokenizer
 _TABLES: dict[int, tuple[Any, Optional[_ByteTable]]] = {}
 
 
 def _byte_table_for(tokenizer: Any) -> Optional[_ByteTable]:
-    entry = _TABLES.get(id(tokenizer))
-    if entry is None or entry[0] is not tokenizer:
-        entry = (tokenizer, _build_byte_table(tokenizer))
-        _TABLES[id(tokenizer)] = entry
-    return entry[1]
+    key = id(tokenizer)
+    entry = _TABLES.get(key)
+    if entry is not None and entry[0]() is tokenizer:
+        return entry[1]
+    table = _build_byte_table(tokenizer)
+    try:
+        ref = weakref.ref(tokenizer, lambda _r, k=key: _TABLES.pop(k, None))
+    except TypeError:  # not weak-referenceable: do not cache (ids could be reused)
+        return table
+    _TABLES[key] = (ref, table)
+    return table
 
 
 # ---------------------------------------------------------------------- incremental detokenizer
