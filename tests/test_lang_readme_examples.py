@@ -145,3 +145,30 @@ def test_openai_backend_against_our_v1_server(http_url, engine, monkeypatch):
 def test_image_qa_on_text_only_model_is_a_clear_error(backend):
     with pytest.raises((sgl.ProgramError, ValueError), match="text-only"):
         image_qa.image_qa.run(image_file="example_image.png", question="What is this?")
+
+
+def test_engine_and_http_backends_send_identical_native_requests(engine, http_url):
+    from sglang.runtime.backends.engine_backend import EngineBackend
+    from sglang.runtime.backends.runtime_endpoint import RuntimeEndpoint
+
+    def recording(cls):
+        class Recording(cls):
+            def _call(self, payload):
+                self.sent.append(payload)
+                return super()._call(payload)
+
+        return Recording
+
+    local = recording(EngineBackend)(engine)
+    remote = recording(RuntimeEndpoint)(http_url)
+    local.sent, remote.sent = [], []
+
+    @sgl.function
+    def prog(s):
+        s += sgl.user("Say yes or no.")
+        s += sgl.assistant(sgl.gen("a", max_tokens=3) + " So: " + sgl.select("c", choices=["yes", "no"]))
+
+    a = prog.run(temperature=0, backend=local)
+    b = prog.run(temperature=0, backend=remote)
+    assert local.sent == remote.sent and len(local.sent) == 3  # gen, prefix prefill, one batch of choices
+    assert a.text() == b.text() and a["c"] == b["c"]
