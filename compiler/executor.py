@@ -24,6 +24,7 @@ from ..lang.sgl_errors import SglRuntimeError
 from .plan import FunctionPlan, Plan, Step
 
 _PREFILL = {"max_new_tokens": 0, "temperature": 0.0}
+MAX_CALL_BATCH = 512  # ServerArgs.max_batch_size_per_request's default
 
 
 @dataclass
@@ -230,6 +231,11 @@ class PlanExecutor:
         return out
 
     def _call(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if len(payloads) > MAX_CALL_BATCH:  # servers cap one request's batch (max_batch_size_per_request)
+            out: list[dict[str, Any]] = []
+            for i in range(0, len(payloads), MAX_CALL_BATCH):
+                out.extend(self._call(payloads[i:i + MAX_CALL_BATCH]))
+            return out
         merged: dict[str, Any] = {"text": [p["text"] for p in payloads],
                                   "sampling_params": [p["sampling_params"] for p in payloads]}
         for key, default in (("return_logprob", False), ("logprob_start_len", -1), ("top_logprobs_num", 0)):

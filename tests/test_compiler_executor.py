@@ -158,3 +158,12 @@ def test_plan_steps_have_dependencies():
     var_a = next(s for s in fplan.steps if s.kind == "var")
     assert gen_a.id in var_a.deps  # a data edge: reading a waits for its gen
     assert all(s.deps for s in fplan.steps[1:])  # every later step follows its predecessor
+
+
+def test_huge_waves_are_split_into_capped_calls(monkeypatch):
+    import sglang.compiler.executor as E
+
+    monkeypatch.setattr(E, "MAX_CALL_BATCH", 3)
+    out, stats, be = run("def f(q: str) { q gen a(max_tokens=2) }", [{"q": str(i)} for i in range(7)])
+    assert len(out) == 7 and all("error" not in o for o in out)
+    assert [len(c["text"]) for c in be.calls] == [3, 3, 1]
