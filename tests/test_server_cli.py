@@ -26,6 +26,8 @@ def test_flags_map_onto_server_args():
 def test_bad_flag_values_are_reported(capsys):
     assert main(["--schedule-policy", "fastest"]) == 2
     assert "schedule_policy" in capsys.readouterr().err
+    assert main(["--chat-template", "no-such-template"]) == 2
+    assert "no-such-template" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["--port", "eighty"])
     assert info.value.code == 2

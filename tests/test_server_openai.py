@@ -168,6 +168,18 @@ def test_response_format_json_schema_and_logit_bias(oai, engine):
     assert biased.choices[0].text == engine.tokenizer.decode([token]) * 3
 
 
+def test_chat_template_override_from_jinja_file(engine, tmp_path):
+    template = tmp_path / "tiny.jinja"
+    template.write_text("{% for m in messages %}<<{{ m.role }}>> {{ m.content }}\n{% endfor %}"
+                        "{% if add_generation_prompt %}<<assistant>>{% endif %}")
+    args = engine.get_server_args().replace(chat_template=str(template))
+    with BackgroundServer(engine, args) as srv:
+        client = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+        c = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=1)
+    expected = "<<system>> You are terse.\n<<user>> Say hi.\n<<assistant>>"
+    assert c.usage.prompt_tokens == len(engine.tokenizer.encode(expected))
+
+
 def test_unknown_model_is_404(oai):
     with pytest.raises(openai.NotFoundError) as info:
         oai.chat.completions.create(model="gpt-17", messages=MESSAGES, max_tokens=2)

@@ -41,6 +41,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"sglang launch-server: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=server_args.log_level.upper(), format="[%(asctime)s %(name)s] %(message)s")
+    if server_args.chat_template:  # fail before the (slow) model load
+        from sglang.runtime.chat_template import load_chat_template
+
+        try:
+            load_chat_template(None, server_args.chat_template)
+        except (ValueError, OSError) as exc:
+            print(f"sglang launch-server: --chat-template: {exc}", file=sys.stderr)
+            return 2
     import uvicorn
 
     from sglang.runtime.engine import Engine
