@@ -338,8 +338,8 @@ class ProgramState:
     def assistant(self, expr: Any = None) -> Any:
         return self._role("assistant", expr)
 
-    def __repr__(self) -> str:
-        return f"ProgramState({self.text()!r})"
+    def __repr__(self) -> str:  # no sync: safe to print while running or after a failure
+        return f"ProgramState({self.stream_executor.text_!r})"
 
 
 class _RoleBlock:

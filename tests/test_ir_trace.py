@@ -137,3 +137,21 @@ def test_trace_equals_sgl_lowering_of_the_same_program():
     assert structural_equal(tip_suggestion.trace(), lowered["tip_suggestion"])
     assert structural_equal(chat.trace(), lowered["chat"])
     assert not structural_equal(chat.trace(), lowered["tip_suggestion"])
+
+
+def test_readme_quick_start_python_and_sgl_examples_compile_to_the_same_ir():
+    import sys
+    from pathlib import Path
+
+    from sglang.compiler.ast_to_ir import lower_program
+    from sglang.compiler.loader import load_program
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    sys.path.insert(0, str(examples))
+    try:
+        import quick_start
+    finally:
+        sys.path.remove(str(examples))
+    lowered = lower_program(load_program(examples / "multi_turn_question.sgl"))["multi_turn_question"]
+    assert quick_start.MAX_TOKENS == 256
+    assert structural_equal(quick_start.multi_turn_question.trace(), lowered)

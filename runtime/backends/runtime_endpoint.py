@@ -18,7 +18,8 @@ class RuntimeEndpoint(NativeBackend):
     name = "http"
 
     def __init__(self, base_url: str, api_key: Optional[str] = None, chat_template: Optional[str] = None,
-                 timeout: float = 600.0, verify: bool = True) -> None:
+                 timeout: float = 600.0, verify: bool = True, auth_token: Optional[str] = None) -> None:
+        api_key = api_key or auth_token  # SGLang 0.2.x names it auth_token
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify)
