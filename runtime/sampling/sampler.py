@@ -6,23 +6,24 @@ temperature -> softmax -> top-k / top-p / min-p filter -> exponential-race draw.
 
 The draw is argmax(p / q) with q ~ Exp(1) i.i.d. per token, which picks token i with probability
 p_i / sum(p) (so filtered probabilities need no renormalization). Unseeded rows draw q from the
-sampler's own generator in one batched op; a seeded row draws its q row from its own per-request
-generator, so its tokens depend only on its seed and its logits, never on the batch around it.
+sampler's own generator in one batched op; seeded rows get q from a counter-based hash of their
+per-step key (drawn from the request's own generator) and the token id, in one op for all of them,
+so their tokens depend only on seed and logits: never on the batch around them, nor on the device.
+
+Host syncs: none on the common path; a top-p row whose nucleus exceeds TOP_P_CANDIDATES tokens is
+detected with one sync (then the whole vocab is sorted).
 
 Logprob choice (as SGLang reports): the returned logprob is log_softmax of the ORIGINAL logits
 (before temperature, penalties and masks) at the chosen token.
 """
 from __future__ import annotations
 
-import logging
 from typing import Optional, Sequence, Union
 
 import torch
 
 from .penalties import apply_frequency_presence, apply_repetition_penalty
 from .sampling_batch_info import SamplingBatchInfo
-
-logger = logging.getLogger(__name__)
 
 
 class Sampler:
@@ -61,13 +62,11 @@ class Sampler:
             x.view(-1).index_fill_(0, info.banned_flat, float("-inf"))
         if info.vocab_mask is not None:
             x.masked_fill_(~info.vocab_mask, float("-inf"))
-            dead = torch.isneginf(x).all(dim=-1)
-            if bool(dead.any()):
-                # A constraint that allows nothing (or only tokens banned by min_new_tokens) is a
-                # bug upstream; sampling from nothing is impossible, so drop the masks on that row.
-                logger.warning("vocab mask left no allowed token on rows %s; ignoring it there",
-                               dead.nonzero().flatten().tolist())
-                x[dead] = before[dead]
+            # A constraint that allows nothing (or only tokens banned by min_new_tokens) is a bug
+            # upstream; sampling from nothing is impossible, so such a row falls back to its
+            # unmasked logits (a where, not an `if`, to keep the step free of host syncs).
+            dead = torch.isneginf(x).all(dim=-1, keepdim=True)
+            x = torch.where(dead, before, x)
         return x
 
     def sample(self, logits: torch.Tensor, info: SamplingBatchInfo) -> tuple[torch.Tensor, torch.Tensor]:
