@@ -167,6 +167,9 @@ def test_stream_batch_tags_index(client):
     ({"text": "a", "bogus_field": 1}, 400, "bogus_field"),
     ({"text": ["a"] * 9}, 400, "max_batch_size_per_request=8"),
     ({"text": "a", "return_text_in_logprobs": 1}, 400, "return_text_in_logprobs"),
+    ({"text": "a", "stream": True, "sampling_params": {"n": 0}}, 400, "sampling_params.n"),
+    ({"text": "a", "stream": False, "sampling_params": {"n": "two"}}, 400, "sampling_params.n"),
+    ({"text": "a", "sampling_params": {"dtype": "complex"}}, 400, "dtype"),
     ({"input_ids": [5] * 3000}, 400, "context length"),
     ({"text": "a", "sampling_params": {"max_new_tokens": 5000}}, 400, "context length"),
 ])

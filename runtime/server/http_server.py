@@ -40,8 +40,6 @@ from sglang.runtime.server.common import (
 from sglang.runtime.server.metrics import ServerMetrics, StreamTimer
 from sglang.runtime.server.protocol import AbortRequest, GenerateRequest
 
-# sgl.gen(dtype=int) in SGLang 0.2.x sends "dtype": "int"; its server turned that into this regex.
-_INT_REGEX = r"[-+]?[0-9]+"
 _PER_PROMPT_FIELDS = ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num")
 
 
@@ -121,19 +119,6 @@ class AuthAndCountMiddleware:
 
 # --------------------------------------------------------------------------- request normalization
 
-def _translate_dtype(sp: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    if not isinstance(sp, dict) or "dtype" not in sp:
-        return sp
-    sp = dict(sp)
-    dtype = sp.pop("dtype")
-    if dtype in ("int", "integer"):
-        if sp.get("regex") is None:
-            sp["regex"] = _INT_REGEX
-    elif dtype not in (None, "str", "string"):
-        raise HTTPError(400, f"sampling_params.dtype must be 'int' or 'str', got {dtype!r}", param="sampling_params")
-    return sp
-
-
 def _n_of(sp: Any) -> int:
     v = sp.get("n", 1) if isinstance(sp, dict) else 1
     return v if isinstance(v, int) and v > 0 else 1  # a bad n is the engine's 400 to give
@@ -157,15 +142,11 @@ def native_kwargs(req: GenerateRequest, max_batch: int) -> dict[str, Any]:
     if size * n > max_batch:
         raise HTTPError(400, f"the request asks for {size} prompt(s) x n={n} = {size * n} outputs, more than "
                              f"max_batch_size_per_request={max_batch}", param="text")
-    if isinstance(req.sampling_params, list):
-        sampling: Any = [_translate_dtype(sp) for sp in req.sampling_params]
-    else:
-        sampling = _translate_dtype(req.sampling_params)
     rid: Any = req.rid
     if rid is None:
         rid = [new_rid() for _ in range(size)] if req.is_batch() else new_rid()
     return {
-        "text": req.text, "input_ids": req.input_ids, "sampling_params": sampling, "rid": rid,
+        "text": req.text, "input_ids": req.input_ids, "sampling_params": req.sampling_params, "rid": rid,
         "return_logprob": req.return_logprob or False, "logprob_start_len": req.logprob_start_len,
         "top_logprobs_num": req.top_logprobs_num, "return_text_in_logprobs": req.return_text_in_logprobs,
     }
@@ -186,7 +167,10 @@ def split_per_output(kwargs: dict[str, Any], batch: bool, size: int) -> list[dic
                         raise HTTPError(400, f"{key} has {len(one[key])} entries for {size} prompts", param=key)
                     one[key] = one[key][i]
         sp = dict(one.get("sampling_params") or {})
-        n = int(sp.pop("n", 1) or 1)
+        n = sp.pop("n", 1)
+        n = 1 if n is None else n
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise HTTPError(400, f"sampling_params.n must be a positive integer, got {n!r}", param="sampling_params.n")
         for j in range(n):
             sub = dict(one, sampling_params=dict(sp))
             if n > 1:
