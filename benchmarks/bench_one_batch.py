@@ -274,7 +274,7 @@ def weight_bytes(module: torch.nn.Module) -> int:
     return total
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, partial_out: Optional[str] = None) -> dict:
     dev = torch.device("cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     copy_bw = copy_bandwidth_gbs(dev)
     results: list[Result] = []
@@ -321,6 +321,9 @@ def run(args: argparse.Namespace) -> dict:
             finally:
                 model = runner = driver = fn = None  # noqa: F841
                 free_memory()
+                if partial_out:  # keep what is done if a later arm hangs past the step's time limit
+                    Path(partial_out).write_text(json.dumps({"partial": True, "results": [asdict(r) for r in results],
+                                                             "profiles": profiles}, indent=1))
     return {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "copy_bandwidth_gbs": round(copy_bw, 1), "steps": args.steps, "dtype": args.dtype,
             "results": [asdict(r) for r in results], "profiles": profiles}
@@ -384,7 +387,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if any(b < 1 for b in args.batch_sizes) or any(n < 1 for n in args.input_lens) or args.steps < 1:
         p.error("--batch-sizes, --input-lens and --steps must be positive")
     args.backends = [None if b in (None, "default") else b for b in args.backends]
-    report = run(args)
+    report = run(args, partial_out=args.out)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print_table(report)
     print(f"\nwrote {args.out}")

@@ -29,6 +29,8 @@ for s in $STEPS; do
       run_step check_e2e ${CHECK_LIMIT:-150} python3 benchmarks/check_kernels.py --only greedy memory --out "$OUT/check_e2e.json"
       run_step timings ${CHECK_LIMIT:-150} python3 benchmarks/check_kernels.py --only timings --out "$OUT/kernel_timings.json" ;;
     one_batch) run_step one_batch ${ONE_BATCH_LIMIT:-300} python3 benchmarks/bench_one_batch.py --out "$OUT/bench_one_batch.json" ${ONE_BATCH_ARGS:-} ;;
+    pytest_gpu) run_step pytest_gpu ${PYTEST_LIMIT:-120} python3 -m pytest -q -x -p no:cacheprovider \
+        tests/test_kernels_triton.py tests/test_sampling_sampler.py tests/test_sampling_penalties.py ;;
     offline) run_step offline ${OFFLINE_LIMIT:-300} python3 benchmarks/bench_offline.py --out "$OUT/bench_offline.json" ${OFFLINE_ARGS:-} ;;
     serving) run_step serving ${SERVING_LIMIT:-300} python3 benchmarks/serving_arms.py --out "$OUT/serving_arms.json" ${SERVING_ARGS:-} ;;
     *) log "unknown step $s" ;;
