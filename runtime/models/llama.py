@@ -85,9 +85,9 @@ class LlamaModel(nn.Module):
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, device)
-        self.rotary_emb = RotaryEmbedding(
-            cfg.head_dim, cfg.context_len + 1, cfg.rope_theta, cfg.rope_scaling, device
-        )
+        # a few positions past the context limit: the scheduler's last decode step may sit there
+        max_positions = max(cfg.context_len, cfg.max_position_embeddings) + 64
+        self.rotary_emb = RotaryEmbedding(cfg.head_dim, max_positions, cfg.rope_theta, cfg.rope_scaling, device)
         self.layers = nn.ModuleList(
             [LlamaDecoderLayer(cfg, i, self.rotary_emb, dtype, device) for i in range(cfg.num_layers)]
         )
