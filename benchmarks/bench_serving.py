@@ -18,8 +18,9 @@ import math
 import random
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, AsyncIterator, Optional
 
 import httpx
 
@@ -79,39 +80,92 @@ def _payload(backend: str, req: BenchRequest, model: str, ignore_eos: bool) -> t
                                "stream_options": {"include_usage": True}}
 
 
-async def send_one(client: httpx.AsyncClient, backend: str, req: BenchRequest, model: str,
-                   ignore_eos: bool) -> RequestResult:
+class _SSEConnection:
+    """A bare asyncio HTTP/1.1 POST whose streamed body is read line by line as it arrives.
+
+    One connection per request and no client-side pool: with hundreds of requests in flight, a pooled
+    client (httpx/httpcore) spends more CPU on its own bookkeeping than the server does, which would
+    inflate TTFT/ITL; this keeps the client's share of the measurement small.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    async def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+        data = json.dumps(body).encode()
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = [f"POST {path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Content-Type: application/json",
+                f"Content-Length: {len(data)}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        chunked = False
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "transfer-encoding" and "chunked" in value.lower():
+                chunked = True
+        return status, self._lines(chunked)
+
+    async def _lines(self, chunked: bool) -> AsyncIterator[str]:
+        buf = b""
+        while True:
+            if chunked:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    break
+                piece = (await self.reader.readexactly(size + 2))[:-2]  # chunk data + CRLF
+            else:
+                piece = await self.reader.read(65536)
+                if not piece:
+                    break
+            buf += piece
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                yield line.decode("utf-8").rstrip("\r")
+        if buf:
+            yield buf.decode("utf-8")
+
+    def close(self) -> None:
+        if getattr(self, "writer", None) is not None:
+            self.writer.close()
+
+
+async def send_one(url: tuple[str, int], backend: str, req: BenchRequest, model: str, ignore_eos: bool,
+                   headers: dict[str, str]) -> RequestResult:
     path, body = _payload(backend, req, model, ignore_eos)
     res = RequestResult()
     start = time.perf_counter()
     last_t, last_n = start, 0
+    conn = _SSEConnection(*url)
     try:
-        async with client.stream("POST", path, json=body) as resp:
-            if resp.status_code != 200:
-                res.error = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
+        status, lines = await conn.post(path, body, headers)
+        if status != 200:
+            res.error = f"HTTP {status}: " + " ".join([line async for line in lines])[:200]
+            return res
+        async for line in lines:
+            if not line.startswith("data:") or line.strip() == "data: [DONE]":
+                continue
+            data = json.loads(line[5:])
+            if "error" in data:
+                res.error = str(data["error"])
                 return res
-            async for line in resp.aiter_lines():
-                if not line.startswith("data:") or line.strip() == "data: [DONE]":
-                    continue
-                data = json.loads(line[5:])
-                if "error" in data:
-                    res.error = str(data["error"])
-                    return res
-                n, prompt, cached = _progress(backend, data, last_n)
-                if prompt is not None:
-                    res.prompt_tokens, res.cached_tokens = prompt, cached
-                now = time.perf_counter()
-                if n > last_n:
-                    if last_n == 0:
-                        res.ttft = now - start
-                    else:
-                        res.itls.extend([(now - last_t) / (n - last_n)] * (n - last_n))
-                    last_t, last_n = now, n
+            n, prompt, cached = _progress(backend, data, last_n)
+            if prompt is not None:
+                res.prompt_tokens, res.cached_tokens = prompt, cached
+            now = time.perf_counter()
+            if n > last_n:
+                if last_n == 0:
+                    res.ttft = now - start
+                else:
+                    res.itls.extend([(now - last_t) / (n - last_n)] * (n - last_n))
+                last_t, last_n = now, n
         res.output_tokens = last_n
         res.e2e = time.perf_counter() - start
         res.ok = True
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
         res.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        conn.close()
     return res
 
 
@@ -144,28 +198,30 @@ async def run_benchmark(base_url: str, requests: list[BenchRequest], request_rat
                         seed: int = 0, ignore_eos: bool = True, api_key: Optional[str] = None,
                         max_concurrency: Optional[int] = None) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(None), headers=headers,
-                                 limits=limits) as client:
+    parsed = urllib.parse.urlsplit(base_url)
+    if parsed.scheme != "http" or not parsed.hostname:
+        raise ValueError(f"--base-url must be http://HOST:PORT, got {base_url!r}")
+    url = (parsed.hostname, parsed.port or 80)
+    async with httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(60), headers=headers) as client:
         info = (await client.get("/get_model_info")).json()
         model = (await client.get("/v1/models")).json()["data"][0]["id"] if backend == "openai" else ""
-        rng = random.Random(seed)
-        sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    rng = random.Random(seed)
+    sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
 
-        async def guarded(r: BenchRequest) -> RequestResult:
-            if sem is None:
-                return await send_one(client, backend, r, model, ignore_eos)
-            async with sem:
-                return await send_one(client, backend, r, model, ignore_eos)
+    async def guarded(r: BenchRequest) -> RequestResult:
+        if sem is None:
+            return await send_one(url, backend, r, model, ignore_eos, headers)
+        async with sem:
+            return await send_one(url, backend, r, model, ignore_eos, headers)
 
-        start = time.perf_counter()
-        tasks = []
-        for r in requests:
-            tasks.append(asyncio.create_task(guarded(r)))
-            if request_rate != math.inf:
-                await asyncio.sleep(rng.expovariate(request_rate))  # Poisson process
-        results = await asyncio.gather(*tasks)
-        duration = time.perf_counter() - start
+    start = time.perf_counter()
+    tasks = []
+    for r in requests:
+        tasks.append(asyncio.create_task(guarded(r)))
+        if request_rate != math.inf:
+            await asyncio.sleep(rng.expovariate(request_rate))  # Poisson process
+    results = await asyncio.gather(*tasks)
+    duration = time.perf_counter() - start
     return summarize(results, duration, info.get("model_path", ""))
 
 
