@@ -167,3 +167,31 @@ def test_huge_waves_are_split_into_capped_calls(monkeypatch):
     out, stats, be = run("def f(q: str) { q gen a(max_tokens=2) }", [{"q": str(i)} for i in range(7)])
     assert len(out) == 7 and all("error" not in o for o in out)
     assert [len(c["text"]) for c in be.calls] == [3, 3, 1]
+
+
+_STMTS = ['gen a(max_tokens=2)', '"t {q}"', 'select s(choices=["u", "v"])', 'if s == "u" { gen c }',
+          'if a { "A" } else { "B" }', 'fork t[2] as i { "{i}" gen d }', 'join t as concat', '"{t[0].d}"',
+          'for k in range(2) { gen e }', 'for l in a { "{l}" }', 'user { q }', 'assistant { gen h }',
+          'let z = q + "!"', '"{z}"', 'g(1)', 'if true { gen m } else { "dead" }', '"{len(q)}"',
+          'fork u { branch { gen p } branch { "x" } }', '"{u[0].p}"', 'select r(choices=[q, "lit"])']
+
+
+def test_random_programs_compile_cleanly_and_run():
+    """Random statement sequences: either a clean SglError at compile time, or a plan that runs."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from sglang.lang.sgl_errors import SglError
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(st.sampled_from(_STMTS), min_size=1, max_size=7))
+    def check(stmts):
+        src = 'def g(x: int) { "g{x}" gen gv(max_tokens=1) }\ndef f(q: str) {\n' + "\n".join(stmts) + "\n}"
+        try:
+            plan = plan_of(src)
+        except SglError:
+            return
+        out = PlanExecutor(plan, FakeBackend()).run_batch("f", [{"q": "hi"}, {"q": "yo"}])
+        assert all("error" not in o for o in out), out
+
+    check()
