@@ -285,3 +285,20 @@ def test_load_errors(tmp_path, default_model_path):
     (Path(folder) / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match=r"checkpoint tensor 'model.layers.0.mlp.*has shape"):
         runner_for(folder)
+
+
+def test_attention_backend_choice_errors(monkeypatch):
+    from types import SimpleNamespace
+
+    from sglang.runtime.attention import create_attention_backend, default_backend_name
+
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    assert default_backend_name(torch.device("cpu")) == "torch"
+    assert default_backend_name(torch.device("cuda")) in ("flashinfer", "triton")
+    with pytest.raises(ValueError, match="unknown attention backend 'xformers'"):
+        create_attention_backend("xformers", cpu)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="'flashinfer' needs a CUDA device"):
+        create_attention_backend("flashinfer", cpu)
+    with pytest.raises(ValueError, match="'triton' needs a CUDA device"):
+        create_attention_backend("triton", cpu)
