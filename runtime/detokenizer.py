@@ -6,7 +6,9 @@
   Byte-level BPE tokenizers (GPT-2 style, e.g. SmolLM2, Llama-3, Qwen2) take a fast path: a table
   of each token's bytes fed to an incremental UTF-8 decoder (O(1) per token, no tokenizer call).
   Other tokenizers use a sliding window of a few tokens that is decoded twice (offsets as in
-  HF text-generation-inference), with a few prompt tokens as left context.
+  HF text-generation-inference), with a few prompt tokens as left context. (Limit: a byte-fallback
+  decoder re-renders a whole run of byte tokens as U+FFFD once the run turns invalid, so garbage
+  byte runs may stream differently from the final decode; valid text always matches.)
 - `StopChecker.feed(delta) -> (safe_text, matched)`: finds the stop string that completes first,
   even across token boundaries, and holds back any tail that may still become a stop string, so a
   stop string is never streamed and then retracted. Only the held tail is searched.

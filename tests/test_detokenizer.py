@@ -167,3 +167,50 @@ def test_decode_stream_with_tokenizer(tokenizer):
     ds3 = DecodeStream(tokenizer, SamplingParams(stop=["\nEND"], no_stop_trim=True))
     ds3.append(ids)
     assert ds3.text == "Result: 😀 yes.\nEND"
+
+
+@pytest.fixture(scope="module")
+def sp_tokenizer():
+    """A Llama-2-style tokenizer (metaspace, byte fallback, leading-space strip) built in memory:
+    the generic windowed path, where a token's text depends on its left neighbour."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for w in ["▁", "▁hello", "▁world", "ing", "▁play", "ed", ",", "!", "▁the", "h", "e", "▁a", "b", "▁▁"]:
+        vocab[w] = len(vocab)
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, unk_token="<unk>"))
+    tok.decoder = decoders.Sequence(
+        [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(), decoders.Strip(" ", 1, 0)]
+    )
+    tok.add_special_tokens(["<s>", "</s>"])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def test_generic_path_on_sentencepiece_style_tokenizer(sp_tokenizer):
+    assert not IncrementalDetokenizer(sp_tokenizer).fast  # not byte-level: the windowed path
+    rng = random.Random(1)
+    words = list(range(259, len(sp_tokenizer))) + [0, 1, 2]  # pieces, <unk>, specials
+    chars = [[3 + b for b in ch.encode()] for ch in "世界😀éa!"]  # byte-fallback ids per character
+    utf8 = chars[0]
+    for trial in range(60):
+        # Byte tokens form whole characters (an invalid byte run re-renders ALL its bytes as U+FFFD
+        # in ByteFallback, which no incremental decoder can stream without retracting); a last
+        # character may be cut short.
+        ids: list[int] = []
+        for _ in range(rng.randint(1, 12)):
+            ids += rng.choice(chars) if rng.random() < 0.5 else [rng.choice(words)]
+        if rng.random() < 0.3:  # a cut character, after a piece (not inside a run of byte tokens)
+            ids += [rng.choice(words[:-3])] + rng.choice(chars[:3])[:-1]
+        skip = trial % 2 == 0
+        deltas = stream(sp_tokenizer, ids, chunk=rng.randint(1, 3), skip=skip)
+        assert "".join(deltas) == sp_tokenizer.decode(ids, skip_special_tokens=skip), ids
+    # with prompt context, the first output token keeps the space the prompt gives it
+    hello, world = sp_tokenizer.convert_tokens_to_ids(["▁hello", "▁world"])
+    assert "".join(stream(sp_tokenizer, [world, hello], prompt=[hello])) == " world hello"
+    assert "".join(stream(sp_tokenizer, [world, hello])) == "world hello"
+    # a character split over byte tokens is held until complete
+    d = IncrementalDetokenizer(sp_tokenizer)
+    assert [d.append([i]) for i in utf8[:3]] == ["", "", "世"]
