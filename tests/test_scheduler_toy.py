@@ -18,11 +18,12 @@ from sglang.runtime.server_args import ServerArgs
 class Harness:
     """Runs a Scheduler synchronously (no thread) and collects outputs."""
 
-    def __init__(self, runner: ToyRunner | None = None, **server_kw) -> None:
+    def __init__(self, runner: ToyRunner | None = None, overlap: bool = False, **server_kw) -> None:
         self.runner = runner or ToyRunner()
         self.final: dict[str, dict] = {}
         self.partial: dict[str, list[dict]] = {}
         self.sched = Scheduler(ServerArgs(**server_kw), self.runner, ToyTokenizer(), self._on_output)
+        self.sched.overlap.force = overlap  # CPU: only to check that outputs are unchanged
 
     def _on_output(self, rid: str, out: dict, finished: bool) -> None:
         if finished:
@@ -77,10 +78,11 @@ def test_64_concurrent_shared_prefix_match_sequential_and_reuse_cache():
         assert h1.final[f"s{i}"]["text"] == out[f"r{i}"]["text"]
 
 
-def test_tiny_pool_forces_retraction_and_outputs_are_unchanged():
+@pytest.mark.parametrize("overlap", [False, True])
+def test_tiny_pool_forces_retraction_and_outputs_are_unchanged(overlap):
     prompts = shared_prefix_prompts(12, 20, seed=1)
     big = Harness()
-    small = Harness(ToyRunner(pool_size=120))
+    small = Harness(ToyRunner(pool_size=120), overlap=overlap)
     for h in (big, small):
         for i, p in enumerate(prompts):
             h.submit(f"r{i}", p, max_new_tokens=40)
@@ -117,8 +119,9 @@ def test_fcfs_and_lpm_give_the_same_outputs():
         assert ToyTokenizer().encode(outs[0][f"r{i}"]) == toy_greedy(p, 5)
 
 
-def test_abort_waiting_and_running_frees_everything():
-    h = Harness(max_prefill_tokens=32)
+@pytest.mark.parametrize("overlap", [False, True])
+def test_abort_waiting_and_running_frees_everything(overlap):
+    h = Harness(max_prefill_tokens=32, overlap=overlap)
     for i in range(6):
         h.submit(f"r{i}", [3 + i] * 30, max_new_tokens=50)
 
@@ -195,11 +198,12 @@ def test_whole_prompt_cached_still_computes_one_token():
     assert out["a"]["text"] == out["b"]["text"] == out["c"]["text"]
 
 
-def test_stop_token_ids_stop_strings_eos_and_min_new_tokens():
+@pytest.mark.parametrize("overlap", [False, True])
+def test_stop_token_ids_stop_strings_eos_and_min_new_tokens(overlap):
     p = [4, 5, 6, 7]
     gen = toy_greedy(p, 12)
     text = ToyTokenizer().decode(gen)
-    h = Harness()
+    h = Harness(overlap=overlap)
     h.submit("tok", p, 12, sp={"stop_token_ids": [gen[3]]})
     h.submit("str", p, 12, sp={"stop": [text[5:7]]})
     h.submit("str_keep", p, 12, sp={"stop": [text[5:7]], "no_stop_trim": True})
@@ -243,14 +247,15 @@ def test_eos_stops_unless_ignore_eos():
     policy=st.sampled_from(["lpm", "fcfs"]),
     disable_cache=st.booleans(),
     abort_at=st.one_of(st.none(), st.integers(0, 20)),
+    overlap=st.booleans(),
 )
-def test_random_workloads_keep_outputs_and_pool_exact(seed, pool, chunk, policy, disable_cache, abort_at):
+def test_random_workloads_keep_outputs_and_pool_exact(seed, pool, chunk, policy, disable_cache, abort_at, overlap):
     rng = random.Random(seed)
     bases = [[rng.randrange(2, 8) for _ in range(rng.randrange(1, 30))] for _ in range(3)]
     prompts = [rng.choice(bases) + [rng.randrange(2, 8) for _ in range(rng.randrange(0, 10))] for _ in range(10)]
     lens = [rng.randrange(0, 20) for _ in prompts]
     h = Harness(ToyRunner(pool_size=pool), chunked_prefill_size=chunk, schedule_policy=policy,
-                disable_radix_cache=disable_cache, max_prefill_tokens=rng.choice([40, 1000]))
+                disable_radix_cache=disable_cache, max_prefill_tokens=rng.choice([40, 1000]), overlap=overlap)
     for i, (p, n) in enumerate(zip(prompts, lens)):
         h.submit(f"r{i}", p, n)
     victim = f"r{rng.randrange(len(prompts))}"
@@ -263,3 +268,23 @@ def test_random_workloads_keep_outputs_and_pool_exact(seed, pool, chunk, policy,
             assert toy_greedy(p, n)[: o["meta_info"]["completion_tokens"]] == ids_of(o)
         else:
             assert ids_of(o) == toy_greedy(p, n)
+
+
+def test_overlap_runs_ahead_and_matches_sync():
+    prompts = shared_prefix_prompts(6, 10, seed=7)
+    outs = []
+    for overlap in (False, True):
+        h = Harness(overlap=overlap)
+        for i, p in enumerate(prompts):
+            h.submit(f"r{i}", p, max_new_tokens=10 + i, sp={"stop_token_ids": [toy_greedy(p, 9)[-1]]} if i == 2 else {})
+        outs.append({k: (v["text"], v["meta_info"]["finish_reason"]) for k, v in h.run().items()})
+        decodes = [b for b in h.runner.batches if b[0] == "DECODE"]
+        if overlap:  # finished requests ran one wasted step each, so there are at least as many rows
+            assert sum(b[1] for b in decodes) >= rows_sync
+        else:
+            rows_sync = sum(b[1] for b in decodes)
+    assert outs[0] == outs[1]
+    h = Harness(overlap=True, disable_overlap=True)
+    h.submit("a", prompts[0], 5)
+    h.run()
+    assert h.sched.overlap.pending is None and not h.sched.overlap.enabled()

@@ -140,14 +140,22 @@ def build_extend(
 
 
 def build_decode(
-    reqs: Sequence[Req], out_slots: torch.Tensor, req_pool: ReqToTokenPool, kv_pool: TokenKVPool, device: torch.device
+    reqs: Sequence[Req],
+    out_slots: torch.Tensor,
+    req_pool: ReqToTokenPool,
+    kv_pool: TokenKVPool,
+    device: torch.device,
+    input_ids: Optional[torch.Tensor] = None,
 ) -> ForwardBatch:
-    """Every req computes exactly its last token (kv_len == seq_len - 1) into out_slots[i]."""
+    """Every req computes one token at position kv_len into out_slots[i]: its last token, or
+    input_ids[i] when given (overlap: sampled on the device, not yet on the host)."""
     seq_lens = [r.kv_len + 1 for r in reqs]
+    if input_ids is None:
+        input_ids = _t([r.output_ids[-1] if r.output_ids else r.origin_input_ids[-1] for r in reqs], device)
     return ForwardBatch(
         mode=ForwardMode.DECODE,
         batch_size=len(reqs),
-        input_ids=_t([r.output_ids[-1] if r.output_ids else r.origin_input_ids[-1] for r in reqs], device),
+        input_ids=input_ids.to(device, torch.int64),
         positions=_t([r.kv_len for r in reqs], device),
         req_pool_indices=_t([r.req_pool_idx for r in reqs], device),
         seq_lens=_t(seq_lens, device),

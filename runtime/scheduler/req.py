@@ -57,7 +57,7 @@ class TokenizedRequest:
     stream: bool = False
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: requests are compared and looked up as objects
 class Req:
     rid: str
     origin_input_ids: list[int]

@@ -11,7 +11,8 @@ Hooks for other parts:
   - constrained decoding: `constraint_factory(req) -> state or None` set by the engine; a state has
     `fill_vocab_mask(row: bool[V])`, `advance(token_id)`, `is_terminated() -> bool` and optionally
     `jump_forward() -> (rollback_k, new_ids) | None`, applied with `replace_output_tail`.
-  - overlap / CUDA graphs live behind `model_runner.forward(ForwardBatch)`; batches are built by
+  - overlap: scheduler/overlap.py (decode one step ahead of the host); CUDA graphs live behind
+    `model_runner.forward(ForwardBatch)`; batches are built by
     `batch.build_extend/build_decode` only, so a runner may pad or replay them.
 """
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..sampling.sampling_batch_info import SamplingBatchInfo, make_generator
 from ..server_args import ServerArgs
 from .batch import KVManager, build_decode, build_extend
 from .output import make_output
+from .overlap import OverlapDecoder
 from .req import FinishKind, FinishReason, Req, TokenizedRequest
 from .schedule_policy import PrefillAdder, order_waiting
 
@@ -64,6 +66,7 @@ class Scheduler:
         self.new_token_ratio = self.init_new_token_ratio
         self.new_token_ratio_decay = 0.001
         self.constraint_factory: Optional[Callable[[Req], Any]] = None
+        self.overlap = OverlapDecoder(self)
 
         self.waiting: list[Req] = []
         self.running: list[Req] = []
@@ -92,7 +95,7 @@ class Scheduler:
 
     # -- loop -------------------------------------------------------------------------------------
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.chunked)
+        return bool(self.waiting or self.running or self.chunked or self.overlap.pending)
 
     def run_forever(self) -> None:
         while not self._stopped:
@@ -119,6 +122,8 @@ class Scheduler:
                 return
 
     def _handle(self, kind: str, payload: Any) -> None:
+        if kind in ("abort", "call"):
+            self.overlap.flush()  # requests must be in a consistent host state
         if kind == "req":
             self._add_request(payload)
         elif kind == "abort":
@@ -134,12 +139,17 @@ class Scheduler:
 
     def step(self) -> bool:
         """Run one forward if there is anything to do; returns whether it did."""
+        if self.overlap.pending is not None and (self.waiting or self.chunked is not None):
+            self.overlap.flush()
         admissions = self._next_prefill()
         if admissions:
             self._run_extend(admissions)
             return True
         if self.running:
             self._run_decode()
+            return True
+        if self.overlap.pending is not None:
+            self.overlap.flush()
             return True
         return False
 
@@ -178,6 +188,10 @@ class Scheduler:
         self.on_output(req.rid, make_output(req, self.tokenizer), True)
 
     def _fail_all(self, message: str) -> None:
+        try:
+            self.overlap.flush()
+        except Exception:
+            self.overlap.pending = None
         for req in list(self.reqs.values()):
             try:
                 self._finish(req, FinishReason(FinishKind.ABORT, message=message))
@@ -299,21 +313,31 @@ class Scheduler:
 
     # -- decode -----------------------------------------------------------------------------------
     def _run_decode(self) -> None:
+        if self.overlap.enabled():
+            self.overlap.decode_step()
+            return
+        self.overlap.flush()
         self._make_room_for_decode()
         if not self.running:
             return
         reqs = list(self.running)
+        out = self._launch_decode(reqs)
+        self._sample_and_process(reqs, out.next_token_logits)
+
+    def _launch_decode(self, reqs: list[Req], input_ids: Optional[torch.Tensor] = None) -> Any:
+        """One KV slot per request at position kv_len, then the forward. input_ids: the tokens as a
+        device tensor when the host does not have them yet (overlap)."""
         slots = self.kv.alloc(len(reqs))
         idx = torch.tensor([r.req_pool_idx for r in reqs], dtype=torch.int64, device=self.req_pool.device)
         pos = torch.tensor([r.kv_len for r in reqs], dtype=torch.int64, device=self.req_pool.device)
         self.req_pool.req_to_token[idx, pos] = slots.to(self.req_pool.device)
-        batch = build_decode(reqs, slots, self.req_pool, self.kv_pool, self.device)
+        batch = build_decode(reqs, slots, self.req_pool, self.kv_pool, self.device, input_ids)
         out = self.runner.forward(batch)
         self.counters["forward_decode"] += 1
         for r in reqs:
             r.kv_len += 1
-        self._sample_and_process(reqs, out.next_token_logits)
         self.new_token_ratio = max(self.new_token_ratio - self.new_token_ratio_decay, self.min_new_token_ratio)
+        return out
 
     def _make_room_for_decode(self) -> None:
         """Retract running requests (KV to the cache, back to waiting) until each remaining one can
@@ -338,23 +362,36 @@ class Scheduler:
 
     # -- sampling and stop conditions -------------------------------------------------------------
     def _sample_and_process(self, reqs: list[Req], logits: torch.Tensor) -> None:
+        ids, lps, info = self._sample(reqs, logits)
+        ks = [r.top_logprobs_num if r.return_logprob else 0 for r in reqs]
+        tops = top_logprobs(logits[:, : self.vocab_size], ks) if any(ks) else None
+        self._process_tokens(reqs, ids.tolist(), lps.tolist(), tops)
+
+    def _sampling_info(self, reqs: list[Req], device: torch.device) -> SamplingBatchInfo:
         mask = None
         if any(r.constraint is not None for r in reqs):
-            mask = torch.ones((len(reqs), self.vocab_size), dtype=torch.bool, device=logits.device)
+            mask = torch.ones((len(reqs), self.vocab_size), dtype=torch.bool, device=device)
             for i, r in enumerate(reqs):
                 if r.constraint is not None:
                     r.constraint.fill_vocab_mask(mask[i])
-        info = SamplingBatchInfo.build(
+        return SamplingBatchInfo.build(
             [r.sampling_params for r in reqs], [r.output_ids for r in reqs], [r.generator for r in reqs],
-            self.vocab_size, logits.device, mask,
+            self.vocab_size, device, mask,
             prompt_ids=[r.origin_input_ids for r in reqs], eos_token_ids=self.eos_ids,
         )
-        logits = logits[:, : self.vocab_size]
-        ids, lps = self.sampler.sample(logits, info)
-        ids_l, lps_l = ids.tolist(), lps.tolist()
-        ks = [r.top_logprobs_num if r.return_logprob else 0 for r in reqs]
-        tops = top_logprobs(logits, ks) if any(ks) else None
+
+    def _sample(self, reqs: list[Req], logits: torch.Tensor, info: Optional[SamplingBatchInfo] = None):
+        """Next tokens (device tensors, no host sync) and the sampling info used."""
+        if info is None:
+            info = self._sampling_info(reqs, logits.device)
+        ids, lps = self.sampler.sample(logits[:, : self.vocab_size], info)
+        return ids, lps, info
+
+    def _process_tokens(self, reqs: list[Req], ids_l: list[int], lps_l: list[float], tops: Optional[list]) -> None:
+        """Host side of a sampling step: append, logprobs, constraint, stop checks, streaming."""
         for i, r in enumerate(reqs):
+            if r.finished:  # aborted meanwhile
+                continue
             tok = ids_l[i]
             r.output_ids.append(tok)
             r.completion_tokens_wo_jump_forward += 1

@@ -1,0 +1,85 @@
+"""Overlap scheduling for decode: the host processes step k while the device computes step k+1.
+
+Synchronous decode is: forward k -> sample k -> copy ids to host -> append / stop checks / stream ->
+forward k+1. With a one-step lag, step k+1 is launched with step k's sampled ids still on the
+device (its input_ids), and only then are step k's ids copied and processed, so detokenization,
+stop checks and streaming hide behind the forward. A request that finished at step k was also in
+step k+1: its extra token is dropped (its KV slot went back with the request's release).
+
+Only plain requests qualify: the sampling of step k+1 must not depend on step k's token on the host
+(no penalties, min_new_tokens still pending, seeds, constraints, logprobs). Anything else, or any
+change of the running set (a prefill, an abort, a retraction), flushes the pending step first and
+the scheduler runs synchronously. On by default on CUDA (--disable-overlap turns it off); `force`
+enables it on CPU, where it gains nothing but lets tests check that outputs are unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+from .req import Req
+
+if TYPE_CHECKING:
+    from .scheduler import Scheduler
+
+
+@dataclass
+class _Pending:
+    reqs: list[Req]
+    ids: torch.Tensor  # device, sampled at the last launched step
+    lps: torch.Tensor
+
+
+class OverlapDecoder:
+    def __init__(self, scheduler: "Scheduler") -> None:
+        self.s = scheduler
+        self.pending: Optional[_Pending] = None
+        self.force = False
+
+    @staticmethod
+    def eligible(r: Req) -> bool:
+        sp = r.sampling_params
+        return (r.constraint is None and not r.return_logprob and not sp.has_penalties and sp.seed is None
+                and len(r.output_ids) >= sp.min_new_tokens)
+
+    def enabled(self) -> bool:
+        s = self.s
+        if s.args.disable_overlap or not (self.force or s.device.type == "cuda"):
+            return False
+        return bool(s.running) and all(self.eligible(r) for r in s.running)
+
+    def decode_step(self) -> None:
+        s = self.s
+        p = self.pending
+        if p is not None and (len(p.reqs) != len(s.running) or any(a is not b for a, b in zip(p.reqs, s.running))
+                              or s.kv.available() < len(p.reqs)):
+            self.flush()
+            p = None
+        if p is None:
+            s._make_room_for_decode()
+            if not s.running:
+                return
+            reqs = list(s.running)
+            out = s._launch_decode(reqs)
+            ids, lps, _ = s._sample(reqs, out.next_token_logits)
+            self.pending = _Pending(reqs, ids, lps)
+            return
+        # launch step k+1 on step k's device-side ids, then process step k on the host
+        out = s._launch_decode(p.reqs, input_ids=p.ids)
+        ids, lps, _ = s._sample(p.reqs, out.next_token_logits)
+        self.pending = None
+        s._process_tokens(p.reqs, p.ids.tolist(), p.lps.tolist(), None)
+        keep = [i for i, r in enumerate(p.reqs) if not r.finished and r.req_pool_idx is not None]
+        if keep:
+            if len(keep) < len(p.reqs):
+                sel = torch.tensor(keep, device=ids.device)
+                ids, lps = ids[sel], lps[sel]
+            self.pending = _Pending([p.reqs[i] for i in keep], ids, lps)
+
+    def flush(self) -> None:
+        """Process the launched-but-unprocessed step, leaving every request decode-ready."""
+        p, self.pending = self.pending, None
+        if p is not None:
+            self.s._process_tokens(p.reqs, p.ids.tolist(), p.lps.tolist(), None)
