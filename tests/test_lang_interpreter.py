@@ -189,7 +189,7 @@ def test_image_on_text_only_engine_backend_is_a_clear_error():
 
 
 # ---------------------------------------------------------------- select scoring
-PROMPT = "Q:"
+PROMPT = "Question:"
 # logprob of each choice character given the text before it (hand-made table; prompt tokens -0.5)
 TABLE = {"a": -1.0, "b": -0.2, "c": -3.0, "x": -2.0, "y": -0.1}
 
@@ -199,7 +199,7 @@ def _lp(before: str, tok: int) -> float:
         return TABLE[chr(tok)]
     if PROMPT.startswith(before):
         return -0.5  # inside the prompt
-    return -1.0  # unconditional scoring (no "Q:" before): every token after the first costs -1.0
+    return -1.0  # unconditional scoring (only "n:" before the choice): every token costs -1.0
 
 
 @pytest.mark.parametrize("method,expected,scores", [
@@ -207,9 +207,9 @@ def _lp(before: str, tok: int) -> float:
     ("token_length_normalized", "ab", [-0.6, -3.0, -1.05]),
     # first tokens: a -1.0, c -3.0, x -2.0 -> ab
     ("greedy_token_selection", "ab", [-1.0, -3.0, -2.0]),
-    # cond mean minus uncond mean (first token has no unconditional logprob, the rest -1.0):
-    # ab: -0.6 - (-1.0) = 0.4; c: -3.0 - 0 = -3.0; xy: -1.05 - (-1.0) = -0.05
-    ("unconditional_likelihood_normalized", "ab", [0.4, -3.0, -0.05]),
+    # cond mean minus uncond mean (uncond: every token -1.0 after the 2-token context "n:"):
+    # ab: -0.6 + 1.0 = 0.4; c: -3.0 + 1.0 = -2.0; xy: -1.05 + 1.0 = -0.05
+    ("unconditional_likelihood_normalized", "ab", [0.4, -2.0, -0.05]),
 ])
 def test_select_methods_against_hand_computed_logprobs(method, expected, scores):
     be = ScriptedBackend(logprob=_lp)
@@ -225,7 +225,10 @@ def test_select_methods_against_hand_computed_logprobs(method, expected, scores)
     assert meta["normalized_prompt_logprobs"] == pytest.approx([-0.6, -3.0, -1.05])
     batch = [r for r in be.requests if isinstance(r.get("text"), list)]
     assert len(batch) == 1 and batch[0]["text"] == [PROMPT, PROMPT + "ab", PROMPT + "c", PROMPT + "xy"]
-    assert batch[0]["logprob_start_len"] == 0 and batch[0]["sampling_params"]["max_new_tokens"] == 0
+    assert batch[0]["logprob_start_len"] == len(PROMPT) - 2 and batch[0]["sampling_params"]["max_new_tokens"] == 0
+    if method == "unconditional_likelihood_normalized":
+        uncond = be.requests[-1]
+        assert uncond["input_ids"] == [[ord(ch) for ch in "n:" + c] for c in ("ab", "c", "xy")]
     assert be.requests[0] == {"text": PROMPT, "sampling_params": {"max_new_tokens": 0, "temperature": 0.0}}
 
 

@@ -123,19 +123,22 @@ class NativeBackend(BaseBackend):
             "return_logprob": True, "logprob_start_len": start,
         })
         base = [e[1] for e in outs[0]["meta_info"]["input_token_logprobs"]]
-        cond_entries = [_after_common(o["meta_info"]["input_token_logprobs"], base) for o in outs[1:]]
+        windows = [o["meta_info"]["input_token_logprobs"] for o in outs[1:]]
+        cond_entries = [_after_common(w, base) for w in windows]
         cond = [[e[0] for e in es if e[0] is not None] for es in cond_entries]
         uncond_entries = None
         if method == "unconditional_likelihood_normalized":
-            # the same tokens with no context; the first has no logprob (None) and is skipped
+            # the choice's tokens after only the (<= 2) prompt tokens of the scoring window, as SGLang
+            # does: a minimal context, so even a one-token choice gets an unconditional logprob
             nonempty = [i for i, es in enumerate(cond_entries) if es]
             uouts = self._call({
-                "input_ids": [[int(e[1]) for e in cond_entries[i]] for i in nonempty], "sampling_params": zero,
+                "input_ids": [[int(e[1]) for e in windows[i]] for i in nonempty], "sampling_params": zero,
                 "return_logprob": True, "logprob_start_len": 0,
             }) if nonempty else []
             uncond_entries = [[] for _ in choices]
             for i, o in zip(nonempty, uouts):
-                uncond_entries[i] = [list(e) for e in o["meta_info"]["input_token_logprobs"]]
+                entries = o["meta_info"]["input_token_logprobs"]
+                uncond_entries[i] = [list(e) for e in entries[len(entries) - len(cond_entries[i]):]]
         uncond = None if uncond_entries is None else [[e[0] for e in es if e[0] is not None] for es in uncond_entries]
         decision = decide(method, cond, uncond)
         meta = {

@@ -1,7 +1,7 @@
 """Choice scoring for `select`: pure functions over per-choice token logprobs.
 
 cond[i]   logprobs of choice i's tokens given the prompt (prompt + choice scored in one batch)
-uncond[i] logprobs of the same tokens with no prompt (first token has none: it is skipped)
+uncond[i] logprobs of the same tokens after only the last prompt tokens (a minimal context)
 """
 from __future__ import annotations
 
