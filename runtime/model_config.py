@@ -81,12 +81,7 @@ class ModelConfig:
             raise ValueError(f"model folder {path!r} has no config.json")
         with open(f) as fh:
             cfg = json.load(fh)
-        eos = _ids(cfg.get("eos_token_id"))
-        gen = os.path.join(path, "generation_config.json")
-        if os.path.isfile(gen):
-            with open(gen) as fh:
-                eos |= _ids(json.load(fh).get("eos_token_id"))
-        return cls.from_dict(cfg, path=path, context_length=context_length, extra_eos=eos)
+        return cls.from_dict(cfg, path=path, context_length=context_length, extra_eos=config_eos_ids(path))
 
     @classmethod
     def from_dict(
@@ -148,6 +143,17 @@ class ModelConfig:
             dtype=parse_dtype(cfg.get("dtype") or cfg.get("torch_dtype") or "float32"),
             hf_config=dict(cfg),
         )
+
+
+def config_eos_ids(folder: str) -> set[int]:
+    """eos_token_id(s) of an HF folder's generation_config.json and config.json (either may be a list)."""
+    ids: set[int] = set()
+    for name in ("generation_config.json", "config.json"):
+        f = os.path.join(folder, name)
+        if os.path.isfile(f):
+            with open(f) as fh:
+                ids |= _ids(json.load(fh).get("eos_token_id"))
+    return ids
 
 
 def _ids(value: Any) -> set[int]:

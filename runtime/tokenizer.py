@@ -1,9 +1,9 @@
 """Tokenizer loading from a local HF folder (never a hub) and the end-of-sequence ids of a model."""
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
+
+from .model_config import config_eos_ids
 
 
 def get_tokenizer(path: str, **kwargs: Any):
@@ -20,23 +20,10 @@ def get_tokenizer(path: str, **kwargs: Any):
         raise ValueError(f"could not load a tokenizer from {folder!r}: {e}") from e
 
 
-def _as_id_list(value: Any) -> list[int]:
-    if value is None:
-        return []
-    if isinstance(value, int):
-        return [value]
-    return [int(v) for v in value]
-
-
 def eos_token_ids(model_path: str, tokenizer: Any = None) -> list[int]:
     """All ids that end generation: generation_config.json's and config.json's eos_token_id plus the
     tokenizer's eos (SmolLM2: <|im_end|>). Sorted, without duplicates. `model_path` is an HF folder."""
-    ids: set[int] = set()
-    for name in ("generation_config.json", "config.json"):
-        f = os.path.join(model_path, name)
-        if os.path.isfile(f):
-            with open(f) as fh:
-                ids.update(_as_id_list(json.load(fh).get("eos_token_id")))
+    ids = config_eos_ids(model_path)
     if tokenizer is not None and getattr(tokenizer, "eos_token_id", None) is not None:
         ids.add(int(tokenizer.eos_token_id))
     return sorted(ids)
