@@ -92,6 +92,15 @@ def test_generate_matches_in_process_engine(client, engine):
     assert isinstance(meta["id"], str) and meta["id"]
 
 
+def test_long_text_prompt_tokenized_off_the_event_loop(client, engine):
+    text = "internationalization " * 430  # > 8192 characters: tokenized in a worker thread
+    out = client.post("/generate", json={"text": text, "sampling_params": greedy(2)})
+    assert out.status_code == 200, out.text
+    assert out.json()["meta_info"]["prompt_tokens"] == len(engine.tokenizer.encode(text))
+    too_long = client.post("/generate", json={"text": "a b c d " * 2100, "sampling_params": greedy(2)})
+    assert too_long.status_code == 400 and "context length" in too_long.json()["error"]["message"]
+
+
 def test_generate_input_ids_batch_and_n(client):
     ids = [[1, 100, 200, 300], [1, 400, 500]]
     out = client.post("/generate", json={"input_ids": ids, "sampling_params": greedy(3, ignore_eos=True)}).json()

@@ -115,14 +115,32 @@ def _finished(out: dict[str, Any]) -> bool:
     return (out.get("meta_info") or {}).get("finish_reason") is not None
 
 
+# Above this many prompt characters, tokenization (done by async_generate's validation) moves to a worker
+# thread so one long prompt does not stall every other stream on the event loop.
+_OFFLOAD_CHARS = 8192
+
+
+def _prompt_chars(kwargs: dict[str, Any]) -> int:
+    text = kwargs.get("text")
+    if isinstance(text, str):
+        return len(text)
+    return sum(len(t) for t in text) if isinstance(text, list) else 0
+
+
+async def _start(engine: Any, kwargs: dict[str, Any]) -> Any:
+    if _prompt_chars(kwargs) > _OFFLOAD_CHARS:
+        return await asyncio.to_thread(engine.async_generate, **kwargs)
+    return engine.async_generate(**kwargs)
+
+
 async def engine_generate(engine: Any, kwargs: dict[str, Any]) -> Any:
     """One non-streaming generate call (dict for one prompt, list for a batch)."""
-    return await engine.async_generate(**{**kwargs, "stream": False})
+    return await (await _start(engine, {**kwargs, "stream": False}))
 
 
 async def engine_stream(engine: Any, kwargs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     """Async iterator of cumulative outputs of one streamed prompt."""
-    result = engine.async_generate(**{**kwargs, "stream": True})
+    result = await _start(engine, {**kwargs, "stream": True})
     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
         result = await result
     return result
