@@ -1,14 +1,19 @@
 """Offline throughput: N prompts through the Engine vs transformers `generate`, and radix cache on vs off.
 
     python benchmarks/bench_offline.py --num-prompts 32 --input-len 128 --output-len 64
-    python benchmarks/bench_offline.py --device cuda --dtype bfloat16 --num-prompts 512 --hf-batch-size 64
-    python benchmarks/bench_offline.py --model-path <hf folder> --load-format dummy --skip-hf
+    python benchmarks/bench_offline.py --device cuda --dtype bfloat16 --num-prompts 1000 \
+        --input-len-range 100 1024 --output-len 128 --arms hf naive full full-nooverlap --hf-batch-size 64
+    python benchmarks/bench_offline.py --model-path <hf folder> --load-format dummy --skip-radix
 
-Part 1 (engine vs HF): the same random prompts (equal length, so HF needs no padding), the same
-number of new tokens for every request (ignore_eos / no eos in HF), greedy. Throughput = generated
-tokens / wall time; the ratio is engine / HF.
-Part 2 (radix on vs off): prompts sharing a long prefix (few-shot style), the engine with and
-without the radix cache; reports throughput and the cache hit rate.
+Arms (same prompts, same number of new tokens for every request: ignore_eos / no eos in HF, greedy):
+  hf             transformers `generate` in batches (left padding + attention mask when lengths differ)
+  naive          this runtime with torch attention + torch ops (SGLANG_TORCH_OPS=1), no CUDA graphs,
+                 no radix cache, no overlap
+  full           this runtime with its defaults
+  full-nooverlap defaults but --disable-overlap
+Throughput = generated tokens / wall time of one batched call; ratios are against hf and naive.
+Radix part: prompts sharing a long prefix (few-shot style) through the full engine with and without
+the radix cache; reports throughput and the cache hit rate.
 """
 from __future__ import annotations
 
@@ -24,11 +29,20 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def random_prompts(n: int, length: int, vocab: int, seed: int, prefix_len: int = 0) -> list[list[int]]:
+def random_prompts(n: int, length: int | tuple[int, int], vocab: int, seed: int, prefix_len: int = 0) -> list[list[int]]:
+    """n prompts of `length` tokens (or uniform in [lo, hi]); ids clear of the special tokens."""
     rng = random.Random(seed)
-    # stay clear of the special tokens at the start of the vocabulary
+    lo, hi = (length, length) if isinstance(length, int) else length
     prefix = [rng.randrange(100, vocab) for _ in range(prefix_len)]
-    return [prefix + [rng.randrange(100, vocab) for _ in range(length)] for _ in range(n)]
+    return [prefix + [rng.randrange(100, vocab) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+
+ARM_SETTINGS: dict[str, dict[str, Any]] = {
+    "naive": {"attention_backend": "torch", "disable_cuda_graph": True, "disable_radix_cache": True,
+              "disable_overlap": True},
+    "full": {},
+    "full-nooverlap": {"disable_overlap": True},
+}
 
 
 def run_engine(args: argparse.Namespace, prompts: list[list[int]], **extra: Any) -> dict[str, Any]:
@@ -39,9 +53,9 @@ def run_engine(args: argparse.Namespace, prompts: list[list[int]], **extra: Any)
     if args.max_total_tokens:
         kw["max_total_tokens"] = args.max_total_tokens
     if args.disable_overlap:
-        kw["disable_overlap"] = True
+        kw.setdefault("disable_overlap", True)
     if args.disable_cuda_graph:
-        kw["disable_cuda_graph"] = True
+        kw.setdefault("disable_cuda_graph", True)
     sp = {"max_new_tokens": args.output_len, "temperature": 0, "ignore_eos": True}
     with sglang.Engine(**kw) as engine:
         engine.generate(input_ids=prompts[:2], sampling_params={**sp, "max_new_tokens": 4})  # warm up
@@ -71,7 +85,8 @@ def run_hf(args: argparse.Namespace, prompts: list[list[int]]) -> dict[str, Any]
     if args.load_format == "dummy":
         from transformers import AutoConfig
 
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
+        with torch.device(device):  # build on the device directly (fast for large models)
+            model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=dtype)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     model.to(device).eval()
@@ -79,12 +94,15 @@ def run_hf(args: argparse.Namespace, prompts: list[list[int]]) -> dict[str, Any]
     bs = args.hf_batch_size or len(prompts)
 
     def gen(batch: list[list[int]], n: int) -> int:
-        ids = torch.tensor(batch, device=device)
+        width = max(len(p) for p in batch)
+        # left padding so every row's last prompt token sits at the end; the mask hides the pads
+        ids = torch.tensor([[0] * (width - len(p)) + p for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False,
-                                 pad_token_id=0)
+            out = model.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, pad_token_id=0)
         return (out.shape[1] - ids.shape[1]) * out.shape[0]
 
+    prompts = sorted(prompts, key=len)  # batches of similar lengths pad less
     gen(prompts[:1], 2)  # warm up
     start = time.perf_counter()
     out_tokens = sum(gen(prompts[i : i + bs], args.output_len) for i in range(0, len(prompts), bs))
@@ -99,38 +117,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--model-path", default="default")
     p.add_argument("--num-prompts", type=int, default=16)
     p.add_argument("--input-len", type=int, default=128)
+    p.add_argument("--input-len-range", type=int, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="uniform prompt lengths in [LO, HI] (overrides --input-len)")
     p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--arms", nargs="+", default=["hf", "full"], choices=["hf", "naive", "full", "full-nooverlap"])
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--load-format", default="auto")
     p.add_argument("--max-total-tokens", type=int, default=None)
     p.add_argument("--hf-batch-size", type=int, default=None, help="HF generate batch size (default: all prompts)")
-    p.add_argument("--skip-hf", action="store_true")
+    p.add_argument("--skip-hf", action="store_true", help="drop the hf arm")
     p.add_argument("--skip-radix", action="store_true")
     p.add_argument("--shared-prefix-len", type=int, default=512)
     p.add_argument("--suffix-len", type=int, default=32)
     p.add_argument("--disable-overlap", action="store_true")
     p.add_argument("--disable-cuda-graph", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json-out", default=None)
+    p.add_argument("--json-out", "--out", dest="json_out", default=None)
     args = p.parse_args(argv)
 
     from sglang.runtime.model_config import ModelConfig
     from sglang.runtime.model_loader import resolve_model_path
 
     vocab = ModelConfig.from_path(resolve_model_path(args.model_path)).vocab_size
-    result: dict[str, Any] = {"args": vars(args), "commit": _commit()}
-
-    prompts = random_prompts(args.num_prompts, args.input_len, vocab, args.seed)
-    result["engine"] = run_engine(args, prompts)
-    print(f"engine: {result['engine']['output_tok_s']:.1f} output tok/s "
-          f"({result['engine']['seconds']:.2f} s, {args.num_prompts} x {args.input_len}+{args.output_len})")
-    if not args.skip_hf:
-        result["hf"] = run_hf(args, prompts)
-        result["speedup_vs_hf"] = result["engine"]["output_tok_s"] / result["hf"]["output_tok_s"]
-        print(f"hf generate (batch {result['hf']['batch_size']}): {result['hf']['output_tok_s']:.1f} output tok/s "
-              f"({result['hf']['seconds']:.2f} s)")
-        print(f"engine / hf: {result['speedup_vs_hf']:.2f}x")
+    result: dict[str, Any] = {"args": vars(args), "commit": _commit(), "arms": {}}
+    lengths = tuple(args.input_len_range) if args.input_len_range else args.input_len
+    prompts = random_prompts(args.num_prompts, lengths, vocab, args.seed)
+    arms = [a for a in args.arms if not (a == "hf" and args.skip_hf)]
+    for arm in arms:
+        if arm == "hf":
+            res = run_hf(args, prompts)
+        else:
+            res = _with_env({"SGLANG_TORCH_OPS": "1"} if arm == "naive" else {},
+                            lambda: run_engine(args, prompts, **ARM_SETTINGS[arm]))
+        result["arms"][arm] = res
+        print(f"{arm}: {res['output_tok_s']:.1f} output tok/s ({res['seconds']:.2f} s)", flush=True)
+    _print_table(result["arms"], args, lengths)
 
     if not args.skip_radix:
         shared = random_prompts(args.num_prompts, args.suffix_len, vocab, args.seed + 1, args.shared_prefix_len)
@@ -145,6 +167,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         with open(args.json_out, "w") as f:
             json.dump(result, f, indent=2)
     return result
+
+
+def _with_env(env: dict[str, str], fn):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return fn()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _print_table(arms: dict[str, dict[str, Any]], args: argparse.Namespace, lengths: Any) -> None:
+    print(f"\n{args.num_prompts} prompts, input {lengths}, output {args.output_len}, device {args.device}, "
+          f"dtype {args.dtype}")
+    print(f"{'arm':<16}{'wall s':>10}{'out tok/s':>12}{'total tok/s':>13}{'vs hf':>8}{'vs naive':>10}")
+    for name, r in arms.items():
+        vs = [f"{r['output_tok_s'] / arms[b]['output_tok_s']:.2f}x" if b in arms else "-" for b in ("hf", "naive")]
+        print(f"{name:<16}{r['seconds']:>10.2f}{r['output_tok_s']:>12.1f}{r['total_tok_s']:>13.1f}{vs[0]:>8}{vs[1]:>10}")
 
 
 def _commit() -> str:
