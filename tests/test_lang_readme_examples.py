@@ -48,11 +48,11 @@ def backend(request, engine, monkeypatch):
                    (batching_streaming, 8), (roles, 6)):
         monkeypatch.setattr(mod, "MAX_TOKENS", n)
     if request.param == "engine":
-        be = sgl.EngineBackend(engine)
+        sgl.set_default_backend(engine)  # a bare Engine is wrapped into the in-process backend
+        assert isinstance(sgl.get_default_backend(), sgl.EngineBackend)
     else:
-        be = sgl.RuntimeEndpoint(request.getfixturevalue("http_url"))
-    sgl.set_default_backend(be)
-    return be
+        sgl.set_default_backend(sgl.RuntimeEndpoint(request.getfixturevalue("http_url")))
+    return sgl.get_default_backend()
 
 
 def test_multi_turn_question(backend):
