@@ -61,6 +61,12 @@ class ModelRunner:
                 self.model_config.context_len, self.model_config.max_position_embeddings,
             )
 
+        window = self.model_config.hf_config.get("sliding_window")
+        if window and self.model_config.hf_config.get("use_sliding_window", True) and window < self.model_config.context_len:
+            logger.warning(
+                "the model was trained with a %d-token sliding window; attention here is full (as SGLang's), "
+                "so outputs past %d tokens differ from the reference", window, window,
+            )
         start = time.perf_counter()
         self.model = load_model(
             self.model_config, self.dtype, self.device, server_args.load_format, server_args.random_seed
