@@ -16,104 +16,23 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..lang import ir
 from ..lang import ir_expr as X
 from ..lang import sgl_ast as A
 from ..lang.sgl_errors import SglSemanticError, SourcePos
-from .loader import FuncRef, SourceProgram
-
-TYPES = ("str", "int", "float", "bool", "list", "dict", "image", "video", "any")
-_PY_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (tuple, list),
-             "dict": (dict,), "image": (str,), "video": (str,)}
-# gen parameter -> (accepted python types, description)
-GEN_PARAMS: dict[str, tuple[tuple[type, ...], str]] = {
-    "max_tokens": ((int,), "an int"), "min_tokens": ((int,), "an int"), "stop": ((str, tuple), "a string or list of strings"),
-    "stop_token_ids": ((tuple,), "a list of ints"), "temperature": ((int, float), "a number"),
-    "top_p": ((int, float), "a number"), "top_k": ((int,), "an int"), "min_p": ((int, float), "a number"),
-    "frequency_penalty": ((int, float), "a number"), "presence_penalty": ((int, float), "a number"),
-    "repetition_penalty": ((int, float), "a number"), "ignore_eos": ((bool,), "true or false"),
-    "regex": ((str,), "a string"), "json_schema": ((str, dict), "a JSON schema (dict or string)"),
-    "dtype": ((str,), "one of int, str, float, bool"), "return_logprob": ((bool,), "true or false"),
-    "logprob_start_len": ((int,), "an int"), "top_logprobs_num": ((int,), "an int"),
-    "return_text_in_logprobs": ((bool,), "true or false"), "choices": ((tuple,), "a list of strings"),
-    "choices_method": ((str,), "a string"),
-}
-SELECT_PARAMS = ("choices", "temperature", "choices_method")
+from .loader import SourceProgram
+from .lower_env import _PY_TYPES, TYPES, _Env, _Fork, _Var, _all_gens
+from .lower_exprs import ExprLowering
+from .lower_gen import GenLowering
 
 
-@dataclass
-class _Var:
-    definite: bool
-    version: int
-    pos: A.Pos
-
-
-@dataclass
-class _Fork:
-    node: int
-    n: int | None
-    branch_vars: list[dict[str, _Var]]
-
-
-@dataclass
-class _Env:
-    ref: FuncRef  # the function whose body is being lowered (for its module's symbols)
-    params: dict[str, str]  # entry-function parameters -> type name (IR arguments)
-    consts: dict[str, Any] = field(default_factory=dict)
-    aliases: dict[str, tuple[Any, dict[str, int]]] = field(default_factory=dict)  # let -> (expr, versions read)
-    locals: set[str] = field(default_factory=set)  # run-time loop / fork index variables
-    gen: dict[str, _Var] = field(default_factory=dict)
-    forks: dict[str, _Fork] = field(default_factory=dict)
-    role: str | None = None
-    calls: tuple[str, ...] = ()
-    later_gens: dict[str, A.Pos] = field(default_factory=dict)  # all gen names of the function (for hints)
-
-    def copy(self) -> "_Env":
-        return dataclasses.replace(self, consts=dict(self.consts), aliases=dict(self.aliases), locals=set(self.locals),
-                                   gen={k: dataclasses.replace(v) for k, v in self.gen.items()},
-                                   forks=dict(self.forks))
-
-
-def _freeze(v: Any) -> Any:
-    return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
-
-
-def _all_gens(body: list[A.Stmt], out: dict[str, A.Pos]) -> dict[str, A.Pos]:
-    for s in body:
-        if isinstance(s, (A.Gen, A.Select)):
-            out.setdefault(s.name, s.pos)
-        for sub in _sub_bodies(s):
-            _all_gens(sub, out)
-    return out
-
-
-def _sub_bodies(s: A.Stmt) -> list[list[A.Stmt]]:
-    if isinstance(s, (A.Role, A.ForkN, A.For)):
-        return [s.body]
-    if isinstance(s, A.ForkBranches):
-        return list(s.branches)
-    if isinstance(s, A.If):
-        return [a.body for a in s.arms] + ([s.orelse] if s.orelse is not None else [])
-    return []
-
-
-class Lowerer:
+class Lowerer(ExprLowering, GenLowering):
     """Lowers one entry function (and, inlined, everything it calls) to an `ir.IRFunction`."""
 
     def __init__(self, program: SourceProgram):
         self.program = program
-
-    # ---------------- errors
-    def err(self, msg: str, pos: A.Pos, env: _Env | None = None, hint: str | None = None) -> SglSemanticError:
-        file = env.ref.module.file if env else self.program.main.file
-        return SglSemanticError(msg, SourcePos.of(self.program.texts.get(file, ""), file, pos.line, pos.col), hint)
-
-    def loc(self, pos: A.Pos, env: _Env) -> ir.Loc:
-        return ir.Loc(env.ref.module.file, pos.line, pos.col)
 
     # ---------------- entry
     def lower_function(self, name: str) -> ir.IRFunction:
@@ -348,112 +267,6 @@ class Lowerer:
             raise self.err(f"{e.func}() needs {', '.join(names[:required])}", e.pos, env)
         return out
 
-    # ---------------- gen / select
-    def gen_args(self, s: A.Gen | A.Select, args: list[A.Arg], env: _Env, allowed: tuple[str, ...]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for a in args:
-            if a.name is None:
-                raise self.err(f"{'gen' if isinstance(s, A.Gen) else 'select'} takes keyword arguments, like max_tokens=64",
-                               a.pos, env)
-            if a.name not in allowed:
-                close = difflib.get_close_matches(a.name, allowed, 1)
-                raise self.err(f"unknown {'gen' if isinstance(s, A.Gen) else 'select'} parameter {a.name!r}", a.pos, env,
-                               f"did you mean {close[0]!r}?" if close else f"parameters: {', '.join(allowed)}")
-            if a.name in out:
-                raise self.err(f"duplicate parameter {a.name!r}", a.pos, env)
-            if a.name == "dtype" and isinstance(a.value, A.Name) and a.value.id in ("int", "str", "float", "bool"):
-                out[a.name] = a.value.id
-                continue
-            if a.name == "choices":
-                value = self.expr(a.value, env)
-                out[a.name] = value.value if isinstance(value, X.Const) else value
-                if isinstance(out[a.name], tuple) and not all(isinstance(c, str) for c in out[a.name]):
-                    raise self.err("choices must be strings", a.pos, env)
-                continue
-            value = self.const_value(a.value, env, f"gen parameter {a.name!r}")
-            types, desc = GEN_PARAMS[a.name]
-            if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
-                raise self.err(f"gen parameter {a.name!r} must be {desc}, got {value!r}", a.pos, env)
-            if a.name == "stop" and isinstance(value, tuple) and not all(isinstance(x, str) for x in value):
-                raise self.err("gen parameter 'stop' must be a string or list of strings", a.pos, env)
-            if a.name == "stop_token_ids" and not all(isinstance(x, int) for x in value):
-                raise self.err("gen parameter 'stop_token_ids' must be a list of ints", a.pos, env)
-            out[a.name] = value
-        return out
-
-    def gen(self, s: A.Gen, env: _Env, cur: ir.Cursor) -> None:
-        kw = self.gen_args(s, s.args, env, tuple(k for k in GEN_PARAMS if k != "choices_method"))
-        if "choices" in kw:  # gen(choices=...) is a select, as in SGLang
-            self.select(s, s.args, env, cur)
-            return
-        self.check_gen_name(s, env)
-        if isinstance(kw.get("stop"), str):
-            kw["stop"] = (kw["stop"],)
-        if isinstance(kw.get("json_schema"), dict):
-            kw["json_schema"] = json.dumps(kw["json_schema"], sort_keys=True)
-        try:
-            op = ir.Gen(s.name, **kw)
-        except TypeError as e:  # pragma: no cover - kw is filtered above
-            raise self.err(str(e), s.pos, env) from None
-        self.precheck_gen(op, s, env)
-        cur.append(op, self.loc(s.pos, env))
-        self.define(s.name, s.pos, env)
-
-    def precheck_gen(self, op: ir.Gen, s: A.Gen, env: _Env) -> None:
-        probs = [
-            (op.max_tokens is not None and op.max_tokens < 0, "max_tokens must be >= 0"),
-            (op.temperature is not None and op.temperature < 0, "temperature must be >= 0"),
-            (op.top_p is not None and not 0 < op.top_p <= 1, "top_p must be in (0, 1]"),
-            (op.dtype is not None and op.dtype not in ("int", "str", "float", "bool"), "dtype must be int, str, float or bool"),
-            (sum(x is not None for x in (op.regex, op.json_schema, op.dtype)) > 1, "use at most one of regex, json_schema, dtype"),
-        ]
-        for bad, msg in probs:
-            if bad:
-                raise self.err(f"gen {s.name!r}: {msg}", s.pos, env)
-        if op.json_schema is not None:
-            try:
-                json.loads(op.json_schema)
-            except ValueError as e:
-                raise self.err(f"gen {s.name!r}: json_schema is not valid JSON: {e}", s.pos, env) from None
-        if op.regex is not None:
-            import re
-
-            try:
-                re.compile(op.regex)
-            except re.error as e:
-                raise self.err(f"gen {s.name!r}: bad regex: {e}", s.pos, env) from None
-
-    def select(self, s: A.Gen | A.Select, args: list[A.Arg], env: _Env, cur: ir.Cursor) -> None:
-        args = list(args)
-        if args and args[0].name is None:  # select x(["a", "b"]) == select x(choices=["a", "b"])
-            args[0] = A.Arg("choices", args[0].value, args[0].pos)
-        kw = self.gen_args(s, args, env, SELECT_PARAMS)
-        if "choices" not in kw:
-            raise self.err(f"select {s.name!r} needs choices=[...]", s.pos, env)
-        choices = kw["choices"]
-        if isinstance(choices, tuple) and not choices:
-            raise self.err(f"select {s.name!r} needs at least one choice", s.pos, env)
-        if isinstance(choices, (str, int, float, bool)):
-            raise self.err("choices must be a list of strings", s.pos, env)
-        method = kw.get("choices_method", "token_length_normalized")
-        if method not in ir.CHOICES_METHODS:
-            raise self.err(f"unknown choices_method {method!r}", s.pos, env, f"one of: {', '.join(ir.CHOICES_METHODS)}")
-        temp = kw.get("temperature", 0.0)
-        if not isinstance(temp, (int, float)) or isinstance(temp, bool):
-            raise self.err("select temperature must be a number", s.pos, env)
-        self.check_gen_name(s, env)
-        cur.append(ir.Select(s.name, choices, method, float(temp)), self.loc(s.pos, env))
-        self.define(s.name, s.pos, env)
-
-    def check_gen_name(self, s: A.Gen | A.Select, env: _Env) -> None:
-        if s.name in env.params and s.name not in env.aliases:
-            raise self.err(f"duplicate name {s.name!r}: cannot generate into a parameter", s.pos, env)
-        if s.name in env.aliases or s.name in env.consts or s.name in env.locals or s.name in env.forks:
-            raise self.err(f"duplicate name {s.name!r}: it is already a let, loop or fork name", s.pos, env)
-
-    def define(self, name: str, pos: A.Pos, env: _Env) -> None:
-        prev = env.gen.get(name)
-        env.gen[name] = _Var(True, (prev.version + 1) if prev else 0, pos)
 
     # ---------------- control flow
     def fork(self, s: A.ForkN | A.ForkBranches, env: _Env, cur: ir.Cursor) -> None:
@@ -562,10 +375,6 @@ class Lowerer:
             raise self.err("a role block must open and close inside the loop body", s.pos, env)
         self.merge(env, [inner], exhaustive=False)
 
-    # ---------------- calls
-    def lookup_func(self, name: str, env: _Env) -> FuncRef | None:
-        return env.ref.symbols.get(name)
-
     def inline_call(self, call: A.Call, env: _Env, cur: ir.Cursor) -> Any:
         ref = self.lookup_func(call.func, env)
         assert ref is not None
@@ -621,140 +430,6 @@ class Lowerer:
             raise self.err(f"{call.func}() leaves a role block open", call.pos, env)
         env.gen = callee.gen  # shared stream: the callee's variables are the caller's
         return result if result is not None else X.Const(None)
-
-    # ---------------- expressions
-    def const_value(self, e: A.Expr, env: _Env, what: str) -> Any:
-        if isinstance(e, A.DictLit):
-            return {self.const_value(k, env, what): self._thaw(self.const_value(v, env, what)) for k, v in e.pairs}
-        value = self.expr(e, env)
-        if not isinstance(value, X.Const):
-            raise self.err(f"{what} must be a constant (known before the program runs)", e.pos, env)
-        return value.value
-
-    def _thaw(self, v: Any) -> Any:
-        return [self._thaw(x) for x in v] if isinstance(v, tuple) else v
-
-    def did_you_mean(self, name: str, pool: Any) -> str | None:
-        close = difflib.get_close_matches(name, list(pool), 1)
-        return f"did you mean {close[0]!r}?" if close else None
-
-    def expr(self, e: A.Expr, env: _Env, allow_maybe: bool = False) -> Any:
-        out = self._expr(e, env, allow_maybe)
-        return X.substitute(out, {})  # folds constant sub-trees
-
-    def _expr(self, e: A.Expr, env: _Env, allow_maybe: bool) -> Any:
-        if isinstance(e, A.Const):
-            return X.Const(e.value)
-        if isinstance(e, A.Str):
-            pieces: list[Any] = []
-            for p in e.parts:
-                pieces.append(X.Const(p) if isinstance(p, str) else X.CallExpr("str", (self._expr(p, env, allow_maybe),)))
-            if not pieces:
-                return X.Const("")
-            out = pieces[0] if isinstance(pieces[0], X.Const) or len(pieces) > 1 else pieces[0]
-            for p in pieces[1:]:
-                out = X.Binary("+", out, p)
-            return out
-        if isinstance(e, A.Name):
-            return self.name(e, env, allow_maybe)
-        if isinstance(e, A.ListLit):
-            return X.ListExpr(tuple(self._expr(i, env, allow_maybe) for i in e.items))
-        if isinstance(e, A.DictLit):
-            raise self.err("a dict is allowed only as a json_schema value or in return {...}", e.pos, env)
-        if isinstance(e, A.BinOp):
-            return X.Binary(e.op, self._expr(e.left, env, allow_maybe), self._expr(e.right, env, allow_maybe))
-        if isinstance(e, A.UnaryOp):
-            return X.Unary(e.op, self._expr(e.operand, env, allow_maybe))
-        if isinstance(e, A.Index):
-            if isinstance(e.obj, A.Name) and e.obj.id in env.forks:
-                raise self.err(f"{e.obj.id}[...] is a fork branch; read its variables as {e.obj.id}[i].NAME", e.pos, env)
-            return X.Index(self._expr(e.obj, env, allow_maybe), self._expr(e.index, env, allow_maybe))
-        if isinstance(e, A.Attr):
-            return self.fork_var(e, env)
-        if isinstance(e, A.Call):
-            return self.call_expr(e, env, allow_maybe)
-        raise self.err(f"unsupported expression {type(e).__name__}", e.pos, env)  # pragma: no cover
-
-    def name(self, e: A.Name, env: _Env, allow_maybe: bool) -> Any:
-        n = e.id
-        if n in env.consts:
-            return X.Const(_freeze(env.consts[n]))
-        if n in env.aliases:
-            value, reads = env.aliases[n]
-            for var, version in reads.items():
-                if var in env.gen and env.gen[var].version != version:
-                    raise self.err(f"{n!r} refers to {var!r}, which has been generated again since {n!r} was set",
-                                   e.pos, env, f"use a fresh gen name, or read {var!r} directly")
-            return value
-        if n in env.locals:
-            return X.Name(n)
-        if n in env.gen:
-            if not env.gen[n].definite and not allow_maybe:
-                raise self.err(f"variable {n!r} may not be generated here: it is generated only on some paths "
-                               f"(line {env.gen[n].pos.line})", e.pos, env,
-                               "generate it on every branch (add an else), or read it only where it is generated")
-            return X.Name(n)
-        if n in env.params:
-            return X.Name(n)
-        if n in env.forks:
-            raise self.err(f"{n!r} is a fork; read a branch's variable as {n}[i].NAME", e.pos, env)
-        if n in env.later_gens:
-            raise self.err(f"variable {n!r} is used before it is generated (gen at line {env.later_gens[n].line})",
-                           e.pos, env)
-        if n in env.ref.symbols or any(k.startswith(n + ".") for k in env.ref.symbols):
-            raise self.err(f"{n!r} is a function, not a value; call it as a statement or `let x = {n}(...)`", e.pos, env)
-        pool = set(env.consts) | set(env.aliases) | env.locals | set(env.gen) | set(env.params)
-        raise self.err(f"undefined variable {n!r}", e.pos, env, self.did_you_mean(n, pool))
-
-    def fork_var(self, e: A.Attr, env: _Env) -> Any:
-        if not (isinstance(e.obj, A.Index) and isinstance(e.obj.obj, A.Name) and e.obj.obj.id in env.forks):
-            if isinstance(e.obj, A.Name) and e.obj.id in env.forks:
-                raise self.err(f"say which branch: {e.obj.id}[0].{e.name}", e.pos, env)
-            raise self.err(f"'.{e.name}' reads a fork branch's variable (fork[i].NAME); this is not a fork", e.pos, env)
-        fork = env.forks[e.obj.obj.id]
-        idx = self.expr(e.obj.index, env)
-        if not (isinstance(idx, X.Const) and isinstance(idx.value, int)):
-            raise self.err("a fork branch index must be a constant int (or a literal loop's variable)", e.obj.index.pos, env)
-        b = idx.value
-        if fork.n is not None:
-            if not 0 <= b < fork.n:
-                raise self.err(f"fork {e.obj.obj.id!r} has {fork.n} branch(es); index {b} is out of range",
-                               e.obj.index.pos, env)
-            var = fork.branch_vars[b].get(e.name)
-        else:
-            var = fork.branch_vars[0].get(e.name)
-        if var is None:
-            raise self.err(f"branch {b} of fork {e.obj.obj.id!r} does not generate {e.name!r}", e.pos, env,
-                           self.did_you_mean(e.name, fork.branch_vars[b if fork.n else 0]))
-        return X.Name(e.name, fork.node, b)
-
-    def call_expr(self, e: A.Call, env: _Env, allow_maybe: bool) -> Any:
-        func, args = e.func, list(e.args)
-        if func in ("image", "video"):
-            raise self.err(f"{func}(...) appends media; use it as a statement", e.pos, env)
-        if self.lookup_func(func, env) is not None:
-            raise self.err(f"calling the .sgl function {func!r} is allowed only as a statement or `let x = {func}(...)`",
-                           e.pos, env)
-        if "." in func:  # x.strip() style: the receiver becomes the first argument
-            recv, _, method = func.rpartition(".")
-            if method in X.FUNCTIONS:
-                args = [A.Arg(None, self._dotted_expr(recv, e.pos))] + args
-                func = method
-        if func not in X.FUNCTIONS:
-            raise self.err(f"unknown function {func!r}", e.pos, env,
-                           self.did_you_mean(func, list(X.FUNCTIONS) + list(env.ref.symbols)) or
-                           f"builtins: {', '.join(X.FUNCTIONS)}")
-        if any(a.name for a in args):
-            raise self.err(f"builtin {func}() takes positional arguments only", e.pos, env)
-        return X.CallExpr(func, tuple(self._expr(a.value, env, allow_maybe) for a in args))
-
-    @staticmethod
-    def _dotted_expr(dotted: str, pos: A.Pos) -> A.Expr:
-        parts = dotted.split(".")
-        out: A.Expr = A.Name(parts[0], pos)
-        for p in parts[1:]:
-            out = A.Attr(out, p, pos)
-        return out
 
 
 def lower_program(program: SourceProgram, functions: list[str] | None = None) -> dict[str, ir.IRFunction]:

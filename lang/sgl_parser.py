@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
                              VisitError)
 
@@ -28,7 +28,10 @@ _EXAMPLES: dict[str, list[str]] = {
     ],
     "a block starts with '{' (Python's ':' and indentation are not .sgl syntax)": [
         "def f():", "def f() { if x: }", "def f() { for x in y: }", "def f() { user: }",
-        'def f() "x"', "def f() { if x 'a' }", "def f() { else { } }",
+        'def f() "x"', "def f() { if x 'a' }", "def f() { for x in y 'a' }",
+    ],
+    "'elif' and 'else' must directly follow the '}' of an if block": [
+        "def f() { else { } }", "def f() { elif x { } }",
     ],
     "gen needs a variable name first: gen NAME(max_tokens=..., ...)": [
         "def f() { gen(max_tokens=3) }", 'def f() { gen "x" }', "def f() { gen 1 }",

@@ -1,0 +1,166 @@
+"""Expression lowering for `.sgl` → IR (a mixin of `compiler.ast_to_ir.Lowerer`).
+
+Resolves names (constants, `let` aliases, loop/fork indices, generated variables, parameters), reads of
+fork branch variables (`t[k].x`), builtin calls (also method style, `x.strip()`), and folds constants.
+Every unresolvable name is an `SglSemanticError` at its position, with a did-you-mean hint.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from ..lang import ir
+from ..lang import ir_expr as X
+from ..lang import sgl_ast as A
+from ..lang.sgl_errors import SglSemanticError, SourcePos
+from .loader import FuncRef, SourceProgram
+from .lower_env import _Env, _freeze
+
+
+class ExprLowering:
+    program: SourceProgram
+
+    def err(self, msg: str, pos: A.Pos, env: _Env | None = None, hint: str | None = None) -> SglSemanticError:
+        file = env.ref.module.file if env else self.program.main.file
+        return SglSemanticError(msg, SourcePos.of(self.program.texts.get(file, ""), file, pos.line, pos.col), hint)
+
+    def loc(self, pos: A.Pos, env: _Env) -> ir.Loc:
+        return ir.Loc(env.ref.module.file, pos.line, pos.col)
+
+
+    def lookup_func(self, name: str, env: _Env) -> FuncRef | None:
+        return env.ref.symbols.get(name)
+
+
+    def const_value(self, e: A.Expr, env: _Env, what: str) -> Any:
+        if isinstance(e, A.DictLit):
+            return {self.const_value(k, env, what): self._thaw(self.const_value(v, env, what)) for k, v in e.pairs}
+        value = self.expr(e, env)
+        if not isinstance(value, X.Const):
+            raise self.err(f"{what} must be a constant (known before the program runs)", e.pos, env)
+        return value.value
+
+    def _thaw(self, v: Any) -> Any:
+        return [self._thaw(x) for x in v] if isinstance(v, tuple) else v
+
+    def did_you_mean(self, name: str, pool: Any) -> str | None:
+        close = difflib.get_close_matches(name, list(pool), 1)
+        return f"did you mean {close[0]!r}?" if close else None
+
+    def expr(self, e: A.Expr, env: _Env, allow_maybe: bool = False) -> Any:
+        out = self._expr(e, env, allow_maybe)
+        return X.substitute(out, {})  # folds constant sub-trees
+
+    def _expr(self, e: A.Expr, env: _Env, allow_maybe: bool) -> Any:
+        if isinstance(e, A.Const):
+            return X.Const(e.value)
+        if isinstance(e, A.Str):
+            pieces: list[Any] = []
+            for p in e.parts:
+                pieces.append(X.Const(p) if isinstance(p, str) else X.CallExpr("str", (self._expr(p, env, allow_maybe),)))
+            if not pieces:
+                return X.Const("")
+            out = pieces[0] if isinstance(pieces[0], X.Const) or len(pieces) > 1 else pieces[0]
+            for p in pieces[1:]:
+                out = X.Binary("+", out, p)
+            return out
+        if isinstance(e, A.Name):
+            return self.name(e, env, allow_maybe)
+        if isinstance(e, A.ListLit):
+            return X.ListExpr(tuple(self._expr(i, env, allow_maybe) for i in e.items))
+        if isinstance(e, A.DictLit):
+            raise self.err("a dict is allowed only as a json_schema value or in return {...}", e.pos, env)
+        if isinstance(e, A.BinOp):
+            return X.Binary(e.op, self._expr(e.left, env, allow_maybe), self._expr(e.right, env, allow_maybe))
+        if isinstance(e, A.UnaryOp):
+            return X.Unary(e.op, self._expr(e.operand, env, allow_maybe))
+        if isinstance(e, A.Index):
+            if isinstance(e.obj, A.Name) and e.obj.id in env.forks:
+                raise self.err(f"{e.obj.id}[...] is a fork branch; read its variables as {e.obj.id}[i].NAME", e.pos, env)
+            return X.Index(self._expr(e.obj, env, allow_maybe), self._expr(e.index, env, allow_maybe))
+        if isinstance(e, A.Attr):
+            return self.fork_var(e, env)
+        if isinstance(e, A.Call):
+            return self.call_expr(e, env, allow_maybe)
+        raise self.err(f"unsupported expression {type(e).__name__}", e.pos, env)  # pragma: no cover
+
+    def name(self, e: A.Name, env: _Env, allow_maybe: bool) -> Any:
+        n = e.id
+        if n in env.consts:
+            return X.Const(_freeze(env.consts[n]))
+        if n in env.aliases:
+            value, reads = env.aliases[n]
+            for var, version in reads.items():
+                if var in env.gen and env.gen[var].version != version:
+                    raise self.err(f"{n!r} refers to {var!r}, which has been generated again since {n!r} was set",
+                                   e.pos, env, f"use a fresh gen name, or read {var!r} directly")
+            return value
+        if n in env.locals:
+            return X.Name(n)
+        if n in env.gen:
+            if not env.gen[n].definite and not allow_maybe:
+                raise self.err(f"variable {n!r} may not be generated here: it is generated only on some paths "
+                               f"(line {env.gen[n].pos.line})", e.pos, env,
+                               "generate it on every branch (add an else), or read it only where it is generated")
+            return X.Name(n)
+        if n in env.params:
+            return X.Name(n)
+        if n in env.forks:
+            raise self.err(f"{n!r} is a fork; read a branch's variable as {n}[i].NAME", e.pos, env)
+        if n in env.later_gens:
+            raise self.err(f"variable {n!r} is used before it is generated (gen at line {env.later_gens[n].line})",
+                           e.pos, env)
+        if n in env.ref.symbols or any(k.startswith(n + ".") for k in env.ref.symbols):
+            raise self.err(f"{n!r} is a function, not a value; call it as a statement or `let x = {n}(...)`", e.pos, env)
+        pool = set(env.consts) | set(env.aliases) | env.locals | set(env.gen) | set(env.params)
+        raise self.err(f"undefined variable {n!r}", e.pos, env, self.did_you_mean(n, pool))
+
+    def fork_var(self, e: A.Attr, env: _Env) -> Any:
+        if not (isinstance(e.obj, A.Index) and isinstance(e.obj.obj, A.Name) and e.obj.obj.id in env.forks):
+            if isinstance(e.obj, A.Name) and e.obj.id in env.forks:
+                raise self.err(f"say which branch: {e.obj.id}[0].{e.name}", e.pos, env)
+            raise self.err(f"'.{e.name}' reads a fork branch's variable (fork[i].NAME); this is not a fork", e.pos, env)
+        fork = env.forks[e.obj.obj.id]
+        idx = self.expr(e.obj.index, env)
+        if not (isinstance(idx, X.Const) and isinstance(idx.value, int)):
+            raise self.err("a fork branch index must be a constant int (or a literal loop's variable)", e.obj.index.pos, env)
+        b = idx.value
+        if fork.n is not None:
+            if not 0 <= b < fork.n:
+                raise self.err(f"fork {e.obj.obj.id!r} has {fork.n} branch(es); index {b} is out of range",
+                               e.obj.index.pos, env)
+            var = fork.branch_vars[b].get(e.name)
+        else:
+            var = fork.branch_vars[0].get(e.name)
+        if var is None:
+            raise self.err(f"branch {b} of fork {e.obj.obj.id!r} does not generate {e.name!r}", e.pos, env,
+                           self.did_you_mean(e.name, fork.branch_vars[b if fork.n else 0]))
+        return X.Name(e.name, fork.node, b)
+
+    def call_expr(self, e: A.Call, env: _Env, allow_maybe: bool) -> Any:
+        func, args = e.func, list(e.args)
+        if func in ("image", "video"):
+            raise self.err(f"{func}(...) appends media; use it as a statement", e.pos, env)
+        if self.lookup_func(func, env) is not None:
+            raise self.err(f"calling the .sgl function {func!r} is allowed only as a statement or `let x = {func}(...)`",
+                           e.pos, env)
+        if "." in func:  # x.strip() style: the receiver becomes the first argument
+            recv, _, method = func.rpartition(".")
+            if method in X.FUNCTIONS:
+                args = [A.Arg(None, self._dotted_expr(recv, e.pos))] + args
+                func = method
+        if func not in X.FUNCTIONS:
+            raise self.err(f"unknown function {func!r}", e.pos, env,
+                           self.did_you_mean(func, list(X.FUNCTIONS) + list(env.ref.symbols)) or
+                           f"builtins: {', '.join(X.FUNCTIONS)}")
+        if any(a.name for a in args):
+            raise self.err(f"builtin {func}() takes positional arguments only", e.pos, env)
+        return X.CallExpr(func, tuple(self._expr(a.value, env, allow_maybe) for a in args))
+
+    @staticmethod
+    def _dotted_expr(dotted: str, pos: A.Pos) -> A.Expr:
+        parts = dotted.split(".")
+        out: A.Expr = A.Name(parts[0], pos)
+        for p in parts[1:]:
+            out = A.Attr(out, p, pos)
+        return out
