@@ -197,3 +197,20 @@ def test_sglang_0210_regex_and_int(sglang_0210_python, server, engine, tmp_path)
     assert re.fullmatch(r"[1-9][0-9]{1,3}", res["digits"]), res
     assert re.fullmatch(r"[-+]?[0-9]+", res["integer"].strip()), res
     wait_idle(engine)
+
+
+def test_openai_chat_meaning_on_the_real_model(server, engine):
+    """The chat template renders SmolLM2's own format: the instruct model answers the question."""
+    import openai
+
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
+    model = client.models.list().data[0].id
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24, temperature=0)
+    assert "Paris" in reply.choices[0].message.content
+    streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=24, temperature=0, stream=True) if chunk.choices)
+    assert streamed == reply.choices[0].message.content
+    wait_idle(engine)
