@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from .errors import GrammarError, RegexSyntaxError
-from .regex_fsm import parse_regex
+from .errors import ConstraintError, GrammarError
+from .regex_fsm import regex_to_dfa
 
 # lark's common terminals written with look-behind → the same language without it
 _KNOWN_TERMINALS = {
@@ -94,14 +94,15 @@ class _Inliner:
             rx = t.pattern.to_regexp()
             rx = _KNOWN_TERMINALS.get(rx, rx)
             try:
-                parse_regex(rx)
-            except RegexSyntaxError as exc:
+                regex_to_dfa(rx)  # terminals are small; this catches look-arounds etc. with positions
+            except ConstraintError as exc:
                 raise GrammarError(f"terminal {t.name}: {exc}") from None
             self.terms[t.name] = rx
         ign = [self.terms[n] for n in getattr(parser, "ignore_tokens", []) if n in self.terms]
         self.ignore = f"(({')|('.join(ign)}))*" if ign else ""
         self.max_depth = max_depth
         self.unrolled: set[str] = set()
+        self._memo: dict[tuple, Optional[str]] = {}
 
     def symbol(self, sym: Any, stack: tuple[str, ...]) -> Optional[str]:
         if sym.is_term:
@@ -118,12 +119,19 @@ class _Inliner:
         return self.ignore.join(parts)
 
     def rule(self, name: str, stack: tuple[str, ...]) -> Optional[str]:
+        """Regex of `name` below `stack`; it depends on the stack only through how often each rule is on
+        it, which keys the memo (without it, inlining is exponential in the nesting depth)."""
         if name not in self.rules:
             raise GrammarError(f"rule {name!r} is used but not defined")
         if stack.count(name) >= self.max_depth:
             self.unrolled.add(name)
             return None
-        stack = stack + (name,)
+        key = (name, tuple(sorted((n, stack.count(n)) for n in set(stack))))
+        if key not in self._memo:
+            self._memo[key] = self._rule(name, stack + (name,))
+        return self._memo[key]
+
+    def _rule(self, name: str, stack: tuple[str, ...]) -> Optional[str]:
         exps = self.rules[name]
         base = [e for e in exps if not any((not s.is_term) and s.name == name for s in e)]
         rec = [e for e in exps if e not in base]
@@ -134,6 +142,8 @@ class _Inliner:
             b, s = self._alts(base, stack), self._alts(left, stack)
             if b is None:
                 return None
+            if s == b:
+                return f"({b})+" if not ig else f"({b}({ig}{b})*)"
             return b if s is None else f"({b}({ig}{s})*)"
         if rec and len(right) == len(rec):  # R: B | P R  →  (P)* B
             b, p = self._alts(base, stack), self._alts(right, stack)
@@ -143,13 +153,40 @@ class _Inliner:
         return self._alts(exps, stack)
 
     def _alts(self, exps: list[list[Any]], stack: tuple[str, ...]) -> Optional[str]:
-        parts = [p for p in (self.seq(e, stack) for e in exps) if p is not None]
-        if not parts:
+        """Alternatives with common leading symbols factored out (`a b | a` → `a(b)?`), so that lark's
+        expansions of `[x]` / `x*` do not copy the shared part once per alternative."""
+        if not exps:
             return None
-        return "(" + "|".join(dict.fromkeys(parts)) + ")"
+        groups: dict[Any, list[list[Any]]] = {}
+        for e in exps:
+            groups.setdefault(e[0] if e else None, []).append(e[1:] if e else [])
+        by_tail: dict[tuple[Optional[str], str], list[str]] = {}  # (tail, "?"|"") -> heads
+        empty = False
+        for head, rests in groups.items():
+            if head is None:
+                empty = True
+                continue
+            h = self.symbol(head, stack)
+            if h is None:
+                continue
+            nonempty = [r for r in rests if r]
+            tail = self._alts(nonempty, stack) if nonempty else None
+            if tail is None:
+                if len(nonempty) < len(rests):
+                    by_tail.setdefault((None, ""), []).append(h)
+                continue
+            by_tail.setdefault((tail, "?" if len(nonempty) < len(rests) else ""), []).append(h)
+        parts: list[str] = []
+        for (tail, opt), heads in by_tail.items():  # `+ t | - t` -> `(+|-) t`: one copy of t
+            h = heads[0] if len(heads) == 1 else "(" + "|".join(dict.fromkeys(heads)) + ")"
+            parts.append(h if tail is None else f"{h}({self.ignore}{tail}){opt}")
+        if not parts:
+            return "" if empty else None
+        body = "|".join(dict.fromkeys(parts))
+        return f"(({body})?)" if empty else f"({body})"
 
 
-def grammar_info(src: str, start: str = "start", max_depth: int = 4) -> dict[str, Any]:
+def grammar_info(src: str, start: str = "start", max_depth: int = 3) -> dict[str, Any]:
     """{"regex": str, "unrolled": [rules whose recursion was cut at max_depth]}."""
     if "::=" in src and start == "start":
         start = "start"  # GBNF's root is renamed start
@@ -164,5 +201,5 @@ def grammar_info(src: str, start: str = "start", max_depth: int = 4) -> dict[str
     return {"regex": rx, "unrolled": sorted(inl.unrolled)}
 
 
-def grammar_to_regex(src: str, start: str = "start", max_depth: int = 4) -> str:
+def grammar_to_regex(src: str, start: str = "start", max_depth: int = 3) -> str:
     return grammar_info(src, start, max_depth)["regex"]

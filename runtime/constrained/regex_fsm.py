@@ -15,6 +15,7 @@ next state; `accepting[s]` marks final states; `start` is the initial state.
 """
 from __future__ import annotations
 
+import functools
 import re
 import re._constants as C  # noqa: N812 - the parser's opcode names
 import re._parser as sre_parse
@@ -26,6 +27,8 @@ import numpy as np
 from .errors import EmptyLanguageError, RegexSyntaxError
 
 MAX_CP = 0x10FFFF
+_OK_FLAGS = int(re.ASCII | re.UNICODE | re.VERBOSE | re.DOTALL)  # ints: enum arithmetic is slow
+_DOTALL = int(re.DOTALL)
 MAX_NFA_STATES = 400_000  # a bigger pattern is refused rather than exhausting memory
 
 Ranges = list[tuple[int, int]]  # sorted, disjoint, inclusive code-point ranges
@@ -129,20 +132,27 @@ class _NFA:
     def charset(self, ranges: Ranges) -> tuple[int, int]:
         start, end = self.new(), self.new()
         trie: dict[tuple, int] = {}
-        for lo, hi in _without_surrogates(_normalize(ranges)):
-            for seq in utf8_sequences(lo, hi):
-                node = start
-                for i, (blo, bhi) in enumerate(seq):
-                    if i == len(seq) - 1:
-                        self.edges[node].append((blo, bhi, end))
-                        break
-                    key = tuple(seq[: i + 1])
-                    nxt = trie.get(key)
-                    if nxt is None:
-                        nxt = trie[key] = self.new()
-                        self.edges[node].append((blo, bhi, nxt))
-                    node = nxt
+        for seq in _sequences(tuple(ranges)):
+            node = start
+            for i, (blo, bhi) in enumerate(seq):
+                if i == len(seq) - 1:
+                    self.edges[node].append((blo, bhi, end))
+                    break
+                key = tuple(seq[: i + 1])
+                nxt = trie.get(key)
+                if nxt is None:
+                    nxt = trie[key] = self.new()
+                    self.edges[node].append((blo, bhi, nxt))
+                node = nxt
         return start, end
+
+
+@functools.lru_cache(maxsize=4096)
+def _sequences(ranges: tuple) -> list[list[tuple[int, int]]]:
+    out: list[list[tuple[int, int]]] = []
+    for lo, hi in _without_surrogates(_normalize(list(ranges))):
+        out += utf8_sequences(lo, hi)
+    return out
 
 
 def _find_pos(pattern: str, regex: str) -> Optional[int]:
@@ -201,10 +211,10 @@ class _Builder:
             return start, end
         if op is C.SUBPATTERN:
             _group, add_flags, del_flags, sub = av
-            if add_flags & ~(re.ASCII | re.UNICODE | re.VERBOSE | re.DOTALL):
+            if add_flags & ~_OK_FLAGS:
                 raise self.unsupported("inline flags other than a, u, x, s", r"\(\?[a-zA-Z-]+[:)]")
             old = self.dotall
-            self.dotall = (old or bool(add_flags & re.DOTALL)) and not del_flags & re.DOTALL
+            self.dotall = (old or bool(add_flags & _DOTALL)) and not del_flags & _DOTALL
             try:
                 return self.seq(list(sub))
             finally:
