@@ -177,3 +177,62 @@ def test_expressions_eval_print_and_round_trip():
     assert eval_expr(ListExpr((Const(1), Name("x"))), {"x": 2}) == [1, 2]
     with pytest.raises(NameError, match="'zz'"):
         eval_expr(Name("zz"), {})
+
+
+# ---------------------------------------------------------------- properties over random programs
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_texts = st.sampled_from(["", "a", "b ", "\n", "{x}"])
+
+
+@st.composite
+def programs(draw):
+    fn = IRFunction("rand", ("q",))
+    counter = [0]
+
+    def fill(cur, depth, defined):
+        for _ in range(draw(st.integers(0, 5))):
+            kind = draw(st.sampled_from(["text", "text", "arg", "gen", "ref", "interp", "branch", "fork"]
+                                        if depth < 2 else ["text", "arg", "gen", "ref"]))
+            if kind == "text":
+                cur.append(Text(draw(_texts)))
+            elif kind == "arg":
+                cur.append(Arg("q"))
+            elif kind == "interp":
+                cur.append(Interp(draw(st.sampled_from([Const("c"), Const(3), Name("q")]))))
+            elif kind == "gen":
+                counter[0] += 1
+                name = f"v{counter[0]}"
+                cur.append(Gen(name, max_tokens=draw(st.integers(1, 4))))
+                defined.append(name)
+            elif kind == "ref" and defined:
+                cur.append(VarRef(draw(st.sampled_from(defined))))
+            elif kind == "branch":
+                node = cur.append(Branch((Binary("==", Name("q"), Const("y")), None)))
+                for arm in range(2):
+                    fill(cur.arm_cursor(node, arm), depth + 1, list(defined))
+            elif kind == "fork":
+                node = cur.append(Fork(2))
+                for arm in range(2):
+                    fill(cur.arm_cursor(node, arm), depth + 1, list(defined))
+
+    fill(fn.cursor(), 0, [])
+    return fn.check()
+
+
+@settings(max_examples=60, deadline=None)
+@given(programs())
+def test_random_programs_round_trip_and_canonicalize_idempotently(fn):
+    text = fn.dumps()
+    assert IRFunction.from_json(text).dumps() == text
+    canon = canonicalize(fn)
+    assert canonicalize(canon).dumps() == canon.dumps()
+    assert structural_equal(fn, canon)
+    # canonical form: no empty Text, no two Texts in a row, no Interp of a constant
+    for n, _ in canon.walk():
+        op, nxt = canon.op(n), canon.next(n)
+        assert not (isinstance(op, Text) and op.value == "")
+        assert not (isinstance(op, Text) and nxt is not None and isinstance(canon.op(nxt), Text))
+        assert not (isinstance(op, Interp) and isinstance(op.expr, Const))
+    assert len(canon.data_edges()) == len([n for n in fn.graph.nodes if isinstance(fn.op(n), VarRef)])
