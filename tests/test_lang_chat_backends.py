@@ -139,3 +139,54 @@ def test_openai_backend_errors_name_the_unsupported_feature(fake_openai):
     with pytest.raises(sgl.ProgramError, match="no 'top_k'"):
         sgl.function(lambda s: [s.__iadd__(sgl.user("q")), s.__iadd__(sgl.assistant(sgl.gen("a", top_k=3)))]
                      ).run(backend=real)
+
+
+def _endpoint(handler, **kw):
+    return sgl.RuntimeEndpoint("http://fake", transport=httpx.MockTransport(handler), **kw)
+
+
+def test_runtime_endpoint_maps_http_errors_and_sends_the_key():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        body = json.loads(request.content)
+        if body["sampling_params"].get("temperature") == -1:
+            return httpx.Response(400, json={"object": "error", "error": {"message": "temperature must be >= 0"}})
+        return httpx.Response(503, text="overloaded")
+
+    be = _endpoint(handler, api_key="sekret")
+
+    @sgl.function
+    def prog(s):
+        s += "x" + sgl.gen("a", max_tokens=2)
+
+    with pytest.raises(sgl.ProgramError, match="bad request: temperature must be >= 0"):
+        prog.run(temperature=-1, backend=be)
+    with pytest.raises(sgl.ProgramError, match="HTTP 503: overloaded"):
+        prog.run(backend=be)
+    assert seen[0].headers["authorization"] == "Bearer sekret" and seen[0].url.path == "/generate"
+    unreachable = sgl.RuntimeEndpoint("http://127.0.0.1:9")  # discard port: nothing listens
+    with pytest.raises(sgl.ProgramError, match="cannot reach http://127.0.0.1:9/generate"):
+        prog.run(backend=unreachable)
+
+
+def test_runtime_endpoint_parses_sse_streams_and_in_band_errors():
+    def ok(request: httpx.Request) -> httpx.Response:
+        assert json.loads(request.content)["stream"] is True
+        chunks = [{"text": "He", "meta_info": {}}, {"text": "Hello", "meta_info": {"completion_tokens": 2}}]
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        body = 'data: {"text": "He", "meta_info": {}}\n\ndata: {"object": "error", "error": {"message": "boom"}}\n\n'
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+    @sgl.function
+    def prog(s):
+        s += "x" + sgl.gen("a", max_tokens=2)
+
+    state = prog.run(stream=True, backend=_endpoint(ok))
+    assert list(state.text_iter()) == ["x", "He", "llo"] and state.get_meta_info("a")["completion_tokens"] == 2
+    with pytest.raises(sgl.ProgramError, match="boom"):
+        list(prog.run(stream=True, backend=_endpoint(broken)).text_iter())

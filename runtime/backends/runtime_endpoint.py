@@ -18,11 +18,13 @@ class RuntimeEndpoint(NativeBackend):
     name = "http"
 
     def __init__(self, base_url: str, api_key: Optional[str] = None, chat_template: Optional[str] = None,
-                 timeout: float = 600.0, verify: bool = True, auth_token: Optional[str] = None) -> None:
+                 timeout: float = 600.0, verify: bool = True, auth_token: Optional[str] = None,
+                 transport: Optional[httpx.BaseTransport] = None) -> None:
         api_key = api_key or auth_token  # SGLang 0.2.x names it auth_token
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify)
+        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify,
+                                   transport=transport)
         self._template_name = chat_template
         self._template: ChatTemplate | None = None
         self._model_info: dict[str, Any] | None = None
@@ -69,7 +71,7 @@ class RuntimeEndpoint(NativeBackend):
 
     def flush_cache(self) -> bool:
         try:
-            self._request("POST", "/flush_cache")
+            self._request("GET", "/flush_cache")  # SGLang 0.2.x serves GET
         except BackendError:
             return False
         return True
