@@ -311,3 +311,41 @@ def test_concurrent_requests_do_not_block_the_event_loop(server, engine):
         t.join()
     assert results == [200, 200, 200]
     wait_idle(engine)
+
+
+# --------------------------------------------------------------------------- fuzz
+
+def _fuzz_bodies():
+    from hypothesis import strategies as st
+
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-3, 3000), st.floats(allow_nan=True),
+                       st.text(max_size=8))
+    value = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                         st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                         max_leaves=6)
+    sampling_keys = st.sampled_from(["max_new_tokens", "temperature", "top_p", "top_k", "stop", "n", "regex",
+                                     "ignore_eos", "seed", "bogus"])
+    sampling = st.dictionaries(sampling_keys, value, max_size=4)
+    fields = {"text": value, "input_ids": value, "sampling_params": st.one_of(sampling, value),
+              "return_logprob": value, "logprob_start_len": value, "top_logprobs_num": value,
+              "stream": st.booleans(), "rid": value, "extra": value}
+    return st.fixed_dictionaries({}, optional=fields)
+
+
+def test_fuzzed_bodies_never_crash_the_server(client):
+    from hypothesis import HealthCheck, given, settings
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(_fuzz_bodies())
+    def check(body):
+        sp = body.get("sampling_params")
+        if isinstance(sp, dict):  # keep accepted requests short
+            sp["max_new_tokens"] = 2
+        body.pop("stream", None)
+        r = client.post("/generate", json=body)
+        assert r.status_code in (200, 400), (body, r.status_code, r.text)
+        if r.status_code == 400:
+            assert r.json()["error"]["message"]
+
+    check()
+    assert client.post("/generate", json={"text": "ok", "sampling_params": greedy(1)}).status_code == 200
