@@ -17,8 +17,13 @@ from ..runtime.backends.base import BaseBackend, GenInput
 from .ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
 from .primitives import SglExpr, caller_loc, to_expr
 
-DTYPE_REGEX = {"int": r"[-+]?[0-9]+", "float": r"[-+]?[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?",
-               "bool": r"(True|False)", "str": r"\"[^\"\\]*\""}
+
+
+def dtype_regex(dtype: str) -> str:
+    """gen(dtype=...) -> the regex the runtime's constrained decoding uses for that type."""
+    from ..runtime.constrained import api as C  # lazy: it imports torch
+
+    return {"int": C.INT_REGEX, "float": C.FLOAT_REGEX, "bool": C.BOOL_REGEX, "str": C.STRING_REGEX}[dtype]
 
 
 class ProgramError(RuntimeError):
@@ -186,7 +191,7 @@ class StreamExecutor:
         sampling = dict(self.default_sampling)
         sampling.update(op.sampling_params())
         if op.dtype is not None and sampling.get("regex") is None:
-            sampling["regex"] = DTYPE_REGEX[op.dtype]
+            sampling["regex"] = dtype_regex(op.dtype)
         options = dict(self.options)
         options.update({k: getattr(op, k) for k in ("return_logprob", "logprob_start_len", "top_logprobs_num",
                                                    "return_text_in_logprobs") if getattr(op, k) is not None})

@@ -49,6 +49,9 @@ def get_default_backend() -> Optional[BaseBackend]:
 
 
 class SglFunction:
+    """A program. `num_api_spec_tokens` is accepted (and kept in traces) for SGLang compatibility, but API
+    speculative execution is not implemented: with OpenAI every gen is its own call (same results)."""
+
     def __init__(self, func: Callable[..., Any], num_api_spec_tokens: Optional[int] = None,
                  bind_arguments: Optional[dict[str, Any]] = None) -> None:
         self.func = func
