@@ -87,6 +87,15 @@ class _Item:
     error: BaseException | None = None
 
 
+def _in_process(backend: Any) -> bool:
+    """Whether the backend's engine shares this process (and so its constraint-table cache)."""
+    try:
+        from ..runtime.backends.engine_backend import EngineBackend
+    except ImportError:
+        return False
+    return isinstance(backend, EngineBackend)
+
+
 def _text_of(value: Any) -> str:
     return "" if value is None else str(value)
 
@@ -130,10 +139,11 @@ class PlanExecutor:
         self.stats = ExecStats()
         self._rng = random.Random(seed)
         self._template = None
-        if plan.constraints and type(backend).__name__ == "EngineBackend":
+        self.tables_loaded = 0
+        if plan.constraints and _in_process(backend):
             from .passes.constrained_precompile import load_tables
 
-            load_tables(plan.constraints)  # the in-process engine then skips compiling these constraints
+            self.tables_loaded = load_tables(plan.constraints)  # the engine then skips compiling these
 
     # ---------------- public
     def run(self, function: str | None = None, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:

@@ -54,12 +54,16 @@ def test_compile_then_run_quickstart(tmp_path, shared_backend, capsys):
     assert "Paris" in res["return"] and res["variables"]["answer"] == res["return"]
 
 
-def test_regex_tables_from_the_artifact(tmp_path, default_model_path, shared_backend, capsys):
+def test_regex_tables_from_the_artifact(tmp_path, default_model_path, engine, shared_backend, capsys):
     art = tmp_path / "regex.sglc"
     assert sglc(["compile", str(EXAMPLES / "regex_gen.sgl"), "-o", str(art), "--model", default_model_path]) == 0
     plan = Plan.load(art)
     (entry,) = [e for e in plan.constraints.values() if e["kind"] == "regex"]
     assert entry["tables"]  # token-level table built at compile time, stored in the artifact
+    from sglang.compiler.executor import PlanExecutor
+    from sglang.runtime.backends.engine_backend import EngineBackend
+
+    assert PlanExecutor(plan, EngineBackend(engine)).tables_loaded == 1  # preloaded into the engine's cache
     assert run_cli.main_run([str(art)]) == 0
     (res,) = _lines(capsys.readouterr().out)
     assert re.fullmatch(IP, res["return"]), res
