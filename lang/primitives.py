@@ -111,6 +111,21 @@ class Symbol(SglExpr):
     def __len__(self) -> int:
         return self._no("len()")
 
+    def __index__(self) -> int:
+        return self._no("use as an integer (range(), indexing)")
+
+    def __int__(self) -> int:
+        return self._no("int()")
+
+    def __float__(self) -> float:
+        return self._no("float()")
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._no("indexing")
+
+    def __contains__(self, item: Any) -> bool:
+        return self._no("`in`")
+
     def __iter__(self) -> Any:
         return self._no("iteration")
 

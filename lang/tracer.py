@@ -97,6 +97,9 @@ class TracingState:
                   for i in range(size)]
         return TracingGroup(states, self, node)
 
+    def copy(self) -> "TracingState":
+        return self.fork(1)[0]
+
     def _role(self, role: str, expr: Any) -> Any:
         loc = caller_loc()
         if expr is not None:

@@ -77,6 +77,15 @@ def test_python_control_flow_on_traced_values_is_a_clear_error():
         branchy.trace()
 
     @sgl.function
+    def loops_on_argument(s, n):
+        for _ in range(n):
+            s += sgl.gen("x")
+
+    with pytest.raises(sgl.TraceError, match="use as an integer.*argument 'n'"):
+        loops_on_argument.trace()
+    assert len([op for op in ops(loops_on_argument.trace(n=3)) if isinstance(op, Gen)]) == 3
+
+    @sgl.function
     def reads_text(s):
         s += "x"
         s += s.text()
