@@ -64,13 +64,15 @@ class ModelRunner:
         window = self.model_config.hf_config.get("sliding_window")
         if window and self.model_config.hf_config.get("use_sliding_window", True) and window < self.model_config.context_len:
             logger.warning(
-                "the model was trained with a %d-token sliding window; attention here is full (as SGLang's), "
+                "the model was trained with a %d-token sliding window; attention here is full, "
                 "so outputs past %d tokens differ from the reference", window, window,
             )
         start = time.perf_counter()
         self.model = load_model(
             self.model_config, self.dtype, self.device, server_args.load_format, server_args.random_seed
         )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # dummy init is asynchronous; time the real work
         self.load_time_s = time.perf_counter() - start
         logger.info("loaded %s (%s, %s) in %.1f s", self.model_path, self.dtype, self.device, self.load_time_s)
         self.logits_processor = LogitsProcessor(self.model_config.vocab_size)
