@@ -271,6 +271,9 @@ def test_metrics_prometheus_text(client):
     assert 0.0 <= samples["sglang_cache_hit_rate"] <= 1.0
     assert samples["sglang_num_queue_reqs"] == 0 and "sglang_num_running_reqs" in samples
     assert any(k.startswith('sglang_http_requests_total{route="/generate",status="200"}') for k in samples)
+    client.get("/v1/models/no-such-model")
+    text = client.get("/metrics").text
+    assert 'sglang_http_requests_total{route="/v1/models/{model_id:path}",status="404"}' in text
 
 
 def test_api_key_required_everywhere_but_health(engine):

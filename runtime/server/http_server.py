@@ -77,20 +77,18 @@ class AuthAndCountMiddleware:
         self.api_key = api_key
         self.metrics = metrics
         self.open_paths = open_paths
-        self.known: Optional[set[str]] = None
 
-    def _route_label(self, scope: dict) -> str:
-        if self.known is None:
-            app = scope.get("app")
-            self.known = {getattr(r, "path", "") for r in getattr(app, "routes", [])}
-        path = scope.get("path", "")
-        return path if path in self.known else "unmatched"
+    @staticmethod
+    def _route_label(scope: dict) -> str:
+        # The router records the matched route in the (shared) scope: label by its path template, so
+        # path parameters do not explode the label set.
+        route = scope.get("route")
+        return getattr(route, "path", None) or "unmatched"
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        label = self._route_label(scope)
         status_box = [500]
 
         async def counting_send(message: dict) -> None:
@@ -106,7 +104,7 @@ class AuthAndCountMiddleware:
                 return
             await self.app(scope, receive, counting_send)
         finally:
-            self.metrics.http_requests.labels(route=label, status=str(status_box[0])).inc()
+            self.metrics.http_requests.labels(route=self._route_label(scope), status=str(status_box[0])).inc()
 
     def _authorized(self, scope: dict) -> bool:
         for name, value in scope.get("headers", []):

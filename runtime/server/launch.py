@@ -30,7 +30,7 @@ def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
 
     # The scheduler has its own thread; uvicorn only parses HTTP and awaits results, so one worker suffices.
     return uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False,
-                          timeout_keep_alive=30, backlog=4096, lifespan="off")
+                          timeout_keep_alive=30, backlog=4096)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
