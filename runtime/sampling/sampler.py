@@ -2,13 +2,13 @@
 
 Per row, in order: repetition penalty -> frequency/presence penalties -> logit_bias -> min_new_tokens mask ->
 constrained-decoding vocab mask -> greedy argmax (temperature 0 or top_k 1) or
-temperature -> softmax -> top-k / top-p / min-p filter -> exponential-race draw.
+temperature -> softmax -> top-k / top-p / min-p filter -> inverse-CDF draw.
 
-The draw is argmax(p / q) with q ~ Exp(1) i.i.d. per token, which picks token i with probability
-p_i / sum(p) (so filtered probabilities need no renormalization). Unseeded rows draw q from the
-sampler's own generator in one batched op; seeded rows get q from a counter-based hash of their
-per-step key (drawn from the request's own generator) and the token id, in one op for all of them,
-so their tokens depend only on seed and logits: never on the batch around them, nor on the device.
+The draw is by inverse CDF: one uniform u per row, token = first index whose cumulative
+(unnormalized, filtered) probability exceeds u * total. Unseeded rows take u from the sampler's own
+generator in one batched op; a seeded row takes it from its own per-request generator (on the
+host), so its tokens depend only on its seed and its logits: never on the batch around it, nor on
+the device (up to float rounding at a CDF boundary).
 
 Host syncs: none on the common path; a top-p row whose nucleus exceeds TOP_P_CANDIDATES tokens is
 detected with one sync (then the whole vocab is sorted).
@@ -98,14 +98,16 @@ class Sampler:
 
     def _draw(self, x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
         probs = self.filtered_probs(x, info)
-        # q ~ Exp(1) as -log(U): uniform draws are several times cheaper than exponential_ on CPU
-        u = torch.empty_like(probs)
-        u.uniform_(generator=self._default_generator(probs.device))
-        if info.seed_keys is not None:
-            u[info.seeded_rows_t] = hash_uniform(info.seed_keys, probs.shape[1])
-        q = u.log_().neg_()
-        # U == 0 gives q = inf (that token loses); U -> 1 gives q -> 0, clamped to keep the race finite
-        return (probs / q.clamp_min_(torch.finfo(q.dtype).tiny)).argmax(dim=-1)
+        # inverse CDF: one uniform per row; the CDF in fp64 so tail tokens keep their probability
+        cdf = probs.double().cumsum_(dim=-1)
+        u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device,
+                       generator=self._default_generator(probs.device))
+        if info.seed_uniforms is not None:
+            u[info.seeded_rows_t, 0] = info.seed_uniforms
+        ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_max_(probs.shape[1] - 1)
+        # u * total rounding up onto the very end could land on a zero-probability tail token
+        ok = probs.gather(1, ids.unsqueeze(1)).squeeze(1) > 0
+        return torch.where(ok, ids, probs.argmax(dim=-1))
 
     # candidates examined before falling back to a full sort when top_p needs more mass
     TOP_P_CANDIDATES = 1024
@@ -142,38 +144,6 @@ class Sampler:
             full = probs
         truncated = torch.zeros_like(probs).scatter_(1, idx, vals.masked_fill(~keep, 0.0))
         return torch.where((limited | nucleus).unsqueeze(1), truncated, full)
-
-
-# ---------------------------------------------------------------------- counter-based noise
-# splitmix64 constants as signed int64 (torch has no uint64 arithmetic; int64 multiply wraps)
-_GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)
-_MIX1 = 0xBF58476D1CE4E5B9 - (1 << 64)
-_MIX2 = 0x94D049BB133111EB - (1 << 64)
-_HASH_CHUNK_ELEMS = 1 << 24  # bounds the int64 temporaries (~128 MiB each)
-
-
-def _lsr(z: torch.Tensor, k: int) -> torch.Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def hash_uniform(keys: torch.Tensor, n: int) -> torch.Tensor:
-    """fp32 [len(keys), n] uniforms in (0, 1): splitmix64(key + (j + 1) * golden) for column j.
-
-    Pure integer arithmetic, so the same key gives bit-identical noise on every device.
-    """
-    rows = keys.shape[0]
-    out = torch.empty(rows, n, dtype=torch.float32, device=keys.device)
-    cols = (torch.arange(1, n + 1, dtype=torch.int64, device=keys.device) * _GOLDEN).unsqueeze(0)
-    step = max(1, _HASH_CHUNK_ELEMS // max(n, 1))
-    for r in range(0, rows, step):
-        z = keys[r : r + step].unsqueeze(1) + cols
-        z = (z ^ _lsr(z, 30)) * _MIX1
-        z = (z ^ _lsr(z, 27)) * _MIX2
-        z = z ^ _lsr(z, 31)
-        # top 23 bits + 1/2 needs 24 significant bits: exact in fp32, never 0 or 1
-        out[r : r + step] = (_lsr(z, 41).to(torch.float32) + 0.5) * (1.0 / (1 << 23))
-    return out
 
 
 # ---------------------------------------------------------------------- logprob helpers

@@ -23,10 +23,10 @@ GREEDY_TEMPERATURE = 1e-6
 def make_generator(seed: Optional[int], device: torch.device | str = "cpu") -> Optional[torch.Generator]:
     """A per-request generator for a seeded request (None when seed is None).
 
-    It always lives on the host, whatever `device` says: each step draws one 62-bit key from it,
-    and the sampler turns (key, token id) into that row's noise with a counter-based hash on the
-    logits' device. So a seeded request's tokens depend only on its seed and its logits: not on
-    the batch around it, and not on the device. Keep it with the request for the request's life.
+    It always lives on the host, whatever `device` says: each step the request draws its one
+    uniform from it there, and the sampler turns that into a token by inverse CDF on the logits'
+    device. So a seeded request's tokens depend only on its seed and its logits: not on the batch
+    around it, nor on the device. Keep it with the request for the request's whole life.
     """
     if seed is None:
         return None
@@ -35,9 +35,9 @@ def make_generator(seed: Optional[int], device: torch.device | str = "cpu") -> O
     return g
 
 
-def draw_key(g: torch.Generator) -> int:
-    """The next 62-bit noise key of a request's generator."""
-    return int(torch.randint(0, 2**62, (1,), generator=g, device=g.device).item())
+def draw_uniform(g: torch.Generator) -> float:
+    """The next uniform in [0, 1) of a request's generator (float64 precision)."""
+    return float(torch.rand((), generator=g, dtype=torch.float64, device=g.device).item())
 
 
 @dataclass
@@ -69,7 +69,7 @@ class SamplingBatchInfo:
     generators: list[Optional[torch.Generator]] = field(default_factory=list)
     seeded_rows: list[int] = field(default_factory=list)
     seeded_rows_t: Optional[torch.Tensor] = None  # int64 [n_seeded] on device
-    seed_keys: Optional[torch.Tensor] = None  # int64 [n_seeded]: this step's key per seeded row
+    seed_uniforms: Optional[torch.Tensor] = None  # fp64 [n_seeded]: this step's uniform per seeded row
 
     @property
     def batch_size(self) -> int:
@@ -164,10 +164,10 @@ class SamplingBatchInfo:
             info.banned_flat = torch.tensor(banned, dtype=torch.int64).to(device)
 
         if info.seeded_rows:
-            # one key per seeded row that samples this step (greedy rows do not advance their stream)
-            keys = [draw_key(generators[i]) for i in info.seeded_rows]
+            # one uniform per seeded row that samples this step (greedy rows do not advance their stream)
+            us = [draw_uniform(generators[i]) for i in info.seeded_rows]
             info.seeded_rows_t = torch.tensor(info.seeded_rows, dtype=torch.int64).to(device)
-            info.seed_keys = torch.tensor(keys, dtype=torch.int64).to(device)
+            info.seed_uniforms = torch.tensor(us, dtype=torch.float64).to(device)
 
         if vocab_mask is not None:
             if vocab_mask.dtype != torch.bool or tuple(vocab_mask.shape) != (bs, vocab_size):
