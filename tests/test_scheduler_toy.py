@@ -288,3 +288,43 @@ def test_overlap_runs_ahead_and_matches_sync():
     h.submit("a", prompts[0], 5)
     h.run()
     assert h.sched.overlap.pending is None and not h.sched.overlap.enabled()
+
+
+def test_order_waiting_lpm_fcfs_and_starvation_guard():
+    from sglang.runtime.scheduler.req import Req
+    from sglang.runtime.scheduler.schedule_policy import order_waiting
+
+    sp = SamplingParams()
+    reqs = [Req(rid=str(i), origin_input_ids=[2] * 5, sampling_params=sp, arrival=float(i)) for i in range(4)]
+    prefix = {id(reqs[0]): 0, id(reqs[1]): 9, id(reqs[2]): 3, id(reqs[3]): 9}
+    assert [r.rid for r in order_waiting(reqs, "lpm", prefix, 5)] == ["1", "3", "2", "0"]
+    assert [r.rid for r in order_waiting(reqs, "fcfs", prefix, 5)] == ["0", "1", "2", "3"]
+    reqs[2].skipped_rounds = 5  # passed over too often: first, whatever its prefix
+    assert [r.rid for r in order_waiting(reqs, "lpm", prefix, 5)][0] == "2"
+
+
+def test_lpm_does_not_starve_a_request_without_cache_hits():
+    positions = {}
+    for guard in (10**9, 3):
+        h = Harness(max_prefill_tokens=40, chunked_prefill_size=-1)
+        h.sched.starvation_rounds = guard
+        hot = [9] * 30
+        h.submit("hot0", hot + [3], 2)
+        h.submit("cold", [4] * 35, 2)
+        for i in range(1, 120):
+            h.submit(f"hot{i}", hot + [3 + i % 50, 2 + i % 7], 2)
+        out = h.run()
+        assert ids_of(out["cold"]) == toy_greedy([4] * 35, 2)
+        positions[guard] = list(out).index("cold")  # finishing order
+    assert positions[10**9] == 120  # without the guard, every cache hit goes first
+    assert positions[3] < 80
+
+
+def test_long_queue_uses_lazy_matching_and_still_reuses_prefixes():
+    prompts = shared_prefix_prompts(300, 12, seed=9)
+    h = Harness()
+    for i, p in enumerate(prompts):
+        h.submit(f"r{i}", p, 2)
+    out = h.run()
+    assert all(ids_of(out[f"r{i}"]) == toy_greedy(p, 2) for i, p in enumerate(prompts))
+    assert sum(o["meta_info"]["cached_tokens"] >= 12 for o in out.values()) > 200

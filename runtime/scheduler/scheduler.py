@@ -34,13 +34,13 @@ from .batch import KVManager, build_decode, build_extend
 from .output import make_output
 from .overlap import OverlapDecoder
 from .req import FinishKind, FinishReason, Req, TokenizedRequest
-from .schedule_policy import PrefillAdder, order_waiting
+from .schedule_policy import LPM_MAX_QUEUE, PrefillAdder, order_waiting
 
 logger = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str, dict, bool], None]  # (rid, response dict, finished)
 
-STARVATION_ROUNDS = 64  # a request passed over this many times is admitted before anything else
+STARVATION_ROUNDS = 16  # a request overtaken in this many prefill rounds goes before anything else
 RETRACT_RATIO_STEP = 0.3
 
 
@@ -67,6 +67,7 @@ class Scheduler:
         self.new_token_ratio_decay = 0.001
         self.constraint_factory: Optional[Callable[[Req], Any]] = None
         self.overlap = OverlapDecoder(self)
+        self.starvation_rounds = STARVATION_ROUNDS
 
         self.waiting: list[Req] = []
         self.running: list[Req] = []
@@ -216,23 +217,29 @@ class Scheduler:
             req = self.chunked
             if not adder.try_add(req, req.kv_len, self.new_token_ratio, must_continue=True):
                 return []
-        matches = {id(r): self.kv.match(r) for r in self.waiting}
-        order = order_waiting(self.waiting, self.args.schedule_policy,
-                              {k: int(v[0].numel()) for k, v in matches.items()}, STARVATION_ROUNDS)
-        passed_over: list[Req] = []
+        if not self.waiting or adder.blocked or adder.rem_requests <= 0 or adder.rem_total_tokens <= 0:
+            return adder.admitted
+        # lpm needs every waiting request's cached prefix; fcfs (or a long queue) matches lazily
+        lpm = self.args.schedule_policy == "lpm" and len(self.waiting) <= LPM_MAX_QUEUE
+        matches = {id(r): self.kv.match(r) for r in self.waiting} if lpm else {}
+        order = order_waiting(self.waiting, "lpm" if lpm else "fcfs",
+                              {k: int(v[0].numel()) for k, v in matches.items()}, self.starvation_rounds)
         for req in order:
-            slots, node = matches[id(req)]
+            slots, node = matches[id(req)] if lpm else self.kv.match(req)
             if adder.try_add(req, int(slots.numel()), self.new_token_ratio, lock_cost=self.cache.lock_cost(node)):
                 self.kv.admit(req, slots, node)
-                for skipped in passed_over:
-                    skipped.skipped_rounds += 1
-                passed_over = []
             elif adder.blocked:
                 break
-            else:
-                passed_over.append(req)
         admitted = {id(a.req) for a in adder.admitted}
-        self.waiting = [r for r in self.waiting if id(r) not in admitted]
+        latest = max((a.req.arrival for a in adder.admitted if a.req is not self.chunked), default=None)
+        remaining = []
+        for r in self.waiting:
+            if id(r) in admitted:
+                continue
+            if latest is not None and r.arrival < latest:
+                r.skipped_rounds += 1  # overtaken by a later arrival (starvation guard)
+            remaining.append(r)
+        self.waiting = remaining
         return adder.admitted
 
     def _run_extend(self, admissions: list) -> None:
@@ -357,7 +364,7 @@ class Scheduler:
     def requeue(self, req: Req) -> None:
         """Drop req's KV (into the cache) and put it back to wait; it will re-extend from the cache."""
         self.kv.release(req)
-        req.skipped_rounds = STARVATION_ROUNDS  # it was admitted once: come back first
+        req.skipped_rounds = self.starvation_rounds  # it was admitted once: come back first
         self.waiting.append(req)
 
     # -- sampling and stop conditions -------------------------------------------------------------
@@ -457,7 +464,7 @@ class Scheduler:
         req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
         req.text_tracker.append(req.output_ids)
         req.text = req.text_tracker.text
-        req.skipped_rounds = STARVATION_ROUNDS
+        req.skipped_rounds = self.starvation_rounds
         self.waiting.append(req)
 
     # -- maintenance (scheduler thread, via call()) -----------------------------------------------
