@@ -126,6 +126,25 @@ def test_filters_match_full_sort_reference(candidates, monkeypatch):
         assert torch.allclose(got[i] / got[i].sum(), reference_filter(logits[i], p), atol=1e-6), p
 
 
+def test_candidate_path_draws_each_row_from_its_own_filter():
+    # every row has top-k or top-p, with different values: the draw happens among candidates
+    torch.manual_seed(8)
+    base = torch.randn(40) * 1.5
+    params = [SamplingParams(top_k=3), SamplingParams(top_p=0.7, temperature=0.8),
+              SamplingParams(top_k=6, min_p=0.2), SamplingParams(top_p=0.5, seed=1)]
+    n = 4000
+    info = build(params * n, gens=[make_generator(7 + i) if p.seed else None for i in range(n) for p in params],
+                 vocab_size=40)
+    assert info.all_truncated
+    ids = Sampler(seed=0).sample(base.expand(n * 4, 40).contiguous(), info)[0].view(n, 4)
+    for j, p in enumerate(params):
+        counts = torch.bincount(ids[:, j], minlength=40).float()
+        ref = reference_filter(base, p)
+        df = int((ref > 0).sum()) - 1
+        crit = {0: 1e-9, 1: 10.83, 2: 13.82, 3: 16.27, 4: 18.47, 5: 20.52, 6: 22.46}[df]
+        assert chi_square(counts, ref) < crit, (p, df)
+
+
 def test_wide_nucleus_beyond_candidates_is_exact():
     # nearly flat distribution over 3000 tokens: the 0.5-nucleus has ~1500 tokens (> 1024 candidates)
     vocab = 3000
@@ -135,6 +154,9 @@ def test_wide_nucleus_beyond_candidates_is_exact():
     got = Sampler().filtered_probs(logits[None], build([p], vocab_size=vocab))[0]
     assert int((want > 0).sum()) > Sampler.TOP_P_CANDIDATES
     assert torch.equal(got > 0, want > 0)
+    # and the draw (candidate path, after the full-sort fallback) stays inside the nucleus
+    drawn = Sampler(seed=0).sample(logits.expand(500, vocab).contiguous(), build([p] * 500, vocab_size=vocab))[0]
+    assert bool((want[drawn] > 0).all()) and int(drawn.max()) > Sampler.TOP_P_CANDIDATES
 
 
 def test_mixed_batch_rows_keep_their_own_params():

@@ -97,29 +97,24 @@ class Sampler:
         return probs
 
     def _draw(self, x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
-        probs = self.filtered_probs(x, info)
-        # inverse CDF: one uniform per row; the CDF in fp64 so tail tokens keep their probability
-        cdf = probs.double().cumsum_(dim=-1)
-        u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device,
-                       generator=self._default_generator(probs.device))
+        u = torch.rand(x.shape[0], 1, dtype=torch.float64, device=x.device,
+                       generator=self._default_generator(x.device))
         if info.seed_uniforms is not None:
             u[info.seeded_rows_t, 0] = info.seed_uniforms
-        ids = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_max_(probs.shape[1] - 1)
-        # u * total rounding up onto the very end could land on a zero-probability tail token
-        ok = probs.gather(1, ids.unsqueeze(1)).squeeze(1) > 0
-        return torch.where(ok, ids, probs.argmax(dim=-1))
+        if info.all_truncated:
+            # every sampling row has top-k/top-p: draw among the candidates, skip the full vocab
+            cand, idx = self._candidates(torch.softmax(x / info.temperatures, dim=-1), info)
+            return idx.gather(1, _inverse_cdf(cand, u).unsqueeze(1)).squeeze(1)
+        return _inverse_cdf(self.filtered_probs(x, info), u)
 
     # candidates examined before falling back to a full sort when top_p needs more mass
     TOP_P_CANDIDATES = 1024
 
-    def _truncate(self, probs: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
-        """top-k / top-p (and min-p on those rows) via a partial top-k instead of a full sort.
-
-        Rows without top-k/top-p keep the full distribution (with min-p applied). A top-p row is
-        exact as long as its nucleus fits in the candidates; otherwise the whole vocab is sorted.
-        """
+    def _candidates(self, probs: torch.Tensor, info: SamplingBatchInfo) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row, the best k probabilities (descending) with the ones top-k / top-p / min-p drop
+        zeroed, and their token ids. A partial top-k instead of a full sort: a top-p row is exact as
+        long as its nucleus fits in the candidates; otherwise the whole vocab is sorted."""
         vocab = probs.shape[1]
-        limited = info.top_ks < vocab  # rows with a top-k
         nucleus = info.top_ps < 1.0
         kmax = info.max_top_k if info.need_top_k else 0  # host value: no device sync
         k = min(vocab, max(kmax, self.TOP_P_CANDIDATES if info.need_top_p else 0))
@@ -138,12 +133,29 @@ class Sampler:
             keep &= (vals.cumsum(dim=-1) - vals) < info.top_ps.unsqueeze(1)
         if info.need_min_p:
             keep &= vals >= info.min_ps.unsqueeze(1) * vals[:, :1]
-            top = vals[:, :1]
-            full = probs.masked_fill(probs < info.min_ps.unsqueeze(1) * top, 0.0)
+        return vals.masked_fill(~keep, 0.0), idx
+
+    def _truncate(self, probs: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
+        """top-k / top-p (and min-p on those rows) in vocab order; rows without top-k/top-p keep
+        the full distribution (with min-p applied)."""
+        cand, idx = self._candidates(probs, info)
+        if info.need_min_p:
+            full = probs.masked_fill(probs < info.min_ps.unsqueeze(1) * probs.max(dim=-1, keepdim=True).values, 0.0)
         else:
             full = probs
-        truncated = torch.zeros_like(probs).scatter_(1, idx, vals.masked_fill(~keep, 0.0))
-        return torch.where((limited | nucleus).unsqueeze(1), truncated, full)
+        truncated = torch.zeros_like(probs).scatter_(1, idx, cand)
+        rows = (info.top_ks < probs.shape[1]) | (info.top_ps < 1.0)
+        return torch.where(rows.unsqueeze(1), truncated, full)
+
+
+def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Per row, the first column whose cumulative weight exceeds u * total (weights >= 0, not
+    normalized). The CDF is fp64 so that tail tokens keep their probability."""
+    cdf = weights.double().cumsum_(dim=-1)
+    pos = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_max_(weights.shape[1] - 1)
+    # u * total rounding up onto the very end could land on a zero-weight tail column
+    ok = weights.gather(1, pos.unsqueeze(1)).squeeze(1) > 0
+    return torch.where(ok, pos, weights.argmax(dim=-1))
 
 
 # ---------------------------------------------------------------------- logprob helpers
