@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def engine(default_model_path):
-    eng = sgl.Engine(model_path=default_model_path)
+    eng = sgl.Engine(model_path=default_model_path, device="cpu", max_total_tokens=8192)
     yield eng
     eng.shutdown()
 
