@@ -24,11 +24,14 @@ DEFAULT_NUM_SPLITS = 8
 def _decode_stage1_kernel(
     Q, K, V, MID_O, MID_LSE,
     REQ_TO_TOKEN, REQ_IDX, SEQ_LENS,
+    K_NEW, V_NEW, OUT_LOC,
     sm_scale_log2,
     stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_r2t,
     stride_mob, stride_moh, stride_mos, stride_lb, stride_lh,
+    stride_knb, stride_knh, stride_vnb, stride_vnh,
     KV_GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PREC: tl.constexpr,
+    FUSE_NEW: tl.constexpr,
 ):
     # one program per (request, KV head, split) serves all KV_GROUP query heads that share the KV
     # head, so each K/V row is read once (not KV_GROUP times) and the scores are a small matmul
@@ -54,9 +57,17 @@ def _decode_stage1_kernel(
     m_i = tl.full([BLOCK_H], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_H], dtype=tl.float32)
     acc = tl.zeros([BLOCK_H, BLOCK_D], dtype=tl.float32)
-    for n0 in range(lo, hi, BLOCK_N):
+    if FUSE_NEW:
+        # the newest token (position seq_len - 1) is this step's k/v: the split that holds it takes it
+        # from registers and also stores it into the pool (exactly one program per request and KV
+        # head), which saves the separate scatter kernels of the pool write
+        own_new = (hi == seq_len) & (lo < hi)
+        loop_hi = tl.where(own_new, hi - 1, hi)
+    else:
+        loop_hi = hi
+    for n0 in range(lo, loop_hi, BLOCK_N):
         offs_n = n0 + tl.arange(0, BLOCK_N)
-        n_mask = offs_n < hi
+        n_mask = offs_n < loop_hi
         slots = tl.load(REQ_TO_TOKEN + req * stride_r2t + offs_n, mask=n_mask, other=0).to(tl.int64)
         k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
                     mask=n_mask[:, None] & d_mask[None, :], other=0.0)
@@ -73,6 +84,22 @@ def _decode_stage1_kernel(
         l_i = l_i * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
         m_i = m_new
+    if FUSE_NEW:
+        if own_new:
+            loc = tl.load(OUT_LOC + b).to(tl.int64)
+            k_new = tl.load(K_NEW + b * stride_knb + kvh * stride_knh + offs_d, mask=d_mask, other=0.0)
+            v_new = tl.load(V_NEW + b * stride_vnb + kvh * stride_vnh + offs_d, mask=d_mask, other=0.0)
+            k_new = k_new.to(K.dtype.element_ty)  # attend to exactly what later steps read from the pool
+            v_new = v_new.to(V.dtype.element_ty)
+            tl.store(K + loc * stride_kt + kvh * stride_kh + offs_d, k_new, mask=d_mask)
+            tl.store(V + loc * stride_vt + kvh * stride_vh + offs_d, v_new, mask=d_mask)
+            s_new = tl.sum(q.to(tl.float32) * k_new.to(tl.float32)[None, :], axis=1) * sm_scale_log2
+            m_new = tl.maximum(m_i, s_new)
+            alpha = tl.math.exp2(m_i - m_new)
+            p_new = tl.math.exp2(s_new - m_new)
+            acc = acc * alpha[:, None] + p_new[:, None] * v_new.to(tl.float32)[None, :]
+            l_i = l_i * alpha + p_new
+            m_i = m_new
     # an empty piece (short sequence) contributes weight 0: lse = -inf, values 0 (never garbage)
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
@@ -111,12 +138,19 @@ def decode_attention(
     v_buffer: torch.Tensor,
     req_to_token: torch.Tensor,  # [max_reqs, max_context]
     req_pool_indices: torch.Tensor,  # [bs]
-    seq_lens: torch.Tensor,  # [bs], including the current token (already in the pool)
+    seq_lens: torch.Tensor,  # [bs], including the current token
     sm_scale: float,
     num_splits: int = DEFAULT_NUM_SPLITS,
     out: torch.Tensor | None = None,
+    k_new: torch.Tensor | None = None,  # [bs, Hkv, D]: this step's K/V, stored into the pool by the kernel
+    v_new: torch.Tensor | None = None,
+    out_cache_loc: torch.Tensor | None = None,  # [bs] pool slots of this step's token
 ) -> torch.Tensor:
-    """One-token-per-request attention over req_to_token[req, :seq_len]; returns [bs, Hq, D]."""
+    """One-token-per-request attention over req_to_token[req, :seq_len]; returns [bs, Hq, D].
+
+    Without k_new/v_new the current token must already be in the pool. With them (and out_cache_loc),
+    the kernel writes them to the pool itself and attends to them from registers (one launch less per
+    K and V, which matters for small decode batches)."""
     bs, hq, d = q.shape
     hkv = k_buffer.shape[1]
     if k_buffer.shape[2] != d or v_buffer.shape[1:] != k_buffer.shape[1:]:
@@ -126,11 +160,19 @@ def decode_attention(
         raise ValueError(f"decode_attention: {hq} query heads is not a multiple of {hkv} kv heads")
     if num_splits < 1:
         raise ValueError(f"decode_attention: num_splits must be >= 1, got {num_splits}")
+    fuse = k_new is not None
+    if fuse != (v_new is not None) or fuse != (out_cache_loc is not None):
+        raise ValueError("decode_attention: pass k_new, v_new and out_cache_loc together (or none of them)")
+    if fuse and (k_new.shape != (bs, hkv, d) or v_new.shape != (bs, hkv, d) or out_cache_loc.shape != (bs,)):
+        raise ValueError(f"decode_attention: k_new/v_new must be [{bs}, {hkv}, {d}] and out_cache_loc [{bs}], got "
+                         f"{tuple(k_new.shape)}, {tuple(v_new.shape)}, {tuple(out_cache_loc.shape)}")
     if out is None:
         out = torch.empty_like(q)
     if bs == 0:
         return out
     block_d = next_pow2(d)
+    kn = k_new if fuse else k_buffer
+    vn = v_new if fuse else v_buffer
     mid_o = torch.empty((bs, hq, num_splits, d), dtype=torch.float32, device=q.device)
     mid_lse = torch.empty((bs, hq, num_splits), dtype=torch.float32, device=q.device)
     block_n = 16 if interpreting() else 64
@@ -138,15 +180,18 @@ def decode_attention(
     _decode_stage1_kernel[(bs, hkv, num_splits)](
         q, k_buffer, v_buffer, mid_o, mid_lse,
         req_to_token, req_pool_indices, seq_lens,
+        kn, vn, out_cache_loc if fuse else seq_lens,
         sm_scale * LOG2E,
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1),
         v_buffer.stride(0), v_buffer.stride(1), req_to_token.stride(0),
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
+        kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1),
         KV_GROUP=group, BLOCK_H=max(16, next_pow2(group)), HEAD_DIM=d, BLOCK_D=block_d,
         BLOCK_N=block_n, NUM_SPLITS=num_splits,
         # the interpreter's tl.dot mis-handles bf16 (triton 3.9): fp32 operands there
         UPCAST_DOT=interpreting(),
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+        FUSE_NEW=fuse,
         num_warps=4, num_stages=2,
     )
     _decode_stage2_kernel[(bs, hq)](

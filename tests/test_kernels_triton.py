@@ -132,6 +132,28 @@ def test_decode_attention_matches_reference(dtype, num_splits, heads):
     assert rel_err(out, want) < tol(dtype)
 
 
+@pytest.mark.parametrize("num_splits", [1, 3])
+def test_decode_attention_fused_pool_write(num_splits):
+    """With k_new/v_new the kernel writes the step's K/V into the pool at out_cache_loc (the slot starts
+    NaN-poisoned, so reading it before writing would show) and attends to them."""
+    hq, hkv, d, dtype = 4, 2, 32, torch.bfloat16
+    seq = [1, 6, 29]
+    k_buf, v_buf, r2t, rows = _pool_setup(seq, hkv, d, dtype, seed=5)
+    loc = torch.stack([r2t[int(r), n - 1] for r, n in zip(rows, seq)])
+    k_new = torch.randn(len(seq), hkv, d).to(DEV, dtype)
+    v_new = torch.randn(len(seq), hkv, d).to(DEV, dtype)
+    k_buf[loc] = float("nan")
+    v_buf[loc] = float("nan")
+    q = torch.randn(len(seq), hq, d).to(DEV, dtype)
+    out = torch.full_like(q, float("nan"))
+    decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), d ** -0.5, num_splits=num_splits,
+                     out=out, k_new=k_new, v_new=v_new, out_cache_loc=loc)
+    assert torch.equal(k_buf[loc], k_new) and torch.equal(v_buf[loc], v_new)
+    want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), d ** -0.5)
+    assert not torch.isnan(out).any()
+    assert rel_err(out, want) < tol(dtype)
+
+
 def test_attention_rejects_mismatched_heads():
     k_buf, v_buf, r2t, rows = _pool_setup([4], 3, 16, torch.float32)
     q = torch.randn(1, 4, 16)
