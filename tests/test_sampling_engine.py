@@ -121,6 +121,14 @@ def test_stop_token_ids_and_min_new_tokens(engine):
     assert len(got) >= 8 and target not in got[:7]
 
 
+def test_logit_bias_through_engine(engine):
+    out = engine.generate("bias", {"max_new_tokens": 4, "temperature": 0, "logit_bias": {"500": 100}},
+                          return_logprob=True)
+    assert out_ids(out) == [500] * 4
+    with pytest.raises(ValueError, match="logit_bias"):
+        engine.generate("bias", {"logit_bias": {"49152": 1}})
+
+
 @pytest.fixture(scope="module")
 def real_engine(default_model_path):
     with sglang.Engine(model_path=default_model_path, dtype="float32", device="cpu", max_total_tokens=4000) as e:
