@@ -81,6 +81,7 @@ class Engine:
         cfg = self.model_runner.model_config
         self.vocab_size = int(cfg.vocab_size)
         self.context_len = int(cfg.context_len)
+        self.pool_size = int(self.model_runner.token_kv_pool.size)
         self._lock = threading.Lock()
         self._states: dict[str, _ReqState] = {}
         self._groups: dict[str, list[str]] = {}  # caller rid -> internal rids (n samples)
@@ -195,6 +196,9 @@ class Engine:
             raise ValueError(f"{where}{field}: the prompt is empty")
         if len(ids) >= self.context_len:
             raise ValueError(f"{where}{field}: the prompt has {len(ids)} tokens, the context length is {self.context_len}")
+        if len(ids) + 1 > self.pool_size:
+            raise ValueError(f"{where}{field}: the prompt has {len(ids)} tokens but the KV cache holds only "
+                             f"{self.pool_size} (max_total_tokens)")
         return ids
 
     def _submit(self, items: list[ReqItem], tokenized: list[TokenizedRequest],

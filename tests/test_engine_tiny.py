@@ -72,6 +72,14 @@ def test_tiny_pool_retracts_and_outputs_match_big_pool(engine, tiny_llama_path):
         small.check_invariant()
     assert ids_text(got) == ids_text(ref)
     assert all(o["meta_info"]["completion_tokens"] == 48 for o in got)
+    with make_engine(tiny_llama_path, max_total_tokens=64) as tiny:
+        with pytest.raises(ValueError, match="KV cache holds only 64"):
+            tiny.generate(input_ids=list(range(100, 200)), sampling_params=sp)
+        # a lone request that outgrows the pool mid-decode ends with an abort, not a hang
+        out = tiny.generate(input_ids=list(range(100, 150)), sampling_params={"max_new_tokens": 40, **GREEDY})
+        assert out["meta_info"]["finish_reason"]["type"] == "abort"
+        assert "KV cache" in out["meta_info"]["finish_reason"]["message"]
+        tiny.check_invariant()
 
 
 def test_chunked_prefill_fcfs_and_no_cache_equal_default(engine, tiny_llama_path):
