@@ -9,6 +9,9 @@ from typing import Any, Callable, Iterator, Optional
 from sglang.runtime.backends.base import NativeBackend
 
 
+_PER_PROMPT = ("sampling_params", "return_logprob", "logprob_start_len", "top_logprobs_num", "rid")
+
+
 class ScriptedBackend(NativeBackend):
     name = "scripted"
 
@@ -40,7 +43,10 @@ class ScriptedBackend(NativeBackend):
             self.requests.append(payload)
         prompts = payload.get("text") if payload.get("text") is not None else payload.get("input_ids")
         if isinstance(prompts, list) and prompts and isinstance(prompts[0], (str, list)):
-            return [self._one(p, payload) for p in prompts]
+            # a batch: per-prompt fields may be lists (the native protocol allows both forms)
+            per = [{k: (v[i] if isinstance(v, list) and k in _PER_PROMPT else v) for k, v in payload.items()}
+                   for i in range(len(prompts))]
+            return [self._one(p, one) for p, one in zip(prompts, per)]
         return self._one(prompts, payload)
 
     def _call_stream(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
