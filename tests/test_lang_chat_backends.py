@@ -104,6 +104,16 @@ def test_openai_chat_backend_sends_messages_and_maps_params(fake_openai):
     assert body["max_tokens"] == 8 and body["stop"] == ["\n"] and body["temperature"] == 0 and body["top_k"] == 5
 
 
+def test_openai_json_schema_becomes_response_format(fake_openai):
+    server, client = fake_openai
+    be = sgl.OpenAI("gpt-test", base_url="http://fake/v1", http_client=client)
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    sgl.function(lambda s: [s.__iadd__(sgl.user("Where?")),
+                            s.__iadd__(sgl.assistant(sgl.gen("j", json_schema=schema)))]).run(backend=be)
+    assert server.bodies[0]["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "output", "schema": schema, "strict": True}}
+
+
 def test_openai_completion_model_sends_the_prompt(fake_openai):
     server, client = fake_openai
     be = sgl.OpenAI("gpt-3.5-turbo-instruct", base_url="http://fake/v1", http_client=client)
@@ -131,6 +141,8 @@ def test_openai_backend_errors_name_the_unsupported_feature(fake_openai):
 
     with pytest.raises(sgl.ProgramError, match="regex-constrained"):
         with_regex.run(backend=be)
+    with pytest.raises(sgl.ProgramError, match="regex-constrained.*engine or RuntimeEndpoint"):
+        sgl.function(lambda s: [s.__iadd__(sgl.user("n?")), s.__iadd__(sgl.assistant(sgl.gen_int("n")))]).run(backend=be)
     with pytest.raises(sgl.ProgramError, match="cannot do select"):
         with_select.run(backend=be)
     with pytest.raises(sgl.ProgramError, match="start of an assistant turn"):

@@ -1,11 +1,13 @@
 """OpenAI: a frontend backend for OpenAI-compatible chat/completions APIs (api.openai.com, our /v1).
 
 Chat models receive the program's role messages, so a gen must sit at the start of an assistant
-turn. What the API cannot do (regex / dtype-constrained gen, select scoring, top-k/min-p on the
-real OpenAI) is a BackendError naming the feature, never a silent approximation.
+turn. json_schema becomes a `response_format` (structured outputs). What the API cannot do (regex /
+dtype-constrained gen, select scoring, top-k/min-p on the real OpenAI) is a BackendError naming the
+feature, never a silent approximation.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator, Optional
 
 from ..chat_template import ChatTemplate, get_named
@@ -39,7 +41,7 @@ class OpenAI(BaseBackend):
         raise BackendError("openai backend: sgl.image is not supported by this frontend's OpenAI backend")
 
     def _args(self, sampling_params: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-        for key in ("regex", "json_schema", "dtype"):
+        for key in ("regex", "dtype"):
             if sampling_params.get(key) is not None:
                 raise BackendError(f"openai backend cannot do {key}-constrained generation ({key}="
                                    f"{sampling_params[key]!r}); use the engine or RuntimeEndpoint backend")
@@ -56,10 +58,16 @@ class OpenAI(BaseBackend):
                 if not self.allow_extra_params:
                     raise BackendError(f"openai backend: the OpenAI API has no {key!r} sampling parameter")
                 extra[key] = value
-            elif key != "n":
+            elif key not in ("n", "json_schema"):
                 raise BackendError(f"openai backend: unsupported sampling parameter {key!r}")
         if extra:
             args["extra_body"] = extra
+        if sampling_params.get("json_schema") is not None:
+            if not self.is_chat_model:
+                raise BackendError("openai backend: json_schema needs a chat model (response_format)")
+            schema = json.loads(sampling_params["json_schema"])
+            args["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": schema, "strict": True}}
         return args
 
     def _messages(self, inp: GenInput) -> list[dict[str, str]]:
