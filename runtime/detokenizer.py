@@ -179,6 +179,10 @@ class IncrementalDetokenizer:
 
 # ---------------------------------------------------------------------- stop strings
 class StopChecker:
+    """Stop strings over a stream of text deltas, linear in the text: per stop string a KMP
+    automaton whose state is the longest prefix of that string ending the text so far. The held
+    tail is the longest such state, so memory and time do not grow with (stop string length)^2."""
+
     REGEX_WINDOW = 256  # how far back a stop_regex match may start
 
     def __init__(self, stop: Sequence[str] = (), no_stop_trim: bool = False, stop_regex: Sequence[str] = ()) -> None:
@@ -186,8 +190,8 @@ class StopChecker:
             raise ValueError("stop strings must not be empty")
         self.stop = tuple(stop)
         self.no_stop_trim = no_stop_trim
-        self._prefixes = {s[:k] for s in self.stop for k in range(1, len(s))}
-        self._max_hold = max((len(s) - 1 for s in self.stop), default=0)
+        self._fail = [_prefix_function(s) for s in self.stop]
+        self._state = [0] * len(self.stop)
         self._regexes = [re.compile(r) for r in stop_regex]
         self._held = ""
         self._recent = ""  # last REGEX_WINDOW emitted chars, for stop_regex only
@@ -201,16 +205,34 @@ class StopChecker:
     def held(self) -> str:
         return self._held
 
+    def _advance(self, delta: str, base: int) -> Optional[tuple[int, int, str]]:
+        """Run the automata over delta; the first completed stop string as (end, start, s) in
+        buffer coordinates (delta starts at `base`); ties at one char go to the longest string."""
+        stops, fails, state = self.stop, self._fail, self._state
+        for j, c in enumerate(delta):
+            done = -1
+            for i, s in enumerate(stops):
+                st = state[i]
+                while st and s[st] != c:
+                    st = fails[i][st - 1]
+                if s[st] == c:
+                    st += 1
+                if st == len(s):
+                    if done < 0 or len(s) > len(stops[done]):
+                        done = i
+                    st = fails[i][st - 1]
+                state[i] = st
+            if done >= 0:
+                end = base + j + 1
+                return end, end - len(stops[done]), stops[done]
+        return None
+
     def feed(self, delta: str) -> tuple[str, Optional[str]]:
         """Returns (text safe to emit now, matched stop string or pattern, or None)."""
         if self.stopped:
             return "", None
         buf = self._held + delta
-        best: Optional[tuple[int, int, str]] = None  # (end, start, stop) - the one that completes first
-        for s in self.stop:
-            i = buf.find(s)
-            if i >= 0 and (best is None or (i + len(s), i) < best[:2]):
-                best = (i + len(s), i, s)
+        best = self._advance(delta, len(self._held)) if self.stop else None  # (end, start, stop)
         if self._regexes:
             # Patterns see recent emitted text too (a match may span deltas) but get no hold-back:
             # a match that starts in already-streamed text can only be trimmed from here on.
@@ -225,11 +247,7 @@ class StopChecker:
             self.matched = matched
             self._held = ""
             return (buf[:end] if self.no_stop_trim else buf[: max(start, 0)]), matched
-        hold = 0
-        for k in range(min(self._max_hold, len(buf)), 0, -1):
-            if buf[-k:] in self._prefixes:
-                hold = k
-                break
+        hold = max(self._state, default=0)  # the longest partial stop string ending the text
         self._held = buf[len(buf) - hold :] if hold else ""
         out = buf[: len(buf) - hold]
         if self._regexes:
@@ -240,6 +258,19 @@ class StopChecker:
         """Generation ended for another reason: the held tail is plain text after all."""
         out, self._held = self._held, ""
         return out
+
+
+def _prefix_function(s: str) -> list[int]:
+    """KMP: pi[k] = length of the longest proper prefix of s[:k+1] that is also its suffix."""
+    pi = [0] * len(s)
+    for k in range(1, len(s)):
+        j = pi[k - 1]
+        while j and s[k] != s[j]:
+            j = pi[j - 1]
+        if s[k] == s[j]:
+            j += 1
+        pi[k] = j
+    return pi
 
 
 class DecodeStream:
