@@ -312,8 +312,11 @@ class ProgramState:
             raise ValueError(f"fork size must be a positive int, got {size!r}")
         ex = self.stream_executor
         ex.sync()
-        if size > 1:
-            ex.backend.cache_prefix(ex.text_)  # branches then share the prefix KV instead of racing to prefill
+        if size > 1 and ex.text_:
+            try:  # branches then share the prefix KV instead of racing to prefill it
+                ex.backend.cache_prefix(ex.text_)
+            except Exception:  # only an optimization: the branches' own requests report real errors
+                pass
         children = []
         for _ in range(size):
             child = StreamExecutor(ex.backend, ex.program, ex.default_sampling, ex.options, ex.stream)

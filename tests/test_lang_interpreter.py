@@ -74,6 +74,17 @@ def test_fork_runs_branches_from_a_copy_and_joins_in_order(backend):
     assert {"text": "Tips:", "sampling_params": {"max_new_tokens": 0, "temperature": 0.0}} in backend.requests
 
 
+def test_fork_of_an_empty_state_sends_no_empty_prefill(backend):
+    @sgl.function
+    def prog(s):
+        forks = s.fork(2)
+        forks += sgl.gen("g", max_tokens=3)
+        forks.join()
+
+    assert prog.run()["g"] == ["<0>", "<0>"]
+    assert all(r["text"] for r in backend.requests if r["sampling_params"].get("max_new_tokens") == 0)
+
+
 def test_join_concate_and_append(backend):
     @sgl.function
     def prog(s):
