@@ -88,6 +88,7 @@ def test_tiny_pool_forces_retraction_and_outputs_are_unchanged(overlap):
             h.submit(f"r{i}", p, max_new_tokens=40)
     ref, got = big.run(), small.run()
     assert small.sched.counters["retractions"] > 0
+    assert (small.sched.overlap.lagged_steps > 0) == overlap
     assert big.sched.counters["retractions"] == 0
     for rid in ref:
         assert got[rid]["text"] == ref[rid]["text"]
@@ -278,6 +279,7 @@ def test_overlap_runs_ahead_and_matches_sync():
         for i, p in enumerate(prompts):
             h.submit(f"r{i}", p, max_new_tokens=10 + i, sp={"stop_token_ids": [toy_greedy(p, 9)[-1]]} if i == 2 else {})
         outs.append({k: (v["text"], v["meta_info"]["finish_reason"]) for k, v in h.run().items()})
+        assert (h.sched.overlap.lagged_steps > 0) == overlap
         decodes = [b for b in h.runner.batches if b[0] == "DECODE"]
         if overlap:  # finished requests ran one wasted step each, so there are at least as many rows
             assert sum(b[1] for b in decodes) >= rows_sync
@@ -328,3 +330,16 @@ def test_long_queue_uses_lazy_matching_and_still_reuses_prefixes():
     out = h.run()
     assert all(ids_of(out[f"r{i}"]) == toy_greedy(p, 2) for i, p in enumerate(prompts))
     assert sum(o["meta_info"]["cached_tokens"] >= 12 for o in out.values()) > 200
+
+
+def test_overlap_keeps_seeded_sampling_reproducible():
+    prompts = shared_prefix_prompts(5, 8, seed=11)
+    outs = []
+    for overlap in (False, True):
+        h = Harness(overlap=overlap)
+        for i, p in enumerate(prompts):
+            h.submit(f"r{i}", p, 12, sp={"temperature": 1.5, "seed": 100 + i})
+        outs.append({k: v["text"] for k, v in h.run().items()})
+        assert (h.sched.overlap.lagged_steps > 0) == overlap
+    assert outs[0] == outs[1]
+    assert len({t for t in outs[0].values()}) > 1

@@ -7,7 +7,7 @@ stop checks and streaming hide behind the forward. A request that finished at st
 step k+1: its extra token is dropped (its KV slot went back with the request's release).
 
 Only plain requests qualify: the sampling of step k+1 must not depend on step k's token on the host
-(no penalties, min_new_tokens still pending, seeds, constraints, logprobs). Anything else, or any
+(no penalties, min_new_tokens still pending, constraints, logprobs; seeds are history-free). Anything else, or any
 change of the running set (a prefill, an abort, a retraction), flushes the pending step first and
 the scheduler runs synchronously. On by default on CUDA (--disable-overlap turns it off); `force`
 enables it on CPU, where it gains nothing but lets tests check that outputs are unchanged.
@@ -37,11 +37,12 @@ class OverlapDecoder:
         self.s = scheduler
         self.pending: Optional[_Pending] = None
         self.force = False
+        self.lagged_steps = 0  # steps launched before the previous one was processed on the host
 
     @staticmethod
     def eligible(r: Req) -> bool:
         sp = r.sampling_params
-        return (r.constraint is None and not r.return_logprob and not sp.has_penalties and sp.seed is None
+        return (r.constraint is None and not r.return_logprob and not sp.has_penalties
                 and len(r.output_ids) >= sp.min_new_tokens)
 
     def enabled(self) -> bool:
@@ -68,6 +69,7 @@ class OverlapDecoder:
             return
         # launch step k+1 on step k's device-side ids, then process step k on the host
         out = s._launch_decode(p.reqs, input_ids=p.ids)
+        self.lagged_steps += 1
         ids, lps, _ = s._sample(p.reqs, out.next_token_logits)
         self.pending = None
         s._process_tokens(p.reqs, p.ids.tolist(), p.lps.tolist(), None)
