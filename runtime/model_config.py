@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import torch
 
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 
 _DTYPES = {
@@ -59,6 +59,7 @@ class ModelConfig:
     rms_norm_eps: float
     tie_word_embeddings: bool
     attention_bias: bool
+    qk_norm: bool  # per-head RMSNorm of q and k before rotary (Qwen3)
     max_position_embeddings: int
     context_len: int
     eos_token_ids: tuple[int, ...]
@@ -136,6 +137,7 @@ class ModelConfig:
             rms_norm_eps=float(cfg.get("rms_norm_eps", 1e-6)),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
             attention_bias=bias,
+            qk_norm=arch == "Qwen3ForCausalLM",
             max_position_embeddings=max_pos,
             context_len=int(context_length) if context_length is not None else max_pos,
             eos_token_ids=tuple(sorted(eos)),

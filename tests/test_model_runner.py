@@ -194,10 +194,13 @@ def test_qwen2_matches_transformers_sharded(tmp_path, default_model_path):
     assert (all_logprobs(runner, QWEN_IDS) - hf_logprobs(hf, QWEN_IDS)).abs().max() <= TOL
 
 
-@pytest.mark.parametrize("arch", ["llama3_rope", "mistral"])
-def test_llama3_rope_and_mistral_match_transformers(tmp_path, default_model_path, arch):
+@pytest.mark.parametrize("arch", ["llama3_rope", "mistral", "qwen3"])
+def test_llama3_rope_mistral_qwen3_match_transformers(tmp_path, default_model_path, arch):
     cfg = dict(TINY_LLAMA_CONFIG)
-    if arch == "llama3_rope":
+    if arch == "qwen3":
+        cfg.update(architectures=["Qwen3ForCausalLM"], model_type="qwen3", head_dim=32, tie_word_embeddings=True,
+                   rope_theta=1000000.0, rms_norm_eps=1e-6)
+    elif arch == "llama3_rope":
         cfg["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                "high_freq_factor": 4.0, "original_max_position_embeddings": 32}
         cfg["rope_theta"] = 500000.0
@@ -210,6 +213,7 @@ def test_llama3_rope_and_mistral_match_transformers(tmp_path, default_model_path
         assert runner.model_config.rope_scaling.rope_type == "llama3"
     else:
         assert runner.model_config.head_dim == 32
+    assert runner.model_config.qk_norm == (arch == "qwen3")
     ids = [int(x) for x in torch.randint(3, 49152, (300,), generator=torch.Generator().manual_seed(0))]
     assert (all_logprobs(runner, ids) - hf_logprobs(hf, ids)).abs().max() <= TOL
 

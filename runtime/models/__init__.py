@@ -9,7 +9,8 @@ from ..model_config import SUPPORTED_ARCHITECTURES, ModelConfig
 def get_model_class(config: ModelConfig) -> type[nn.Module]:
     from .llama import LlamaForCausalLM
 
-    registry = {"LlamaForCausalLM": LlamaForCausalLM, "MistralForCausalLM": LlamaForCausalLM, "Qwen2ForCausalLM": LlamaForCausalLM}
+    # one implementation: the differences are config values (see models/llama.py)
+    registry = {arch: LlamaForCausalLM for arch in SUPPORTED_ARCHITECTURES}
     if config.architecture not in registry:
         raise ValueError(
             f"unsupported model architecture {config.architecture!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"

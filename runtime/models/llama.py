@@ -1,7 +1,8 @@
-"""Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM) over the token KV pool.
+"""Llama-family decoder (LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM) over the
+token KV pool.
 
-One module covers the three: they differ only in config values (GQA head counts, q/k/v bias for Qwen2,
-tied embeddings, rope theta/scaling), all read from ModelConfig. Weight names follow the HF checkpoints,
+One module covers them: they differ only in config values (GQA head counts, q/k/v bias for Qwen2, per-head
+q/k RMSNorm for Qwen3, tied embeddings, rope theta/scaling), all read from ModelConfig. Weight names follow the HF checkpoints,
 except the fused `qkv_proj` (q, k, v shards) and `gate_up_proj` (gate, up shards).
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ class LlamaAttention(nn.Module):
         self, cfg: ModelConfig, layer_id: int, rotary: RotaryEmbedding, dtype: torch.dtype, device: torch.device
     ) -> None:
         super().__init__()
-        self.q_size, self.kv_size = cfg.q_size, cfg.kv_size
+        self.q_size, self.kv_size, self.head_dim = cfg.q_size, cfg.kv_size, cfg.head_dim
         self.qkv_proj = Linear(
             cfg.hidden_size,
             cfg.q_size + 2 * cfg.kv_size,
@@ -47,6 +48,10 @@ class LlamaAttention(nn.Module):
             shards={"q": cfg.q_size, "k": cfg.kv_size, "v": cfg.kv_size},
         )
         self.o_proj = Linear(cfg.q_size, cfg.hidden_size, False, dtype, device)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, device)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, device)
+        self.qk_norm = cfg.qk_norm
         # shared by all layers; kept out of the module tree so it is not treated as a per-layer buffer
         self._rotary = (rotary,)
         self.attn = Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, layer_id, cfg.head_dim**-0.5)
@@ -54,6 +59,10 @@ class LlamaAttention(nn.Module):
     def forward(self, positions: torch.Tensor, x: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         qkv = self.qkv_proj(x)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
+        if self.qk_norm:  # normalise each head's vector (rows of head_dim)
+            t = q.shape[0]
+            q = self.q_norm(q.reshape(-1, self.head_dim)).view(t, self.q_size)
+            k = self.k_norm(k.reshape(-1, self.head_dim)).view(t, self.kv_size)
         q, k = self._rotary[0](positions, q, k)
         return self.o_proj(self.attn(q, k, v, batch))
 
