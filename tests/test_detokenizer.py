@@ -214,3 +214,15 @@ def test_generic_path_on_sentencepiece_style_tokenizer(sp_tokenizer):
     # a character split over byte tokens is held until complete
     d = IncrementalDetokenizer(sp_tokenizer)
     assert [d.append([i]) for i in utf8[:3]] == ["", "", "世"]
+
+
+def test_long_stop_string_is_held_then_matched_or_released():
+    stop = "ab" * 5000 + "c"
+    sc = StopChecker([stop])
+    assert all(sc.feed("ab") == ("", None) for _ in range(5000))  # all of it may still be the stop
+    assert sc.feed("c!") == ("", stop)
+    sc = StopChecker([stop])
+    for _ in range(3000):
+        sc.feed("ab")
+    out, matched = sc.feed("x")  # can no longer be a stop string: everything comes out
+    assert matched is None and out == "ab" * 3000 + "x" and sc.held == ""
