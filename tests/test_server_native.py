@@ -338,7 +338,7 @@ def _fuzz_bodies():
 def test_fuzzed_bodies_never_crash_the_server(client):
     from hypothesis import HealthCheck, given, settings
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(_fuzz_bodies())
     def check(body):
         sp = body.get("sampling_params")
