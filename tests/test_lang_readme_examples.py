@@ -172,3 +172,25 @@ def test_engine_and_http_backends_send_identical_native_requests(engine, http_ur
     b = prog.run(temperature=0, backend=remote)
     assert local.sent == remote.sent and len(local.sent) == 3  # gen, prefix prefill, one batch of choices
     assert a.text() == b.text() and a["c"] == b["c"]
+
+
+def test_select_scores_equal_full_sequence_logprobs(engine):
+    """The windowed, prefix-cached select scores equal logprobs of the whole uncached sequence."""
+    prompt, choices = "To answer 3 * 19 I need to use a ", ["calculator", "search engine"]
+
+    @sgl.function
+    def pick(s):
+        s += prompt + sgl.select("tool", choices=choices)
+
+    meta = pick.run(backend=sgl.EngineBackend(engine)).get_meta_info("tool")
+    prompt_ids = engine.tokenizer.encode(prompt, add_special_tokens=False)
+    for i, choice in enumerate(choices):
+        engine.flush_cache()
+        out = engine.generate(text=prompt + choice, sampling_params={"max_new_tokens": 0},
+                              return_logprob=True, logprob_start_len=0)
+        entries = out["meta_info"]["input_token_logprobs"]
+        k = 0
+        while k < len(prompt_ids) and entries[k][1] == prompt_ids[k]:
+            k += 1
+        expected = [e[0] for e in entries[k:]]
+        assert meta["normalized_prompt_logprobs"][i] == pytest.approx(sum(expected) / len(expected), abs=1e-3)
