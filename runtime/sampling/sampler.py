@@ -10,8 +10,8 @@ generator in one batched op; a seeded row takes it from its own per-request gene
 host), so its tokens depend only on its seed and its logits: never on the batch around it, nor on
 the device (up to float rounding at a CDF boundary).
 
-Host syncs: none on the common path; a top-p row whose nucleus exceeds TOP_P_CANDIDATES tokens is
-detected with one sync (then the whole vocab is sorted).
+Host syncs: none on accelerators (an overlapped scheduler keeps running ahead). On CPU, top-p uses
+a partial top-k and one check (a sync, free there) whether each nucleus fits in it, else sorts.
 
 Logprob choice (as SGLang reports): the returned logprob is log_softmax of the ORIGINAL logits
 (before temperature, penalties and masks) at the chosen token.
@@ -112,13 +112,19 @@ class Sampler:
 
     def _candidates(self, probs: torch.Tensor, info: SamplingBatchInfo) -> tuple[torch.Tensor, torch.Tensor]:
         """Per row, the best k probabilities (descending) with the ones top-k / top-p / min-p drop
-        zeroed, and their token ids. A partial top-k instead of a full sort: a top-p row is exact as
-        long as its nucleus fits in the candidates; otherwise the whole vocab is sorted."""
+        zeroed, and their token ids. On CPU a partial top-k instead of a full sort: a top-p row is
+        exact as long as its nucleus fits in the candidates; otherwise the whole vocab is sorted."""
         vocab = probs.shape[1]
         nucleus = info.top_ps < 1.0
         kmax = info.max_top_k if info.need_top_k else 0  # host value: no device sync
         k = min(vocab, max(kmax, self.TOP_P_CANDIDATES if info.need_top_p else 0))
-        vals, idx = probs.topk(k, dim=-1, sorted=True)
+        if info.need_top_p and probs.device.type != "cpu":
+            # On accelerators a full sort costs about a partial top-k and needs no coverage check,
+            # whose host sync would stall an overlapped scheduler; on CPU sorting is ~10x dearer.
+            k = vocab
+            vals, idx = probs.sort(dim=-1, descending=True)
+        else:
+            vals, idx = probs.topk(k, dim=-1, sorted=True)
         if info.need_top_p and k < vocab:
             # a nucleus row is covered when the candidates hold >= top_p mass or its top_k binds first
             covered = (vals.sum(dim=-1) >= info.top_ps) | (info.top_ks <= k) | ~nucleus | info.greedy
