@@ -27,7 +27,7 @@ def _same(a, b) -> None:
 def test_second_compile_is_a_disk_hit(tmp_path, vocab) -> None:
     c1 = ConstraintCache(cache_dir=tmp_path)
     f1 = c1.get(PATTERN, vocab)
-    assert c1.stats["compiles"] == 1 and list(tmp_path.glob("*.npz"))
+    assert c1.stats["compiles"] == 1 and list(tmp_path.glob("*.fsm"))
     c2 = ConstraintCache(cache_dir=tmp_path)  # a fresh process' view: memory empty
     f2 = c2.get(PATTERN, vocab)
     assert c2.stats == {"memory_hits": 0, "disk_hits": 1, "compiles": 0, "blob_loads": 0}
@@ -44,7 +44,7 @@ def test_env_var_sets_the_cache_dir(tmp_path, monkeypatch) -> None:
 def test_corrupt_disk_entry_is_rebuilt(tmp_path, vocab) -> None:
     c1 = ConstraintCache(cache_dir=tmp_path)
     c1.get(r"[ab]{3}", vocab)
-    (f,) = tmp_path.glob("*.npz")
+    (f,) = tmp_path.glob("*.fsm")
     f.write_bytes(b"garbage")
     c2 = ConstraintCache(cache_dir=tmp_path)
     c2.get(r"[ab]{3}", vocab)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .cache import ConstraintCache, _fsm_from_npz, _fsm_to_npz, get_default_cache, table_key
+from .cache import ConstraintCache, _fsm_from_bytes, _fsm_to_bytes, get_default_cache, table_key
 from .errors import ConstraintError, GrammarError
 from .json_schema import json_schema_to_regex
 from .regex_fsm import regex_to_dfa
@@ -142,11 +142,11 @@ def new_state(spec: ConstraintSpec | str, tokenizer: Any, cache: Optional[Constr
 
 
 def serialize_fsm(fsm: TokenFSM) -> bytes:
-    return _fsm_to_npz(fsm)
+    return _fsm_to_bytes(fsm)
 
 
 def deserialize_fsm(data: bytes) -> TokenFSM:
-    return _fsm_from_npz(data)
+    return _fsm_from_bytes(data)
 
 
 def preload(fsm: TokenFSM, cache: Optional[ConstraintCache] = None) -> str:

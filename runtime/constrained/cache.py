@@ -1,6 +1,6 @@
 """Ahead-of-time tables: compiled TokenFSMs cached in memory, on disk and in portable blobs.
 
-Key = sha256(format version, regex, tokenizer fingerprint). Disk: `<cache dir>/constrained/<key>.npz`
+Key = sha256(format version, regex, tokenizer fingerprint). Disk: `<cache dir>/constrained/<key>.fsm`
 where the cache dir is $SGLANG_CACHE_DIR or ~/.cache/sglang-aot. A blob (`to_blob` / `load_blob`)
 bundles several tables so the compiler can store every literal regex/schema of a program inside its
 artifact and the runtime loads them without recompiling. A table whose fingerprint does not match the
@@ -9,12 +9,10 @@ tokenizer in use is never returned (the key includes the fingerprint).
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import struct
 import threading
-import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Optional
@@ -39,22 +37,41 @@ def table_key(regex: str, fingerprint: str) -> str:
     return h.hexdigest()[:40]
 
 
-def _fsm_to_npz(fsm: TokenFSM) -> bytes:
-    buf = io.BytesIO()
+_TABLE_MAGIC = b"SGLCTAB\x01"
+
+
+def _fsm_to_bytes(fsm: TokenFSM) -> bytes:
+    """One table as bytes: magic, u32 header length, JSON header (pattern, fingerprint, array specs), then
+    the raw arrays. Loading is a single read plus zero-copy views (no zip, no CRC), i.e. ~1 ms."""
     arrays = fsm.to_arrays()
-    arrays["pattern"] = np.frombuffer(fsm.pattern.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    arrays["fingerprint"] = np.frombuffer(fsm.fingerprint.encode(), dtype=np.uint8)
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+    specs, chunks, off = [], [], 0
+    for name, arr in arrays.items():
+        arr = np.ascontiguousarray(arr)
+        pad = (-off) % 16  # keep every array aligned
+        chunks.append(b"\0" * pad)
+        off += pad
+        specs.append([name, arr.dtype.str, list(arr.shape), off])
+        chunks.append(arr.tobytes())
+        off += arr.nbytes
+    head = json.dumps({"pattern": fsm.pattern, "fingerprint": fsm.fingerprint, "arrays": specs}).encode()
+    return _TABLE_MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
 
 
-def _fsm_from_npz(data: bytes | Path) -> TokenFSM:
-    src = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-    with np.load(src, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    pattern = arrays.pop("pattern").tobytes().decode("utf-8", "surrogatepass")
-    fingerprint = arrays.pop("fingerprint").tobytes().decode()
-    return TokenFSM.from_arrays(pattern, fingerprint, arrays)
+def _fsm_from_bytes(data: bytes | Path) -> TokenFSM:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        data = Path(data).read_bytes()
+    data = bytes(data)
+    if data[:8] != _TABLE_MAGIC:
+        raise ValueError("not a constraint table (bad magic header)")
+    (hlen,) = struct.unpack("<I", data[8:12])
+    head = json.loads(data[12:12 + hlen])
+    base = 12 + hlen
+    arrays = {}
+    for name, dtype, shape, off in head["arrays"]:
+        dt = np.dtype(dtype)
+        count = int(np.prod(shape)) if shape else 1
+        arrays[name] = np.frombuffer(data, dtype=dt, count=count, offset=base + off).reshape(shape)
+    return TokenFSM.from_arrays(head["pattern"], head["fingerprint"], arrays)
 
 
 class ConstraintCache:
@@ -91,7 +108,7 @@ class ConstraintCache:
 
     def contains(self, regex: str, fingerprint: str) -> bool:
         key = table_key(regex, fingerprint)
-        return key in self._mem or (self.disk and (self.cache_dir / f"{key}.npz").exists())
+        return key in self._mem or (self.disk and (self.cache_dir / f"{key}.fsm").exists())
 
     def _remember(self, key: str, fsm: TokenFSM) -> None:
         with self._lock:
@@ -103,12 +120,12 @@ class ConstraintCache:
     def _load_disk(self, key: str, regex: str, fingerprint: str) -> Optional[TokenFSM]:
         if not self.disk:
             return None
-        path = self.cache_dir / f"{key}.npz"
+        path = self.cache_dir / f"{key}.fsm"
         if not path.exists():
             return None
         try:
-            fsm = _fsm_from_npz(path)
-        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a torn or stale file: rebuild it
+            fsm = _fsm_from_bytes(path)
+        except (OSError, ValueError, KeyError, TypeError, struct.error):  # a torn or stale file: rebuild it
             return None
         if fsm.pattern != regex or fsm.fingerprint != fingerprint:
             return None
@@ -120,8 +137,8 @@ class ConstraintCache:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_bytes(_fsm_to_npz(fsm))
-            os.replace(tmp, self.cache_dir / f"{key}.npz")  # atomic: readers never see half a file
+            tmp.write_bytes(_fsm_to_bytes(fsm))
+            os.replace(tmp, self.cache_dir / f"{key}.fsm")  # atomic: readers never see half a file
         except OSError:
             pass  # a read-only cache dir only costs recompiles
 
@@ -137,7 +154,7 @@ class ConstraintCache:
                 fsms = list(self._mem.values())
         header, payloads, offset = [], [], 0
         for fsm in fsms:
-            data = _fsm_to_npz(fsm)
+            data = _fsm_to_bytes(fsm)
             header.append({"key": table_key(fsm.pattern, fsm.fingerprint), "offset": offset, "length": len(data)})
             payloads.append(data)
             offset += len(data)
@@ -159,7 +176,7 @@ class ConstraintCache:
         n = 0
         for entry in head["tables"]:
             start = base + entry["offset"]
-            fsm = _fsm_from_npz(bytes(data[start:start + entry["length"]]))
+            fsm = _fsm_from_bytes(bytes(data[start:start + entry["length"]]))
             self._remember(table_key(fsm.pattern, fsm.fingerprint), fsm)
             n += 1
         self.stats["blob_loads"] += n

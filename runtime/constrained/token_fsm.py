@@ -39,7 +39,8 @@ class TokenFSM:
     n_allowed: np.ndarray  # int32 [R]: allowed non-EOS tokens per row
     forced: np.ndarray  # int16 [S]: the only possible next byte of a non-accepting state, else -1
     eos_token_ids: tuple[int, ...]
-    _dense: Optional[np.ndarray] = field(default=None, repr=False)
+    _dense: Optional[np.ndarray] = field(default=None, repr=False)  # [R, V] bool, rows filled on first use
+    _filled: Optional[np.ndarray] = field(default=None, repr=False)  # bool [R]
 
     # ----- build -----
     @classmethod
@@ -86,11 +87,15 @@ class TokenFSM:
         if r < 0:
             return np.zeros(self.vocab_size, dtype=np.bool_)
         if self._dense is None and self.bits.shape[0] * self.vocab_size <= DENSE_TABLE_LIMIT:
-            unpacked = np.unpackbits(self.bits, axis=1, bitorder="little", count=self.vocab_size)
-            self._dense = unpacked.view(np.bool_)
-        if self._dense is not None:
-            return self._dense[r]
-        return np.unpackbits(self.bits[r], bitorder="little", count=self.vocab_size).view(np.bool_)
+            # np.empty maps pages lazily: only rows of visited states ever take memory
+            self._dense = np.empty((self.bits.shape[0], self.vocab_size), dtype=np.bool_)
+            self._filled = np.zeros(self.bits.shape[0], dtype=np.bool_)
+        if self._dense is None:
+            return np.unpackbits(self.bits[r], bitorder="little", count=self.vocab_size).view(np.bool_)
+        if not self._filled[r]:
+            self._dense[r] = np.unpackbits(self.bits[r], bitorder="little", count=self.vocab_size).view(np.bool_)
+            self._filled[r] = True
+        return self._dense[r]
 
     def fill_mask(self, state: int, row: torch.Tensor) -> None:
         """row[:V] = allowed tokens of `state`, row[V:] = False. CPU rows are written through numpy (one
