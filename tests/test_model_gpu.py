@@ -17,9 +17,13 @@ BACKENDS = ["torch", "triton"] + (["flashinfer"] if importlib.util.find_spec("fl
 IDS = torch.randint(3, 49152, (200,), generator=torch.Generator().manual_seed(0)).tolist()
 
 
-@pytest.fixture(scope="module")
-def qwen_hf(tmp_path_factory):
-    folder, hf = save_hf_tiny(tmp_path_factory.mktemp("qwen"), TINY_QWEN2_CONFIG, None)
+TINY_QWEN3_CONFIG = dict(TINY_QWEN2_CONFIG, architectures=["Qwen3ForCausalLM"], model_type="qwen3", head_dim=32)
+
+
+@pytest.fixture(scope="module", params=["qwen2", "qwen3"])
+def qwen_hf(tmp_path_factory, request):
+    cfg = TINY_QWEN2_CONFIG if request.param == "qwen2" else TINY_QWEN3_CONFIG
+    folder, hf = save_hf_tiny(tmp_path_factory.mktemp(request.param), cfg, None)
     return folder, hf.cuda()
 
 
