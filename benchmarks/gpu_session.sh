@@ -31,7 +31,13 @@ for s in $STEPS; do
     one_batch) run_step one_batch ${ONE_BATCH_LIMIT:-300} python3 benchmarks/bench_one_batch.py --out "$OUT/bench_one_batch.json" ${ONE_BATCH_ARGS:-} ;;
     pytest_gpu) run_step pytest_gpu ${PYTEST_LIMIT:-120} python3 -m pytest -q -x -p no:cacheprovider \
         tests/test_kernels_triton.py tests/test_sampling_sampler.py tests/test_sampling_penalties.py ;;
-    offline) run_step offline ${OFFLINE_LIMIT:-300} python3 benchmarks/bench_offline.py --out "$OUT/bench_offline.json" ${OFFLINE_ARGS:-} ;;
+    offline)  # one process per arm group, fastest first: a slow arm hitting its limit loses only itself
+      run_step offline_full ${OFFLINE_FULL_LIMIT:-150} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
+        --arms full full-nooverlap --out "$OUT/bench_offline_full.json"
+      run_step offline_hf ${OFFLINE_HF_LIMIT:-180} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
+        --arms hf --skip-radix --out "$OUT/bench_offline_hf.json"
+      run_step offline_naive ${OFFLINE_NAIVE_LIMIT:-200} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
+        --arms naive --skip-radix --out "$OUT/bench_offline_naive.json" ;;
     serving) run_step serving ${SERVING_LIMIT:-300} python3 benchmarks/serving_arms.py --out "$OUT/serving_arms.json" ${SERVING_ARGS:-} ;;
     *) log "unknown step $s" ;;
   esac
