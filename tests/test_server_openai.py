@@ -122,6 +122,18 @@ def test_chat_uses_the_tokenizers_template(oai, engine):
     assert c.choices[0].message.content == native["text"]
 
 
+def test_chat_content_parts(oai):
+    parts = [{"role": "system", "content": "You are terse."},
+             {"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "hi."}]}]
+    a = oai.chat.completions.create(model=MODEL, messages=parts, max_tokens=1)
+    b = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=1)
+    assert a.usage.prompt_tokens == b.usage.prompt_tokens
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.chat.completions.create(model=MODEL, max_tokens=1, messages=[{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
+    assert "image_url" in info.value.body["message"]
+
+
 def test_chat_stream_n2_logprobs_usage(oai):
     stream = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=4, temperature=0.7, n=2,
                                          seed=5, stream=True, logprobs=True, top_logprobs=2,

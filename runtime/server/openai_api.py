@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Optional
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from sglang.runtime.chat_template import load_chat_template
 from sglang.runtime.server.common import (
     SSE_DONE,
     ClientGone,
@@ -160,35 +161,17 @@ def render_chat(ctx: Any, req: ChatCompletionRequest) -> str:
                                          "(text only)", param="messages")
                 parts.append(str(part.get("text", "")))
             m["content"] = "".join(parts)
-    template = getattr(ctx, "chat_template", None)
-    add_gen = not req.continue_final_message
-    if template is not None:
-        return template.render(messages, add_generation_prompt=add_gen)
-    tok = ctx.engine.tokenizer
     try:
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_gen)
-    except Exception as exc:  # e.g. a tokenizer without a template
+        return ctx.chat_template.render(messages, add_generation_prompt=not req.continue_final_message)
+    except Exception as exc:  # a jinja template raising on this conversation (e.g. role order)
         raise HTTPError(400, f"could not apply the chat template: {exc}", param="messages") from exc
-
-
-def load_chat_template(ctx: Any) -> Any:
-    """The frontend's chat-template object when runtime/chat_template.py provides one, else None."""
-    try:
-        from sglang.runtime import chat_template as ct  # owned by the frontend engineer
-    except ImportError:
-        if ctx.server_args.chat_template:
-            raise ValueError("--chat-template needs sglang.runtime.chat_template, which is not available")
-        return None
-    loader = getattr(ct, "load_chat_template", None)
-    if loader is None:
-        return None
-    return loader(ctx.engine.tokenizer, ctx.server_args.chat_template)
 
 
 # --------------------------------------------------------------------------- routes
 
 def register_openai_routes(app: FastAPI, ctx: Any) -> None:
-    ctx.chat_template = load_chat_template(ctx)
+    # The model's jinja template, or the --chat-template override (name | .json | .jinja)
+    ctx.chat_template = load_chat_template(ctx.engine.tokenizer, ctx.server_args.chat_template)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
