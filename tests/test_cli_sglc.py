@@ -91,6 +91,15 @@ def test_run_rejects_bad_arguments_before_loading_a_model(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_serve_reports_program_errors_before_loading_a_model(tmp_path, capsys):
+    from sglang.compiler.run_cli import main_serve
+
+    bad = tmp_path / "bad.sgl"
+    bad.write_text("def f() { gen }\n")
+    assert main_serve([str(bad)]) == 1
+    assert f"{bad}:1:15: syntax error" in capsys.readouterr().err
+
+
 def test_run_over_http_backend_with_a_fake_server(tmp_path, capsys):
     """`sglang run --backend URL` sends the native dicts over HTTP (here to a fake /generate)."""
     fake = FakeBackend()
@@ -126,6 +135,16 @@ def test_run_over_http_backend_with_a_fake_server(tmp_path, capsys):
         assert [r["index"] for r in lines] == [0, 1, 2] and all(r["return"] for r in lines)
         stats = json.loads(captured.err.strip().splitlines()[-1])["stats"]
         assert stats["engine_calls"] == 2  # shared-prefix prefill + one batched call for the 3 items
+        # --stream: each variable as a JSON line when generated, then the results
+        rc = main_run([str(EXAMPLES / "tip_suggestion.sgl"), "--backend", f"http://127.0.0.1:{port}", "--stream"])
+        out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+        assert rc == 0
+        events = [o for o in out if o.get("event") == "variable"]
+        assert [e["variable"] for e in events] == ["detailed_tip", "detailed_tip", "summary"]
+        fork_step = events[0]["stream"][0]  # events name the fork step and branch they come from
+        assert events[0]["stream"] == [fork_step, 0] and events[1]["stream"] == [fork_step, 1]
+        assert events[2]["stream"] == []
+        assert out[-1]["return"] == events[-1]["value"]
     finally:
         server.should_exit = True
         thread.join(timeout=10)
