@@ -41,6 +41,14 @@ def test_help_lists_server_flags(capsys):
     assert "--model-path" in out and "--api-key" in out and "--max-batch-size-per-request" in out
 
 
+def test_sglang_command_dispatches_launch_server(capsys):
+    from sglang.cli import main as sglang_main
+
+    with pytest.raises(SystemExit) as info:
+        sglang_main(["launch-server", "--help"])
+    assert info.value.code == 0 and "sglang launch-server" in capsys.readouterr().out
+
+
 def test_launch_server_subprocess_serves_until_interrupted(tiny_llama_path):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
