@@ -140,10 +140,11 @@ class PlanExecutor:
         self._rng = random.Random(seed)
         self._template = None
         self.tables_loaded = 0
-        if plan.constraints and _in_process(backend):
+        if plan.constraints and _in_process(backend) and not getattr(plan, "_tables_loaded", False):
             from .passes.constrained_precompile import load_tables
 
             self.tables_loaded = load_tables(plan.constraints)  # the engine then skips compiling these
+            plan._tables_loaded = True  # once per loaded plan, not per request (program endpoints)
 
     # ---------------- public
     def run(self, function: str | None = None, args: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
