@@ -28,8 +28,41 @@ if TYPE_CHECKING:
 @dataclass
 class _Pending:
     reqs: list[Req]
-    ids: torch.Tensor  # device, sampled at the last launched step
+    ids: torch.Tensor  # device, sampled at the last launched step (input of the next one)
     lps: torch.Tensor
+    rows: Optional[list[int]] = None  # rows of the host copies that belong to reqs (None: all)
+    ids_host: Optional[torch.Tensor] = None  # device->host copies, enqueued without blocking
+    lps_host: Optional[torch.Tensor] = None
+    copied: Optional[object] = None  # CUDA event recorded after the copies
+
+    def __post_init__(self) -> None:
+        if self.ids_host is not None:
+            return
+        if self.ids.device.type != "cuda":
+            self.ids_host, self.lps_host = self.ids, self.lps
+            return
+        # enqueue the copy now, before the next step's kernels: waiting for it later then does not
+        # wait for the next step (a plain .tolist() would queue behind it)
+        self.ids_host = torch.empty(self.ids.shape, dtype=self.ids.dtype, pin_memory=True)
+        self.lps_host = torch.empty(self.lps.shape, dtype=self.lps.dtype, pin_memory=True)
+        self.ids_host.copy_(self.ids, non_blocking=True)
+        self.lps_host.copy_(self.lps, non_blocking=True)
+        self.copied = torch.cuda.Event()
+        self.copied.record()
+
+    def subset(self, keep: list[int]) -> "_Pending":
+        sel = torch.tensor(keep, device=self.ids.device)
+        rows = keep if self.rows is None else [self.rows[i] for i in keep]
+        return _Pending([self.reqs[i] for i in keep], self.ids[sel], self.lps[sel], rows,
+                        self.ids_host, self.lps_host, self.copied)
+
+    def host_lists(self) -> tuple[list[int], list[float]]:
+        if self.copied is not None:
+            self.copied.synchronize()
+        ids, lps = self.ids_host.tolist(), self.lps_host.tolist()
+        if self.rows is not None:
+            ids, lps = [ids[i] for i in self.rows], [lps[i] for i in self.rows]
+        return ids, lps
 
 
 class OverlapDecoder:
@@ -71,17 +104,15 @@ class OverlapDecoder:
         out = s._launch_decode(p.reqs, input_ids=p.ids)
         self.lagged_steps += 1
         ids, lps, _ = s._sample(p.reqs, out.next_token_logits)
+        nxt = _Pending(list(p.reqs), ids, lps)
         self.pending = None
-        s._process_tokens(p.reqs, p.ids.tolist(), p.lps.tolist(), None)
+        s._process_tokens(p.reqs, *p.host_lists(), None)
         keep = [i for i, r in enumerate(p.reqs) if not r.finished and r.req_pool_idx is not None]
         if keep:
-            if len(keep) < len(p.reqs):
-                sel = torch.tensor(keep, device=ids.device)
-                ids, lps = ids[sel], lps[sel]
-            self.pending = _Pending([p.reqs[i] for i in keep], ids, lps)
+            self.pending = nxt if len(keep) == len(p.reqs) else nxt.subset(keep)
 
     def flush(self) -> None:
         """Process the launched-but-unprocessed step, leaving every request decode-ready."""
         p, self.pending = self.pending, None
         if p is not None:
-            self.s._process_tokens(p.reqs, p.ids.tolist(), p.lps.tolist(), None)
+            self.s._process_tokens(p.reqs, *p.host_lists(), None)
