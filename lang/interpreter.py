@@ -16,6 +16,7 @@ from typing import Any, Iterator, Optional
 from ..runtime.backends.base import BaseBackend, GenInput
 from .ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
 from .primitives import SglExpr, caller_loc, to_expr
+from .speculative import CompletionSpec, chat_block_eligible, run_chat_block
 
 
 
@@ -36,8 +37,11 @@ class _End:
 
 class StreamExecutor:
     def __init__(self, backend: BaseBackend, program: str, default_sampling: dict[str, Any],
-                 options: dict[str, Any], stream: bool = False) -> None:
+                 options: dict[str, Any], stream: bool = False, spec_tokens: Optional[int] = None) -> None:
         self.backend, self.program = backend, program
+        self.spec_tokens = spec_tokens  # @sgl.function(num_api_spec_tokens=...)
+        self.spec = CompletionSpec(spec_tokens) if spec_tokens and not getattr(backend, "is_chat_model", False) \
+            else None
         self.default_sampling, self.options, self.stream = dict(default_sampling), dict(options), stream
         self.text_ = ""
         self.messages_: list[dict[str, str]] = []
@@ -158,6 +162,8 @@ class StreamExecutor:
 
     def _execute(self, op: Any, loc: Optional[Loc]) -> None:
         if isinstance(op, Text):
+            if self.spec is not None:
+                self.spec.fill(op.value)
             self._append(op.value)
         elif isinstance(op, Gen):
             self._gen(op)
@@ -171,6 +177,8 @@ class StreamExecutor:
                 raise ValueError(f"role {op.role!r} begins inside role {self.role!r}")
             self._append(self.template().role_begin(op.role))
             self.role, self.role_begin_pos = op.role, len(self.text_)
+            if op.role == "assistant" and self.spec_tokens and getattr(self.backend, "is_chat_model", False):
+                self._speculate_chat_block()
         elif isinstance(op, RoleEnd):
             if self.role != op.role:
                 raise ValueError(f"role {op.role!r} ends but the open role is {self.role!r}")
@@ -196,7 +204,11 @@ class StreamExecutor:
         options.update({k: getattr(op, k) for k in ("return_logprob", "logprob_start_len", "top_logprobs_num",
                                                    "return_text_in_logprobs") if getattr(op, k) is not None})
         inp = self.gen_input()
-        if self.stream:
+        speculated = None if self.spec is None or self.stream else self.spec.gen(self, op, sampling, options)
+        if speculated is not None:
+            text, meta = speculated
+            self._append(text, op.name)
+        elif self.stream:
             pieces, meta = [], {}
             for piece, m in self.backend.generate_stream(inp, sampling, options):
                 if piece:
@@ -209,6 +221,28 @@ class StreamExecutor:
             text, meta = self.backend.generate(inp, sampling, options)
             self._append(text, op.name)
         self._define(op.name, text, meta)
+
+    def _speculate_chat_block(self) -> None:
+        """With a chat model, run an already-submitted `sgl.assistant(text + gens)` block as one call."""
+        with self.cond:
+            ops = [op for op, _ in self.queue]
+            end = next((i for i, op in enumerate(ops) if isinstance(op, (RoleEnd, RoleBegin))), None)
+            if end is None or not isinstance(ops[end], RoleEnd) or not chat_block_eligible(ops[:end]):
+                return  # not a complete, plain block yet: execute op by op
+            block = [self.queue.popleft()[0] for _ in range(end)]
+        sampling = dict(self.default_sampling)
+        sampling.update(next(op for op in block if isinstance(op, Gen)).sampling_params())
+        try:
+            for op, text in run_chat_block(self, block, sampling, int(self.spec_tokens)):
+                self._append(text, getattr(op, "name", None) if isinstance(op, Gen) else None)
+                if isinstance(op, Gen):
+                    self._define(op.name, text, {"speculative": True})
+        finally:
+            with self.cond:
+                for op in block:
+                    if isinstance(op, Gen) and op.name is not None:
+                        self.pending[op.name] -= 1
+                self.cond.notify_all()
 
     def _define(self, name: Optional[str], value: Any, meta: dict[str, Any]) -> None:
         if name is not None:
@@ -319,7 +353,7 @@ class ProgramState:
                 pass
         children = []
         for _ in range(size):
-            child = StreamExecutor(ex.backend, ex.program, ex.default_sampling, ex.options, ex.stream)
+            child = StreamExecutor(ex.backend, ex.program, ex.default_sampling, ex.options, ex.stream, ex.spec_tokens)
             child.copy_from(ex)
             children.append(ProgramState(child))
         return ProgramStateGroup(children, self)

@@ -49,8 +49,7 @@ def get_default_backend() -> Optional[BaseBackend]:
 
 
 class SglFunction:
-    """A program. `num_api_spec_tokens` is accepted (and kept in traces) for SGLang compatibility, but API
-    speculative execution is not implemented: with OpenAI every gen is its own call (same results)."""
+    """A program. `num_api_spec_tokens` turns on API speculative execution (lang/speculative.py)."""
 
     def __init__(self, func: Callable[..., Any], num_api_spec_tokens: Optional[int] = None,
                  bind_arguments: Optional[dict[str, Any]] = None) -> None:
@@ -169,7 +168,7 @@ def _pick_backend(backend: Any, name: str) -> BaseBackend:
 
 def run_program(fn: SglFunction, backend: BaseBackend, arguments: dict[str, Any], sampling: dict[str, Any],
                 options: dict[str, Any], stream: bool, raise_errors: bool = True) -> ProgramState:
-    executor = StreamExecutor(backend, fn.name, sampling, options, stream)
+    executor = StreamExecutor(backend, fn.name, sampling, options, stream, fn.num_api_spec_tokens)
     state = ProgramState(executor)
 
     def body() -> None:

@@ -60,14 +60,15 @@ def test_from_jinja_detects_llama3_roles():
 
 
 class _FakeOpenAIServer:
-    def __init__(self) -> None:
+    def __init__(self, content: str = "Paris.") -> None:
         self.bodies: list[dict] = []
+        self.content = content
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.bodies.append({"path": request.url.path, **body})
         if request.url.path.endswith("/chat/completions"):
-            choice = {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+            choice = {"index": 0, "message": {"role": "assistant", "content": self.content}, "finish_reason": "stop"}
             obj = "chat.completion"
         else:
             choice = {"index": 0, "text": " Paris.", "finish_reason": "stop", "logprobs": None}
@@ -202,3 +203,49 @@ def test_runtime_endpoint_parses_sse_streams_and_in_band_errors():
     assert list(state.text_iter()) == ["x", "He", "llo"] and state.get_meta_info("a")["completion_tokens"] == 2
     with pytest.raises(sgl.ProgramError, match="boom"):
         list(prog.run(stream=True, backend=_endpoint(broken)).text_iter())
+
+
+SPEC_REPLY = "Name: Bob\nBirthday: May 1\nJob: chef"
+
+
+@sgl.function(num_api_spec_tokens=64)
+def character_spec(s):
+    s += sgl.system("You are a helpful assistant.")
+    s += sgl.user("Generate a new Name, Birthday and Job.")
+    s += sgl.assistant("Name:" + sgl.gen("name", stop="\n") + "\nBirthday:" + sgl.gen("birthday", stop="\n")
+                       + "\nJob:" + sgl.gen("job", stop="\n"))
+
+
+def test_api_speculative_execution_on_a_chat_model_makes_one_call_per_assistant_block():
+    server = _FakeOpenAIServer(SPEC_REPLY)
+    be = sgl.OpenAI("gpt-test", base_url="http://fake/v1", http_client=httpx.Client(transport=httpx.MockTransport(server)))
+    state = character_spec.run(backend=be)
+    assert (state["name"], state["birthday"], state["job"]) == (" Bob", " May 1", " chef")
+    assert len(server.bodies) == 1 and server.bodies[0]["max_tokens"] == 64 and "stop" not in server.bodies[0]
+    assert server.bodies[0]["messages"][-1] == {"role": "user", "content": "Generate a new Name, Birthday and Job."}
+    assert state.messages()[-1] == {"role": "assistant", "content": SPEC_REPLY}
+
+    off = _FakeOpenAIServer("I'd rather not.")
+    be = sgl.OpenAI("gpt-test", base_url="http://fake/v1", http_client=httpx.Client(transport=httpx.MockTransport(off)))
+    with pytest.raises(sgl.ProgramError, match="speculative execution.*gen 'name'"):
+        character_spec.run(backend=be)
+    assert len(off.bodies) == 3  # retried
+
+
+def test_api_speculative_execution_on_a_completion_backend_reuses_one_generation():
+    from lang_fakes import ScriptedBackend
+
+    @sgl.function(num_api_spec_tokens=64)
+    def character(s):
+        s += "Construct a character.\n"
+        s += "Name:" + sgl.gen("name", stop="\n") + "\nBirthday:" + sgl.gen("birthday", stop="\n")
+        s += "\nJob:" + sgl.gen("job", stop="\n") + "\n"
+
+    be = ScriptedBackend(reply=lambda prompt, sp: SPEC_REPLY[len("Name:"):] + "\nmore")
+    state = character.run(backend=be)
+    assert (state["name"], state["birthday"], state["job"]) == (" Bob", " May 1", " chef")
+    assert len(be.requests) == 1 and "stop" not in be.requests[0]["sampling_params"]
+    assert state.text() == "Construct a character.\n" + SPEC_REPLY + "\n"
+    plain = ScriptedBackend(reply=lambda prompt, sp: SPEC_REPLY[len("Name:"):] + "\nmore")
+    sgl.function(character.func).run(backend=plain)
+    assert len(plain.requests) == 3  # without speculation: one call per gen
