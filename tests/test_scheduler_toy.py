@@ -7,7 +7,7 @@ import random
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scheduler_toy_runner import EOS, ToyRunner, ToyTokenizer, reference_input_logprobs, toy_greedy
+from scheduler_toy_runner import EOS, ToyRunner, ToyTokenizer, reference_input_logprobs, toy_greedy, toy_logits
 
 from sglang.runtime.sampling.sampling_params import SamplingParams
 from sglang.runtime.scheduler.req import TokenizedRequest
@@ -343,3 +343,46 @@ def test_overlap_keeps_seeded_sampling_reproducible():
         assert (h.sched.overlap.lagged_steps > 0) == overlap
     assert outs[0] == outs[1]
     assert len({t for t in outs[0].values()}) > 1
+
+
+class _JumpOnce:
+    """A stand-in constraint: after the first sampled token, roll it back and jump to [5, 6, 7];
+    bans token 9 everywhere through the vocab mask."""
+
+    def __init__(self) -> None:
+        self.jumped = False
+
+    def fill_vocab_mask(self, row) -> None:
+        row[9] = False
+
+    def advance(self, token_id: int) -> None:
+        assert token_id != 9
+
+    def is_terminated(self) -> bool:
+        return False
+
+    def jump_forward(self):
+        if self.jumped:
+            return None
+        self.jumped = True
+        return 1, [5, 6, 7]
+
+
+@pytest.mark.parametrize("chunk", [-1, 4])
+def test_jump_forward_rollback_re_extends_and_keeps_pool_exact(chunk):
+    h = Harness(chunked_prefill_size=chunk)
+    h.sched.constraint_factory = lambda req: _JumpOnce() if req.rid.startswith("jf") else None
+    prompt = [3, 4, 8, 2, 11]
+    h.submit("jf", prompt, 10)
+    h.submit("plain", prompt, 10)
+    out = h.run()
+    want = [5, 6, 7]
+    seq = prompt + want
+    for _ in range(7):  # greedy, but token 9 is masked
+        logits = toy_logits(seq)
+        logits[9] = float("-inf")
+        seq.append(int(logits.argmax()))
+    assert ids_of(out["jf"]) == seq[len(prompt):]
+    meta = out["jf"]["meta_info"]
+    assert meta["completion_tokens"] == 10 and meta["completion_tokens_wo_jump_forward"] == 8
+    assert ids_of(out["plain"]) == toy_greedy(prompt, 10)
