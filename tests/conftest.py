@@ -90,3 +90,14 @@ def tiny_llama_path(tmp_path_factory, default_model_path) -> str:
 def tiny_qwen2_path(tmp_path_factory, default_model_path) -> str:
     """A 2-layer Qwen2 config (qkv bias, tied embeddings) with no weights: load with load_format='dummy'."""
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_qwen2"), TINY_QWEN2_CONFIG, default_model_path)
+
+
+@pytest.fixture(scope="session")
+def default_engine(default_model_path):
+    """One in-process Engine on the real default model (CPU, fp32), shared by every test that only needs
+    to generate with it. Tests must leave it idle (nothing running) so the pool invariant can be checked."""
+    from sglang.runtime.engine import Engine
+
+    engine = Engine(model_path=default_model_path, device="cpu", dtype="float32", max_total_tokens=16384)
+    yield engine
+    engine.shutdown()
