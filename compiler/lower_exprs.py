@@ -17,6 +17,9 @@ from .loader import FuncRef, SourceProgram
 from .lower_env import _Env, _freeze
 
 
+_PYTHON_CONSTANTS = {"True": "true", "False": "false", "None": "none"}
+
+
 class ExprLowering:
     program: SourceProgram
 
@@ -110,10 +113,24 @@ class ExprLowering:
         if n in env.later_gens:
             raise self.err(f"variable {n!r} is used before it is generated (gen at line {env.later_gens[n].line})",
                            e.pos, env)
+        if self._before_quote(e, env):
+            raise self.err(f"'{n}\"...\"' is Python syntax: .sgl strings interpolate {{expr}} without a prefix",
+                           e.pos, env, "drop the prefix (use r\"...\" for a raw string)")
         if n in env.ref.symbols or any(k.startswith(n + ".") for k in env.ref.symbols):
             raise self.err(f"{n!r} is a function, not a value; call it as a statement or `let x = {n}(...)`", e.pos, env)
+        if n in _PYTHON_CONSTANTS:
+            raise self.err(f"undefined variable {n!r}", e.pos, env, f"write {_PYTHON_CONSTANTS[n]!r} (lower case)")
         pool = set(env.consts) | set(env.aliases) | env.locals | set(env.gen) | set(env.params)
         raise self.err(f"undefined variable {n!r}", e.pos, env, self.did_you_mean(n, pool))
+
+    def _before_quote(self, e: A.Name, env: _Env) -> bool:
+        """Whether the name is directly followed by a quote in the source (a Python f"..." / b"...")."""
+        lines = self.program.texts.get(env.ref.module.file, "").splitlines()
+        if not 0 < e.pos.line <= len(lines):
+            return False
+        line = lines[e.pos.line - 1]
+        after = e.pos.col - 1 + len(e.id)
+        return line[e.pos.col - 1:after] == e.id and line[after:after + 1] in ("'", '"')
 
     def fork_var(self, e: A.Attr, env: _Env) -> Any:
         if not (isinstance(e.obj, A.Index) and isinstance(e.obj.obj, A.Name) and e.obj.obj.id in env.forks):

@@ -28,6 +28,8 @@ _EXAMPLES: dict[str, list[str]] = {
     ],
     "a block starts with '{' (Python's ':' and indentation are not .sgl syntax)": [
         "def f():", "def f() { if x: }", "def f() { for x in y: }", "def f() { user: }",
+        'def f() { if x == "a": }', "def f() { if x == 1: }", "def f() { for x in range(3): }",
+        "def f() { elif x: }", "def f() { if x { } else: }",
         'def f() "x"', "def f() { if x 'a' }", "def f() { for x in y 'a' }",
     ],
     "'elif' and 'else' must directly follow the '}' of an if block": [
@@ -39,6 +41,13 @@ _EXAMPLES: dict[str, list[str]] = {
     "select needs a variable name and choices: select NAME(choices=[...])": [
         'def f() { select(["a"]) }', 'def f() { select "x" }', "def f() { select x }",
         "def f() { select x gen y }",
+    ],
+    "there is no `s += ...` in .sgl: a bare string, variable, gen or select statement appends to the state": [
+        'def f() { s += "x" }', "def f() { s += x }", "def f() { state += x }",
+    ],
+    "this is the Python API; in .sgl write `gen NAME(...)`, `select NAME(choices=[...])`, `user { ... }`": [
+        'def f() { sgl.gen("x") }', 'def f() { sgl.select("x") }', "def f() { sgl.user(q) }",
+        'def f() { s += sgl.gen("x") }',
     ],
     "missing ',' between arguments": [
         "def f() { gen x(max_tokens=3 stop=1) }", 'def f() { gen x(stop="a" max_tokens=3) }',
@@ -436,17 +445,25 @@ def _known_mistakes() -> list[tuple[Any, str, str]]:
             try:
                 _parser().parse(snippet, start="start")
             except UnexpectedToken as ut:
-                out.append((ut.state, ut.token.type, label))
+                out.append((_top_state(ut.state), ut.token.type, label))
             except UnexpectedInput:
                 pass
     return out
 
 
+def _top_state(state: Any) -> Any:
+    # the LALR state on top of the stack: the stack's depth differs with what came before (an empty
+    # parameter list, say) while the mistake is the same
+    stack = getattr(state, "state_stack", None)
+    return stack[-1] if stack else state
+
+
 def _match_known_mistake(e: UnexpectedToken) -> str | None:
     # Same parser state AND same kind of offending token: a match on state alone is too loose
     # (every statement-start error shares one state).
+    here = _top_state(e.state)
     for state, tok_type, label in _known_mistakes():
-        if state == e.state and tok_type == e.token.type:
+        if state == here and tok_type == e.token.type:
             return label
     return None
 

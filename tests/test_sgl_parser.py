@@ -94,6 +94,9 @@ BAD_SYNTAX = [
     ("def f() { x = $ }", 1, 15, ["unexpected character '$'"]),
     ("def f() { join u as glue }", 1, 21, ["unknown join mode"]),
     ("def f() { 1(2) }", 1, 11, ["only functions can be called"]),
+    ('def f(q: str) {\n  s += "x"\n}', 2, 6, ["there is no `s += ...`"]),
+    ('def f(q) {\n  sgl.gen("x")\n}', 2, 7, ["this is the Python API"]),
+    ('def f(q) {\n  if q == "a":\n}', 2, 14, ["starts with '{'"]),
 ]
 
 

@@ -48,6 +48,8 @@ BAD = [
     ("def f() { gen a\n let a = 1 }", 2, 2, "already a generated variable"),
     ("def f() { let x = {\"a\": 1} }", 1, 19, "a dict is allowed only"),
     ("def f(n: int) { fork t[n] { gen a }\n \"{t[n].a}\" }", 2, 6, "branch index must be a constant"),
+    ("def f() {\n  let x = True\n}", 2, 11, "write 'true' (lower case)"),
+    ('def f() {\n  f"x"\n}', 2, 3, "is Python syntax"),
 ]
 
 
