@@ -126,8 +126,8 @@ def test_filters_match_full_sort_reference(candidates, monkeypatch):
         assert torch.allclose(got[i] / got[i].sum(), reference_filter(logits[i], p), atol=1e-6), p
 
 
-def test_candidate_path_draws_each_row_from_its_own_filter():
-    # every row has top-k or top-p, with different values: the draw happens among candidates
+def test_each_row_draws_from_its_own_filter():
+    # every row has top-k or top-p, with different values (one seeded)
     torch.manual_seed(8)
     base = torch.randn(40) * 1.5
     params = [SamplingParams(top_k=3), SamplingParams(top_p=0.7, temperature=0.8),
@@ -135,7 +135,6 @@ def test_candidate_path_draws_each_row_from_its_own_filter():
     n = 4000
     info = build(params * n, gens=[make_generator(7 + i) if p.seed else None for i in range(n) for p in params],
                  vocab_size=40)
-    assert info.all_truncated
     ids = Sampler(seed=0).sample(base.expand(n * 4, 40).contiguous(), info)[0].view(n, 4)
     for j, p in enumerate(params):
         counts = torch.bincount(ids[:, j], minlength=40).float()
@@ -227,14 +226,19 @@ def _run_seeded(rows_params, rows_seeds, steps, logits_fn):
     return [list(col) for col in zip(*out)]
 
 
-def test_seeded_rows_reproducible_and_batch_independent():
-    flat = lambda t, bs: torch.zeros(bs, 1000)  # noqa: E731 - uniform: maximally random
-    p = SamplingParams(seed=7)
-    alone = _run_seeded([p], [7], 6, flat)[0]
-    again = _run_seeded([p], [7], 6, flat)[0]
+@pytest.mark.parametrize("p", [SamplingParams(seed=7), SamplingParams(seed=7, top_p=0.9, temperature=0.8),
+                               SamplingParams(seed=7, top_k=300, min_p=0.001)])
+def test_seeded_rows_reproducible_and_batch_independent(p):
+    g = torch.Generator().manual_seed(3)
+    base = torch.randn(1000, generator=g)
+    logits_fn = lambda t, bs: (base + 0.1 * t).expand(bs, -1).contiguous()  # noqa: E731
+    alone = _run_seeded([p], [7], 6, logits_fn)[0]
+    again = _run_seeded([p], [7], 6, logits_fn)[0]
     torch.manual_seed(123)
-    mixed = _run_seeded([SamplingParams(), p, SamplingParams(seed=8), SamplingParams(top_p=0.5)],
-                        [None, 7, 8, None], 6, flat)
+    # neighbours that need other filter paths (none, top-p, top-k, greedy, another seed)
+    mixed = _run_seeded([SamplingParams(), p, SamplingParams(seed=8), SamplingParams(top_p=0.5),
+                         SamplingParams(top_k=3), SamplingParams(temperature=0)],
+                        [None, 7, 8, None, None, None], 6, logits_fn)
     assert alone == again == mixed[1]
     assert mixed[2] != alone  # another seed, another stream
     assert make_generator(None) is None

@@ -101,10 +101,8 @@ class Sampler:
                        generator=self._default_generator(x.device))
         if info.seed_uniforms is not None:
             u[info.seeded_rows_t, 0] = info.seed_uniforms
-        if info.all_truncated:
-            # every sampling row has top-k/top-p: draw among the candidates, skip the full vocab
-            cand, idx = self._candidates(torch.softmax(x / info.temperatures, dim=-1), info)
-            return idx.gather(1, _inverse_cdf(cand, u).unsqueeze(1)).squeeze(1)
+        # The CDF runs in vocab order for every row, whatever filters its neighbours need: a seeded
+        # row's u must map to the same token alone and in any batch.
         return _inverse_cdf(self.filtered_probs(x, info), u)
 
     # candidates examined before falling back to a full sort when top_p needs more mass

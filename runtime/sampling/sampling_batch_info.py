@@ -54,7 +54,6 @@ class SamplingBatchInfo:
     need_top_p: bool = False
     need_top_k: bool = False
     need_min_p: bool = False
-    all_truncated: bool = False  # every sampling row has a top-k or top-p (draw among candidates)
     # penalties (None when no row in the batch uses them)
     repetition_penalties: Optional[torch.Tensor] = None  # fp32 [bs, 1]
     seen_mask: Optional[torch.Tensor] = None  # bool [bs, V]: prompt + output tokens
@@ -128,7 +127,6 @@ class SamplingBatchInfo:
             need_top_p=any(s and p < 1.0 for s, p in zip(sampled, top_ps)),
             need_top_k=any(s and k < vocab_size for s, k in zip(sampled, top_ks)),
             need_min_p=any(s and m > 0.0 for s, m in zip(sampled, min_ps)),
-            all_truncated=all(not s_ or k < vocab_size or tp < 1.0 for s_, k, tp in zip(sampled, top_ks, top_ps)),
             generators=list(generators),
             seeded_rows=[i for i, g in enumerate(generators) if g is not None and sampled[i]],
         )
