@@ -94,6 +94,8 @@ class StreamExecutor:
     def get_var(self, name: str, loc: Optional[Loc] = None) -> Any:
         with self.cond:
             self.cond.wait_for(lambda: self.pending[name] == 0 or self.error_ is not None)
+            if self.pending[name] > 0:  # the program failed before (re)defining it: no stale value
+                self.raise_error()
             if name in self.variables:
                 return self.variables[name]
             self.raise_error()
