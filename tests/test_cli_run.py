@@ -122,3 +122,15 @@ def test_program_endpoints(engine):
     assert native.status_code == 200 and "text" in native.json()
     assert "/programs/main" in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
+
+
+def test_run_over_http_on_the_real_server(engine, capsys):
+    """The same plan over HTTP: `sglang run --backend URL` against our server on the same engine."""
+    from sglang.runtime.server.launch import BackgroundServer
+
+    with BackgroundServer(engine) as server:
+        rc = run_cli.main_run([str(EXAMPLES / "quickstart.sgl"), "--backend", server.url])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    (res,) = _lines(captured.out)
+    assert "Paris" in res["return"]
