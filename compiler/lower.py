@@ -15,7 +15,7 @@ from ..lang.sgl_errors import SglError, SglSemanticError, SourcePos
 from .ast_to_ir import lower_program
 from .loader import load_program
 from .passes import PassContext, enabled_passes, run_passes
-from .passes.constrained_precompile import constraint_key, constraint_of, dtype_regex
+from .passes.constrained_precompile import dtype_regex
 from .plan import FunctionPlan, Plan, Step
 
 
@@ -157,4 +157,4 @@ def plan_for_ir(fn: ir.IRFunction, opt_level: int = 1, disabled: tuple[str, ...]
     return plan
 
 
-__all__ = ["compile_source", "compile_ir", "lower_function", "plan_for_ir", "constraint_of", "constraint_key"]
+__all__ = ["compile_source", "compile_ir", "lower_function", "plan_for_ir"]

@@ -17,7 +17,6 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..lang.sgl_errors import SglError
 from .executor import PlanExecutor
 from .plan import FunctionPlan, Plan
 
@@ -167,4 +166,4 @@ def serve(plan: Plan, model: str | None = None, host: str = "127.0.0.1", port: i
         engine.shutdown()
 
 
-__all__ = ["create_program_app", "add_program_routes", "request_model", "serve", "SglError"]
+__all__ = ["create_program_app", "add_program_routes", "request_model", "serve"]
