@@ -121,6 +121,21 @@ def test_vocab_that_cannot_spell_the_pattern_is_rejected() -> None:
     assert fsm.allowed_ids(fsm.start).tolist() == [1]
 
 
+def test_byte_level_shortcut_drops_unspellable_continuations() -> None:
+    """All single bytes but 0x04 are tokens (and no token contains 0x04): after "a" the pattern `a\x04|b`
+    cannot finish, so "a" is masked out; the fast path must agree with the general token-graph search."""
+    toks = [b""] + [bytes([i]) for i in range(256) if i != 4] + [b"ab", b"bb"]
+    vocab = TokenVocab.from_tokens(toks, eos_token_ids=[0])
+    assert vocab.bytes_are_tokens
+    fsm = TokenFSM.build("a\\x04|b+", regex_to_dfa("a\\x04|b+"), vocab)
+    allowed = {vocab.token_bytes[t] for t in fsm.allowed_ids(fsm.start)}
+    assert allowed == {b"b", b"bb"}
+    slow = TokenVocab.from_tokens(toks[:-2] + [b"ab", b"bb", b"\x04z"], eos_token_ids=[0])
+    assert not slow.bytes_are_tokens  # 0x04 occurs in a token but is not one: general path
+    fsm2 = TokenFSM.build("a\\x04|b+", regex_to_dfa("a\\x04|b+"), slow)
+    assert {slow.token_bytes[t] for t in fsm2.allowed_ids(fsm2.start)} == {b"b", b"bb"}
+
+
 def test_state_mask_advance_and_stop() -> None:
     vocab = _toy_vocab()
     dfa = regex_to_dfa("(ab)+")

@@ -47,12 +47,28 @@ class TokenFSM:
     def build(cls, pattern: str, dfa: ByteDFA, vocab: TokenVocab) -> "TokenFSM":
         org, tok, end = _walk_vocab(dfa, vocab)
         n = dfa.num_states
-        # accepting states end by EOS, or by must_stop() where no token can follow
-        live = _co_reachable(n, org, end, dfa.accepting)
-        if not live.all():
-            keep = live[end] & live[org]
-            org, tok, end = org[keep], tok[keep], end[keep]
-        reach = _reachable(n, dfa.start, org, end) if live[dfa.start] else np.zeros(n, bool)
+        trans = dfa.trans
+        if vocab.bytes_are_tokens:
+            # Every byte any token contains is itself a token (byte-level BPE), so token paths are exactly
+            # the byte paths over that alphabet: drop the other bytes from the DFA and a state is usable
+            # iff it can still reach acceptance -- no token-graph search needed.
+            trans = dfa.trans.copy()
+            trans[:, ~vocab.byte_alphabet] = 0
+            reach = _dfa_co_reachable(trans, dfa.accepting)
+            if not reach.all():
+                keep = reach[end] & reach[org]
+                org, tok, end = org[keep], tok[keep], end[keep]
+            if not reach[dfa.start]:
+                raise EmptyLanguageError(
+                    f"pattern {pattern!r}: no sequence of this tokenizer's tokens can complete it "
+                    "(its language is empty for this vocabulary)")
+        else:
+            # accepting states end by EOS, or by must_stop() where no token can follow
+            live = _co_reachable(n, org, end, dfa.accepting)
+            if not live.all():
+                keep = live[end] & live[org]
+                org, tok, end = org[keep], tok[keep], end[keep]
+            reach = _reachable(n, dfa.start, org, end) if live[dfa.start] else np.zeros(n, bool)
         if not reach[dfa.start]:
             raise EmptyLanguageError(
                 f"pattern {pattern!r}: no sequence of this tokenizer's tokens can complete it "
@@ -66,17 +82,17 @@ class TokenFSM:
         V = vocab.size
         dense = np.zeros((rows.size, V), dtype=bool)
         dense[row_of[org], tok] = True
-        n_allowed = dense.sum(axis=1).astype(np.int32)
+        n_allowed = np.bincount(row_of[org], minlength=rows.size).astype(np.int32)
         acc_rows = row_of[np.flatnonzero(dfa.accepting & reach)]
         for e in vocab.eos_token_ids:
             if e < V:
                 dense[acc_rows, e] = True
         bits = np.packbits(dense, axis=1, bitorder="little")
-        live_out = (dfa.trans != 0).sum(axis=1)
-        first = (dfa.trans != 0).argmax(axis=1)
+        live_out = (trans != 0).sum(axis=1)
+        first = (trans != 0).argmax(axis=1)
         forced = np.where((live_out == 1) & ~dfa.accepting, first, -1).astype(np.int16)
         forced[0] = -1
-        return cls(pattern=pattern, fingerprint=vocab.fingerprint, vocab_size=V, trans=dfa.trans,
+        return cls(pattern=pattern, fingerprint=vocab.fingerprint, vocab_size=V, trans=trans,
                    accepting=dfa.accepting, start=dfa.start, row_of=row_of, bits=bits, n_allowed=n_allowed,
                    forced=forced, eos_token_ids=tuple(vocab.eos_token_ids))
 
@@ -222,6 +238,24 @@ def _edges_csr(n: int, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np
         e = np.unique(src.astype(np.int64) * n + dst)
         s, t = e // n, e % n
     return np.searchsorted(s, np.arange(n + 1)), t
+
+
+def _dfa_co_reachable(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:
+    """States of the DFA from which an accepting state is reachable (state 0 excluded)."""
+    n = trans.shape[0]
+    src = np.repeat(np.arange(n, dtype=np.int64), trans.shape[1])
+    bounds, preds = _edges_csr(n, trans.reshape(-1).astype(np.int64), src)
+    live = accepting.copy()
+    live[0] = False
+    stack = [int(s) for s in np.flatnonzero(live)]
+    while stack:
+        t = stack.pop()
+        for s in preds[bounds[t]:bounds[t + 1]]:
+            if not live[s]:
+                live[s] = True
+                stack.append(int(s))
+    live[0] = False
+    return live
 
 
 def _co_reachable(n: int, org: np.ndarray, end: np.ndarray, final: np.ndarray) -> np.ndarray:

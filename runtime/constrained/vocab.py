@@ -76,6 +76,24 @@ class TokenVocab:
         return len(self.token_bytes)
 
     @property
+    def byte_alphabet(self) -> np.ndarray:
+        """bool [256]: bytes that occur in some token."""
+        got = getattr(self, "_alphabet", None)
+        if got is None:
+            got = np.zeros(256, dtype=bool)
+            got[np.frombuffer(b"".join(self.token_bytes), dtype=np.uint8)] = True
+            self._alphabet = got
+        return got
+
+    @property
+    def bytes_are_tokens(self) -> bool:
+        """Whether every byte that occurs in some token is also a single-byte token (true for byte-level
+        BPE), so any byte string over the alphabet can be spelled with tokens."""
+        singles = np.zeros(256, dtype=bool)
+        singles[[b[0] for b in self.token_bytes if len(b) == 1]] = True
+        return bool(np.all(singles | ~self.byte_alphabet))
+
+    @property
     def trie(self) -> VocabTrie:
         if self._trie is None:
             self._trie = _build_trie(self.token_bytes)
