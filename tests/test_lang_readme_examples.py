@@ -27,10 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engine(default_model_path):
-    eng = sgl.Engine(model_path=default_model_path, device="cpu", max_total_tokens=8192)
-    yield eng
-    eng.shutdown()
+def engine(default_engine):
+    return default_engine  # the session's shared Engine (tests/conftest.py); left idle after each test
 
 
 @pytest.fixture(scope="module")
