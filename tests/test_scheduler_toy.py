@@ -240,7 +240,7 @@ def test_eos_stops_unless_ignore_eos():
     assert out["b"]["meta_info"]["completion_tokens"] == 5
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     seed=st.integers(0, 10**6),
     pool=st.sampled_from([90, 160, 4096]),
@@ -257,8 +257,10 @@ def test_random_workloads_keep_outputs_and_pool_exact(seed, pool, chunk, policy,
     lens = [rng.randrange(0, 20) for _ in prompts]
     h = Harness(ToyRunner(pool_size=pool), chunked_prefill_size=chunk, schedule_policy=policy,
                 disable_radix_cache=disable_cache, max_prefill_tokens=rng.choice([40, 1000]), overlap=overlap)
+    starts = [rng.choice([None, 0, rng.randrange(0, len(p) + 1)]) for p in prompts]
     for i, (p, n) in enumerate(zip(prompts, lens)):
-        h.submit(f"r{i}", p, n)
+        lp = {} if starts[i] is None else {"return_logprob": True, "logprob_start_len": starts[i]}
+        h.submit(f"r{i}", p, n, **lp)
     victim = f"r{rng.randrange(len(prompts))}"
     out = h.run(on_step=lambda s: h.sched.abort(victim) if s == abort_at else None)
     assert len(out) == len(prompts)
@@ -267,8 +269,14 @@ def test_random_workloads_keep_outputs_and_pool_exact(seed, pool, chunk, policy,
         if o["meta_info"]["finish_reason"]["type"] == "abort":
             assert f"r{i}" == victim
             assert toy_greedy(p, n)[: o["meta_info"]["completion_tokens"]] == ids_of(o)
-        else:
-            assert ids_of(o) == toy_greedy(p, n)
+            continue
+        assert ids_of(o) == toy_greedy(p, n)
+        if starts[i] is not None:
+            got = [(lp, t) for lp, t, _ in o["meta_info"]["input_token_logprobs"]]
+            ref = reference_input_logprobs(p, starts[i])
+            assert [t for _, t in got] == [t for _, t in ref]
+            assert all((a is None and b is None) or abs(a - b) < 1e-4 for (a, _), (b, _) in zip(got, ref))
+            assert len(o["meta_info"]["output_token_logprobs"]) == n
 
 
 def test_overlap_runs_ahead_and_matches_sync():
@@ -386,3 +394,20 @@ def test_jump_forward_rollback_re_extends_and_keeps_pool_exact(chunk):
     meta = out["jf"]["meta_info"]
     assert meta["completion_tokens"] == 10 and meta["completion_tokens_wo_jump_forward"] == 8
     assert ids_of(out["plain"]) == toy_greedy(prompt, 10)
+
+
+def test_half_prefilled_request_yields_memory_to_decodes_and_keeps_logprobs():
+    h = Harness(ToyRunner(pool_size=110), chunked_prefill_size=8, max_prefill_tokens=8)
+    for i in range(3):
+        h.submit(f"d{i}", [2 + i] * 6, 28)
+    long_prompt = [(7 * j) % 60 + 2 for j in range(60)]
+    h.submit("long", long_prompt, 3, return_logprob=True, logprob_start_len=0)
+    out = h.run()
+    assert h.sched.counters["chunk_yields"] > 0
+    for i in range(3):
+        assert ids_of(out[f"d{i}"]) == toy_greedy([2 + i] * 6, 28)
+    assert ids_of(out["long"]) == toy_greedy(long_prompt, 3)
+    got = out["long"]["meta_info"]["input_token_logprobs"]
+    ref = reference_input_logprobs(long_prompt, 0)
+    assert [t for _, t, _ in got] == [t for _, t in ref]
+    assert all(a is None and b is None or abs(a - b) < 1e-4 for (a, _, _), (b, _) in zip(got, ref))

@@ -7,7 +7,8 @@ stop checks and streaming hide behind the forward. A request that finished at st
 step k+1: its extra token is dropped (its KV slot went back with the request's release).
 
 Only plain requests qualify: the sampling of step k+1 must not depend on step k's token on the host
-(no penalties, min_new_tokens still pending, constraints, logprobs; seeds are history-free). Anything else, or any
+(no penalties, min_new_tokens still pending, constraints, logprobs; seeded draws only need the
+position, which the lag is accounted for). Anything else, or any
 change of the running set (a prefill, an abort, a retraction), flushes the pending step first and
 the scheduler runs synchronously. On by default on CUDA (--disable-overlap turns it off); `force`
 enables it on CPU, where it gains nothing but lets tests check that outputs are unchanged.
@@ -103,7 +104,7 @@ class OverlapDecoder:
         # launch step k+1 on step k's device-side ids, then process step k on the host
         out = s._launch_decode(p.reqs, input_ids=p.ids)
         self.lagged_steps += 1
-        ids, lps, _ = s._sample(p.reqs, out.next_token_logits)
+        ids, lps, _ = s._sample(p.reqs, out.next_token_logits, lag=1)  # step k's token is not on the host yet
         nxt = _Pending(list(p.reqs), ids, lps)
         self.pending = None
         s._process_tokens(p.reqs, *p.host_lists(), None)

@@ -76,7 +76,7 @@ class Scheduler:
         self.inbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._stopped = False
         self.counters = {"forward_extend": 0, "forward_decode": 0, "prefill_tokens": 0, "cached_tokens": 0,
-                         "retractions": 0, "finished": 0, "aborted": 0}
+                         "retractions": 0, "chunk_yields": 0, "finished": 0, "aborted": 0}
 
     # -- thread-safe entry points (any thread) ----------------------------------------------------
     def submit(self, req: TokenizedRequest) -> None:
@@ -350,6 +350,11 @@ class Scheduler:
         """Retract running requests (KV to the cache, back to waiting) until each remaining one can
         get one more slot. The least advanced request goes first (it loses the least work)."""
         while self.running and self.kv.available() < len(self.running):
+            if self.chunked is not None:  # a half-prefilled request yields first (its KV stays cached)
+                req, self.chunked = self.chunked, None
+                self.requeue(req)
+                self.counters["chunk_yields"] += 1
+                continue
             if len(self.running) == 1:
                 req = self.running.pop()
                 self._finish(req, FinishReason(FinishKind.ABORT, message="KV cache too small for this request"))
@@ -364,6 +369,9 @@ class Scheduler:
     def requeue(self, req: Req) -> None:
         """Drop req's KV (into the cache) and put it back to wait; it will re-extend from the cache."""
         self.kv.release(req)
+        if not req.input_logprobs_done:  # its prefill restarts from logprob_start_len
+            req.input_token_logprobs.clear()
+            req.input_top_logprobs.clear()
         req.skipped_rounds = self.starvation_rounds  # it was admitted once: come back first
         self.waiting.append(req)
 
@@ -374,7 +382,10 @@ class Scheduler:
         tops = top_logprobs(logits[:, : self.vocab_size], ks) if any(ks) else None
         self._process_tokens(reqs, ids.tolist(), lps.tolist(), tops)
 
-    def _sampling_info(self, reqs: list[Req], device: torch.device) -> SamplingBatchInfo:
+    def _sampling_info(self, reqs: list[Req], device: torch.device, lag: int = 0) -> SamplingBatchInfo:
+        """lag: output tokens sampled on the device but not yet on the host (overlap); they count
+        for the positions (seeded draws) but, being unknown, must not matter otherwise."""
+        outputs = [r.output_ids + [0] * lag for r in reqs] if lag else [r.output_ids for r in reqs]
         mask = None
         if any(r.constraint is not None for r in reqs):
             mask = torch.ones((len(reqs), self.vocab_size), dtype=torch.bool, device=device)
@@ -382,15 +393,14 @@ class Scheduler:
                 if r.constraint is not None:
                     r.constraint.fill_vocab_mask(mask[i])
         return SamplingBatchInfo.build(
-            [r.sampling_params for r in reqs], [r.output_ids for r in reqs], [r.generator for r in reqs],
+            [r.sampling_params for r in reqs], outputs, [r.generator for r in reqs],
             self.vocab_size, device, mask,
             prompt_ids=[r.origin_input_ids for r in reqs], eos_token_ids=self.eos_ids,
         )
 
-    def _sample(self, reqs: list[Req], logits: torch.Tensor, info: Optional[SamplingBatchInfo] = None):
+    def _sample(self, reqs: list[Req], logits: torch.Tensor, lag: int = 0):
         """Next tokens (device tensors, no host sync) and the sampling info used."""
-        if info is None:
-            info = self._sampling_info(reqs, logits.device)
+        info = self._sampling_info(reqs, logits.device, lag)
         ids, lps = self.sampler.sample(logits[:, : self.vocab_size], info)
         return ids, lps, info
 
