@@ -7,9 +7,8 @@ stop checks and streaming hide behind the forward. A request that finished at st
 step k+1: its extra token is dropped (its KV slot went back with the request's release).
 
 Only plain requests qualify: the sampling of step k+1 must not depend on step k's token on the host
-(no penalties, min_new_tokens still pending, constraints, logprobs; seeded draws only need the
-position, which the lag is accounted for). Anything else, or any
-change of the running set (a prefill, an abort, a retraction), flushes the pending step first and
+(no penalties, min_new_tokens still pending, constraints, logprobs; seeded draws depend only on the
+token position, which accounts for the lag). Anything else, or any change of the running set (a prefill, an abort, a retraction), flushes the pending step first and
 the scheduler runs synchronously. On by default on CUDA (--disable-overlap turns it off); `force`
 enables it on CPU, where it gains nothing but lets tests check that outputs are unchanged.
 """
