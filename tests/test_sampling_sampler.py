@@ -11,6 +11,7 @@ from sglang.runtime.sampling import (
     SamplingBatchInfo,
     SamplingParams,
     make_generator,
+    position_uniform,
     token_logprobs,
     top_logprobs,
 )
@@ -133,8 +134,8 @@ def test_each_row_draws_from_its_own_filter():
     params = [SamplingParams(top_k=3), SamplingParams(top_p=0.7, temperature=0.8),
               SamplingParams(top_k=6, min_p=0.2), SamplingParams(top_p=0.5, seed=1)]
     n = 4000
-    info = build(params * n, gens=[make_generator(7 + i) if p.seed else None for i in range(n) for p in params],
-                 vocab_size=40)
+    rows = [p.replace(seed=p.seed + i) if p.seed is not None else p for i in range(n) for p in params]
+    info = build(rows, gens=[make_generator(p.seed) for p in rows], vocab_size=40)
     ids = Sampler(seed=0).sample(base.expand(n * 4, 40).contiguous(), info)[0].view(n, 4)
     for j, p in enumerate(params):
         counts = torch.bincount(ids[:, j], minlength=40).float()
@@ -242,6 +243,24 @@ def test_seeded_rows_reproducible_and_batch_independent(p):
     assert alone == again == mixed[1]
     assert mixed[2] != alone  # another seed, another stream
     assert make_generator(None) is None
+
+
+def test_seeded_step_redone_draws_the_same_token():
+    # a step computed twice (retraction, a flushed overlap step) must not shift a seeded stream
+    logits = torch.zeros(1, 1000)
+    p = SamplingParams(seed=42)
+    draw = lambda out: Sampler().sample(logits, build([p], outputs=[out], gens=[make_generator(42)],  # noqa: E731
+                                                      vocab_size=1000))[0].item()
+    assert draw([1, 2]) == draw([1, 2])
+    assert len({draw([0] * k) for k in range(8)}) > 4  # a new position, a new draw
+    # the seed in the params is enough (a caller without generators)
+    assert Sampler().sample(logits, build([p], outputs=[[1, 2]], vocab_size=1000))[0].item() == draw([1, 2])
+
+
+def test_position_uniform_is_uniform():
+    us = torch.tensor([position_uniform(s, k) for s in range(40) for k in range(100)], dtype=torch.float64)
+    assert 0 <= us.min() and us.max() < 1
+    assert chi_square(torch.histc(us.float(), bins=10, min=0, max=1), torch.full((10,), 0.1)) < 27.88  # df 9
 
 
 def test_seeded_sampling_follows_softmax():

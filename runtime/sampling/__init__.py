@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .sampler import Sampler, token_logprobs, top_logprobs
-from .sampling_batch_info import GREEDY_TEMPERATURE, SamplingBatchInfo, make_generator
+from .sampling_batch_info import GREEDY_TEMPERATURE, SamplingBatchInfo, make_generator, position_uniform
 from .sampling_params import SamplingParams
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "SamplingBatchInfo",
     "SamplingParams",
     "make_generator",
+    "position_uniform",
     "token_logprobs",
     "top_logprobs",
 ]

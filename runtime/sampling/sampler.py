@@ -6,9 +6,9 @@ temperature -> softmax -> top-k / top-p / min-p filter -> inverse-CDF draw.
 
 The draw is by inverse CDF: one uniform u per row, token = first index whose cumulative
 (unnormalized, filtered) probability exceeds u * total. Unseeded rows take u from the sampler's own
-generator in one batched op; a seeded row takes it from its own per-request generator (on the
-host), so its tokens depend only on its seed and its logits: never on the batch around it, nor on
-the device (up to float rounding at a CDF boundary).
+generator in one batched op; a seeded row's u is a hash of (seed, output position) computed on the
+host, so its tokens depend only on its seed and its logits: never on the batch around it, the
+device (up to float rounding at a CDF boundary), or a step being redone.
 
 Host syncs: none on accelerators (an overlapped scheduler keeps running ahead). On CPU, top-p uses
 a partial top-k and one check (a sync, free there) whether each nucleus fits in it, else sorts.

@@ -21,12 +21,11 @@ GREEDY_TEMPERATURE = 1e-6
 
 
 def make_generator(seed: Optional[int], device: torch.device | str = "cpu") -> Optional[torch.Generator]:
-    """A per-request generator for a seeded request (None when seed is None).
-
-    It always lives on the host, whatever `device` says: each step the request draws its one
-    uniform from it there, and the sampler turns that into a token by inverse CDF on the logits'
-    device. So a seeded request's tokens depend only on its seed and its logits: not on the batch
-    around it, nor on the device. Keep it with the request for the request's whole life.
+    """A per-request generator for a seeded request (None when seed is None); host-side whatever
+    `device` says. It only carries the seed (`initial_seed()`): a seeded row's uniform at a step is
+    `position_uniform(seed, len(output_ids))`, a pure function, so the request's tokens depend only
+    on its seed and its logits: not on its batch, the device, or whether a step was ever redone
+    (retraction, overlap). Rows whose SamplingParams have a seed are seeded even without one.
     """
     if seed is None:
         return None
@@ -35,9 +34,20 @@ def make_generator(seed: Optional[int], device: torch.device | str = "cpu") -> O
     return g
 
 
-def draw_uniform(g: torch.Generator) -> float:
-    """The next uniform in [0, 1) of a request's generator (float64 precision)."""
-    return float(torch.rand((), generator=g, dtype=torch.float64, device=g.device).item())
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    """splitmix64's finalizer: a bijective 64-bit mixer."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def position_uniform(seed: int, position: int) -> float:
+    """The uniform in [0, 1) a request with `seed` uses for its output token number `position`."""
+    z = _mix64((_mix64(seed & _MASK64) + (position + 1) * 0x9E3779B97F4A7C15) & _MASK64)
+    return (z >> 11) * (1.0 / (1 << 53))
 
 
 @dataclass
@@ -128,7 +138,8 @@ class SamplingBatchInfo:
             need_top_k=any(s and k < vocab_size for s, k in zip(sampled, top_ks)),
             need_min_p=any(s and m > 0.0 for s, m in zip(sampled, min_ps)),
             generators=list(generators),
-            seeded_rows=[i for i, g in enumerate(generators) if g is not None and sampled[i]],
+            seeded_rows=[i for i, (p, g) in enumerate(zip(params, generators))
+                         if sampled[i] and (p.seed is not None or g is not None)],
         )
 
         cache = penalty_cache if penalty_cache is not None else _thread_cache()
@@ -164,8 +175,14 @@ class SamplingBatchInfo:
             info.banned_flat = torch.tensor(banned, dtype=torch.int64).to(device)
 
         if info.seeded_rows:
-            # one uniform per seeded row that samples this step (greedy rows do not advance their stream)
-            us = [draw_uniform(generators[i]) for i in info.seeded_rows]
+            # a pure function of (seed, position): redoing a step redraws the same token
+            us = [
+                position_uniform(
+                    params[i].seed if params[i].seed is not None else generators[i].initial_seed(),
+                    len(output_ids[i]),
+                )
+                for i in info.seeded_rows
+            ]
             info.seeded_rows_t = torch.tensor(info.seeded_rows, dtype=torch.int64).to(device)
             info.seed_uniforms = torch.tensor(us, dtype=torch.float64).to(device)
 
