@@ -1,8 +1,8 @@
 """SamplingBatchInfo: the per-row sampling tensors of one batch, built once per forward step.
 
 The scheduler calls `SamplingBatchInfo.build(...)` with the requests' SamplingParams (in batch row
-order), their output token ids so far, and their per-request torch.Generators (None = unseeded),
-then `Sampler.sample(logits, info)`. Everything expensive (penalty counts, min-token masks) is built
+order), their output token ids so far, and their per-request generators (None = unseeded; a
+seed in the params is enough), then `Sampler.sample(logits, info)`. Everything expensive (penalty counts, min-token masks) is built
 only when some row in the batch needs it, so the common path is a handful of tiny tensors.
 """
 from __future__ import annotations
