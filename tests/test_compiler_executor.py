@@ -195,3 +195,17 @@ def test_random_programs_compile_cleanly_and_run():
         assert all("error" not in o for o in out), out
 
     check()
+
+
+def test_fork_count_and_choices_decided_at_run_time():
+    src = ('def f(n: int, opts: list) { "ctx " fork t[n] as i { "b{i} " gen x(max_tokens=2) } '
+           'select c(choices=opts) return [t[0].x, c] }')
+    fplan = plan_of(src).function("f")
+    fork = next(s for s in fplan.steps if s.kind == "fork")
+    assert fork.args["shared_body"] and not isinstance(fork.args["n"], int)  # not known at compile time
+    out, _, be = run(src, [{"n": 3, "opts": ["left", "right"]}, {"n": 1, "opts": ["up"]}])
+    assert out[0]["return"][1] in ("left", "right") and out[1]["return"][1] == "up"
+    gens = [sp["max_new_tokens"] for c in be.calls for sp in c["sampling_params"] if sp["max_new_tokens"] == 2]
+    assert len(gens) == 3 + 1  # 3 branches for item 0, 1 for item 1
+    bad, _, _ = run(src, [{"n": 0, "opts": ["a"]}])
+    assert "fork count must be an int >= 1" in bad[0]["error"]
