@@ -498,6 +498,10 @@ class PlanExecutor:
             variables.setdefault(k, v)
         out: dict[str, Any] = {"index": item.index, "return": shape_return(fplan, item.result),
                                "variables": variables, "text": item.main.text}
+        asked = {s.args["name"] for s in fplan.steps if s.kind == "gen" and s.args.get("return_logprob")}
+        meta = {k: v for k, v in item.main.meta.items() if isinstance(k, str) and (k in asked or "scores" in v)}
+        if meta:  # logprobs a gen asked for, and every select's choice scores
+            out["meta_info"] = meta
         return out
 
 

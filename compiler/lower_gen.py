@@ -63,10 +63,12 @@ class GenLowering:
         return out
 
     def gen(self, s: A.Gen, env: _Env, cur: ir.Cursor) -> None:
-        kw = self.gen_args(s, s.args, env, tuple(k for k in GEN_PARAMS if k != "choices_method"))
+        kw = self.gen_args(s, s.args, env, tuple(GEN_PARAMS))
         if "choices" in kw:  # gen(choices=...) is a select, as in SGLang
             self.select(s, s.args, env, cur)
             return
+        if "choices_method" in kw:
+            raise self.err(f"gen {s.name!r}: choices_method needs choices=[...]", s.pos, env)
         self.check_gen_name(s, env)
         if isinstance(kw.get("stop"), str):
             kw["stop"] = (kw["stop"],)

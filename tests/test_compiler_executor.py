@@ -209,3 +209,11 @@ def test_fork_count_and_choices_decided_at_run_time():
     assert len(gens) == 3 + 1  # 3 branches for item 0, 1 for item 1
     bad, _, _ = run(src, [{"n": 0, "opts": ["a"]}])
     assert "fork count must be an int >= 1" in bad[0]["error"]
+
+
+def test_select_scores_and_requested_logprobs_are_reported():
+    out, _, _ = run('def f() { "Q" select c(choices=["a", "b"]) gen g(max_tokens=2, return_logprob=true) gen h }',
+                    [{}])
+    meta = out[0]["meta_info"]
+    assert set(meta) == {"c", "g"}  # h did not ask for logprobs
+    assert len(meta["c"]["scores"]) == 2

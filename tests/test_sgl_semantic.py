@@ -92,3 +92,10 @@ def test_import_cycle_is_reported(tmp_path):
     (tmp_path / "b.sgl").write_text('import a\ndef fb() { }\n')
     with pytest.raises(SglSemanticError, match="import cycle"):
         load_program(tmp_path / "a.sgl")
+
+
+def test_gen_with_choices_is_a_select():
+    fn = lower('def f() { gen c(choices=["a", "b"], choices_method="greedy_token_selection") }')["f"]
+    assert "Select(name='c', choices=['a', 'b'], choices_method='greedy_token_selection')" in fn.pretty()
+    with pytest.raises(SglSemanticError, match="choices_method needs choices"):
+        lower('def f() { gen c(choices_method="greedy_token_selection") }')
