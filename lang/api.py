@@ -11,8 +11,9 @@ from typing import Any, Callable, Optional, Union
 from ..runtime.backends.openai_backend import OpenAI
 from ..runtime.backends.runtime_endpoint import RuntimeEndpoint
 from .interpreter import ProgramError, ProgramState, json_dumps_schema
-from .ir import CHOICES_METHODS, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
-from .primitives import SglExpr, TraceError, caller_loc, to_expr
+from .ir import CHOICES_METHODS, Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
+from .ir_expr import Name
+from .primitives import SglExpr, Symbol, TraceError, caller_loc, to_expr
 from .program import SglFunction, get_default_backend, set_default_backend
 from .runtime_process import Runtime
 
@@ -113,6 +114,13 @@ def select(name: Optional[str] = None, choices: Optional[list[str]] = None, temp
 
 
 def _select(name: Optional[str], choices: Any, temperature: float, method: str, loc: Optional[Loc]) -> SglExpr:
+    if isinstance(choices, Symbol):  # tracing: choices given by a program argument
+        op = choices.ops[0]
+        if not isinstance(op, Arg):
+            raise TraceError(f"select {name!r}: choices from {choices.describe} cannot be traced")
+        if method not in CHOICES_METHODS:
+            raise ValueError(f"select {name!r}: choices_method must be one of {', '.join(CHOICES_METHODS)}")
+        return SglExpr((Select(name, Name(op.name), method, float(temperature)),), (loc,))
     if not choices or isinstance(choices, str) or not all(isinstance(c, str) for c in choices):
         raise ValueError(f"select {name!r}: choices must be a non-empty list of strings, got {choices!r}")
     if method not in CHOICES_METHODS:

@@ -58,6 +58,15 @@ def test_roles_select_regex_and_image_trace():
                    RoleEnd("assistant"), Text("Tool: "), Select("tool", ("calculator", "search"))]
 
 
+def test_select_choices_from_an_argument_trace_to_an_expression():
+    @sgl.function
+    def pick(s, options):
+        s += "Pick: " + sgl.select("c", choices=options)
+
+    assert ops(pick.trace()) == [Text("Pick: "), Select("c", Name("options"))]
+    assert ops(pick.trace(options=["a", "b"])) == [Text("Pick: "), Select("c", ("a", "b"))]
+
+
 def test_constant_arguments_fold_into_text():
     fn = tip_suggestion.trace(topic="sleep")
     assert fn.params == ()
