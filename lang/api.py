@@ -69,6 +69,12 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
         regex: Optional[str] = None, json_schema: Any = None, repetition_penalty: Optional[float] = None) -> SglExpr:
     """Generate into variable `name`; `choices=` makes it a select."""
     loc = caller_loc()
+    params = dict(max_tokens=max_tokens, min_tokens=min_tokens, stop=stop, temperature=temperature, top_p=top_p,
+                  top_k=top_k, min_p=min_p, regex=regex, dtype=dtype, json_schema=json_schema)
+    for key, value in params.items():
+        if isinstance(value, Symbol):
+            raise TraceError(f"gen {name!r}: {key} from {value.describe} cannot be traced (gen parameters are "
+                             f"constants in the IR); give it a value: fn.trace(<argument>=...)")
     if name is not None and not isinstance(name, str):
         raise TypeError(f"gen name must be a string, got {type(name).__name__}")
     if choices is not None:

@@ -66,6 +66,14 @@ def test_select_choices_from_an_argument_trace_to_an_expression():
     assert ops(pick.trace()) == [Text("Pick: "), Select("c", Name("options"))]
     assert ops(pick.trace(options=["a", "b"])) == [Text("Pick: "), Select("c", ("a", "b"))]
 
+    @sgl.function
+    def sized(s, n):
+        s += sgl.gen("x", max_tokens=n)
+
+    with pytest.raises(sgl.TraceError, match="max_tokens from argument 'n'"):
+        sized.trace()
+    assert ops(sized.trace(n=3)) == [Gen("x", max_tokens=3)]
+
 
 def test_constant_arguments_fold_into_text():
     fn = tip_suggestion.trace(topic="sleep")
