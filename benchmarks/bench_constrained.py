@@ -86,7 +86,7 @@ def run_ours(tokenizer_path: str, n_traj: int, repeat: int) -> tuple[dict, dict]
             rng = np.random.default_rng(0)
             trajs, mask_t, adv_t, mask_cpu = [], [], [], []
             row = torch.empty(vocab.size, dtype=torch.bool)
-            for _ in range(n_traj):
+            for _ in range(n_traj):  # pass 1: rows unpacked on first visit (a fresh table)
                 st = ConstraintState(fsm, vocab)
                 ids: list[int] = []
                 while not st.must_stop() and len(ids) < 256:
@@ -105,7 +105,15 @@ def run_ours(tokenizer_path: str, n_traj: int, repeat: int) -> tuple[dict, dict]
                     ids.append(tid)
                 trajs.append(ids)
             trajectories[name] = trajs
-            results[name] = {"compile_s": statistics.median(cold), "compile_cpu_s": statistics.median(cold_cpu),
+            warm_mask = []  # pass 2: the same trajectories again, rows already unpacked (steady serving)
+            for ids in trajs:
+                st = ConstraintState(fsm, vocab)
+                for tid in ids:
+                    c0 = time.process_time()
+                    st.fill_mask(row)
+                    warm_mask.append(time.process_time() - c0)
+                    st.advance(tid)
+            results[name] = {"mask_cpu_us_mean_rows_cached": 1e6 * statistics.mean(warm_mask),"compile_s": statistics.median(cold), "compile_cpu_s": statistics.median(cold_cpu),
                              "warm_load_s": statistics.median(warm),
                              "mask_us_mean": 1e6 * statistics.mean(mask_t), "mask_cpu_us_mean": 1e6 * statistics.mean(mask_cpu),
                              "advance_us_mean": 1e6 * statistics.mean(adv_t),

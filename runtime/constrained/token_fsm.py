@@ -22,6 +22,7 @@ from .regex_fsm import ByteDFA
 from .vocab import TokenVocab
 
 DENSE_TABLE_LIMIT = 256 << 20  # bytes of unpacked bool rows kept in memory; above it rows unpack per use
+EAGER_TABLE_LIMIT = 8 << 20  # tables up to this size are unpacked whole on first use (about a millisecond)
 
 
 @dataclass
@@ -102,7 +103,11 @@ class TokenFSM:
         r = int(self.row_of[state])
         if r < 0:
             return np.zeros(self.vocab_size, dtype=np.bool_)
-        if self._dense is None and self.bits.shape[0] * self.vocab_size <= DENSE_TABLE_LIMIT:
+        size = self.bits.shape[0] * self.vocab_size
+        if self._dense is None and size <= EAGER_TABLE_LIMIT:  # small: unpack all rows at once
+            self._dense = np.unpackbits(self.bits, axis=1, bitorder="little", count=self.vocab_size).view(np.bool_)
+            self._filled = np.ones(self.bits.shape[0], dtype=np.bool_)
+        elif self._dense is None and size <= DENSE_TABLE_LIMIT:
             # np.empty maps pages lazily: only rows of visited states ever take memory
             self._dense = np.empty((self.bits.shape[0], self.vocab_size), dtype=np.bool_)
             self._filled = np.zeros(self.bits.shape[0], dtype=np.bool_)
