@@ -259,3 +259,25 @@ def test_choice_tokens_start_after_the_ids_shared_with_the_prefix():
         [[-2.0, 9, None], [-3.0, 4, None]]
     assert _after_common([[None, 5, None], [-1.0, 6, None], [-2.0, 7, None], [-3.0, 4, None]], base) == \
         [[-3.0, 4, None]]
+
+
+def test_many_concurrent_programs_with_forks_finish_and_leave_no_threads(backend):
+    import threading
+    import time
+
+    @sgl.function
+    def prog(s, i):
+        s += f"p{i}:"
+        forks = s.fork(2)
+        for j, f in enumerate(forks):
+            f += f"b{j}" + sgl.gen("g", max_tokens=4)
+        s += forks[0]["g"] + forks[1]["g"] + sgl.gen("end", max_tokens=4)
+
+    before = threading.active_count()
+    states = prog.run_batch([{"i": i} for i in range(150)], num_threads=32)
+    assert all(st.error() is None for st in states)
+    assert states[7].text() == "p7:<5><5><9>"  # branch gens saw "p7:b0"/"p7:b1"; the end gen "p7:<5><5>"
+    deadline = time.monotonic() + 10
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)  # idle workers exit on their own
+    assert threading.active_count() <= before
