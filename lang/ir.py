@@ -29,7 +29,9 @@ Structured ops and their regions:
 Straight-line ops: Text (constant string), Arg (interpolate a program argument), VarRef
 (interpolate a generated variable), Interp (interpolate any expression), Gen, Select,
 RoleBegin/RoleEnd, Image, Video, Call (run another function on this stream), Return.
-``gen(choices=...)`` is a Select; ``gen(dtype=int)`` keeps ``dtype`` (backends map it to a regex).
+``gen(choices=...)`` is a Select; ``gen(dtype=int)`` keeps ``dtype`` (executors map it to the runtime's
+regex). Tracing and the `.sgl` lowering both inline calls of other programs; Call is for functions
+resolved later (not produced by either today).
 
 Canonical form (`canonicalize`), agreed between tracing and the compiler: adjacent Text merged,
 empty Text dropped, Interp of a constant -> Text, Interp of an argument -> Arg, Interp of a
