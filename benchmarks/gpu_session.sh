@@ -31,6 +31,9 @@ for s in $STEPS; do
     one_batch) run_step one_batch ${ONE_BATCH_LIMIT:-300} python3 benchmarks/bench_one_batch.py --out "$OUT/bench_one_batch.json" ${ONE_BATCH_ARGS:-} ;;
     pytest_gpu) run_step pytest_gpu ${PYTEST_LIMIT:-120} python3 -m pytest -q -x -p no:cacheprovider \
         tests/test_kernels_triton.py tests/test_sampling_sampler.py tests/test_sampling_penalties.py ;;
+    offline_engine) run_step offline_full ${OFFLINE_FULL_LIMIT:-150} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
+        --arms full full-nooverlap --out "$OUT/bench_offline_full.json" ;;
+    timings) run_step timings ${TIMINGS_LIMIT:-90} python3 benchmarks/check_kernels.py --only timings --out "$OUT/kernel_timings.json" ;;
     offline)  # one process per arm group, fastest first: a slow arm hitting its limit loses only itself
       run_step offline_full ${OFFLINE_FULL_LIMIT:-150} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
         --arms full full-nooverlap --out "$OUT/bench_offline_full.json"
