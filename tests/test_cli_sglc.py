@@ -121,10 +121,10 @@ def test_run_over_http_backend_with_a_fake_server(tmp_path, capsys):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        for _ in range(200):
-            if server.started:
-                break
+        deadline = time.monotonic() + 30  # a loaded CI machine may be slow to start uvicorn
+        while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert server.started
         rows = tmp_path / "rows.jsonl"
         rows.write_text("\n".join(json.dumps({"question": q}) for q in ("a?", "b?", "c?")) + "\n")
         rc = main_run([str(EXAMPLES / "batch.sgl"), "--args-file", str(rows), "--backend", f"http://127.0.0.1:{port}",
