@@ -205,9 +205,10 @@ class StopChecker:
     def held(self) -> str:
         return self._held
 
-    def _advance(self, delta: str, base: int) -> Optional[tuple[int, int, str]]:
+    def _advance(self, delta: str, base: int, armed: bool) -> Optional[tuple[int, int, str]]:
         """Run the automata over delta; the first completed stop string as (end, start, s) in
-        buffer coordinates (delta starts at `base`); ties at one char go to the longest string."""
+        buffer coordinates (delta starts at `base`); ties at one char go to the longest string.
+        Unarmed, completions are passed over (the text before min_new_tokens cannot stop)."""
         stops, fails, state = self.stop, self._fail, self._state
         for j, c in enumerate(delta):
             done = -1
@@ -222,18 +223,20 @@ class StopChecker:
                         done = i
                     st = fails[i][st - 1]
                 state[i] = st
-            if done >= 0:
+            if done >= 0 and armed:
                 end = base + j + 1
                 return end, end - len(stops[done]), stops[done]
         return None
 
-    def feed(self, delta: str) -> tuple[str, Optional[str]]:
-        """Returns (text safe to emit now, matched stop string or pattern, or None)."""
+    def feed(self, delta: str, armed: bool = True) -> tuple[str, Optional[str]]:
+        """Returns (text safe to emit now, matched stop string or pattern, or None).
+        `armed=False`: stop strings completed in this delta do not count (SGLang checks no stop
+        condition before min_new_tokens); the text still goes through the automata."""
         if self.stopped:
             return "", None
         buf = self._held + delta
-        best = self._advance(delta, len(self._held)) if self.stop else None  # (end, start, stop)
-        if self._regexes:
+        best = self._advance(delta, len(self._held), armed) if self.stop else None  # (end, start, stop)
+        if self._regexes and armed:
             # Patterns see recent emitted text too (a match may span deltas) but get no hold-back:
             # a match that starts in already-streamed text can only be trimmed from here on.
             w = len(self._recent)
@@ -286,6 +289,7 @@ class DecodeStream:
             tokenizer, prompt_ids, params.skip_special_tokens, params.spaces_between_special_tokens
         )
         self.stops = StopChecker(params.stop, params.no_stop_trim, getattr(params, "stop_regex", ()))
+        self.min_new_tokens = getattr(params, "min_new_tokens", 0)
         self.text = ""
 
     @property
@@ -293,10 +297,12 @@ class DecodeStream:
         return self.stops.matched
 
     def append(self, ids: Sequence[int]) -> tuple[str, Optional[str]]:
-        """(new visible text, matched stop string or None). After a match, further ids are ignored."""
+        """(new visible text, matched stop string or None). After a match, further ids are ignored.
+        Before min_new_tokens ids have been appended, stop strings do not match (as in SGLang)."""
         if self.stops.stopped:
             return "", None
-        out, matched = self.stops.feed(self.detok.append(ids))
+        delta = self.detok.append(ids)
+        out, matched = self.stops.feed(delta, armed=self.detok.num_tokens >= self.min_new_tokens)
         self.text += out
         return out, matched
 

@@ -226,3 +226,16 @@ def test_long_stop_string_is_held_then_matched_or_released():
         sc.feed("ab")
     out, matched = sc.feed("x")  # can no longer be a stop string: everything comes out
     assert matched is None and out == "ab" * 3000 + "x" and sc.held == ""
+
+
+def test_stop_strings_do_not_match_before_min_new_tokens(tokenizer):
+    ids = tokenizer.encode("a STOP b STOP c", add_special_tokens=False)
+    first = len(tokenizer.encode("a STOP", add_special_tokens=False))
+    ds = DecodeStream(tokenizer, SamplingParams(stop=["STOP"], min_new_tokens=first + 1))
+    outs = [ds.append([i]) for i in ids]
+    matched = [m for _, m in outs if m]
+    assert matched == ["STOP"] and ds.text == "a STOP b "  # the first one came too early
+    ds = DecodeStream(tokenizer, SamplingParams(stop=["STOP"]))
+    for i in ids:
+        ds.append([i])
+    assert ds.text == "a "
