@@ -1,0 +1,37 @@
+"""CudaGraphRunner pieces that do not need a GPU: the captured batch sizes and the refusal of backends
+that cannot be captured (graph capture/replay itself runs on the GPU machine: benchmarks/check_kernels.py)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from sglang.runtime.cuda_graph_runner import CudaGraphRunner, capture_batch_sizes
+
+
+def test_capture_batch_sizes_cover_up_to_max():
+    sizes = capture_batch_sizes(160)
+    assert sizes[0] == 1 and sizes[-1] == 160
+    assert sizes == sorted(set(sizes))
+    # every batch size up to the max pads to a captured one at most ~1.5x larger
+    import bisect
+
+    for bs in range(1, 161):
+        padded = sizes[bisect.bisect_left(sizes, bs)]
+        assert bs <= padded <= max(bs + 1, int(bs * 1.5))
+
+
+def test_capture_batch_sizes_odd_max_is_included():
+    assert capture_batch_sizes(5) == [1, 2, 3, 4, 5]
+    assert capture_batch_sizes(1) == [1]
+    with pytest.raises(ValueError, match="max batch size"):
+        capture_batch_sizes(0)
+
+
+def test_runner_refuses_backend_without_graph_support():
+    class NoGraphs:
+        supports_cuda_graph = False
+
+    mr = SimpleNamespace(attn_backend=NoGraphs())
+    with pytest.raises(ValueError, match="does not support CUDA graphs"):
+        CudaGraphRunner(mr)
