@@ -217,3 +217,17 @@ def test_select_scores_and_requested_logprobs_are_reported():
     meta = out[0]["meta_info"]
     assert set(meta) == {"c", "g"}  # h did not ask for logprobs
     assert len(meta["c"]["scores"]) == 2
+
+
+def test_react_example_stops_after_finish():
+    from pathlib import Path
+
+    plan = compile_source(Path(__file__).resolve().parent.parent / "examples" / "react_agent.sgl")
+    out = PlanExecutor(plan, FakeBackend()).run_batch(None, [{"question": q} for q in ("a?", "bb?", "ccc?")])
+    for o in out:
+        actions = o["variables"]["action"]
+        actions = actions if isinstance(actions, list) else [actions]
+        steps = actions.index("finish") + 1 if "finish" in actions else 3
+        assert len(actions) == steps  # no step after "finish", at most 3
+        thoughts = o["variables"]["thought"]
+        assert len(thoughts if isinstance(thoughts, list) else [thoughts]) == steps
