@@ -129,10 +129,11 @@ def test_logit_bias_through_engine(engine):
         engine.generate("bias", {"logit_bias": {"49152": 1}})
 
 
-@pytest.fixture(scope="module")
-def real_engine(default_model_path):
-    with sglang.Engine(model_path=default_model_path, dtype="float32", device="cpu", max_total_tokens=4000) as e:
-        yield e
+@pytest.fixture
+def real_engine(default_engine):
+    """The session's shared default-model engine (CPU, fp32); left idle after each test."""
+    yield default_engine
+    default_engine.check_invariant()
 
 
 @pytest.mark.slow
