@@ -267,6 +267,43 @@ def time_kernels() -> None:
             record(f"extend_attention flashinfer-ragged bs={bs} n={n} (causal)", ms, tflops=round(flops / ms / 1e9, 1))
 
 
+def sweep_decode() -> None:
+    """Stage-1 launch configs of the triton decode kernel: correctness and time per config."""
+    from sglang.kernels.decode_attention import decode_attention
+
+    dtype = torch.bfloat16
+    t_ = lambda xs: torch.tensor(xs, device=DEV)  # noqa: E731
+    rows_out = REPORT.setdefault("decode_sweep", [])
+    for hq, hkv, d in ((32, 8, 128), (32, 8, 64)):
+        for bs, seqlen in ((1, 1024), (64, 1024), (256, 700), (64, 4096)):
+            seq = [seqlen] * bs
+            k_buf, v_buf, r2t, rows = make_pool(seq, hkv, d, dtype, sum(seq) + 10)
+            q = torch.randn(bs, hq, d, device=DEV, dtype=dtype)
+            seq_t = t_(seq)
+            want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * bs, d ** -0.5)
+            kv_bytes = 2 * sum(seq) * hkv * d * 2
+            for splits in (8, 16):
+                for cfg in ((32, 4, 2), (64, 4, 2), (64, 4, 3), (64, 8, 2), (128, 4, 2), (128, 8, 2)):
+                    out = torch.full_like(q, float("nan"))
+                    try:
+                        decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, d ** -0.5, num_splits=splits, out=out, config=cfg)
+                        err = rel_err(out, want)
+                        ms = bench(lambda: decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, d ** -0.5,
+                                                            num_splits=splits, config=cfg))
+                    except Exception as e:  # e.g. out of shared memory for a large tile
+                        err, ms = float("nan"), float("nan")
+                        print(f"  config {cfg} failed: {type(e).__name__}: {str(e)[:100]}")
+                    rec = {"heads": f"{hq}/{hkv}x{d}", "bs": bs, "seq": seqlen, "splits": splits, "config": cfg,
+                           "ms": ms, "kv_gbs": kv_bytes / ms / 1e6 if ms == ms else None, "rel_err": err}
+                    rows_out.append(rec)
+                    if err == err and err > TOL[dtype]:
+                        FAILED.append(f"decode sweep {rec}")
+            best = min((r for r in rows_out if r["heads"] == f"{hq}/{hkv}x{d}" and r["bs"] == bs and r["seq"] == seqlen
+                        and r["ms"] == r["ms"]), key=lambda r: r["ms"])
+            print(f"  {hq}/{hkv}x{d} bs={bs} seq={seqlen}: best splits={best['splits']} cfg={best['config']} "
+                  f"{best['ms']:.4f} ms ({best['kv_gbs']:.0f} GB/s)", flush=True)
+
+
 # -- 4. end-to-end greedy -------------------------------------------------------------------------
 def check_greedy(model: str, new_tokens: int) -> None:
     from bench_one_batch import Driver
@@ -336,7 +373,7 @@ def check_memory(model: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="check_kernels.json")
-    sections = ["kernels", "backends", "timings", "greedy", "memory"]
+    sections = ["kernels", "backends", "timings", "greedy", "memory", "sweep"]
     p.add_argument("--only", nargs="*", default=sections, choices=sections,
                    help="sections to run (run separately when one may leave the CUDA context broken)")
     p.add_argument("--greedy-model", default="smollm2-135m")
@@ -346,7 +383,7 @@ def main() -> None:
     REPORT["device"] = torch.cuda.get_device_name(DEV)
     steps = [("kernels", lambda: (check_elementwise(), check_attention_kernels())), ("backends", check_backends),
              ("timings", time_kernels), ("greedy", lambda: check_greedy(args.greedy_model, args.new_tokens)),
-             ("memory", lambda: check_memory("llama-3.2-1b"))]
+             ("memory", lambda: check_memory("llama-3.2-1b")), ("sweep", sweep_decode)]
     for name, fn in steps:
         if name not in args.only:
             continue

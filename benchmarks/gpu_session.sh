@@ -33,6 +33,9 @@ for s in $STEPS; do
         tests/test_kernels_triton.py tests/test_sampling_sampler.py tests/test_sampling_penalties.py ;;
     offline_engine) run_step offline_full ${OFFLINE_FULL_LIMIT:-150} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
         --arms full full-nooverlap --out "$OUT/bench_offline_full.json" ;;
+    sweep) run_step sweep ${SWEEP_LIMIT:-120} python3 benchmarks/check_kernels.py --only sweep --out "$OUT/decode_sweep.json" ;;
+    e2e) run_step check_e2e ${E2E_LIMIT:-150} python3 benchmarks/check_kernels.py --only greedy memory --out "$OUT/check_e2e.json" ;;
+    backends) run_step backends ${BACKENDS_LIMIT:-240} python3 benchmarks/check_kernels.py --only backends --out "$OUT/check_backends.json" ;;
     timings) run_step timings ${TIMINGS_LIMIT:-90} python3 benchmarks/check_kernels.py --only timings --out "$OUT/kernel_timings.json" ;;
     offline)  # one process per arm group, fastest first: a slow arm hitting its limit loses only itself
       run_step offline_full ${OFFLINE_FULL_LIMIT:-150} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \

@@ -18,6 +18,8 @@ require_triton()
 
 LOG2E = 1.4426950408889634
 DEFAULT_NUM_SPLITS = 8
+# stage-1 launch config per padded head dim: (BLOCK_N, num_warps, num_stages)
+DECODE_CONFIG: dict[int, tuple[int, int, int]] = {64: (64, 4, 2), 128: (64, 4, 2)}
 
 
 @triton.jit
@@ -145,6 +147,7 @@ def decode_attention(
     k_new: torch.Tensor | None = None,  # [bs, Hkv, D]: this step's K/V, stored into the pool by the kernel
     v_new: torch.Tensor | None = None,
     out_cache_loc: torch.Tensor | None = None,  # [bs] pool slots of this step's token
+    config: tuple[int, int, int] | None = None,  # (BLOCK_N, num_warps, num_stages); None = tuned default
 ) -> torch.Tensor:
     """One-token-per-request attention over req_to_token[req, :seq_len]; returns [bs, Hq, D].
 
@@ -175,7 +178,12 @@ def decode_attention(
     vn = v_new if fuse else v_buffer
     mid_o = torch.empty((bs, hq, num_splits, d), dtype=torch.float32, device=q.device)
     mid_lse = torch.empty((bs, hq, num_splits), dtype=torch.float32, device=q.device)
-    block_n = 16 if interpreting() else 64
+    if config is not None:
+        block_n, warps, stages = config
+    elif interpreting():
+        block_n, warps, stages = 16, 4, 1
+    else:
+        block_n, warps, stages = DECODE_CONFIG.get(block_d, (64, 4, 2))
     group = hq // hkv
     _decode_stage1_kernel[(bs, hkv, num_splits)](
         q, k_buffer, v_buffer, mid_o, mid_lse,
@@ -192,7 +200,7 @@ def decode_attention(
         UPCAST_DOT=interpreting(),
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
         FUSE_NEW=fuse,
-        num_warps=4, num_stages=2,
+        num_warps=warps, num_stages=stages,
     )
     _decode_stage2_kernel[(bs, hq)](
         mid_o, mid_lse, out,
