@@ -27,7 +27,7 @@ def token_counts(
     if int(flat.min()) < 0 or int(flat.max()) >= vocab_size:
         raise ValueError(f"token id outside the vocabulary [0, {vocab_size}) in penalty history")
     row_idx = torch.repeat_interleave(torch.arange(bs), torch.tensor(lens))
-    flat_pos = (row_idx * vocab_size + flat).to(device)
+    flat_pos = (row_idx * vocab_size + flat).to(device, non_blocking=True)
     counts.view(-1).index_add_(0, flat_pos, torch.ones(total, dtype=torch.float32, device=device))
     return counts
 
@@ -122,7 +122,7 @@ class PenaltyCache:
         slab = self._slab
         assert slab is not None
         if reset:
-            slab[torch.tensor(reset, dtype=torch.int64).to(device)] = 0.0
+            slab[torch.tensor(reset, dtype=torch.int64).to(device, non_blocking=True)] = 0.0
         if toks:
             tok = torch.tensor(toks, dtype=torch.int64)
             if int(tok.min()) < 0 or int(tok.max()) >= vocab_size:
@@ -134,10 +134,10 @@ class PenaltyCache:
                         self._free.append(e.slot)
                 raise ValueError(f"token id {bad} in penalty history is outside the vocabulary [0, {vocab_size})")
             base = torch.repeat_interleave(torch.tensor(add_slots, dtype=torch.int64), torch.tensor(add_lens))
-            pos = (base * vocab_size + tok).to(device)
+            pos = (base * vocab_size + tok).to(device, non_blocking=True)
             self.tokens_counted += len(toks)
             slab.view(-1).index_add_(0, pos, torch.ones(pos.shape[0], dtype=slab.dtype, device=device))
-        out = slab[torch.tensor(slots, dtype=torch.int64).to(device)]
+        out = slab[torch.tensor(slots, dtype=torch.int64).to(device, non_blocking=True)]
         self._evict()
         return out
 

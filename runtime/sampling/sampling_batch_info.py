@@ -4,6 +4,10 @@ The scheduler calls `SamplingBatchInfo.build(...)` with the requests' SamplingPa
 order), their output token ids so far, and their per-request generators (None = unseeded; a
 seed in the params is enough), then `Sampler.sample(logits, info)`. Everything expensive (penalty counts, min-token masks) is built
 only when some row in the batch needs it, so the common path is a handful of tiny tensors.
+
+Every host->device copy here is non_blocking: a blocking one synchronizes the stream (PyTorch waits
+for all queued kernels), which would stall an overlapped scheduler behind the forward in flight.
+From pageable memory CUDA stages the bytes before returning, so the host lists may go at once.
 """
 from __future__ import annotations
 
@@ -161,8 +165,9 @@ class SamplingBatchInfo:
             flat = [i * vocab_size + t for i, p in enumerate(params) for t, _ in p.logit_bias]
             if any(not 0 <= t < vocab_size for p in params for t, _ in p.logit_bias):
                 raise ValueError(f"logit_bias token id outside the vocabulary [0, {vocab_size})")
-            info.bias_flat = torch.tensor(flat, dtype=torch.int64).to(device)
-            info.bias_values = torch.tensor([b for p in params for _, b in p.logit_bias], dtype=torch.float32).to(device)
+            info.bias_flat = torch.tensor(flat, dtype=torch.int64).to(device, non_blocking=True)
+            biases = [b for p in params for _, b in p.logit_bias]
+            info.bias_values = torch.tensor(biases, dtype=torch.float32).to(device, non_blocking=True)
 
         banned: list[int] = []
         for i, p in enumerate(params):
@@ -172,7 +177,7 @@ class SamplingBatchInfo:
                     ids.update(eos_token_ids)
                 banned.extend(i * vocab_size + t for t in sorted(ids) if 0 <= t < vocab_size)
         if banned:
-            info.banned_flat = torch.tensor(banned, dtype=torch.int64).to(device)
+            info.banned_flat = torch.tensor(banned, dtype=torch.int64).to(device, non_blocking=True)
 
         if info.seeded_rows:
             # a pure function of (seed, position): redoing a step redraws the same token
@@ -183,8 +188,8 @@ class SamplingBatchInfo:
                 )
                 for i in info.seeded_rows
             ]
-            info.seeded_rows_t = torch.tensor(info.seeded_rows, dtype=torch.int64).to(device)
-            info.seed_uniforms = torch.tensor(us, dtype=torch.float64).to(device)
+            info.seeded_rows_t = torch.tensor(info.seeded_rows, dtype=torch.int64).to(device, non_blocking=True)
+            info.seed_uniforms = torch.tensor(us, dtype=torch.float64).to(device, non_blocking=True)
 
         if vocab_mask is not None:
             if vocab_mask.dtype != torch.bool or tuple(vocab_mask.shape) != (bs, vocab_size):
@@ -212,7 +217,7 @@ def _base_tensors(params, greedy_l, top_ks, vocab_size, device):
         (1.0 if g else p.temperature, p.top_p, p.min_p, float(k), 1.0 if g else 0.0)
         for p, g, k in zip(params, greedy_l, top_ks)
     ]
-    packed = torch.tensor(rows, dtype=torch.float32).view(len(params), 5).to(device)
+    packed = torch.tensor(rows, dtype=torch.float32).view(len(params), 5).to(device, non_blocking=True)
     out = (packed[:, 0:1], packed[:, 4] > 0.5, packed[:, 1], packed[:, 3].long(), packed[:, 2])
     _local.base = (key, list(params), out)  # holding params keeps their ids unique while cached
     return out
@@ -230,9 +235,9 @@ def _scatter_rows(rows: torch.Tensor, index: list[int], bs: int) -> torch.Tensor
     if len(index) == bs:
         return rows
     out = torch.zeros(bs, rows.shape[1], dtype=rows.dtype, device=rows.device)
-    out[torch.tensor(index, dtype=torch.int64).to(rows.device)] = rows
+    out[torch.tensor(index, dtype=torch.int64).to(rows.device, non_blocking=True)] = rows
     return out
 
 
 def _col(values: list[float], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float32).view(-1, 1).to(device)
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1).to(device, non_blocking=True)
