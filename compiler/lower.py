@@ -157,4 +157,10 @@ def plan_for_ir(fn: ir.IRFunction, opt_level: int = 1, disabled: tuple[str, ...]
     return plan
 
 
-__all__ = ["compile_source", "compile_ir", "lower_function", "plan_for_ir"]
+def compile_function(sgl_function: Any, opt_level: int = 1, disabled: tuple[str, ...] = (), **constants: Any) -> Plan:
+    """Compile a Python `@sgl.function` ahead of time: trace it to IR (arguments stay symbolic unless
+    given as constants), then run the same passes and lowering as for `.sgl` source."""
+    return plan_for_ir(sgl_function.trace(**constants), opt_level, disabled)
+
+
+__all__ = ["compile_source", "compile_ir", "compile_function", "lower_function", "plan_for_ir"]

@@ -161,3 +161,18 @@ def test_tool_use_branches_at_run_time():
     listing = fn.pretty()
     assert "Branch tool == 'calculator' | tool == 'search engine'" in listing
     assert "Select(name='tool', choices=['calculator', 'search engine'])" in listing
+
+
+def test_traced_python_compiles_to_the_same_plan_and_results():
+    """A Python program compiled through tracing runs like its .sgl twin (same steps, same outputs)."""
+    from compiler_fakes import FakeBackend
+    from sglang.compiler.executor import PlanExecutor
+    from sglang.compiler.lower import compile_function, compile_source
+
+    py_plan = compile_function(tip_suggestion)
+    sgl_plan = compile_source(EXAMPLES / "tip_suggestion.sgl")
+    kinds = [s.kind for s in py_plan.function(None).steps]
+    assert kinds == [s.kind for s in sgl_plan.function(None).steps]
+    a = PlanExecutor(py_plan, FakeBackend()).run(None, {})
+    b = PlanExecutor(sgl_plan, FakeBackend()).run(None, {})
+    assert a["return"] == b["return"] and a["text"] == b["text"]
