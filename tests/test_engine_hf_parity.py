@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import sglang
-
 PROMPTS = [
     "The capital of France is",
     "def fibonacci(n):\n    ",
@@ -16,7 +14,7 @@ NEW_TOKENS = 32
 
 
 @pytest.mark.slow
-def test_greedy_matches_transformers_generate(default_model_path):
+def test_greedy_matches_transformers_generate(default_model_path, default_engine):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(default_model_path, local_files_only=True)
@@ -32,13 +30,12 @@ def test_greedy_matches_transformers_generate(default_model_path):
         expected.append((ids[0].tolist(), out[0, ids.shape[1]:].tolist()))
     del model
 
-    with sglang.Engine(model_path=default_model_path, dtype="float32", device="cpu") as engine:
-        outs = engine.generate(
-            input_ids=[ids for ids, _ in expected],
-            sampling_params={"max_new_tokens": NEW_TOKENS, "temperature": 0, "ignore_eos": True},
-            return_logprob=True,
-        )
-        engine.check_invariant()
+    outs = default_engine.generate(  # the shared CPU fp32 engine (tests/conftest.py)
+        input_ids=[ids for ids, _ in expected],
+        sampling_params={"max_new_tokens": NEW_TOKENS, "temperature": 0, "ignore_eos": True},
+        return_logprob=True,
+    )
+    default_engine.check_invariant()
     for (prompt_ids, want), out in zip(expected, outs):
         got = [t for _, t, _ in out["meta_info"]["output_token_logprobs"]]
         assert got == want, f"prompt {tok.decode(prompt_ids)!r}: {tok.decode(got)!r} != {tok.decode(want)!r}"
