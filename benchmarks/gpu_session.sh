@@ -36,6 +36,10 @@ for s in $STEPS; do
     sweep) run_step sweep ${SWEEP_LIMIT:-120} python3 benchmarks/check_kernels.py --only sweep --out "$OUT/decode_sweep.json" ;;
     e2e) run_step check_e2e ${E2E_LIMIT:-150} python3 benchmarks/check_kernels.py --only greedy memory --out "$OUT/check_e2e.json" ;;
     backends) run_step backends ${BACKENDS_LIMIT:-240} python3 benchmarks/check_kernels.py --only backends --out "$OUT/check_backends.json" ;;
+    pytest_others)  # other areas' GPU tests; .bench_cache stands in for the default model (tokenizer only)
+      SGLANG_CACHE_DIR=$PWD/.bench_cache run_step pytest_others ${PYTEST_OTHERS_LIMIT:-150} python3 -m pytest -q \
+        -p no:cacheprovider tests/test_engine_tiny.py tests/test_scheduler_toy.py tests/test_radix_cache.py tests/test_model_gpu.py ;;
+    sampling_bench) run_step sampling_bench ${SAMPLING_LIMIT:-40} python3 benchmarks/bench_sampling.py --device cuda --out "$OUT/bench_sampling.json" ;;
     timings) run_step timings ${TIMINGS_LIMIT:-90} python3 benchmarks/check_kernels.py --only timings --out "$OUT/kernel_timings.json" ;;
     offline)  # one process per arm group, fastest first: a slow arm hitting its limit loses only itself
       run_step offline_full ${OFFLINE_FULL_LIMIT:-150} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
