@@ -135,6 +135,8 @@ class Lowerer(ExprLowering, GenLowering):
             self.if_(s, env, cur)
         elif isinstance(s, A.For):
             self.for_(s, env, cur)
+        elif isinstance(s, A.While):
+            self.while_(s, env, cur)
         else:  # pragma: no cover - the parser makes no other statements
             raise self.err(f"unsupported statement {type(s).__name__}", s.pos, env)
 
@@ -344,6 +346,17 @@ class Lowerer(ExprLowering, GenLowering):
         for o in outs:
             for k, v in o.forks.items():
                 env.forks.setdefault(k, v)
+
+    def while_(self, s: A.While, env: _Env, cur: ir.Cursor) -> None:
+        cond = self.expr(s.cond, env)
+        if isinstance(cond, X.Const) and not cond.value:
+            return  # never runs: nothing to lower
+        node = cur.append(ir.Loop(cond=cond, max_iters=s.max_iters), self.loc(s.pos, env))
+        inner = env.copy()
+        self.body(s.body, inner, cur.arm_cursor(node, 0))
+        if inner.role != env.role:
+            raise self.err("a role block must open and close inside the loop body", s.pos, env)
+        self.merge(env, [inner], exhaustive=False)  # zero iterations are possible
 
     def for_(self, s: A.For, env: _Env, cur: ir.Cursor) -> None:
         self.check_new_name(s.var, s.pos, env)

@@ -65,7 +65,7 @@ def _all_gens(body: list[A.Stmt], out: dict[str, A.Pos]) -> dict[str, A.Pos]:
 
 
 def _sub_bodies(s: A.Stmt) -> list[list[A.Stmt]]:
-    if isinstance(s, (A.Role, A.ForkN, A.For)):
+    if isinstance(s, (A.Role, A.ForkN, A.For, A.While)):
         return [s.body]
     if isinstance(s, A.ForkBranches):
         return list(s.branches)

@@ -167,6 +167,14 @@ class For:
 
 
 @dataclass
+class While:
+    cond: Expr
+    max_iters: int | None
+    body: list["Stmt"]
+    pos: Pos = _pos()
+
+
+@dataclass
 class Assign:
     name: str
     value: Expr
@@ -185,7 +193,7 @@ class ExprStmt:
     pos: Pos = _pos()
 
 
-Stmt = Union[Gen, Select, Role, ForkN, ForkBranches, Join, If, For, Assign, Return, ExprStmt]
+Stmt = Union[Gen, Select, Role, ForkN, ForkBranches, Join, If, For, While, Assign, Return, ExprStmt]
 
 
 # ---------------- top level ----------------
@@ -318,6 +326,9 @@ def pretty_stmt(s: Stmt, ind: int = 0) -> str:
         return out
     if isinstance(s, For):
         return f"{pad}for {s.var} in {pretty_expr(s.iter)} {_block(s.body, ind)}"
+    if isinstance(s, While):
+        limit = f" max {s.max_iters}" if s.max_iters is not None else ""
+        return f"{pad}while {pretty_expr(s.cond)}{limit} {_block(s.body, ind)}"
     if isinstance(s, Assign):
         return f"{pad}let {s.name} = {pretty_expr(s.value)}"
     if isinstance(s, Return):

@@ -304,6 +304,13 @@ class _Builder(Transformer):
         return A.For(str(ch[0]), ch[1], ch[2], _pos_of(meta))
 
     @v_args(meta=True)
+    def while_stmt(self, meta: Any, ch: list[Any]) -> A.While:
+        cond, limit, body = ch
+        if limit is not None and ("." in str(limit) or "e" in str(limit).lower() or int(str(limit)) < 1):
+            raise self._err(f"while ... max needs a whole number >= 1, got {limit}", limit.line, limit.column)
+        return A.While(cond, int(str(limit)) if limit is not None else None, body, _pos_of(meta))
+
+    @v_args(meta=True)
     def assign_stmt(self, meta: Any, ch: list[Any]) -> A.Assign:
         return A.Assign(str(ch[0]), ch[1], _pos_of(meta))
 
@@ -432,7 +439,7 @@ def _expected_text(expected: Any) -> str:
     return ", ".join(names)
 
 
-KEYWORDS = frozenset("def gen select fork join branch if elif else for in return import from as and or not "
+KEYWORDS = frozenset("def gen select fork join branch if elif else for while in return import from as and or not "
                      "true false none let system user assistant".split())
 
 

@@ -231,3 +231,11 @@ def test_react_example_stops_after_finish():
         assert len(actions) == steps  # no step after "finish", at most 3
         thoughts = o["variables"]["thought"]
         assert len(thoughts if isinstance(thoughts, list) else [thoughts]) == steps
+
+
+def test_while_loops_run_while_the_condition_holds_up_to_max():
+    out, _, _ = run("def f() { gen n(dtype=int) while n > 40 max 4 { gen n(dtype=int) } }", [{}])
+    assert out[0]["variables"]["n"] == [42] * 5  # the fake always says 42: the bound stops it
+    out, _, _ = run('def f() { gen n(dtype=int) while n < 0 { gen m } return n }', [{}])
+    assert out[0]["return"] == 42 and "m" not in out[0]["variables"]
+    assert "Loop" not in str(plan_of("def f() { while false { gen x } }").ir)  # dead loop removed when lowering

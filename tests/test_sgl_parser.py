@@ -64,6 +64,16 @@ def test_operator_precedence():
     assert parse_expr("t[0].x") == A.Attr(A.Index(A.Name("t"), A.Const(0)), "x")
 
 
+def test_while_form():
+    m = parse_source('def f() { while a != "stop" max 3 { gen a } while true { } }')
+    w1, w2 = m.functions[0].body
+    assert isinstance(w1, A.While) and w1.max_iters == 3 and w1.body == [A.Gen("a", [])]
+    assert w2.max_iters is None and w2.cond == A.Const(True)
+    assert parse_source(pretty(m)) == m
+    with pytest.raises(SglSyntaxError, match="whole number >= 1"):
+        parse_source("def f() { while true max 0 { } }")
+
+
 def test_fork_join_for_if_forms():
     m = parse_source("def f() { fork t[2] as i { gen a } fork u { branch { gen b } branch { gen c } } "
                      "join u as concat for k in range(3) { \"{k}\" } if x { } elif y { } else { } }")

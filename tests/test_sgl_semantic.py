@@ -49,6 +49,7 @@ BAD = [
     ("def f() { let x = {\"a\": 1} }", 1, 19, "a dict is allowed only"),
     ("def f(n: int) { fork t[n] { gen a }\n \"{t[n].a}\" }", 2, 6, "branch index must be a constant"),
     ("def f() {\n  let x = True\n}", 2, 11, "write 'true' (lower case)"),
+    ('def f(c: bool) {\n  while c { gen a }\n  "{a}"\n}', 3, 5, "may not be generated here"),
     ('def f() {\n  f"x"\n}', 2, 3, "is Python syntax"),
 ]
 
