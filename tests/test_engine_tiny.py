@@ -177,3 +177,37 @@ def test_bad_input_is_a_value_error_naming_the_field(engine, kwargs, field):
     with pytest.raises(ValueError, match=field.replace("(", r"\(")):
         engine.generate(**kwargs)
     assert engine.generate("still serving", {"max_new_tokens": 1})["meta_info"]["completion_tokens"] == 1
+
+
+def test_concurrent_callers_with_streams_and_aborts_leave_the_pool_exact(engine):
+    rng = random.Random(5)
+    prompts = prompts_with_prefix(24, 40, seed=6)
+    errors: list[BaseException] = []
+
+    def caller(i: int) -> None:
+        try:
+            sp = {"max_new_tokens": rng.randrange(1, 30), **GREEDY}
+            if i % 3 == 0:
+                rid = f"cc-{i}"
+                chunks = engine.generate(input_ids=prompts[i], sampling_params=sp, stream=True, rid=rid)
+                for j, c in enumerate(chunks):
+                    if j == 2:
+                        engine.abort(rid)
+                assert c["meta_info"]["finish_reason"] is not None
+            elif i % 3 == 1:
+                out = engine.generate(input_ids=[prompts[i], prompts[i - 1]], sampling_params=sp)
+                assert len(out) == 2 and out[0]["meta_info"]["prompt_tokens"] == len(prompts[i])
+            else:
+                out = asyncio.run(engine.async_generate(input_ids=prompts[i], sampling_params=sp))
+                assert out["meta_info"]["completion_tokens"] == sp["max_new_tokens"]
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(len(prompts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    engine.check_invariant()
+    assert engine.stats()["running"] == 0 and engine.stats()["waiting"] == 0
