@@ -31,6 +31,7 @@ from ..sampling.sampler import Sampler, top_logprobs
 from ..sampling.sampling_batch_info import SamplingBatchInfo, make_generator
 from ..server_args import ServerArgs
 from .batch import KVManager, build_decode, build_extend
+from .logprobs import logprob_start, record_input_logprobs
 from .output import make_output
 from .overlap import OverlapDecoder
 from .req import FinishKind, FinishReason, Req, TokenizedRequest
@@ -255,7 +256,7 @@ class Scheduler:
             reqs.append(req)
         starts = tops = None
         if any(r.wants_input_logprobs for r in reqs):
-            starts = [self._logprob_start(r) for r in reqs]
+            starts = [logprob_start(r) for r in reqs]
             tops = [r.top_logprobs_num if r.wants_input_logprobs else 0 for r in reqs]
         batch = build_extend(reqs, slots, self.req_pool, self.kv_pool, self.device, starts,
                              tops if tops and any(tops) else None)
@@ -267,7 +268,7 @@ class Scheduler:
         done_rows: list[int] = []
         for i, req in enumerate(reqs):
             if starts is not None:
-                self._record_input_logprobs(req, i, starts[i], out, logits)
+                record_input_logprobs(req, i, starts[i], out, logits)
             req.kv_len += req.extend_len
             self.kv.cache_unfinished(req)  # share the computed prefix with waiting requests now
             if req.kv_len < req.seq_len:
@@ -284,39 +285,6 @@ class Scheduler:
             rows = [reqs[i] for i in done_rows]
             self._sample_and_process(rows, logits[torch.tensor(done_rows, device=logits.device)])
             self.running.extend(r for r in rows if not r.finished and r.req_pool_idx is not None)
-
-    def _logprob_start(self, req: Req) -> int:
-        """Position (within this round's new tokens) of the first logits row whose input logprob is
-        wanted; extend_len means none."""
-        if not req.wants_input_logprobs:
-            return req.extend_len
-        first_logit_pos = max(req.logprob_start_len, 1) - 1
-        return min(max(first_logit_pos - req.kv_len, 0), req.extend_len)
-
-    def _record_input_logprobs(self, req: Req, row: int, start: int, out: Any, logits: torch.Tensor) -> None:
-        """Append this round's input logprobs of req (LogitsOutput: row p predicts new token p+1)."""
-        if not req.wants_input_logprobs:
-            return
-        count = req.extend_len - start  # logits rows from `start` to the end of this chunk
-        k = req.top_logprobs_num
-        if req.kv_len == 0 and req.logprob_start_len == 0:
-            req.input_token_logprobs.append((None, req.origin_input_ids[0]))
-            req.input_top_logprobs.append(None)
-        if count > 1:
-            vals = out.input_token_logprobs[row].tolist()
-            first_tok = req.kv_len + start + 1
-            req.input_token_logprobs.extend(zip(vals, req.origin_input_ids[first_tok : first_tok + len(vals)]))
-            if k > 0:
-                tv, ti = out.input_top_logprobs[row]
-                req.input_top_logprobs.extend(list(zip(v, t)) for v, t in zip(tv.tolist(), ti.tolist()))
-        # chunk boundary: the chunk's last row predicts the first token of the next chunk
-        nxt = req.kv_len + req.extend_len
-        if count > 0 and nxt < len(req.origin_input_ids):
-            tok = req.origin_input_ids[nxt]
-            lp = torch.log_softmax(logits[row].float(), dim=-1)
-            req.input_token_logprobs.append((float(lp[tok]), tok))
-            if k > 0:
-                req.input_top_logprobs.append(top_logprobs(logits[row : row + 1], k)[0])
 
     # -- decode -----------------------------------------------------------------------------------
     def _run_decode(self) -> None:
