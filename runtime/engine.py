@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import threading
 from typing import Any, AsyncIterator, Iterator, Optional, Union
+
+import torch
 
 from .io_struct import GenerateReqInput, ReqItem
 from .scheduler.req import TokenizedRequest
@@ -320,12 +323,29 @@ class Engine:
         self._closed = True
         self.scheduler.stop()
         self._thread.join(timeout=60)
+        # drop the model, KV pool and graphs now, so that another Engine in this process gets the memory
+        device = self.model_runner.device
+        self.scheduler = _Closed()
+        self.model_runner = None
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def __enter__(self) -> "Engine":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.shutdown()
+
+
+class _Closed:
+    """Stands in for the scheduler after shutdown: aborts are no-ops, anything else is an error."""
+
+    def abort(self, rid: str) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("the engine is shut down")
 
 
 def _constraint_factory(engine: Engine) -> Any:

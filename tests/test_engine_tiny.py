@@ -81,6 +81,12 @@ def test_tiny_pool_retracts_and_outputs_match_big_pool(engine, tiny_llama_path):
         assert out["meta_info"]["finish_reason"]["type"] == "abort"
         assert "KV cache" in out["meta_info"]["finish_reason"]["message"]
         tiny.check_invariant()
+    assert tiny.model_runner is None  # shutdown dropped the model and the pool
+    tiny.abort("anything")
+    with pytest.raises(RuntimeError, match="shut down"):
+        tiny.generate("hi")
+    with pytest.raises(RuntimeError, match="shut down"):
+        tiny.stats()
 
 
 def test_chunked_prefill_fcfs_and_no_cache_equal_default(engine, tiny_llama_path):

@@ -411,3 +411,16 @@ def test_half_prefilled_request_yields_memory_to_decodes_and_keeps_logprobs():
     ref = reference_input_logprobs(long_prompt, 0)
     assert [t for _, t, _ in got] == [t for _, t in ref]
     assert all(a is None and b is None or abs(a - b) < 1e-4 for (a, _, _), (b, _) in zip(got, ref))
+
+
+def test_jump_forward_that_completes_a_stop_string_or_the_length_finishes():
+    h = Harness()
+    h.sched.constraint_factory = lambda req: _JumpOnce()
+    stop_text = ToyTokenizer().decode([6, 7])
+    h.submit("stop", [3, 4], 10, sp={"stop": [stop_text]})
+    h.submit("len", [3, 4], 3)
+    out = h.run()
+    assert out["stop"]["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop_text}
+    assert out["stop"]["text"] == ToyTokenizer().decode([5])
+    assert out["len"]["meta_info"]["finish_reason"]["type"] == "length"
+    assert ids_of(out["len"]) == [5, 6, 7]

@@ -90,8 +90,17 @@ class KVManager:
         req.kv_len = req.prefix_len = 0
 
 
+def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host -> device without blocking the host: a plain torch.tensor(..., device="cuda") or a
+    pageable .to() waits for the stream to drain, which would undo overlap scheduling."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return host.to(device)
+    return host.pin_memory().to(device, non_blocking=True)
+
+
 def _t(values: Sequence[int], device: torch.device) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.int64, device=device)
+    return to_device(torch.tensor(values, dtype=torch.int64), device)
 
 
 def build_extend(
@@ -148,17 +157,20 @@ def build_decode(
     input_ids: Optional[torch.Tensor] = None,
 ) -> ForwardBatch:
     """Every req computes one token at position kv_len into out_slots[i]: its last token, or
-    input_ids[i] when given (overlap: sampled on the device, not yet on the host)."""
+    input_ids[i] when given (overlap: sampled on the device, not yet on the host). The per-request
+    columns go to the device in ONE non-blocking copy."""
     seq_lens = [r.kv_len + 1 for r in reqs]
-    if input_ids is None:
-        input_ids = _t([r.output_ids[-1] if r.output_ids else r.origin_input_ids[-1] for r in reqs], device)
+    host_ids = [0] * len(reqs) if input_ids is not None else [
+        r.output_ids[-1] if r.output_ids else r.origin_input_ids[-1] for r in reqs]
+    packed = to_device(torch.tensor([[r.req_pool_idx for r in reqs], [r.kv_len for r in reqs], seq_lens, host_ids],
+                                    dtype=torch.int64), device)
     return ForwardBatch(
         mode=ForwardMode.DECODE,
         batch_size=len(reqs),
-        input_ids=input_ids.to(device, torch.int64),
-        positions=_t([r.kv_len for r in reqs], device),
-        req_pool_indices=_t([r.req_pool_idx for r in reqs], device),
-        seq_lens=_t(seq_lens, device),
+        input_ids=packed[3] if input_ids is None else input_ids.to(device, torch.int64),
+        positions=packed[1],
+        req_pool_indices=packed[0],
+        seq_lens=packed[2],
         out_cache_loc=out_slots.to(device),
         req_to_token=req_pool.req_to_token,
         kv_pool=kv_pool,

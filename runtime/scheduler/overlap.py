@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from .batch import to_device
 from .req import Req
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class _Pending:
         self.copied.record()
 
     def subset(self, keep: list[int]) -> "_Pending":
-        sel = torch.tensor(keep, device=self.ids.device)
+        sel = to_device(torch.tensor(keep, dtype=torch.int64), self.ids.device)
         rows = keep if self.rows is None else [self.rows[i] for i in keep]
         return _Pending([self.reqs[i] for i in keep], self.ids[sel], self.lps[sel], rows,
                         self.ids_host, self.lps_host, self.copied)

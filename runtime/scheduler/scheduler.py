@@ -303,10 +303,9 @@ class Scheduler:
         """One KV slot per request at position kv_len, then the forward. input_ids: the tokens as a
         device tensor when the host does not have them yet (overlap)."""
         slots = self.kv.alloc(len(reqs))
-        idx = torch.tensor([r.req_pool_idx for r in reqs], dtype=torch.int64, device=self.req_pool.device)
-        pos = torch.tensor([r.kv_len for r in reqs], dtype=torch.int64, device=self.req_pool.device)
-        self.req_pool.req_to_token[idx, pos] = slots.to(self.req_pool.device)
         batch = build_decode(reqs, slots, self.req_pool, self.kv_pool, self.device, input_ids)
+        dev = self.req_pool.device
+        self.req_pool.req_to_token[batch.req_pool_indices.to(dev), batch.positions.to(dev)] = slots.to(dev)
         out = self.runner.forward(batch)
         self.counters["forward_decode"] += 1
         for r in reqs:
@@ -439,9 +438,20 @@ class Scheduler:
             del req.output_token_logprobs[len(req.output_ids) :]
             del req.output_top_logprobs[len(req.output_ids) :]
         req.output_ids.extend(new_ids)
-        req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
-        req.text_tracker.append(req.output_ids)
-        req.text = req.text_tracker.text
+        stream = req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
+        _, matched = stream.append(req.output_ids)
+        sp = req.sampling_params
+        reason = None
+        if matched is not None:  # the jumped-over text completed a stop string
+            reason = FinishReason(FinishKind.STOP, matched=matched)
+        elif len(req.output_ids) >= sp.max_new_tokens:
+            reason = FinishReason(FinishKind.LENGTH, length=sp.max_new_tokens)
+        if reason is not None:
+            stream.finish()
+        req.text = stream.text
+        if reason is not None:
+            self._finish(req, reason)
+            return
         req.skipped_rounds = self.starvation_rounds
         self.waiting.append(req)
 
