@@ -40,7 +40,10 @@ class ExprLowering:
             return {self.const_value(k, env, what): self._thaw(self.const_value(v, env, what)) for k, v in e.pairs}
         value = self.expr(e, env)
         if not isinstance(value, X.Const):
-            raise self.err(f"{what} must be a constant (known before the program runs)", e.pos, env)
+            params = [n.name for n in X.names_in(value) if n.fork is None and n.name in env.params]
+            hint = (f"{params[0]!r} is an argument of the program, known only when it runs; pass a constant when "
+                    f"calling this function from another, or write the value here") if params else None
+            raise self.err(f"{what} must be a constant (known before the program runs)", e.pos, env, hint)
         return value.value
 
     def _thaw(self, v: Any) -> Any:

@@ -72,8 +72,8 @@ def test_check_reports_positioned_errors_without_traceback(tmp_path, capsys):
     assert f"{bad}:3:1: syntax error" in err and "^" in err
 
 
-def test_check_every_example():
-    for path in sorted(EXAMPLES.glob("*.sgl")):
+def test_check_every_example_and_stdlib_module():
+    for path in sorted(EXAMPLES.glob("*.sgl")) + sorted((EXAMPLES.parent / "stdlib").glob("*.sgl")):
         assert sglc(["check", str(path)]) == 0, path
 
 

@@ -94,9 +94,9 @@ def persona(s, description):
 
 
 @sgl.function
-def turn(s, message, max_tokens=128):
+def turn(s, message):
     s += sgl.user(message)
-    s += sgl.assistant(sgl.gen("reply", max_tokens=max_tokens))
+    s += sgl.assistant(sgl.gen("reply", max_tokens=48))
     return s["reply"]
 
 
@@ -104,7 +104,7 @@ def turn(s, message, max_tokens=128):
 def tutor(s, topic="the Moon"):
     persona(s, "You are a concise science tutor. Answer in one sentence.")
     for q in ["What is " + topic + "?", "Why does it matter?"]:
-        turn(s, q, 48)
+        turn(s, q)
 
 
 @sgl.function
@@ -115,9 +115,9 @@ def qa_examples(s):
 
 
 @sgl.function
-def ask(s, question, max_tokens=16):
+def ask(s, question):
     s += "Q: " + question + "\nA:"
-    s += sgl.gen("answer", max_tokens=max_tokens, stop="\n", temperature=0)
+    s += sgl.gen("answer", max_tokens=16, stop="\n", temperature=0)
     return s["answer"]
 
 

@@ -50,6 +50,7 @@ BAD = [
     ("def f(n: int) { fork t[n] { gen a }\n \"{t[n].a}\" }", 2, 6, "branch index must be a constant"),
     ("def f() {\n  let x = True\n}", 2, 11, "write 'true' (lower case)"),
     ('def f(c: bool) {\n  while c { gen a }\n  "{a}"\n}', 3, 5, "may not be generated here"),
+    ("def f(n: int) {\n  gen a(max_tokens=n)\n}", 2, 20, "'n' is an argument of the program"),
     ('def f() {\n  f"x"\n}', 2, 3, "is Python syntax"),
 ]
 
