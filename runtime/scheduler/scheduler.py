@@ -30,7 +30,7 @@ from ..mem_cache.radix_cache import make_prefix_cache
 from ..sampling.sampler import Sampler, top_logprobs
 from ..sampling.sampling_batch_info import SamplingBatchInfo, make_generator
 from ..server_args import ServerArgs
-from .batch import KVManager, build_decode, build_extend
+from .batch import KVManager, build_decode, build_extend, to_device
 from .logprobs import logprob_start, record_input_logprobs
 from .output import make_output
 from .overlap import OverlapDecoder
@@ -355,10 +355,12 @@ class Scheduler:
         outputs = [r.output_ids + [0] * lag for r in reqs] if lag else [r.output_ids for r in reqs]
         mask = None
         if any(r.constraint is not None for r in reqs):
-            mask = torch.ones((len(reqs), self.vocab_size), dtype=torch.bool, device=device)
+            # filled on the host (one memcpy per row), then one non-blocking copy to the device
+            mask = torch.ones((len(reqs), self.vocab_size), dtype=torch.bool)
             for i, r in enumerate(reqs):
                 if r.constraint is not None:
                     r.constraint.fill_vocab_mask(mask[i])
+            mask = to_device(mask, device)
         return SamplingBatchInfo.build(
             [r.sampling_params for r in reqs], outputs, [r.generator for r in reqs],
             self.vocab_size, device, mask,
