@@ -44,6 +44,15 @@ class FlashInferAttentionBackend(AttentionBackend):
             raise ImportError("--attention-backend flashinfer needs flashinfer-python (>= 0.5) on a CUDA machine") from e
         from ...kernels.kv_indices import build_kv_indices
 
+        dtype = getattr(model_runner, "dtype", None)
+        cfg = getattr(model_runner, "model_config", None)
+        # FlashInfer 0.5 has no fp32 kernels, and its Hopper (sm90) prefill kernels only head dims 64/128/256
+        if dtype is not None and dtype not in (torch.float16, torch.bfloat16):
+            raise ValueError(f"attention backend 'flashinfer' supports float16/bfloat16 only, got {dtype}; "
+                             "use attention_backend='triton' or 'torch'")
+        if cfg is not None and cfg.head_dim not in (64, 128, 256):
+            raise ValueError(f"attention backend 'flashinfer' supports head_dim 64/128/256, the model has "
+                             f"{cfg.head_dim}; use attention_backend='triton' or 'torch'")
         self._fi = flashinfer
         self._build_kv_indices = build_kv_indices
         self.device = torch.device(getattr(model_runner, "device", "cuda"))
