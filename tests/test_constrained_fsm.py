@@ -81,6 +81,21 @@ def test_bad_regex_error_names_pattern_and_position(pattern: str, pos: int, need
     assert needle in str(ei.value)
 
 
+def test_exponential_pattern_is_refused_not_hung() -> None:
+    with pytest.raises(RegexSyntaxError, match="too large"):
+        regex_to_dfa("(a|b)*a(a|b){20}")
+
+
+def test_index_size_guard(monkeypatch) -> None:
+    from sglang.runtime.constrained import ConstraintError
+    from sglang.runtime.constrained import token_fsm as tf
+
+    monkeypatch.setattr(tf, "MAX_PAIRS", 5)
+    vocab = _toy_vocab()
+    with pytest.raises(ConstraintError, match="too large to index"):
+        TokenFSM.build("[abc]{0,20}", regex_to_dfa("[abc]{0,20}"), vocab)
+
+
 def test_empty_language_is_an_error() -> None:
     with pytest.raises(EmptyLanguageError):
         regex_to_dfa("[^\\x00-\\U0010ffff]")

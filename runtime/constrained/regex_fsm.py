@@ -30,6 +30,7 @@ MAX_CP = 0x10FFFF
 _OK_FLAGS = int(re.ASCII | re.UNICODE | re.VERBOSE | re.DOTALL)  # ints: enum arithmetic is slow
 _DOTALL = int(re.DOTALL)
 MAX_NFA_STATES = 400_000  # a bigger pattern is refused rather than exhausting memory
+MAX_DFA_STATES = 50_000  # subset construction can blow up exponentially: refuse instead of hanging
 
 Ranges = list[tuple[int, int]]  # sorted, disjoint, inclusive code-point ranges
 
@@ -396,6 +397,9 @@ def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarra
             key = frozenset(nxt)
             tid = ids.get(key)
             if tid is None:
+                if len(rows) >= MAX_DFA_STATES:
+                    raise RegexSyntaxError(nfa.pattern, f"pattern too large: its automaton exceeds {MAX_DFA_STATES} "
+                                           "states (e.g. a long counted repetition after an alternation)")
                 tid = ids[key] = len(rows)
                 rows.append([0] * n_classes)
                 acc.append(end in key)

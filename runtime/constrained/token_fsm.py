@@ -17,10 +17,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .errors import EmptyLanguageError
+from .errors import ConstraintError, EmptyLanguageError
 from .regex_fsm import ByteDFA
 from .vocab import TokenVocab
 
+MAX_PAIRS = 60_000_000  # (state, allowed token) pairs a build may hold (~0.7 GB of index arrays)
+BUILD_CHUNK_BYTES = 64 << 20  # dense rows materialized at a time while packing the bit table
 DENSE_TABLE_LIMIT = 256 << 20  # bytes of unpacked bool rows kept in memory; above it rows unpack per use
 EAGER_TABLE_LIMIT = 8 << 20  # tables up to this size are unpacked whole on first use (about a millisecond)
 
@@ -46,7 +48,7 @@ class TokenFSM:
     # ----- build -----
     @classmethod
     def build(cls, pattern: str, dfa: ByteDFA, vocab: TokenVocab) -> "TokenFSM":
-        org, tok, end = _walk_vocab(dfa, vocab)
+        org, tok, end = _walk_vocab(dfa, vocab, pattern)
         n = dfa.num_states
         trans = dfa.trans
         if vocab.bytes_are_tokens:
@@ -81,14 +83,23 @@ class TokenFSM:
             sel = reach[org]
             org, tok = org[sel], tok[sel]
         V = vocab.size
-        dense = np.zeros((rows.size, V), dtype=bool)
-        dense[row_of[org], tok] = True
-        n_allowed = np.bincount(row_of[org], minlength=rows.size).astype(np.int32)
-        acc_rows = row_of[np.flatnonzero(dfa.accepting & reach)]
-        for e in vocab.eos_token_ids:
-            if e < V:
-                dense[acc_rows, e] = True
-        bits = np.packbits(dense, axis=1, bitorder="little")
+        prow = row_of[org]
+        n_allowed = np.bincount(prow, minlength=rows.size).astype(np.int32)
+        accepting_row = np.zeros(rows.size, dtype=bool)
+        accepting_row[row_of[np.flatnonzero(dfa.accepting & reach)]] = True
+        eos = [e for e in vocab.eos_token_ids if e < V]
+        order = np.argsort(prow, kind="stable")
+        prow, ptok = prow[order], tok[order]
+        bits = np.zeros((rows.size, (V + 7) // 8), dtype=np.uint8)
+        step = max(1, BUILD_CHUNK_BYTES // max(V, 1))
+        for r0 in range(0, rows.size, step):  # bounded memory: a chunk of dense rows at a time
+            r1 = min(rows.size, r0 + step)
+            a, b = np.searchsorted(prow, [r0, r1])
+            dense = np.zeros((r1 - r0, V), dtype=bool)
+            dense[prow[a:b] - r0, ptok[a:b]] = True
+            if eos:
+                dense[np.ix_(np.flatnonzero(accepting_row[r0:r1]), eos)] = True
+            bits[r0:r1] = np.packbits(dense, axis=1, bitorder="little")
         live_out = (trans != 0).sum(axis=1)
         first = (trans != 0).argmax(axis=1)
         forced = np.where((live_out == 1) & ~dfa.accepting, first, -1).astype(np.int16)
@@ -192,7 +203,7 @@ class TokenFSM:
                    eos_token_ids=tuple(int(x) for x in arrays["eos"]))
 
 
-def _walk_vocab(dfa: ByteDFA, vocab: TokenVocab) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _walk_vocab(dfa: ByteDFA, vocab: TokenVocab, pattern: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All (state, token, end state) with the token's bytes live from the state, walking the trie level by
     level for every live state at once (work ∝ live (state, trie node) pairs)."""
     trie = vocab.trie
@@ -202,6 +213,7 @@ def _walk_vocab(dfa: ByteDFA, vocab: TokenVocab) -> tuple[np.ndarray, np.ndarray
     cur = org.copy()
     node = np.zeros(S - 1, dtype=np.int32)
     out_org, out_tok, out_end = [], [], []
+    emitted = 0
     for d in range(1, trie.depth + 1):
         if org.size == 0:
             break
@@ -217,6 +229,11 @@ def _walk_vocab(dfa: ByteDFA, vocab: TokenVocab) -> tuple[np.ndarray, np.ndarray
         org, cur, node = org[rep[keep]], nxt[keep], child[keep]
         first = trie.term_first[d][node]
         ends = np.flatnonzero(first >= 0)
+        emitted += ends.size
+        if emitted > MAX_PAIRS or org.size > 4 * MAX_PAIRS:
+            raise ConstraintError(
+                f"pattern {pattern[:80]!r} is too large to index for this vocabulary (more than {MAX_PAIRS} "
+                "(state, token) pairs); use smaller repetition bounds")
         if ends.size:
             out_org.append(org[ends])
             out_tok.append(first[ends])
