@@ -128,8 +128,7 @@ def run_outlines(tokenizer_path: str, data: dict, repeat: int) -> dict:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
-    t = time.perf_counter()
-    vocab = oc.Vocabulary.from_pretrained  # noqa: F841 - needs a hub name; build from the tokenizer instead
+    t = time.perf_counter()  # Vocabulary.from_pretrained needs a hub name: build it from the tokenizer
     byte_dec = {c: b for b, c in _bytes_to_unicode().items()}
     special = set(tok.all_special_ids) | {i for i, a in tok.added_tokens_decoder.items() if a.special}
     mapping: dict[bytes, list[int]] = {}
