@@ -2,7 +2,12 @@
 # One GPU-machine session: install the carried wheels and the project, then run the steps named in
 # $STEPS (default: check one_batch) with logs and JSON under $OUT (or ./gpu_out). Each step has its own
 # time limit so one hang does not lose the others' results. Run from the repository root with `.whl`
-# and `.bench_tok` carried:  STEPS="check one_batch" bash benchmarks/gpu_session.sh
+# and `.bench_tok` carried (and `.bench_cache` for pytest_others):  STEPS="check one_batch" bash benchmarks/gpu_session.sh
+# Steps: check (kernels+backends, e2e greedy + pool sizing, timings), e2e, backends, timings, sweep,
+# pytest_gpu, pytest_others, one_batch, offline (hf / naive / full arms, one process each),
+# offline_engine (full + full-nooverlap + radix), serving (serving_arms.py), sampling_bench.
+# Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds).
+# .bench_cache (tokenizer-only stand-in for the default model) is made by hand, see docs/benchmarks.md.
 set -u
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 STEPS=${STEPS:-"check one_batch"}
