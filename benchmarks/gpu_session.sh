@@ -7,7 +7,7 @@
 # pytest_gpu, pytest_others, one_batch, offline (hf / naive / full arms, one process each),
 # offline_engine (full + full-nooverlap + radix), serving (serving_arms.py), sampling_bench.
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds).
-# .bench_cache (tokenizer-only stand-in for the default model) is made by hand, see docs/benchmarks.md.
+# .bench_cache (tokenizer-only stand-in for the default model): python benchmarks/model_dirs.py --default-stand-in .bench_cache
 set -u
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
 STEPS=${STEPS:-"check one_batch"}

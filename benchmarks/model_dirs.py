@@ -55,9 +55,31 @@ def copy_tokenizer(dest: str | os.PathLike) -> None:
             shutil.copy(src / f, Path(dest) / f)
 
 
+def make_default_stand_in(cache_root: str | os.PathLike) -> str:
+    """A tokenizer-only stand-in for the default model under `cache_root` (use as SGLANG_CACHE_DIR on a
+    machine without the SmolLM2 GGUF package): a placeholder GGUF plus an already "converted" folder with
+    config.json and the tokenizer files, so fixtures that only need the tokenizer work. No weights: any
+    test that loads the real default model fails there, by design."""
+    import json
+
+    os.environ["SGLANG_CACHE_DIR"] = str(Path(cache_root).resolve())
+    from sglang.runtime.model_loader import default_model as dm
+
+    gguf = dm.cache_dir() / "gguf" / dm.SMOLLM2_GGUF
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    gguf.write_bytes(b"placeholder: tokenizer-only default model for GPU test runs (no weights)\n")
+    target = dm.converted_dir_for(str(gguf))
+    copy_tokenizer(target)
+    shutil.copy(CONFIGS / "smollm2-135m" / "config.json", target / "config.json")
+    (target / dm._DONE_MARKER).write_text(json.dumps({"source": "tokenizer-only stand-in"}))
+    return str(target)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--copy-tokenizer":
         copy_tokenizer(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--default-stand-in":
+        print(make_default_stand_in(sys.argv[2]))
     else:
         for n in sys.argv[1:] or NAMES:
             print(model_dir(n))
