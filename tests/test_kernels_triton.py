@@ -161,6 +161,16 @@ def test_attention_rejects_mismatched_heads():
         decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor([4]), 0.25)
 
 
+def test_decode_attention_rejects_partial_fused_args():
+    k_buf, v_buf, r2t, rows = _pool_setup([4], 2, 16, torch.float32)
+    q = torch.randn(1, 4, 16)
+    with pytest.raises(ValueError, match="together"):
+        decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor([4]), 0.25, k_new=torch.randn(1, 2, 16))
+    with pytest.raises(ValueError, match="k_new/v_new must be"):
+        decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor([4]), 0.25, k_new=torch.randn(1, 3, 16),
+                         v_new=torch.randn(1, 3, 16), out_cache_loc=torch.tensor([1]))
+
+
 def test_build_kv_indices_gathers_each_request_slice():
     from sglang.kernels.kv_indices import build_kv_indices
 
