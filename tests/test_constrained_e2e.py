@@ -53,7 +53,8 @@ def _run(engine, temperature: float, jump: bool, max_new_tokens: int = 120, logp
     try:
         sps = [{**c, "temperature": temperature, "max_new_tokens": max_new_tokens,
                 **({"seed": seed} if seed is not None else {})} for _, c in CASES]
-        return engine.generate([p for p, _ in CASES], sps, return_logprob=logprobs)
+        extra = {"return_logprob": True, "top_logprobs_num": 2} if logprobs else {}
+        return engine.generate([p for p, _ in CASES], sps, **extra)
     finally:
         engine._constraints.jump_forward = True
 
@@ -150,7 +151,17 @@ def test_greedy_agreement_with_and_without_jump_forward(engine, greedy_jump, def
         ta, tb = a["text"].encode(), b["text"].encode()
         first_diff = next((k for k in range(min(len(ta), len(tb))) if ta[k] != tb[k]), min(len(ta), len(tb)))
         # a legitimate difference: identical text up to the first context the two runs tokenized differently
-        assert where is not None and first_diff >= where, (prompt, a["text"], b["text"], shown)
+        if where is None or first_diff < where:
+            # otherwise only a numerical near-tie may explain it (the jump run prefills tokens the plain
+            # run decoded one by one, so logits differ in the last bits): the plain run's top-2 gap there
+            k, n = 0, 0
+            while k < len(ids) and n + len(vocab.token_bytes[ids[k]]) <= first_diff:
+                n += len(vocab.token_bytes[ids[k]])
+                k += 1
+            top = a["meta_info"]["output_top_logprobs"][k]
+            gap = top[0][0] - top[1][0] if len(top) > 1 else float("inf")
+            assert gap < 1e-2, (prompt, a["text"], b["text"], shown, gap)
+            shown = f"numerical near-tie at output token {k}: top-2 logprob gap {gap:.2e}"
         lines.append(f"differs: {prompt!r}\n  plain: {a['text']!r}\n  jump:  {b['text']!r}\n  {shown}")
     with capsys.disabled():
         print(f"\n[constrained] greedy agreement with/without jump-forward: {agree}/{len(CASES)}")
