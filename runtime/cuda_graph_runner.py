@@ -71,7 +71,7 @@ class CudaGraphRunner:
                 init_state(self.max_bs)
 
     # -- batches over the static buffers --------------------------------------------------------
-    def _static_batch(self, bs: int, seq_lens_cpu: list[int]) -> ForwardBatch:
+    def _static_batch(self, bs: int, seq_lens_cpu: list[int] | None) -> ForwardBatch:
         return ForwardBatch(
             mode=ForwardMode.DECODE, batch_size=bs,
             input_ids=self.input_ids[:bs], positions=self.positions[:bs],
@@ -126,8 +126,10 @@ class CudaGraphRunner:
         self.req_pool_indices[:bs].copy_(batch.req_pool_indices, non_blocking=True)
         self.seq_lens[:bs].copy_(batch.seq_lens, non_blocking=True)
         self.out_cache_loc[:bs].copy_(batch.out_cache_loc, non_blocking=True)
-        seq_cpu = batch.seq_lens_cpu if batch.seq_lens_cpu is not None else batch.seq_lens.tolist()
-        static = self._static_batch(pbs, list(seq_cpu) + [1] * (pbs - bs))
+        # host lengths only when the caller has them: a .tolist() here would wait for the GPU, and the
+        # triton backend needs none (flashinfer's planner reads them, falling back to the device copy)
+        seq_cpu = None if batch.seq_lens_cpu is None else list(batch.seq_lens_cpu) + [1] * (pbs - bs)
+        static = self._static_batch(pbs, seq_cpu)
         self.backend.init_forward_metadata_replay(static)
         self.graphs[pbs].replay()
         out = self.outputs[pbs]
