@@ -91,11 +91,15 @@ class TokenFSM:
         order = np.argsort(prow, kind="stable")
         prow, ptok = prow[order], tok[order]
         bits = np.zeros((rows.size, (V + 7) // 8), dtype=np.uint8)
-        step = max(1, BUILD_CHUNK_BYTES // max(V, 1))
+        # a table that fits the in-memory limit is built whole and kept as the mask-row cache, so the
+        # process that compiles a pattern serves its masks without unpacking; bigger ones go by chunks
+        keep_dense = rows.size * V <= DENSE_TABLE_LIMIT
+        table = np.zeros((rows.size, V), dtype=bool) if keep_dense else None
+        step = rows.size if keep_dense else max(1, BUILD_CHUNK_BYTES // max(V, 1))
         for r0 in range(0, rows.size, step):  # bounded memory: a chunk of dense rows at a time
             r1 = min(rows.size, r0 + step)
             a, b = np.searchsorted(prow, [r0, r1])
-            dense = np.zeros((r1 - r0, V), dtype=bool)
+            dense = table if table is not None else np.zeros((r1 - r0, V), dtype=bool)
             dense[prow[a:b] - r0, ptok[a:b]] = True
             if eos:
                 dense[np.ix_(np.flatnonzero(accepting_row[r0:r1]), eos)] = True
@@ -104,9 +108,12 @@ class TokenFSM:
         first = (trans != 0).argmax(axis=1)
         forced = np.where((live_out == 1) & ~dfa.accepting, first, -1).astype(np.int16)
         forced[0] = -1
-        return cls(pattern=pattern, fingerprint=vocab.fingerprint, vocab_size=V, trans=trans,
-                   accepting=dfa.accepting, start=dfa.start, row_of=row_of, bits=bits, n_allowed=n_allowed,
-                   forced=forced, eos_token_ids=tuple(vocab.eos_token_ids))
+        fsm = cls(pattern=pattern, fingerprint=vocab.fingerprint, vocab_size=V, trans=trans,
+                  accepting=dfa.accepting, start=dfa.start, row_of=row_of, bits=bits, n_allowed=n_allowed,
+                  forced=forced, eos_token_ids=tuple(vocab.eos_token_ids))
+        if table is not None:
+            fsm._dense, fsm._filled = table, np.ones(rows.size, dtype=bool)
+        return fsm
 
     # ----- queries used by ConstraintState -----
     def mask_row(self, state: int) -> np.ndarray:
