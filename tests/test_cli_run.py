@@ -1,6 +1,6 @@
 """End to end on the real default model: `sglc compile` + `sglang run`, constraint tables from the
 artifact, batches, forks, and the program endpoints (valid body, 422 naming the field, SSE streaming)
-next to the native API. One engine is shared by the module (loading it is the slow part)."""
+next to the native API. The session's engine is shared (loading it is the slow part)."""
 from __future__ import annotations
 
 import json
@@ -22,12 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engine(default_model_path):
-    from sglang.runtime.engine import Engine
-
-    eng = Engine(model_path=default_model_path)
-    yield eng
-    eng.shutdown()
+def engine(default_engine):
+    """The session's shared engine (tests/conftest.py); every test here leaves it idle."""
+    return default_engine
 
 
 @pytest.fixture
