@@ -82,7 +82,8 @@ def run_ours(tokenizer_path: str, n_traj: int, repeat: int) -> tuple[dict, dict]
             cold = _timeit(lambda: ConstraintCache(cache_dir=d, disk=False).get(rx, vocab), repeat, cold_cpu)
             ConstraintCache(cache_dir=d).get(rx, vocab)  # write the disk entry
             warm = _timeit(lambda: ConstraintCache(cache_dir=d).get(rx, vocab), repeat)
-            fsm = ConstraintCache(cache_dir=d).get(rx, vocab)
+            loaded = ConstraintCache(cache_dir=d).get(rx, vocab)  # from disk: rows unpack on first visit
+            fsm = ConstraintCache(cache_dir=d, disk=False).get(rx, vocab)  # compiled here: rows kept dense
             rng = np.random.default_rng(0)
             trajs, mask_t, adv_t, mask_cpu = [], [], [], []
             row = torch.empty(vocab.size, dtype=torch.bool)
@@ -105,15 +106,17 @@ def run_ours(tokenizer_path: str, n_traj: int, repeat: int) -> tuple[dict, dict]
                     ids.append(tid)
                 trajs.append(ids)
             trajectories[name] = trajs
-            warm_mask = []  # pass 2: the same trajectories again, rows already unpacked (steady serving)
-            for ids in trajs:
-                st = ConstraintState(fsm, vocab)
-                for tid in ids:
-                    c0 = time.process_time()
-                    st.fill_mask(row)
-                    warm_mask.append(time.process_time() - c0)
-                    st.advance(tid)
-            results[name] = {"mask_cpu_us_mean_rows_cached": 1e6 * statistics.mean(warm_mask),"compile_s": statistics.median(cold), "compile_cpu_s": statistics.median(cold_cpu),
+            loaded_mask, warm_mask = [], []  # a disk-loaded table: first visits, then rows cached
+            for out in (loaded_mask, warm_mask):
+                for ids in trajs:
+                    st = ConstraintState(loaded, vocab)
+                    for tid in ids:
+                        c0 = time.process_time()
+                        st.fill_mask(row)
+                        out.append(time.process_time() - c0)
+                        st.advance(tid)
+            results[name] = {"mask_cpu_us_mean_loaded_first_visit": 1e6 * statistics.mean(loaded_mask),
+                             "mask_cpu_us_mean_loaded_rows_cached": 1e6 * statistics.mean(warm_mask),"compile_s": statistics.median(cold), "compile_cpu_s": statistics.median(cold_cpu),
                              "warm_load_s": statistics.median(warm),
                              "mask_us_mean": 1e6 * statistics.mean(mask_t), "mask_cpu_us_mean": 1e6 * statistics.mean(mask_cpu),
                              "advance_us_mean": 1e6 * statistics.mean(adv_t),
