@@ -135,6 +135,8 @@ def test_any_value_and_type_lists() -> None:
     ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)"}}}, None),
     ('{"type": "object",', None),
     ({"allOf": [{"type": "string"}, {"type": "integer"}]}, "#/allOf"),
+    ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "#"),
+    ({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}, "#/properties/n"),
 ])
 def test_bad_schema_errors_name_the_place(schema, path) -> None:
     with pytest.raises(ConstraintError) as ei:

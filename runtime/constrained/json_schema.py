@@ -6,7 +6,8 @@ minItems/maxItems), string (minLength/maxLength, pattern, format date/time/date-
 const, number/integer (minimum/maximum enforced for integers by digit-range regexes; for numbers a
 minimum >= 0 drops the sign, other number bounds are refused), boolean, null, type lists, anyOf/oneOf
 (oneOf as anyOf), allOf of one schema, `$ref` into `$defs`/`definitions` (recursion unrolled to
-`max_recursion_depth`, deeper branches dropped), `{}`/`true` = any JSON value of bounded nesting.
+`max_recursion_depth`, deeper branches dropped), `{}`/`true` = any JSON value of bounded nesting. Validation keywords a regex cannot enforce
+(multipleOf, uniqueItems, min/maxProperties, not, if/then/else, ...) are refused with a SchemaError.
 
 Whitespace policy (`whitespace`): "compact" (none), "default" (at most one space after , and :), "pretty"
 (any spaces/newlines/tabs), or a custom regex used between tokens.
@@ -34,6 +35,10 @@ FORMATS = {
     "email": r'"[a-zA-Z0-9._%+-]+@[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*\.[a-zA-Z]{2,}"',
 }
 WHITESPACE = {"compact": "", "default": "[ ]?", "pretty": r"[ \n\t]*"}
+# validation keywords the regex cannot enforce: refused rather than silently ignored
+_UNENFORCED = {"multipleOf", "uniqueItems", "minProperties", "maxProperties", "patternProperties",
+               "dependentRequired", "dependentSchemas", "dependencies", "if", "then", "else", "not", "contains",
+               "minContains", "maxContains", "propertyNames", "unevaluatedProperties", "unevaluatedItems"}
 _ANNOTATIONS = {"title", "description", "examples", "default", "$schema", "$id", "$comment", "deprecated",
                 "readOnly", "writeOnly", "discriminator"}
 
@@ -94,6 +99,9 @@ class _Converter:
             return None
         if not isinstance(s, dict):
             raise SchemaError(f"expected an object or boolean, got {type(s).__name__}", path)
+        bad = sorted(_UNENFORCED & set(s))
+        if bad:
+            raise SchemaError(f"keyword(s) {bad} cannot be enforced by constrained decoding", path)
         if "$ref" in s:
             return self.ref(s["$ref"], path, refs)
         if "const" in s:
