@@ -168,3 +168,13 @@ def test_greedy_agreement_with_and_without_jump_forward(engine, greedy_jump, def
         for line in lines:
             print(line)
     assert agree >= 1
+
+
+def test_constraint_with_stop_string(engine) -> None:
+    """A stop string inside the constrained text ends the request there (finish stop, matched = the string)."""
+    out = engine.generate("List three colors: ", {"regex": r"(red|green|blue)(, (red|green|blue)){2}\.",
+                                                  "stop": [","], "temperature": 0.7, "seed": 3,
+                                                  "max_new_tokens": 20})
+    fr = out["meta_info"]["finish_reason"]
+    assert fr["type"] == "stop" and fr["matched"] == ","
+    assert out["text"] in ("red", "green", "blue")
