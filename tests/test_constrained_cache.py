@@ -98,3 +98,15 @@ def test_tables_are_keyed_by_tokenizer_fingerprint(tmp_path) -> None:
     assert 3 in f1.allowed_ids(f1.start) and 3 not in f2.allowed_ids(f2.start)
     with pytest.raises(ValueError, match="fingerprint"):
         ConstraintState(f1, v2)
+
+
+def test_memory_budget_evicts_least_recently_used(tmp_path) -> None:
+    vocab = TokenVocab.from_tokens([b"", b"a", b"b"], eos_token_ids=[0])
+    c = ConstraintCache(cache_dir=tmp_path, memory_items=2)
+    for p in ["a+", "b+", "(ab)+"]:
+        c.get(p, vocab)
+    assert len(c._mem) == 2 and not any(f.pattern == "a+" for f in c._mem.values())
+    tiny = ConstraintCache(cache_dir=tmp_path, memory_bytes=1)
+    tiny.get("a+", vocab)
+    tiny.get("b+", vocab)
+    assert [f.pattern for f in tiny._mem.values()] == ["b+"]  # over budget: only the newest stays

@@ -78,9 +78,10 @@ class ConstraintCache:
     """Thread-safe cache of TokenFSMs: memory (LRU) → disk → compile."""
 
     def __init__(self, cache_dir: Optional[str | os.PathLike] = None, memory_items: int = 128,
-                 disk: bool = True) -> None:
+                 disk: bool = True, memory_bytes: int = 1 << 30) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.memory_items = memory_items
+        self.memory_bytes = memory_bytes  # budget incl. the unpacked mask rows each table may hold
         self.disk = disk
         self._mem: "OrderedDict[str, TokenFSM]" = OrderedDict()
         self._lock = threading.Lock()
@@ -114,8 +115,12 @@ class ConstraintCache:
         with self._lock:
             self._mem[key] = fsm
             self._mem.move_to_end(key)
-            while len(self._mem) > self.memory_items:
-                self._mem.popitem(last=False)
+            def footprint(f: TokenFSM) -> int:
+                return f.nbytes + f.bits.size * 8  # + its dense row cache when fully unpacked
+            total = sum(footprint(f) for f in self._mem.values())
+            while len(self._mem) > 1 and (len(self._mem) > self.memory_items or total > self.memory_bytes):
+                _, old = self._mem.popitem(last=False)  # requests holding it keep their reference
+                total -= footprint(old)
 
     def _load_disk(self, key: str, regex: str, fingerprint: str) -> Optional[TokenFSM]:
         if not self.disk:
