@@ -424,3 +424,20 @@ def test_jump_forward_that_completes_a_stop_string_or_the_length_finishes():
     assert out["stop"]["text"] == ToyTokenizer().decode([5])
     assert out["len"]["meta_info"]["finish_reason"]["type"] == "length"
     assert ids_of(out["len"]) == [5, 6, 7]
+
+
+def test_a_request_that_fails_on_admission_is_aborted_and_the_loop_goes_on():
+    h = Harness()
+
+    def factory(req):
+        if req.rid == "bad":
+            raise RuntimeError("constraint exploded")
+        return None
+
+    h.sched.constraint_factory = factory
+    h.submit("bad", [3, 4], 4)
+    h.submit("good", [3, 4], 4)
+    out = h.run()
+    assert out["bad"]["meta_info"]["finish_reason"]["type"] == "abort"
+    assert "constraint exploded" in out["bad"]["meta_info"]["finish_reason"]["message"]
+    assert ids_of(out["good"]) == toy_greedy([3, 4], 4)

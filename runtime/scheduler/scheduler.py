@@ -117,7 +117,12 @@ class Scheduler:
         except queue.Empty:
             return
         while True:
-            self._handle(*msg)
+            try:
+                self._handle(*msg)
+            except Exception as exc:  # one bad message must not stop the loop
+                logger.exception("scheduler: handling %r failed", msg[0])
+                if msg[0] == "req":
+                    self._reject(msg[1], f"internal error: {type(exc).__name__}: {exc}")
             try:
                 msg = self.inbox.get_nowait()
             except queue.Empty:
@@ -156,12 +161,16 @@ class Scheduler:
         return False
 
     # -- requests in and out ----------------------------------------------------------------------
-    def _add_request(self, t: TokenizedRequest) -> None:
+    def _reject(self, t: TokenizedRequest, message: str) -> None:
         req = Req.from_tokenized(t)
-        if req.rid in self.reqs:
-            req.finished_reason = FinishReason(FinishKind.ABORT, message=f"duplicate request id {req.rid!r}")
-            self.on_output(req.rid, make_output(req, self.tokenizer), True)
+        req.finished_reason = FinishReason(FinishKind.ABORT, message=message)
+        self.on_output(req.rid, make_output(req, self.tokenizer), True)
+
+    def _add_request(self, t: TokenizedRequest) -> None:
+        if t.rid in self.reqs:
+            self._reject(t, f"duplicate request id {t.rid!r}")
             return
+        req = Req.from_tokenized(t)
         req.generator = make_generator(req.sampling_params.seed, self.device)
         req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
         if self.constraint_factory is not None:
