@@ -21,6 +21,8 @@ def engine(tiny_llama_path):
 
 def make_engine(path: str, **kw) -> sglang.Engine:
     # fp32 so that outputs compared across batch shapes are equal on a GPU as well (bf16 flips ties)
+    # and a fixed pool: on a GPU the default sizes it from free memory, which other engines hold
+    kw.setdefault("max_total_tokens", 20000)
     return sglang.Engine(model_path=path, load_format="dummy", dtype="float32", **kw)
 
 
