@@ -182,3 +182,34 @@ def test_forced_bytes() -> None:
     fsm = TokenFSM.build(r'\{"a(b|c)', regex_to_dfa(r'\{"a(b|c)'), vocab)
     assert fsm.forced_bytes(fsm.start) == b'{"a'
     assert np.all(fsm.forced[fsm.accepting] < 0)
+
+
+# ----- fuzz: random regexes vs Python's re on random strings -----
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ATOMS = st.sampled_from(["a", "b", "c", "1", " ", ".", r"\d", r"\w", r"\s", r"\S", "[ab]", "[^a]", "[a-c1]",
+                          "[^\\d ]", "é", "\\.", "\\n"])
+
+
+def _regexes():
+    return st.recursive(
+        _ATOMS,
+        lambda inner: st.one_of(
+            st.tuples(inner, inner).map(lambda t: t[0] + t[1]),
+            st.tuples(inner, inner).map(lambda t: f"({t[0]}|{t[1]})"),
+            st.tuples(inner, st.sampled_from(["?", "*", "+", "{2}", "{0,2}", "{1,3}", "*?"])).map(
+                lambda t: f"({t[0]}){t[1]}"),
+        ),
+        max_leaves=6,
+    )
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_regexes(), st.lists(st.text(alphabet="abc1 .\né", max_size=6), min_size=8, max_size=8))
+def test_fuzz_dfa_equals_python_re(pattern: str, texts: list[str]) -> None:
+    dfa = regex_to_dfa(pattern)
+    rng = random.Random(len(pattern))
+    texts = texts + [random_match(dfa, rng, 8).decode() for _ in range(4)]
+    for t in texts:
+        assert dfa.fullmatch(t.encode()) == (re.fullmatch(pattern, t, re.ASCII) is not None), (pattern, t)

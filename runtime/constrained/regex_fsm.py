@@ -457,7 +457,9 @@ def _minimize(trans: np.ndarray, accepting: np.ndarray, start: int) -> tuple[np.
     weights = rng.integers(1, 2**63 - 1, size=k + 1, dtype=np.int64) | 1
     block = accepting.astype(np.int64) + 1
     block[0] = 0
-    n_blocks = len(np.unique(block))
+    _, block = np.unique(block, return_inverse=True)  # compact ids: some class may be empty
+    block = block.reshape(-1).astype(np.int64)
+    n_blocks = int(block.max()) + 1
     exact = False
     while True:
         rows = np.concatenate([block[:, None], block[trans]], axis=1)
