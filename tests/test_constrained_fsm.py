@@ -213,3 +213,42 @@ def test_fuzz_dfa_equals_python_re(pattern: str, texts: list[str]) -> None:
     texts = texts + [random_match(dfa, rng, 8).decode() for _ in range(4)]
     for t in texts:
         assert dfa.fullmatch(t.encode()) == (re.fullmatch(pattern, t, re.ASCII) is not None), (pattern, t)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_regexes())
+def test_fuzz_token_index_matches_definition(pattern: str) -> None:
+    """Random regexes on a vocabulary missing most bytes (general path) and one with every byte (fast path)."""
+    for vocab in (_toy_vocab(), TokenVocab.from_tokens([b""] + [bytes([i]) for i in range(256)] + [b"ab", b"1 ", b"\xc3\xa9"],
+                                                       eos_token_ids=[0])):
+        dfa = regex_to_dfa(pattern)
+        try:
+            fsm = TokenFSM.build(pattern, dfa, vocab)
+        except EmptyLanguageError:
+            continue
+        for state in range(1, dfa.num_states):
+            if fsm.row_of[state] < 0:
+                continue
+            allowed = set(fsm.allowed_ids(state).tolist())
+            for t, tb in enumerate(vocab.token_bytes):
+                if not tb:
+                    continue
+                nxt = fsm.walk(state, tb)
+                assert (t in allowed) == (nxt != 0 and fsm.row_of[nxt] >= 0), (pattern, state, tb)
+        # every state reached through allowed tokens can still finish through allowed tokens
+        seen, stack, edges = {fsm.start}, [fsm.start], {}
+        while stack:
+            s_ = stack.pop()
+            edges[s_] = {fsm.walk(s_, vocab.token_bytes[t]) for t in fsm.allowed_ids(s_) if vocab.token_bytes[t]}
+            for n_ in edges[s_] - seen:
+                seen.add(n_)
+                stack.append(n_)
+        done = {s_ for s_ in seen if fsm.accepting[s_]}
+        grew = True
+        while grew:
+            grew = False
+            for s_ in seen - done:
+                if edges[s_] & done:
+                    done.add(s_)
+                    grew = True
+        assert done == seen, (pattern, seen - done)
