@@ -134,3 +134,23 @@ def test_disable_regex_jump_forward_flag_reaches_the_hook(tok) -> None:
     assert r_off.jump_forward() is None
     rollback, ids = r_on.jump_forward()
     assert rollback == 0 and tok.decode(ids) == '{"k": '
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PIECES = st.sampled_from(['"name": ', '"', ", ", "[0-9]{1,3}", "(true|false)", "[a-z]{1,6}", r"\{", r"\}", "é",
+                           "(apple|apricot)", " ", r"\n  ", "x?", "(ab|cd)"])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(st.lists(_PIECES, min_size=2, max_size=7).map("".join), st.integers(0, 5))
+def test_fuzz_jump_forward_invariants(tok, vocab, cache, pattern, seed) -> None:
+    """Random structured patterns: every jump keeps the text, re-encodes like the tokenizer and keeps the
+    state consistent (checked inside _decode); a finished output is a full match."""
+    out, steps, jumps = _decode(vocab, pattern, cache, tok, jump=True, seed=seed, max_steps=60)
+    st_ = ConstraintState(cache.get(pattern, vocab), vocab)
+    st_.state = st_.fsm.walk(st_.fsm.start, vocab.decode_bytes(out))
+    if st_.is_accepting():
+        assert full(pattern, vocab.decode_bytes(out).decode()), (pattern, out)
