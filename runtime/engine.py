@@ -62,12 +62,17 @@ class _ReqState:
             self.cond.wait_for(lambda: bool(self.outs), timeout)
         return self.take()
 
-    async def wait_async(self) -> list[dict]:
+    async def wait_async(self, alive) -> list[dict]:
         while True:
             outs = self.take()
             if outs:
                 return outs
-            await self.event.wait()
+            try:
+                await asyncio.wait_for(self.event.wait(), 1.0)
+            except asyncio.TimeoutError:
+                if not alive():
+                    raise RuntimeError("the scheduler thread died") from None
+                continue
             self.event.clear()
 
 
@@ -274,7 +279,7 @@ class Engine:
         try:
             for i, st in enumerate(states):
                 while results[i] is None:
-                    for out in await st.wait_async():
+                    for out in await st.wait_async(self._thread.is_alive):
                         if self._is_final(out):
                             results[i] = out
         except BaseException:  # cancelled (client went away): stop the work
@@ -287,7 +292,7 @@ class Engine:
         done = False
         try:
             while not done:
-                for out in await st.wait_async():
+                for out in await st.wait_async(self._thread.is_alive):
                     done = self._is_final(out)
                     yield out
         finally:
