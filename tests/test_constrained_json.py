@@ -179,3 +179,37 @@ def test_generated_json_rejects_invalid_documents() -> None:
     assert not re.fullmatch(rx, doc.replace('"tags":["seeker"]', '"tags":[]'))
     with pytest.raises(ValidationError):
         Character.model_validate_json(doc.replace('"age":11', '"age":151'))
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_LEAVES = st.one_of(
+    st.just({"type": "integer"}), st.just({"type": "number"}), st.just({"type": "boolean"}), st.just({"type": "null"}),
+    st.integers(-50, 50).flatmap(lambda lo: st.integers(lo, lo + 120).map(
+        lambda hi: {"type": "integer", "minimum": lo, "maximum": hi})),
+    st.integers(0, 6).map(lambda n: {"type": "string", "maxLength": n}),
+    st.just({"type": "string", "format": "date"}),
+    st.lists(st.one_of(st.integers(-3, 3), st.text("ab\"\\é", max_size=3), st.none()), min_size=1, max_size=3,
+             unique=True).map(lambda v: {"enum": v}),
+)
+
+
+def _schemas():
+    return st.recursive(_LEAVES, lambda inner: st.one_of(
+        st.dictionaries(st.text("abkey_", min_size=1, max_size=4), inner, min_size=1, max_size=3).flatmap(
+            lambda props: st.lists(st.sampled_from(sorted(props)), unique=True).map(
+                lambda req: {"type": "object", "properties": props, "required": req})),
+        st.tuples(inner, st.integers(0, 2), st.integers(0, 2)).map(
+            lambda t: {"type": "array", "items": t[0], "minItems": t[1], "maxItems": t[1] + t[2]}),
+        st.lists(inner, min_size=1, max_size=3).map(lambda subs: {"anyOf": subs}),
+    ), max_leaves=5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_schemas(), st.sampled_from(["default", "compact", "pretty"]))
+def test_fuzz_schema_samples_validate(schema, whitespace) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    regex = json_schema_to_regex(schema, whitespace=whitespace)
+    for text in _samples(regex, 6, soft_len=40):
+        jsonschema.validate(json.loads(text), schema)
