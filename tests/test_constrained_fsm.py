@@ -252,3 +252,30 @@ def test_fuzz_token_index_matches_definition(pattern: str) -> None:
                     done.add(s_)
                     grew = True
         assert done == seen, (pattern, seen - done)
+
+
+class _FakeSPTokenizer:
+    """Just enough of a SentencePiece-style HF tokenizer for vocab_from_tokenizer."""
+
+    eos_token_id = 2
+    all_special_ids = [0, 1, 2]
+
+    def __init__(self) -> None:
+        self.toks = ["<unk>", "<s>", "</s>", "\u2581the", "<0x0A>", "a", "\u2581", "<0xC3>", "<0xA9>", "é"]
+
+    def __len__(self) -> int:
+        return len(self.toks)
+
+    def convert_ids_to_tokens(self, ids):
+        return [self.toks[i] for i in ids]
+
+
+def test_sentencepiece_vocab_bytes() -> None:
+    from sglang.runtime.constrained import vocab_from_tokenizer
+
+    v = vocab_from_tokenizer(_FakeSPTokenizer())
+    assert v.token_bytes == [b"", b"", b"", b" the", b"\n", b"a", b" ", b"\xc3", b"\xa9", "é".encode()]
+    assert v.eos_token_ids == (2,)
+    fsm = TokenFSM.build("( the|a|é)+\n", regex_to_dfa("( the|a|é)+\n"), v)
+    # a lone " " is a live prefix of " the", but no token spells "the" after it: masked out
+    assert {v.token_bytes[t] for t in fsm.allowed_ids(fsm.start)} == {b" the", b"a", b"\xc3", "é".encode()}
