@@ -506,10 +506,10 @@ def _syntax_error(e: UnexpectedInput, parsed: str, file: str, text: str, hint: s
     return SglSyntaxError(msg, SourcePos.of(text, file, line, col), "; ".join(parts) or None)
 
 
-def parse_source(text: str, file: str = "<string>") -> A.Module:
-    """Parse a whole `.sgl` source; raises SglSyntaxError (never a lark or Python error) on bad input."""
+def _parse(text: str, file: str, start: str) -> Any:
+    """Parse `text` from grammar rule `start` and build the AST; errors surface as SglSyntaxError."""
     try:
-        tree = _parser().parse(text, start="start")
+        tree = _parser().parse(text, start=start)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, file, text) from None
     try:
@@ -518,19 +518,15 @@ def parse_source(text: str, file: str = "<string>") -> A.Module:
         if isinstance(e.orig_exc, SglSyntaxError):
             raise e.orig_exc from None
         raise
+
+
+def parse_source(text: str, file: str = "<string>") -> A.Module:
+    """Parse a whole `.sgl` source; raises SglSyntaxError (never a lark or Python error) on bad input."""
+    return _parse(text, file, "start")
 
 
 def parse_expr(text: str, file: str = "<expr>") -> A.Expr:
-    try:
-        tree = _parser().parse(text, start="expr")
-    except UnexpectedInput as e:
-        raise _syntax_error(e, text, file, text) from None
-    try:
-        return _Builder(text, file).transform(tree)
-    except VisitError as e:
-        if isinstance(e.orig_exc, SglSyntaxError):
-            raise e.orig_exc from None
-        raise
+    return _parse(text, file, "expr")
 
 
 def parse_file(path: str | Path) -> A.Module:
