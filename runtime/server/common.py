@@ -294,3 +294,24 @@ async def prefetch_first(streams: dict[int, AsyncIterator[dict[str, Any]]]) -> d
         if isinstance(r, BaseException):
             raise r
     return dict(zip(keys, results))
+
+
+async def open_streams(
+    engine: Any, request: Any, subs: list[dict[str, Any]], tracker: StreamTracker
+) -> tuple[dict[int, AsyncIterator[dict[str, Any]]], dict[int, dict[str, Any]]]:
+    """Start one engine stream per sub-request and wait for every stream's first output, watching the client.
+
+    Returns (streams, first outputs). Raises ClientGone if the client left meanwhile (the streams are
+    aborted through `tracker`); any other failure closes `tracker` and is raised as an HTTPError.
+    """
+    try:
+        streams = {i: await engine_stream(engine, s) for i, s in enumerate(subs)}
+        first = await run_or_abort(request.receive, prefetch_first(streams), tracker.close)
+    except ClientGone:
+        raise  # the caller answers 499; tracker.close() already ran as on_disconnect
+    except Exception as exc:
+        tracker.close()
+        if isinstance(exc, StopAsyncIteration):
+            exc = RuntimeError("the engine produced no output")
+        raise as_http_error(exc) from exc
+    return streams, first

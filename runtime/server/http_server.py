@@ -27,13 +27,12 @@ from sglang.runtime.server.common import (
     abort_all,
     as_http_error,
     engine_generate,
-    engine_stream,
     error_body,
     format_validation_errors,
     merge_streams,
     new_rid,
+    open_streams,
     parse_body,
-    prefetch_first,
     run_or_abort,
     sse,
 )
@@ -293,15 +292,9 @@ async def _native_stream(ctx: ServerContext, request: Request, kwargs: dict[str,
     tracker = StreamTracker(engine, rids)
     timers = [StreamTimer(ctx.metrics) for _ in subs]
     try:
-        streams = {i: await engine_stream(engine, s) for i, s in enumerate(subs)}
-        first = await run_or_abort(request.receive, prefetch_first(streams), tracker.close)
+        streams, first = await open_streams(engine, request, subs, tracker)
     except ClientGone:
         return Response(status_code=499)
-    except Exception as exc:
-        tracker.close()
-        if isinstance(exc, StopAsyncIteration):
-            exc = RuntimeError("the engine produced no output")
-        raise as_http_error(exc) from exc
     tag_index = batch or len(subs) > 1
 
     async def events() -> AsyncIterator[str]:

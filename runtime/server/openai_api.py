@@ -23,11 +23,10 @@ from sglang.runtime.server.common import (
     StreamTracker,
     as_http_error,
     engine_generate,
-    engine_stream,
     merge_streams,
     new_rid,
+    open_streams,
     parse_body,
-    prefetch_first,
     run_or_abort,
     sse,
 )
@@ -347,15 +346,9 @@ async def _serve(ctx: Any, request: Request, subs: list[dict[str, Any]], n: int,
 
     timers = [StreamTimer(ctx.metrics) for _ in subs]
     try:
-        streams = {i: await engine_stream(engine, s) for i, s in enumerate(subs)}
-        first = await run_or_abort(request.receive, prefetch_first(streams), tracker.close)
+        streams, first = await open_streams(engine, request, subs, tracker)
     except ClientGone:
         return Response(status_code=499)
-    except Exception as exc:
-        tracker.close()
-        if isinstance(exc, StopAsyncIteration):
-            exc = RuntimeError("the engine produced no output")
-        raise as_http_error(exc) from exc
     include_usage = bool(stream_options and stream_options.include_usage)
 
     async def events() -> AsyncIterator[str]:
