@@ -57,16 +57,22 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path) -> dic
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, args.startup_timeout)
         common = ["--port", str(port), "--max-token-id", str(min(args.vocab, 30000))]
-        for name, extra in (("random", ["--dataset", "random", "--num-prompts", str(args.num_prompts),
-                                        "--random-input-len", str(args.input_len),
-                                        "--random-output-len", str(args.output_len),
-                                        "--random-range-ratio", "0.5"]),
-                            ("shared_prefix", ["--dataset", "generated-shared-prefix",
-                                               "--gsp-num-groups", str(args.gsp_groups),
-                                               "--gsp-prompts-per-group", str(args.gsp_per_group),
-                                               "--gsp-system-prompt-len", "1024", "--gsp-question-len", "64",
-                                               "--gsp-output-len", "64"])):
+        datasets = (("random", ["--dataset", "random", "--num-prompts", str(args.num_prompts),
+                                "--random-input-len", str(args.input_len),
+                                "--random-output-len", str(args.output_len),
+                                "--random-range-ratio", "0.5"]),
+                    ("shared_prefix", ["--dataset", "generated-shared-prefix",
+                                       "--gsp-num-groups", str(args.gsp_groups),
+                                       "--gsp-prompts-per-group", str(args.gsp_per_group),
+                                       "--gsp-system-prompt-len", str(args.gsp_system_len),
+                                       "--gsp-question-len", str(args.gsp_question_len),
+                                       "--gsp-output-len", str(args.gsp_output_len)]))
+        runs = [(name if rate == "inf" else f"{name}@{rate}", extra + ["--request-rate", rate])
+                for rate in args.request_rates for name, extra in datasets]
+        for name, extra in runs:
             print(f"[{arm}] {name} ...", flush=True)
+            # every run starts cold: the same prompts recur across rates and would hit the cache
+            httpx.post(f"http://127.0.0.1:{port}/flush_cache", timeout=60)
             try:
                 out[name] = bench_serving.main(common + extra)
             except Exception as e:  # keep the other dataset's numbers
@@ -93,8 +99,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--num-prompts", type=int, default=200)
     p.add_argument("--input-len", type=int, default=1024)
     p.add_argument("--output-len", type=int, default=128)
-    p.add_argument("--gsp-groups", type=int, default=8)
-    p.add_argument("--gsp-per-group", type=int, default=32)
+    # generated-shared-prefix workload, SGLang's shape: 64 groups x 16 prompts, 2048-token system prompt,
+    # 128-token question, 256 output tokens
+    p.add_argument("--gsp-groups", type=int, default=64)
+    p.add_argument("--gsp-per-group", type=int, default=16)
+    p.add_argument("--gsp-system-len", type=int, default=2048)
+    p.add_argument("--gsp-question-len", type=int, default=128)
+    p.add_argument("--gsp-output-len", type=int, default=256)
+    p.add_argument("--request-rates", nargs="+", default=["inf"],
+                   help="Poisson arrival rates in req/s to sweep ('inf' = all at once)")
     p.add_argument("--startup-timeout", type=float, default=240)
     p.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra server flags (last)")
     p.add_argument("--out", default="serving_arms.json")
@@ -105,21 +118,22 @@ def main(argv: Optional[list[str]] = None) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     results = [run_arm(a, path, args, log_dir) for a in args.arms]
     Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=1))
-    print(f"\n{'arm':<8}{'dataset':<15}{'req/s':>8}{'out tok/s':>11}{'in tok/s':>11}{'hit':>7}{'ttft p50':>10}"
-          f"{'itl p50':>9}{'failed':>8}")
+    print(f"\n{'arm':<8}{'dataset':<22}{'req/s':>8}{'out tok/s':>11}{'in tok/s':>11}{'hit':>7}{'ttft p50':>10}"
+          f"{'ttft p99':>10}{'itl p50':>9}{'itl p99':>9}{'failed':>8}")
     by = {}
     for r in results:
         if "error" in r:
             print(f"{r['arm']:<8}ERROR {r['error']}")
-        for ds in ("random", "shared_prefix"):
+        for ds in [k for k in r if k.startswith(("random", "shared_prefix"))]:
             s = r.get(ds)
             if not s or "error" in s:
                 continue
             by[(r["arm"], ds)] = s
-            print(f"{r['arm']:<8}{ds:<15}{s['request_throughput']:>8.2f}{s['output_throughput']:>11.1f}"
+            print(f"{r['arm']:<8}{ds:<22}{s['request_throughput']:>8.2f}{s['output_throughput']:>11.1f}"
                   f"{s['input_throughput']:>11.1f}{s['cache_hit_rate']:>7.2f}{s['ttft_ms']['p50'] or 0:>10.1f}"
-                  f"{s['itl_ms']['p50'] or 0:>9.2f}{s['failed']:>8}")
-    for ds in ("random", "shared_prefix"):
+                  f"{s['ttft_ms']['p99'] or 0:>10.1f}{s['itl_ms']['p50'] or 0:>9.2f}{s['itl_ms']['p99'] or 0:>9.2f}"
+                  f"{s['failed']:>8}")
+    for ds in sorted({d for _, d in by}):
         if ("full", ds) in by and ("naive", ds) in by:
             f, n = by[("full", ds)], by[("naive", ds)]
             print(f"full/naive {ds}: request throughput x{f['request_throughput'] / n['request_throughput']:.2f}")
