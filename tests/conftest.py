@@ -101,3 +101,13 @@ def default_engine(default_model_path):
     engine = Engine(model_path=default_model_path, device="cpu", dtype="float32", max_total_tokens=16384)
     yield engine
     engine.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    """A real uvicorn server (background thread, free loopback port) over the test module's own `engine`
+    fixture; a module needing other server args overrides this fixture."""
+    from sglang.runtime.server.launch import BackgroundServer
+
+    with BackgroundServer(engine) as srv:
+        yield srv

@@ -7,12 +7,11 @@ import asyncio
 import importlib.util
 import json
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from server_helpers import wait_idle
 
-from sglang.runtime.server.launch import BackgroundServer
 
 N_REQUESTS = 200
 
@@ -24,23 +23,6 @@ def engine(tiny_llama_path):
     eng = Engine(model_path=tiny_llama_path, load_format="dummy", max_total_tokens=65536)
     yield eng
     eng.shutdown()
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    with BackgroundServer(engine) as srv:
-        yield srv
-
-
-def wait_idle(engine, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        s = engine.stats()
-        if s["running"] == 0 and s["waiting"] == 0:
-            engine.check_invariant()
-            return
-        assert time.monotonic() < deadline, s
-        time.sleep(0.05)
 
 
 def _dechunk(raw: bytes) -> bytes:

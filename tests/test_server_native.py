@@ -8,29 +8,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
+from server_helpers import wait_idle
 
 from sglang.runtime.server.launch import BackgroundServer
-
-
-def wait_idle(engine, timeout: float = 30.0) -> None:
-    """Wait until the scheduler has neither running nor waiting requests, then check the pool invariant."""
-    deadline = time.monotonic() + timeout
-    while True:
-        s = engine.stats()
-        if s["running"] == 0 and s["waiting"] == 0:
-            try:
-                engine.check_invariant()
-                return
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-        elif time.monotonic() > deadline:
-            raise AssertionError(f"engine not idle after {timeout}s: {s}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +24,6 @@ def engine(tiny_llama_path):
                  max_batch_size_per_request=8, random_seed=1)
     yield eng
     eng.shutdown()
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    with BackgroundServer(engine) as srv:
-        yield srv
 
 
 @pytest.fixture()
@@ -204,7 +181,7 @@ def test_curl_style_form_content_type_still_parses_json(client):
 
 def test_flush_cache_get_and_post(client, engine):
     client.post("/generate", json={"text": "fill the cache with something", "sampling_params": greedy(2)})
-    wait_idle(engine)
+    wait_idle(engine, settle=True)
     assert client.get("/flush_cache").status_code == 200
     assert engine.stats()["pool_evictable"] == 0
     assert client.post("/flush_cache").status_code == 200
@@ -229,7 +206,7 @@ def test_abort_request_ends_stream(client, server, engine):
     assert events[-1] == "[DONE]"
     assert events[-2]["meta_info"]["finish_reason"]["type"] == "abort"
     assert events[-2]["meta_info"]["completion_tokens"] < 1500
-    wait_idle(engine)
+    wait_idle(engine, settle=True)
 
 
 def test_client_disconnect_mid_stream_frees_kv(server, engine):
@@ -241,7 +218,7 @@ def test_client_disconnect_mid_stream_frees_kv(server, engine):
                 got += line.startswith("data:")
                 if got == 3:
                     break  # leaving the block closes the connection mid-stream
-    wait_idle(engine, timeout=20)
+    wait_idle(engine, timeout=20, settle=True)
     assert engine.stats()["aborted"] == aborted + 1  # stopped early, not run to max_new_tokens
 
 
@@ -250,7 +227,7 @@ def test_client_disconnect_non_stream_frees_kv(server, engine):
     body = {"text": "slow answer", "sampling_params": {"max_new_tokens": 1500, "ignore_eos": True}}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(server.url + "/generate", json=body, timeout=httpx.Timeout(60, read=0.5))
-    wait_idle(engine, timeout=20)
+    wait_idle(engine, timeout=20, settle=True)
     assert engine.stats()["aborted"] == aborted + 1
 
 
@@ -313,7 +290,7 @@ def test_concurrent_requests_do_not_block_the_event_loop(server, engine):
     for t in threads:
         t.join()
     assert results == [200, 200, 200]
-    wait_idle(engine)
+    wait_idle(engine, settle=True)
 
 
 # --------------------------------------------------------------------------- fuzz

@@ -4,11 +4,11 @@ a real uvicorn server over the tiny dummy-weight Llama engine.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import openai
 import pytest
+from server_helpers import wait_idle
 
 from sglang.runtime.server.launch import BackgroundServer
 
@@ -24,29 +24,12 @@ def engine(tiny_llama_path):
 
 
 @pytest.fixture(scope="module")
-def server(engine):
-    with BackgroundServer(engine) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def oai(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
 
 
 MODEL = "tiny-llama"
 MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi."}]
-
-
-def wait_idle(engine, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        s = engine.stats()
-        if s["running"] == 0 and s["waiting"] == 0:
-            engine.check_invariant()
-            return
-        assert time.monotonic() < deadline, s
-        time.sleep(0.05)
 
 
 def test_models_list(oai):
@@ -232,5 +215,5 @@ def test_stream_disconnect_aborts_choices(server, engine):
                 seen += line.startswith("data:")
                 if seen == 6:
                     break
-    wait_idle(engine)
+    wait_idle(engine, timeout=20.0)
     assert engine.stats()["aborted"] == aborted + 2

@@ -12,10 +12,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from server_helpers import wait_idle
 
 from sglang.runtime.server.launch import BackgroundServer
 
@@ -149,17 +149,6 @@ def run_programs(python: str, url: str, which: str, tmp_path: Path) -> dict:
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT "))
     return json.loads(line[len("RESULT "):])
-
-
-def wait_idle(engine, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        s = engine.stats()
-        if s["running"] == 0 and s["waiting"] == 0:
-            engine.check_invariant()
-            return
-        assert time.monotonic() < deadline, s
-        time.sleep(0.05)
 
 
 def test_sglang_0210_programs_run_against_our_server(sglang_0210_python, server, engine, tmp_path):
