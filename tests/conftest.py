@@ -111,3 +111,19 @@ def server(engine):
 
     with BackgroundServer(engine) as srv:
         yield srv
+
+
+@pytest.fixture(scope="module")
+def tok(default_model_path):
+    """SmolLM2's tokenizer (loaded once per process), for the constrained-decoding tests."""
+    from constrained_helpers import smol_tokenizer
+
+    return smol_tokenizer(default_model_path)
+
+
+@pytest.fixture(scope="module")
+def vocab(default_model_path):
+    """The TokenVocab of SmolLM2's tokenizer (built once per process), for the constrained-decoding tests."""
+    from constrained_helpers import smol_vocab
+
+    return smol_vocab(default_model_path)

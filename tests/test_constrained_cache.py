@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from constrained_helpers import smol_vocab
 
 from sglang.runtime.constrained import (ConstraintCache, ConstraintState, TokenVocab, deserialize_fsm, preload,
                                         serialize_fsm)
@@ -11,11 +10,6 @@ from sglang.runtime.constrained import cache as cache_mod
 from sglang.runtime.constrained import token_fsm
 
 PATTERN = r'\{"id": [0-9]{1,6}, "tag": "(alpha|beta|gamma)"\}'
-
-
-@pytest.fixture(scope="module")
-def vocab(default_model_path):
-    return smol_vocab(default_model_path)
 
 
 def _same(a, b) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from constrained_helpers import CHARACTER_REGEX, full, smol_tokenizer, smol_vocab
+from constrained_helpers import CHARACTER_REGEX, full
 
 from sglang.runtime.constrained import ConstraintCache, ConstraintState, json_schema_to_regex
 from sglang.runtime.constrained.scheduler_hook import make_constraint_factory
@@ -15,16 +15,6 @@ SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength
                                            "age": {"type": "integer"}}, "required": ["name", "house", "age"]}
 PATTERNS = [CHARACTER_REGEX, json_schema_to_regex(SCHEMA), r"The answer is (yes|no)\. Confidence: [0-9]{2}%",
             r'\[("(apple|banana|cherry)", ){2}"(kiwi|lime)"\]', r"(café|naïve|日本語)+!"]
-
-
-@pytest.fixture(scope="module")
-def tok(default_model_path):
-    return smol_tokenizer(default_model_path)
-
-
-@pytest.fixture(scope="module")
-def vocab(default_model_path):
-    return smol_vocab(default_model_path)
 
 
 @pytest.fixture(scope="module")

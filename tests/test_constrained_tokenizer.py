@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from constrained_helpers import CHARACTER_REGEX, IPV4_UNESCAPED, full, is_prefix, smol_tokenizer, smol_vocab
+from constrained_helpers import CHARACTER_REGEX, IPV4_UNESCAPED, full, is_prefix
 
 from sglang.runtime.constrained import ConstraintCache, ConstraintState, choices_to_regex
 
@@ -19,16 +19,6 @@ PATTERNS = [
     r"[-+]?[0-9]+",
     r"[a-z ]{0,12}\.",
 ]
-
-
-@pytest.fixture(scope="module")
-def tok(default_model_path):
-    return smol_tokenizer(default_model_path)
-
-
-@pytest.fixture(scope="module")
-def vocab(default_model_path):
-    return smol_vocab(default_model_path)
 
 
 @pytest.fixture(scope="module")
