@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 from ..runtime.backends.base import BaseBackend, GenInput
 from .ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
-from .primitives import SglExpr, caller_loc, to_expr
+from .primitives import SglExpr, StateGroup, caller_loc, to_expr
 from .speculative import CompletionSpec, chat_block_eligible, run_chat_block
 
 
@@ -400,28 +400,16 @@ class _RoleBlock:
         self.state.stream_executor.submit(SglExpr((RoleEnd(self.role),), (loc,)), loc)
 
 
-class ProgramStateGroup:
+class ProgramStateGroup(StateGroup):
     """The result of `s.fork(n)`: index it, iterate it, `+=` to all, `join()` back into the parent."""
 
     def __init__(self, states: list[ProgramState], parent: ProgramState) -> None:
-        self.states, self.parent = states, parent
+        super().__init__(states, parent)
         self.fork_text_len = len(parent.stream_executor.text_)
         self.fork_vars = dict(parent.stream_executor.variables)
 
-    def __getitem__(self, i: int) -> ProgramState:
-        return self.states[i]
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-    def __iter__(self) -> Iterator[ProgramState]:
-        return iter(self.states)
-
-    def __iadd__(self, other: Any) -> "ProgramStateGroup":
-        loc = caller_loc()
-        for s in self.states:
-            s.stream_executor.submit(to_expr(other, loc), loc)
-        return self
+    def _append(self, state: ProgramState, expr: SglExpr, loc: Optional[Loc]) -> None:
+        state.stream_executor.submit(expr, loc)
 
     def join(self, mode: str = "gather_variable") -> None:
         for s in self.states:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from .ir import Loc, Text
 
@@ -63,6 +63,32 @@ def to_expr(x: Any, loc: Optional[Loc] = None) -> SglExpr:
         return SglExpr((Text(x),), (loc,))
     raise TypeError(f"only str and sgl expressions (gen, select, roles, ...) can be added to a program, "
                     f"got {type(x).__name__}: {x!r}")
+
+
+class StateGroup:
+    """What `s.fork(n)` returns, for both the interpreter and the tracer: index it, iterate it, `+=` to
+    every state. Subclasses say how one state takes an expression (`_append`) and how to `join()`."""
+
+    def __init__(self, states: list[Any], parent: Any) -> None:
+        self.states, self.parent = states, parent
+
+    def __getitem__(self, i: int) -> Any:
+        return self.states[i]
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.states)
+
+    def __iadd__(self, other: Any) -> "StateGroup":
+        loc = caller_loc()
+        for s in self.states:
+            self._append(s, to_expr(other, loc), loc)
+        return self
+
+    def _append(self, state: Any, expr: SglExpr, loc: Optional[Loc]) -> None:
+        raise NotImplementedError
 
 
 class TraceError(RuntimeError):

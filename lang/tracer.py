@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from .ir import (Arg, Cursor, Fork, Image, IRFunction, Join, JOIN_MODES, Loc, Return, RoleBegin, RoleEnd, Text,
                  VarRef, Video, canonicalize)
 from .ir_expr import Const, Name
-from .primitives import SglExpr, Symbol, TraceError, caller_loc, release_symbols, split_markers, to_expr
+from .primitives import SglExpr, StateGroup, Symbol, TraceError, caller_loc, release_symbols, split_markers, to_expr
 
 
 class TracingState:
@@ -131,24 +131,13 @@ class _TraceRole:
         self.state.cursor.append(RoleEnd(self.role), caller_loc())
 
 
-class TracingGroup:
+class TracingGroup(StateGroup):
     def __init__(self, states: list[TracingState], parent: TracingState, node: int) -> None:
-        self.states, self.parent, self.node = states, parent, node
+        super().__init__(states, parent)
+        self.node = node
 
-    def __getitem__(self, i: int) -> TracingState:
-        return self.states[i]
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-    def __iter__(self) -> Iterator[TracingState]:
-        return iter(self.states)
-
-    def __iadd__(self, other: Any) -> "TracingGroup":
-        loc = caller_loc()
-        for s in self.states:
-            s._append(to_expr(other, loc), loc)
-        return self
+    def _append(self, state: TracingState, expr: SglExpr, loc: Optional[Loc]) -> None:
+        state._append(expr, loc)
 
     def join(self, mode: str = "gather_variable") -> None:
         if mode not in JOIN_MODES:
