@@ -17,10 +17,9 @@ import pytest  # noqa: E402
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json")
 
-# Small enough that a forward takes milliseconds on CPU; vocab matches SmolLM2 so its tokenizer works.
-TINY_LLAMA_CONFIG = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
+# What both tiny configs share: small enough that a forward takes milliseconds on CPU; vocab
+# matches SmolLM2 so its tokenizer works.
+_TINY_COMMON = {
     "hidden_size": 64,
     "intermediate_size": 128,
     "num_hidden_layers": 2,
@@ -28,35 +27,31 @@ TINY_LLAMA_CONFIG = {
     "num_key_value_heads": 2,
     "hidden_act": "silu",
     "max_position_embeddings": 2048,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0,
     "vocab_size": 49152,
     "bos_token_id": 1,
     "eos_token_id": 2,
+    "dtype": "float32",
+}
+
+TINY_LLAMA_CONFIG = {
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    **_TINY_COMMON,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
     "pad_token_id": 2,
     "tie_word_embeddings": False,
     "attention_bias": False,
-    "dtype": "float32",
 }
 
 TINY_QWEN2_CONFIG = {
     "architectures": ["Qwen2ForCausalLM"],
     "model_type": "qwen2",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "hidden_act": "silu",
-    "max_position_embeddings": 2048,
+    **_TINY_COMMON,
     "rms_norm_eps": 1e-6,
     "rope_theta": 1000000.0,
-    "vocab_size": 49152,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
     "tie_word_embeddings": True,
     "use_sliding_window": False,
-    "dtype": "float32",
 }
 
 
