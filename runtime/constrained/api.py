@@ -34,6 +34,7 @@ class ConstraintSpec:
     regex: str
     kind: str  # regex | json_schema | choices | ebnf | response_format
     source: str  # what the caller gave (for error messages and logs)
+    grammar: Optional[str] = None  # set for a non-regular grammar: run the CFG engine (cfg_state.py)
 
 
 def choices_to_regex(choices: Sequence[str]) -> str:
@@ -70,9 +71,10 @@ def build_constraint_from_sampling_params(sp: Any, whitespace: str = "default") 
         if key == "json_schema":
             rx = json_schema_to_regex(value, whitespace=whitespace)
             return ConstraintSpec(rx, "json_schema", value if isinstance(value, str) else repr(value))
-        from .grammar import grammar_to_regex
+        from .grammar import grammar_constraint
 
-        return ConstraintSpec(grammar_to_regex(value), "ebnf", value)
+        rx, exact = grammar_constraint(value)
+        return ConstraintSpec(rx, "ebnf", value, grammar=None if exact else value)
     except ConstraintError as exc:
         raise _with_field(exc, f"sampling_params.{key}") from None
 
@@ -137,6 +139,10 @@ def compile_regex(regex: str, tokenizer: Any, cache: Optional[ConstraintCache] =
 def new_state(spec: ConstraintSpec | str, tokenizer: Any, cache: Optional[ConstraintCache] = None,
               eos_token_ids: Optional[Iterable[int]] = None) -> ConstraintState:
     vocab = _vocab(tokenizer, eos_token_ids)
+    if isinstance(spec, ConstraintSpec) and spec.grammar is not None:
+        from .cfg_state import CFGConstraintState, cfg_index
+
+        return CFGConstraintState(cfg_index(spec.grammar, vocab))  # type: ignore[return-value]
     regex = spec.regex if isinstance(spec, ConstraintSpec) else spec
     return ConstraintState((cache or get_default_cache()).get(regex, vocab), vocab)
 

@@ -11,6 +11,8 @@ rules), then every rule is inlined into one regex:
 - `%ignore` terminals may appear between any two symbols.
 
 GBNF (`root ::= ...`, as llama.cpp / xgrammar write EBNF) is translated to Lark first.
+`grammar_constraint(src)` says whether the regex is exact; when it is not, sampling-params grammars run on
+the exact context-free engine instead (cfg.py / cfg_state.py), so nesting depth is unbounded there.
 """
 from __future__ import annotations
 
@@ -82,6 +84,10 @@ def _load(src: str, start: str) -> Any:
         return Lark(text, start=start, parser="earley", lexer="dynamic")
     except LarkError as exc:
         raise GrammarError(f"invalid grammar: {exc}") from None
+
+
+class GrammarTooLarge(GrammarError):
+    """The grammar's inlined regex would be too large (the exact CFG engine, cfg.py, can still run it)."""
 
 
 class _Inliner:
@@ -197,8 +203,22 @@ def grammar_info(src: str, start: str = "start", max_depth: int = 3) -> dict[str
         raise GrammarError(f"grammar derives no finite string within nesting depth {max_depth}")
     rx = f"{inl.ignore}{body}{inl.ignore}"
     if len(rx) > 2_000_000:
-        raise GrammarError("grammar too large to inline as a regex; lower max_depth")
+        raise GrammarTooLarge("grammar too large to inline as a regex; lower max_depth")
     return {"regex": rx, "unrolled": sorted(inl.unrolled)}
+
+
+def grammar_constraint(src: str) -> tuple[str, bool]:
+    """(regex, exact): the grammar's regex, and whether it is exact (no recursion was cut). When it is not,
+    callers use the context-free engine (cfg_state.py) with the grammar itself; regex is then the
+    depth-limited approximation, or "" when even that is too large."""
+    try:
+        info = grammar_info(src)
+    except GrammarTooLarge:
+        from .cfg import compile_cfg
+
+        compile_cfg(src)  # the grammar itself must still be valid
+        return "", False
+    return info["regex"], not info["unrolled"]
 
 
 def grammar_to_regex(src: str, start: str = "start", max_depth: int = 3) -> str:

@@ -94,7 +94,13 @@ class ConstraintFactory:
     def prepare(self, sp: Any) -> None:
         """Validate and compile the request's constraint (raises ValueError naming the field)."""
         spec = self._spec(sp)
-        if spec is not None:
+        if spec is not None and spec.grammar is not None:  # non-regular grammar: exact CFG engine
+            from .cfg_state import cfg_index
+
+            if self.vocab.size > self.vocab_size:
+                raise ValueError(f"tokenizer has {self.vocab.size} tokens but the model only {self.vocab_size}")
+            cfg_index(spec.grammar, self.vocab)
+        elif spec is not None:
             fsm = self.cache.get(spec.regex, self.vocab)
             if fsm.vocab_size > self.vocab_size:
                 raise ValueError(f"tokenizer has {fsm.vocab_size} tokens but the model only {self.vocab_size}")
@@ -103,7 +109,12 @@ class ConstraintFactory:
         spec = self._spec(req.sampling_params)
         if spec is None:
             return None
-        state = ConstraintState(self.cache.get(spec.regex, self.vocab), self.vocab)
+        if spec.grammar is not None:
+            from .cfg_state import CFGConstraintState, cfg_index
+
+            state: Any = CFGConstraintState(cfg_index(spec.grammar, self.vocab))
+        else:
+            state = ConstraintState(self.cache.get(spec.regex, self.vocab), self.vocab)
         return RequestConstraint(state, req, self.tokenizer, self.jump_forward)
 
 

@@ -1,0 +1,215 @@
+"""Token masks for context-free grammars: `CFGConstraintState`, the ConstraintState interface over cfg.py.
+
+Mask of a column: every scan group (terminal T, DFA state q) is handled on its own (a column's future is
+the union of its groups' futures, since the chart behind it is read-only):
+1. the group's DFA walks the whole vocabulary trie from q at once (numpy, level by level; cached per
+   (T, q), so e.g. "inside a JSON string" costs one lookup after the first time): every token whose
+   bytes stay live in T is allowed (T can still finish, and every Earley item can be completed);
+2. trie nodes where T's DFA accepts are where T may end inside a token: there T is completed (one
+   Earley closure per depth, memoized) and the node's subtree is walked byte by byte with the parser,
+   pruned as soon as the prefix dies. Those subtrees are small (tokens that close a string and go on).
+EOS is allowed only when the text so far is complete. Jump-forward is not offered (returns None).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .cfg import Column, CompiledCFG, Item, Recognizer, Waiting, closure, compile_cfg, step
+from .errors import ConstraintViolation
+from .vocab import TokenVocab
+
+
+class _TrieLists:
+    """Python-list views of the vocabulary trie for the byte-by-byte subtree walks, plus per-level parent
+    and token-end node arrays for the vectorized walks."""
+
+    def __init__(self, vocab: TokenVocab) -> None:
+        t = vocab.trie
+        self.depth = t.depth
+        self.byte = [b.tolist() for b in t.byte]
+        self.child_lo = [c.tolist() for c in t.child_lo]
+        self.child_hi = [c.tolist() for c in t.child_hi]
+        self.term_lo = [c.tolist() for c in t.term_lo]
+        self.term_hi = [c.tolist() for c in t.term_hi]
+        self.term_tokens = [c.tolist() for c in t.term_tokens]
+        self.byte_np = t.byte
+        self.parent = [np.zeros(0, np.int64)] + [
+            np.repeat(np.arange(len(t.byte[d - 1])), np.asarray(t.child_hi[d]) - np.asarray(t.child_lo[d]))
+            for d in range(1, t.depth + 1)]
+        self.tok_np = t.term_tokens
+        self.tok_node = [np.repeat(np.arange(len(t.byte[d])), t.term_hi[d] - t.term_lo[d]) for d in range(t.depth + 1)]
+
+
+class CFGIndex:
+    """A compiled grammar bound to one vocabulary: shared by all requests, caches per-group trie walks."""
+
+    def __init__(self, grammar: CompiledCFG, vocab: TokenVocab, source: str = "") -> None:
+        self.g = grammar
+        self.vocab = vocab
+        self.source = source
+        self.trie = _TrieLists(vocab)
+        self._walks: dict[tuple[int, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
+        self._lock = threading.Lock()
+
+    def group_walk(self, t: int, q: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """(bool [V] tokens staying inside terminal t from DFA state q, [(depth, node)] where t accepts)."""
+        key = (t, q)
+        got = self._walks.get(key)
+        if got is not None:
+            return got
+        dfa = self.g.dfas[t]
+        tr = self.trie
+        inside = np.zeros(self.vocab.size, dtype=np.bool_)
+        bounds: list[tuple[int, int]] = []
+        st = np.asarray([q], dtype=np.int64)
+        for d in range(1, tr.depth + 1):
+            st = dfa.trans[st[tr.parent[d]], tr.byte_np[d]]
+            if not st.any():
+                break
+            ok = st[tr.tok_node[d]] > 0
+            inside[tr.tok_np[d][ok]] = True
+            bounds.extend((d, int(n)) for n in np.flatnonzero(dfa.accepting[st]))
+        with self._lock:
+            self._walks[key] = (inside, bounds)
+        return inside, bounds
+
+    def mask(self, col: Column, chart: list[Waiting]) -> np.ndarray:
+        g, tr = self.g, self.trie
+        allowed = np.zeros(self.vocab.size, dtype=np.bool_)
+        for (t, q), items in col.scans.items():
+            inside, bounds = self.group_walk(t, q)
+            allowed |= inside
+            if not bounds:
+                continue
+            seeds = [(r, d + 1, o) for r, d, o in items]
+            at_depth: dict[int, Column] = {}
+            for depth, node in bounds:
+                if depth >= tr.depth or tr.child_lo[depth + 1][node] == tr.child_hi[depth + 1][node]:
+                    continue  # no longer token goes on past the end of t here
+                c = at_depth.get(depth)
+                if c is None:
+                    extra: dict[int, Waiting] = {}
+                    c = closure(g, col.pos + depth, seeds, {}, _lookup(chart, extra))
+                    extra[c.pos] = c.waiting
+                    at_depth[depth] = c
+                self._dfs(c, depth, node, chart, {c.pos: c.waiting}, allowed)
+        return allowed
+
+    def _dfs(self, col: Column, depth: int, node: int, chart: list[Waiting], extra: dict[int, Waiting],
+             allowed: np.ndarray) -> None:
+        """Walk the children of trie node (depth, node) byte by byte from `col`, marking live tokens."""
+        tr, g = self.trie, self.g
+        d1 = depth + 1
+        if d1 > tr.depth:
+            return
+        lookup = _lookup(chart, extra)
+        byte, tlo, thi, toks = tr.byte[d1], tr.term_lo[d1], tr.term_hi[d1], tr.term_tokens[d1]
+        for child in range(tr.child_lo[d1][node], tr.child_hi[d1][node]):
+            c2 = step(g, col, byte[child], lookup)
+            if c2 is None:
+                continue
+            for k in range(tlo[child], thi[child]):
+                allowed[toks[k]] = True
+            if d1 < tr.depth and tr.child_lo[d1 + 1][child] < tr.child_hi[d1 + 1][child]:
+                extra[c2.pos] = c2.waiting
+                self._dfs(c2, d1, child, chart, extra, allowed)
+                del extra[c2.pos]
+
+
+def _lookup(chart: list[Waiting], extra: dict[int, Waiting]):
+    n = len(chart)
+
+    def lookup(o: int) -> Waiting:
+        return chart[o] if o < n else extra[o]
+
+    return lookup
+
+
+_INDEX_CACHE: dict[tuple[str, str], CFGIndex] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def cfg_index(src: str, vocab: TokenVocab) -> CFGIndex:
+    """The (memoized) CFGIndex of grammar text `src` for `vocab`; raises GrammarError for a bad grammar."""
+    key = (src, vocab.fingerprint)
+    with _CACHE_LOCK:
+        got = _INDEX_CACHE.get(key)
+    if got is None:
+        got = CFGIndex(compile_cfg(src), vocab, src)
+        with _CACHE_LOCK:
+            if len(_INDEX_CACHE) > 64:
+                _INDEX_CACHE.clear()
+            _INDEX_CACHE[key] = got
+    return got
+
+
+class CFGConstraintState:
+    """Per-request cursor with ConstraintState's interface (fill_mask / advance / is_accepting /
+    must_stop / jump_forward -> None / copy)."""
+
+    def __init__(self, index: CFGIndex) -> None:
+        self.index = index
+        self.vocab = index.vocab
+        self.rec = Recognizer(index.g)
+        self.finished = False
+        self._eos = frozenset(self.vocab.eos_token_ids)
+        self._mask: Optional[np.ndarray] = None  # mask of the current position (reset on advance)
+
+    def allowed_mask(self) -> np.ndarray:
+        if self._mask is None:
+            col = self.rec.col
+            m = np.zeros(self.vocab.size, dtype=np.bool_) if col is None else self.index.mask(col, self.rec.chart)
+            if self.rec.accepting:
+                m[list(self._eos)] = True
+            self._mask = m
+        return self._mask
+
+    def fill_mask(self, row: torch.Tensor) -> None:
+        n = self.vocab.size
+        if row.shape[0] < n:
+            raise ValueError(f"mask row has {row.shape[0]} entries, the tokenizer has {n} tokens")
+        if self.finished:
+            row.fill_(False)
+            return
+        allowed = torch.from_numpy(self.allowed_mask())
+        row[:n].copy_(allowed)
+        row[n:] = False
+
+    def allowed_token_ids(self) -> np.ndarray:
+        return np.flatnonzero(self.allowed_mask())
+
+    def is_allowed(self, token_id: int) -> bool:
+        return not self.finished and 0 <= token_id < self.vocab.size and bool(self.allowed_mask()[token_id])
+
+    def advance(self, token_id: int) -> None:
+        token_id = int(token_id)
+        if self.finished:
+            raise ConstraintViolation(f"token {token_id} fed after the constraint finished")
+        if token_id in self._eos:
+            if not self.is_accepting():
+                raise ConstraintViolation(f"EOS token {token_id} fed before the grammar is complete")
+            self.finished = True
+            return
+        data = self.vocab.token_bytes[token_id] if 0 <= token_id < self.vocab.size else b""
+        col = self.rec.try_bytes(data) if data else None
+        if col is None:
+            raise ConstraintViolation(f"token {token_id} ({data!r}) is not allowed by the grammar here")
+        self.rec.feed(data)
+        self._mask = None
+
+    def is_accepting(self) -> bool:
+        return self.rec.accepting
+
+    def must_stop(self) -> bool:
+        return self.finished or self.rec.col is None or (self.rec.accepting and not self.rec.col.scans)
+
+    def jump_forward(self, output_ids: Sequence[int], tokenizer: Any, window: int = 6,
+                     min_bytes: int = 1) -> None:
+        return None
+
+    def apply_jump_forward(self, jf: Any) -> None:  # never offered a jump
+        raise ConstraintViolation("grammar constraints do not jump forward")
