@@ -244,7 +244,7 @@ def test_eos_and_bad_tokens_are_refused(default_model_path) -> None:
 
 
 E2E_GRAMMAR = r'''
-start: value
+start: array
 ?value: array | NUMBER | WORD
 array: "[" [value (", " value)*] "]"
 NUMBER: /[0-9]{1,3}/
@@ -264,16 +264,21 @@ def test_engine_ebnf_recursive_grammar(default_engine, monkeypatch, capsys) -> N
             spent.append(time.perf_counter() - t0)
 
     monkeypatch.setattr(CFGIndex, "mask", timed)
-    out = default_engine.generate("A nested list of lists of numbers, like [[1, [2]], 3]: ",
-                                  sampling_params={"ebnf": E2E_GRAMMAR, "max_new_tokens": 40, "temperature": 0})
-    text, fr = out["text"], out["meta_info"]["finish_reason"]["type"]
-    g = compile_cfg(E2E_GRAMMAR)
-    alive, complete = matches(g, text.encode())
-    if fr == "stop":
-        assert complete and _lark_accepts(_lark(E2E_GRAMMAR), text), text
-    else:
-        assert fr == "length" and alive, (fr, text)
+    json_object = JSON_GRAMMAR.replace("start: value", "start: object")
+    cases = [("Write a deeply nested list, like [[1, [2, [3]]], 4]: ", E2E_GRAMMAR),
+             ("A JSON object describing a cat (name, age, toys):\n", json_object)]
+    outs = default_engine.generate([p for p, _ in cases], [{"ebnf": gsrc, "max_new_tokens": 40, "temperature": 0}
+                                                          for _, gsrc in cases])
+    report = []
+    for (_, gsrc), out in zip(cases, outs):
+        text, fr = out["text"], out["meta_info"]["finish_reason"]["type"]
+        alive, complete = matches(compile_cfg(gsrc), text.encode())
+        if fr == "stop":
+            assert complete and _lark_accepts(_lark(gsrc), text), text
+        else:
+            assert fr == "length" and alive, (fr, text)  # cut by max_new_tokens: still a viable prefix
+        report.append(f"{fr}: {text!r}")
     assert spent
     with capsys.disabled():
-        print(f"\n[cfg e2e] {fr}: {text!r}; mask {1000 * sum(spent) / len(spent):.2f} ms/token avg, "
+        print(f"\n[cfg e2e] {report}; mask {1000 * sum(spent) / len(spent):.2f} ms/token avg, "
               f"max {1000 * max(spent):.1f} ms over {len(spent)} masks")
