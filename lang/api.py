@@ -13,7 +13,7 @@ from ..runtime.backends.runtime_endpoint import RuntimeEndpoint
 from .interpreter import ProgramError, ProgramState, json_dumps_schema
 from .ir import CHOICES_METHODS, Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
 from .ir_expr import Name
-from .primitives import SglExpr, Symbol, TraceError, caller_loc, to_expr
+from .primitives import SglExpr, Symbol, TraceError, caller_loc, role_expr
 from .program import SglFunction, get_default_backend, set_default_backend
 from .runtime_process import Runtime
 
@@ -144,21 +144,16 @@ def video(path: str, num_frames: int = 8) -> SglExpr:
     return SglExpr((Video(Const(str(path)), int(num_frames)),), (caller_loc(),))
 
 
-def _role_expr(role: str, expr: Any, loc: Optional[Loc]) -> SglExpr:
-    body = SglExpr(()) if expr is None else to_expr(expr, loc)
-    return SglExpr((RoleBegin(role),) + body.ops + (RoleEnd(role),), (loc,) + body.locs + (loc,))
-
-
 def system(expr: Any = None) -> SglExpr:
-    return _role_expr("system", expr, caller_loc())
+    return role_expr("system", expr, caller_loc())
 
 
 def user(expr: Any = None) -> SglExpr:
-    return _role_expr("user", expr, caller_loc())
+    return role_expr("user", expr, caller_loc())
 
 
 def assistant(expr: Any = None) -> SglExpr:
-    return _role_expr("assistant", expr, caller_loc())
+    return role_expr("assistant", expr, caller_loc())
 
 
 def _edge(op: Any) -> SglExpr:

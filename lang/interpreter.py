@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 from ..runtime.backends.base import BaseBackend, GenInput
 from .ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
-from .primitives import SglExpr, StateGroup, caller_loc, to_expr
+from .primitives import SglExpr, StateBase, StateGroup, caller_loc
 from .speculative import CompletionSpec, chat_block_eligible, run_chat_block
 
 
@@ -273,17 +273,15 @@ class StreamExecutor:
                 return
 
 
-class ProgramState:
+class ProgramState(StateBase):
     """`s` inside an `@sgl.function`: append with `+=`, read variables with `s["name"]`."""
 
     def __init__(self, executor: StreamExecutor) -> None:
         self.stream_executor = executor
         self.ret_value: Any = None
 
-    def __iadd__(self, other: Any) -> "ProgramState":
-        loc = caller_loc()
-        self.stream_executor.submit(to_expr(other, loc), loc)
-        return self
+    def _append(self, expr: SglExpr, loc: Optional[Loc]) -> None:
+        self.stream_executor.submit(expr, loc)
 
     def __getitem__(self, name: str) -> Any:
         return self.stream_executor.get_var(name, caller_loc())
@@ -363,41 +361,8 @@ class ProgramState:
     def copy(self) -> "ProgramState":
         return self.fork(1)[0]
 
-    # roles: s.user("text") appends a whole turn; `with s.user():` brackets appends
-    def _role(self, role: str, expr: Any) -> Any:
-        from .api import _role_expr
-
-        if expr is not None:
-            loc = caller_loc(3)
-            self.stream_executor.submit(_role_expr(role, expr, loc), loc)
-            return None
-        return _RoleBlock(self, role)
-
-    def system(self, expr: Any = None) -> Any:
-        return self._role("system", expr)
-
-    def user(self, expr: Any = None) -> Any:
-        return self._role("user", expr)
-
-    def assistant(self, expr: Any = None) -> Any:
-        return self._role("assistant", expr)
-
     def __repr__(self) -> str:  # no sync: safe to print while running or after a failure
         return f"ProgramState({self.stream_executor.text_!r})"
-
-
-class _RoleBlock:
-    def __init__(self, state: Any, role: str) -> None:
-        self.state, self.role = state, role
-
-    def __enter__(self) -> Any:
-        loc = caller_loc()
-        self.state.stream_executor.submit(SglExpr((RoleBegin(self.role),), (loc,)), loc)
-        return self.state
-
-    def __exit__(self, *exc: Any) -> None:
-        loc = caller_loc()
-        self.state.stream_executor.submit(SglExpr((RoleEnd(self.role),), (loc,)), loc)
 
 
 class ProgramStateGroup(StateGroup):
@@ -407,9 +372,6 @@ class ProgramStateGroup(StateGroup):
         super().__init__(states, parent)
         self.fork_text_len = len(parent.stream_executor.text_)
         self.fork_vars = dict(parent.stream_executor.variables)
-
-    def _append(self, state: ProgramState, expr: SglExpr, loc: Optional[Loc]) -> None:
-        state.stream_executor.submit(expr, loc)
 
     def join(self, mode: str = "gather_variable") -> None:
         for s in self.states:

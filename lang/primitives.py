@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any, Iterable, Iterator, Optional
 
-from .ir import Loc, Text
+from .ir import Loc, RoleBegin, RoleEnd, Text
 
 _MARK = "\x00sgl{}\x00"
 
@@ -65,9 +65,61 @@ def to_expr(x: Any, loc: Optional[Loc] = None) -> SglExpr:
                     f"got {type(x).__name__}: {x!r}")
 
 
+def role_expr(role: str, expr: Any, loc: Optional[Loc]) -> SglExpr:
+    """`expr` (None: nothing) bracketed by RoleBegin/RoleEnd of `role`: a whole chat turn."""
+    body = SglExpr(()) if expr is None else to_expr(expr, loc)
+    return SglExpr((RoleBegin(role),) + body.ops + (RoleEnd(role),), (loc,) + body.locs + (loc,))
+
+
+class StateBase:
+    """What the interpreter's ProgramState and the tracer's TracingState share: `+=` and the role methods
+    (`s.user("...")` appends a whole turn; `with s.user():` brackets what is appended inside), all through
+    `_append`, which each defines (execute vs record)."""
+
+    def _append(self, expr: SglExpr, loc: Optional[Loc]) -> None:
+        raise NotImplementedError
+
+    def __iadd__(self, other: Any) -> Any:
+        loc = caller_loc()
+        self._append(to_expr(other, loc), loc)
+        return self
+
+    def _role(self, role: str, expr: Any) -> Any:
+        loc = caller_loc()
+        if expr is not None:
+            self._append(role_expr(role, expr, loc), loc)
+            return None
+        return RoleBlock(self, role)
+
+    def system(self, expr: Any = None) -> Any:
+        return self._role("system", expr)
+
+    def user(self, expr: Any = None) -> Any:
+        return self._role("user", expr)
+
+    def assistant(self, expr: Any = None) -> Any:
+        return self._role("assistant", expr)
+
+
+class RoleBlock:
+    """`with s.user():` appends RoleBegin on entry and RoleEnd on exit."""
+
+    def __init__(self, state: StateBase, role: str) -> None:
+        self.state, self.role = state, role
+
+    def __enter__(self) -> Any:
+        loc = caller_loc()
+        self.state._append(SglExpr((RoleBegin(self.role),), (loc,)), loc)
+        return self.state
+
+    def __exit__(self, *exc: Any) -> None:
+        loc = caller_loc()
+        self.state._append(SglExpr((RoleEnd(self.role),), (loc,)), loc)
+
+
 class StateGroup:
     """What `s.fork(n)` returns, for both the interpreter and the tracer: index it, iterate it, `+=` to
-    every state. Subclasses say how one state takes an expression (`_append`) and how to `join()`."""
+    every state. Subclasses say how to `join()`."""
 
     def __init__(self, states: list[Any], parent: Any) -> None:
         self.states, self.parent = states, parent
@@ -84,11 +136,8 @@ class StateGroup:
     def __iadd__(self, other: Any) -> "StateGroup":
         loc = caller_loc()
         for s in self.states:
-            self._append(s, to_expr(other, loc), loc)
+            s._append(to_expr(other, loc), loc)
         return self
-
-    def _append(self, state: Any, expr: SglExpr, loc: Optional[Loc]) -> None:
-        raise NotImplementedError
 
 
 class TraceError(RuntimeError):

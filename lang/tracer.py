@@ -11,23 +11,19 @@ import inspect
 import json
 from typing import Any, Optional
 
-from .ir import (Arg, Cursor, Fork, Image, IRFunction, Join, JOIN_MODES, Loc, Return, RoleBegin, RoleEnd, Text,
+from .ir import (Arg, Cursor, Fork, Image, IRFunction, Join, JOIN_MODES, Loc, Return, Text,
                  VarRef, Video, canonicalize)
 from .ir_expr import Const, Name
-from .primitives import SglExpr, StateGroup, Symbol, TraceError, caller_loc, release_symbols, split_markers, to_expr
+from .primitives import (SglExpr, StateBase, StateGroup, Symbol, TraceError, caller_loc, release_symbols,
+                         split_markers)
 
 
-class TracingState:
+class TracingState(StateBase):
     def __init__(self, fn: IRFunction, cursor: Cursor, program: str, branch: Optional[tuple[int, int]] = None) -> None:
         self.fn, self.cursor, self.program, self.branch = fn, cursor, program, branch
         self.ret_value: Any = None
 
-    # -- appending
-    def __iadd__(self, other: Any) -> "TracingState":
-        loc = caller_loc()
-        self._append(to_expr(other, loc), loc)
-        return self
-
+    # -- appending (`+=` and the role methods come from StateBase)
     def _append(self, expr: SglExpr, loc: Optional[Loc]) -> None:
         for op, op_loc in zip(expr.ops, expr.locs):
             op_loc = op_loc or loc
@@ -100,44 +96,10 @@ class TracingState:
     def copy(self) -> "TracingState":
         return self.fork(1)[0]
 
-    def _role(self, role: str, expr: Any) -> Any:
-        loc = caller_loc()
-        if expr is not None:
-            from .api import _role_expr
-
-            self._append(_role_expr(role, expr, loc), loc)
-            return None
-        return _TraceRole(self, role)
-
-    def system(self, expr: Any = None) -> Any:
-        return self._role("system", expr)
-
-    def user(self, expr: Any = None) -> Any:
-        return self._role("user", expr)
-
-    def assistant(self, expr: Any = None) -> Any:
-        return self._role("assistant", expr)
-
-
-class _TraceRole:
-    def __init__(self, state: TracingState, role: str) -> None:
-        self.state, self.role = state, role
-
-    def __enter__(self) -> TracingState:
-        self.state.cursor.append(RoleBegin(self.role), caller_loc())
-        return self.state
-
-    def __exit__(self, *exc: Any) -> None:
-        self.state.cursor.append(RoleEnd(self.role), caller_loc())
-
-
 class TracingGroup(StateGroup):
     def __init__(self, states: list[TracingState], parent: TracingState, node: int) -> None:
         super().__init__(states, parent)
         self.node = node
-
-    def _append(self, state: TracingState, expr: SglExpr, loc: Optional[Loc]) -> None:
-        state._append(expr, loc)
 
     def join(self, mode: str = "gather_variable") -> None:
         if mode not in JOIN_MODES:
