@@ -185,6 +185,24 @@ def test_mask_is_exact_on_a_toy_vocab(src, text) -> None:
         assert (mask == want).all(), (data[:cut], [vocab.token_bytes[i] for i in np.flatnonzero(mask != want)])
 
 
+def test_step_budget_keeps_masks_sound() -> None:
+    """Past max_steps the mask is a subset of the exact one that still holds every viable single byte."""
+    src = 'start: item+\n?item: WORD | "(" item+ ")"\nWORD: /[a-z]+/\n%ignore " "'
+    vocab = _toy_vocab()
+    exact_idx, cut_idx = CFGIndex(compile_cfg(src), vocab), CFGIndex(compile_cfg(src), vocab)
+    cut_idx.max_steps = 3
+    for prefix in (b"", b"(ab", b"(a (b", b"ab)"):
+        exact, cut = CFGConstraintState(exact_idx), CFGConstraintState(cut_idx)
+        exact.rec.feed(prefix)
+        cut.rec.feed(prefix)
+        m_exact, m_cut = exact.allowed_mask(), cut.allowed_mask()
+        assert not (m_cut & ~m_exact).any()
+        singles = [i for i, tb in enumerate(vocab.token_bytes) if len(tb) == 1]
+        assert (m_cut[singles] == m_exact[singles]).all()
+    assert cut_idx.truncated_masks > 0 and exact_idx.truncated_masks == 0
+    assert not m_exact.any() and not m_cut.any()  # "ab)" is dead: nothing is allowed
+
+
 def _drive(state: CFGConstraintState, vocab: TokenVocab, target: str, check_sample: int = 0,
            rng: random.Random | None = None) -> list[int]:
     """Emit `target` choosing, at each step, the longest allowed token that is a prefix of the rest."""
@@ -218,6 +236,7 @@ def test_nesting_depth_8_through_smollm2_masks(default_model_path) -> None:
     target = '[[[[{"k": [[[[1, "a\\"]"]]]], "z": {"y": {}}}]]]]'  # 8 levels of nesting
     assert not re.fullmatch(grammar_to_regex(JSON_GRAMMAR), target)
     _drive(state, vocab, target, check_sample=40, rng=rng)
+    assert idx.truncated_masks == 0  # every mask on the way was exact
     assert state.is_accepting() and not state.must_stop()  # trailing whitespace may still follow
     row = torch.zeros(vocab.size, dtype=torch.bool)
     state.fill_mask(row)

@@ -9,6 +9,11 @@ the union of its groups' futures, since the chart behind it is read-only):
    Earley closure per depth, memoized) and the node's subtree is walked byte by byte with the parser,
    pruned as soon as the prefix dies. Those subtrees are small (tokens that close a string and go on).
 EOS is allowed only when the text so far is complete. Jump-forward is not offered (returns None).
+
+Budget: step 2 is capped at MAX_MASK_STEPS parser steps per mask. Past it, the remaining tails stay
+masked: the mask is then a subset of the exact one (every allowed token is still viable, and the tokens
+of step 1 -- single bytes included -- always remain, so generation never dead-ends), and the index counts
+it in `truncated_masks`. JSON / expression grammars stay far below it.
 """
 from __future__ import annotations
 
@@ -21,6 +26,11 @@ import torch
 from .cfg import Column, CompiledCFG, Item, Recognizer, Waiting, closure, compile_cfg, step
 from .errors import ConstraintViolation
 from .vocab import TokenVocab
+
+
+# Parser steps one mask may spend walking token tails past terminal ends (a few thousand for JSON-like
+# grammars; grammars letting a terminal follow itself with no separator, e.g. `WORD+`, need far more).
+MAX_MASK_STEPS = 20_000
 
 
 class _TrieLists:
@@ -53,6 +63,9 @@ class CFGIndex:
         self.source = source
         self.trie = _TrieLists(vocab)
         self._walks: dict[tuple[int, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
+        self.max_steps = MAX_MASK_STEPS
+        self.truncated_masks = 0  # masks that hit max_steps (reported by tests / benchmarks)
+        self._budget = 0
         self._lock = threading.Lock()
 
     def group_walk(self, t: int, q: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -80,6 +93,7 @@ class CFGIndex:
     def mask(self, col: Column, chart: list[Waiting]) -> np.ndarray:
         g, tr = self.g, self.trie
         allowed = np.zeros(self.vocab.size, dtype=np.bool_)
+        self._budget = self.max_steps
         for (t, q), items in col.scans.items():
             inside, bounds = self.group_walk(t, q)
             allowed |= inside
@@ -97,6 +111,8 @@ class CFGIndex:
                     extra[c.pos] = c.waiting
                     at_depth[depth] = c
                 self._dfs(c, depth, node, chart, {c.pos: c.waiting}, allowed)
+        if self._budget < 0:
+            self.truncated_masks += 1
         return allowed
 
     def _dfs(self, col: Column, depth: int, node: int, chart: list[Waiting], extra: dict[int, Waiting],
@@ -109,6 +125,9 @@ class CFGIndex:
         lookup = _lookup(chart, extra)
         byte, tlo, thi, toks = tr.byte[d1], tr.term_lo[d1], tr.term_hi[d1], tr.term_tokens[d1]
         for child in range(tr.child_lo[d1][node], tr.child_hi[d1][node]):
+            self._budget -= 1
+            if self._budget < 0:
+                return  # out of budget: the rest of this subtree stays masked (sound, see module doc)
             c2 = step(g, col, byte[child], lookup)
             if c2 is None:
                 continue
