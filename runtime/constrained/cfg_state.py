@@ -65,7 +65,7 @@ class CFGIndex:
         self._walks: dict[tuple[int, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
         self.max_steps = MAX_MASK_STEPS
         self.truncated_masks = 0  # masks that hit max_steps (reported by tests / benchmarks)
-        self._budget = 0
+        self.last_steps = 0  # parser steps the latest mask took (diagnostics)
         self._lock = threading.Lock()
 
     def group_walk(self, t: int, q: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
@@ -93,7 +93,7 @@ class CFGIndex:
     def mask(self, col: Column, chart: list[Waiting]) -> np.ndarray:
         g, tr = self.g, self.trie
         allowed = np.zeros(self.vocab.size, dtype=np.bool_)
-        self._budget = self.max_steps
+        budget = [self.max_steps]  # per call (an index may serve several threads)
         for (t, q), items in col.scans.items():
             inside, bounds = self.group_walk(t, q)
             allowed |= inside
@@ -110,13 +110,14 @@ class CFGIndex:
                     c = closure(g, col.pos + depth, seeds, {}, _lookup(chart, extra))
                     extra[c.pos] = c.waiting
                     at_depth[depth] = c
-                self._dfs(c, depth, node, chart, {c.pos: c.waiting}, allowed)
-        if self._budget < 0:
+                self._dfs(c, depth, node, chart, {c.pos: c.waiting}, allowed, budget)
+        self.last_steps = self.max_steps - budget[0]
+        if budget[0] < 0:
             self.truncated_masks += 1
         return allowed
 
     def _dfs(self, col: Column, depth: int, node: int, chart: list[Waiting], extra: dict[int, Waiting],
-             allowed: np.ndarray) -> None:
+             allowed: np.ndarray, budget: list[int]) -> None:
         """Walk the children of trie node (depth, node) byte by byte from `col`, marking live tokens."""
         tr, g = self.trie, self.g
         d1 = depth + 1
@@ -125,8 +126,8 @@ class CFGIndex:
         lookup = _lookup(chart, extra)
         byte, tlo, thi, toks = tr.byte[d1], tr.term_lo[d1], tr.term_hi[d1], tr.term_tokens[d1]
         for child in range(tr.child_lo[d1][node], tr.child_hi[d1][node]):
-            self._budget -= 1
-            if self._budget < 0:
+            budget[0] -= 1
+            if budget[0] < 0:
                 return  # out of budget: the rest of this subtree stays masked (sound, see module doc)
             c2 = step(g, col, byte[child], lookup)
             if c2 is None:
@@ -135,7 +136,7 @@ class CFGIndex:
                 allowed[toks[k]] = True
             if d1 < tr.depth and tr.child_lo[d1 + 1][child] < tr.child_hi[d1 + 1][child]:
                 extra[c2.pos] = c2.waiting
-                self._dfs(c2, d1, child, chart, extra, allowed)
+                self._dfs(c2, d1, child, chart, extra, allowed, budget)
                 del extra[c2.pos]
 
 
