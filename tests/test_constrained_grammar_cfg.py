@@ -153,6 +153,7 @@ def test_bad_grammar_is_a_clear_error(bad, what) -> None:
 def test_dispatch_regular_vs_recursive() -> None:
     spec = build_constraint_from_sampling_params({"ebnf": ARITH})
     assert spec.kind == "ebnf" and spec.grammar == ARITH  # not regular: the CFG engine runs it
+    assert build_constraint_from_sampling_params({"ebnf": ARITH_GBNF}).grammar == ARITH_GBNF
     flat = build_constraint_from_sampling_params({"ebnf": 'start: "a" ("," "a")*'})
     assert flat.grammar is None and re.fullmatch(flat.regex, "a,a")  # regular: the fast regex path
     with pytest.raises(GrammarError, match=r"sampling_params.grammar: invalid grammar.*line 1 column 9"):
@@ -183,6 +184,24 @@ def test_mask_is_exact_on_a_toy_vocab(src, text) -> None:
         want = np.array([bool(tb) and rec.try_bytes(tb) is not None for tb in vocab.token_bytes])
         want[0] = rec.accepting
         assert (mask == want).all(), (data[:cut], [vocab.token_bytes[i] for i in np.flatnonzero(mask != want)])
+
+
+@pytest.fixture(scope="module")
+def toy_json_index():
+    return CFGIndex(compile_cfg(JSON_GRAMMAR), _toy_vocab())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=_json_values, indent=st.sampled_from([None, 2]), cut=st.integers(0, 400))
+def test_mask_is_exact_at_random_json_prefixes(toy_json_index, value, indent, cut) -> None:
+    idx = toy_json_index
+    data = json.dumps(value, indent=indent).encode()[:cut]
+    s = CFGConstraintState(idx)
+    s.rec.feed(data)
+    mask = s.allowed_mask()
+    want = np.array([bool(tb) and s.rec.try_bytes(tb) is not None for tb in idx.vocab.token_bytes])
+    want[0] = s.rec.accepting
+    assert (mask == want).all(), (data, [idx.vocab.token_bytes[i] for i in np.flatnonzero(mask != want)])
 
 
 def test_step_budget_keeps_masks_sound() -> None:
