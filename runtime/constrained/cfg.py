@@ -16,7 +16,7 @@ with a live scan group (or the completed start item) proves the consumed bytes a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from .errors import ConstraintError, GrammarError
 from .regex_fsm import ByteDFA, regex_to_dfa
@@ -264,7 +264,3 @@ def matches(g: CompiledCFG, data: bytes) -> tuple[bool, bool]:
     r.feed(data)
     return r.alive, r.accepting
 
-
-def cfg_info(src: Any) -> dict[str, Any]:
-    g = compile_cfg(src)
-    return {"rules": len(g.lhs), "terminals": list(g.term_names)}

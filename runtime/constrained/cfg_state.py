@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .cfg import Column, CompiledCFG, Item, Recognizer, Waiting, closure, compile_cfg, step
+from .cfg import Column, CompiledCFG, Recognizer, Waiting, closure, compile_cfg, step
 from .errors import ConstraintViolation
 from .vocab import TokenVocab
 
