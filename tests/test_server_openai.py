@@ -163,6 +163,27 @@ def test_response_format_json_schema_and_logit_bias(oai, engine):
     assert biased.choices[0].text == engine.tokenizer.decode([token]) * 3
 
 
+def test_response_format_ebnf_recursive_grammar_runs_exactly(oai, engine):
+    """A recursive grammar in response_format reaches the exact CFG engine: nesting is not cut at a fixed depth."""
+    from sglang.runtime.constrained.cfg import compile_cfg, matches
+
+    grammar = 'start: list\nlist: "[" (item ("," item)*)? "]"\nitem: list | DIGIT\nDIGIT: /[0-9]/\n'
+    g = compile_cfg(grammar)
+    c = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=24, temperature=0.8, seed=3,
+                                    response_format={"type": "ebnf", "ebnf": grammar})
+    text, reason = c.choices[0].message.content, c.choices[0].finish_reason
+    alive, complete = matches(g, text.encode())
+    assert alive, text  # never a dead prefix
+    assert complete == (reason == "stop"), (text, reason)
+    # push the model to keep opening lists: the exact engine allows any depth (a regex path would stop at a few)
+    bracket = engine.tokenizer.convert_tokens_to_ids("[")
+    deep = oai.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=12, temperature=0,
+                                       logit_bias={str(bracket): 100},
+                                       response_format={"type": "ebnf", "ebnf": grammar})
+    assert deep.choices[0].message.content == "[" * 12
+    assert matches(g, b"[" * 12) == (True, False)
+
+
 def test_chat_template_override_from_jinja_file(engine, tmp_path):
     template = tmp_path / "tiny.jinja"
     template.write_text("{% for m in messages %}<<{{ m.role }}>> {{ m.content }}\n{% endfor %}"

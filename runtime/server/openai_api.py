@@ -236,7 +236,10 @@ def register_openai_routes(app: FastAPI, ctx: Any) -> None:
                 if any(sp.get(k) is not None for k in ("regex", "json_schema", "ebnf")):
                     raise HTTPError(400, "response_format cannot be combined with regex/json_schema/ebnf",
                                     param="response_format")
-                sp["regex"] = spec.regex
+                if spec.kind == "ebnf":
+                    sp["ebnf"] = spec.source  # the engine picks the regex or the exact CFG path itself
+                else:
+                    sp["regex"] = spec.regex
         base = {"return_logprob": req.logprobs, "top_logprobs_num": req.top_logprobs or 0,
                 "logprob_start_len": -1, "return_text_in_logprobs": True}
         prompt: dict[str, Any] = {"text": render_chat(ctx, req)}
