@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 LAYERS = ("kernels", "runtime", "lang", "compiler", "stdlib")
 
@@ -21,4 +22,12 @@ def find_packages() -> list[str]:
     return packages
 
 
-setup(packages=find_packages())
+class BuildPy(build_py):
+    """The repository root is the `sglang` package's folder: keep this build script out of it."""
+
+    def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
+        modules = super().find_package_modules(package, package_dir)
+        return [m for m in modules if not (package == "sglang" and m[1] == "setup")]
+
+
+setup(packages=find_packages(), cmdclass={"build_py": BuildPy})
