@@ -274,16 +274,7 @@ def _dfa_co_reachable(trans: np.ndarray, accepting: np.ndarray) -> np.ndarray:
     """States of the DFA from which an accepting state is reachable (state 0 excluded)."""
     n = trans.shape[0]
     src = np.repeat(np.arange(n, dtype=np.int64), trans.shape[1])
-    bounds, preds = _edges_csr(n, trans.reshape(-1).astype(np.int64), src)
-    live = accepting.copy()
-    live[0] = False
-    stack = [int(s) for s in np.flatnonzero(live)]
-    while stack:
-        t = stack.pop()
-        for s in preds[bounds[t]:bounds[t + 1]]:
-            if not live[s]:
-                live[s] = True
-                stack.append(int(s))
+    live = _co_reachable(n, src, trans.reshape(-1).astype(np.int64), accepting)
     live[0] = False
     return live
 
