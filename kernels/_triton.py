@@ -38,3 +38,13 @@ def interpreting() -> bool:
 
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def check_kv_layout(kernel: str, q_heads: int, head_dim: int, k_buffer: torch.Tensor, v_buffer: torch.Tensor) -> None:
+    """The pool buffers must be [slots, kv_heads, head_dim] alike, with query heads a multiple of kv heads."""
+    hkv = k_buffer.shape[1]
+    if k_buffer.shape[2] != head_dim or v_buffer.shape[1:] != k_buffer.shape[1:]:
+        raise ValueError(f"{kernel}: k/v buffers {tuple(k_buffer.shape)}/{tuple(v_buffer.shape)} "
+                         f"do not match q head_dim {head_dim}")
+    if q_heads % hkv:
+        raise ValueError(f"{kernel}: {q_heads} query heads is not a multiple of {hkv} kv heads")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import interpreting, next_pow2, require_triton, tl, triton
+from ._triton import check_kv_layout, interpreting, next_pow2, require_triton, tl, triton
 
 require_triton()
 
@@ -157,11 +157,7 @@ def decode_attention(
     K and V, which matters for small decode batches)."""
     bs, hq, d = q.shape
     hkv = k_buffer.shape[1]
-    if k_buffer.shape[2] != d or v_buffer.shape[1:] != k_buffer.shape[1:]:
-        raise ValueError(f"decode_attention: k/v buffers {tuple(k_buffer.shape)}/{tuple(v_buffer.shape)} "
-                         f"do not match q head_dim {d}")
-    if hq % hkv:
-        raise ValueError(f"decode_attention: {hq} query heads is not a multiple of {hkv} kv heads")
+    check_kv_layout("decode_attention", hq, d, k_buffer, v_buffer)
     if num_splits < 1:
         raise ValueError(f"decode_attention: num_splits must be >= 1, got {num_splits}")
     fuse = k_new is not None

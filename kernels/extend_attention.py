@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import interpreting, next_pow2, require_triton, tl, triton
+from ._triton import check_kv_layout, interpreting, next_pow2, require_triton, tl, triton
 
 require_triton()
 
@@ -100,11 +100,7 @@ def extend_attention(
     """Attention of the new (ragged) tokens over their whole sequence in the pool; returns [T, Hq, D]."""
     t, hq, d = q.shape
     hkv = k_buffer.shape[1]
-    if k_buffer.shape[2] != d or v_buffer.shape[1:] != k_buffer.shape[1:]:
-        raise ValueError(f"extend_attention: k/v buffers {tuple(k_buffer.shape)}/{tuple(v_buffer.shape)} "
-                         f"do not match q head_dim {d}")
-    if hq % hkv:
-        raise ValueError(f"extend_attention: {hq} query heads is not a multiple of {hkv} kv heads")
+    check_kv_layout("extend_attention", hq, d, k_buffer, v_buffer)
     if d < 16:
         raise ValueError(f"extend_attention needs head_dim >= 16 (tl.dot), got {d}")
     if out is None:
