@@ -25,6 +25,7 @@ import torch
 
 from .cfg import Column, CompiledCFG, Recognizer, Waiting, closure, compile_cfg, step
 from .errors import ConstraintViolation
+from .state import consume_eos
 from .vocab import TokenVocab
 
 
@@ -207,12 +208,7 @@ class CFGConstraintState:
 
     def advance(self, token_id: int) -> None:
         token_id = int(token_id)
-        if self.finished:
-            raise ConstraintViolation(f"token {token_id} fed after the constraint finished")
-        if token_id in self._eos:
-            if not self.is_accepting():
-                raise ConstraintViolation(f"EOS token {token_id} fed before the grammar is complete")
-            self.finished = True
+        if consume_eos(self, token_id, "grammar"):
             return
         data = self.vocab.token_bytes[token_id] if 0 <= token_id < self.vocab.size else b""
         col = self.rec.try_bytes(data) if data else None

@@ -39,6 +39,20 @@ class JumpForward:
     retokenized: int  # trailing output tokens whose text was re-encoded with the forced bytes (>= rollback)
 
 
+def consume_eos(state: Any, token_id: int, what: str) -> bool:
+    """The EOS/finished gate every constraint state's `advance` starts with: a token after the end is a
+    violation; EOS finishes the constraint (only where `what` — pattern or grammar — is complete).
+    Returns True when `token_id` was an EOS and has been consumed."""
+    if state.finished:
+        raise ConstraintViolation(f"token {token_id} fed after the constraint finished")
+    if token_id not in state._eos:
+        return False
+    if not state.is_accepting():
+        raise ConstraintViolation(f"EOS token {token_id} fed before the {what} is complete")
+    state.finished = True
+    return True
+
+
 class ConstraintState:
     """Cursor of one request over a shared TokenFSM."""
 
@@ -69,12 +83,7 @@ class ConstraintState:
     # ----- stepping -----
     def advance(self, token_id: int) -> None:
         token_id = int(token_id)
-        if self.finished:
-            raise ConstraintViolation(f"token {token_id} fed after the constraint finished")
-        if token_id in self._eos:
-            if not self.is_accepting():
-                raise ConstraintViolation(f"EOS token {token_id} fed before the pattern is complete")
-            self.finished = True
+        if consume_eos(self, token_id, "pattern"):
             return
         if not self.fsm.is_allowed(self.state, token_id):
             raise ConstraintViolation(
