@@ -4,6 +4,9 @@
     python benchmarks/bench_offline.py --device cuda --dtype bfloat16 --num-prompts 1000 \
         --input-len-range 100 1024 --output-len 128 --arms hf naive full full-nooverlap --hf-batch-size 64
     python benchmarks/bench_offline.py --model-path <hf folder> --load-format dummy --skip-radix
+    # the issue's workload: input and output lengths both uniform in [100, 1024]
+    python benchmarks/bench_offline.py --device cuda --dtype bfloat16 --num-prompts 1000 \
+        --input-len-range 100 1024 --output-len-range 100 1024 --hf-batch-size 64 --hf-batch-stride 4
 
 Arms (same prompts, same number of new tokens for every request: ignore_eos / no eos in HF, greedy):
   hf             transformers `generate` in batches (left padding + attention mask when lengths differ)
@@ -11,7 +14,12 @@ Arms (same prompts, same number of new tokens for every request: ignore_eos / no
                  no radix cache, no overlap
   full           this runtime with its defaults
   full-nooverlap defaults but --disable-overlap
-Throughput = generated tokens / wall time of one batched call; ratios are against hf and naive.
+Throughput = requested output tokens / wall time of one batched call; ratios are against hf and naive.
+With --output-len-range every request asks for its own number of tokens. transformers' static batching
+cannot stop rows separately, so the hf arm sorts the prompts by output length, runs each batch to its
+longest request and counts only the requested tokens (the extra ones are the cost of static batching).
+--hf-batch-stride K times every K-th of those batches (a systematic sample across the whole length range)
+and reports their throughput as the arm's, so a slow baseline fits a GPU session's time limit.
 Radix part: prompts sharing a long prefix (few-shot style) through the full engine with and without
 the radix cache; reports throughput and the cache hit rate.
 """
@@ -25,6 +33,8 @@ import subprocess
 import sys
 import time
 from typing import Any
+
+from tqdm import tqdm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -45,7 +55,17 @@ ARM_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_engine(args: argparse.Namespace, prompts: list[list[int]], **extra: Any) -> dict[str, Any]:
+def output_lengths(args: argparse.Namespace, n: int) -> list[int]:
+    """Each request's max_new_tokens: --output-len, or uniform in --output-len-range (own seed)."""
+    if not args.output_len_range:
+        return [args.output_len] * n
+    lo, hi = args.output_len_range
+    rng = random.Random(args.seed + 7)
+    return [rng.randint(lo, hi) for _ in range(n)]
+
+
+def run_engine(args: argparse.Namespace, prompts: list[list[int]], out_lens: list[int] | None = None,
+               **extra: Any) -> dict[str, Any]:
     import sglang
 
     kw: dict[str, Any] = dict(model_path=args.model_path, device=args.device, dtype=args.dtype,
@@ -56,12 +76,13 @@ def run_engine(args: argparse.Namespace, prompts: list[list[int]], **extra: Any)
         kw.setdefault("disable_overlap", True)
     if args.disable_cuda_graph:
         kw.setdefault("disable_cuda_graph", True)
-    sp = {"max_new_tokens": args.output_len, "temperature": 0, "ignore_eos": True}
+    sp = {"temperature": 0, "ignore_eos": True}
+    out_lens = out_lens or [args.output_len] * len(prompts)
     with sglang.Engine(**kw) as engine:
         engine.generate(input_ids=prompts[:2], sampling_params={**sp, "max_new_tokens": 4})  # warm up
         engine.flush_cache()
         start = time.perf_counter()
-        outs = engine.generate(input_ids=prompts, sampling_params=sp)
+        outs = engine.generate(input_ids=prompts, sampling_params=[{**sp, "max_new_tokens": n} for n in out_lens])
         elapsed = time.perf_counter() - start
         stats = engine.stats()
         engine.check_invariant()
@@ -72,7 +93,7 @@ def run_engine(args: argparse.Namespace, prompts: list[list[int]], **extra: Any)
             "retractions": stats["retractions"]}
 
 
-def run_hf(args: argparse.Namespace, prompts: list[list[int]]) -> dict[str, Any]:
+def run_hf(args: argparse.Namespace, prompts: list[list[int]], out_lens: list[int]) -> dict[str, Any]:
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -102,14 +123,23 @@ def run_hf(args: argparse.Namespace, prompts: list[list[int]]) -> dict[str, Any]
             out = model.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, pad_token_id=0)
         return (out.shape[1] - ids.shape[1]) * out.shape[0]
 
-    prompts = sorted(prompts, key=len)  # batches of similar lengths pad less
+    # batches of similar lengths waste less: sort by output length when it varies (a batch runs to its
+    # longest request), else by prompt length (less padding)
+    order = sorted(range(len(prompts)), key=lambda i: (out_lens[i], len(prompts[i])))
+    batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+    timed = batches[:: max(1, args.hf_batch_stride)]
     gen(prompts[:1], 2)  # warm up
+    generated = requested = in_tokens = 0
     start = time.perf_counter()
-    out_tokens = sum(gen(prompts[i : i + bs], args.output_len) for i in range(0, len(prompts), bs))
+    for batch in tqdm(timed, desc="hf generate", unit="batch"):
+        generated += gen([prompts[i] for i in batch], max(out_lens[i] for i in batch))
+        requested += sum(out_lens[i] for i in batch)
+        in_tokens += sum(len(prompts[i]) for i in batch)
     elapsed = time.perf_counter() - start
-    in_tokens = sum(len(p) for p in prompts)
-    return {"seconds": elapsed, "output_tokens": out_tokens, "output_tok_s": out_tokens / elapsed,
-            "total_tok_s": (out_tokens + in_tokens) / elapsed, "batch_size": bs}
+    return {"seconds": elapsed, "output_tokens": requested, "generated_tokens": generated,
+            "output_tok_s": requested / elapsed, "total_tok_s": (requested + in_tokens) / elapsed,
+            "batch_size": bs, "batches_timed": len(timed), "batches_total": len(batches),
+            "prompts_timed": sum(len(b) for b in timed)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -120,12 +150,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--input-len-range", type=int, nargs=2, metavar=("LO", "HI"), default=None,
                    help="uniform prompt lengths in [LO, HI] (overrides --input-len)")
     p.add_argument("--output-len", type=int, default=32)
+    p.add_argument("--output-len-range", type=int, nargs=2, metavar=("LO", "HI"), default=None,
+                   help="per-request output lengths uniform in [LO, HI] (overrides --output-len)")
     p.add_argument("--arms", nargs="+", default=["hf", "full"], choices=["hf", "naive", "full", "full-nooverlap"])
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--load-format", default="auto")
     p.add_argument("--max-total-tokens", type=int, default=None)
     p.add_argument("--hf-batch-size", type=int, default=None, help="HF generate batch size (default: all prompts)")
+    p.add_argument("--hf-batch-stride", type=int, default=1,
+                   help="time every K-th hf batch (sorted by length) and report their throughput")
     p.add_argument("--skip-hf", action="store_true", help="drop the hf arm")
     p.add_argument("--skip-radix", action="store_true")
     p.add_argument("--shared-prefix-len", type=int, default=512)
@@ -143,13 +177,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"args": vars(args), "commit": _commit(), "arms": {}}
     lengths = tuple(args.input_len_range) if args.input_len_range else args.input_len
     prompts = random_prompts(args.num_prompts, lengths, vocab, args.seed)
+    out_lens = output_lengths(args, len(prompts))
     arms = [a for a in args.arms if not (a == "hf" and args.skip_hf)]
     for arm in arms:
         if arm == "hf":
-            res = run_hf(args, prompts)
+            res = run_hf(args, prompts, out_lens)
         else:
             res = _with_env({"SGLANG_TORCH_OPS": "1"} if arm == "naive" else {},
-                            lambda: run_engine(args, prompts, **ARM_SETTINGS[arm]))
+                            lambda: run_engine(args, prompts, out_lens, **ARM_SETTINGS[arm]))
         result["arms"][arm] = res
         print(f"{arm}: {res['output_tok_s']:.1f} output tok/s ({res['seconds']:.2f} s)", flush=True)
     _print_table(result["arms"], args, lengths)
@@ -183,12 +218,18 @@ def _with_env(env: dict[str, str], fn):
 
 
 def _print_table(arms: dict[str, dict[str, Any]], args: argparse.Namespace, lengths: Any) -> None:
-    print(f"\n{args.num_prompts} prompts, input {lengths}, output {args.output_len}, device {args.device}, "
+    outs = tuple(args.output_len_range) if args.output_len_range else args.output_len
+    print(f"\n{args.num_prompts} prompts, input {lengths}, output {outs}, device {args.device}, "
           f"dtype {args.dtype}")
     print(f"{'arm':<16}{'wall s':>10}{'out tok/s':>12}{'total tok/s':>13}{'vs hf':>8}{'vs naive':>10}")
     for name, r in arms.items():
         vs = [f"{r['output_tok_s'] / arms[b]['output_tok_s']:.2f}x" if b in arms else "-" for b in ("hf", "naive")]
         print(f"{name:<16}{r['seconds']:>10.2f}{r['output_tok_s']:>12.1f}{r['total_tok_s']:>13.1f}{vs[0]:>8}{vs[1]:>10}")
+    hf = arms.get("hf")
+    if hf and hf["batches_timed"] < hf["batches_total"]:
+        print(f"hf timed {hf['batches_timed']} of {hf['batches_total']} batches ({hf['prompts_timed']} prompts, "
+              f"every {args.hf_batch_stride}th by length); {hf['generated_tokens']} tokens generated for "
+              f"{hf['output_tokens']} requested")
 
 
 def _commit() -> str:

@@ -5,8 +5,10 @@
 # and `.bench_tok` carried (and `.bench_cache` for pytest_others):  STEPS="check one_batch" bash benchmarks/gpu_session.sh
 # Steps: check (kernels+backends, e2e greedy + pool sizing, timings), e2e, backends, timings, sweep,
 # pytest_gpu, pytest_others, one_batch, offline (hf / naive / full arms, one process each),
-# offline_engine (full + full-nooverlap + radix), serving (serving_arms.py), sampling_bench.
-# Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds).
+# offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
+# serving (serving_arms.py), sampling_bench.
+# Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds); a step
+# named "serving:full" reads SERVING_ARGS_full and SERVING_LIMIT_full instead (any step, any tag).
 # .bench_cache (tokenizer-only stand-in for the default model): python benchmarks/model_dirs.py --default-stand-in .bench_cache
 set -u
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -27,7 +29,14 @@ run_step() {  # name, limit seconds, command...
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; local rc=$?
   log "step $name rc=$rc"; tail -n 40 "$OUT/$name.log"
 }
-for s in $STEPS; do
+for step in $STEPS; do
+  # "name:tag" runs step `name` again with its own arguments and limit: ${NAME}_ARGS_tag, ${NAME}_LIMIT_tag
+  s=${step%%:*}; tag=; [ "$step" != "$s" ] && tag=${step#*:}
+  (  # a subshell: one tagged step's overrides do not leak into the next
+  if [ -n "$tag" ]; then
+    up=$(echo "$s" | tr a-z A-Z); a="${up}_ARGS_$tag"; l="${up}_LIMIT_$tag"
+    [ -n "${!a+x}" ] && eval "${up}_ARGS=\${!a}"; [ -n "${!l+x}" ] && eval "${up}_LIMIT=\${!l}"
+  fi
   case $s in
     check)  # separate processes: a kernel fault must not take the later sections with it
       run_step check ${CHECK_LIMIT:-150} python3 benchmarks/check_kernels.py --only kernels backends --out "$OUT/check_kernels.json"
@@ -53,9 +62,15 @@ for s in $STEPS; do
         --arms hf --skip-radix --out "$OUT/bench_offline_hf.json"
       run_step offline_naive ${OFFLINE_NAIVE_LIMIT:-200} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
         --arms naive --skip-radix --out "$OUT/bench_offline_naive.json" ;;
-    serving) run_step serving ${SERVING_LIMIT:-300} python3 benchmarks/serving_arms.py --out "$OUT/serving_arms.json" ${SERVING_ARGS:-} ;;
+    serving) run_step serving${tag:+_$tag} ${SERVING_LIMIT:-300} python3 benchmarks/serving_arms.py \
+        --out "$OUT/serving_arms${tag:+_$tag}.json" ${SERVING_ARGS:-} ;;
+    offline_one)  # one process, the arms in $OFFLINE_ARGS (--arms ...), on model $OFFLINE_MODEL (dummy weights)
+      run_step offline${tag:+_$tag} ${OFFLINE_LIMIT:-300} python3 benchmarks/bench_offline.py --model-path \
+        "$(python3 benchmarks/model_dirs.py ${OFFLINE_MODEL:-llama-3.2-1b})" --load-format dummy --device cuda \
+        --dtype bfloat16 --skip-radix ${OFFLINE_ARGS:-} --out "$OUT/bench_offline${tag:+_$tag}.json" ;;
     *) log "unknown step $s" ;;
   esac
+  )
 done
 log "done"
 # only 8 files come back from the device machine: bundle everything, keep the session log beside it

@@ -44,7 +44,10 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
     raise TimeoutError(f"server at {url} not healthy after {timeout:.0f} s")
 
 
-def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path,
+            out: Optional[dict[str, Any]] = None, save: Any = lambda: None) -> dict[str, Any]:
+    """One server with the arm's flags; every dataset x rate run against it. `save()` after each run keeps
+    finished numbers on disk if a later run is cut off by the session's time limit."""
     import bench_serving
 
     port = args.port
@@ -53,7 +56,8 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path) -> dic
     env = dict(os.environ, SGLANG_TORCH_OPS="1" if arm == "naive" else "0")
     log = open(log_dir / f"server_{arm}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    out: dict[str, Any] = {"arm": arm, "cmd": " ".join(cmd)}
+    out = {} if out is None else out
+    out.update(arm=arm, cmd=" ".join(cmd))
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, args.startup_timeout)
         common = ["--port", str(port), "--max-token-id", str(min(args.vocab, 30000))]
@@ -77,6 +81,7 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path) -> dic
                 out[name] = bench_serving.main(common + extra)
             except Exception as e:  # keep the other dataset's numbers
                 out[name] = {"error": f"{type(e).__name__}: {e}"}
+            save()
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
     finally:
@@ -116,8 +121,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     args.vocab = int(json.loads((Path(path) / "config.json").read_text())["vocab_size"])
     log_dir = Path(args.out).resolve().parent
     log_dir.mkdir(parents=True, exist_ok=True)
-    results = [run_arm(a, path, args, log_dir) for a in args.arms]
-    Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=1))
+    results: list[dict[str, Any]] = []
+
+    def save() -> None:
+        Path(args.out).write_text(json.dumps({"model": args.model, "results": results}, indent=1))
+
+    for a in args.arms:
+        results.append({"arm": a})
+        run_arm(a, path, args, log_dir, out=results[-1], save=save)
+        save()
     print(f"\n{'arm':<8}{'dataset':<22}{'req/s':>8}{'out tok/s':>11}{'in tok/s':>11}{'hit':>7}{'ttft p50':>10}"
           f"{'ttft p99':>10}{'itl p50':>9}{'itl p99':>9}{'failed':>8}")
     by = {}
