@@ -8,7 +8,7 @@
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
 # serving (serving_arms.py), sampling_bench.
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds); a step
-# named "serving:full" reads SERVING_ARGS_full and SERVING_LIMIT_full instead (any step, any tag).
+# named "serving:full" reads SERVING_ARGS_full, SERVING_LIMIT_full, ... instead (any step, any tag).
 # .bench_cache (tokenizer-only stand-in for the default model): python benchmarks/model_dirs.py --default-stand-in .bench_cache
 set -u
 OUT=${OUT:-$PWD/gpu_out}; mkdir -p "$OUT"
@@ -30,12 +30,11 @@ run_step() {  # name, limit seconds, command...
   log "step $name rc=$rc"; tail -n 40 "$OUT/$name.log"
 }
 for step in $STEPS; do
-  # "name:tag" runs step `name` again with its own arguments and limit: ${NAME}_ARGS_tag, ${NAME}_LIMIT_tag
+  # "name:tag" runs step `name` again with its own settings: any variable X_tag overrides X for it
   s=${step%%:*}; tag=; [ "$step" != "$s" ] && tag=${step#*:}
   (  # a subshell: one tagged step's overrides do not leak into the next
-  if [ -n "$tag" ]; then
-    up=$(echo "$s" | tr a-z A-Z); a="${up}_ARGS_$tag"; l="${up}_LIMIT_$tag"
-    [ -n "${!a+x}" ] && eval "${up}_ARGS=\${!a}"; [ -n "${!l+x}" ] && eval "${up}_LIMIT=\${!l}"
+  if [ -n "$tag" ]; then  # every variable NAME_tag (e.g. OFFLINE_ARGS_b1, OFFLINE_MODEL_b1) sets NAME
+    for v in $(compgen -v | grep -E "^[A-Z0-9_]+_${tag}\$"); do eval "${v%_$tag}=\${!v}"; done
   fi
   case $s in
     check)  # separate processes: a kernel fault must not take the later sections with it
