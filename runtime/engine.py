@@ -3,9 +3,12 @@
     with sglang.Engine(model_path="default") as engine:
         out = engine.generate("The capital of France is", {"max_new_tokens": 16, "temperature": 0})
 
-The model runner and scheduler live in this process; the scheduler loop runs in its own thread.
-Callers (any number of threads, or an asyncio loop) tokenize and validate in their own thread, hand
-requests to the scheduler's inbox, and wait on a per-request state the scheduler thread fills.
+By default the model runner and scheduler live in this process and the scheduler loop runs in its own
+thread (`engine.model_runner`, `engine.scheduler` are the real objects). With `scheduler_process=True`
+they live in a spawned child process (runtime/scheduler_process.py) and `engine.scheduler` is the client
+with the same surface; `sglang launch-server` uses that mode. Either way callers (any number of threads,
+or an asyncio loop) tokenize and validate in their own thread, hand requests to the scheduler's inbox,
+and wait on a per-request state that the outputs of each scheduler step fill, as one batch.
 A bad request raises ValueError before anything is allocated; the engine keeps serving the others.
 """
 from __future__ import annotations
@@ -15,13 +18,14 @@ import collections
 import gc
 import logging
 import threading
-from typing import Any, AsyncIterator, Iterator, Optional, Union
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 import torch
 
 from .io_struct import GenerateReqInput, ReqItem
 from .scheduler.req import TokenizedRequest
 from .scheduler.scheduler import Scheduler, start_scheduler_thread
+from .scheduler_process import OutputBatch
 from .server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
@@ -41,15 +45,12 @@ class _ReqState:
         self.event = asyncio.Event() if loop is not None else None
 
     def push(self, out: dict, finished: bool) -> None:
+        """Store an output and wake a thread waiter; an asyncio waiter is woken by `wake_loops`, once
+        per event loop per batch of outputs (each call_soon_threadsafe writes the loop's self-pipe)."""
         with self.cond:
             self.outs.append(out)
             self.finished = self.finished or finished
             self.cond.notify_all()
-        if self.loop is not None:
-            try:
-                self.loop.call_soon_threadsafe(self.event.set)
-            except RuntimeError:  # the caller's loop is gone; nobody is waiting any more
-                pass
 
     def take(self) -> list[dict]:
         with self.cond:
@@ -62,7 +63,7 @@ class _ReqState:
             self.cond.wait_for(lambda: bool(self.outs), timeout)
         return self.take()
 
-    async def wait_async(self, alive) -> list[dict]:
+    async def wait_async(self, alive: Callable[[], bool], died: Callable[[], Exception]) -> list[dict]:
         while True:
             outs = self.take()
             if outs:
@@ -71,33 +72,84 @@ class _ReqState:
                 await asyncio.wait_for(self.event.wait(), 1.0)
             except asyncio.TimeoutError:
                 if not alive():
-                    raise RuntimeError("the scheduler thread died") from None
+                    raise died() from None
                 continue
             self.event.clear()
 
 
+def wake_loops(states: list[_ReqState]) -> None:
+    """One call_soon_threadsafe per event loop for all the asyncio waiters among `states`."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    for st in states:
+        if st.loop is not None:
+            by_loop.setdefault(st.loop, []).append(st.event)
+    for loop, events in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set_all, events)
+        except RuntimeError:  # the caller's loop is gone; nobody is waiting any more
+            pass
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for ev in events:
+        ev.set()
+
+
 class Engine:
     def __init__(self, model_path: Optional[str] = None, **kwargs: Any) -> None:
-        from .model_runner import ModelRunner
         from .tokenizer import get_tokenizer
 
         if model_path is not None:
             kwargs["model_path"] = model_path
         self.server_args = ServerArgs.from_kwargs(**kwargs)
+        self._lock = threading.Lock()
+        self._states: dict[str, _ReqState] = {}
+        self._groups: dict[str, list[str]] = {}  # caller rid -> internal rids (n samples)
+        self._closed = False
+        self.process_mode = bool(self.server_args.scheduler_process)
+        if self.process_mode:
+            from .model_loader.default_model import resolve_model_path
+            from .scheduler_process import SchedulerClient
+
+            self.model_runner = None
+            self._thread = None
+            # resolved here (a GGUF is converted once, not by two processes at a time); the tokenizer then
+            # loads while the child boots
+            model_path = resolve_model_path(self.server_args.model_path)
+            self.scheduler: Any = SchedulerClient(self.server_args.replace(model_path=model_path), self._on_outputs)
+            try:
+                self.tokenizer = get_tokenizer(self.server_args.tokenizer_path or model_path)
+                info = self.scheduler.wait_ready()
+                self.vocab_size, self.context_len = int(info["vocab_size"]), int(info["context_len"])
+                self.pool_size = int(info["pool_size"])
+                self._constraints = _constraint_factory(self.tokenizer, self.vocab_size, self.server_args)
+            except BaseException:
+                self.scheduler.stop()
+                self.scheduler.join(timeout=30)
+                raise
+            return
+        from .model_runner import ModelRunner
+
         self.model_runner = ModelRunner(self.server_args)
         self.tokenizer = get_tokenizer(self.server_args.tokenizer_path or self.model_runner.model_path)
         cfg = self.model_runner.model_config
         self.vocab_size = int(cfg.vocab_size)
         self.context_len = int(cfg.context_len)
         self.pool_size = int(self.model_runner.token_kv_pool.size)
-        self._lock = threading.Lock()
-        self._states: dict[str, _ReqState] = {}
-        self._groups: dict[str, list[str]] = {}  # caller rid -> internal rids (n samples)
-        self.scheduler = Scheduler(self.server_args, self.model_runner, self.tokenizer, self._on_output)
-        self._constraints = _constraint_factory(self)
+        self._out_buffer: OutputBatch = []  # filled and flushed by the scheduler thread only
+        self.scheduler = Scheduler(self.server_args, self.model_runner, self.tokenizer,
+                                   lambda rid, out, fin: self._out_buffer.append((rid, out, fin)))
+        self.scheduler.on_step_end = self._flush_outputs
+        self._constraints = _constraint_factory(self.tokenizer, self.vocab_size, self.server_args)
         self.scheduler.constraint_factory = self._constraints
         self._thread = start_scheduler_thread(self.scheduler)
-        self._closed = False
+
+    def _alive(self) -> bool:
+        """Whether outputs can still arrive (the scheduler thread, or the scheduler process's receiver)."""
+        return self.scheduler.is_alive() if self.process_mode else self._thread.is_alive()
+
+    def _died(self) -> RuntimeError:
+        return RuntimeError(f"the scheduler {'process' if self.process_mode else 'thread'} died")
 
     # -- requests -----------------------------------------------------------------------------------
     def generate(
@@ -136,13 +188,19 @@ class Engine:
         return_text_in_logprobs: bool = False,
         stream: bool = False,
         rid: Union[str, list[str], None] = None,
+        *,
+        coalesce: bool = False,
     ):
-        """Validates now (ValueError raised here); returns a coroutine, or an async iterator when stream."""
+        """Validates now (ValueError raised here); returns a coroutine, or an async iterator when stream.
+
+        coalesce (stream only): when the consumer falls behind and several outputs are pending, yield
+        only the latest; outputs are cumulative (full text and meta_info), so nothing is lost but
+        intermediate snapshots (what an HTTP server wants when its event loop is the bottleneck)."""
         obj = GenerateReqInput(text, input_ids, sampling_params, return_logprob, logprob_start_len,
                                top_logprobs_num, return_text_in_logprobs, stream, rid)
         items, tokenized = self._prepare(obj)
         if stream:
-            return self._stream_async(items, tokenized)
+            return self._stream_async(items, tokenized, coalesce)
         return self._final_async(items, tokenized, obj.single_output())
 
     def generate_request(self, request: dict[str, Any]) -> Union[dict, list[dict], Iterator[dict]]:
@@ -223,19 +281,36 @@ class Engine:
             self.scheduler.submit(t)
         return states
 
+    def _flush_outputs(self) -> None:
+        """Scheduler thread, after each step (Scheduler.on_step_end): deliver that step's outputs."""
+        if self._out_buffer:
+            batch = self._out_buffer[:]
+            self._out_buffer.clear()
+            self._on_outputs(batch)
+
     def _on_output(self, rid: str, out: dict, finished: bool) -> None:
-        """Scheduler thread: deliver an output to the waiting caller."""
+        self._on_outputs([(rid, out, finished)])
+
+    def _on_outputs(self, batch: OutputBatch) -> None:
+        """Scheduler thread (or the scheduler process's receiver thread): deliver one step's outputs
+        to the waiting callers."""
+        targets = []
         with self._lock:
-            st = self._states.get(rid)
-            if st is not None and finished:
-                del self._states[rid]
-                group = self._groups.get(st.item.group)
-                if group is not None:
-                    group.remove(rid)
-                    if not group:
-                        del self._groups[st.item.group]
-        if st is not None:
+            for rid, out, finished in batch:
+                st = self._states.get(rid)
+                if st is None:
+                    continue
+                if finished:
+                    del self._states[rid]
+                    group = self._groups.get(st.item.group)
+                    if group is not None:
+                        group.remove(rid)
+                        if not group:
+                            del self._groups[st.item.group]
+                targets.append((st, out, finished))
+        for st, out, finished in targets:
             st.push(out, finished)
+        wake_loops([st for st, _, _ in targets])
 
     def _abort_states(self, states: list[_ReqState]) -> None:
         for s in states:
@@ -252,8 +327,8 @@ class Engine:
             for out in st.wait_sync(timeout=1.0):
                 if self._is_final(out):
                     return out
-            if not self._thread.is_alive() and not st.finished:
-                raise RuntimeError("the scheduler thread died")
+            if not self._alive() and not st.finished:
+                raise self._died()
 
     def _stream_sync(self, items: list[ReqItem], tokenized: list[TokenizedRequest]) -> Iterator[dict]:
         (st,) = self._submit(items, tokenized, loop=None)
@@ -265,8 +340,8 @@ class Engine:
                     for out in st.wait_sync(timeout=1.0):
                         done = self._is_final(out)
                         yield out
-                    if not done and not self._thread.is_alive():
-                        raise RuntimeError("the scheduler thread died")
+                    if not done and not self._alive():
+                        raise self._died()
             finally:
                 if not done:  # the consumer stopped early
                     self.scheduler.abort(st.item.rid)
@@ -279,7 +354,7 @@ class Engine:
         try:
             for i, st in enumerate(states):
                 while results[i] is None:
-                    for out in await st.wait_async(self._thread.is_alive):
+                    for out in await st.wait_async(self._alive, self._died):
                         if self._is_final(out):
                             results[i] = out
         except BaseException:  # cancelled (client went away): stop the work
@@ -287,12 +362,14 @@ class Engine:
             raise
         return results[0] if single else results
 
-    async def _stream_async(self, items: list[ReqItem], tokenized: list[TokenizedRequest]) -> AsyncIterator[dict]:
+    async def _stream_async(self, items: list[ReqItem], tokenized: list[TokenizedRequest],
+                            coalesce: bool = False) -> AsyncIterator[dict]:
         (st,) = self._submit(items, tokenized, loop=asyncio.get_running_loop())
         done = False
         try:
             while not done:
-                for out in await st.wait_async(self._thread.is_alive):
+                outs = await st.wait_async(self._alive, self._died)
+                for out in outs[-1:] if coalesce else outs:  # cumulative: the last carries everything
                     done = self._is_final(out)
                     yield out
         finally:
@@ -300,24 +377,25 @@ class Engine:
                 self.scheduler.abort(st.item.rid)
 
     # -- maintenance ------------------------------------------------------------------------------
-    def _call(self, fn):
+    def _call(self, method: str, *args: Any) -> Any:
+        """Scheduler.<method>(*args) in the scheduler's thread (a name, so it also crosses processes)."""
         if self._closed:
             raise RuntimeError("the engine is shut down")
-        return self.scheduler.call(fn).result(timeout=CALL_TIMEOUT_S)
+        return self.scheduler.call(method, *args).result(timeout=CALL_TIMEOUT_S)
 
     def flush_cache(self) -> bool:
         """Drop the prefix cache; only when idle (returns False otherwise)."""
-        return self._call(lambda s: s.flush_cache())
+        return self._call("flush_cache")
 
     def stats(self) -> dict[str, Any]:
-        st = self._call(lambda s: s.stats())
+        st = self._call("stats")
         prompt = st["prefill_tokens"] + st["cached_tokens"]
         st["cache_hit_rate"] = st["cached_tokens"] / prompt if prompt else 0.0
         return st
 
     def check_invariant(self) -> None:
         """AssertionError unless, idle, free + evictable == pool size and nothing is locked or leaked."""
-        self._call(lambda s: s.check_invariant())
+        self._call("check_invariant")
 
     def get_server_args(self) -> ServerArgs:
         return self.server_args
@@ -327,6 +405,10 @@ class Engine:
             return
         self._closed = True
         self.scheduler.stop()
+        if self.process_mode:  # the child fails what is in flight, then exits (killed if it does not)
+            self.scheduler.join(timeout=60)
+            self.scheduler = _Closed()
+            return
         self._thread.join(timeout=60)
         # drop the model, KV pool and graphs now, so that another Engine in this process gets the memory
         device = self.model_runner.device
@@ -353,11 +435,12 @@ class _Closed:
         raise RuntimeError("the engine is shut down")
 
 
-def _constraint_factory(engine: Engine) -> Any:
-    """The constrained-decoding hook, when runtime/constrained provides it (see scheduler.py)."""
+def _constraint_factory(tokenizer: Any, vocab_size: int, server_args: ServerArgs) -> Any:
+    """The constrained-decoding hook, when runtime/constrained provides it (see scheduler.py); built
+    in the scheduler's process (requests' states) and in the engine's (validation at admission)."""
     try:
         from . import constrained
     except ImportError:
         return None
     make = getattr(constrained, "make_constraint_factory", None)
-    return make(engine.tokenizer, engine.vocab_size, engine.server_args) if make is not None else None
+    return make(tokenizer, vocab_size, server_args) if make is not None else None

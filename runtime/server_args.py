@@ -52,6 +52,9 @@ class ServerArgs:
     log_level: str = "info"
     max_batch_size_per_request: int = 512  # a /generate batch longer than this is rejected
     stream_interval: int = 1
+    # run the scheduler (model runner, KV pool) in a child process instead of a thread: True/False, or
+    # None = the default of the entry point (on for `sglang launch-server`, off for `Engine(...)`)
+    scheduler_process: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if self.schedule_policy not in ("lpm", "fcfs"):
@@ -91,6 +94,8 @@ class ServerArgs:
             default = f.default
             if isinstance(default, bool):
                 parser.add_argument(flag, action="store_true", default=default)
+            elif f.name in _TRISTATE_BOOLS:  # --flag / --no-flag; absent = None (the entry point decides)
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
             elif default is None or isinstance(default, str):
                 parser.add_argument(flag, type=_optional_type(f.name), default=default)
             else:
@@ -102,6 +107,7 @@ class ServerArgs:
 
 
 _INT_OPTIONALS = {"context_length", "max_total_tokens"}
+_TRISTATE_BOOLS = {"scheduler_process"}
 
 
 def _optional_type(name: str):

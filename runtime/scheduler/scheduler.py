@@ -67,6 +67,9 @@ class Scheduler:
         self.new_token_ratio = self.init_new_token_ratio
         self.new_token_ratio_decay = 0.001
         self.constraint_factory: Optional[Callable[[Req], Any]] = None
+        # called by run_forever after each inbox drain and step: lets the owner send that step's outputs
+        # as one batch (one pipe message / one event-loop wake-up instead of one per token)
+        self.on_step_end: Optional[Callable[[], None]] = None
         self.overlap = OverlapDecoder(self)
         self.starvation_rounds = STARVATION_ROUNDS
 
@@ -86,8 +89,12 @@ class Scheduler:
     def abort(self, rid: str) -> None:
         self.inbox.put(("abort", rid))
 
-    def call(self, fn: Callable[["Scheduler"], Any]) -> "Future[Any]":
-        """Run fn(self) inside the scheduler thread (stats, flush, invariant checks)."""
+    def call(self, fn: "str | Callable[[Scheduler], Any]", *args: Any) -> "Future[Any]":
+        """Run fn(self) inside the scheduler thread (stats, flush, invariant checks); fn may be a method
+        name (with args), the picklable form the scheduler process client also takes."""
+        if isinstance(fn, str):
+            name = fn
+            fn = lambda s: getattr(s, name)(*args)  # noqa: E731
         fut: Future = Future()
         self.inbox.put(("call", (fn, fut)))
         return fut
@@ -100,8 +107,10 @@ class Scheduler:
         return bool(self.waiting or self.running or self.chunked or self.overlap.pending)
 
     def run_forever(self) -> None:
+        end = self.on_step_end or (lambda: None)
         while not self._stopped:
             self.drain_inbox(block=not self.has_work())
+            end()
             if self._stopped:
                 break
             try:
@@ -109,7 +118,9 @@ class Scheduler:
             except Exception as exc:  # a bug must not hang every caller: fail what is in flight
                 logger.exception("scheduler step failed")
                 self._fail_all(f"internal error: {type(exc).__name__}: {exc}")
+            end()
         self._fail_all("engine shut down")
+        end()
 
     def drain_inbox(self, block: bool) -> None:
         try:
@@ -137,6 +148,8 @@ class Scheduler:
             self._abort(payload)
         elif kind == "call":
             fn, fut = payload
+            if self.on_step_end is not None:  # outputs made before the call reach the owner before its result
+                self.on_step_end()
             try:
                 fut.set_result(fn(self))
             except Exception as exc:

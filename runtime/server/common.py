@@ -138,9 +138,10 @@ async def engine_generate(engine: Any, kwargs: dict[str, Any]) -> Any:
     return await (await _start(engine, {**kwargs, "stream": False}))
 
 
-async def engine_stream(engine: Any, kwargs: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """Async iterator of cumulative outputs of one streamed prompt."""
-    result = await _start(engine, {**kwargs, "stream": True})
+async def engine_stream(engine: Any, kwargs: dict[str, Any], coalesce: bool = False) -> AsyncIterator[dict[str, Any]]:
+    """Async iterator of cumulative outputs of one streamed prompt; coalesce: skip to the latest output
+    when several are pending (see Engine.async_generate)."""
+    result = await _start(engine, {**kwargs, "stream": True, **({"coalesce": True} if coalesce else {})})
     if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
         result = await result
     return result
@@ -249,9 +250,25 @@ class StreamTracker:
             self.pending.clear()
 
 
-async def merge_streams(streams: dict[int, AsyncIterator[dict[str, Any]]],
-                        first: dict[int, dict[str, Any]]) -> AsyncIterator[tuple[int, dict[str, Any]]]:
-    """Interleave several engine streams as (index, output), starting with each one's prefetched first output."""
+async def merge_streams(streams: dict[int, AsyncIterator[dict[str, Any]]], first: dict[int, dict[str, Any]],
+                        coalesce: bool = False) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """Interleave several engine streams as (index, output), starting with each one's prefetched first output.
+
+    coalesce: of the outputs of one stream that are pending when the consumer asks, yield only the latest
+    (the outputs are cumulative; the consumer must be one for which that is the same as seeing each).
+    """
+    if len(streams) == 1:  # the common case: no drain task and queue hop per event
+        ((idx, it),) = streams.items()
+        try:
+            yield idx, first[idx]
+            if not _finished(first[idx]):
+                async for out in it:
+                    yield idx, out
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return
     queue: asyncio.Queue = asyncio.Queue()
     end = object()
 
@@ -273,13 +290,23 @@ async def merge_streams(streams: dict[int, AsyncIterator[dict[str, Any]]],
     remaining = len(tasks)
     try:
         while remaining:
-            idx, item = await queue.get()
-            if item is end:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield idx, item
+            items = [await queue.get()]
+            while coalesce and not queue.empty():
+                items.append(queue.get_nowait())
+            latest: dict[int, dict[str, Any]] = {}
+            for idx, item in items:
+                if item is end:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    for i, out in latest.items():
+                        yield i, out
+                    raise item
+                elif coalesce:
+                    latest[idx] = item
+                else:
+                    yield idx, item
+            for i, out in latest.items():
+                yield i, out
     finally:
         for t in tasks:
             t.cancel()
@@ -297,7 +324,7 @@ async def prefetch_first(streams: dict[int, AsyncIterator[dict[str, Any]]]) -> d
 
 
 async def open_streams(
-    engine: Any, request: Any, subs: list[dict[str, Any]], tracker: StreamTracker
+    engine: Any, request: Any, subs: list[dict[str, Any]], tracker: StreamTracker, coalesce: bool = False
 ) -> tuple[dict[int, AsyncIterator[dict[str, Any]]], dict[int, dict[str, Any]]]:
     """Start one engine stream per sub-request and wait for every stream's first output, watching the client.
 
@@ -305,7 +332,7 @@ async def open_streams(
     aborted through `tracker`); any other failure closes `tracker` and is raised as an HTTPError.
     """
     try:
-        streams = {i: await engine_stream(engine, s) for i, s in enumerate(subs)}
+        streams = {i: await engine_stream(engine, s, coalesce) for i, s in enumerate(subs)}
         first = await run_or_abort(request.receive, prefetch_first(streams), tracker.close)
     except ClientGone:
         raise  # the caller answers 499; tracker.close() already ran as on_disconnect

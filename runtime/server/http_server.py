@@ -292,14 +292,15 @@ async def _native_stream(ctx: ServerContext, request: Request, kwargs: dict[str,
     tracker = StreamTracker(engine, rids)
     timers = [StreamTimer(ctx.metrics) for _ in subs]
     try:
-        streams, first = await open_streams(engine, request, subs, tracker)
+        # native outputs are cumulative (full text and meta_info): a client that falls behind gets the latest
+        streams, first = await open_streams(engine, request, subs, tracker, coalesce=True)
     except ClientGone:
         return Response(status_code=499)
     tag_index = batch or len(subs) > 1
 
     async def events() -> AsyncIterator[str]:
         try:
-            async for i, out in merge_streams(streams, first):
+            async for i, out in merge_streams(streams, first, coalesce=True):
                 meta = out.get("meta_info") or {}
                 timers[i].chunk(int(meta.get("completion_tokens") or 0))
                 if tracker.update(rids[i], out):

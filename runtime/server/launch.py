@@ -1,6 +1,7 @@
 """`sglang launch-server` / `python -m sglang.launch_server`: load the Engine, then serve it with uvicorn.
 
 The engine is loaded before the socket opens, so the URL printed at startup is ready for requests.
+The server runs the scheduler in a child process unless `--no-scheduler-process` (then in a thread).
 `BackgroundServer` runs the same app in a thread of the current process (tests, notebooks, `sglang serve`).
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ def parse_args(argv: list[str]) -> Any:
 def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
     import uvicorn
 
-    # The scheduler has its own thread; uvicorn only parses HTTP and awaits results, so one worker suffices.
+    # The scheduler has its own thread or process; uvicorn only parses HTTP and awaits results, so one
+    # worker suffices.
     return uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False,
                           timeout_keep_alive=30, backlog=4096)
 
@@ -54,8 +56,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sglang.runtime.engine import Engine
     from sglang.runtime.server.http_server import create_app
 
+    if server_args.scheduler_process is None:  # the real server: HTTP and scheduler do not share a GIL
+        server_args = server_args.replace(scheduler_process=True)
     print(f"Loading model {server_args.model_path!r} ...", flush=True)
     engine = Engine(**server_args.to_dict())
+    lower_switch_interval()
     try:
         app = create_app(engine, server_args)
         server = uvicorn.Server(_uvicorn_config(app, server_args.host, server_args.port, server_args.log_level))
@@ -77,6 +82,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         engine.shutdown()
 
 
+def lower_switch_interval() -> None:
+    """This process runs the HTTP event loop next to an engine thread (the scheduler itself, or the
+    scheduler process's output receiver). Python hands the GIL over only every switch interval (5 ms by
+    default), so each time that thread wants it back (after a CUDA sync, on an arriving batch) it may
+    wait that long behind the busy loop: shorten the wait. Never raises an interval set lower already."""
+    from sglang.runtime.scheduler_process import SWITCH_INTERVAL_S
+
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -95,6 +110,7 @@ class BackgroundServer:
         if server_args is None:
             server_args = engine.get_server_args()
         self.engine = engine
+        lower_switch_interval()
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.app = app if app is not None else create_app(engine, server_args)

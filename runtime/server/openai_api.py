@@ -267,6 +267,9 @@ class _CompletionShape:
     def __init__(self, req: CompletionRequest, echo_texts: Optional[list[str]]) -> None:
         self.req = req
         self.echo_texts = echo_texts
+        # Skipping to the latest output merges deltas into one chunk: the same text, but logprobs'
+        # text_offset restarts in each chunk, so with logprobs every output gets its own chunk.
+        self.coalescible = req.logprobs is None
 
     def _echo(self, i: int) -> str:
         return self.echo_texts[i // self.req.n] if self.echo_texts is not None else ""
@@ -300,6 +303,7 @@ class _ChatShape:
 
     def __init__(self, req: ChatCompletionRequest) -> None:
         self.req = req
+        self.coalescible = True  # merged deltas concatenate to the same content and logprob entries
 
     def choice(self, i: int, out: dict[str, Any]) -> dict[str, Any]:
         meta = out.get("meta_info") or {}
@@ -349,7 +353,7 @@ async def _serve(ctx: Any, request: Request, subs: list[dict[str, Any]], n: int,
 
     timers = [StreamTimer(ctx.metrics) for _ in subs]
     try:
-        streams, first = await open_streams(engine, request, subs, tracker)
+        streams, first = await open_streams(engine, request, subs, tracker, coalesce=shape.coalescible)
     except ClientGone:
         return Response(status_code=499)
     include_usage = bool(stream_options and stream_options.include_usage)
@@ -360,7 +364,7 @@ async def _serve(ctx: Any, request: Request, subs: list[dict[str, Any]], n: int,
         started = [False] * len(subs)
         finals: dict[int, dict[str, Any]] = {}
         try:
-            async for i, out in merge_streams(streams, first):
+            async for i, out in merge_streams(streams, first, coalesce=shape.coalescible):
                 meta = out.get("meta_info") or {}
                 text = out.get("text", "")
                 timers[i].chunk(int(meta.get("completion_tokens") or 0))
