@@ -24,3 +24,41 @@ def wait_idle(engine: Any, timeout: float = 30.0, *, settle: bool = False) -> No
         elif time.monotonic() > deadline:
             raise AssertionError(f"engine not idle after {timeout}s: {s}")
         time.sleep(0.05)
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (state first, ppid second); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+def child_pids(pid: int) -> list[int]:
+    """Live child processes of `pid` (Linux /proc; the tests need no psutil)."""
+    import os
+
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(int(name))
+            if st is not None and st[1] == str(pid) and st[0] != "Z":
+                out.append(int(name))
+    return out
+
+
+def process_gone(pid: int) -> bool:
+    """The process exited (a zombie not reaped yet counts as gone)."""
+    st = _stat(pid)
+    return st is None or st[0] in ("Z", "X")
+
+
+def wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait until every pid is gone; returns those still alive at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = [p for p in pids if not process_gone(p)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)

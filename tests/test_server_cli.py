@@ -11,6 +11,7 @@ import time
 
 import httpx
 import pytest
+from server_helpers import child_pids, wait_gone
 
 from sglang.runtime.server.launch import free_port, main, parse_args
 
@@ -21,6 +22,9 @@ def test_flags_map_onto_server_args():
     assert (args.model_path, args.port, args.api_key, args.max_batch_size_per_request) == ("/m", 1234, "k", 4)
     assert args.disable_radix_cache is True and args.context_length == 512 and args.chat_template == "chatml"
     assert parse_args([]).model_path == "default"
+    assert parse_args([]).scheduler_process is None  # launch-server turns it on; Engine(...) leaves it off
+    assert parse_args(["--scheduler-process"]).scheduler_process is True
+    assert parse_args(["--no-scheduler-process"]).scheduler_process is False
 
 
 def test_bad_flag_values_are_reported(capsys):
@@ -74,8 +78,13 @@ def test_launch_server_subprocess_serves_until_interrupted(tiny_llama_path):
                        json={"text": "hello", "sampling_params": {"max_new_tokens": 3, "ignore_eos": True}})
         assert r.status_code == 200 and r.json()["meta_info"]["completion_tokens"] == 3
         assert httpx.get(url + "/v1/models", headers=headers).json()["data"][0]["id"] == tiny_llama_path
+        # the real server runs the scheduler in a child process by default; it must not outlive the server
+        assert httpx.get(url + "/get_server_args", headers=headers).json()["scheduler_process"] is True
+        children = child_pids(proc.pid)
+        assert children
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
+        assert not wait_gone(children, timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
