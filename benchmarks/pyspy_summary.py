@@ -19,6 +19,11 @@ def summarize(path: str, top: int, thread_filter: str | None) -> str:
             if not stack or not count.isdigit():
                 continue
             frames = stack.split(";")
+            pid = ""
+            while len(frames) > 1 and frames[0].startswith("process "):  # --subprocesses: process;..;thread;..
+                pid, frames = frames[0].split(":")[0], frames[1:]
+            if pid:
+                frames = [f"{pid} {frames[0]}"] + frames[1:]
             thread = frames[0]
             if thread_filter and thread_filter not in thread:
                 continue
