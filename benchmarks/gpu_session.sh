@@ -7,6 +7,7 @@
 # pytest_gpu, pytest_others, one_batch, offline (hf / naive / full arms, one process each),
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
 # serving (serving_arms.py), sampling_bench.
+# PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py).
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds); a step
 # named "serving:full" reads SERVING_ARGS_full, SERVING_LIMIT_full, ... instead (any step, any tag).
 # .bench_cache (tokenizer-only stand-in for the default model): python benchmarks/model_dirs.py --default-stand-in .bench_cache
@@ -26,7 +27,10 @@ python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>
 run_step() {  # name, limit seconds, command...
   local name=$1 limit=$2; shift 2
   log "step $name (limit ${limit}s): $*"
-  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1; local rc=$?
+  local prof=()  # PYSPY=1: sample every Python thread of the step and its children (py-spy wheel in .whl)
+  [ -n "${PYSPY:-}" ] && [ -x /tmp/site/bin/py-spy ] && \
+    prof=(/tmp/site/bin/py-spy record -r "${PYSPY_RATE:-100}" -f raw --threads --subprocesses --nonblocking -o "$OUT/$name.pyspy" --)
+  timeout "$limit" "${prof[@]}" "$@" >"$OUT/$name.log" 2>&1; local rc=$?
   log "step $name rc=$rc"; tail -n 40 "$OUT/$name.log"
 }
 for step in $STEPS; do

@@ -40,7 +40,7 @@ class ServerArgs:
     # kernels / speed
     attention_backend: Optional[str] = None  # torch | triton | flashinfer; None = best for device
     disable_cuda_graph: bool = False
-    cuda_graph_max_bs: int = 160
+    cuda_graph_max_bs: int = 256  # = max_running_requests: offline and busy servers decode at 256
     disable_overlap: bool = False
     disable_regex_jump_forward: bool = False
     tp_size: int = 1

@@ -47,7 +47,12 @@ class LogitsProcessor:
         for n in ext_lens:
             starts.append(acc)
             acc += n
-        last_rows = torch.tensor([st + n - 1 for st, n in zip(starts, ext_lens)], device=hidden.device)
+        if batch.extend_start_loc is not None and batch.extend_seq_lens is not None:
+            # from the batch's device columns: a torch.tensor(..., device="cuda") from a host list
+            # would wait for the whole forward queued before it
+            last_rows = (batch.extend_start_loc + batch.extend_seq_lens - 1).to(hidden.device)
+        else:
+            last_rows = torch.tensor([st + n - 1 for st, n in zip(starts, ext_lens)], device=hidden.device)
         out = LogitsOutput(self._logits(hidden.index_select(0, last_rows), lm_head))
         if batch.return_logprob:
             self._input_logprobs(hidden, lm_head, batch, starts, ext_lens, out)

@@ -251,8 +251,8 @@ class Scheduler:
             slots, node = matches[id(req)] if lpm else self.kv.match(req)
             if adder.try_add(req, int(slots.numel()), self.new_token_ratio, lock_cost=self.cache.lock_cost(node)):
                 self.kv.admit(req, slots, node)
-            elif adder.blocked:
-                break
+            elif adder.blocked or adder.rem_requests <= 0:
+                break  # nothing more fits this round: skip matching the rest of the queue
         admitted = {id(a.req) for a in adder.admitted}
         latest = max((a.req.arrival for a in adder.admitted if a.req is not self.chunked), default=None)
         remaining = []
@@ -305,7 +305,9 @@ class Scheduler:
                 done_rows.append(i)
         if done_rows:
             rows = [reqs[i] for i in done_rows]
-            self._sample_and_process(rows, logits[torch.tensor(done_rows, device=logits.device)])
+            if len(done_rows) < len(reqs):  # (a chunked request has no token to sample yet)
+                logits = logits[to_device(torch.tensor(done_rows, dtype=torch.int64), logits.device)]
+            self._sample_and_process(rows, logits)
             self.running.extend(r for r in rows if not r.finished and r.req_pool_idx is not None)
 
     # -- decode -----------------------------------------------------------------------------------
