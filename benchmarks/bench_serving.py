@@ -149,6 +149,10 @@ async def send_one(url: tuple[str, int], backend: str, req: BenchRequest, model:
             if "error" in data:
                 res.error = str(data["error"])
                 return res
+            reason = (data.get("meta_info") or {}).get("finish_reason") or {}
+            if isinstance(reason, dict) and reason.get("type") == "abort":  # the server gave up on it
+                res.error = "aborted: " + str(reason.get("message") or "")
+                return res
             n, prompt, cached = _progress(backend, data, last_n)
             if prompt is not None:
                 res.prompt_tokens, res.cached_tokens = prompt, cached

@@ -142,3 +142,23 @@ def test_model_runner_triton_backend_matches_torch_backend(tiny_llama_path):
         logits[name] = outs
     for got, want in zip(logits["triton"], logits["torch"]):
         assert torch.allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_torch_decode_row_chunks_match_one_call(monkeypatch):
+    """The torch backend's decode splits large batches into row chunks (bounded gather memory);
+    the chunks must give exactly what one padded call gives."""
+    from sglang.runtime.attention import torch_backend as tb
+
+    gen = torch.Generator().manual_seed(0)
+    bs, max_len, kv_heads, group, dim = 7, 33, 2, 3, 16
+    k_buf, v_buf = torch.randn(500, kv_heads, dim, generator=gen), torch.randn(500, kv_heads, dim, generator=gen)
+    lens = torch.randint(1, max_len + 1, (bs,), generator=gen)
+    mask = torch.arange(max_len)[None] < lens[:, None]
+    slots = torch.where(mask, torch.randint(1, 500, (bs, max_len), generator=gen), 0)
+    meta = tb._Meta([], torch.zeros(0), slots, mask)
+    q = torch.randn(bs, kv_heads * group, dim, generator=gen)
+    whole = tb.TorchAttentionBackend._decode(q, k_buf, v_buf, meta, group, 0.25)
+    monkeypatch.setattr(tb, "DECODE_CHUNK_ELEMENTS", 2 * max_len * kv_heads * group * dim)  # 2 rows per chunk
+    chunked = tb.TorchAttentionBackend._decode(q, k_buf, v_buf, meta, group, 0.25)
+    assert torch.equal(whole, chunked)
+    assert not torch.equal(whole[:1], tb.TorchAttentionBackend._decode(q[1:2], k_buf, v_buf, meta.rows(1, 2), group, 0.25))

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from ..forward_batch import ForwardBatch
 from .base import AttentionBackend
 
+# decode attention runs in row chunks of at most this many gathered K (or V) elements (64 Mi: 128 MiB bf16)
+DECODE_CHUNK_ELEMENTS = 1 << 26
+
 
 @dataclass
 class _Seq:
@@ -33,6 +36,10 @@ class _Meta:
     # DECODE only: [bs, max_len] slots padded with the pad slot 0, and which of them are real keys
     padded_slots: Optional[torch.Tensor] = None
     key_mask: Optional[torch.Tensor] = None
+
+    def rows(self, start: int, end: int) -> "_Meta":
+        """The decode columns of batch rows [start, end) (seqs/slots are not used by decode)."""
+        return _Meta(self.seqs[start:end], self.slots, self.padded_slots[start:end], self.key_mask[start:end])
 
 
 class TorchAttentionBackend(AttentionBackend):
@@ -113,6 +120,12 @@ class TorchAttentionBackend(AttentionBackend):
         q: torch.Tensor, k_buf: torch.Tensor, v_buf: torch.Tensor, meta: _Meta, group: int, scaling: float
     ) -> torch.Tensor:
         bs, num_heads, head_dim = q.shape
+        # the padded gather (and SDPA's expanded heads) take bs * L * H * D elements per tensor: go in
+        # row chunks so a large batch of long contexts does not need gigabytes next to a full KV pool
+        rows = max(1, DECODE_CHUNK_ELEMENTS // max(1, meta.padded_slots.shape[1] * num_heads * head_dim))
+        if bs > rows:
+            return torch.cat([TorchAttentionBackend._decode(q[i : i + rows], k_buf, v_buf, meta.rows(i, i + rows),
+                                                            group, scaling) for i in range(0, bs, rows)])
         k = k_buf[meta.padded_slots].to(q.dtype)  # [bs, L, Hkv, D]
         v = v_buf[meta.padded_slots].to(q.dtype)
         qh = q.reshape(bs, -1, group, 1, head_dim)  # [bs, Hkv, group, 1, D]
