@@ -89,7 +89,8 @@ class SchedulerClient:
                     if msg[0] == "error":
                         _, exc, tb = msg
                         self.proc.join(timeout=10)
-                        exc.add_note(f"(raised in the scheduler process)\n{tb}")
+                        if hasattr(exc, "add_note"):  # Python >= 3.11
+                            exc.add_note(f"(raised in the scheduler process)\n{tb}")
                         raise exc
                     continue
             except EOFError:
