@@ -163,6 +163,9 @@ def test_init_error_raises_promptly_with_the_in_process_error(tmp_path, tiny_lla
             (bad / name).write_bytes(open(os.path.join(tiny_llama_path, name), "rb").read())
     with pytest.raises(Exception) as in_proc:
         _make(str(bad))
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()  # spawn's helper process lives on by design: not a leaked child
     before = set(child_pids(os.getpid()))
     t0 = time.monotonic()
     with pytest.raises(type(in_proc.value)) as in_child:
