@@ -36,6 +36,7 @@ class ServerArgs:
     schedule_policy: str = "lpm"  # lpm | fcfs
     schedule_conservativeness: float = 1.0
     disable_radix_cache: bool = False
+    enable_mixed_chunk: bool = False  # running requests decode inside prefill forwards (fewer decode stalls)
 
     # kernels / speed
     attention_backend: Optional[str] = None  # torch | triton | flashinfer; None = best for device

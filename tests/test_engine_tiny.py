@@ -101,6 +101,26 @@ def test_chunked_prefill_fcfs_and_no_cache_equal_default(engine, tiny_llama_path
             e.check_invariant()
 
 
+def test_mixed_chunk_decodes_inside_prefills_with_the_same_outputs(engine, tiny_llama_path):
+    """--enable-mixed-chunk: requests admitted over several rounds (small prefill budget, chunked)
+    prefill while earlier ones decode in the same forward; tokens and logprobs equal the default."""
+    prompts = prompts_with_prefix(10, 40, seed=5) + [[7 + i for i in range(90)]]
+    sp = {"max_new_tokens": 12, **GREEDY}
+    assert engine.flush_cache()
+    ref = engine.generate(input_ids=prompts, sampling_params=sp, return_logprob=True)
+    with make_engine(tiny_llama_path, enable_mixed_chunk=True, max_prefill_tokens=48, chunked_prefill_size=32) as e:
+        outs = e.generate(input_ids=prompts, sampling_params=sp, return_logprob=True)
+        stats = e.stats()
+        e.check_invariant()
+    assert stats["forward_mixed"] > 0
+    assert ids_text(outs) == ids_text(ref)
+    for o, r in zip(outs, ref):
+        got = [t for _, t, _ in o["meta_info"]["output_token_logprobs"]]
+        assert got == [t for _, t, _ in r["meta_info"]["output_token_logprobs"]]
+        for (a, _, _), (b, _, _) in zip(o["meta_info"]["output_token_logprobs"], r["meta_info"]["output_token_logprobs"]):
+            assert abs(a - b) < 1e-4
+
+
 def test_logprobs_consistent_with_full_prefill(engine, tiny_llama_path):
     prompt = prompts_with_prefix(1, 40, seed=3)[0]
     kw = dict(return_logprob=True, logprob_start_len=0, top_logprobs_num=2)
@@ -219,3 +239,20 @@ def test_concurrent_callers_with_streams_and_aborts_leave_the_pool_exact(engine)
     assert not errors, errors
     engine.check_invariant()
     assert engine.stats()["running"] == 0 and engine.stats()["waiting"] == 0
+
+
+def test_mixed_chunk_with_a_tight_pool_still_matches(engine, tiny_llama_path):
+    """A pool too small to hold everything: mixing must never take the slots the admitted prefill needs
+    (the step would fail); retraction and re-prefill keep the outputs equal."""
+    prompts = prompts_with_prefix(8, 30, seed=9)
+    sp = {"max_new_tokens": 20, **GREEDY}
+    assert engine.flush_cache()
+    ref = ids_text(engine.generate(input_ids=prompts, sampling_params=sp))
+    with make_engine(tiny_llama_path, enable_mixed_chunk=True, max_total_tokens=160, max_prefill_tokens=40,
+                     chunked_prefill_size=24) as e:
+        outs = e.generate(input_ids=prompts, sampling_params=sp)
+        assert all(o["meta_info"]["finish_reason"]["type"] == "length" for o in outs)
+        stats = e.stats()
+        e.check_invariant()
+    assert stats["forward_mixed"] > 0
+    assert ids_text(outs) == ref

@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 from concurrent.futures import Future
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -80,7 +80,7 @@ class Scheduler:
         self.inbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
         self._stopped = False
         self.counters = {"forward_extend": 0, "forward_decode": 0, "prefill_tokens": 0, "cached_tokens": 0,
-                         "retractions": 0, "chunk_yields": 0, "finished": 0, "aborted": 0}
+                         "retractions": 0, "chunk_yields": 0, "finished": 0, "aborted": 0, "forward_mixed": 0}
 
     # -- thread-safe entry points (any thread) ----------------------------------------------------
     def submit(self, req: TokenizedRequest) -> None:
@@ -163,7 +163,7 @@ class Scheduler:
             self.overlap.flush()
         admissions = self._next_prefill()
         if admissions:
-            self._run_extend(admissions)
+            self._run_extend(admissions, self._decodes_to_mix(admissions))
             return True
         if self.running:
             self._run_decode()
@@ -265,8 +265,22 @@ class Scheduler:
         self.waiting = remaining
         return adder.admitted
 
-    def _run_extend(self, admissions: list) -> None:
+    def _decodes_to_mix(self, admissions: list) -> list[Req]:
+        """--enable-mixed-chunk: the running requests ride along in a prefill forward, one token each
+        (an extend of 1 over their cached KV), instead of waiting for it. Only when every one of them
+        gets its slot, after the admitted requests' new tokens, without retraction."""
+        if not self.args.enable_mixed_chunk or not self.running:
+            return []
+        if self.kv.available() < len(self.running) + sum(a.extend_len for a in admissions):
+            return []
+        return list(self.running)
+
+    def _run_extend(self, admissions: list, decodes: Sequence[Req] = ()) -> None:
         reqs, slots = [], []
+        for r in decodes:
+            r.extend_len = 1  # its last token, at position kv_len
+            slots.append(self.kv.extend_slots(r, 1))
+            reqs.append(r)
         for a in admissions:
             req = a.req
             req.extend_len = a.extend_len
@@ -284,11 +298,15 @@ class Scheduler:
                              tops if tops and any(tops) else None)
         out = self.runner.forward(batch)
         self.counters["forward_extend"] += 1
-        self.counters["prefill_tokens"] += batch.num_tokens
+        self.counters["prefill_tokens"] += batch.num_tokens - len(decodes)
+        if decodes:
+            self.counters["forward_mixed"] += 1
 
         logits = out.next_token_logits
-        done_rows: list[int] = []
-        for i, req in enumerate(reqs):
+        done_rows: list[int] = list(range(len(decodes)))  # a decode row always samples its next token
+        for r in decodes:
+            r.kv_len += 1
+        for i, req in enumerate(reqs[len(decodes):], start=len(decodes)):
             if starts is not None:
                 record_input_logprobs(req, i, starts[i], out, logits)
             req.kv_len += req.extend_len
@@ -308,7 +326,7 @@ class Scheduler:
             if len(done_rows) < len(reqs):  # (a chunked request has no token to sample yet)
                 logits = logits[to_device(torch.tensor(done_rows, dtype=torch.int64), logits.device)]
             self._sample_and_process(rows, logits)
-            self.running.extend(r for r in rows if not r.finished and r.req_pool_idx is not None)
+            self.running.extend(r for r in rows[len(decodes):] if not r.finished and r.req_pool_idx is not None)
 
     # -- decode -----------------------------------------------------------------------------------
     def _run_decode(self) -> None:
