@@ -107,6 +107,11 @@ class Engine:
         self._groups: dict[str, list[str]] = {}  # caller rid -> internal rids (n samples)
         self._closed = False
         self.process_mode = bool(self.server_args.scheduler_process)
+        self._tp_workers = None  # tp_size > 1: ranks 1.. (rank 0 is this engine's model runner)
+        if self.server_args.tp_size > 1:
+            from .tp_worker import prepare_tp
+
+            self.server_args, self._tp_workers = prepare_tp(self.server_args)
         if self.process_mode:
             from .model_loader.default_model import resolve_model_path
             from .scheduler_process import SchedulerClient
@@ -126,11 +131,20 @@ class Engine:
             except BaseException:
                 self.scheduler.stop()
                 self.scheduler.join(timeout=30)
+                self._join_tp_workers(timeout=0)
                 raise
             return
         from .model_runner import ModelRunner
 
-        self.model_runner = ModelRunner(self.server_args)
+        try:
+            self.model_runner = ModelRunner(self.server_args)
+        except BaseException:
+            if self._tp_workers is not None:
+                from .distributed import destroy_distributed
+
+                destroy_distributed()
+                self._join_tp_workers(timeout=0)
+            raise
         self.tokenizer = get_tokenizer(self.server_args.tokenizer_path or self.model_runner.model_path)
         cfg = self.model_runner.model_config
         self.vocab_size = int(cfg.vocab_size)
@@ -397,6 +411,11 @@ class Engine:
         """AssertionError unless, idle, free + evictable == pool size and nothing is locked or leaked."""
         self._call("check_invariant")
 
+    def _join_tp_workers(self, timeout: float = 30.0) -> None:
+        if self._tp_workers is not None:
+            self._tp_workers.join(timeout)
+            self._tp_workers = None
+
     def get_server_args(self) -> ServerArgs:
         return self.server_args
 
@@ -408,8 +427,11 @@ class Engine:
         if self.process_mode:  # the child fails what is in flight, then exits (killed if it does not)
             self.scheduler.join(timeout=60)
             self.scheduler = _Closed()
+            self._join_tp_workers()
             return
         self._thread.join(timeout=60)
+        self.model_runner.shutdown()  # tp > 1: the workers' stop message
+        self._join_tp_workers()
         # drop the model, KV pool and graphs now, so that another Engine in this process gets the memory
         device = self.model_runner.device
         self.scheduler = _Closed()

@@ -5,6 +5,8 @@
 
 The tokenizer is not the runner's business (the engine loads it with runtime.tokenizer.get_tokenizer).
 On CUDA, decode batches replay captured CUDA graphs (runtime/cuda_graph_runner.py) unless disabled.
+Tensor parallel (tp_size > 1): this runner is one rank (its heads and MLP columns, its KV heads); rank 0
+broadcasts each forward's inputs to the worker ranks (runtime/tp_worker.py) before running it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 import time
 import torch
 
+from . import distributed
 from .attention import create_attention_backend
 from .forward_batch import ForwardBatch
 from .layers.logits_processor import LogitsOutput, LogitsProcessor
@@ -47,11 +50,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class ModelRunner:
-    def __init__(self, server_args: ServerArgs) -> None:
+    def __init__(self, server_args: ServerArgs, tp_rank: int = 0) -> None:
         self.server_args = server_args
+        self.tp_rank, self.tp_size = tp_rank, server_args.tp_size
         self.device = resolve_device(server_args.device)
         if self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
+            # one GPU per tp rank
+            self.device = torch.device("cuda", tp_rank if self.tp_size > 1 else torch.cuda.current_device())
+            if self.tp_size > 1:
+                torch.cuda.set_device(self.device)
         self.dtype = resolve_dtype(server_args.dtype, self.device)
         self.model_path = resolve_model_path(server_args.model_path)
         self.model_config = ModelConfig.from_path(self.model_path, server_args.context_length)
@@ -67,10 +74,17 @@ class ModelRunner:
                 "the model was trained with a %d-token sliding window; attention here is full, "
                 "so outputs past %d tokens differ from the reference", window, window,
             )
+        cfg = self.model_config
+        distributed.check_tp_divisible(cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size, self.tp_size)
+        if self.tp_size > 1:
+            if not server_args.dist_init_addr:
+                raise ValueError("tp_size > 1 needs dist_init_addr (the Engine sets it and starts the tp workers)")
+            distributed.init_distributed(self.tp_rank, self.tp_size, server_args.dist_init_addr, self.device)
         start = time.perf_counter()
-        self.model = load_model(
-            self.model_config, self.dtype, self.device, server_args.load_format, server_args.random_seed
-        )
+        with distributed.tp_context(self.tp_rank, self.tp_size):
+            self.model = load_model(
+                self.model_config, self.dtype, self.device, server_args.load_format, server_args.random_seed
+            )
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # dummy init is asynchronous; time the real work
         self.load_time_s = time.perf_counter() - start
@@ -86,13 +100,19 @@ class ModelRunner:
     # -- memory -----------------------------------------------------------------------------------
     def _init_pools(self) -> None:
         cfg, args = self.model_config, self.server_args
-        per_token = TokenKVPool.bytes_per_token(cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype)
+        kv_heads = cfg.num_kv_heads // self.tp_size  # this rank's KV heads
+        per_token = TokenKVPool.bytes_per_token(cfg.num_layers, kv_heads, cfg.head_dim, self.dtype)
         self.max_total_num_tokens = self._kv_pool_tokens(per_token)
+        if self.tp_size > 1:
+            # rank 0's scheduler picks the slots for all ranks: every pool needs the same size (the smallest)
+            n = torch.tensor([self.max_total_num_tokens], dtype=torch.int64, device=self.device)
+            torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MIN)
+            self.max_total_num_tokens = int(n.item())
         self.req_to_token_pool = ReqToTokenPool(
             args.max_running_requests + REQ_POOL_HEADROOM, cfg.context_len + CONTEXT_HEADROOM, self.device
         )
         self.token_kv_pool = TokenKVPool(
-            self.max_total_num_tokens, cfg.num_layers, cfg.num_kv_heads, cfg.head_dim, self.dtype, self.device
+            self.max_total_num_tokens, cfg.num_layers, kv_heads, cfg.head_dim, self.dtype, self.device
         )
         logger.info(
             "KV pool: %d tokens (%.1f MiB)", self.max_total_num_tokens, self.max_total_num_tokens * per_token / 2**20
@@ -124,6 +144,9 @@ class ModelRunner:
     def _init_cuda_graphs(self) -> None:
         if self.device.type != "cuda" or self.server_args.disable_cuda_graph:
             return
+        if self.tp_size > 1:  # a replay would skip the broadcast to the workers
+            logger.info("tp_size=%d: CUDA graphs are off; decode runs eagerly", self.tp_size)
+            return
         if not getattr(self.attn_backend, "supports_cuda_graph", False):
             logger.info("%s does not support CUDA graphs; decode runs eagerly", type(self.attn_backend).__name__)
             return
@@ -145,6 +168,10 @@ class ModelRunner:
             out.next_token_logits = out.next_token_logits.clone()
             return out
         self._check_batch(batch)
+        if self.tp_size > 1 and self.tp_rank == 0:
+            from .tp_worker import pack_forward
+
+            distributed.broadcast_object(pack_forward(batch))  # the workers run the same forward
         self.attn_backend.init_forward_metadata(batch)
         return self.forward_eager(batch)
 
@@ -162,6 +189,17 @@ class ModelRunner:
             )
         if batch.mode.is_decode() and n != batch.batch_size:
             raise ValueError(f"DECODE batch of {batch.batch_size} requests has {n} tokens (must be one each)")
+
+    def shutdown(self) -> None:
+        """tp > 1: release the workers (rank 0) and leave the process group; nothing to do at tp 1."""
+        if self.tp_size == 1 or not torch.distributed.is_initialized():
+            return
+        if self.tp_rank == 0:
+            try:
+                distributed.broadcast_object(None)  # the workers' stop message
+            except Exception as exc:  # a worker died already: the Engine reaps the rest
+                logger.warning("tp shutdown broadcast failed: %s", exc)
+        distributed.destroy_distributed()
 
     def get_model_info(self) -> dict:
         return {"model_path": self.model_path, "architecture": self.model_config.architecture,

@@ -301,4 +301,5 @@ def run_scheduler_process(server_args: ServerArgs, conn: Any, parent_pid: int, l
     try:
         scheduler.run_forever()
     finally:
+        scheduler.runner.shutdown()  # tp > 1: the workers' stop message
         conn.close()

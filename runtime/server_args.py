@@ -44,7 +44,8 @@ class ServerArgs:
     cuda_graph_max_bs: int = 256  # = max_running_requests: offline and busy servers decode at 256
     disable_overlap: bool = False
     disable_regex_jump_forward: bool = False
-    tp_size: int = 1
+    tp_size: int = 1  # tensor parallel ranks (one process and device each; rank 0 runs the scheduler)
+    dist_init_addr: Optional[str] = None  # host:port of the tp process group; None = a free local port
 
     # server
     host: str = "127.0.0.1"

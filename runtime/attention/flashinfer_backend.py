@@ -59,7 +59,8 @@ class FlashInferAttentionBackend(AttentionBackend):
         cfg = getattr(model_runner, "model_config", None)
         # known up front so that CUDA graphs can be planned before any eager forward; a forward with a
         # different scale re-plans (eager only)
-        self.num_qo_heads: Optional[int] = getattr(cfg, "num_heads", None)
+        heads = getattr(cfg, "num_heads", None)  # this tp rank's share of them
+        self.num_qo_heads: Optional[int] = heads // getattr(model_runner, "tp_size", 1) if heads else None
         self.sm_scale: Optional[float] = cfg.head_dim ** -0.5 if cfg is not None else None
         self.workspace = torch.zeros(WORKSPACE_BYTES, dtype=torch.uint8, device=self.device)
         self.ragged = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(self.workspace, "NHD")

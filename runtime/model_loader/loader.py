@@ -3,6 +3,10 @@ a fallback), or seeded random "dummy" weights at the config's real shapes.
 
 Tensors are read straight onto the target device and cast there, one at a time, so a bf16 model on a GPU
 never exists as an fp32 copy in host memory.
+
+Tensor parallel: a parameter with `tp_dim` (set by layers/linear.py) holds rank `tp_rank`'s 1/tp_size of the
+full tensor along that dim (of each fused shard); checkpoint tensors are sliced to it, and dummy weights are
+drawn for the FULL tensor with the same generator stream as tp 1, then sliced, so tp N computes tp 1's function.
 """
 from __future__ import annotations
 
@@ -104,6 +108,7 @@ def load_weights(model: nn.Module, folder: str) -> None:
         if shard is not None:
             start, size = param.shard_offsets[shard]
             dst = dst.narrow(0, start, size)
+        tensor = _tp_part(param, tensor, dst.shape)
         if tuple(dst.shape) != tuple(tensor.shape):
             raise ValueError(
                 f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(dst.shape)} "
@@ -125,6 +130,28 @@ def load_weights(model: nn.Module, folder: str) -> None:
         raise ValueError(f"checkpoint in {folder!r} lacks weights for: {', '.join(missing[:8])}{more}")
 
 
+def _tp_part(param: torch.Tensor, full: torch.Tensor, local_shape: torch.Size) -> torch.Tensor:
+    """This rank's slice of one checkpoint tensor (or fused shard) of a tp-sharded parameter."""
+    dim = getattr(param, "tp_dim", None)
+    if dim is None or full.dim() <= dim:
+        return full
+    size = local_shape[dim]
+    if full.shape[dim] != size * param.tp_size:
+        return full  # the shape check below reports the mismatch with the full shapes
+    return full.narrow(dim, param.tp_rank * size, size)
+
+
+def _local_from_full(p: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """The local part of a whole tp-sharded parameter: per fused shard (rows) or the plain slice."""
+    dim, rank, tp = p.tp_dim, p.tp_rank, p.tp_size
+    shards = getattr(p, "shard_offsets", None)
+    if dim == 0 and shards:
+        # shards split evenly, so a local shard at rows [start, start+size) is full rows start*tp + rank*size ...
+        return torch.cat([full.narrow(0, start * tp + rank * size, size) for start, size in shards.values()])
+    size = p.shape[dim]
+    return full.narrow(dim, rank * size, size)
+
+
 @torch.no_grad()
 def init_dummy_weights(model: nn.Module, seed: int) -> None:
     """Seeded random weights, generated on the parameter's device in its dtype (same seed → same weights).
@@ -138,7 +165,11 @@ def init_dummy_weights(model: nn.Module, seed: int) -> None:
         if g is None:
             g = generators[p.device] = torch.Generator(device=p.device)
             g.manual_seed(seed)
-        if name.endswith("norm.weight"):
-            p.data.normal_(1.0, 0.1, generator=g)
-        else:
-            p.data.normal_(0.0, DUMMY_STD, generator=g)
+        mean, std = (1.0, 0.1) if name.endswith("norm.weight") else (0.0, DUMMY_STD)
+        if getattr(p, "tp_dim", None) is None:
+            p.data.normal_(mean, std, generator=g)
+            continue
+        shape = list(p.shape)
+        shape[p.tp_dim] *= p.tp_size
+        full = torch.empty(shape, dtype=p.dtype, device=p.device).normal_(mean, std, generator=g)
+        p.data.copy_(_local_from_full(p, full))

@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..distributed import check_tp_divisible, get_tp_size
 from ..forward_batch import ForwardBatch
 from ..layers.activation import SiluAndMul
 from ..layers.attention import Attention
@@ -25,8 +26,10 @@ class LlamaMLP(nn.Module):
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
         inter = cfg.intermediate_size
-        self.gate_up_proj = Linear(cfg.hidden_size, 2 * inter, False, dtype, device, shards={"gate": inter, "up": inter})
-        self.down_proj = Linear(inter, cfg.hidden_size, False, dtype, device)
+        self.gate_up_proj = Linear(
+            cfg.hidden_size, 2 * inter, False, dtype, device, shards={"gate": inter, "up": inter}, parallel="column"
+        )
+        self.down_proj = Linear(inter, cfg.hidden_size, False, dtype, device, parallel="row")
         self.act = SiluAndMul(device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +41,10 @@ class LlamaAttention(nn.Module):
         self, cfg: ModelConfig, layer_id: int, rotary: RotaryEmbedding, dtype: torch.dtype, device: torch.device
     ) -> None:
         super().__init__()
-        self.q_size, self.kv_size, self.head_dim = cfg.q_size, cfg.kv_size, cfg.head_dim
+        tp = get_tp_size()
+        check_tp_divisible(cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size, tp)
+        # this rank's heads (tensor parallel: q and kv heads split evenly over the ranks)
+        self.q_size, self.kv_size, self.head_dim = cfg.q_size // tp, cfg.kv_size // tp, cfg.head_dim
         self.qkv_proj = Linear(
             cfg.hidden_size,
             cfg.q_size + 2 * cfg.kv_size,
@@ -46,15 +52,16 @@ class LlamaAttention(nn.Module):
             dtype,
             device,
             shards={"q": cfg.q_size, "k": cfg.kv_size, "v": cfg.kv_size},
+            parallel="column",
         )
-        self.o_proj = Linear(cfg.q_size, cfg.hidden_size, False, dtype, device)
+        self.o_proj = Linear(cfg.q_size, cfg.hidden_size, False, dtype, device, parallel="row")
         if cfg.qk_norm:
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, device)
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype, device)
         self.qk_norm = cfg.qk_norm
         # shared by all layers; kept out of the module tree so it is not treated as a per-layer buffer
         self._rotary = (rotary,)
-        self.attn = Attention(cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, layer_id, cfg.head_dim**-0.5)
+        self.attn = Attention(cfg.num_heads // tp, cfg.num_kv_heads // tp, cfg.head_dim, layer_id, cfg.head_dim**-0.5)
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
         qkv = self.qkv_proj(x)
@@ -93,6 +100,8 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype, device: torch.device) -> None:
         super().__init__()
+        # embedding and lm_head are replicated on every tp rank (simplest correct choice: no vocab-parallel
+        # gather; every rank ends with the same logits, and rank 0 samples)
         self.embed_tokens = VocabEmbedding(cfg.vocab_size, cfg.hidden_size, dtype, device)
         # a few positions past the context limit: the scheduler's last decode step may sit there
         max_positions = max(cfg.context_len, cfg.max_position_embeddings) + 64
