@@ -24,8 +24,8 @@ import torch
 
 from .io_struct import GenerateReqInput, ReqItem
 from .scheduler.req import TokenizedRequest
-from .scheduler.scheduler import Scheduler, start_scheduler_thread
-from .scheduler_process import OutputBatch
+from .scheduler.scheduler import start_scheduler_thread
+from .scheduler_process import OutputBatch, build_scheduler
 from .server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
@@ -134,10 +134,8 @@ class Engine:
                 self._join_tp_workers(timeout=0)
                 raise
             return
-        from .model_runner import ModelRunner
-
         try:
-            self.model_runner = ModelRunner(self.server_args)
+            self.scheduler, self._constraints, info = build_scheduler(self.server_args, self._on_outputs)
         except BaseException:
             if self._tp_workers is not None:
                 from .distributed import destroy_distributed
@@ -145,17 +143,9 @@ class Engine:
                 destroy_distributed()
                 self._join_tp_workers(timeout=0)
             raise
-        self.tokenizer = get_tokenizer(self.server_args.tokenizer_path or self.model_runner.model_path)
-        cfg = self.model_runner.model_config
-        self.vocab_size = int(cfg.vocab_size)
-        self.context_len = int(cfg.context_len)
-        self.pool_size = int(self.model_runner.token_kv_pool.size)
-        self._out_buffer: OutputBatch = []  # filled and flushed by the scheduler thread only
-        self.scheduler = Scheduler(self.server_args, self.model_runner, self.tokenizer,
-                                   lambda rid, out, fin: self._out_buffer.append((rid, out, fin)))
-        self.scheduler.on_step_end = self._flush_outputs
-        self._constraints = _constraint_factory(self.tokenizer, self.vocab_size, self.server_args)
-        self.scheduler.constraint_factory = self._constraints
+        self.model_runner, self.tokenizer = self.scheduler.runner, self.scheduler.tokenizer
+        self.vocab_size, self.context_len = int(info["vocab_size"]), int(info["context_len"])
+        self.pool_size = int(info["pool_size"])
         self._thread = start_scheduler_thread(self.scheduler)
 
     def _alive(self) -> bool:
@@ -294,16 +284,6 @@ class Engine:
         for t in tokenized:
             self.scheduler.submit(t)
         return states
-
-    def _flush_outputs(self) -> None:
-        """Scheduler thread, after each step (Scheduler.on_step_end): deliver that step's outputs."""
-        if self._out_buffer:
-            batch = self._out_buffer[:]
-            self._out_buffer.clear()
-            self._on_outputs(batch)
-
-    def _on_output(self, rid: str, out: dict, finished: bool) -> None:
-        self._on_outputs([(rid, out, finished)])
 
     def _on_outputs(self, batch: OutputBatch) -> None:
         """Scheduler thread (or the scheduler process's receiver thread): deliver one step's outputs

@@ -26,7 +26,7 @@ import time
 import traceback
 import types
 from concurrent.futures import Future
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from .scheduler.req import TokenizedRequest
 from .server_args import ServerArgs
@@ -210,8 +210,26 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def build_scheduler(server_args: ServerArgs, on_output: Callable[[str, dict, bool], None]) -> tuple[Any, Any, dict]:
-    """ModelRunner + tokenizer + Scheduler (+ constraint factory) as the in-process Engine builds them."""
+class StepOutputs:
+    """A scheduler's outputs of one step (its `on_output`), handed on as ONE batch at the step's end
+    (its `on_step_end`): one pipe message, one event-loop wake-up, instead of one per token."""
+
+    def __init__(self, deliver: Callable[[OutputBatch], None]) -> None:
+        self.deliver = deliver
+        self.batch: OutputBatch = []  # touched by the scheduler thread only
+
+    def add(self, rid: str, out: dict, finished: bool) -> None:
+        self.batch.append((rid, out, finished))
+
+    def flush(self) -> None:
+        if self.batch:
+            batch, self.batch = self.batch, []
+            self.deliver(batch)
+
+
+def build_scheduler(server_args: ServerArgs, deliver: Callable[[OutputBatch], None]) -> tuple[Any, Any, dict]:
+    """ModelRunner + tokenizer + Scheduler (+ constraint factory), each step's outputs going to
+    `deliver` as one batch; the in-process Engine and the scheduler process both build it here."""
     from .engine import _constraint_factory
     from .model_runner import ModelRunner
     from .scheduler.scheduler import Scheduler
@@ -219,7 +237,9 @@ def build_scheduler(server_args: ServerArgs, on_output: Callable[[str, dict, boo
 
     runner = ModelRunner(server_args)
     tokenizer = get_tokenizer(server_args.tokenizer_path or runner.model_path)
-    scheduler = Scheduler(server_args, runner, tokenizer, on_output)
+    outputs = StepOutputs(deliver)
+    scheduler = Scheduler(server_args, runner, tokenizer, outputs.add)
+    scheduler.on_step_end = outputs.flush
     cfg = runner.model_config
     factory = _constraint_factory(tokenizer, int(cfg.vocab_size), server_args)
     scheduler.constraint_factory = factory
@@ -245,21 +265,12 @@ def run_scheduler_process(server_args: ServerArgs, conn: Any, parent_pid: int, l
         except (OSError, ValueError):  # the parent is gone: stop serving
             broken.set()
 
-    buffer: OutputBatch = []  # touched by the scheduler thread only
-
-    def flush() -> None:
-        if buffer:
-            batch = buffer[:]
-            buffer.clear()
-            send(("out", batch))
-
     try:
-        scheduler, factory, info = build_scheduler(server_args, lambda rid, out, fin: buffer.append((rid, out, fin)))
+        scheduler, factory, info = build_scheduler(server_args, lambda batch: send(("out", batch)))
     except BaseException as exc:
         send(("error", _portable(exc), traceback.format_exc()))
         conn.close()
         sys.exit(1)
-    scheduler.on_step_end = flush
 
     def reply(cid: int, fut: Future) -> None:
         exc = fut.exception()
