@@ -282,6 +282,15 @@ def _category(cat) -> Ranges:
     return table[cat]
 
 
+def walk_bytes(trans: np.ndarray, state: int, data: bytes) -> int:
+    """The state a byte transition table [S, 256] reaches from `state` over `data` (0: dead)."""
+    for b in data:
+        state = int(trans[state, b])
+        if state == 0:
+            return 0
+    return state
+
+
 @dataclass
 class ByteDFA:
     """Minimal byte-level DFA. State 0 is dead; `trans[s, b]` next state; `accepting[s]` final."""
@@ -295,12 +304,7 @@ class ByteDFA:
         return int(self.trans.shape[0])
 
     def walk(self, state: int, data: bytes) -> int:
-        t = self.trans
-        for b in data:
-            state = int(t[state, b])
-            if state == 0:
-                return 0
-        return state
+        return walk_bytes(self.trans, state, data)
 
     def fullmatch(self, data: bytes) -> bool:
         return bool(self.accepting[self.walk(self.start, data)])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .errors import ConstraintError, EmptyLanguageError
-from .regex_fsm import ByteDFA
+from .regex_fsm import ByteDFA, walk_bytes
 from .vocab import TokenVocab
 
 MAX_PAIRS = 60_000_000  # (state, allowed token) pairs a build may hold (~0.7 GB of index arrays)
@@ -167,12 +167,7 @@ class TokenFSM:
         return bool((self.bits[r, token_id >> 3] >> (token_id & 7)) & 1)
 
     def walk(self, state: int, data: bytes) -> int:
-        t = self.trans
-        for b in data:
-            state = int(t[state, b])
-            if state == 0:
-                return 0
-        return state
+        return walk_bytes(self.trans, state, data)
 
     def forced_bytes(self, state: int, limit: int = 4096) -> bytes:
         """The bytes every continuation from `state` must start with (jump-forward text)."""
