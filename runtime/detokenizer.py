@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import re
 import weakref
@@ -28,8 +29,10 @@ _REPLACEMENT = "\ufffd"
 
 
 # ---------------------------------------------------------------------- byte-level token table
-def _gpt2_byte_decoder() -> dict[str, int]:
-    """The inverse of GPT-2's bytes->printable-unicode map used by ByteLevel pre-tokenizers."""
+@functools.lru_cache(maxsize=1)
+def gpt2_byte_decoder() -> dict[str, int]:
+    """The inverse of GPT-2's bytes->printable-unicode map used by ByteLevel pre-tokenizers (shared with
+    constrained/vocab.py; do not mutate the returned dict)."""
     printable = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("\u00a1"), ord("\u00ac") + 1))
@@ -65,7 +68,7 @@ def _build_byte_table(tokenizer: Any) -> Optional[_ByteTable]:
         return None
     if decoder.get("type") != "ByteLevel":
         return None
-    byte_dec = _gpt2_byte_decoder()
+    byte_dec = gpt2_byte_decoder()
     vocab = backend.get_vocab(with_added_tokens=True)
     size = max(vocab.values(), default=-1) + 1
     table = [b""] * size

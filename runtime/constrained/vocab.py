@@ -16,20 +16,9 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from ..detokenizer import gpt2_byte_decoder
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible byte → printable-character table."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    out = {b: chr(b) for b in keep}
-    n = 0
-    for b in range(256):
-        if b not in out:
-            out[b] = chr(256 + n)
-            n += 1
-    return out
-
-
-_BYTE_DECODER = {c: b for b, c in _bytes_to_unicode().items()}
+_BYTE_DECODER = gpt2_byte_decoder()
 
 
 @dataclass
