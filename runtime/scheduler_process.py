@@ -72,7 +72,7 @@ class SchedulerClient:
         try:
             self.info = self._wait_ready()
         except BaseException:
-            self._kill()
+            end_process(self.proc, 0)
             self._conn.close()
             raise
         self._receiver.start()
@@ -143,19 +143,11 @@ class SchedulerClient:
 
     def join(self, timeout: float = 60.0) -> None:
         """After stop(): wait for the child to exit (killing it if it does not), then for the receiver."""
-        self.proc.join(timeout if self.info else 0)  # still booting: nothing to finish gracefully
-        self._kill()
+        end_process(self.proc, timeout if self.info else 0)  # still booting: nothing to finish gracefully
         if self._receiver.is_alive():
             self._receiver.join(timeout=10)
         self._conn.close()
 
-    def _kill(self) -> None:
-        if self.proc.is_alive():
-            self.proc.terminate()
-            self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
 
     # -- receiving --------------------------------------------------------------------------------
     def _receive(self) -> None:
@@ -181,6 +173,17 @@ class SchedulerClient:
             fut = self._futures.pop(cid, None)
             if fut is not None and not fut.done():
                 fut.set_exception(SchedulerProcessDied("the scheduler process exited"))
+
+
+def end_process(proc: Any, timeout: float) -> None:
+    """Give a child `timeout` seconds to exit on its own, then terminate it, then kill it."""
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(5)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(5)
 
 
 def _start_without_main(proc: Any) -> None:

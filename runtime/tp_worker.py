@@ -93,14 +93,10 @@ class TPWorkers:
 
     def join(self, timeout: float = 30.0) -> None:
         """Wait for the workers to exit (after rank 0's stop message), killing any that do not."""
+        from .scheduler_process import end_process
+
         for p in self.procs:
-            p.join(timeout)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
+            end_process(p, timeout)
 
 
 def prepare_tp(server_args: ServerArgs) -> tuple[ServerArgs, TPWorkers]:
