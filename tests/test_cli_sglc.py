@@ -73,7 +73,7 @@ def test_check_reports_positioned_errors_without_traceback(tmp_path, capsys):
 
 
 def test_check_every_example_and_stdlib_module():
-    for path in sorted(EXAMPLES.glob("*.sgl")) + sorted((EXAMPLES.parent / "stdlib").glob("*.sgl")):
+    for path in sorted(EXAMPLES.glob("*.sgl")) + sorted((EXAMPLES.parent / "sglang" / "stdlib").glob("*.sgl")):
         assert sglc(["check", str(path)]) == 0, path
 
 

@@ -13,7 +13,7 @@ from sglang.lang.sgl_errors import SglError, SglSyntaxError
 from sglang.lang.sgl_parser import parse_expr, parse_file, parse_source
 
 ROOT = Path(__file__).resolve().parent.parent
-PROGRAMS = sorted((ROOT / "examples").glob("*.sgl")) + sorted((ROOT / "stdlib").glob("*.sgl"))
+PROGRAMS = sorted((ROOT / "examples").glob("*.sgl")) + sorted((ROOT / "sglang" / "stdlib").glob("*.sgl"))
 
 
 def test_examples_exist():
