@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import sglang as sgl  # noqa: E402
 from sglang.compiler.executor import PlanExecutor  # noqa: E402
 from sglang.compiler.lower import compile_source  # noqa: E402
-from sglang.runtime.backends.engine_backend import EngineBackend  # noqa: E402
+from sglang.lang.backends.engine_backend import EngineBackend  # noqa: E402
 
 CONTEXT = ("You are reviewing a short essay about renewable energy. The essay argues that solar and wind "
            "power are now cheaper than coal in most countries, that storage costs are falling quickly, and that "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Iterator, Optional
 
-from sglang.runtime.backends.base import NativeBackend
+from sglang.lang.backends.base import NativeBackend
 
 
 _PER_PROMPT = ("sampling_params", "return_logprob", "logprob_start_len", "top_logprobs_num", "rid")

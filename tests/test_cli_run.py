@@ -30,7 +30,7 @@ def engine(default_engine):
 @pytest.fixture
 def shared_backend(engine, monkeypatch):
     """`sglang run` builds its backend with make_backend; hand it the module's engine (kept open)."""
-    from sglang.runtime.backends.engine_backend import EngineBackend
+    from sglang.lang.backends.engine_backend import EngineBackend
 
     class _Kept(EngineBackend):
         def shutdown(self) -> None:  # the module fixture owns the engine
@@ -58,7 +58,7 @@ def test_regex_tables_from_the_artifact(tmp_path, default_model_path, engine, sh
     (entry,) = [e for e in plan.constraints.values() if e["kind"] == "regex"]
     assert entry["tables"]  # token-level table built at compile time, stored in the artifact
     from sglang.compiler.executor import PlanExecutor
-    from sglang.runtime.backends.engine_backend import EngineBackend
+    from sglang.lang.backends.engine_backend import EngineBackend
 
     assert PlanExecutor(plan, EngineBackend(engine)).tables_loaded == 1  # preloaded into the engine's cache
     assert run_cli.main_run([str(art)]) == 0

@@ -10,7 +10,7 @@ from compiler_fakes import FakeBackend
 from sglang.compiler.executor import PlanExecutor, bind_args
 from sglang.compiler.lower import compile_source
 from sglang.compiler.plan import Plan, PlanError
-from sglang.lang.sgl_errors import SglRuntimeError
+from sglang.lang.sgl.errors import SglRuntimeError
 
 
 def plan_of(src: str, **kw) -> Plan:
@@ -181,7 +181,7 @@ def test_random_programs_compile_cleanly_and_run():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from sglang.lang.sgl_errors import SglError
+    from sglang.lang.sgl.errors import SglError
 
     @settings(max_examples=40, deadline=None)
     @given(st.lists(st.sampled_from(_STMTS), min_size=1, max_size=7))

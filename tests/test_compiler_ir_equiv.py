@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import sglang as sgl
-from sglang.compiler.ast_to_ir import lower_program
+from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
 from sglang.lang.ir import canonicalize, structural_equal
 

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from sglang.compiler.ast_to_ir import lower_program
+from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
 from sglang.compiler.lower import compile_source
 from sglang.compiler.passes import PASS_ORDER, PassContext, enabled_passes, get_pass
 from sglang.lang import ir
-from sglang.lang import ir_expr as X
+from sglang.lang.ir import expr as X
 
 
 def ir_of(src: str, name: str = "f") -> ir.IRFunction:

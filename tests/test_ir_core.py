@@ -7,7 +7,7 @@ import pytest
 
 from sglang.lang.ir import (Arg, Branch, Fork, Gen, Interp, IRError, IRFunction, Join, Loc, Loop, Return,
                             RoleBegin, RoleEnd, Select, Text, VarRef, canonicalize, structural_equal)
-from sglang.lang.ir_expr import Binary, CallExpr, Const, ListExpr, Name, Unary, eval_expr, expr_from_json, expr_to_json, expr_to_str
+from sglang.lang.ir.expr import Binary, CallExpr, Const, ListExpr, Name, Unary, eval_expr, expr_from_json, expr_to_json, expr_to_str
 
 
 def tip_program(split_text: bool = False, shared: bool = False) -> IRFunction:

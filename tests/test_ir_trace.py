@@ -7,7 +7,7 @@ import pytest
 import sglang as sgl
 from sglang.lang.ir import (Arg, Fork, Gen, Image, IRError, IRFunction, Join, Return, RoleBegin, RoleEnd, Select,
                             Text, VarRef, structural_equal)
-from sglang.lang.ir_expr import Name
+from sglang.lang.ir.expr import Name
 
 
 def ops(fn: IRFunction) -> list:
@@ -156,7 +156,7 @@ def chat(s, question):
 
 
 def test_trace_equals_sgl_lowering_of_the_same_program():
-    from sglang.compiler.ast_to_ir import lower_program
+    from sglang.compiler.irgen.build import lower_program
     from sglang.compiler.loader import load_program
 
     lowered = lower_program(load_program(text=SGL_SOURCE, file="same.sgl"))
@@ -169,7 +169,7 @@ def test_readme_quick_start_python_and_sgl_examples_compile_to_the_same_ir():
     import sys
     from pathlib import Path
 
-    from sglang.compiler.ast_to_ir import lower_program
+    from sglang.compiler.irgen.build import lower_program
     from sglang.compiler.loader import load_program
 
     examples = Path(__file__).resolve().parents[1] / "examples"

@@ -8,8 +8,8 @@ import pytest
 from lang_fakes import ScriptedBackend
 
 import sglang as sgl
-from sglang.runtime.backends.base import _after_common
-from sglang.runtime.backends.choices import decide
+from sglang.lang.backends.base import _after_common
+from sglang.lang.backends.choices import decide
 
 
 @pytest.fixture
@@ -181,7 +181,7 @@ def test_bad_api_arguments_are_clear():
 
 
 def test_image_on_text_only_engine_backend_is_a_clear_error():
-    from sglang.runtime.backends.engine_backend import EngineBackend
+    from sglang.lang.backends.engine_backend import EngineBackend
 
     class FakeEngine:
         def get_server_args(self):

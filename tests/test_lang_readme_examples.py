@@ -146,8 +146,8 @@ def test_image_qa_on_text_only_model_is_a_clear_error(backend):
 
 
 def test_engine_and_http_backends_send_identical_native_requests(engine, http_url):
-    from sglang.runtime.backends.engine_backend import EngineBackend
-    from sglang.runtime.backends.runtime_endpoint import RuntimeEndpoint
+    from sglang.lang.backends.engine_backend import EngineBackend
+    from sglang.lang.backends.runtime_endpoint import RuntimeEndpoint
 
     def recording(cls):
         class Recording(cls):

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sglang.lang import sgl_ast as A
-from sglang.lang.sgl_ast import pretty
-from sglang.lang.sgl_errors import SglError, SglSyntaxError
-from sglang.lang.sgl_parser import parse_expr, parse_file, parse_source
+from sglang.lang.sgl import nodes as A
+from sglang.lang.sgl.nodes import pretty
+from sglang.lang.sgl.errors import SglError, SglSyntaxError
+from sglang.lang.sgl.parser import parse_expr, parse_file, parse_source
 
 ROOT = Path(__file__).resolve().parent.parent
 PROGRAMS = sorted((ROOT / "examples").glob("*.sgl")) + sorted((ROOT / "sglang" / "stdlib").glob("*.sgl"))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from sglang.compiler.ast_to_ir import lower_program
+from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
 from sglang.compiler.lower import compile_source
-from sglang.lang.sgl_errors import SglSemanticError
+from sglang.lang.sgl.errors import SglSemanticError
 
 
 def lower(src: str, file: str = "prog.sgl"):

@@ -7,8 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..lang.sgl_errors import SglRuntimeError
-from .plan import FunctionPlan
+from sglang.lang.sgl.errors import SglRuntimeError
+from sglang.compiler.plan import FunctionPlan
 
 
 def _convert(name: str, typ: str, value: Any) -> Any:

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..lang.sgl_errors import SglError
-from .passes import PASS_ORDER
-from .plan import PlanError
+from sglang.lang.sgl.errors import SglError
+from sglang.compiler.passes import PASS_ORDER
+from sglang.compiler.plan import PlanError
 
 EMITS = ("ast", "ir", "ir-opt", "plan", "dot", "svg")
 
@@ -66,17 +66,17 @@ def pass_flags(flags: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def _tokenizer(model: str | None) -> Any:
     if not model:
         return None
-    from ..runtime.tokenizer import get_tokenizer
+    from sglang.runtime.tokenizer import get_tokenizer
 
     return get_tokenizer(model)
 
 
 def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[str, ...]) -> str:
-    from ..lang.sgl_ast import pretty
-    from ..lang.sgl_parser import parse_file
-    from .ast_to_ir import lower_program
-    from .loader import load_program
-    from .lower import compile_source
+    from sglang.lang.sgl.nodes import pretty
+    from sglang.lang.sgl.parser import parse_file
+    from sglang.compiler.irgen.build import lower_program
+    from sglang.compiler.loader import load_program
+    from sglang.compiler.lower import compile_source
 
     if args.emit == "ast":
         module = parse_file(args.source)
@@ -85,7 +85,7 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
     names = [args.function] if args.function else None
     if args.emit == "ir":
         fns = lower_program(program, names)
-        from ..lang.ir import canonicalize
+        from sglang.lang.ir import canonicalize
 
         return "\n\n".join(f"# {n}\n{canonicalize(f).pretty()}" for n, f in fns.items()) + "\n"
     log: list[str] = []
@@ -93,7 +93,7 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
                           tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log)
     if args.emit == "plan":
         return plan.dumps(indent=2) + "\n"
-    from ..lang.ir import IRFunction
+    from sglang.lang.ir import IRFunction
 
     fns = {n: IRFunction.from_json(d) for n, d in plan.ir.items()}
     if args.emit == "ir-opt":
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(_split_argv(argv))
     try:
         if args.command == "check":  # everything compile does (passes included), without writing
-            from .lower import compile_source
+            from sglang.compiler.lower import compile_source
 
             compile_source(args.source)
             return 0
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.emit:
             sys.stdout.write(_emit(args, disabled, enabled))
             return 0
-        from .lower import compile_source
+        from sglang.compiler.lower import compile_source
 
         log: list[str] = []
         plan = compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,

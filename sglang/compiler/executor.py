@@ -19,10 +19,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from ..lang.ir_expr import eval_expr, expr_from_json, names_in
-from ..lang.sgl_errors import SglRuntimeError
-from .args import bind_args  # noqa: F401  (part of this module's API)
-from .plan import FunctionPlan, Plan, Step
+from sglang.lang.ir.expr import eval_expr, expr_from_json, names_in
+from sglang.lang.sgl.errors import SglRuntimeError
+from sglang.compiler.args import bind_args  # noqa: F401  (part of this module's API)
+from sglang.compiler.plan import FunctionPlan, Plan, Step
 
 _PREFILL = {"max_new_tokens": 0, "temperature": 0.0}
 MAX_CALL_BATCH = 512  # ServerArgs.max_batch_size_per_request's default
@@ -90,7 +90,7 @@ class _Item:
 def _in_process(backend: Any) -> bool:
     """Whether the backend's engine shares this process (and so its constraint-table cache)."""
     try:
-        from ..runtime.backends.engine_backend import EngineBackend
+        from sglang.lang.backends.engine_backend import EngineBackend
     except ImportError:
         return False
     return isinstance(backend, EngineBackend)
@@ -141,7 +141,7 @@ class PlanExecutor:
         self._template = None
         self.tables_loaded = 0
         if plan.constraints and _in_process(backend) and not getattr(plan, "_tables_loaded", False):
-            from .passes.constrained_precompile import load_tables
+            from sglang.compiler.passes.constrained_precompile import load_tables
 
             self.tables_loaded = load_tables(plan.constraints)  # the engine then skips compiling these
             plan._tables_loaded = True  # once per loaded plan, not per request (program endpoints)
@@ -411,7 +411,7 @@ class PlanExecutor:
         self._set_var(item, stream, a["name"], _cast(a.get("dtype"), text), resp.get("meta_info"), path)
 
     def _select(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
-        from ..runtime.backends.choices import decide
+        from sglang.lang.backends.choices import decide
 
         a = step.args
         choices = a.get("choices")

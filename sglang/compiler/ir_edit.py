@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..lang import ir
+from sglang.lang import ir
 
 
 def incoming(fn: ir.IRFunction, node: int) -> tuple[int | None, str | None, int | None]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..lang import sgl_ast as A
-from ..lang.sgl_errors import SglSemanticError, SourcePos
-from ..lang.sgl_parser import parse_file, parse_source
+from sglang.lang.sgl import nodes as A
+from sglang.lang.sgl.errors import SglSemanticError, SourcePos
+from sglang.lang.sgl.parser import parse_file, parse_source
 
 STDLIB_DIR = Path(__file__).resolve().parent.parent / "stdlib"
 

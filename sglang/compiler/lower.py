@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..lang import ir
-from ..lang.ir_expr import expr_to_json
-from ..lang.sgl_errors import SglError, SglSemanticError, SourcePos
-from .ast_to_ir import lower_program
-from .loader import load_program
-from .passes import PassContext, enabled_passes, run_passes
-from .passes.constrained_precompile import dtype_regex
-from .plan import FunctionPlan, Plan, Step
+from sglang.lang import ir
+from sglang.lang.ir.expr import expr_to_json
+from sglang.lang.sgl.errors import SglError, SglSemanticError, SourcePos
+from sglang.compiler.irgen.build import lower_program
+from sglang.compiler.loader import load_program
+from sglang.compiler.passes import PassContext, enabled_passes, run_passes
+from sglang.compiler.passes.constrained_precompile import dtype_regex
+from sglang.compiler.plan import FunctionPlan, Plan, Step
 
 
 def _ex(e: Any) -> Any:

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..lang.sgl_errors import SglError
-from .plan import Plan, PlanError
+from sglang.lang.sgl.errors import SglError
+from sglang.compiler.plan import Plan, PlanError
 
 
 def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> Plan:
@@ -26,7 +26,7 @@ def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> 
     if not p.is_file():
         raise PlanError(f"no such file: {path}")
     if p.suffix == ".sgl":
-        from .lower import compile_source
+        from sglang.compiler.lower import compile_source
 
         return compile_source(p, opt_level=opt_level, disabled=disabled)
     return Plan.load(p)
@@ -34,10 +34,10 @@ def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> 
 
 def make_backend(model: str | None, backend_url: str | None, **engine_kwargs: Any) -> Any:
     if backend_url:
-        from ..runtime.backends.runtime_endpoint import RuntimeEndpoint
+        from sglang.lang.backends.runtime_endpoint import RuntimeEndpoint
 
         return RuntimeEndpoint(backend_url)
-    from ..runtime.backends.engine_backend import EngineBackend
+    from sglang.lang.backends.engine_backend import EngineBackend
 
     return EngineBackend(model_path=model or "default", **engine_kwargs)
 
@@ -100,7 +100,7 @@ def main_run(argv: list[str]) -> int:
         if args.arg:
             extra = parse_kv_args(args.arg)
             batch = [dict(row, **extra) for row in batch]
-        from .executor import PlanExecutor, bind_args
+        from sglang.compiler.executor import PlanExecutor, bind_args
 
         for row in batch:  # check every row before loading a model
             bind_args(fplan, row)
@@ -147,6 +147,6 @@ def main_serve(argv: list[str]) -> int:
     except (SglError, PlanError) as e:
         print(str(e), file=sys.stderr)
         return 1
-    from .serve import serve
+    from sglang.compiler.serve import serve
 
     return serve(plan, model=args.model, host=args.host, port=args.port)

@@ -17,8 +17,8 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from .executor import PlanExecutor
-from .plan import FunctionPlan, Plan
+from sglang.compiler.executor import PlanExecutor
+from sglang.compiler.plan import FunctionPlan, Plan
 
 _PY_TYPE: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
                             "image": str, "video": str, "any": Any}
@@ -136,8 +136,8 @@ def add_program_routes(app: FastAPI, plan: Plan, backend: Any) -> None:
 
 def create_program_app(plan: Plan, engine: Any, server_args: Any = None) -> FastAPI:
     """The program endpoints (with OpenAPI docs at /docs) in front of the regular server app."""
-    from ..runtime.backends.engine_backend import EngineBackend
-    from ..runtime.server.http_server import create_app
+    from sglang.lang.backends.engine_backend import EngineBackend
+    from sglang.runtime.server.http_server import create_app
 
     server_args = server_args if server_args is not None else engine.get_server_args()
     app = FastAPI(title=f"sglang programs: {plan.source or ''}", docs_url="/docs", openapi_url="/openapi.json")
@@ -149,7 +149,7 @@ def create_program_app(plan: Plan, engine: Any, server_args: Any = None) -> Fast
 def serve(plan: Plan, model: str | None = None, host: str = "127.0.0.1", port: int = 30000) -> int:
     import uvicorn
 
-    from ..runtime.engine import Engine
+    from sglang.runtime.engine import Engine
 
     try:
         engine = Engine(model_path=model or "default", host=host, port=port)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import check_kv_layout, interpreting, next_pow2, require_triton, tl, triton
+from sglang.kernels._triton import check_kv_layout, interpreting, next_pow2, require_triton, tl, triton
 
 require_triton()
 

@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from ._triton import require_triton, tl, triton
+from sglang.kernels._triton import require_triton, tl, triton
 
 require_triton()
 

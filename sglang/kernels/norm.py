@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from ._triton import next_pow2, require_triton, tl, triton
+from sglang.kernels._triton import next_pow2, require_triton, tl, triton
 
 require_triton()
 

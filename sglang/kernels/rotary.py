@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ._triton import next_pow2, require_triton, tl, triton
+from sglang.kernels._triton import next_pow2, require_triton, tl, triton
 
 require_triton()
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Union
 
-from ..runtime.backends.openai_backend import OpenAI
-from ..runtime.backends.runtime_endpoint import RuntimeEndpoint
-from .interpreter import ProgramError, ProgramState, json_dumps_schema
-from .ir import CHOICES_METHODS, Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
-from .ir_expr import Name
-from .primitives import SglExpr, Symbol, TraceError, caller_loc, role_expr
-from .program import SglFunction, get_default_backend, set_default_backend
-from .runtime_process import Runtime
+from sglang.lang.backends.openai_backend import OpenAI
+from sglang.lang.backends.runtime_endpoint import RuntimeEndpoint
+from sglang.lang.interpreter import ProgramError, ProgramState, json_dumps_schema
+from sglang.lang.ir import CHOICES_METHODS, Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
+from sglang.lang.ir.expr import Name
+from sglang.lang.primitives import SglExpr, Symbol, TraceError, caller_loc, role_expr
+from sglang.lang.program import SglFunction, get_default_backend, set_default_backend
+from sglang.lang.runtime_process import Runtime
 
 __all__ = [
     "function", "gen", "gen_int", "gen_string", "select", "image", "video",
@@ -36,7 +36,7 @@ _DTYPES = {int: "int", str: "str", float: "float", bool: "bool", "int": "int", "
 
 def __getattr__(name: str) -> Any:
     if name == "EngineBackend":  # lazy: keeps `import sglang` free of the runtime engine
-        from ..runtime.backends.engine_backend import EngineBackend
+        from sglang.lang.backends.engine_backend import EngineBackend
 
         return EngineBackend
     raise AttributeError(f"module 'sglang.lang.api' has no attribute {name!r}")
@@ -194,7 +194,7 @@ def get_server_args(backend: Any = None) -> dict[str, Any]:
 
 
 def _backend(backend: Any, what: str) -> Any:
-    from .program import as_backend
+    from sglang.lang.program import as_backend
 
     if backend is not None:
         return as_backend(backend)

@@ -13,16 +13,16 @@ import json
 import threading
 from typing import Any, Iterator, Optional
 
-from ..runtime.backends.base import BaseBackend, GenInput
-from .ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
-from .primitives import SglExpr, StateBase, StateGroup, caller_loc
-from .speculative import CompletionSpec, chat_block_eligible, run_chat_block
+from sglang.lang.backends.base import BaseBackend, GenInput
+from sglang.lang.ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
+from sglang.lang.primitives import SglExpr, StateBase, StateGroup, caller_loc
+from sglang.lang.speculative import CompletionSpec, chat_block_eligible, run_chat_block
 
 
 
 def dtype_regex(dtype: str) -> str:
     """gen(dtype=...) -> the regex the runtime's constrained decoding uses for that type."""
-    from ..runtime.constrained import api as C  # lazy: it imports torch
+    from sglang.runtime.constrained import api as C  # lazy: it imports torch
 
     return {"int": C.INT_REGEX, "float": C.FLOAT_REGEX, "bool": C.BOOL_REGEX, "str": C.STRING_REGEX}[dtype]
 

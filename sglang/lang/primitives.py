@@ -1,6 +1,6 @@
 """Program pieces: what `sgl.gen(...)`, `"text" + sgl.select(...)`, `sgl.user(...)` evaluate to.
 
-A piece (`SglExpr`) is a tuple of IR ops (lang/ir.py) with their source locations, so the eager
+A piece (`SglExpr`) is a tuple of IR ops (lang/ir/graph.py) with their source locations, so the eager
 interpreter executes exactly the ops that tracing records: one representation for both. `+`
 concatenates pieces and strings. `Symbol` is a piece standing for a value unknown while tracing
 (a program argument, a generated variable): formatting it yields a marker string that the tracer
@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any, Iterable, Iterator, Optional
 
-from .ir import Loc, RoleBegin, RoleEnd, Text
+from sglang.lang.ir import Loc, RoleBegin, RoleEnd, Text
 
 _MARK = "\x00sgl{}\x00"
 

@@ -8,8 +8,8 @@ import sys
 import threading
 from typing import Any, Callable, Optional
 
-from ..runtime.backends.base import BaseBackend
-from .interpreter import ProgramState, StreamExecutor
+from sglang.lang.backends.base import BaseBackend
+from sglang.lang.interpreter import ProgramState, StreamExecutor
 
 _default_backend: Optional[BaseBackend] = None
 
@@ -32,7 +32,7 @@ def as_backend(backend: Any) -> BaseBackend:
     engine_mod = sys.modules.get("sglang.runtime.engine")
     if engine_mod is not None and isinstance(backend, getattr(engine_mod, "Engine", ())) or (
             hasattr(backend, "generate") and hasattr(backend, "get_server_args")):
-        from ..runtime.backends.engine_backend import EngineBackend
+        from sglang.lang.backends.engine_backend import EngineBackend
 
         return EngineBackend(backend)
     raise TypeError(f"not a backend: {backend!r} (use sgl.Engine(...), sgl.RuntimeEndpoint(url), sgl.Runtime(...) "
@@ -143,8 +143,8 @@ class SglFunction:
                 bar.close()
 
     def trace(self, *, backend: Any = None, **arguments: Any) -> Any:
-        """The program's IR (lang/ir.py), with symbolic arguments (or the given constants)."""
-        from .tracer import trace_program
+        """The program's IR (lang/ir/graph.py), with symbolic arguments (or the given constants)."""
+        from sglang.lang.tracer import trace_program
 
         return trace_program(self, arguments)
 

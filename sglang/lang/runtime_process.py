@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import httpx
 
-from ..runtime.backends.runtime_endpoint import RuntimeEndpoint
+from sglang.lang.backends.runtime_endpoint import RuntimeEndpoint
 
 
 def _free_port(host: str) -> int:
@@ -27,7 +27,7 @@ def _free_port(host: str) -> int:
 class Runtime:
     def __init__(self, model_path: str = "default", host: str = "127.0.0.1", port: Optional[int] = None,
                  startup_timeout: float = 600.0, **server_args: Any) -> None:
-        from ..runtime.server_args import ServerArgs
+        from sglang.runtime.server_args import ServerArgs
 
         ServerArgs.from_kwargs(model_path=model_path, host=host, **server_args)  # bad args fail here, by name
         self.port = port or _free_port(host)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .ir import Gen, Text
+from sglang.lang.ir import Gen, Text
 
 _RETRIES = 3
 

@@ -2,7 +2,7 @@
 
 Arguments are `Symbol`s (Arg ops) unless given as constants; `s["x"]` is a Symbol (VarRef). Python
 control flow over constants simply unrolls (loops over a literal range, `for f in forks`); control
-flow over symbols raises TraceError. The result is the canonical, checked IR (lang/ir.py), which
+flow over symbols raises TraceError. The result is the canonical, checked IR (lang/ir/graph.py), which
 the `.sgl` compiler produces too for the same program.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import inspect
 import json
 from typing import Any, Optional
 
-from .ir import (Arg, Cursor, Fork, Image, IRFunction, Join, JOIN_MODES, Loc, Return, Text,
+from sglang.lang.ir import (Arg, Cursor, Fork, Image, IRFunction, Join, JOIN_MODES, Loc, Return, Text,
                  VarRef, Video, canonicalize)
-from .ir_expr import Const, Name
-from .primitives import (SglExpr, StateBase, StateGroup, Symbol, TraceError, caller_loc, release_symbols,
+from sglang.lang.ir.expr import Const, Name
+from sglang.lang.primitives import (SglExpr, StateBase, StateGroup, Symbol, TraceError, caller_loc, release_symbols,
                          split_markers)
 
 

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from .forward_batch import ForwardBatch, ForwardMode
+from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
 
 logger = logging.getLogger(__name__)
 

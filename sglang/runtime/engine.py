@@ -22,11 +22,11 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 import torch
 
-from .io_struct import GenerateReqInput, ReqItem
-from .scheduler.req import TokenizedRequest
-from .scheduler.scheduler import start_scheduler_thread
-from .scheduler_process import OutputBatch, build_scheduler
-from .server_args import ServerArgs
+from sglang.runtime.io_struct import GenerateReqInput, ReqItem
+from sglang.runtime.scheduler.req import TokenizedRequest
+from sglang.runtime.scheduler.scheduler import start_scheduler_thread
+from sglang.runtime.scheduler_process import OutputBatch, build_scheduler
+from sglang.runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _set_all(events: list[asyncio.Event]) -> None:
 
 class Engine:
     def __init__(self, model_path: Optional[str] = None, **kwargs: Any) -> None:
-        from .tokenizer import get_tokenizer
+        from sglang.runtime.tokenizer import get_tokenizer
 
         if model_path is not None:
             kwargs["model_path"] = model_path
@@ -109,12 +109,12 @@ class Engine:
         self.process_mode = bool(self.server_args.scheduler_process)
         self._tp_workers = None  # tp_size > 1: ranks 1.. (rank 0 is this engine's model runner)
         if self.server_args.tp_size > 1:
-            from .tp_worker import prepare_tp
+            from sglang.runtime.tp_worker import prepare_tp
 
             self.server_args, self._tp_workers = prepare_tp(self.server_args)
         if self.process_mode:
-            from .model_loader.default_model import resolve_model_path
-            from .scheduler_process import SchedulerClient
+            from sglang.runtime.model_loader.default_model import resolve_model_path
+            from sglang.runtime.scheduler_process import SchedulerClient
 
             self.model_runner = None
             self._thread = None
@@ -138,7 +138,7 @@ class Engine:
             self.scheduler, self._constraints, info = build_scheduler(self.server_args, self._on_outputs)
         except BaseException:
             if self._tp_workers is not None:
-                from .distributed import destroy_distributed
+                from sglang.runtime.distributed import destroy_distributed
 
                 destroy_distributed()
                 self._join_tp_workers(timeout=0)
@@ -441,7 +441,7 @@ def _constraint_factory(tokenizer: Any, vocab_size: int, server_args: ServerArgs
     """The constrained-decoding hook, when runtime/constrained provides it (see scheduler.py); built
     in the scheduler's process (requests' states) and in the engine's (validation at admission)."""
     try:
-        from . import constrained
+        from sglang.runtime import constrained
     except ImportError:
         return None
     make = getattr(constrained, "make_constraint_factory", None)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import torch
 
 if TYPE_CHECKING:
-    from .mem_cache.memory_pool import TokenKVPool
+    from sglang.runtime.mem_cache.memory_pool import TokenKVPool
 
 
 class ForwardMode(enum.IntEnum):

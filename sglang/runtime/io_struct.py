@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union
 
-from .sampling.sampling_params import SamplingParams
+from sglang.runtime.sampling.sampling_params import SamplingParams
 
 
 @dataclass

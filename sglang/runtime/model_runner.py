@@ -14,15 +14,15 @@ import logging
 import time
 import torch
 
-from . import distributed
-from .attention import create_attention_backend
-from .forward_batch import ForwardBatch
-from .layers.logits_processor import LogitsOutput, LogitsProcessor
-from .mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
-from .model_config import ModelConfig, parse_dtype
-from .model_loader.default_model import resolve_model_path
-from .model_loader.loader import load_model
-from .server_args import ServerArgs
+from sglang.runtime import distributed
+from sglang.runtime.attention import create_attention_backend
+from sglang.runtime.forward_batch import ForwardBatch
+from sglang.runtime.layers.logits_processor import LogitsOutput, LogitsProcessor
+from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
+from sglang.runtime.model_config import ModelConfig, parse_dtype
+from sglang.runtime.model_loader.default_model import resolve_model_path
+from sglang.runtime.model_loader.loader import load_model
+from sglang.runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class ModelRunner:
         if not getattr(self.attn_backend, "supports_cuda_graph", False):
             logger.info("%s does not support CUDA graphs; decode runs eagerly", type(self.attn_backend).__name__)
             return
-        from .cuda_graph_runner import CudaGraphRunner
+        from sglang.runtime.cuda_graph_runner import CudaGraphRunner
 
         start = time.perf_counter()
         runner = CudaGraphRunner(self)
@@ -169,7 +169,7 @@ class ModelRunner:
             return out
         self._check_batch(batch)
         if self.tp_size > 1 and self.tp_rank == 0:
-            from .tp_worker import pack_forward
+            from sglang.runtime.tp_worker import pack_forward
 
             distributed.broadcast_object(pack_forward(batch))  # the workers run the same forward
         self.attn_backend.init_forward_metadata(batch)

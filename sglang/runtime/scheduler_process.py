@@ -28,8 +28,8 @@ import types
 from concurrent.futures import Future
 from typing import Any, Callable
 
-from .scheduler.req import TokenizedRequest
-from .server_args import ServerArgs
+from sglang.runtime.scheduler.req import TokenizedRequest
+from sglang.runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
 
@@ -233,10 +233,10 @@ class StepOutputs:
 def build_scheduler(server_args: ServerArgs, deliver: Callable[[OutputBatch], None]) -> tuple[Any, Any, dict]:
     """ModelRunner + tokenizer + Scheduler (+ constraint factory), each step's outputs going to
     `deliver` as one batch; the in-process Engine and the scheduler process both build it here."""
-    from .engine import _constraint_factory
-    from .model_runner import ModelRunner
-    from .scheduler.scheduler import Scheduler
-    from .tokenizer import get_tokenizer
+    from sglang.runtime.engine import _constraint_factory
+    from sglang.runtime.model_runner import ModelRunner
+    from sglang.runtime.scheduler.scheduler import Scheduler
+    from sglang.runtime.tokenizer import get_tokenizer
 
     runner = ModelRunner(server_args)
     tokenizer = get_tokenizer(server_args.tokenizer_path or runner.model_path)

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .model_config import config_eos_ids
+from sglang.runtime.model_config import config_eos_ids
 
 
 def get_tokenizer(path: str, **kwargs: Any):
     """AutoTokenizer from a local HF folder; "default" / *.gguf paths are resolved (converted) first."""
     from transformers import AutoTokenizer
 
-    from .model_loader.default_model import resolve_model_path
+    from sglang.runtime.model_loader.default_model import resolve_model_path
 
     folder = resolve_model_path(path)
     kwargs.setdefault("local_files_only", True)

@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from . import distributed
-from .forward_batch import ForwardBatch, ForwardMode
-from .server_args import ServerArgs
+from sglang.runtime import distributed
+from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
+from sglang.runtime.server_args import ServerArgs
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def run_tp_worker(server_args: ServerArgs, rank: int, log_level: int = logging.W
             os._exit(1)
 
     threading.Thread(target=watchdog, name=f"sglang-tp{rank}-watchdog", daemon=True).start()
-    from .model_runner import ModelRunner
+    from sglang.runtime.model_runner import ModelRunner
 
     runner = ModelRunner(server_args, tp_rank=rank)
     while True:
@@ -80,7 +80,7 @@ class TPWorkers:
     """Ranks 1..tp_size-1 as spawned processes (started before rank 0 joins the process group)."""
 
     def __init__(self, server_args: ServerArgs) -> None:
-        from .scheduler_process import _start_without_main
+        from sglang.runtime.scheduler_process import _start_without_main
 
         ctx = multiprocessing.get_context("spawn")
         level = logging.getLogger().getEffectiveLevel()
@@ -93,7 +93,7 @@ class TPWorkers:
 
     def join(self, timeout: float = 30.0) -> None:
         """Wait for the workers to exit (after rank 0's stop message), killing any that do not."""
-        from .scheduler_process import end_process
+        from sglang.runtime.scheduler_process import end_process
 
         for p in self.procs:
             end_process(p, timeout)
@@ -102,8 +102,8 @@ class TPWorkers:
 def prepare_tp(server_args: ServerArgs) -> tuple[ServerArgs, TPWorkers]:
     """Check the model splits over tp_size, fix what tp > 1 cannot do, and start the worker ranks.
     Returns the args rank 0 must run with (resolved model path, rendezvous address) and the workers."""
-    from .model_config import ModelConfig
-    from .model_loader.default_model import resolve_model_path
+    from sglang.runtime.model_config import ModelConfig
+    from sglang.runtime.model_loader.default_model import resolve_model_path
 
     model_path = resolve_model_path(server_args.model_path)  # converted once, here, not by every rank
     cfg = ModelConfig.from_path(model_path, server_args.context_length)

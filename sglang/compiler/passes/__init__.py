@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ...lang import ir
+from sglang.lang import ir
 
 # pass name (the -f<name> flag) -> module; order is the pipeline order
 PASS_ORDER = ("const-fold", "dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "constrained-precompile")
@@ -24,7 +24,7 @@ class PassContext:
 
 
 def get_pass(name: str) -> Callable[[ir.IRFunction, PassContext], ir.IRFunction]:
-    from . import constrained_precompile, const_fold, dead_branch, fork_batching, prefix_hoist, select_lowering
+    from sglang.compiler.passes import constrained_precompile, const_fold, dead_branch, fork_batching, prefix_hoist, select_lowering
 
     table = {"const-fold": const_fold.run, "dead-branch": dead_branch.run, "prefix-hoist": prefix_hoist.run,
              "fork-batching": fork_batching.run, "select-lowering": select_lowering.run,

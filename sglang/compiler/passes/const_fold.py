@@ -7,9 +7,9 @@ Text ops and drops empty ones.
 """
 from __future__ import annotations
 
-from ...lang import ir
-from ...lang import ir_expr as X
-from ..ir_edit import all_nodes, replace_op
+from sglang.lang import ir
+from sglang.lang.ir import expr as X
+from sglang.compiler.ir_edit import all_nodes, replace_op
 
 
 def _fold(e: X.Expr) -> X.Expr:

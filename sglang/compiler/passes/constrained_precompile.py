@@ -14,13 +14,13 @@ import hashlib
 import json
 from typing import Any
 
-from ...lang import ir
-from ..ir_edit import all_nodes
+from sglang.lang import ir
+from sglang.compiler.ir_edit import all_nodes
 
 
 def dtype_regex(dtype: str | None) -> str | None:
     """The regex a typed gen decodes under (the runtime's own constants, as SGLang's gen_int etc.)."""
-    from ...runtime.constrained.api import BOOL_REGEX, FLOAT_REGEX, INT_REGEX
+    from sglang.runtime.constrained.api import BOOL_REGEX, FLOAT_REGEX, INT_REGEX
 
     return {"int": INT_REGEX, "float": FLOAT_REGEX, "bool": BOOL_REGEX}.get(dtype or "")
 
@@ -46,7 +46,7 @@ def constraint_key(kind: str, source: str) -> str:
 
 def to_regex(kind: str, source: str) -> str:
     """The regex the runtime compiles for this constraint (raises ConstraintError, a ValueError)."""
-    from ...runtime.constrained import choices_to_regex, json_schema_to_regex, regex_to_dfa
+    from sglang.runtime.constrained import choices_to_regex, json_schema_to_regex, regex_to_dfa
 
     if kind == "regex":
         regex_to_dfa(source)
@@ -57,7 +57,7 @@ def to_regex(kind: str, source: str) -> str:
 
 
 def _entry(kind: str, source: str, tokenizer: Any) -> dict[str, Any]:
-    from ...runtime.constrained import compile_regex, regex_to_dfa, serialize_fsm
+    from sglang.runtime.constrained import compile_regex, regex_to_dfa, serialize_fsm
 
     regex = to_regex(kind, source)
     entry: dict[str, Any] = {"kind": kind, "source": source, "regex": regex,
@@ -70,7 +70,7 @@ def _entry(kind: str, source: str, tokenizer: Any) -> dict[str, Any]:
 
 def load_tables(constraints: dict[str, Any]) -> int:
     """Put an artifact's token tables into this process's constraint cache (in-process engine)."""
-    from ...runtime.constrained import deserialize_fsm, preload
+    from sglang.runtime.constrained import deserialize_fsm, preload
 
     n = 0
     for entry in constraints.values():

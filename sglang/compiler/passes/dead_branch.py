@@ -6,9 +6,9 @@ A loop over a constant empty list disappears. Data-dependent conditions stay (re
 """
 from __future__ import annotations
 
-from ...lang import ir
-from ...lang import ir_expr as X
-from ..ir_edit import all_nodes, remove, splice_arm
+from sglang.lang import ir
+from sglang.lang.ir import expr as X
+from sglang.compiler.ir_edit import all_nodes, remove, splice_arm
 
 
 def _prune(fn: ir.IRFunction, node: int, ctx) -> None:
@@ -43,7 +43,7 @@ def _prune(fn: ir.IRFunction, node: int, ctx) -> None:
         n = entries[i]
         while n is not None:
             nxt = fn.next(n)
-            from ..ir_edit import subtree
+            from sglang.compiler.ir_edit import subtree
 
             fn.graph.remove_nodes_from(subtree(fn, n))
             n = nxt

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from ...lang import ir
-from ..ir_edit import all_nodes
+from sglang.lang import ir
+from sglang.compiler.ir_edit import all_nodes
 
 
 def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:

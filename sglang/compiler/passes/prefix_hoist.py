@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import os
 
-from ...lang import ir
-from ..ir_edit import all_nodes, insert_before, remove, replace_op
+from sglang.lang import ir
+from sglang.compiler.ir_edit import all_nodes, insert_before, remove, replace_op
 
 _CONSTANT_OPS = (ir.Text, ir.RoleBegin, ir.RoleEnd)
 

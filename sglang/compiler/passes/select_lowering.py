@@ -8,8 +8,8 @@ choice texts are checked here (non-empty, distinct), since a duplicate would mak
 """
 from __future__ import annotations
 
-from ...lang import ir
-from ..ir_edit import all_nodes
+from sglang.lang import ir
+from sglang.compiler.ir_edit import all_nodes
 
 
 def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:

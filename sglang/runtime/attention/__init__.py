@@ -11,7 +11,7 @@ from typing import Optional
 
 import torch
 
-from .base import AttentionBackend
+from sglang.runtime.attention.base import AttentionBackend
 
 _BACKENDS = {
     "torch": ("torch_backend", "TorchAttentionBackend"),

@@ -9,7 +9,7 @@ import abc
 
 import torch
 
-from ..forward_batch import ForwardBatch
+from sglang.runtime.forward_batch import ForwardBatch
 
 
 class AttentionBackend(abc.ABC):

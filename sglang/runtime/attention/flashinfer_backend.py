@@ -17,8 +17,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..forward_batch import ForwardBatch
-from .base import AttentionBackend
+from sglang.runtime.forward_batch import ForwardBatch
+from sglang.runtime.attention.base import AttentionBackend
 
 WORKSPACE_BYTES = 256 * 1024 * 1024
 
@@ -42,7 +42,7 @@ class FlashInferAttentionBackend(AttentionBackend):
             import flashinfer
         except ImportError as e:  # pragma: no cover - depends on the machine
             raise ImportError("--attention-backend flashinfer needs flashinfer-python (>= 0.5) on a CUDA machine") from e
-        from ...kernels.kv_indices import build_kv_indices
+        from sglang.kernels.kv_indices import build_kv_indices
 
         dtype = getattr(model_runner, "dtype", None)
         cfg = getattr(model_runner, "model_config", None)

@@ -14,8 +14,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..forward_batch import ForwardBatch
-from .base import AttentionBackend
+from sglang.runtime.forward_batch import ForwardBatch
+from sglang.runtime.attention.base import AttentionBackend
 
 # decode attention runs in row chunks of at most this many gathered K (or V) elements (64 Mi: 128 MiB bf16)
 DECODE_CHUNK_ELEMENTS = 1 << 26

@@ -13,8 +13,8 @@ from typing import Any, Optional
 
 import torch
 
-from ..forward_batch import ForwardBatch
-from .base import AttentionBackend
+from sglang.runtime.forward_batch import ForwardBatch
+from sglang.runtime.attention.base import AttentionBackend
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,8 @@ class TritonAttentionBackend(AttentionBackend):
 
     def __init__(self, model_runner: Any = None, num_kv_splits: Optional[int] = None) -> None:
         # imported here so that a CPU-only install without triton can still import this package
-        from ...kernels import decode_attention as _dec
-        from ...kernels import extend_attention as _ext
+        from sglang.kernels import decode_attention as _dec
+        from sglang.kernels import extend_attention as _ext
 
         self._decode = _dec.decode_attention
         self._extend = _ext.extend_attention

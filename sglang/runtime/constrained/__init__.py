@@ -7,18 +7,18 @@ hook (`scheduler_hook`).
 """
 from __future__ import annotations
 
-from .api import (BOOL_REGEX, FLOAT_REGEX, INT_REGEX, STRING_REGEX, ConstraintSpec,
+from sglang.runtime.constrained.api import (BOOL_REGEX, FLOAT_REGEX, INT_REGEX, STRING_REGEX, ConstraintSpec,
                   build_constraint_from_sampling_params, choices_to_regex, compile_regex, deserialize_fsm,
                   new_state, preload, response_format_to_constraint, serialize_fsm)
-from .cache import ConstraintCache, default_cache_dir, get_default_cache
-from .errors import (ConstraintError, ConstraintViolation, EmptyLanguageError, GrammarError, RegexSyntaxError,
+from sglang.runtime.constrained.cache import ConstraintCache, default_cache_dir, get_default_cache
+from sglang.runtime.constrained.errors import (ConstraintError, ConstraintViolation, EmptyLanguageError, GrammarError, RegexSyntaxError,
                      SchemaError)
-from .json_schema import json_schema_to_regex
-from .regex_fsm import ByteDFA, regex_to_dfa
-from .scheduler_hook import make_constraint_factory
-from .state import ConstraintState, JumpForward
-from .token_fsm import TokenFSM
-from .vocab import TokenVocab, vocab_from_tokenizer
+from sglang.runtime.constrained.json_schema import json_schema_to_regex
+from sglang.runtime.constrained.regex_fsm import ByteDFA, regex_to_dfa
+from sglang.runtime.constrained.scheduler_hook import make_constraint_factory
+from sglang.runtime.constrained.state import ConstraintState, JumpForward
+from sglang.runtime.constrained.token_fsm import TokenFSM
+from sglang.runtime.constrained.vocab import TokenVocab, vocab_from_tokenizer
 
 __all__ = [
     "BOOL_REGEX", "FLOAT_REGEX", "INT_REGEX", "STRING_REGEX", "ByteDFA", "ConstraintCache", "ConstraintError",

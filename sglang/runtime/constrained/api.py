@@ -14,13 +14,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .cache import ConstraintCache, _fsm_from_bytes, _fsm_to_bytes, get_default_cache, table_key
-from .errors import ConstraintError, GrammarError
-from .json_schema import json_schema_to_regex
-from .regex_fsm import regex_to_dfa
-from .state import ConstraintState
-from .token_fsm import TokenFSM
-from .vocab import TokenVocab, vocab_from_tokenizer
+from sglang.runtime.constrained.cache import ConstraintCache, _fsm_from_bytes, _fsm_to_bytes, get_default_cache, table_key
+from sglang.runtime.constrained.errors import ConstraintError, GrammarError
+from sglang.runtime.constrained.json_schema import json_schema_to_regex
+from sglang.runtime.constrained.regex_fsm import regex_to_dfa
+from sglang.runtime.constrained.state import ConstraintState
+from sglang.runtime.constrained.token_fsm import TokenFSM
+from sglang.runtime.constrained.vocab import TokenVocab, vocab_from_tokenizer
 
 # SGLang's typed-gen regexes (gen_int / gen_string / dtype=float)
 INT_REGEX = r"[-+]?[0-9]+"
@@ -71,7 +71,7 @@ def build_constraint_from_sampling_params(sp: Any, whitespace: str = "default") 
         if key == "json_schema":
             rx = json_schema_to_regex(value, whitespace=whitespace)
             return ConstraintSpec(rx, "json_schema", value if isinstance(value, str) else repr(value))
-        from .grammar import grammar_constraint
+        from sglang.runtime.constrained.grammar import grammar_constraint
 
         rx, exact = grammar_constraint(value)
         return ConstraintSpec(rx, "ebnf", value, grammar=None if exact else value)
@@ -115,7 +115,7 @@ def response_format_to_constraint(response_format: Any, whitespace: str = "defau
         regex_to_dfa(rx)
         return ConstraintSpec(rx, "regex", rx)
     if kind in ("ebnf", "grammar"):
-        from .grammar import grammar_to_regex
+        from sglang.runtime.constrained.grammar import grammar_to_regex
 
         src = response_format.get("ebnf") or response_format.get("grammar")
         if not isinstance(src, str):
@@ -140,7 +140,7 @@ def new_state(spec: ConstraintSpec | str, tokenizer: Any, cache: Optional[Constr
               eos_token_ids: Optional[Iterable[int]] = None) -> ConstraintState:
     vocab = _vocab(tokenizer, eos_token_ids)
     if isinstance(spec, ConstraintSpec) and spec.grammar is not None:
-        from .cfg_state import CFGConstraintState, cfg_index
+        from sglang.runtime.constrained.cfg_state import CFGConstraintState, cfg_index
 
         return CFGConstraintState(cfg_index(spec.grammar, vocab))  # type: ignore[return-value]
     regex = spec.regex if isinstance(spec, ConstraintSpec) else spec

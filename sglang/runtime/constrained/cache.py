@@ -19,9 +19,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .regex_fsm import regex_to_dfa
-from .token_fsm import TokenFSM
-from .vocab import TokenVocab
+from sglang.runtime.constrained.regex_fsm import regex_to_dfa
+from sglang.runtime.constrained.token_fsm import TokenFSM
+from sglang.runtime.constrained.vocab import TokenVocab
 
 FORMAT_VERSION = 1
 _MAGIC = b"SGLCFSM\x01"

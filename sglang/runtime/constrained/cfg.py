@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .errors import ConstraintError, GrammarError
-from .regex_fsm import ByteDFA, regex_to_dfa
+from sglang.runtime.constrained.errors import ConstraintError, GrammarError
+from sglang.runtime.constrained.regex_fsm import ByteDFA, regex_to_dfa
 
 Item = tuple[int, int, int]  # (rule id, dot, origin position)
 Waiting = dict[int, list[Item]]  # nonterminal -> items whose next symbol is it
@@ -43,7 +43,7 @@ class CompiledCFG:
 
 def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
     """Compile Lark/GBNF text; bad grammars raise GrammarError (lark's message has the position)."""
-    from .grammar import _KNOWN_TERMINALS, _load
+    from sglang.runtime.constrained.grammar import _KNOWN_TERMINALS, _load
 
     parser = _load(src, start)
     term_names: list[str] = []

@@ -23,10 +23,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .cfg import Column, CompiledCFG, Recognizer, Waiting, closure, compile_cfg, step
-from .errors import ConstraintViolation
-from .state import consume_eos
-from .vocab import TokenVocab
+from sglang.runtime.constrained.cfg import Column, CompiledCFG, Recognizer, Waiting, closure, compile_cfg, step
+from sglang.runtime.constrained.errors import ConstraintViolation
+from sglang.runtime.constrained.state import consume_eos
+from sglang.runtime.constrained.vocab import TokenVocab
 
 
 # Parser steps one mask may spend walking token tails past terminal ends (a few thousand for JSON-like

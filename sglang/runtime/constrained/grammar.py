@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from .errors import ConstraintError, GrammarError
-from .regex_fsm import regex_to_dfa
+from sglang.runtime.constrained.errors import ConstraintError, GrammarError
+from sglang.runtime.constrained.regex_fsm import regex_to_dfa
 
 # lark's common terminals written with look-behind → the same language without it
 _KNOWN_TERMINALS = {
@@ -214,7 +214,7 @@ def grammar_constraint(src: str) -> tuple[str, bool]:
     try:
         info = grammar_info(src)
     except GrammarTooLarge:
-        from .cfg import compile_cfg
+        from sglang.runtime.constrained.cfg import compile_cfg
 
         compile_cfg(src)  # the grammar itself must still be valid
         return "", False

@@ -18,7 +18,7 @@ import json
 import re
 from typing import Any, Optional
 
-from .errors import SchemaError
+from sglang.runtime.constrained.errors import SchemaError
 
 STRING_CHAR = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})'
 STRING = f'"{STRING_CHAR}*"'

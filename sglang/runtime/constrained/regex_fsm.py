@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import EmptyLanguageError, RegexSyntaxError
+from sglang.runtime.constrained.errors import EmptyLanguageError, RegexSyntaxError
 
 MAX_CP = 0x10FFFF
 _OK_FLAGS = int(re.ASCII | re.UNICODE | re.VERBOSE | re.DOTALL)  # ints: enum arithmetic is slow

@@ -16,11 +16,11 @@ from typing import Any, Optional
 
 import torch
 
-from .api import ConstraintSpec, build_constraint_from_sampling_params
-from .cache import ConstraintCache, get_default_cache
-from .errors import ConstraintViolation
-from .state import ConstraintState
-from .vocab import TokenVocab, vocab_from_tokenizer
+from sglang.runtime.constrained.api import ConstraintSpec, build_constraint_from_sampling_params
+from sglang.runtime.constrained.cache import ConstraintCache, get_default_cache
+from sglang.runtime.constrained.errors import ConstraintViolation
+from sglang.runtime.constrained.state import ConstraintState
+from sglang.runtime.constrained.vocab import TokenVocab, vocab_from_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class ConstraintFactory:
         """Validate and compile the request's constraint (raises ValueError naming the field)."""
         spec = self._spec(sp)
         if spec is not None and spec.grammar is not None:  # non-regular grammar: exact CFG engine
-            from .cfg_state import cfg_index
+            from sglang.runtime.constrained.cfg_state import cfg_index
 
             if self.vocab.size > self.vocab_size:
                 raise ValueError(f"tokenizer has {self.vocab.size} tokens but the model only {self.vocab_size}")
@@ -110,7 +110,7 @@ class ConstraintFactory:
         if spec is None:
             return None
         if spec.grammar is not None:
-            from .cfg_state import CFGConstraintState, cfg_index
+            from sglang.runtime.constrained.cfg_state import CFGConstraintState, cfg_index
 
             state: Any = CFGConstraintState(cfg_index(spec.grammar, self.vocab))
         else:

@@ -25,9 +25,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .errors import ConstraintViolation
-from .token_fsm import TokenFSM
-from .vocab import TokenVocab
+from sglang.runtime.constrained.errors import ConstraintViolation
+from sglang.runtime.constrained.token_fsm import TokenFSM
+from sglang.runtime.constrained.vocab import TokenVocab
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .errors import ConstraintError, EmptyLanguageError
-from .regex_fsm import ByteDFA, walk_bytes
-from .vocab import TokenVocab
+from sglang.runtime.constrained.errors import ConstraintError, EmptyLanguageError
+from sglang.runtime.constrained.regex_fsm import ByteDFA, walk_bytes
+from sglang.runtime.constrained.vocab import TokenVocab
 
 MAX_PAIRS = 60_000_000  # (state, allowed token) pairs a build may hold (~0.7 GB of index arrays)
 BUILD_CHUNK_BYTES = 64 << 20  # dense rows materialized at a time while packing the bit table

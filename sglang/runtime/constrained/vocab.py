@@ -16,7 +16,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from ..detokenizer import gpt2_byte_decoder
+from sglang.runtime.detokenizer import gpt2_byte_decoder
 
 _BYTE_DECODER = gpt2_byte_decoder()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .ops import get_op
+from sglang.runtime.layers.ops import get_op
 
 
 class SiluAndMul(nn.Module):

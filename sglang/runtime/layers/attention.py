@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Optional
 import torch
 from torch import nn
 
-from ..forward_batch import ForwardBatch
+from sglang.runtime.forward_batch import ForwardBatch
 
 if TYPE_CHECKING:
-    from ..attention.base import AttentionBackend
+    from sglang.runtime.attention.base import AttentionBackend
 
 
 class Attention(nn.Module):

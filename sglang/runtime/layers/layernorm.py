@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .ops import get_op
+from sglang.runtime.layers.ops import get_op
 
 
 class RMSNorm(nn.Module):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..distributed import get_tp_rank, get_tp_size, tensor_model_parallel_all_reduce
+from sglang.runtime.distributed import get_tp_rank, get_tp_size, tensor_model_parallel_all_reduce
 
 
 def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> nn.Parameter:

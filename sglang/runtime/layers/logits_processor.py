@@ -7,7 +7,7 @@ from typing import Optional
 
 import torch
 
-from ..forward_batch import ForwardBatch
+from sglang.runtime.forward_batch import ForwardBatch
 
 # Prompt rows are projected onto the vocabulary this many at a time, so a long prompt with logprobs
 # does not materialise a [tokens, vocab] fp32 matrix at once.

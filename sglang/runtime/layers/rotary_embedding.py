@@ -7,8 +7,8 @@ import math
 import torch
 from torch import nn
 
-from ..model_config import RopeScaling
-from .ops import get_op
+from sglang.runtime.model_config import RopeScaling
+from sglang.runtime.layers.ops import get_op
 
 
 def rope_inv_freq(rot_dim: int, theta: float, scaling: RopeScaling) -> torch.Tensor:

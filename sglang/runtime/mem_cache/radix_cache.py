@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .memory_pool import TokenKVPool
+from sglang.runtime.mem_cache.memory_pool import TokenKVPool
 
 _EMPTY = torch.empty((0,), dtype=torch.int64)
 

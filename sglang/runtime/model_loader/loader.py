@@ -18,8 +18,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from ..model_config import ModelConfig
-from ..models import get_model_class
+from sglang.runtime.model_config import ModelConfig
+from sglang.runtime.models import get_model_class
 
 DUMMY_STD = 0.02  # small weights keep activations finite through many random layers
 

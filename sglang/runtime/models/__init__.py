@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..model_config import SUPPORTED_ARCHITECTURES, ModelConfig
+from sglang.runtime.model_config import SUPPORTED_ARCHITECTURES, ModelConfig
 
 
 def get_model_class(config: ModelConfig) -> type[nn.Module]:
-    from .llama import LlamaForCausalLM
+    from sglang.runtime.models.llama import LlamaForCausalLM
 
     # one implementation: the differences are config values (see models/llama.py)
     registry = {arch: LlamaForCausalLM for arch in SUPPORTED_ARCHITECTURES}

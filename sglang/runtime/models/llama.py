@@ -12,14 +12,14 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..distributed import check_tp_divisible, get_tp_size
-from ..forward_batch import ForwardBatch
-from ..layers.activation import SiluAndMul
-from ..layers.attention import Attention
-from ..layers.layernorm import RMSNorm
-from ..layers.linear import Linear, VocabEmbedding
-from ..layers.rotary_embedding import RotaryEmbedding
-from ..model_config import ModelConfig
+from sglang.runtime.distributed import check_tp_divisible, get_tp_size
+from sglang.runtime.forward_batch import ForwardBatch
+from sglang.runtime.layers.activation import SiluAndMul
+from sglang.runtime.layers.attention import Attention
+from sglang.runtime.layers.layernorm import RMSNorm
+from sglang.runtime.layers.linear import Linear, VocabEmbedding
+from sglang.runtime.layers.rotary_embedding import RotaryEmbedding
+from sglang.runtime.model_config import ModelConfig
 
 
 class LlamaMLP(nn.Module):

@@ -22,8 +22,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from .penalties import apply_frequency_presence, apply_repetition_penalty
-from .sampling_batch_info import SamplingBatchInfo
+from sglang.runtime.sampling.penalties import apply_frequency_presence, apply_repetition_penalty
+from sglang.runtime.sampling.sampling_batch_info import SamplingBatchInfo
 
 
 class Sampler:

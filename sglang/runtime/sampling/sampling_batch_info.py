@@ -17,8 +17,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from .penalties import PenaltyCache
-from .sampling_params import SamplingParams
+from sglang.runtime.sampling.penalties import PenaltyCache
+from sglang.runtime.sampling.sampling_params import SamplingParams
 
 # temperatures at or below this are greedy (SGLang 0.2.x uses the same cut-off)
 GREEDY_TEMPERATURE = 1e-6

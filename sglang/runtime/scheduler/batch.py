@@ -11,9 +11,9 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..forward_batch import ForwardBatch, ForwardMode
-from ..mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
-from .req import Req
+from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
+from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
+from sglang.runtime.scheduler.req import Req
 
 
 class OutOfKVMemory(RuntimeError):

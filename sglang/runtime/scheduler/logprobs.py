@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from ..sampling.sampler import top_logprobs
-from .req import Req
+from sglang.runtime.sampling.sampler import top_logprobs
+from sglang.runtime.scheduler.req import Req
 
 
 def logprob_start(req: Req) -> int:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from .req import Req
+from sglang.runtime.scheduler.req import Req
 
 
 def _texts(tokenizer: Any, ids: Sequence[int]) -> list[Optional[str]]:

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Optional
 
 import torch
 
-from .batch import to_device
-from .req import Req
+from sglang.runtime.scheduler.batch import to_device
+from sglang.runtime.scheduler.req import Req
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from sglang.runtime.scheduler.scheduler import Scheduler
 
 
 @dataclass

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from .batch import build_extend, to_device
-from .logprobs import logprob_start, record_input_logprobs
-from .req import FinishKind, FinishReason, Req
-from .schedule_policy import LPM_MAX_QUEUE, PrefillAdder, order_waiting
+from sglang.runtime.scheduler.batch import build_extend, to_device
+from sglang.runtime.scheduler.logprobs import logprob_start, record_input_logprobs
+from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
+from sglang.runtime.scheduler.schedule_policy import LPM_MAX_QUEUE, PrefillAdder, order_waiting
 
 if TYPE_CHECKING:
-    from .scheduler import Scheduler
+    from sglang.runtime.scheduler.scheduler import Scheduler
 
 
 class PrefillMixin:

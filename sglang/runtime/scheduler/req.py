@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..sampling.sampling_params import SamplingParams
+from sglang.runtime.sampling.sampling_params import SamplingParams
 
 
 class FinishKind(str, enum.Enum):

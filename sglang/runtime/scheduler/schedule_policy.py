@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .req import Req
+from sglang.runtime.scheduler.req import Req
 
 # lpm needs a tree lookup per waiting request; past this queue length the order falls back to fcfs
 LPM_MAX_QUEUE = 256

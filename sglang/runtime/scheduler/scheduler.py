@@ -26,16 +26,16 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from ..detokenizer import DecodeStream
-from ..mem_cache.radix_cache import make_prefix_cache
-from ..sampling.sampler import Sampler, top_logprobs
-from ..sampling.sampling_batch_info import SamplingBatchInfo, make_generator
-from ..server_args import ServerArgs
-from .batch import KVManager, build_decode, to_device
-from .output import make_output
-from .overlap import OverlapDecoder
-from .prefill import PrefillMixin
-from .req import FinishKind, FinishReason, Req, TokenizedRequest
+from sglang.runtime.detokenizer import DecodeStream
+from sglang.runtime.mem_cache.radix_cache import make_prefix_cache
+from sglang.runtime.sampling.sampler import Sampler, top_logprobs
+from sglang.runtime.sampling.sampling_batch_info import SamplingBatchInfo, make_generator
+from sglang.runtime.server_args import ServerArgs
+from sglang.runtime.scheduler.batch import KVManager, build_decode, to_device
+from sglang.runtime.scheduler.output import make_output
+from sglang.runtime.scheduler.overlap import OverlapDecoder
+from sglang.runtime.scheduler.prefill import PrefillMixin
+from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req, TokenizedRequest
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any, Iterator, Optional
 
 import httpx
 
-from ..chat_template import ChatTemplate, get_named, load_chat_template_from_path
-from .base import BackendError, NativeBackend
+from sglang.runtime.chat_template import ChatTemplate, get_named, load_chat_template_from_path
+from sglang.lang.backends.base import BackendError, NativeBackend
 
 
 class RuntimeEndpoint(NativeBackend):

@@ -1,4 +1,4 @@
-"""Expression lowering for `.sgl` → IR (a mixin of `compiler.ast_to_ir.Lowerer`).
+"""Expression lowering for `.sgl` → IR (a mixin of `compiler.irgen.build.Lowerer`).
 
 Resolves names (constants, `let` aliases, loop/fork indices, generated variables, parameters), reads of
 fork branch variables (`t[k].x`), builtin calls (also method style, `x.strip()`), and folds constants.
@@ -9,12 +9,12 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from ..lang import ir
-from ..lang import ir_expr as X
-from ..lang import sgl_ast as A
-from ..lang.sgl_errors import SglSemanticError, SourcePos
-from .loader import FuncRef, SourceProgram
-from .lower_env import _Env, _freeze
+from sglang.lang import ir
+from sglang.lang.ir import expr as X
+from sglang.lang.sgl import nodes as A
+from sglang.lang.sgl.errors import SglSemanticError, SourcePos
+from sglang.compiler.loader import FuncRef, SourceProgram
+from sglang.compiler.irgen.scope import _Env, _freeze
 
 
 _PYTHON_CONSTANTS = {"True": "true", "False": "false", "None": "none"}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator, Optional
 
-from ..chat_template import ChatTemplate, get_named
-from .base import BackendError, BaseBackend, GenInput
+from sglang.runtime.chat_template import ChatTemplate, get_named
+from sglang.lang.backends.base import BackendError, BaseBackend, GenInput
 
 # native sampling_params key -> OpenAI argument
 _DIRECT = {"max_new_tokens": "max_tokens", "stop": "stop", "temperature": "temperature", "top_p": "top_p",

@@ -16,7 +16,7 @@ The top-level region starts at `fn.entry` (None = empty function).
 
 Structured ops and their regions:
 * ``Branch(conds)``: if/elif/else; arm i runs when conds[i] is the first true condition; a
-  ``None`` condition (last only) is ``else``. Conditions are expressions (`lang.ir_expr`) over
+  ``None`` condition (last only) is ``else``. Conditions are expressions (`lang.ir.expr`) over
   arguments and generated variables, evaluated at run time.
 * ``Loop(var, iterable)`` (for) or ``Loop(cond=...)`` (while, bounded by ``max_iters``): arm 0.
 * ``Fork(n)``: n child streams, each starting from a copy of the parent state; arm i is branch i
@@ -50,7 +50,7 @@ from typing import Any, Iterator, Optional, Union
 
 import networkx as nx
 
-from .ir_expr import (Binary, CallExpr, Const, Expr, Index, ListExpr, Name, Unary, check_expr,  # noqa: F401
+from sglang.lang.ir.expr import (Binary, CallExpr, Const, Expr, Index, ListExpr, Name, Unary, check_expr,  # noqa: F401
                       eval_expr, expr_from_json, expr_to_json, expr_to_str, is_expr, map_expr, names_in,
                       substitute, value_from_json)
 
@@ -394,13 +394,13 @@ class IRFunction:
     # -- validation and derived edges
     def check(self) -> "IRFunction":
         """Validate structure and variable use, then (re)compute data edges. Raises IRError."""
-        from .ir_check import check_function
+        from sglang.lang.ir.check import check_function
 
         check_function(self)
         return self
 
     def add_data_edges(self) -> None:
-        from .ir_check import compute_data_edges
+        from sglang.lang.ir.check import compute_data_edges
 
         compute_data_edges(self)
 
@@ -510,7 +510,7 @@ def _dot_escape(s: str) -> str:
 
 
 def canonicalize(fn: IRFunction) -> IRFunction:
-    from .ir_check import canonicalize as _canon
+    from sglang.lang.ir.check import canonicalize as _canon
 
     return _canon(fn)
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
-from ..chat_template import ChatTemplate
-from .choices import METHODS, decide
+from sglang.runtime.chat_template import ChatTemplate
+from sglang.lang.backends.choices import METHODS, decide
 
 
 class BackendError(RuntimeError):
@@ -39,7 +39,7 @@ class BaseBackend:
     name = "backend"
 
     def chat_template(self) -> ChatTemplate:
-        from ..chat_template import NAMED
+        from sglang.runtime.chat_template import NAMED
 
         return NAMED["default"]
 

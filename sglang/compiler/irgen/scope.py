@@ -10,8 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..lang import sgl_ast as A
-from .loader import FuncRef
+from sglang.lang.sgl import nodes as A
+from sglang.compiler.loader import FuncRef
 
 TYPES = ("str", "int", "float", "bool", "list", "dict", "image", "video", "any")
 _PY_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (tuple, list),

@@ -5,4 +5,4 @@ All but OpenAI speak the native request dicts (docs/ARCHITECTURE.md) and differ 
 """
 from __future__ import annotations
 
-from .base import BaseBackend, BackendError, GenInput  # noqa: F401
+from sglang.lang.backends.base import BaseBackend, BackendError, GenInput  # noqa: F401

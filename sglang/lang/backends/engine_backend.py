@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from ..chat_template import ChatTemplate, load_chat_template
-from .base import BackendError, NativeBackend
+from sglang.runtime.chat_template import ChatTemplate, load_chat_template
+from sglang.lang.backends.base import BackendError, NativeBackend
 
 
 class EngineBackend(NativeBackend):
@@ -14,7 +14,7 @@ class EngineBackend(NativeBackend):
 
     def __init__(self, engine: Any = None, **engine_kwargs: Any) -> None:
         if engine is None:
-            from ..engine import Engine
+            from sglang.runtime.engine import Engine
 
             engine = Engine(**engine_kwargs)
         elif engine_kwargs:

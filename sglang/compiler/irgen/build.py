@@ -1,4 +1,4 @@
-"""Lower the `.sgl` AST to the IR of lang/ir.py, checking the program on the way.
+"""Lower the `.sgl` AST to the IR of lang/ir/graph.py, checking the program on the way.
 
 Semantic checks (each an `SglSemanticError` at the offending position): undefined names, variables read
 before (or only sometimes) generated, duplicate names, wrong argument types or counts, unknown or
@@ -18,14 +18,14 @@ import dataclasses
 import difflib
 from typing import Any
 
-from ..lang import ir
-from ..lang import ir_expr as X
-from ..lang import sgl_ast as A
-from ..lang.sgl_errors import SglSemanticError, SourcePos
-from .loader import SourceProgram
-from .lower_env import _PY_TYPES, TYPES, _Env, _Fork, _Var, _all_gens
-from .lower_exprs import ExprLowering
-from .lower_gen import GenLowering
+from sglang.lang import ir
+from sglang.lang.ir import expr as X
+from sglang.lang.sgl import nodes as A
+from sglang.lang.sgl.errors import SglSemanticError, SourcePos
+from sglang.compiler.loader import SourceProgram
+from sglang.compiler.irgen.scope import _PY_TYPES, TYPES, _Env, _Fork, _Var, _all_gens
+from sglang.compiler.irgen.exprs import ExprLowering
+from sglang.compiler.irgen.gen_args import GenLowering
 
 
 class Lowerer(ExprLowering, GenLowering):

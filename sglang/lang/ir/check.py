@@ -13,10 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ir import (CHOICES_METHODS, JOIN_MODES, NODE_REF_FIELDS, ROLES, STRUCTURED, Arg, Branch, Call, Cursor,
+from sglang.lang.ir.graph import (CHOICES_METHODS, JOIN_MODES, NODE_REF_FIELDS, ROLES, STRUCTURED, Arg, Branch, Call, Cursor,
                  Fork, Gen, Interp, IRError, IRFunction, Join, Loop, Return, RoleBegin, RoleEnd, Select,
                  Text, VarRef, Video, defines, map_op_exprs, num_arms, op_exprs)
-from .ir_expr import Const, Name, check_expr, expr_to_str, fold, names_in
+from sglang.lang.ir.expr import Const, Name, check_expr, expr_to_str, fold, names_in
 
 _DTYPES = ("int", "str", "float", "bool")
 
@@ -238,7 +238,7 @@ def compute_data_edges(fn: IRFunction) -> None:
 
 # ---------------------------------------------------------------- canonicalization
 def canonicalize(fn: IRFunction) -> IRFunction:
-    """The canonical form described in lang/ir.py's docstring, as a new function."""
+    """The canonical form described in lang/ir/graph.py's docstring, as a new function."""
     out = IRFunction(fn.name, fn.params, fn.defaults, fn.loc, fn.attrs)
     generated = {defines(fn.op(n)) for n in fn.graph.nodes} - {None}
     _Canon(fn, out, generated).region(None, 0, out.cursor(), {}, {})

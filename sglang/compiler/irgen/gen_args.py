@@ -1,4 +1,4 @@
-"""gen / select lowering for `.sgl` → IR (a mixin of `compiler.ast_to_ir.Lowerer`): parameter names,
+"""gen / select lowering for `.sgl` → IR (a mixin of `compiler.irgen.build.Lowerer`): parameter names,
 types and constant-ness are checked here, with a did-you-mean hint for unknown parameters."""
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import json
 import re
 from typing import Any
 
-from ..lang import ir
-from ..lang import ir_expr as X
-from ..lang import sgl_ast as A
-from .lower_env import _Env, _Var
+from sglang.lang import ir
+from sglang.lang.ir import expr as X
+from sglang.lang.sgl import nodes as A
+from sglang.compiler.irgen.scope import _Env, _Var
 
 # gen parameter -> (accepted python types, description)
 GEN_PARAMS: dict[str, tuple[tuple[type, ...], str]] = {

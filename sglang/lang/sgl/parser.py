@@ -1,4 +1,4 @@
-"""Parse `.sgl` source into the AST (lang/sgl_ast.py), with friendly errors.
+"""Parse `.sgl` source into the AST (lang/sgl/nodes.py), with friendly errors.
 
 LALR(1) over lang/sgl.lark. Syntax errors become `SglSyntaxError` with file:line:col, the source line,
 a caret, the expected tokens and, when the error looks like a known mistake (lark's `match_examples`
@@ -16,8 +16,8 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
                              VisitError)
 
-from . import sgl_ast as A
-from .sgl_errors import SglSyntaxError, SourcePos
+from sglang.lang.sgl import nodes as A
+from sglang.lang.sgl.errors import SglSyntaxError, SourcePos
 
 GRAMMAR_PATH = Path(__file__).with_name("sgl.lark")
 

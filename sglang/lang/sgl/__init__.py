@@ -1,0 +1,1 @@
+"""The `.sgl` language: grammar (`sgl.lark`), parser (`parser`), syntax tree (`nodes`), errors (`errors`)."""
