@@ -34,6 +34,17 @@ class _Meta:
     decode_wrapper: Any = None
 
 
+def check_supported(dtype: Optional[torch.dtype], head_dim: Optional[int]) -> None:
+    """Raise ValueError for what this backend refuses by design (the GPU tests skip exactly these)."""
+    # FlashInfer 0.5 has no fp32 kernels, and its Hopper (sm90) prefill kernels only head dims 64/128/256
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"attention backend 'flashinfer' supports float16/bfloat16 only, got {dtype}; "
+                         "use attention_backend='triton' or 'torch'")
+    if head_dim is not None and head_dim not in (64, 128, 256):
+        raise ValueError(f"attention backend 'flashinfer' supports head_dim 64/128/256, the model has "
+                         f"{head_dim}; use attention_backend='triton' or 'torch'")
+
+
 class FlashInferAttentionBackend(AttentionBackend):
     supports_cuda_graph = True
 
@@ -44,15 +55,8 @@ class FlashInferAttentionBackend(AttentionBackend):
             raise ImportError("--attention-backend flashinfer needs flashinfer-python (>= 0.5) on a CUDA machine") from e
         from sglang.kernels.kv_indices import build_kv_indices
 
-        dtype = getattr(model_runner, "dtype", None)
         cfg = getattr(model_runner, "model_config", None)
-        # FlashInfer 0.5 has no fp32 kernels, and its Hopper (sm90) prefill kernels only head dims 64/128/256
-        if dtype is not None and dtype not in (torch.float16, torch.bfloat16):
-            raise ValueError(f"attention backend 'flashinfer' supports float16/bfloat16 only, got {dtype}; "
-                             "use attention_backend='triton' or 'torch'")
-        if cfg is not None and cfg.head_dim not in (64, 128, 256):
-            raise ValueError(f"attention backend 'flashinfer' supports head_dim 64/128/256, the model has "
-                             f"{cfg.head_dim}; use attention_backend='triton' or 'torch'")
+        check_supported(getattr(model_runner, "dtype", None), getattr(cfg, "head_dim", None))
         self._fi = flashinfer
         self._build_kv_indices = build_kv_indices
         self.device = torch.device(getattr(model_runner, "device", "cuda"))
