@@ -3,10 +3,12 @@
     with sglang.Engine(model_path="default") as engine:
         out = engine.generate("The capital of France is", {"max_new_tokens": 16, "temperature": 0})
 
-By default the model runner and scheduler live in this process and the scheduler loop runs in its own
-thread (`engine.model_runner`, `engine.scheduler` are the real objects). With `scheduler_process=True`
-they live in a spawned child process (runtime/scheduler_process.py) and `engine.scheduler` is the client
-with the same surface; `sglang launch-server` uses that mode. Either way callers (any number of threads,
+The model is resolved once at start-up (runtime/resolved_model.py). By default the model runner and
+scheduler live in this process and the scheduler loop runs in its own thread (`engine.scheduler` is a
+`ThreadScheduler`, `engine.model_runner` the real runner). With `scheduler_process=True` they live in a
+spawned child process (`engine.scheduler` is a `ProcessScheduler`, runtime/scheduler_process.py);
+`sglang launch-server` uses that mode. Both are `SchedulerHandle`s (runtime/scheduler_handle.py): the
+constructor picks one and nothing else asks which it has. Either way callers (any number of threads,
 or an asyncio loop) tokenize and validate in their own thread, hand requests to the scheduler's inbox,
 and wait on a per-request state that the outputs of each scheduler step fill, as one batch.
 A bad request raises ValueError before anything is allocated; the engine keeps serving the others.
@@ -23,10 +25,13 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 import torch
 
 from sglang.runtime.io_struct import GenerateReqInput, ReqItem
+from sglang.runtime.resolved_model import resolve_model
 from sglang.runtime.scheduler.req import TokenizedRequest
-from sglang.runtime.scheduler.scheduler import start_scheduler_thread
-from sglang.runtime.scheduler_process import OutputBatch, build_scheduler
+from sglang.runtime.scheduler_handle import OutputBatch, SchedulerHandle, ThreadScheduler
+from sglang.runtime.scheduler_process import ProcessScheduler
 from sglang.runtime.server_args import ServerArgs
+from sglang.runtime.tokenizer import get_tokenizer
+from sglang.runtime.tp_worker import prepare_tp
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +102,6 @@ def _set_all(events: list[asyncio.Event]) -> None:
 
 class Engine:
     def __init__(self, model_path: Optional[str] = None, **kwargs: Any) -> None:
-        from sglang.runtime.tokenizer import get_tokenizer
-
         if model_path is not None:
             kwargs["model_path"] = model_path
         self.server_args = ServerArgs.from_kwargs(**kwargs)
@@ -107,53 +110,37 @@ class Engine:
         self._groups: dict[str, list[str]] = {}  # caller rid -> internal rids (n samples)
         self._closed = False
         self.process_mode = bool(self.server_args.scheduler_process)
-        self._tp_workers = None  # tp_size > 1: ranks 1.. (rank 0 is this engine's model runner)
+        # resolved here, once (a GGUF is converted once, not by every process that needs the model)
+        model = resolve_model(self.server_args)
+        self._tp_workers = None  # tp_size > 1: ranks 1.. (rank 0 runs with the scheduler)
         if self.server_args.tp_size > 1:
-            from sglang.runtime.tp_worker import prepare_tp
-
-            self.server_args, self._tp_workers = prepare_tp(self.server_args)
-        if self.process_mode:
-            from sglang.runtime.model_loader.default_model import resolve_model_path
-            from sglang.runtime.scheduler_process import SchedulerClient
-
-            self.model_runner = None
-            self._thread = None
-            # resolved here (a GGUF is converted once, not by two processes at a time); the tokenizer then
-            # loads while the child boots
-            model_path = resolve_model_path(self.server_args.model_path)
-            self.scheduler: Any = SchedulerClient(self.server_args.replace(model_path=model_path), self._on_outputs)
-            try:
-                self.tokenizer = get_tokenizer(self.server_args.tokenizer_path or model_path)
-                info = self.scheduler.wait_ready()
-                self.vocab_size, self.context_len = int(info["vocab_size"]), int(info["context_len"])
-                self.pool_size = int(info["pool_size"])
-                self._constraints = _constraint_factory(self.tokenizer, self.vocab_size, self.server_args)
-            except BaseException:
+            self.server_args, self._tp_workers = prepare_tp(self.server_args, model)
+        handle_type = ProcessScheduler if self.process_mode else ThreadScheduler
+        self.scheduler: Any = None
+        try:
+            # a scheduler process boots while this process loads its tokenizer
+            self.scheduler = handle_type(self.server_args, model, self._on_outputs)
+            self.tokenizer = get_tokenizer(self.server_args.tokenizer_path or model.path)
+            info = self.scheduler.wait_ready(self.tokenizer)
+        except BaseException:
+            if self.scheduler is not None:
                 self.scheduler.stop()
                 self.scheduler.join(timeout=30)
-                self._join_tp_workers(timeout=0)
-                raise
-            return
-        try:
-            self.scheduler, self._constraints, info = build_scheduler(self.server_args, self._on_outputs)
-        except BaseException:
-            if self._tp_workers is not None:
-                from sglang.runtime.distributed import destroy_distributed
-
-                destroy_distributed()
-                self._join_tp_workers(timeout=0)
+            self._join_tp_workers(timeout=0)
             raise
-        self.model_runner, self.tokenizer = self.scheduler.runner, self.scheduler.tokenizer
+        # kept past shutdown (when `scheduler` becomes _Closed): a waiter still asks whether it lives
+        self._handle: SchedulerHandle = self.scheduler
+        self.model_runner = self.scheduler.runner  # None when the model lives in the scheduler process
+        self._constraints = self.scheduler.constraints
         self.vocab_size, self.context_len = int(info["vocab_size"]), int(info["context_len"])
         self.pool_size = int(info["pool_size"])
-        self._thread = start_scheduler_thread(self.scheduler)
 
     def _alive(self) -> bool:
         """Whether outputs can still arrive (the scheduler thread, or the scheduler process's receiver)."""
-        return self.scheduler.is_alive() if self.process_mode else self._thread.is_alive()
+        return self._handle.is_alive()
 
     def _died(self) -> RuntimeError:
-        return RuntimeError(f"the scheduler {'process' if self.process_mode else 'thread'} died")
+        return RuntimeError(f"the scheduler {self._handle.kind} died")
 
     # -- requests -----------------------------------------------------------------------------------
     def generate(
@@ -404,20 +391,15 @@ class Engine:
             return
         self._closed = True
         self.scheduler.stop()
-        if self.process_mode:  # the child fails what is in flight, then exits (killed if it does not)
-            self.scheduler.join(timeout=60)
-            self.scheduler = _Closed()
-            self._join_tp_workers()
-            return
-        self._thread.join(timeout=60)
-        self.model_runner.shutdown()  # tp > 1: the workers' stop message
-        self._join_tp_workers()
-        # drop the model, KV pool and graphs now, so that another Engine in this process gets the memory
-        device = self.model_runner.device
+        # the scheduler fails what is in flight and exits (a process is killed if it does not); a thread
+        # scheduler also releases its model, KV pool and graphs
+        self.scheduler.join(timeout=60)
         self.scheduler = _Closed()
         self.model_runner = None
+        self._join_tp_workers()
+        # free the released memory now, so that another Engine in this process gets it
         gc.collect()
-        if device.type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.empty_cache()
 
     def __enter__(self) -> "Engine":
@@ -435,14 +417,3 @@ class _Closed:
 
     def __getattr__(self, name: str) -> Any:
         raise RuntimeError("the engine is shut down")
-
-
-def _constraint_factory(tokenizer: Any, vocab_size: int, server_args: ServerArgs) -> Any:
-    """The constrained-decoding hook, when runtime/constrained provides it (see scheduler.py); built
-    in the scheduler's process (requests' states) and in the engine's (validation at admission)."""
-    try:
-        from sglang.runtime import constrained
-    except ImportError:
-        return None
-    make = getattr(constrained, "make_constraint_factory", None)
-    return make(tokenizer, vocab_size, server_args) if make is not None else None

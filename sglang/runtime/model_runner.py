@@ -6,12 +6,16 @@
 The tokenizer is not the runner's business (the engine loads it with runtime.tokenizer.get_tokenizer).
 On CUDA, decode batches replay captured CUDA graphs (runtime/cuda_graph_runner.py) unless disabled.
 Tensor parallel (tp_size > 1): this runner is one rank (its heads and MLP columns, its KV heads); rank 0
-broadcasts each forward's inputs to the worker ranks (runtime/tp_worker.py) before running it.
+broadcasts each forward's inputs to the worker ranks (runtime/tp_broadcast.py, runtime/tp_worker.py)
+before running it. The model comes resolved (runtime/resolved_model.py: folder + config, once at start-up);
+a runner built from bare ServerArgs (tests, benchmarks) resolves it itself.
 """
 from __future__ import annotations
 
 import logging
 import time
+from typing import Optional
+
 import torch
 
 from sglang.runtime import distributed
@@ -19,10 +23,11 @@ from sglang.runtime.attention import create_attention_backend
 from sglang.runtime.forward_batch import ForwardBatch
 from sglang.runtime.layers.logits_processor import LogitsOutput, LogitsProcessor
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
-from sglang.runtime.model_config import ModelConfig, parse_dtype
-from sglang.runtime.model_loader.default_model import resolve_model_path
+from sglang.runtime.model_config import parse_dtype
 from sglang.runtime.model_loader.loader import load_model
+from sglang.runtime.resolved_model import ResolvedModel, resolve_model
 from sglang.runtime.server_args import ServerArgs
+from sglang.runtime.tp_broadcast import broadcast_forward, broadcast_stop
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +55,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 class ModelRunner:
-    def __init__(self, server_args: ServerArgs, tp_rank: int = 0) -> None:
+    def __init__(self, server_args: ServerArgs, tp_rank: int = 0, model: Optional[ResolvedModel] = None) -> None:
         self.server_args = server_args
         self.tp_rank, self.tp_size = tp_rank, server_args.tp_size
         self.device = resolve_device(server_args.device)
@@ -60,8 +65,8 @@ class ModelRunner:
             if self.tp_size > 1:
                 torch.cuda.set_device(self.device)
         self.dtype = resolve_dtype(server_args.dtype, self.device)
-        self.model_path = resolve_model_path(server_args.model_path)
-        self.model_config = ModelConfig.from_path(self.model_path, server_args.context_length)
+        model = model if model is not None else resolve_model(server_args)
+        self.model_path, self.model_config = model.path, model.config
         if self.model_config.context_len > self.model_config.max_position_embeddings:
             logger.warning(
                 "context_length %d exceeds the model's max_position_embeddings %d",
@@ -169,9 +174,7 @@ class ModelRunner:
             return out
         self._check_batch(batch)
         if self.tp_size > 1 and self.tp_rank == 0:
-            from sglang.runtime.tp_worker import pack_forward
-
-            distributed.broadcast_object(pack_forward(batch))  # the workers run the same forward
+            broadcast_forward(batch)  # the workers run the same forward
         self.attn_backend.init_forward_metadata(batch)
         return self.forward_eager(batch)
 
@@ -196,7 +199,7 @@ class ModelRunner:
             return
         if self.tp_rank == 0:
             try:
-                distributed.broadcast_object(None)  # the workers' stop message
+                broadcast_stop()  # the workers' stop message
             except Exception as exc:  # a worker died already: the Engine reaps the rest
                 logger.warning("tp shutdown broadcast failed: %s", exc)
         distributed.destroy_distributed()

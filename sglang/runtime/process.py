@@ -1,0 +1,91 @@
+"""Starting and stopping the runtime's child processes: the scheduler process and the tp worker ranks.
+
+Every process the runtime spawns goes through these helpers (mini-sglang keeps the same in one launch
+module), so the three rules live in one place:
+  - `spawn`: a spawn-context daemon process (CUDA cannot fork), started without re-running `__main__`;
+  - `stop_process`: the one join → terminate → kill sequence;
+  - `exit_with_parent`: orphan protection, run inside the child (it leaves when its parent dies).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import os
+import sys
+import threading
+import time
+import types
+from typing import Any, Callable, Iterable, Optional
+
+SPAWN = multiprocessing.get_context("spawn")
+TERMINATE_WAIT_S = 5.0  # after terminate (SIGTERM) and after kill, how long to wait for the exit
+PARENT_POLL_S = 1.0
+ORPHAN_GRACE_S = 30.0  # a child told to stop gracefully gets this long before it leaves anyway
+
+
+def spawn(target: Callable[..., Any], args: tuple, name: str) -> Any:
+    """Start `target(*args)` in a spawned daemon process (no `__main__` re-run, see `_start_without_main`)."""
+    proc = SPAWN.Process(target=target, args=args, name=name, daemon=True)
+    _start_without_main(proc)
+    return proc
+
+
+def _start_without_main(proc: Any) -> None:
+    """Start a spawn-context process without re-running the parent's `__main__` in the child.
+
+    spawn normally imports the parent's main script in the child (as `__mp_main__`), which runs an
+    unguarded script's top level again (an Engine there would spawn recursively) and costs the import of
+    whatever it imports. The child needs nothing from it: its target and arguments are importable by
+    name. So `__main__` is hidden from multiprocessing's preparation data while the child starts.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        proc.start()
+    finally:
+        sys.modules["__main__"] = main
+
+
+def stop_process(proc: Any, timeout: float) -> None:
+    """Give a child `timeout` seconds to exit on its own, then terminate it, then kill it."""
+    proc.join(timeout)
+    if proc.is_alive():
+        proc.terminate()
+        proc.join(TERMINATE_WAIT_S)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(TERMINATE_WAIT_S)
+
+
+def stop_processes(procs: Iterable[Any], timeout: float) -> None:
+    for p in procs:
+        stop_process(p, timeout)
+
+
+def exit_with_parent(name: str, before_exit: Optional[Callable[[], None]] = None,
+                     also: Optional[threading.Event] = None) -> threading.Thread:
+    """In a spawned child: a watchdog thread that ends this process when its parent dies (or `also` is set).
+
+    The parent's death shows as its sentinel becoming ready (at once) or as a changed parent pid (polled).
+    With `before_exit` (e.g. the scheduler's stop) the child first gets ORPHAN_GRACE_S to finish on its
+    own, then leaves anyway (a step that hangs must not keep an orphan alive)."""
+    parent = multiprocessing.parent_process()
+    parent_pid = os.getppid()
+
+    def orphaned() -> bool:
+        return os.getppid() != parent_pid or (also is not None and also.is_set())
+
+    def watch() -> None:
+        while not orphaned():
+            if parent is None:
+                time.sleep(PARENT_POLL_S)
+            elif multiprocessing.connection.wait([parent.sentinel], timeout=PARENT_POLL_S):
+                break
+        if before_exit is not None:
+            before_exit()
+            time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name=f"{name}-watchdog", daemon=True)
+    t.start()
+    return t
