@@ -6,7 +6,7 @@ host sync, and gives the top logprobs that requests asked for.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
@@ -52,3 +52,15 @@ class BatchSampler:
         """Per row, the top-k (logprob, id) pairs its request asked for; None when no row asks."""
         ks = [r.top_logprobs_num if r.return_logprob else 0 for r in reqs]
         return top_logprobs(logits[:, : self.vocab_size], ks) if any(ks) else None
+
+
+def eos_ids_of(cfg: Any, tokenizer: Any) -> list[int]:
+    """The model's end-of-sequence ids: the config's (one or several), else the tokenizer's."""
+    ids = getattr(cfg, "eos_token_ids", None)
+    if ids is None:
+        ids = getattr(cfg, "eos_token_id", None)
+    if ids is None and tokenizer is not None:
+        ids = getattr(tokenizer, "eos_token_id", None)
+    if ids is None:
+        return []
+    return [int(i) for i in (ids if isinstance(ids, (list, tuple, set)) else [ids])]

@@ -33,7 +33,7 @@ from .prefill import PrefillManager
 from .process import TokenProcessor
 from .req import FinishKind, FinishReason, Req, TokenizedRequest
 from .request_table import OutputCallback, RequestTable
-from .sample import BatchSampler
+from .sample import BatchSampler, eos_ids_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Scheduler:
         self.table = RequestTable(self.kv, tokenizer, on_output, server_args.stream_interval)
         self.prefill = PrefillManager(server_args, self.kv, model_runner, self.device)
         self.decode = DecodeManager(server_args, self.kv, self.prefill, self.table, model_runner, self.device)
-        sampler = BatchSampler(int(cfg.vocab_size), _eos_ids(cfg, tokenizer), server_args.random_seed)
+        sampler = BatchSampler(int(cfg.vocab_size), eos_ids_of(cfg, tokenizer), server_args.random_seed)
         self.processor = TokenProcessor(sampler, self.kv, self.table, self.prefill, self.decode, tokenizer)
         self.overlap = OverlapDecoder(self.decode, self.kv, self.processor, server_args.disable_overlap, self.device)
         self.constraint_factory: Optional[Callable[[Req], Any]] = None
@@ -236,17 +236,6 @@ class Scheduler:
         if self.has_work():
             raise AssertionError("check_invariant needs an idle scheduler")
         self.kv.check_idle()
-
-
-def _eos_ids(cfg: Any, tokenizer: Any) -> list[int]:
-    ids = getattr(cfg, "eos_token_ids", None)
-    if ids is None:
-        ids = getattr(cfg, "eos_token_id", None)
-    if ids is None and tokenizer is not None:
-        ids = getattr(tokenizer, "eos_token_id", None)
-    if ids is None:
-        return []
-    return [int(i) for i in (ids if isinstance(ids, (list, tuple, set)) else [ids])]
 
 
 def start_scheduler_thread(scheduler: Scheduler) -> threading.Thread:
