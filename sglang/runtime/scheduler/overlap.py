@@ -24,6 +24,7 @@ from .cache_manager import CacheManager
 from .decode import DecodeManager
 from .process import TokenProcessor
 from .req import Req
+from .sample import BatchSampler
 
 
 @dataclass
@@ -68,12 +69,13 @@ class _Pending:
 
 class OverlapDecoder:
     """Runs decode steps one ahead of the host through public methods of the DecodeManager, the
-    CacheManager and the TokenProcessor."""
+    CacheManager, the BatchSampler and the TokenProcessor."""
 
-    def __init__(self, decode: DecodeManager, cache: CacheManager, processor: TokenProcessor, disabled: bool,
-                 device: torch.device) -> None:
+    def __init__(self, decode: DecodeManager, cache: CacheManager, sampler: BatchSampler, processor: TokenProcessor,
+                 disabled: bool, device: torch.device) -> None:
         self.decode = decode
         self.cache = cache
+        self.sampler = sampler
         self.processor = processor
         self.disabled = disabled  # --disable-overlap
         self.device = torch.device(device)
@@ -104,7 +106,7 @@ class OverlapDecoder:
         # launch step k+1 on step k's device-side ids, then process step k on the host
         out = self.decode.launch(p.reqs, input_ids=p.ids)
         self.lagged_steps += 1
-        ids, lps = self.processor.sampler.sample(p.reqs, out.next_token_logits, lag=1)  # step k not on the host yet
+        ids, lps = self.sampler.sample(p.reqs, out.next_token_logits, lag=1)  # step k not on the host yet
         nxt = _Pending(list(p.reqs), ids, lps)
         self.pending = None
         self.processor.process(p.reqs, *p.host_lists(), None)
@@ -125,7 +127,7 @@ class OverlapDecoder:
         if not reqs:
             return
         out = self.decode.launch(reqs)
-        ids, lps = self.processor.sampler.sample(reqs, out.next_token_logits)
+        ids, lps = self.sampler.sample(reqs, out.next_token_logits)
         self.pending = _Pending(reqs, ids, lps)
 
     def flush(self) -> None:

@@ -1,15 +1,20 @@
 """The requests in flight and how they end.
 
 `RequestTable` owns rid → Req for every request between arrival and its final output, the output
-callback and the finished/aborted counters. Ending a request is one rule for every cause (stop,
-length, abort, retraction failure, shutdown): set the reason, give its KV back (CacheManager.release),
-forget it, send its final response. Streaming responses go out every `stream_interval` new tokens.
-Which queue a request sits in (waiting, running) is the PrefillManager's / DecodeManager's business.
+callback and the finished/aborted counters. `create` builds a new request's per-request state
+(generator, detokenizer, constraint). Ending a request is one rule for every cause (stop, length,
+abort, retraction failure, shutdown): set the reason, give its KV back (CacheManager.release), forget
+it, send its final response. Streaming responses go out every `stream_interval` new tokens. Which
+queue a request sits in (waiting, running) is the PrefillManager's / DecodeManager's business.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
+import torch
+
+from ..detokenizer import DecodeStream
+from ..sampling.sampling_batch_info import make_generator
 from .cache_manager import CacheManager
 from .output import make_output
 from .req import FinishKind, FinishReason, Req, TokenizedRequest
@@ -37,6 +42,22 @@ class RequestTable:
 
     def add(self, req: Req) -> None:
         self.reqs[req.rid] = req
+
+    def create(self, t: TokenizedRequest, device: torch.device,
+               constraint_factory: Optional[Callable[[Req], Any]] = None) -> Optional[Req]:
+        """The Req of a new request with its per-request state (seeded generator, detokenizer, constraint),
+        registered; None (and an abort output) for a duplicate rid. Raises if the constraint factory
+        does, before anything is registered."""
+        if t.rid in self.reqs:
+            self.reject(t, f"duplicate request id {t.rid!r}")
+            return None
+        req = Req.from_tokenized(t)
+        req.generator = make_generator(req.sampling_params.seed, device)
+        req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
+        if constraint_factory is not None:
+            req.constraint = constraint_factory(req)
+        self.add(req)
+        return req
 
     def reject(self, t: TokenizedRequest, message: str) -> None:
         """A request that never got in (duplicate id, failed setup): its final output is an abort."""

@@ -9,30 +9,30 @@ then sample and process the tokens (TokenProcessor: stop checks, constraints, ju
 
 The parts, each with its own state, composed here (none of them knows the Scheduler):
   CacheManager (KV slots, prefix cache) ← RequestTable (requests in flight, outputs) ← PrefillManager
-  (waiting queue) ← DecodeManager (running batch) ← TokenProcessor (+ BatchSampler) ← OverlapDecoder.
+  (waiting queue) ← DecodeManager (running batch) ← TokenProcessor (+ BatchSampler) ← OverlapDecoder;
+the Scheduler itself keeps only the Inbox (the one thing other threads touch) and the stop flag.
 Hooks for the owner: `constraint_factory(req) -> state | None` (see process.py for the state's methods),
 `on_step_end()` after each inbox drain and step. CUDA graphs live behind `model_runner.forward`.
 """
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 import torch
 
-from ..detokenizer import DecodeStream
-from ..sampling.sampling_batch_info import make_generator
 from ..server_args import ServerArgs
 from .cache_manager import CacheManager
 from .decode import DecodeManager
+from .inbox import Inbox
 from .overlap import OverlapDecoder
 from .prefill import PrefillManager
 from .process import TokenProcessor
 from .req import FinishKind, FinishReason, Req, TokenizedRequest
 from .request_table import OutputCallback, RequestTable
+from .schedule_policy import Admission
 from .sample import BatchSampler, eos_ids_of
 
 logger = logging.getLogger(__name__)
@@ -54,12 +54,13 @@ class Scheduler:
         self.decode = DecodeManager(server_args, self.kv, self.prefill, self.table, model_runner, self.device)
         sampler = BatchSampler(int(cfg.vocab_size), eos_ids_of(cfg, tokenizer), server_args.random_seed)
         self.processor = TokenProcessor(sampler, self.kv, self.table, self.prefill, self.decode, tokenizer)
-        self.overlap = OverlapDecoder(self.decode, self.kv, self.processor, server_args.disable_overlap, self.device)
+        self.overlap = OverlapDecoder(self.decode, self.kv, sampler, self.processor, server_args.disable_overlap,
+                                      self.device)
         self.constraint_factory: Optional[Callable[[Req], Any]] = None
         # called by run_forever after each inbox drain and step: lets the owner send that step's outputs
         # as one batch (one pipe message / one event-loop wake-up instead of one per token)
         self.on_step_end: Optional[Callable[[], None]] = None
-        self.inbox: "queue.Queue[tuple[str, Any]]" = queue.Queue()
+        self.inbox = Inbox()
         self._stopped = False
 
     @property
@@ -76,10 +77,10 @@ class Scheduler:
 
     # -- thread-safe entry points (any thread) ----------------------------------------------------
     def submit(self, req: TokenizedRequest) -> None:
-        self.inbox.put(("req", req))
+        self.inbox.put("req", req)
 
     def abort(self, rid: str) -> None:
-        self.inbox.put(("abort", rid))
+        self.inbox.put("abort", rid)
 
     def call(self, fn: "str | Callable[[Scheduler], Any]", *args: Any) -> "Future[Any]":
         """Run fn(self) inside the scheduler thread (stats, flush, invariant checks); fn may be a method
@@ -88,11 +89,11 @@ class Scheduler:
             name = fn
             fn = lambda s: getattr(s, name)(*args)  # noqa: E731
         fut: Future = Future()
-        self.inbox.put(("call", (fn, fut)))
+        self.inbox.put("call", (fn, fut))
         return fut
 
     def stop(self) -> None:
-        self.inbox.put(("stop", None))
+        self.inbox.put("stop")
 
     # -- loop -------------------------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -115,21 +116,13 @@ class Scheduler:
         end()
 
     def drain_inbox(self, block: bool) -> None:
-        try:
-            msg = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
-        except queue.Empty:
-            return
-        while True:
+        for kind, payload in self.inbox.take_all(block):
             try:
-                self._handle(*msg)
+                self._handle(kind, payload)
             except Exception as exc:  # one bad message must not stop the loop
-                logger.exception("scheduler: handling %r failed", msg[0])
-                if msg[0] == "req":
-                    self.table.reject(msg[1], f"internal error: {type(exc).__name__}: {exc}")
-            try:
-                msg = self.inbox.get_nowait()
-            except queue.Empty:
-                return
+                logger.exception("scheduler: handling %r failed", kind)
+                if kind == "req":
+                    self.table.reject(payload, f"internal error: {type(exc).__name__}: {exc}")
 
     def _handle(self, kind: str, payload: Any) -> None:
         if kind in ("abort", "call"):
@@ -164,8 +157,8 @@ class Scheduler:
             return False
         return True
 
-    def _run_extend(self, admissions: list) -> None:
-        mixed = []
+    def _run_extend(self, admissions: list[Admission]) -> None:
+        mixed: list[Req] = []
         if self.args.enable_mixed_chunk:  # running requests ride along, one token each
             mixed = self.decode.mixable(sum(a.extend_len for a in admissions))
         done = self.prefill.run(admissions, mixed)
@@ -187,16 +180,9 @@ class Scheduler:
 
     # -- requests in and out ----------------------------------------------------------------------
     def _add_request(self, t: TokenizedRequest) -> None:
-        if t.rid in self.table:
-            self.table.reject(t, f"duplicate request id {t.rid!r}")
-            return
-        req = Req.from_tokenized(t)
-        req.generator = make_generator(req.sampling_params.seed, self.device)
-        req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
-        if self.constraint_factory is not None:
-            req.constraint = self.constraint_factory(req)
-        self.table.add(req)
-        self.prefill.add(req)
+        req = self.table.create(t, self.device, self.constraint_factory)
+        if req is not None:
+            self.prefill.add(req)
 
     def _abort(self, rid: str) -> None:
         req = self.table.get(rid)
