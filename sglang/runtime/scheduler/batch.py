@@ -1,9 +1,6 @@
-"""KV memory for requests and ForwardBatch construction.
-
-`KVManager` is the one place that moves slots between the pool, the radix cache and requests:
-admission (lock the cached prefix), allocation (evicting LRU cache leaves when the pool is short),
-and release (hand the request's KV to the cache, unlock, free its req_to_token row).
-`build_extend` / `build_decode` turn a list of requests into the ForwardBatch contract.
+"""ForwardBatch construction: `build_extend` / `build_decode` turn a list of requests (whose KV slots
+the CacheManager has already allocated) into the ForwardBatch contract; `to_device` copies host
+tensors without blocking the host. Batches are built only here, so a runner may pad or replay them.
 """
 from __future__ import annotations
 
@@ -14,80 +11,6 @@ import torch
 from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
 from sglang.runtime.scheduler.req import Req
-
-
-class OutOfKVMemory(RuntimeError):
-    pass
-
-
-class KVManager:
-    def __init__(self, req_to_token_pool: ReqToTokenPool, token_kv_pool: TokenKVPool, cache) -> None:
-        self.req_pool = req_to_token_pool
-        self.pool = token_kv_pool
-        self.cache = cache
-
-    # -- budget -----------------------------------------------------------------------------------
-    def available(self) -> int:
-        """Slots obtainable now: free + evictable."""
-        return self.pool.available_size() + self.cache.evictable_size()
-
-    def alloc(self, n: int) -> torch.Tensor:
-        if n == 0:
-            return torch.empty((0,), dtype=torch.int64, device=self.pool.device)
-        slots = self.pool.alloc(n)
-        if slots is None:
-            self.cache.evict(n - self.pool.available_size())
-            slots = self.pool.alloc(n)
-        if slots is None:
-            raise OutOfKVMemory(f"need {n} KV slots, {self.pool.available_size()} free after eviction")
-        return slots
-
-    # -- request life cycle -----------------------------------------------------------------------
-    def match(self, req: Req) -> tuple[torch.Tensor, object]:
-        return self.cache.match_prefix(req.all_ids[: req.max_prefix_len()])
-
-    def admit(self, req: Req, prefix_slots: torch.Tensor, last_node: object) -> None:
-        """A waiting request joins: lock its cached prefix and give it a req_to_token row."""
-        idx = self.req_pool.alloc()
-        if idx is None:
-            raise OutOfKVMemory("no free req_to_token row")
-        self.cache.inc_lock_ref(last_node)
-        req.req_pool_idx = idx
-        req.last_node = last_node
-        req.prefix_len = req.kv_len = int(prefix_slots.numel())
-        if req.prefix_len:
-            self.req_pool.write(idx, 0, prefix_slots)
-
-    def extend_slots(self, req: Req, n: int) -> torch.Tensor:
-        """Allocate KV for the next n tokens of req (positions kv_len .. kv_len + n)."""
-        slots = self.alloc(n)
-        self.req_pool.write(req.req_pool_idx, req.kv_len, slots)
-        return slots
-
-    def slots_of(self, req: Req, end: Optional[int] = None) -> torch.Tensor:
-        end = req.kv_len if end is None else end
-        return self.req_pool.req_to_token[req.req_pool_idx, :end].clone()
-
-    def cache_unfinished(self, req: Req) -> None:
-        """Share the request's computed tokens through the cache while it keeps running."""
-        new_slots, node = self.cache.cache_req(
-            req.all_ids[: req.kv_len], self.slots_of(req), req.prefix_len, req.last_node, finished=False
-        )
-        req.last_node = node
-        req.prefix_len = int(new_slots.numel())
-        if req.prefix_len:
-            self.req_pool.write(req.req_pool_idx, 0, new_slots)
-
-    def release(self, req: Req) -> None:
-        """The request stops holding KV (finished, aborted, retracted, or re-prefilled): its
-        computed tokens go to the cache (or back to the pool without one), its row is freed."""
-        if req.req_pool_idx is None:
-            return
-        self.cache.cache_req(req.all_ids[: req.kv_len], self.slots_of(req), req.prefix_len, req.last_node, finished=True)
-        self.req_pool.free(req.req_pool_idx)
-        req.req_pool_idx = None
-        req.last_node = None
-        req.kv_len = req.prefix_len = 0
 
 
 def to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:

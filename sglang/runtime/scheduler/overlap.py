@@ -8,22 +8,23 @@ step k+1: its extra token is dropped (its KV slot went back with the request's r
 
 Only plain requests qualify: the sampling of step k+1 must not depend on step k's token on the host
 (no penalties, min_new_tokens still pending, constraints, logprobs; seeded draws depend only on the
-token position, which accounts for the lag). Anything else, or any change of the running set (a prefill, an abort, a retraction), flushes the pending step first and
-the scheduler runs synchronously. On by default on CUDA (--disable-overlap turns it off); `force`
+token position, which accounts for the lag). Anything else, or any change of the running set (a
+prefill, an abort, a retraction), flushes the pending step first and the scheduler runs synchronously. On by default on CUDA (--disable-overlap turns it off); `force`
 enables it on CPU, where it gains nothing but lets tests check that outputs are unchanged.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 
 from sglang.runtime.scheduler.batch import to_device
+from sglang.runtime.scheduler.cache_manager import CacheManager
+from sglang.runtime.scheduler.decode import DecodeManager
+from sglang.runtime.scheduler.process import TokenProcessor
 from sglang.runtime.scheduler.req import Req
-
-if TYPE_CHECKING:
-    from sglang.runtime.scheduler.scheduler import Scheduler
+from sglang.runtime.scheduler.sample import BatchSampler
 
 
 @dataclass
@@ -67,10 +68,19 @@ class _Pending:
 
 
 class OverlapDecoder:
-    def __init__(self, scheduler: "Scheduler") -> None:
-        self.s = scheduler
+    """Runs decode steps one ahead of the host through public methods of the DecodeManager, the
+    CacheManager, the BatchSampler and the TokenProcessor."""
+
+    def __init__(self, decode: DecodeManager, cache: CacheManager, sampler: BatchSampler, processor: TokenProcessor,
+                 disabled: bool, device: torch.device) -> None:
+        self.decode = decode
+        self.cache = cache
+        self.sampler = sampler
+        self.processor = processor
+        self.disabled = disabled  # --disable-overlap
+        self.device = torch.device(device)
         self.pending: Optional[_Pending] = None
-        self.force = False
+        self.force = False  # run on a device where it gains nothing (tests: outputs must not change)
         self.lagged_steps = 0  # steps launched before the previous one was processed on the host
 
     @staticmethod
@@ -80,40 +90,52 @@ class OverlapDecoder:
                 and len(r.output_ids) >= sp.min_new_tokens)
 
     def enabled(self) -> bool:
-        s = self.s
-        if s.args.disable_overlap or not (self.force or s.device.type == "cuda"):
+        if self.disabled or not (self.force or self.device.type == "cuda"):
             return False
-        return bool(s.running) and all(self.eligible(r) for r in s.running)
+        running = self.decode.running
+        return bool(running) and all(self.eligible(r) for r in running)
 
     def decode_step(self) -> None:
-        s = self.s
         p = self.pending
-        if p is not None and (len(p.reqs) != len(s.running) or any(a is not b for a, b in zip(p.reqs, s.running))
-                              or s.kv.available() < len(p.reqs)):
+        if p is not None and not self._still_valid(p):
             self.flush()
             p = None
         if p is None:
-            s._make_room_for_decode()
-            if not s.running:
-                return
-            reqs = list(s.running)
-            out = s._launch_decode(reqs)
-            ids, lps, _ = s._sample(reqs, out.next_token_logits)
-            self.pending = _Pending(reqs, ids, lps)
+            self._start()
             return
         # launch step k+1 on step k's device-side ids, then process step k on the host
-        out = s._launch_decode(p.reqs, input_ids=p.ids)
+        out = self.decode.launch(p.reqs, input_ids=p.ids)
         self.lagged_steps += 1
-        ids, lps, _ = s._sample(p.reqs, out.next_token_logits, lag=1)  # step k's token is not on the host yet
+        ids, lps = self.sampler.sample(p.reqs, out.next_token_logits, lag=1)  # step k not on the host yet
         nxt = _Pending(list(p.reqs), ids, lps)
         self.pending = None
-        s._process_tokens(p.reqs, *p.host_lists(), None)
+        self.processor.process(p.reqs, *p.host_lists(), None)
         keep = [i for i, r in enumerate(p.reqs) if not r.finished and r.req_pool_idx is not None]
         if keep:
             self.pending = nxt if len(keep) == len(p.reqs) else nxt.subset(keep)
+
+    def _still_valid(self, p: _Pending) -> bool:
+        """The pending step can be continued: same running batch, and a slot for each of them."""
+        running = self.decode.running
+        return (len(p.reqs) == len(running) and all(a is b for a, b in zip(p.reqs, running))
+                and self.cache.available() >= len(p.reqs))
+
+    def _start(self) -> None:
+        """A first step with nothing pending: launch and sample it, leave it for the next call."""
+        self.decode.make_room()
+        reqs = list(self.decode.running)
+        if not reqs:
+            return
+        out = self.decode.launch(reqs)
+        ids, lps = self.sampler.sample(reqs, out.next_token_logits)
+        self.pending = _Pending(reqs, ids, lps)
 
     def flush(self) -> None:
         """Process the launched-but-unprocessed step, leaving every request decode-ready."""
         p, self.pending = self.pending, None
         if p is not None:
-            self.s._process_tokens(p.reqs, *p.host_lists(), None)
+            self.processor.process(p.reqs, *p.host_lists(), None)
+
+    def drop(self) -> None:
+        """Forget the pending step without processing it (the scheduler is failing everything)."""
+        self.pending = None

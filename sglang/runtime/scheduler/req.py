@@ -6,7 +6,7 @@ Token bookkeeping (everything else derives from these):
     prefix_len = how many of those the radix tree owns (locked at last_node); the rest the request owns
 A request is ready to decode when kv_len == len(all_ids) - 1 (only the last sampled token lacks KV).
 Anything that changes output_ids behind the scheduler's back (jump-forward) must go through
-`Scheduler.replace_output_tail`, which trims kv_len and frees the trimmed KV.
+`TokenProcessor.replace_output_tail` (process.py), which gives the KV back before the tokens change.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class Req:
     text_tracker: Any = None  # incremental detokenization + stop strings (runtime/detokenizer.DecodeStream)
     text: str = ""
     sent_tokens: int = 0  # output tokens already streamed
-    # hooks: per-request constraint state (runtime/constrained/); see Scheduler for the calls
+    # hooks: per-request constraint state (runtime/constrained/); see process.py for the calls
     constraint: Any = None
 
     # -- derived ------------------------------------------------------------------------------------

@@ -1,0 +1,112 @@
+"""After a forward: sampled tokens → request updates, stop checks, constraints, jump-forward, outputs.
+
+`TokenProcessor.process` is the host side of a sampling step, row by row: append the token, its
+logprobs, advance the constraint, check the stop conditions (finishing through the RequestTable and
+leaving the running batch), apply a constraint's jump-forward, stream. `sample_and_process` runs the
+BatchSampler first, for the synchronous paths; overlap decoding samples and processes a step apart.
+
+Constraint hook (set per request by the engine's constraint factory): `fill_vocab_mask(row: bool[V])`,
+`advance(token_id)`, `is_terminated() -> bool`, optionally `jump_forward() -> (rollback_k, new_ids) | None`.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from sglang.runtime.detokenizer import DecodeStream
+from sglang.runtime.scheduler.cache_manager import CacheManager
+from sglang.runtime.scheduler.decode import DecodeManager
+from sglang.runtime.scheduler.prefill import PrefillManager
+from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
+from sglang.runtime.scheduler.request_table import RequestTable
+from sglang.runtime.scheduler.sample import BatchSampler
+
+
+class TokenProcessor:
+    def __init__(self, sampler: BatchSampler, cache: CacheManager, table: RequestTable, prefill: PrefillManager,
+                 decode: DecodeManager, tokenizer: Any) -> None:
+        self.sampler = sampler
+        self.cache = cache
+        self.table = table
+        self.prefill = prefill
+        self.decode = decode
+        self.tokenizer = tokenizer
+
+    def sample_and_process(self, reqs: list[Req], logits: torch.Tensor) -> None:
+        ids, lps = self.sampler.sample(reqs, logits)
+        tops = self.sampler.top_logprobs(reqs, logits)
+        self.process(reqs, ids.tolist(), lps.tolist(), tops)
+
+    def process(self, reqs: list[Req], ids: list[int], lps: list[float], tops: Optional[list]) -> None:
+        """Host side of a sampling step (row i of ids/lps/tops belongs to reqs[i])."""
+        for i, r in enumerate(reqs):
+            if r.finished:  # aborted meanwhile
+                continue
+            tok = ids[i]
+            r.output_ids.append(tok)
+            r.completion_tokens_wo_jump_forward += 1
+            if r.return_logprob:
+                r.output_token_logprobs.append((lps[i], tok))
+                if r.top_logprobs_num > 0:
+                    r.output_top_logprobs.append(tops[i] if tops else [])
+            if r.constraint is not None:
+                r.constraint.advance(tok)
+            self._check_finished(r)
+            if not r.finished and r.constraint is not None and hasattr(r.constraint, "jump_forward"):
+                jump = r.constraint.jump_forward()
+                if jump:
+                    self.replace_output_tail(r, *jump)
+            self.table.emit(r)
+
+    def _check_finished(self, r: Req) -> None:
+        """Stop token / EOS, then stop strings (on the detokenized text), then length, then the
+        constraint. A stop token's own text is not part of the output unless no_stop_trim."""
+        sp, stream = r.sampling_params, r.text_tracker
+        tok, n = r.output_ids[-1], len(r.output_ids)
+        reason: Optional[FinishReason] = None
+        if n >= sp.min_new_tokens and (tok in sp.stop_token_ids or (not sp.ignore_eos and tok in self.sampler.eos_ids)):
+            reason = FinishReason(FinishKind.STOP, matched=tok)
+            if sp.no_stop_trim:
+                stream.append([tok])
+        else:
+            _, matched = stream.append([tok])
+            if matched is not None:
+                reason = FinishReason(FinishKind.STOP, matched=matched)
+            elif n >= sp.max_new_tokens:
+                reason = FinishReason(FinishKind.LENGTH, length=sp.max_new_tokens)
+            elif r.constraint is not None and r.constraint.is_terminated():
+                reason = FinishReason(FinishKind.STOP)
+        self._settle_text(r, reason)
+
+    def replace_output_tail(self, req: Req, rollback: int, new_ids: list[int]) -> None:
+        """Jump-forward: drop the last `rollback` output tokens, append `new_ids` (not counted as
+        sampled). The request re-extends the new tokens from the cache in a later prefill round."""
+        if rollback < 0 or rollback > len(req.output_ids):
+            raise ValueError(f"cannot roll back {rollback} of {len(req.output_ids)} output tokens")
+        self.decode.remove(req)
+        self.cache.release(req)  # computed tokens go to the cache; the common prefix is reused
+        del req.output_ids[len(req.output_ids) - rollback :]
+        if req.return_logprob:
+            del req.output_token_logprobs[len(req.output_ids) :]
+            del req.output_top_logprobs[len(req.output_ids) :]
+        req.output_ids.extend(new_ids)
+        stream = req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
+        _, matched = stream.append(req.output_ids)
+        reason = None
+        if matched is not None:  # the jumped-over text completed a stop string
+            reason = FinishReason(FinishKind.STOP, matched=matched)
+        elif len(req.output_ids) >= req.sampling_params.max_new_tokens:
+            reason = FinishReason(FinishKind.LENGTH, length=req.sampling_params.max_new_tokens)
+        self._settle_text(req, reason)
+        if reason is None:
+            self.prefill.requeue(req)
+
+    def _settle_text(self, r: Req, reason: Optional[FinishReason]) -> None:
+        """Publish the text so far; on a finish, flush the held-back text first and end the request."""
+        if reason is not None:
+            r.text_tracker.finish()
+        r.text = r.text_tracker.text
+        if reason is not None:
+            self.decode.remove(r)
+            self.table.finish(r, reason)

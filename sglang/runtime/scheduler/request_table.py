@@ -1,0 +1,90 @@
+"""The requests in flight and how they end.
+
+`RequestTable` owns rid → Req for every request between arrival and its final output, the output
+callback and the finished/aborted counters. `create` builds a new request's per-request state
+(generator, detokenizer, constraint). Ending a request is one rule for every cause (stop, length,
+abort, retraction failure, shutdown): set the reason, give its KV back (CacheManager.release), forget
+it, send its final response. Streaming responses go out every `stream_interval` new tokens. Which
+queue a request sits in (waiting, running) is the PrefillManager's / DecodeManager's business.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+
+from sglang.runtime.detokenizer import DecodeStream
+from sglang.runtime.sampling.sampling_batch_info import make_generator
+from sglang.runtime.scheduler.cache_manager import CacheManager
+from sglang.runtime.scheduler.output import make_output
+from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req, TokenizedRequest
+
+OutputCallback = Callable[[str, dict, bool], None]  # (rid, response dict, finished)
+
+
+class RequestTable:
+    def __init__(self, cache: CacheManager, tokenizer: Any, on_output: OutputCallback, stream_interval: int) -> None:
+        self.cache = cache
+        self.tokenizer = tokenizer
+        self.on_output = on_output
+        self.stream_interval = stream_interval
+        self.reqs: dict[str, Req] = {}
+        self.counters = {"finished": 0, "aborted": 0}
+
+    def __len__(self) -> int:
+        return len(self.reqs)
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.reqs
+
+    def get(self, rid: str) -> Optional[Req]:
+        return self.reqs.get(rid)
+
+    def add(self, req: Req) -> None:
+        self.reqs[req.rid] = req
+
+    def create(self, t: TokenizedRequest, device: torch.device,
+               constraint_factory: Optional[Callable[[Req], Any]] = None) -> Optional[Req]:
+        """The Req of a new request with its per-request state (seeded generator, detokenizer, constraint),
+        registered; None (and an abort output) for a duplicate rid. Raises if the constraint factory
+        does, before anything is registered."""
+        if t.rid in self.reqs:
+            self.reject(t, f"duplicate request id {t.rid!r}")
+            return None
+        req = Req.from_tokenized(t)
+        req.generator = make_generator(req.sampling_params.seed, device)
+        req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
+        if constraint_factory is not None:
+            req.constraint = constraint_factory(req)
+        self.add(req)
+        return req
+
+    def reject(self, t: TokenizedRequest, message: str) -> None:
+        """A request that never got in (duplicate id, failed setup): its final output is an abort."""
+        req = Req.from_tokenized(t)
+        req.finished_reason = FinishReason(FinishKind.ABORT, message=message)
+        self.on_output(req.rid, make_output(req, self.tokenizer), True)
+
+    def finish(self, req: Req, reason: FinishReason) -> None:
+        req.finished_reason = reason
+        self.cache.release(req)
+        self.reqs.pop(req.rid, None)
+        self.counters["aborted" if reason.kind == FinishKind.ABORT else "finished"] += 1
+        self.on_output(req.rid, make_output(req, self.tokenizer), True)
+
+    def emit(self, req: Req) -> None:
+        """Send a streaming (partial) response once enough new tokens have accumulated."""
+        if req.finished or not req.stream:
+            return
+        if len(req.output_ids) - req.sent_tokens >= self.stream_interval:
+            req.sent_tokens = len(req.output_ids)
+            self.on_output(req.rid, make_output(req, self.tokenizer), False)
+
+    def fail_all(self, message: str) -> None:
+        """Abort everything in flight (shutdown, or a step that raised)."""
+        for req in list(self.reqs.values()):
+            try:
+                self.finish(req, FinishReason(FinishKind.ABORT, message=message))
+            except Exception:  # pool state may be what broke; still tell the caller
+                self.on_output(req.rid, make_output(req, self.tokenizer), True)
+        self.reqs = {}

@@ -1,0 +1,157 @@
+"""The scheduler's parts on their own, without a model: PrefillManager admission under the token
+budgets, DecodeManager retraction order, CacheManager accounting after release."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
+from sglang.runtime.sampling.sampling_params import SamplingParams
+from sglang.runtime.scheduler.cache_manager import CacheManager
+from sglang.runtime.scheduler.decode import DecodeManager
+from sglang.runtime.scheduler.prefill import PrefillManager
+from sglang.runtime.scheduler.req import FinishKind, Req
+from sglang.runtime.scheduler.request_table import RequestTable
+from sglang.runtime.server_args import ServerArgs
+
+
+def make_cache(pool_size: int = 64, rows: int = 8, radix: bool = True) -> CacheManager:
+    return CacheManager(ReqToTokenPool(rows, 128, "cpu"), TokenKVPool(pool_size, 1, 1, 2, torch.float32, "cpu"),
+                        disable_radix_cache=not radix)
+
+
+def make_req(rid: str, prompt: list[int], max_new_tokens: int = 4, arrival: float = 0.0, outputs: int = 0) -> Req:
+    sp = SamplingParams.from_dict({"max_new_tokens": max_new_tokens})
+    return Req(rid=rid, origin_input_ids=list(prompt), sampling_params=sp, arrival=arrival,
+               output_ids=[7] * outputs)
+
+
+def hold_kv(cache: CacheManager, req: Req) -> None:
+    """Give req KV for all but its last token, as a running (decode-ready) request has."""
+    slots, node = cache.match(req)
+    cache.admit(req, slots, node)
+    n = req.seq_len - 1 - req.kv_len
+    cache.extend_slots(req, n)
+    req.kv_len += n
+
+
+class Parts:
+    def __init__(self, cache: CacheManager, **args) -> None:
+        self.outputs: list[tuple[str, dict, bool]] = []
+        self.args = ServerArgs(schedule_policy="fcfs", **args)
+        self.cache = cache
+        self.table = RequestTable(cache, None, lambda *o: self.outputs.append(o), stream_interval=1)
+        self.prefill = PrefillManager(self.args, cache, runner=None, device=torch.device("cpu"))
+        self.decode = DecodeManager(self.args, cache, self.prefill, self.table, runner=None,
+                                    device=torch.device("cpu"))
+
+    def add_waiting(self, *reqs: Req) -> None:
+        for r in reqs:
+            self.table.add(r)
+            self.prefill.add(r)
+
+    def add_running(self, *reqs: Req) -> None:
+        for r in reqs:
+            self.table.add(r)
+            hold_kv(self.cache, r)
+        self.decode.add(reqs)
+
+
+# -- PrefillManager ---------------------------------------------------------------------------------
+def test_admission_stops_at_the_input_token_budget_and_keeps_the_rest_waiting():
+    p = Parts(make_cache(), max_prefill_tokens=20, chunked_prefill_size=-1)
+    reqs = [make_req(f"r{i}", [2 + i] * 8, arrival=float(i)) for i in range(3)]
+    p.add_waiting(*reqs)
+    admitted = p.prefill.admit([], new_token_ratio=0.0)
+    assert [a.req.rid for a in admitted] == ["r0", "r1"]  # 8 + 8 <= 20 < 8 + 8 + 8
+    assert [a.extend_len for a in admitted] == [8, 8]
+    assert p.prefill.waiting == [reqs[2]]
+    assert all(r.req_pool_idx is not None for r in reqs[:2]) and reqs[2].req_pool_idx is None
+    assert reqs[2].skipped_rounds == 0  # not overtaken: it arrived last
+
+
+def test_admission_chunks_a_long_prompt_and_admits_nothing_after_it():
+    p = Parts(make_cache(), max_prefill_tokens=100, chunked_prefill_size=5)
+    p.add_waiting(make_req("long", list(range(2, 14))), make_req("short", [3, 4]))
+    admitted = p.prefill.admit([], new_token_ratio=0.0)
+    assert [(a.req.rid, a.extend_len, a.chunked) for a in admitted] == [("long", 5, True)]
+    assert [r.rid for r in p.prefill.waiting] == ["short"]
+
+
+def test_admission_keeps_a_reserve_for_the_running_requests_decode():
+    cache = make_cache(pool_size=40)
+    p = Parts(cache, chunked_prefill_size=-1)
+    p.add_running(make_req("run", [5] * 10, max_new_tokens=20))  # 9 slots, up to 20 more tokens
+    p.add_waiting(make_req("new", [6] * 12, max_new_tokens=1))
+    assert p.prefill.admit(p.decode.running, new_token_ratio=1.0) == []  # 31 - 20 reserved < 12 + 1
+    assert [a.req.rid for a in p.prefill.admit(p.decode.running, new_token_ratio=0.5)] == ["new"]
+
+
+# -- DecodeManager ----------------------------------------------------------------------------------
+def test_retraction_takes_the_least_advanced_request_first_and_requeues_it():
+    cache = make_cache(pool_size=34)
+    p = Parts(cache)
+    a = make_req("a", [2] * 6, max_new_tokens=50, outputs=5)  # 10 slots
+    b = make_req("b", [3] * 9, max_new_tokens=50, outputs=2)  # 10 slots
+    c = make_req("c", [4] * 6, max_new_tokens=50, outputs=2)  # 7 slots: same progress as b, shorter prompt
+    p.add_running(a, b, c)
+    filler = make_req("filler", [9] * 5)
+    hold_kv(cache, filler)  # with the next slot, 5 slots nobody can evict: 2 left for 3 requests
+    cache.extend_slots(filler, 1)
+    filler.kv_len += 1
+    ratio = p.decode.new_token_ratio
+    p.decode.make_room()
+    assert [r.rid for r in p.decode.running] == ["a", "c"]  # b: fewest outputs, longest prompt
+    assert p.prefill.waiting == [b] and b.req_pool_idx is None
+    assert b.skipped_rounds == p.prefill.starvation_rounds and b.num_retractions == 1
+    assert p.decode.counters["retractions"] == 1 and p.decode.new_token_ratio > ratio
+    assert cache.available() >= len(p.decode.running)
+
+
+def test_a_half_prefilled_request_yields_before_any_retraction():
+    cache = make_cache(pool_size=20)
+    p = Parts(cache)
+    p.add_running(make_req("a", [2] * 5, outputs=1), make_req("b", [3] * 5, outputs=1))  # 10 slots
+    half = make_req("half", [4] * 30, max_new_tokens=1)
+    p.table.add(half)
+    cache.admit(half, *cache.match(half))
+    cache.extend_slots(half, 10)  # as if its first chunk of 10 had run
+    half.kv_len = 10
+    p.prefill.chunked = half  # (what PrefillManager.run leaves after a chunk)
+    p.decode.make_room()
+    assert [r.rid for r in p.decode.running] == ["a", "b"] and p.decode.counters["retractions"] == 0
+    assert p.prefill.chunked is None and p.prefill.waiting == [half] and p.prefill.counters["chunk_yields"] == 1
+
+
+def test_a_lone_request_that_cannot_grow_is_aborted():
+    cache = make_cache(pool_size=6)
+    p = Parts(cache, disable_radix_cache=True)
+    req = make_req("solo", [2] * 7)
+    p.add_running(req)  # all 6 slots
+    p.decode.make_room()
+    assert p.decode.running == [] and req.finished_reason.kind == FinishKind.ABORT
+    assert p.outputs[-1][0] == "solo" and p.outputs[-1][2] is True and "solo" not in p.table
+    cache.check_idle()
+
+
+# -- CacheManager -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("radix", [True, False])
+def test_release_returns_every_slot_and_the_next_request_reuses_the_prefix(radix):
+    cache = make_cache(pool_size=32, radix=radix)
+    first = make_req("first", list(range(2, 12)))
+    hold_kv(cache, first)
+    cache.cache_unfinished(first)
+    with pytest.raises(AssertionError):
+        cache.check_idle()  # first still holds a row and locked KV
+    cache.release(first)
+    cache.release(first)  # idempotent
+    cache.check_idle()
+    second = make_req("second", list(range(2, 12)) + [40, 41])
+    slots, node = cache.match(second)
+    assert int(slots.numel()) == (9 if radix else 0)  # the first's computed tokens
+    cache.admit(second, slots, node)
+    assert second.kv_len == second.prefix_len == int(slots.numel())
+    cache.release(second)
+    cache.check_idle()
+    cache.flush()
+    assert cache.stats()["pool_free"] == 32 and cache.stats()["pool_evictable"] == 0
