@@ -5,7 +5,8 @@ a constant -> Text, Interp of an argument -> Arg, Interp of a generated variable
 sub-expressions folded, shared-body forks with a literal n expanded, node ids renumbered 0..n-1 in
 region pre-order (a structured op, then its arms in order, then its successor) and node references
 inside ops (``fork=``) remapped. `structural_equal(a, b)` compares canonical JSON without locations.
-Constant folding of literal branch conditions is a compiler pass, not canonicalization.
+Dropping the arms of a branch whose condition folds to a constant is a compiler pass (dead-branch), not
+canonicalization.
 """
 from __future__ import annotations
 
