@@ -18,7 +18,7 @@ _LAZY: dict[str, str] = {
     "ServerArgs": ".runtime.server_args",
     "SamplingParams": ".runtime.sampling.sampling_params",
 }
-# The frontend API is registered by lang/api.py's __all__ when present.
+# The frontend API: every name in lang/api.py's __all__, imported on first use.
 _LANG_API = ".lang.api"
 
 
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(module, __name__), name)
     try:
         api = importlib.import_module(_LANG_API, __name__)
-    except ModuleNotFoundError as exc:  # frontend not built yet
+    except ModuleNotFoundError as exc:  # a dependency of the frontend is missing: keep hasattr() working
         raise AttributeError(f"module 'sglang' has no attribute {name!r}") from exc
     if name in getattr(api, "__all__", ()):
         return getattr(api, name)

@@ -24,8 +24,7 @@ def test_compile_writes_a_loadable_artifact(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().err
     plan = Plan.load(out)
     fp = plan.function("tip_suggestion")
-    assert plan.passes == ["const-fold", "dead-branch", "prefix-hoist", "fork-batching", "select-lowering",
-                           "constrained-precompile"]
+    assert plan.passes == ["dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "constrained-precompile"]
     assert any(s.kind == "fork" and s.args["batched"] for s in fp.steps)
 
 
@@ -35,7 +34,7 @@ def test_o0_and_fno_flags(tmp_path):
     assert Plan.load(out).passes == []
     assert sglc(["compile", str(EXAMPLES / "tip_suggestion.sgl"), "-o", str(out), "-fno-fork-batching"]) == 0
     plan = Plan.load(out)
-    assert "fork-batching" not in plan.passes and "const-fold" in plan.passes
+    assert "fork-batching" not in plan.passes and "dead-branch" in plan.passes
     assert not any(s.kind == "fork" and s.args["batched"] for s in plan.function(None).steps)
 
 

@@ -82,6 +82,19 @@ def test_structural_equality_ignores_locations_and_canonicalizes():
     assert not structural_equal(a, d)
 
 
+def test_canonical_form_folds_constant_expressions_and_merges_text():
+    fn = IRFunction("f", ("x",))
+    cur = fn.cursor()
+    cur.append(Text("a"))
+    cur.append(Interp(Binary("+", Const(1), Const(2))))
+    cur.append(Text("b"))
+    cur.append(Interp(CallExpr("upper", (Const("c"),))))
+    cur.append(Arg("x"))
+    cur.append(Select("s", ListExpr((Const("p"), Const("q")))))
+    canon = canonicalize(fn.check())
+    assert [canon.op(n) for n, _ in canon.walk()] == [Text("a3bC"), Arg("x"), Select("s", Const(("p", "q")))]
+
+
 def test_canonical_ids_are_preorder():
     fn = canonicalize(tip_program(shared=True))
     assert [n for n, _ in fn.walk()] == list(range(len(fn)))

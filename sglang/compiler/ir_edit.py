@@ -87,7 +87,3 @@ def replace_op(fn: ir.IRFunction, node: int, op: Any) -> None:
 
 def all_nodes(fn: ir.IRFunction) -> list[int]:
     return [n for n, _ in fn.walk()]
-
-
-def copy_function(fn: ir.IRFunction) -> ir.IRFunction:
-    return ir.IRFunction.from_json(fn.to_json())

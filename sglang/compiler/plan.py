@@ -79,9 +79,6 @@ class FunctionPlan:
                             dict(d.get("returns", {"kind": "none"})), list(d["entry"]), steps,
                             int(d.get("hoisted_prefix_steps", 0)), list(d.get("generated", [])))
 
-    def call_count_hint(self) -> int:
-        return sum(1 for s in self.steps if s.kind in ("gen", "select"))
-
 
 @dataclass
 class Plan:

@@ -1,9 +1,10 @@
 """IR passes, one module each, run in a fixed order; each can be switched off (`-O0`, `-fno-<pass>`).
 
-Transform passes rewrite the IR (constant folding + text merging, dead-branch elimination, prefix
-hoisting). Annotation passes leave the ops alone and record decisions in `fn.attrs` keyed by node id
-(fork batching, select lowering, constrained precompilation); `compiler/lower.py` turns those into
-plan step flags. Every pass takes and returns an `IRFunction` and a shared `PassContext`.
+Transform passes rewrite the IR (dead-branch elimination, prefix hoisting). Annotation passes leave the
+ops alone and record decisions in `fn.attrs` keyed by node id (fork batching, select lowering,
+constrained precompilation); `compiler/lower.py` turns those into plan step flags. Constant folding and
+text merging are no pass: they belong to the canonical form (`lang.ir.canon`) that `run_passes` starts
+from, so they happen at -O0 too. Every pass takes and returns an `IRFunction` and a shared `PassContext`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Callable
 from sglang.lang import ir
 
 # pass name (the -f<name> flag) -> module; order is the pipeline order
-PASS_ORDER = ("const-fold", "dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "constrained-precompile")
+PASS_ORDER = ("dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "constrained-precompile")
 
 
 @dataclass
@@ -24,9 +25,9 @@ class PassContext:
 
 
 def get_pass(name: str) -> Callable[[ir.IRFunction, PassContext], ir.IRFunction]:
-    from sglang.compiler.passes import constrained_precompile, const_fold, dead_branch, fork_batching, prefix_hoist, select_lowering
+    from sglang.compiler.passes import constrained_precompile, dead_branch, fork_batching, prefix_hoist, select_lowering
 
-    table = {"const-fold": const_fold.run, "dead-branch": dead_branch.run, "prefix-hoist": prefix_hoist.run,
+    table = {"dead-branch": dead_branch.run, "prefix-hoist": prefix_hoist.run,
              "fork-batching": fork_batching.run, "select-lowering": select_lowering.run,
              "constrained-precompile": constrained_precompile.run}
     if name not in table:

@@ -1,4 +1,4 @@
-"""Validation, data-edge derivation and canonicalization of `lang.ir.IRFunction`.
+"""Validation and data-edge derivation of `lang.ir.graph.IRFunction` (its `check()` and `add_data_edges()`).
 
 One scope walk serves validation and data edges: it visits regions in program order with the set
 of variables that may be defined at each point (Gen/Select names -> defining node ids; branches
@@ -8,15 +8,17 @@ against it; an unresolved read is an `IRError` naming the variable, node and sou
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sglang.lang.ir.graph import (CHOICES_METHODS, JOIN_MODES, NODE_REF_FIELDS, ROLES, STRUCTURED, Arg, Branch, Call, Cursor,
-                 Fork, Gen, Interp, IRError, IRFunction, Join, Loop, Return, RoleBegin, RoleEnd, Select,
-                 Text, VarRef, Video, defines, map_op_exprs, num_arms, op_exprs)
-from sglang.lang.ir.expr import Const, Name, check_expr, expr_to_str, fold, names_in
+from sglang.lang.ir.expr import check_expr, expr_to_str, names_in
+from sglang.lang.ir.ops import (CHOICES_METHODS, JOIN_MODES, ROLES, STRUCTURED, Arg, Branch, Call, Fork, Gen, IRError,
+                                Join, Loop, Return, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines, num_arms,
+                                op_exprs)
+
+if TYPE_CHECKING:  # graph.py calls this module: a run-time import back would be a circle
+    from sglang.lang.ir.graph import IRFunction
 
 _DTYPES = ("int", "str", "float", "bool")
 
@@ -234,73 +236,3 @@ def check_function(fn: IRFunction) -> None:
 
 def compute_data_edges(fn: IRFunction) -> None:
     _set_data_edges(fn, _walk(fn, strict=False).edges)
-
-
-# ---------------------------------------------------------------- canonicalization
-def canonicalize(fn: IRFunction) -> IRFunction:
-    """The canonical form described in lang/ir/graph.py's docstring, as a new function."""
-    out = IRFunction(fn.name, fn.params, fn.defaults, fn.loc, fn.attrs)
-    generated = {defines(fn.op(n)) for n in fn.graph.nodes} - {None}
-    _Canon(fn, out, generated).region(None, 0, out.cursor(), {}, {})
-    out.add_data_edges()
-    return out
-
-
-class _Canon:
-    def __init__(self, src: IRFunction, dst: IRFunction, generated: set[Any]) -> None:
-        self.src, self.dst, self.generated = src, dst, generated
-
-    def region(self, parent: int | None, arm: int, cur: Cursor, ids: dict[int, int], env: dict[str, Any]) -> None:
-        pending: list[tuple[str, Any]] = []  # Text pieces waiting to merge: (value, loc of first)
-
-        def flush() -> None:
-            text = "".join(p[0] for p in pending)
-            if text:
-                cur.append(Text(text), pending[0][1])
-            pending.clear()
-
-        for node in self.src.region(parent, arm):
-            op, loc = self.rewrite(self.src.op(node), ids, env), self.src.loc_of(node)
-            if isinstance(op, Text):
-                pending.append((op.value, loc))
-                continue
-            flush()
-            if isinstance(op, Fork) and op.shared_body and isinstance(op.n, int):
-                new = cur.append(Fork(op.n), loc)
-                ids[node] = new
-                for b in range(op.n):
-                    inner_env = dict(env, **({op.index_var: b} if op.index_var else {}))
-                    self.region(node, 0, cur.arm_cursor(new, b), dict(ids), inner_env)
-                continue
-            new = cur.append(op, loc)
-            ids[node] = new
-            for a in range(num_arms(op)):
-                self.region(node, a, cur.arm_cursor(new, a), dict(ids), env)
-        flush()
-
-    def rewrite(self, op: Any, ids: dict[int, int], env: dict[str, Any]) -> Any:
-        def fix(e: Any) -> Any:
-            if isinstance(e, Name) and e.fork is not None:
-                return Name(e.name, ids.get(e.fork, e.fork), e.branch)
-            return e
-
-        op = map_op_exprs(op, fix)
-        # bind fork index variables, then fold constant sub-expressions
-        op = map_op_exprs(op, lambda e: Const(env[e.name]) if isinstance(e, Name) and e.fork is None
-                          and e.name in env else fold(e))
-        refs = {f: ids.get(getattr(op, f), getattr(op, f)) for f in NODE_REF_FIELDS
-                if hasattr(op, f) and getattr(op, f) is not None}
-        if refs:
-            op = dataclasses.replace(op, **refs)
-        if isinstance(op, Interp):
-            e = op.expr
-            if isinstance(e, Const):
-                return Text("" if e.value is None else str(e.value))
-            if isinstance(e, Name) and e.fork is not None:
-                return VarRef(e.name, e.fork, e.branch)
-            if isinstance(e, Name) and e.name in self.generated and e.name not in env:
-                return VarRef(e.name)
-            if isinstance(e, Name) and e.name in self.src.params:
-                return Arg(e.name)
-        return op
-
