@@ -110,7 +110,12 @@ def test_registry_drops_after_threshold_failures_and_readds_on_success():
     async def go():
         downs = []
         w = FakeWorker("a")
-        reg = WorkerRegistry([w], fail_threshold=2, on_down=downs.append)
+        reg = WorkerRegistry([w, FakeWorker("never")], fail_threshold=2, on_down=downs.append)
+        reg.get("never").up = False
+        await reg.check_all()
+        assert reg.healthy() == ["a"] and downs == ["never"]  # never seen up: down at its first probe
+        await reg.remove("never")
+        downs.clear()
         w.up = False
         await reg.check_all()
         assert reg.healthy() == ["a"]          # one failed probe is tolerated

@@ -8,7 +8,7 @@ refused, reset before a response, or 503 while draining) lets the router retry e
 
 `WorkerRegistry` keeps the healthy set and the in-flight counts the policy balances on. A request-time
 failure drops a worker at once; the health check drops it after `fail_threshold` failed probes in a
-row and re-adds it at its first good probe.
+row (at its first probe if it never answered one) and re-adds it at its first good probe.
 """
 from __future__ import annotations
 
@@ -139,6 +139,7 @@ class WorkerState:
     in_flight: int = 0
     served: int = 0             # requests answered (any status)
     failures: int = 0           # consecutive failed probes
+    probed: bool = False        # a worker failing its first probe was never seen up: down at once
     last_error: str = ""
     changed_at: float = field(default_factory=time.time)
 
@@ -215,13 +216,14 @@ class WorkerRegistry:
             state = self._states.get(name)
             if state is None:
                 continue
+            first, state.probed = not state.probed, True
             if ok:
                 state.failures = 0
                 self._set_healthy(name, state, True)
             else:
                 state.failures += 1
                 state.last_error = "health check failed"
-                if state.failures >= self.fail_threshold:
+                if state.failures >= self.fail_threshold or first:
                     self._set_healthy(name, state, False)
         return dict(zip(names, results))
 
