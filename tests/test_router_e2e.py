@@ -232,3 +232,31 @@ def test_sglang_router_command_line(capsys):
     with pytest.raises(SystemExit):
         main(["router", "--help"])
     assert "--balance-abs-threshold" in capsys.readouterr().out
+
+
+def test_bench_router_compares_both_policies_in_one_run(workers, engines, tmp_path):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench_dir = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench_dir))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_router", bench_dir / "bench_router.py")
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        for e in engines:
+            wait_idle(e)
+        # one request at a time: each group's later requests find their prefix cached wherever it went
+        out = bench.main(["--worker-urls", *[w.url for w in workers], "--router-port", str(free_port()),
+                          "--gsp-num-groups", "4", "--gsp-prompts-per-group", "4", "--gsp-system-prompt-len", "48",
+                          "--gsp-question-len", "4", "--gsp-output-len", "2", "--max-concurrency", "1",
+                          "--out", str(tmp_path / "router.json")])
+    finally:
+        sys.path.remove(str(bench_dir))
+    ca, rr = out["cache_aware"], out["round_robin"]
+    assert ca["completed"] == rr["completed"] == 16 and ca["failed"] == rr["failed"] == 0
+    # cache-aware: 1 cold request per group; round robin: each group lands cold on both workers
+    assert ca["cache_hit_rate"] == pytest.approx(12 * 48 / (16 * 52), abs=0.05)
+    assert rr["cache_hit_rate"] < ca["cache_hit_rate"] - 0.1
+    assert json.loads((tmp_path / "router.json").read_text())["throughput_ratio"] > 0
