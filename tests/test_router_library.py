@@ -163,3 +163,14 @@ def test_sse_events_reframes_and_drops_a_trailing_partial_event():
     async def go():
         return [e async for e in sse_events(chunks())]
     assert _run(go()) == [b"data: 1\n\n", b"data: 2\n\n"]
+
+
+def test_a_stream_never_read_is_released_by_aclose_once():
+    async def go():
+        router = Router([FakeWorker("a")], RoundRobinPolicy())
+        reply = await router.forward_stream("/generate", b"{}", {}, "k")
+        assert router.registry.loads() == {"a": 1}
+        await reply.aclose()
+        await reply.aclose()  # idempotent: the relay's own cleanup may run too
+        assert router.registry.loads() == {"a": 0}
+    _run(go())

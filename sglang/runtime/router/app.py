@@ -48,6 +48,22 @@ def _parse(body: bytes) -> Any:
         return None  # the worker answers the malformed body with its own 400
 
 
+class RelayResponse(StreamingResponse):
+    """Streams a worker's reply and always closes it, even when the client left before the first byte
+    (then the body iterator never starts, so its own cleanup would not run)."""
+
+    def __init__(self, reply: Reply) -> None:
+        assert reply.chunks is not None
+        super().__init__(reply.chunks, status_code=reply.status, headers=reply.headers)
+        self.reply = reply
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.reply.aclose()
+
+
 def create_router_app(router: Router, *, health_loop: bool = True) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -68,7 +84,7 @@ def create_router_app(router: Router, *, health_loop: bool = True) -> FastAPI:
             if isinstance(parsed, dict) and parsed.get("stream"):
                 reply = await router.forward_stream(request.url.path, body, _headers(request), key)
                 if reply.chunks is not None:
-                    return StreamingResponse(reply.chunks, status_code=reply.status, headers=reply.headers)
+                    return RelayResponse(reply)
                 return _as_response(reply)
             return _as_response(await router.forward("POST", request.url.path, body, _headers(request), key))
         except NoWorkerAvailable as exc:

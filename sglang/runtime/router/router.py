@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from typing import Any, AsyncIterator, Optional
+from typing import Any, AsyncIterator, Awaitable, Callable, Optional
 
 from sglang.runtime.router.policy import Decision, Policy, make_policy
 from sglang.runtime.router.tree import Key
@@ -146,7 +146,8 @@ class Router:
 
     async def forward_stream(self, path: str, body: bytes, headers: dict[str, str], key: Key) -> Reply:
         """A streaming request. Retried on another worker until its first whole SSE event arrives; after
-        that a broken stream ends with an error event and `[DONE]`. The reply's chunks are whole events."""
+        that a broken stream ends with an error event and `[DONE]`. The reply's chunks are whole events;
+        the caller must `await reply.aclose()` when done with it (also when it never read the chunks)."""
         tried: set[str] = set()
         last: Optional[Exception] = None
         for _ in range(self._attempts()):
@@ -173,10 +174,26 @@ class Router:
                 self._failed(decision, WorkerUnavailable(f"{decision.worker}: stream ended before any event"))
                 last = exc
                 continue
+            reply.close = self._finisher(decision, reply)
             reply.chunks = self._relay(decision, first, events, reply)
             reply.headers["x-sglang-worker"] = decision.worker
             return reply
         raise NoWorkerAvailable(f"no worker answered ({len(tried)} tried; last error: {last})")
+
+    def _finisher(self, decision: Decision, reply: Reply) -> Callable[[], Awaitable[None]]:
+        """Release the worker's slot and the upstream stream, once: from the relay's end, or from the
+        front when the relay never started (the client left before the first byte)."""
+        upstream_close, done = reply.close, False
+
+        async def finish() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            self.registry.release(decision.worker)
+            if upstream_close is not None:
+                await upstream_close()
+        return finish
 
     async def _relay(self, decision: Decision, first: bytes, events: AsyncIterator[bytes],
                      reply: Reply) -> AsyncIterator[bytes]:
@@ -191,7 +208,6 @@ class Router:
                    f"not retried (its output so far was already sent): {exc}")
             yield b"data: " + error_json(msg, 502) + b"\n\n" + SSE_DONE
         finally:
-            self.registry.release(decision.worker)
             await reply.aclose()
 
     async def broadcast(self, method: str, path: str, body: bytes = b"",
