@@ -33,7 +33,14 @@ class FakeWorker(Worker):
         self.calls += 1
         if self.mode == "down":
             raise WorkerUnavailable(f"{self.name}: connection refused")
+        if self.mode == "bad_request":
+            return Reply(400, {"content-type": "application/json"}, chunks=self._error_body())
         return Reply(200, {"content-type": "text/event-stream"}, chunks=self._chunks())
+
+    async def _error_body(self) -> AsyncIterator[bytes]:
+        yield b'{"error": '
+        yield b'"bad"}'
+
 
     async def _chunks(self) -> AsyncIterator[bytes]:
         first = f'data: {{"text": "{self.name}-1"}}\n\n'.encode()
@@ -173,4 +180,13 @@ def test_a_stream_never_read_is_released_by_aclose_once():
         await reply.aclose()
         await reply.aclose()  # idempotent: the relay's own cleanup may run too
         assert router.registry.loads() == {"a": 0}
+    _run(go())
+
+
+def test_a_stream_request_answered_with_an_error_passes_it_on_whole():
+    async def go():
+        router = Router([FakeWorker("a", "bad_request"), FakeWorker("b")], RoundRobinPolicy())
+        reply = await router.forward_stream("/generate", b"{}", {}, "k")
+        assert (reply.status, reply.body, reply.chunks) == (400, b'{"error": "bad"}', None)
+        assert router.registry.loads() == {"a": 0, "b": 0} and router.counters["retries"] == 0
     _run(go())

@@ -124,8 +124,10 @@ class Router:
         self.registry.mark_down(decision.worker, str(exc))
         self.counters["retries"] += 1
 
-    async def forward(self, method: str, path: str, body: bytes, headers: dict[str, str], key: Key) -> Reply:
-        """One whole request; on WorkerUnavailable, the next worker (each tried once)."""
+    async def _try_workers(self, key: Key,
+                           attempt: Callable[[Decision], Awaitable[Reply]]) -> tuple[Decision, Reply]:
+        """Run `attempt` on the policy's pick; while it raises WorkerUnavailable, drop that worker and try
+        the next pick (each worker once). The returned reply still holds its worker's slot."""
         tried: set[str] = set()
         last: Optional[Exception] = None
         for _ in range(self._attempts()):
@@ -134,51 +136,55 @@ class Router:
             decision = self.route(key, frozenset(tried))
             tried.add(decision.worker)
             try:
-                reply = await self.registry.get(decision.worker).request(method, path, body, headers)
+                reply = await attempt(decision)
             except WorkerUnavailable as exc:
                 self._failed(decision, exc)
                 last = exc
                 continue
-            self.registry.release(decision.worker)
+            except BaseException:  # cancelled, or a bug: do not leak the slot
+                self.registry.release(decision.worker)
+                raise
             reply.headers["x-sglang-worker"] = decision.worker
-            return reply
+            return decision, reply
         raise NoWorkerAvailable(f"no worker answered ({len(tried)} tried; last error: {last})")
+
+    async def forward(self, method: str, path: str, body: bytes, headers: dict[str, str], key: Key) -> Reply:
+        """One whole request, retried on another worker while none answered."""
+        async def attempt(decision: Decision) -> Reply:
+            return await self.registry.get(decision.worker).request(method, path, body, headers)
+
+        decision, reply = await self._try_workers(key, attempt)
+        self.registry.release(decision.worker)
+        return reply
 
     async def forward_stream(self, path: str, body: bytes, headers: dict[str, str], key: Key) -> Reply:
         """A streaming request. Retried on another worker until its first whole SSE event arrives; after
         that a broken stream ends with an error event and `[DONE]`. The reply's chunks are whole events;
         the caller must `await reply.aclose()` when done with it (also when it never read the chunks)."""
-        tried: set[str] = set()
-        last: Optional[Exception] = None
-        for _ in range(self._attempts()):
-            if tried and not self.registry.loads(frozenset(tried)):
-                break
-            decision = self.route(key, frozenset(tried))
-            tried.add(decision.worker)
-            try:
-                reply = await self.registry.get(decision.worker).open_stream(path, body, headers)
-            except WorkerUnavailable as exc:
-                self._failed(decision, exc)
-                last = exc
-                continue
-            if reply.status != 200 or reply.chunks is None:  # an error answer: pass it on whole
-                reply.body = b"".join([c async for c in reply.chunks]) if reply.chunks else reply.body
+        async def attempt(decision: Decision) -> Reply:
+            reply = await self.registry.get(decision.worker).open_stream(path, body, headers)
+            assert reply.chunks is not None
+            if reply.status != 200:  # an error answer (e.g. 400): pass it on whole
+                try:
+                    reply.body = b"".join([c async for c in reply.chunks])
+                except WorkerDied as exc:
+                    raise WorkerUnavailable(str(exc)) from exc
                 reply.chunks = None
-                self.registry.release(decision.worker)
                 return reply
             events = sse_events(reply.chunks)
             try:
                 first = await events.__anext__()
-            except (WorkerDied, StopAsyncIteration) as exc:  # nothing reached the client: retry
+            except (WorkerDied, StopAsyncIteration) as exc:  # nothing reached the client yet
                 await reply.aclose()
-                self._failed(decision, WorkerUnavailable(f"{decision.worker}: stream ended before any event"))
-                last = exc
-                continue
+                raise WorkerUnavailable(f"{decision.worker}: stream ended before its first event") from exc
             reply.close = self._finisher(decision, reply)
             reply.chunks = self._relay(decision, first, events, reply)
-            reply.headers["x-sglang-worker"] = decision.worker
             return reply
-        raise NoWorkerAvailable(f"no worker answered ({len(tried)} tried; last error: {last})")
+
+        decision, reply = await self._try_workers(key, attempt)
+        if reply.chunks is None:  # answered whole; a relay releases its slot when it ends
+            self.registry.release(decision.worker)
+        return reply
 
     def _finisher(self, decision: Decision, reply: Reply) -> Callable[[], Awaitable[None]]:
         """Release the worker's slot and the upstream stream, once: from the relay's end, or from the
