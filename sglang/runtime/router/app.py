@@ -20,7 +20,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sglang.runtime.router.router import NoWorkerAvailable, Router, error_json, routing_key
 from sglang.runtime.router.workers import HttpWorker, Reply
 
-logger = logging.getLogger("sglang.router")
 
 ROUTED_POSTS = ("/generate", "/v1/completions", "/v1/chat/completions")
 # Request headers passed on to workers (the API key among them); the rest are per hop.
