@@ -70,6 +70,31 @@ def test_remove_worker_forgets_only_that_worker(inserts, gone):
         assert gone not in tree.match(key)
 
 
+def test_list_and_tuple_keys_are_the_same_key():
+    tree = PrefixTree()
+    tree.insert([1, 2, 3], "a")
+    assert tree.match((1, 2, 9)) == {"a": 2} and tree.match([1, 2, 3, 4]) == {"a": 3}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(keys, st.dictionaries(st.sampled_from(WORKERS), st.integers(0, 60), min_size=1)),
+                min_size=1, max_size=30))
+def test_cache_aware_picks_an_offered_worker_and_the_least_loaded_when_imbalanced(requests):
+    policy = CacheAwarePolicy(cache_threshold=0.5, balance_abs_threshold=8, balance_rel_threshold=1.5)
+    for key, loads in requests:
+        before = {w: n for w, n in policy.tree.match(key).items() if w in loads}
+        d = policy.select(key, loads)
+        assert d.worker in loads and d.matched == before.get(d.worker, 0)
+        if is_imbalanced(loads, 8, 1.5):
+            assert d.reason == "imbalanced" and loads[d.worker] == min(loads.values())
+        elif d.reason == "cache_hit":  # the longest match, long enough
+            assert d.matched == max(before.values()) and d.matched >= 0.5 * len(key)
+        else:
+            assert d.reason == "least_loaded" and loads[d.worker] == min(loads.values())
+            assert not before or max(before.values()) < 0.5 * len(key)
+        assert policy.tree.match(key)[d.worker] == len(key)  # recorded for the chosen worker
+
+
 def test_size_counts_shared_prefix_once_per_worker():
     tree = PrefixTree()
     tree.insert("system prompt: question one", "a")

@@ -17,6 +17,9 @@ from typing import Mapping, Optional, Protocol
 from sglang.runtime.router.tree import Key, PrefixTree
 
 
+EVICT_TO = 0.9  # an over-full tree is cut to this fraction of its bound
+
+
 @dataclass(frozen=True)
 class Decision:
     """Where a request went and why (`reason`: cache_hit | least_loaded | imbalanced | round_robin)."""
@@ -88,8 +91,9 @@ class CacheAwarePolicy:
     def select(self, key: Key, loads: Mapping[str, int]) -> Decision:
         decision = self._choose(key, loads)
         self.tree.insert(key, decision.worker)
-        # bound the memory per worker right away: the tree only approximates the worker's cache anyway
-        self.tree.evict(decision.worker, self.max_tree_size)
+        if self.tree.size(decision.worker) > self.max_tree_size:
+            # evict with slack: each eviction walks the worker's whole subtree, so not on every request
+            self.tree.evict(decision.worker, int(self.max_tree_size * EVICT_TO))
         return decision
 
     def _choose(self, key: Key, loads: Mapping[str, int]) -> Decision:

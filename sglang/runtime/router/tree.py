@@ -27,12 +27,24 @@ class _Node:
 
 
 def _common_len(a: Key, b: Key, start: int) -> int:
-    """Length of the common prefix of `a` and `b[start:]` (no slice copy of b)."""
+    """Length of the common prefix of `a` and `b[start:]`. Slice comparisons run in C: one when the
+    whole edge matches (the usual case), a binary search over them when it does not."""
     n = min(len(a), len(b) - start)
-    i = 0
-    while i < n and a[i] == b[start + i]:
-        i += 1
-    return i
+    if a[:n] == b[start:start + n]:
+        return n
+    lo, hi = 0, n  # a[:lo] matches, a[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[start:start + mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _norm(key: Key) -> Key:
+    # slices of one type compare equal only to the same type: a list key must match a tuple edge
+    return key if isinstance(key, (str, tuple)) else tuple(key)
 
 
 class PrefixTree:
@@ -54,6 +66,7 @@ class PrefixTree:
 
     def match(self, key: Key) -> dict[str, int]:
         """worker -> length of the longest prefix of `key` routed to it (workers with 0 left out)."""
+        key = _norm(key)
         with self._lock:
             out: dict[str, int] = {}
             node, pos = self._root, 0
@@ -76,6 +89,7 @@ class PrefixTree:
         """Record that `key` was routed to `worker` (touches every node on its path)."""
         if not key:
             return
+        key = _norm(key)
         with self._lock:
             tick = next(self._ticks)
             node, pos = self._root, 0
