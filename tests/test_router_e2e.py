@@ -88,6 +88,10 @@ def test_router_gives_the_same_greedy_outputs_as_one_server(workers):
         for _ in range(2):  # both workers
             r = httpx.post(f"{front.url}/v1/completions", json=body, timeout=60)
             assert r.json()["choices"][0]["text"] == direct
+        streamed = httpx.post(f"{front.url}/v1/completions", json={**body, "stream": True}, timeout=60)
+        events = [line[5:].strip() for line in streamed.text.splitlines() if line.startswith("data:")]
+        assert events[-1] == "[DONE]"
+        assert "".join(c["text"] for e in events[:-1] for c in json.loads(e).get("choices", [])) == direct
         chat = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "temperature": 0}
         direct = httpx.post(f"{a.url}/v1/chat/completions", json=chat, timeout=60).json()
         via = httpx.post(f"{front.url}/v1/chat/completions", json=chat, timeout=60).json()
