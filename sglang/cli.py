@@ -12,6 +12,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "launch-server": ("sglang.runtime.server.launch", "main"),
     "run": ("sglang.compiler.run_cli", "main_run"),
     "serve": ("sglang.compiler.run_cli", "main_serve"),
+    "router": ("sglang.runtime.router.app", "main"),
 }
 
 USAGE = "usage: sglang {" + ",".join(SUBCOMMANDS) + "} [options]   (sglang <command> --help)"
