@@ -194,11 +194,6 @@ class Engine:
             return self._stream_async(items, tokenized, coalesce)
         return self._final_async(items, tokenized, obj.single_output())
 
-    def generate_request(self, request: dict[str, Any]) -> Union[dict, list[dict], Iterator[dict]]:
-        """`generate` from a native request dict (the /generate body)."""
-        obj = GenerateReqInput.from_dict(request)
-        return self.generate(**{k: getattr(obj, k) for k in request})
-
     def abort(self, rid: str) -> None:
         """Abort a request (all its samples) by the rid the caller gave; unknown/finished rids are ignored."""
         with self._lock:
