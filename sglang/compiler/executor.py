@@ -10,6 +10,10 @@ issues one call per gen per item. Requests marked `solo` (selects the select-low
 batch) are sent one call each. Data-dependent control flow (branch conditions, loops over generated
 values, fork counts) is decided at run time from the stream's variables.
 
+The frontend rules are the interpreter's, not copies: a select runs `lang.backends.choices.score_choices`
+(its request lists join the wave), and a gen variable holds the generated text whatever its dtype
+(`lang/gen_rules.py`), so a traced program gives the same values and types on both paths.
+
 The backend is any `runtime.backends.base.NativeBackend` (in-process Engine or HTTP): we only use its
 `_call(payload)` transport, its chat template and its image check.
 """
