@@ -48,14 +48,14 @@ def _gen_regexes(backend: ScriptedBackend) -> list:
 @sgl.function
 def typed(s):
     s += "int: " + sgl.gen_int("i", max_tokens=4)
-    s += " str: " + sgl.gen_string("s", max_tokens=8)
+    s += " str: " + sgl.gen_string("s", max_tokens=8)  # .sgl spells it dtype="string"
     s += " dtype=str: " + sgl.gen("d", dtype="str", max_tokens=8)
     s += " py-str: " + sgl.gen("p", dtype=str, max_tokens=8)
     s += " float: " + sgl.gen("f", dtype=float, max_tokens=8)
     s += " bool: " + sgl.gen("b", dtype="bool", max_tokens=8)
 
 
-TYPED_SGL = ('def typed() { "int: " gen i(dtype=int, max_tokens=4) " str: " gen s(dtype=str, max_tokens=8) '
+TYPED_SGL = ('def typed() { "int: " gen i(dtype=int, max_tokens=4) " str: " gen s(dtype="string", max_tokens=8) '
              '" dtype=str: " gen d(dtype="str", max_tokens=8) " py-str: " gen p(dtype=str, max_tokens=8) '
              '" float: " gen f(dtype=float, max_tokens=8) " bool: " gen b(dtype="bool", max_tokens=8) }')
 
@@ -145,3 +145,12 @@ def test_gen_parameter_rules_are_the_same_for_python_and_sgl():
         with pytest.raises(SglSemanticError) as compiled:
             compile_source(text=f"def f() {{ gen x({args.rstrip(', ')}) }}", file="g.sgl")
         assert msg in str(py.value) and msg in str(compiled.value), args
+
+
+def test_the_constraint_module_decodes_typed_gens_under_the_same_strings():
+    """runtime/constrained keeps its own names for the typed regexes; they must stay the table's strings, or
+    a typed gen would compile a second table under a second cache key."""
+    from sglang.runtime.constrained import api as C
+
+    assert (C.INT_REGEX, C.FLOAT_REGEX, C.BOOL_REGEX, C.STRING_REGEX) == \
+        tuple(TYPED_REGEX[t] for t in ("int", "float", "bool", "str"))

@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from sglang.lang import ir
-from sglang.lang.gen_rules import CHOICES_METHODS, DTYPES, GEN_KEYWORDS, SELECT_KEYWORDS, gen_problems, select_problems
+from sglang.lang.gen_rules import (CHOICES_METHODS, DTYPES, GEN_KEYWORDS, SELECT_KEYWORDS, gen_problems,
+                                  normalize_dtype, select_problems)
 from sglang.lang.ir import expr as X
 from sglang.lang.sgl import nodes as A
 from sglang.compiler.irgen.exprs import ExprLowerer
@@ -75,6 +76,11 @@ class GenLowerer:
         if "choices_method" in kw:
             raise self.exprs.err(f"gen {s.name!r}: choices_method needs choices=[...]", s.pos, env)
         self.check_gen_name(s, env)
+        if "dtype" in kw:  # the spellings the Python frontend takes ("integer", "string", ...)
+            try:
+                kw["dtype"] = normalize_dtype(kw["dtype"])
+            except ValueError as e:
+                raise self.exprs.err(f"gen {s.name!r}: {e}", s.pos, env) from None
         if isinstance(kw.get("stop"), str):
             kw["stop"] = (kw["stop"],)
         if isinstance(kw.get("json_schema"), dict):
