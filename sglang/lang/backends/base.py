@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from sglang.runtime.chat_template import ChatTemplate
-from sglang.lang.backends.choices import run_scoring, score_choices
+from sglang.lang.backends.choices import PREFILL, run_scoring, score_choices
+from sglang.lang.gen_rules import LOGPROB_OPTIONS
 
 
 class BackendError(RuntimeError):
@@ -28,9 +29,6 @@ class GenInput:
     images: list[str] = field(default_factory=list)  # image sources appended so far
     role: Optional[str] = None  # the open role, if any
     role_text: str = ""  # content of the open role so far
-
-
-LOGPROB_KEYS = ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs")
 
 
 class BaseBackend:
@@ -81,7 +79,7 @@ class NativeBackend(BaseBackend):
 
     def _payload(self, inp: GenInput, sampling_params: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         payload: dict[str, Any] = {"text": inp.text, "sampling_params": dict(sampling_params)}
-        payload.update({k: v for k, v in options.items() if k in LOGPROB_KEYS and v is not None})
+        payload.update({k: v for k, v in options.items() if k in LOGPROB_OPTIONS and v is not None})
         if inp.images:
             self.check_images()
             payload["image_data"] = inp.images if len(inp.images) > 1 else inp.images[0]
@@ -103,7 +101,7 @@ class NativeBackend(BaseBackend):
         yield "", meta
 
     def cache_prefix(self, text: str) -> None:
-        self._call({"text": text, "sampling_params": {"max_new_tokens": 0, "temperature": 0.0}})
+        self._call({"text": text, "sampling_params": dict(PREFILL)})
 
     def select(self, inp: GenInput, choices: list[str], method: str, temperature: float) -> tuple[int, dict]:
         if inp.images:
