@@ -98,9 +98,11 @@ def test_loop_generated_variable_reports_every_value():
     assert isinstance(out[0]["variables"]["s"], list) and len(out[0]["variables"]["s"]) == 3
 
 
-def test_dtype_int_gen_is_cast_and_constrained():
-    out, _, be = run("def f() { gen n(dtype=int, max_tokens=3) return n + 1 }", [{}])
+def test_dtype_int_gen_is_constrained_and_holds_text():
+    # the variable holds the generated text, as SGLang's gen_int; int(...) converts it
+    out, _, be = run("def f() { gen n(dtype=int, max_tokens=3) return int(n) + 1 }", [{}])
     assert out[0]["return"] == 43  # the fake answers "42" to an int regex
+    assert out[0]["variables"]["n"] == "42"
     assert be.calls[0]["sampling_params"][0]["regex"]
 
 
@@ -234,8 +236,8 @@ def test_react_example_stops_after_finish():
 
 
 def test_while_loops_run_while_the_condition_holds_up_to_max():
-    out, _, _ = run("def f() { gen n(dtype=int) while n > 40 max 4 { gen n(dtype=int) } }", [{}])
-    assert out[0]["variables"]["n"] == [42] * 5  # the fake always says 42: the bound stops it
-    out, _, _ = run('def f() { gen n(dtype=int) while n < 0 { gen m } return n }', [{}])
-    assert out[0]["return"] == 42 and "m" not in out[0]["variables"]
+    out, _, _ = run("def f() { gen n(dtype=int) while int(n) > 40 max 4 { gen n(dtype=int) } }", [{}])
+    assert out[0]["variables"]["n"] == ["42"] * 5  # the fake always says 42: the bound stops it
+    out, _, _ = run('def f() { gen n(dtype=int) while int(n) < 0 { gen m } return n }', [{}])
+    assert out[0]["return"] == "42" and "m" not in out[0]["variables"]
     assert "Loop" not in str(plan_of("def f() { while false { gen x } }").ir)  # dead loop removed when lowering

@@ -8,7 +8,7 @@ import pytest
 from lang_fakes import ScriptedBackend
 
 import sglang as sgl
-from sglang.lang.backends.base import _after_common
+from sglang.lang.backends.choices import after_common
 from sglang.lang.backends.choices import decide
 
 
@@ -255,9 +255,9 @@ def test_greedy_breaks_ties_on_later_tokens_and_pads_short_choices_with_their_me
 def test_choice_tokens_start_after_the_ids_shared_with_the_prefix():
     base = [5, 6, 7]
     # the choice merged the prefix's last token (7 -> 9): scoring restarts at that token
-    assert _after_common([[None, 5, None], [-1.0, 6, None], [-2.0, 9, None], [-3.0, 4, None]], base) == \
+    assert after_common([[None, 5, None], [-1.0, 6, None], [-2.0, 9, None], [-3.0, 4, None]], base) == \
         [[-2.0, 9, None], [-3.0, 4, None]]
-    assert _after_common([[None, 5, None], [-1.0, 6, None], [-2.0, 7, None], [-3.0, 4, None]], base) == \
+    assert after_common([[None, 5, None], [-1.0, 6, None], [-2.0, 7, None], [-3.0, 4, None]], base) == \
         [[-3.0, 4, None]]
 
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sglang.runtime.sampling import Sampler, SamplingBatchInfo, SamplingParams, make_generator
-from sglang.runtime.sampling.sampling_params import _FIELD_NAMES
+from sglang.runtime.sampling.sampling_params import FIELD_NAMES
 
 V = 64
 
@@ -22,7 +22,7 @@ json_value = st.one_of(
     st.lists(json_scalar, max_size=3),
     st.dictionaries(st.sampled_from(["1", "5", "x", "63", "64", "-1"]), json_scalar, max_size=2),
 )
-FIELDS = sorted(_FIELD_NAMES | {"grammar"})
+FIELDS = sorted(FIELD_NAMES | {"grammar"})
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

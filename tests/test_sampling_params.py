@@ -1,9 +1,12 @@
 """SamplingParams: SGLang names/defaults, from_dict key and type errors, verify() range table."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sglang.runtime.sampling import SamplingParams
+from sglang.runtime.sampling.sampling_params import TYPED_REGEX
 
 
 def test_defaults_match_sglang():
@@ -128,7 +131,8 @@ def test_frozen():
 
 def test_dtype_int_becomes_integer_regex():
     p = SamplingParams.from_dict({"dtype": "int"})
-    assert p.constraint == ("regex", r"[-+]?\d+")
+    # the frontend's gen_int regex (one table, one constraint-cache key)
+    assert p.constraint == ("regex", TYPED_REGEX["int"]) and re.fullmatch(p.regex, "-42") and not re.fullmatch(p.regex, "4.2")
     assert SamplingParams.from_dict(p.to_dict()) == p
     assert SamplingParams.from_dict({"dtype": "int", "regex": "[0-9]"}).regex == "[0-9]"
     assert SamplingParams.from_dict({"dtype": "str"}).constraint is None

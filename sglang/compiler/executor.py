@@ -10,21 +10,25 @@ issues one call per gen per item. Requests marked `solo` (selects the select-low
 batch) are sent one call each. Data-dependent control flow (branch conditions, loops over generated
 values, fork counts) is decided at run time from the stream's variables.
 
+The frontend rules are the interpreter's, not copies: a select runs `lang.backends.choices.score_choices`
+(its request lists join the wave), and a gen variable holds the generated text whatever its dtype
+(`lang/gen_rules.py`), so a traced program gives the same values and types on both paths.
+
 The backend is any `runtime.backends.base.NativeBackend` (in-process Engine or HTTP): we only use its
 `_call(payload)` transport, its chat template and its image check.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from sglang.lang.backends.choices import PREFILL, score_choices
+from sglang.lang.gen_rules import LOGPROB_OPTIONS
 from sglang.lang.ir.expr import eval_expr, expr_from_json, names_in
 from sglang.lang.sgl.errors import SglRuntimeError
 from sglang.compiler.args import bind_args  # noqa: F401  (part of this module's API)
 from sglang.compiler.plan import FunctionPlan, Plan, Step
 
-_PREFILL = {"max_new_tokens": 0, "temperature": 0.0}
 MAX_CALL_BATCH = 512  # ServerArgs.max_batch_size_per_request's default
 
 
@@ -113,31 +117,14 @@ def _iter_values(value: Any) -> list[Any]:
         raise SglRuntimeError(f"cannot loop over a {type(value).__name__} ({value!r})") from None
 
 
-def _cast(dtype: str | None, text: str) -> Any:
-    if dtype is None or dtype == "str":
-        return text
-    try:
-        if dtype == "int":
-            return int(text.strip())
-        if dtype == "float":
-            return float(text.strip())
-        if dtype == "bool":
-            return text.strip() == "True"
-    except ValueError:
-        return text  # an unconstrained backend may not honour the regex; keep the text
-    return text
-
-
 class PlanExecutor:
     """Runs one function of a plan. `run_batch` is the batched entry point; `run` a single item."""
 
-    def __init__(self, plan: Plan, backend: Any, *, default_sampling: dict[str, Any] | None = None,
-                 seed: int = 0) -> None:
+    def __init__(self, plan: Plan, backend: Any, *, default_sampling: dict[str, Any] | None = None) -> None:
         self.plan = plan
         self.backend = backend
         self.default_sampling = dict(default_sampling or {})
         self.stats = ExecStats()
-        self._rng = random.Random(seed)
         self._template = None
         self.tables_loaded = 0
         if plan.constraints and _in_process(backend) and not getattr(plan, "_tables_loaded", False):
@@ -164,7 +151,7 @@ class PlanExecutor:
         if hoist_prefix and len(items) > 1 and fplan.hoisted_prefix_steps:
             prefix = self._hoisted_prefix(fplan)
             if prefix:  # one prefill shared by all items: their first calls hit the prefix cache
-                self._dispatch([Request({"text": prefix, "sampling_params": dict(_PREFILL)}, solo=True)])
+                self._dispatch([Request({"text": prefix, "sampling_params": dict(PREFILL)}, solo=True)])
         tasks = [(self._main_task(it, fplan), it) for it in items]
         self._schedule(tasks, bar)
         if bar is not None:
@@ -243,17 +230,26 @@ class PlanExecutor:
         return out
 
     def _call(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        if len(payloads) > MAX_CALL_BATCH:  # servers cap one request's batch (max_batch_size_per_request)
-            out: list[dict[str, Any]] = []
-            for i in range(0, len(payloads), MAX_CALL_BATCH):
-                out.extend(self._call(payloads[i:i + MAX_CALL_BATCH]))
-            return out
-        merged: dict[str, Any] = {"text": [p["text"] for p in payloads],
+        """One native call per prompt kind (text, or token ids: a select's unconditional scoring) and per
+        MAX_CALL_BATCH prompts; outputs in the order of `payloads`."""
+        kinds: dict[str, list[int]] = {}
+        for i, p in enumerate(payloads):
+            kinds.setdefault("input_ids" if "input_ids" in p else "text", []).append(i)
+        out: list[Any] = [None] * len(payloads)
+        for key, idx in kinds.items():
+            for lo in range(0, len(idx), MAX_CALL_BATCH):  # servers cap one request's batch size
+                part = idx[lo:lo + MAX_CALL_BATCH]
+                for i, r in zip(part, self._call_one_kind(key, [payloads[i] for i in part])):
+                    out[i] = r
+        return out
+
+    def _call_one_kind(self, key: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        merged: dict[str, Any] = {key: [p[key] for p in payloads],
                                   "sampling_params": [p["sampling_params"] for p in payloads]}
-        for key, default in (("return_logprob", False), ("logprob_start_len", -1), ("top_logprobs_num", 0)):
-            vals = [p.get(key, default) for p in payloads]
+        for field_, default in (("return_logprob", False), ("logprob_start_len", -1), ("top_logprobs_num", 0)):
+            vals = [p.get(field_, default) for p in payloads]
             if any(v != default for v in vals):
-                merged[key] = vals
+                merged[field_] = vals
         if any(p.get("return_text_in_logprobs") for p in payloads):
             merged["return_text_in_logprobs"] = True
         images = [p.get("image_data") for p in payloads]
@@ -400,7 +396,7 @@ class PlanExecutor:
         sp = dict(self.default_sampling)
         sp.update(a.get("sampling_params", {}))
         payload: dict[str, Any] = {"text": stream.text, "sampling_params": sp}
-        for key in ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs"):
+        for key in LOGPROB_OPTIONS:
             if key in a:
                 payload[key] = a[key]
         if stream.images:
@@ -408,47 +404,25 @@ class PlanExecutor:
         resp = yield Request(payload)
         text = resp.get("text", "")
         stream.text += text
-        self._set_var(item, stream, a["name"], _cast(a.get("dtype"), text), resp.get("meta_info"), path)
+        # the generated text, whatever the dtype: SGLang's gen_int gives "42" (lang/gen_rules.py)
+        self._set_var(item, stream, a["name"], text, resp.get("meta_info"), path)
 
     def _select(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
-        from sglang.lang.backends.choices import decide
-
         a = step.args
         choices = a.get("choices")
         if choices is None:
             choices = [str(c) for c in (yield from self._eval(item, stream, local, a["choices_expr"]))]
-            if not choices:
-                raise SglRuntimeError(f"select {a['name']!r}: the choices list is empty")
-        solo = not a.get("batched")
-        prefix = yield Request({"text": stream.text, "sampling_params": dict(_PREFILL)}, solo=solo)
-        plen = int(prefix["meta_info"]["prompt_tokens"])
-        # Score from 2 tokens before the boundary, with the prompt itself in the same batch: comparing token
-        # ids against it finds where each choice starts even when the boundary token merges (as the
-        # interpreter's backend does).
-        start = max(plen - 2, 0)
-        reqs = [Request({"text": stream.text + c, "sampling_params": dict(_PREFILL), "return_logprob": True,
-                         "logprob_start_len": start}, solo=solo) for c in [""] + choices]
-        outs = yield reqs
-        base = [e[1] for e in outs[0]["meta_info"].get("input_token_logprobs") or []]
-        entries = [_after_common(o["meta_info"].get("input_token_logprobs") or [], base) for o in outs[1:]]
-        cond = [[e[0] for e in es if e[0] is not None] for es in entries]
-        uncond = None
-        if a["method"] == "unconditional_likelihood_normalized":
-            uouts = yield [Request({"text": c, "sampling_params": dict(_PREFILL), "return_logprob": True,
-                                    "logprob_start_len": 0}, solo=solo) for c in choices]
-            uncond = [[e[0] for e in (o["meta_info"].get("input_token_logprobs") or []) if e[0] is not None]
-                      for o in uouts]
-        decision = decide(a["method"], cond, uncond)
-        index = decision.index
-        if a.get("temperature", 0.0) > 0:  # sample among the choices by their scores
-            import math
-
-            t = a["temperature"]
-            top = max(decision.scores)
-            weights = [math.exp((s - top) / t) for s in decision.scores]
-            index = self._rng.choices(range(len(choices)), weights)[0]
+        solo = not a.get("batched")  # a select the select-lowering pass did not batch goes out alone
+        try:
+            scoring = score_choices(stream.text, choices, a["method"], a.get("temperature", 0.0))
+            reqs = next(scoring)
+            while True:  # the interpreter's backend drives the same protocol with run_scoring
+                reqs = scoring.send((yield [Request(r, solo=solo) for r in reqs]))
+        except StopIteration as stop:
+            index, meta = stop.value
+        except ValueError as e:  # bad run-time choices (empty, not strings)
+            raise SglRuntimeError(f"select {a['name']!r}: {e}") from None
         stream.text += choices[index]
-        meta = {"scores": decision.scores, "normalized_prompt_logprobs": decision.normalized_logprobs}
         self._set_var(item, stream, a["name"], choices[index], meta, path)
 
     def _loop(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
@@ -471,7 +445,7 @@ class PlanExecutor:
             raise SglRuntimeError(f"fork count must be an int >= 1, got {n!r}")
         if a.get("batched"):
             # one prefill of the parent (plus the text every branch starts with) before the branches
-            yield Request({"text": stream.text + a.get("warm_suffix", ""), "sampling_params": dict(_PREFILL)})
+            yield Request({"text": stream.text + a.get("warm_suffix", ""), "sampling_params": dict(PREFILL)})
         children = [stream.child() for _ in range(n)]
         stream.forks[step.id] = children
         stream.meta[("fork_start", step.id)] = len(stream.text)
@@ -503,14 +477,6 @@ class PlanExecutor:
         if meta:  # logprobs a gen asked for, and every select's choice scores
             out["meta_info"] = meta
         return out
-
-
-def _after_common(entries: list, base_ids: list[int]) -> list[list[Any]]:
-    """A choice's logprob entries after the token ids it shares with the bare prompt's entries."""
-    k = 0
-    while k < len(entries) and k < len(base_ids) and entries[k][1] == base_ids[k]:
-        k += 1
-    return [list(e) for e in entries[k:]]
 
 
 def shape_return(fplan: FunctionPlan, value: Any) -> Any:

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from sglang.lang import ir
+from sglang.lang.gen_rules import LOGPROB_OPTIONS, typed_regex
 from sglang.lang.ir.expr import expr_to_json
 from sglang.lang.sgl.errors import SglError, SglSemanticError, SourcePos
 from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
 from sglang.compiler.passes import PassContext, enabled_passes, run_passes
-from sglang.compiler.passes.constrained_precompile import dtype_regex
 from sglang.compiler.plan import FunctionPlan, Plan, Step
 
 
@@ -45,12 +45,12 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
             kind, args = "interp", {"expr": _ex(op.expr)}
         elif isinstance(op, ir.Gen):
             sp = op.sampling_params()
-            if op.regex is None and op.json_schema is None and dtype_regex(op.dtype) is not None:
-                sp["regex"] = dtype_regex(op.dtype)  # the same regex the precompile pass built tables for
+            if op.regex is None and op.json_schema is None and op.dtype is not None:
+                sp["regex"] = typed_regex(op.dtype)  # the same regex the precompile pass built tables for
             kind, args = "gen", {"name": op.name, "sampling_params": sp}
             if op.dtype:
                 args["dtype"] = op.dtype
-            for k in ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs"):
+            for k in LOGPROB_OPTIONS:
                 if getattr(op, k) is not None:
                     args[k] = getattr(op, k)
         elif isinstance(op, ir.Select):

@@ -10,8 +10,9 @@ from typing import Any, Callable, Optional, Union
 
 from sglang.lang.backends.openai_backend import OpenAI
 from sglang.lang.backends.runtime_endpoint import RuntimeEndpoint
+from sglang.lang.gen_rules import CHOICES_METHODS, gen_problems, normalize_dtype, select_problems
 from sglang.lang.interpreter import ProgramError, ProgramState, json_dumps_schema
-from sglang.lang.ir import CHOICES_METHODS, Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
+from sglang.lang.ir import Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
 from sglang.lang.ir.expr import Name
 from sglang.lang.primitives import SglExpr, Symbol, TraceError, caller_loc, role_expr
 from sglang.lang.program import SglFunction, get_default_backend, set_default_backend
@@ -29,10 +30,6 @@ __all__ = [
 
 # select's choices methods (SGLang exposes them as objects; here the names are the values)
 token_length_normalized, greedy_token_selection, unconditional_likelihood_normalized = CHOICES_METHODS
-
-_DTYPES = {int: "int", str: "str", float: "float", bool: "bool", "int": "int", "str": "str", "float": "float",
-           "bool": "bool", "string": "str", "integer": "int"}
-
 
 def __getattr__(name: str) -> Any:
     if name == "EngineBackend":  # lazy: keeps `import sglang` free of the runtime engine
@@ -79,8 +76,10 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
         raise TypeError(f"gen name must be a string, got {type(name).__name__}")
     if choices is not None:
         return _select(name, choices, temperature or 0.0, choices_method or token_length_normalized, loc)
-    if dtype is not None and dtype not in _DTYPES:
-        raise ValueError(f"gen {name!r}: dtype must be int, str, float or bool, got {dtype!r}")
+    try:
+        dtype = normalize_dtype(dtype)
+    except ValueError as e:
+        raise ValueError(f"gen {name!r}: {e}") from None
     if stop_token_ids is not None:
         stop_token_ids = tuple(int(t) for t in ([stop_token_ids] if isinstance(stop_token_ids, int) else stop_token_ids))
     op = Gen(name=name, max_tokens=max_tokens, min_tokens=min_tokens, stop=_stop(stop),
@@ -88,7 +87,7 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
              repetition_penalty=repetition_penalty, ignore_eos=ignore_eos, regex=regex,
              json_schema=None if json_schema is None else json_dumps_schema(json_schema),
-             dtype=None if dtype is None else _DTYPES[dtype], return_logprob=return_logprob,
+             dtype=dtype, return_logprob=return_logprob,
              logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num,
              return_text_in_logprobs=return_text_in_logprobs)
     _check_gen(op)
@@ -96,14 +95,9 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
 
 
 def _check_gen(op: Gen) -> None:
-    bad = [(op.max_tokens is not None and op.max_tokens < 0, "max_tokens must be >= 0"),
-           (op.temperature is not None and op.temperature < 0, "temperature must be >= 0"),
-           (op.top_p is not None and not 0 < op.top_p <= 1, "top_p must be in (0, 1]"),
-           (sum(x is not None for x in (op.regex, op.json_schema, op.dtype)) > 1,
-            "give at most one of regex, json_schema, dtype")]
-    for cond, msg in bad:
-        if cond:
-            raise ValueError(f"gen {op.name!r}: {msg}")
+    problems = gen_problems(op)
+    if problems:
+        raise ValueError(f"gen {op.name!r}: {problems[0]}")
 
 
 def gen_int(name: Optional[str] = None, **kwargs: Any) -> SglExpr:
@@ -120,18 +114,15 @@ def select(name: Optional[str] = None, choices: Optional[list[str]] = None, temp
 
 
 def _select(name: Optional[str], choices: Any, temperature: float, method: str, loc: Optional[Loc]) -> SglExpr:
-    if isinstance(choices, Symbol):  # tracing: choices given by a program argument
-        op = choices.ops[0]
-        if not isinstance(op, Arg):
-            raise TraceError(f"select {name!r}: choices from {choices.describe} cannot be traced")
-        if method not in CHOICES_METHODS:
-            raise ValueError(f"select {name!r}: choices_method must be one of {', '.join(CHOICES_METHODS)}")
-        return SglExpr((Select(name, Name(op.name), method, float(temperature)),), (loc,))
-    if not choices or isinstance(choices, str) or not all(isinstance(c, str) for c in choices):
-        raise ValueError(f"select {name!r}: choices must be a non-empty list of strings, got {choices!r}")
-    if method not in CHOICES_METHODS:
-        raise ValueError(f"select {name!r}: choices_method must be one of {', '.join(CHOICES_METHODS)}, got {method!r}")
-    return SglExpr((Select(name, tuple(choices), method, float(temperature)),), (loc,))
+    traced = isinstance(choices, Symbol)  # tracing: choices given by a program argument
+    if traced and not isinstance(choices.ops[0], Arg):
+        raise TraceError(f"select {name!r}: choices from {choices.describe} cannot be traced")
+    value = Name(choices.ops[0].name) if traced else choices
+    problems = select_problems(value, method, temperature)
+    if problems:
+        raise ValueError(f"select {name!r}: {problems[0]}")
+    value = value if traced else tuple(value)
+    return SglExpr((Select(name, value, method, float(temperature)),), (loc,))
 
 
 def image(path: str) -> SglExpr:

@@ -14,17 +14,10 @@ import threading
 from typing import Any, Iterator, Optional
 
 from sglang.lang.backends.base import BaseBackend, GenInput
+from sglang.lang.gen_rules import LOGPROB_OPTIONS, typed_regex
 from sglang.lang.ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
 from sglang.lang.primitives import SglExpr, StateBase, StateGroup, caller_loc
 from sglang.lang.speculative import CompletionSpec, chat_block_eligible, run_chat_block
-
-
-
-def dtype_regex(dtype: str) -> str:
-    """gen(dtype=...) -> the regex the runtime's constrained decoding uses for that type."""
-    from sglang.runtime.constrained import api as C  # lazy: it imports torch
-
-    return {"int": C.INT_REGEX, "float": C.FLOAT_REGEX, "bool": C.BOOL_REGEX, "str": C.STRING_REGEX}[dtype]
 
 
 class ProgramError(RuntimeError):
@@ -201,10 +194,9 @@ class StreamExecutor:
         sampling = dict(self.default_sampling)
         sampling.update(op.sampling_params())
         if op.dtype is not None and sampling.get("regex") is None:
-            sampling["regex"] = dtype_regex(op.dtype)
+            sampling["regex"] = typed_regex(op.dtype)
         options = dict(self.options)
-        options.update({k: getattr(op, k) for k in ("return_logprob", "logprob_start_len", "top_logprobs_num",
-                                                   "return_text_in_logprobs") if getattr(op, k) is not None})
+        options.update({k: getattr(op, k) for k in LOGPROB_OPTIONS if getattr(op, k) is not None})
         inp = self.gen_input()
         speculated = None if self.spec is None or self.stream else self.spec.gen(self, op, sampling, options)
         if speculated is not None:

@@ -9,17 +9,14 @@ import threading
 from typing import Any, Callable, Optional
 
 from sglang.lang.backends.base import BaseBackend
+from sglang.lang.gen_rules import LOGPROB_OPTIONS, NATIVE_GEN_FIELDS
 from sglang.lang.interpreter import ProgramState, StreamExecutor
 
 _default_backend: Optional[BaseBackend] = None
 
-# run()/run_batch() keyword -> native sampling_params key (None values are left to the backend)
-SAMPLING_KWARGS = {"max_new_tokens": "max_new_tokens", "min_new_tokens": "min_new_tokens", "stop": "stop",
-                   "stop_token_ids": "stop_token_ids", "temperature": "temperature", "top_p": "top_p",
-                   "top_k": "top_k", "min_p": "min_p", "frequency_penalty": "frequency_penalty",
-                   "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty",
-                   "ignore_eos": "ignore_eos", "seed": "seed"}
-OPTION_KWARGS = ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs")
+# run()/run_batch() sampling keywords: the per-gen SamplingParams fields under their native names (regex and
+# json_schema constrain one gen, not a whole program), plus the request's seed
+SAMPLING_KWARGS = tuple(n for n in NATIVE_GEN_FIELDS if n not in ("regex", "json_schema")) + ("seed",)
 
 
 def as_backend(backend: Any) -> BaseBackend:
@@ -92,13 +89,13 @@ class SglFunction:
 
     def _split(self, kwargs: dict[str, Any]) -> tuple[dict, dict, dict]:
         sampling = {"max_new_tokens": kwargs.pop("max_new_tokens", 128)}
-        for key, native in SAMPLING_KWARGS.items():
+        for key in SAMPLING_KWARGS:
             if key in kwargs:
                 v = kwargs.pop(key)
                 if v is not None:
-                    sampling[native] = [v] if key == "stop" and isinstance(v, str) else v
-        options = {k: kwargs.pop(k) for k in OPTION_KWARGS if k in kwargs and kwargs[k] is not None}
-        for k in OPTION_KWARGS:
+                    sampling[key] = [v] if key == "stop" and isinstance(v, str) else v
+        options = {k: kwargs.pop(k) for k in LOGPROB_OPTIONS if k in kwargs and kwargs[k] is not None}
+        for k in LOGPROB_OPTIONS:
             kwargs.pop(k, None)
         return sampling, options, kwargs
 

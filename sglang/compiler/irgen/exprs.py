@@ -1,4 +1,4 @@
-"""Expression lowering for `.sgl` → IR (a mixin of `compiler.irgen.build.Lowerer`).
+"""Expression lowering for `.sgl` → IR (`ExprLowerer`, owned by `compiler.irgen.build.Lowerer`).
 
 Resolves names (constants, `let` aliases, loop/fork indices, generated variables, parameters), reads of
 fork branch variables (`t[k].x`), builtin calls (also method style, `x.strip()`), and folds constants.
@@ -14,30 +14,34 @@ from sglang.lang.ir import expr as X
 from sglang.lang.sgl import nodes as A
 from sglang.lang.sgl.errors import SglSemanticError, SourcePos
 from sglang.compiler.loader import FuncRef, SourceProgram
-from sglang.compiler.irgen.scope import _Env, _freeze
+from sglang.compiler.irgen.scope import Env, freeze
 
 
 _PYTHON_CONSTANTS = {"True": "true", "False": "false", "None": "none"}
 
 
-class ExprLowering:
-    program: SourceProgram
+class ExprLowerer:
+    """Expressions of one program's `.sgl` functions → IR expressions; also owns the error/location helpers
+    every part of the builder reports through."""
 
-    def err(self, msg: str, pos: A.Pos, env: _Env | None = None, hint: str | None = None) -> SglSemanticError:
+    def __init__(self, program: SourceProgram) -> None:
+        self.program = program
+
+    def err(self, msg: str, pos: A.Pos, env: Env | None = None, hint: str | None = None) -> SglSemanticError:
         file = env.ref.module.file if env else self.program.main.file
         return SglSemanticError(msg, SourcePos.of(self.program.texts.get(file, ""), file, pos.line, pos.col), hint)
 
-    def loc(self, pos: A.Pos, env: _Env) -> ir.Loc:
+    def loc(self, pos: A.Pos, env: Env) -> ir.Loc:
         return ir.Loc(env.ref.module.file, pos.line, pos.col)
 
 
-    def lookup_func(self, name: str, env: _Env) -> FuncRef | None:
+    def lookup_func(self, name: str, env: Env) -> FuncRef | None:
         return env.ref.symbols.get(name)
 
 
-    def const_value(self, e: A.Expr, env: _Env, what: str) -> Any:
+    def const_value(self, e: A.Expr, env: Env, what: str) -> Any:
         if isinstance(e, A.DictLit):
-            return {self.const_value(k, env, what): self._thaw(self.const_value(v, env, what)) for k, v in e.pairs}
+            return {self.const_value(k, env, what): self.thaw(self.const_value(v, env, what)) for k, v in e.pairs}
         value = self.expr(e, env)
         if not isinstance(value, X.Const):
             params = [n.name for n in X.names_in(value) if n.fork is None and n.name in env.params]
@@ -46,18 +50,18 @@ class ExprLowering:
             raise self.err(f"{what} must be a constant (known before the program runs)", e.pos, env, hint)
         return value.value
 
-    def _thaw(self, v: Any) -> Any:
-        return [self._thaw(x) for x in v] if isinstance(v, tuple) else v
+    def thaw(self, v: Any) -> Any:
+        return [self.thaw(x) for x in v] if isinstance(v, tuple) else v
 
     def did_you_mean(self, name: str, pool: Any) -> str | None:
         close = difflib.get_close_matches(name, list(pool), 1)
         return f"did you mean {close[0]!r}?" if close else None
 
-    def expr(self, e: A.Expr, env: _Env, allow_maybe: bool = False) -> Any:
+    def expr(self, e: A.Expr, env: Env, allow_maybe: bool = False) -> Any:
         out = self._expr(e, env, allow_maybe)
         return X.substitute(out, {})  # folds constant sub-trees
 
-    def _expr(self, e: A.Expr, env: _Env, allow_maybe: bool) -> Any:
+    def _expr(self, e: A.Expr, env: Env, allow_maybe: bool) -> Any:
         if isinstance(e, A.Const):
             return X.Const(e.value)
         if isinstance(e, A.Str):
@@ -90,10 +94,10 @@ class ExprLowering:
             return self.call_expr(e, env, allow_maybe)
         raise self.err(f"unsupported expression {type(e).__name__}", e.pos, env)  # pragma: no cover
 
-    def name(self, e: A.Name, env: _Env, allow_maybe: bool) -> Any:
+    def name(self, e: A.Name, env: Env, allow_maybe: bool) -> Any:
         n = e.id
         if n in env.consts:
-            return X.Const(_freeze(env.consts[n]))
+            return X.Const(freeze(env.consts[n]))
         if n in env.aliases:
             value, reads = env.aliases[n]
             for var, version in reads.items():
@@ -126,7 +130,7 @@ class ExprLowering:
         pool = set(env.consts) | set(env.aliases) | env.locals | set(env.gen) | set(env.params)
         raise self.err(f"undefined variable {n!r}", e.pos, env, self.did_you_mean(n, pool))
 
-    def _before_quote(self, e: A.Name, env: _Env) -> bool:
+    def _before_quote(self, e: A.Name, env: Env) -> bool:
         """Whether the name is directly followed by a quote in the source (a Python f"..." / b"...")."""
         lines = self.program.texts.get(env.ref.module.file, "").splitlines()
         if not 0 < e.pos.line <= len(lines):
@@ -135,7 +139,7 @@ class ExprLowering:
         after = e.pos.col - 1 + len(e.id)
         return line[e.pos.col - 1:after] == e.id and line[after:after + 1] in ("'", '"')
 
-    def fork_var(self, e: A.Attr, env: _Env) -> Any:
+    def fork_var(self, e: A.Attr, env: Env) -> Any:
         if not (isinstance(e.obj, A.Index) and isinstance(e.obj.obj, A.Name) and e.obj.obj.id in env.forks):
             if isinstance(e.obj, A.Name) and e.obj.id in env.forks:
                 raise self.err(f"say which branch: {e.obj.id}[0].{e.name}", e.pos, env)
@@ -157,7 +161,7 @@ class ExprLowering:
                            self.did_you_mean(e.name, fork.branch_vars[b if fork.n else 0]))
         return X.Name(e.name, fork.node, b)
 
-    def call_expr(self, e: A.Call, env: _Env, allow_maybe: bool) -> Any:
+    def call_expr(self, e: A.Call, env: Env, allow_maybe: bool) -> Any:
         func, args = e.func, list(e.args)
         if func in ("image", "video"):
             raise self.err(f"{func}(...) appends media; use it as a statement", e.pos, env)

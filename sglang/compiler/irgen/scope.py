@@ -1,6 +1,6 @@
 """Scopes of the `.sgl` → IR lowering: what a name means at a point of a function body.
 
-`_Env` holds the entry function's parameters, compile-time constants (unrolled loop variables), `let`
+`Env` holds the entry function's parameters, compile-time constants (unrolled loop variables), `let`
 aliases (with the versions of the generated variables they read), run-time loop/fork index variables,
 the generated variables visible on this stream (definitely or only on some paths) and the forks by name.
 """
@@ -14,53 +14,53 @@ from sglang.lang.sgl import nodes as A
 from sglang.compiler.loader import FuncRef
 
 TYPES = ("str", "int", "float", "bool", "list", "dict", "image", "video", "any")
-_PY_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (tuple, list),
+PY_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (tuple, list),
              "dict": (dict,), "image": (str,), "video": (str,)}
 
 
 @dataclass
-class _Var:
+class Var:
     definite: bool
     version: int
     pos: A.Pos
 
 
 @dataclass
-class _Fork:
+class Fork:
     node: int
     n: int | None
-    branch_vars: list[dict[str, _Var]]
+    branch_vars: list[dict[str, Var]]
 
 
 @dataclass
-class _Env:
+class Env:
     ref: FuncRef  # the function whose body is being lowered (for its module's symbols)
     params: dict[str, str]  # entry-function parameters -> type name (IR arguments)
     consts: dict[str, Any] = field(default_factory=dict)
     aliases: dict[str, tuple[Any, dict[str, int]]] = field(default_factory=dict)  # let -> (expr, versions read)
     locals: set[str] = field(default_factory=set)  # run-time loop / fork index variables
-    gen: dict[str, _Var] = field(default_factory=dict)
-    forks: dict[str, _Fork] = field(default_factory=dict)
+    gen: dict[str, Var] = field(default_factory=dict)
+    forks: dict[str, Fork] = field(default_factory=dict)
     role: str | None = None
     calls: tuple[str, ...] = ()
     later_gens: dict[str, A.Pos] = field(default_factory=dict)  # all gen names of the function (for hints)
 
-    def copy(self) -> "_Env":
+    def copy(self) -> "Env":
         return dataclasses.replace(self, consts=dict(self.consts), aliases=dict(self.aliases), locals=set(self.locals),
                                    gen={k: dataclasses.replace(v) for k, v in self.gen.items()},
                                    forks=dict(self.forks))
 
 
-def _freeze(v: Any) -> Any:
-    return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
+def freeze(v: Any) -> Any:
+    return tuple(freeze(x) for x in v) if isinstance(v, list) else v
 
 
-def _all_gens(body: list[A.Stmt], out: dict[str, A.Pos]) -> dict[str, A.Pos]:
+def all_gens(body: list[A.Stmt], out: dict[str, A.Pos]) -> dict[str, A.Pos]:
     for s in body:
         if isinstance(s, (A.Gen, A.Select)):
             out.setdefault(s.name, s.pos)
         for sub in _sub_bodies(s):
-            _all_gens(sub, out)
+            all_gens(sub, out)
     return out
 
 

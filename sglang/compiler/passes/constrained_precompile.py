@@ -15,14 +15,8 @@ import json
 from typing import Any
 
 from sglang.lang import ir
+from sglang.lang.gen_rules import typed_regex
 from sglang.compiler.ir_edit import all_nodes
-
-
-def dtype_regex(dtype: str | None) -> str | None:
-    """The regex a typed gen decodes under (the runtime's own constants, as SGLang's gen_int etc.)."""
-    from sglang.runtime.constrained.api import BOOL_REGEX, FLOAT_REGEX, INT_REGEX
-
-    return {"int": INT_REGEX, "float": FLOAT_REGEX, "bool": BOOL_REGEX}.get(dtype or "")
 
 
 def constraint_of(op: Any) -> tuple[str, str] | None:
@@ -32,7 +26,7 @@ def constraint_of(op: Any) -> tuple[str, str] | None:
             return "regex", op.regex
         if op.json_schema is not None:
             return "json_schema", op.json_schema
-        rx = dtype_regex(op.dtype)
+        rx = typed_regex(op.dtype)  # the interpreter's regex too: gen(dtype="str") is constrained on both paths
         if rx is not None:
             return "regex", rx
     if isinstance(op, ir.Select) and isinstance(op.choices, tuple):

@@ -5,10 +5,8 @@ meta_info. `NativeBackend` implements everything over two transport hooks, `_cal
 `_call_stream(payload)`, whose payloads are the native request dicts of docs/ARCHITECTURE.md, so
 the in-process Engine and HTTP backends send the same dicts.
 
-select: the prompt is prefilled once (`max_new_tokens=0`, which leaves its KV in the radix cache),
-then all choices are scored in ONE batch of `prompt + choice` (plus the prompt itself, to align
-tokens at the boundary) with `return_logprob` and `logprob_start_len` two tokens before the
-prompt's end, so every choice reuses the cached prefix.
+select runs the one select protocol of `choices.score_choices` (shared with the plan executor), sending
+each of its request lists as one native call.
 """
 from __future__ import annotations
 
@@ -16,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
 
 from sglang.runtime.chat_template import ChatTemplate
-from sglang.lang.backends.choices import METHODS, decide
+from sglang.lang.backends.choices import PREFILL, run_scoring, score_choices
+from sglang.lang.gen_rules import LOGPROB_OPTIONS
 
 
 class BackendError(RuntimeError):
@@ -30,9 +29,6 @@ class GenInput:
     images: list[str] = field(default_factory=list)  # image sources appended so far
     role: Optional[str] = None  # the open role, if any
     role_text: str = ""  # content of the open role so far
-
-
-LOGPROB_KEYS = ("return_logprob", "logprob_start_len", "top_logprobs_num", "return_text_in_logprobs")
 
 
 class BaseBackend:
@@ -83,7 +79,7 @@ class NativeBackend(BaseBackend):
 
     def _payload(self, inp: GenInput, sampling_params: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         payload: dict[str, Any] = {"text": inp.text, "sampling_params": dict(sampling_params)}
-        payload.update({k: v for k, v in options.items() if k in LOGPROB_KEYS and v is not None})
+        payload.update({k: v for k, v in options.items() if k in LOGPROB_OPTIONS and v is not None})
         if inp.images:
             self.check_images()
             payload["image_data"] = inp.images if len(inp.images) > 1 else inp.images[0]
@@ -105,54 +101,27 @@ class NativeBackend(BaseBackend):
         yield "", meta
 
     def cache_prefix(self, text: str) -> None:
-        self._call({"text": text, "sampling_params": {"max_new_tokens": 0, "temperature": 0.0}})
+        self._call({"text": text, "sampling_params": dict(PREFILL)})
 
     def select(self, inp: GenInput, choices: list[str], method: str, temperature: float) -> tuple[int, dict]:
-        if method not in METHODS:
-            raise ValueError(f"choices_method must be one of {', '.join(METHODS)}, got {method!r}")
         if inp.images:
             self.check_images()
-        zero = {"max_new_tokens": 0, "temperature": 0.0}
-        prefix = self._call({"text": inp.text, "sampling_params": zero})  # caches the prefix KV once
-        prefix_len = int(prefix["meta_info"]["prompt_tokens"])
-        # Score from 2 tokens before the boundary, and send the prefix itself in the same batch: comparing
-        # token ids against it finds where each choice's tokens start even when the boundary token merges.
-        start = max(prefix_len - 2, 0)
-        outs = self._call({
-            "text": [inp.text] + [inp.text + c for c in choices], "sampling_params": zero,
-            "return_logprob": True, "logprob_start_len": start,
-        })
-        base = [e[1] for e in outs[0]["meta_info"]["input_token_logprobs"]]
-        windows = [o["meta_info"]["input_token_logprobs"] for o in outs[1:]]
-        cond_entries = [_after_common(w, base) for w in windows]
-        cond = [[e[0] for e in es if e[0] is not None] for es in cond_entries]
-        uncond_entries = None
-        if method == "unconditional_likelihood_normalized":
-            # the choice's tokens after only the (<= 2) prompt tokens of the scoring window, as SGLang
-            # does: a minimal context, so even a one-token choice gets an unconditional logprob
-            nonempty = [i for i, es in enumerate(cond_entries) if es]
-            uouts = self._call({
-                "input_ids": [[int(e[1]) for e in windows[i]] for i in nonempty], "sampling_params": zero,
-                "return_logprob": True, "logprob_start_len": 0,
-            }) if nonempty else []
-            uncond_entries = [[] for _ in choices]
-            for i, o in zip(nonempty, uouts):
-                entries = o["meta_info"]["input_token_logprobs"]
-                uncond_entries[i] = [list(e) for e in entries[len(entries) - len(cond_entries[i]):]]
-        uncond = None if uncond_entries is None else [[e[0] for e in es if e[0] is not None] for es in uncond_entries]
-        decision = decide(method, cond, uncond)
-        meta = {
-            "choices": list(choices), "choices_method": method, "scores": decision.scores,
-            "normalized_prompt_logprobs": decision.normalized_logprobs,
-            "input_token_logprobs": cond_entries, "unconditional_token_logprobs": uncond_entries,
-            "prefix_tokens": prefix_len,
-        }
-        return decision.index, meta
+        return run_scoring(score_choices(inp.text, choices, method, temperature), self._call_many)
+
+    def _call_many(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Single-prompt requests as ONE native call (a batch when there are several)."""
+        if len(payloads) == 1:
+            return [self._call(payloads[0])]
+        out = self._call(merge_requests(payloads))
+        return out if isinstance(out, list) else [out]
 
 
-def _after_common(entries: list, base_ids: list[int]) -> list[list[Any]]:
-    """The entries after the longest run of token ids shared with the prefix's own entries."""
-    k = 0
-    while k < len(entries) and k < len(base_ids) and entries[k][1] == base_ids[k]:
-        k += 1
-    return [list(e) for e in entries[k:]]
+def merge_requests(payloads: list[dict[str, Any]]) -> dict[str, Any]:
+    """Single-prompt native requests (all `text` or all `input_ids`) -> one batched request; a field that
+    differs between them travels as a per-prompt list, as the native protocol allows."""
+    key = "input_ids" if "input_ids" in payloads[0] else "text"
+    merged: dict[str, Any] = {key: [p[key] for p in payloads]}
+    for field_ in sorted({k for p in payloads for k in p} - {key}):
+        vals = [p.get(field_) for p in payloads]
+        merged[field_] = vals[0] if all(v == vals[0] for v in vals) else vals
+    return merged

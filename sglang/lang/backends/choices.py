@@ -1,15 +1,33 @@
-"""Choice scoring for `select`: pure functions over per-choice token logprobs.
+"""Choice scoring for `select`, written once for the eager interpreter and the plan executor.
 
-cond[i]   logprobs of choice i's tokens given the prompt (prompt + choice scored in one batch)
+`score_choices` is the whole select protocol as a generator: it yields lists of single-prompt native
+request dicts and is sent their outputs, so each executor drives it with its own transport (the
+interpreter's backend sends a list as one batched call; the plan executor merges it into its wave).
+
+1. prefill the prompt once (`max_new_tokens=0`: its KV stays in the radix cache);
+2. score `prompt + choice` for every choice in ONE batch, with the bare prompt in the same batch, from 2
+   tokens before the prompt's end: comparing token ids against the bare prompt finds where a choice's
+   tokens start even when the boundary token merges with the choice;
+3. for `unconditional_likelihood_normalized`, score each choice's scoring-window token ids alone (the
+   <= 2 prompt tokens before it and the choice itself), as SGLang's RuntimeEndpoint does.
+
+The decision (`decide`) is a pure function of the logprobs:
+cond[i]   logprobs of choice i's tokens given the prompt
 uncond[i] logprobs of the same tokens after only the last prompt tokens (a minimal context)
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Generator, Optional, Sequence
 
-METHODS = ("token_length_normalized", "greedy_token_selection", "unconditional_likelihood_normalized")
+from sglang.lang.gen_rules import CHOICES_METHODS as METHODS
+from sglang.lang.gen_rules import select_problems
+
+PREFILL = {"max_new_tokens": 0, "temperature": 0.0}  # score / cache only: no token is generated
+
+# yields lists of native request dicts (one prompt each), is sent their outputs, returns (index, meta)
+Scoring = Generator[list[dict[str, Any]], list[dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -59,3 +77,66 @@ def _greedy(cond: Sequence[Sequence[float]], norm: Sequence[float]) -> int:
         if len(alive) == 1:
             break
     return alive[0]
+
+
+def score_choices(text: str, choices: Sequence[str], method: str, temperature: float = 0.0) -> Scoring:
+    """The select protocol for prompt `text` (see the module docstring); returns (chosen index, meta_info)."""
+    choices = list(choices)
+    problems = select_problems(choices, method, temperature)
+    if problems:
+        raise ValueError(problems[0])
+    (prefix,) = yield [{"text": text, "sampling_params": dict(PREFILL)}]
+    prefix_len = int(prefix["meta_info"]["prompt_tokens"])
+    start = max(prefix_len - 2, 0)
+    outs = yield [{"text": text + c, "sampling_params": dict(PREFILL), "return_logprob": True,
+                   "logprob_start_len": start} for c in [""] + choices]
+    base = [e[1] for e in _entries(outs[0])]
+    windows = [_entries(o) for o in outs[1:]]
+    cond_entries = [after_common(w, base) for w in windows]
+    uncond_entries = None
+    if method == "unconditional_likelihood_normalized":
+        uncond_entries = yield from _unconditional(windows, cond_entries)
+    decision = decide(method, _values(cond_entries), None if uncond_entries is None else _values(uncond_entries))
+    meta = {"choices": choices, "choices_method": method, "scores": decision.scores,
+            "normalized_prompt_logprobs": decision.normalized_logprobs, "input_token_logprobs": cond_entries,
+            "unconditional_token_logprobs": uncond_entries, "prefix_tokens": prefix_len}
+    return decision.index, meta
+
+
+def _unconditional(windows: list[list], cond_entries: list[list]) -> Generator[Any, Any, list[list]]:
+    """Each choice's tokens scored after only its window's (<= 2) prompt tokens: a minimal context, so even
+    a one-token choice gets an unconditional logprob. A choice with no tokens scores nothing."""
+    nonempty = [i for i, es in enumerate(cond_entries) if es]
+    uouts = (yield [{"input_ids": [int(e[1]) for e in windows[i]], "sampling_params": dict(PREFILL),
+                     "return_logprob": True, "logprob_start_len": 0} for i in nonempty]) if nonempty else []
+    out: list[list] = [[] for _ in cond_entries]
+    for i, o in zip(nonempty, uouts):
+        entries = _entries(o)
+        out[i] = [list(e) for e in entries[len(entries) - len(cond_entries[i]):]]
+    return out
+
+
+def run_scoring(scoring: Scoring, send: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> tuple[int, dict]:
+    """Drive `score_choices` synchronously: `send(requests)` returns one output per request."""
+    try:
+        reqs = next(scoring)
+        while True:
+            reqs = scoring.send(send(reqs))
+    except StopIteration as stop:
+        return stop.value
+
+
+def after_common(entries: list, base_ids: list[int]) -> list[list[Any]]:
+    """A choice's logprob entries after the token ids it shares with the bare prompt's entries."""
+    k = 0
+    while k < len(entries) and k < len(base_ids) and entries[k][1] == base_ids[k]:
+        k += 1
+    return [list(e) for e in entries[k:]]
+
+
+def _entries(out: dict[str, Any]) -> list:
+    return out["meta_info"].get("input_token_logprobs") or []
+
+
+def _values(entries: list[list]) -> list[list[float]]:
+    return [[e[0] for e in es if e[0] is not None] for es in entries]

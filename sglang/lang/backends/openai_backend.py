@@ -12,11 +12,13 @@ from typing import Any, Iterator, Optional
 
 from sglang.runtime.chat_template import ChatTemplate, get_named
 from sglang.lang.backends.base import BackendError, BaseBackend, GenInput
+from sglang.lang.gen_rules import NATIVE_GEN_FIELDS, frontend_name
 
-# native sampling_params key -> OpenAI argument
-_DIRECT = {"max_new_tokens": "max_tokens", "stop": "stop", "temperature": "temperature", "top_p": "top_p",
-           "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty", "seed": "seed"}
-_EXTRA = ("top_k", "min_p", "repetition_penalty", "ignore_eos", "min_new_tokens", "stop_token_ids")
+# native sampling_params key -> OpenAI argument: the arguments the OpenAI API itself takes (it spells
+# max_new_tokens the frontend way); the other per-gen fields go in extra_body to servers that take them
+_DIRECT = {n: frontend_name(n) for n in ("max_new_tokens", "stop", "temperature", "top_p", "frequency_penalty",
+                                         "presence_penalty", "seed")}
+_EXTRA = tuple(n for n in NATIVE_GEN_FIELDS if n not in _DIRECT and n not in ("regex", "json_schema"))
 
 
 class OpenAI(BaseBackend):

@@ -19,7 +19,31 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Union
 
-INT_REGEX = r"[-+]?\d+"
+# The one typed-regex table: `gen(dtype=...)` / `gen_int` / `gen_string` and the runtime's own `dtype: "int"`
+# decode under these exact strings, so every path shares one constraint-cache key per type. It lives here, at
+# the lowest layer that needs it (the runtime reads "int"; the frontend all four), and imports nothing heavy.
+TYPED_REGEX: dict[str, str] = {
+    "int": r"[-+]?[0-9]+",
+    "float": r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?",
+    "bool": r"(True|False)",
+    "str": r'"([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*"',  # a JSON string literal, as SGLang's REGEX_STR
+}
+
+
+def typed_regex(dtype: Optional[str]) -> Optional[str]:
+    """The regex a typed gen decodes under, or None for an untyped one (dtype None)."""
+    return None if dtype is None else TYPED_REGEX[dtype]
+
+
+# The one rename map of sampling-parameter names: SGLang's frontend `gen(...)` and the OpenAI API spell these
+# two fields differently; every other name they share is the SamplingParams field itself.
+RENAMES: dict[str, str] = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
+
+
+def native_name(name: str) -> str:
+    """A frontend / OpenAI sampling-parameter name -> the SamplingParams field (`max_tokens` -> `max_new_tokens`)."""
+    return RENAMES.get(name, name)
+
 
 # Keys accepted by from_dict that map onto another field (SGLang spells the EBNF grammar both ways).
 _ALIASES = {"grammar": "ebnf"}
@@ -96,7 +120,7 @@ class SamplingParams:
         if self.dtype not in (None, "int", "str"):
             raise ValueError(f"sampling_params.dtype must be null, 'int' or 'str', got {self.dtype!r}")
         if self.dtype == "int" and self.regex is None and self.json_schema is None and self.ebnf is None:
-            set_("regex", INT_REGEX)
+            set_("regex", TYPED_REGEX["int"])
         given = [n for n in ("regex", "json_schema", "ebnf") if getattr(self, n) is not None]
         if len(given) > 1:
             raise ValueError(
@@ -116,7 +140,7 @@ class SamplingParams:
             return d
         if not isinstance(d, dict):
             raise ValueError(f"sampling_params must be a dict, got {type(d).__name__}")
-        valid = _FIELD_NAMES
+        valid = FIELD_NAMES
         kwargs: dict[str, Any] = {}
         for key, value in d.items():
             name = _ALIASES.get(key, key)
@@ -279,7 +303,7 @@ def _str_tuple(name: str, v: Any) -> tuple[str, ...]:
     raise ValueError(f"sampling_params.{name} must be a string or a list of strings, got {v!r}")
 
 
-_FIELD_NAMES = frozenset(f.name for f in fields(SamplingParams))
+FIELD_NAMES = frozenset(f.name for f in fields(SamplingParams))
 _DEFAULTS = {f.name: f.default for f in fields(SamplingParams)}
 _INT_FIELDS = ("max_new_tokens", "min_new_tokens", "top_k", "n", "seed")
 _FLOAT_FIELDS = ("temperature", "top_p", "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty")

@@ -30,18 +30,16 @@ from sglang.runtime.server.common import (
     run_or_abort,
     sse,
 )
+from sglang.runtime.sampling.sampling_params import FIELD_NAMES, native_name
 from sglang.runtime.server.metrics import StreamTimer
-from sglang.runtime.server.protocol import ChatCompletionRequest, CompletionRequest, _OpenAISampling
+from sglang.runtime.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAISampling
 
 MAX_TOP_LOGPROBS = 20
-# request field -> native sampling key, copied when not None
-_SAMPLING_FIELDS = {
-    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
-    "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
-    "repetition_penalty": "repetition_penalty", "min_tokens": "min_new_tokens", "ignore_eos": "ignore_eos",
-    "stop_token_ids": "stop_token_ids", "skip_special_tokens": "skip_special_tokens",
-    "no_stop_trim": "no_stop_trim", "regex": "regex", "json_schema": "json_schema", "ebnf": "ebnf",
-}
+# Request fields that are SamplingParams fields (under the one rename map) are copied when not None; these
+# few need their own handling in _sampling (defaults, list forms, per-choice seeds) or are not per request.
+_SPECIAL_FIELDS = frozenset({"max_tokens", "stop", "seed", "logit_bias", "n"})
+_SAMPLING_FIELDS = {f: native_name(f) for f in OpenAISampling.model_fields
+                    if native_name(f) in FIELD_NAMES and f not in _SPECIAL_FIELDS}
 
 
 # --------------------------------------------------------------------------- request -> native
@@ -54,7 +52,7 @@ def check_model(ctx: Any, name: str) -> None:
                         param="model", code="model_not_found")
 
 
-def _sampling(req: _OpenAISampling, max_tokens: Optional[int]) -> dict[str, Any]:
+def _sampling(req: OpenAISampling, max_tokens: Optional[int]) -> dict[str, Any]:
     if req.n < 1:
         raise HTTPError(400, f"n must be >= 1, got {req.n}", param="n")
     sp: dict[str, Any] = {}

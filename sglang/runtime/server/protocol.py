@@ -53,7 +53,7 @@ class StreamOptions(_Strict):
     include_usage: StrictBool = False
 
 
-class _OpenAISampling(_Strict):
+class OpenAISampling(_Strict):
     """Fields shared by completions and chat completions, plus SGLang's extensions (extra_body)."""
 
     model: StrictStr
@@ -84,7 +84,7 @@ class _OpenAISampling(_Strict):
     rid: Optional[StrictStr] = None
 
 
-class CompletionRequest(_OpenAISampling):
+class CompletionRequest(OpenAISampling):
     prompt: Union[StrictStr, list[StrictStr], list[StrictInt], list[list[StrictInt]]]
     max_tokens: Optional[StrictInt] = 16  # OpenAI's documented default for /v1/completions
     logprobs: Optional[StrictInt] = None  # number of top logprobs per token (0..20)
@@ -102,7 +102,7 @@ class ChatMessage(BaseModel):
     content: Optional[Union[StrictStr, list[dict[str, Any]]]] = None
 
 
-class ChatCompletionRequest(_OpenAISampling):
+class ChatCompletionRequest(OpenAISampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Optional[StrictInt] = None
     logprobs: StrictBool = False
