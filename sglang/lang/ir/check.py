@@ -8,20 +8,17 @@ against it; an unresolved read is an `IRError` naming the variable, node and sou
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sglang.lang.ir.expr import check_expr, expr_to_str, names_in
+from sglang.lang.gen_rules import gen_problems
 from sglang.lang.ir.ops import (CHOICES_METHODS, JOIN_MODES, ROLES, STRUCTURED, Arg, Branch, Call, Fork, Gen, IRError,
                                 Join, Loop, Return, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines, num_arms,
                                 op_exprs)
 
 if TYPE_CHECKING:  # graph.py calls this module: a run-time import back would be a circle
     from sglang.lang.ir.graph import IRFunction
-
-_DTYPES = ("int", "str", "float", "bool")
-
 
 @dataclass
 class _Scope:
@@ -187,24 +184,8 @@ class _Walker:
             self.fail(node, "call needs a function name")
 
     def check_gen(self, node: int, op: Gen) -> None:
-        checks = [
-            (op.max_tokens is not None and op.max_tokens < 0, f"max_tokens must be >= 0, got {op.max_tokens}"),
-            (op.temperature is not None and op.temperature < 0, f"temperature must be >= 0, got {op.temperature}"),
-            (op.top_p is not None and not 0 < op.top_p <= 1, f"top_p must be in (0, 1], got {op.top_p}"),
-            (op.min_p is not None and not 0 <= op.min_p <= 1, f"min_p must be in [0, 1], got {op.min_p}"),
-            (op.top_k is not None and op.top_k == 0, "top_k must be -1 (off) or >= 1, got 0"),
-            (op.dtype is not None and op.dtype not in _DTYPES, f"dtype must be one of {_DTYPES}, got {op.dtype!r}"),
-            (sum(x is not None for x in (op.regex, op.json_schema, op.dtype)) > 1,
-             "gen takes at most one of regex, json_schema, dtype"),
-        ]
-        for bad, msg in checks:
-            if bad:
-                self.fail(node, msg)
-        if op.json_schema is not None:
-            try:
-                json.loads(op.json_schema)
-            except (TypeError, ValueError) as exc:
-                self.fail(node, f"json_schema is not valid JSON: {exc}")
+        for msg in gen_problems(op):  # one owner of the gen rules; the location is ours
+            self.fail(node, msg)
 
 
 def _walk(fn: IRFunction, strict: bool) -> _Walker:

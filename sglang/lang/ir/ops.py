@@ -10,10 +10,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from sglang.lang.gen_rules import CHOICES_METHODS, NATIVE_GEN_FIELDS, frontend_name  # noqa: F401 (re-exported)
+
 from sglang.lang.ir.expr import Expr, Name, expr_to_json, expr_to_str, is_expr, map_expr, value_from_json
 
 ROLES = ("system", "user", "assistant")
-CHOICES_METHODS = ("token_length_normalized", "greedy_token_selection", "unconditional_likelihood_normalized")
 JOIN_MODES = ("gather_variable", "concate_and_append")
 
 
@@ -94,17 +95,11 @@ class Gen:
     def sampling_params(self) -> dict[str, Any]:
         """The native `sampling_params` keys this gen sets (docs/ARCHITECTURE.md)."""
         out: dict[str, Any] = {}
-        for f in _SAMPLING_FIELDS:
-            v = getattr(self, f)
+        for native in NATIVE_GEN_FIELDS:  # the names and renames have one owner: lang/gen_rules.py
+            v = getattr(self, frontend_name(native), None)
             if v is not None:
-                out[_NATIVE_NAMES.get(f, f)] = list(v) if isinstance(v, tuple) else v
+                out[native] = list(v) if isinstance(v, tuple) else v
         return out
-
-
-_SAMPLING_FIELDS = ("max_tokens", "min_tokens", "stop", "stop_token_ids", "temperature", "top_p", "top_k",
-                    "min_p", "frequency_penalty", "presence_penalty", "repetition_penalty", "ignore_eos",
-                    "regex", "json_schema")
-_NATIVE_NAMES = {"max_tokens": "max_new_tokens", "min_tokens": "min_new_tokens"}
 
 
 @dataclass(frozen=True)
