@@ -63,3 +63,31 @@ def radix_key_ids(input_ids: Sequence[int], items: Sequence[MultimodalItem], voc
 def _check_size(size: tuple[int, int]) -> None:
     if len(size) != 2 or min(size) <= 0:
         raise ValueError(f"image size must be (height, width) > 0, got {size}")
+
+
+def expand_placeholders(
+    input_ids: Sequence[int], inputs: Sequence, image_token_id: int, video_token_id: Optional[int] = None
+) -> tuple[list[int], list[MultimodalItem]]:
+    """A prompt with ONE placeholder token per image/video (what a chat template or `<image>` gives) ->
+    the prompt with each placeholder repeated to its token count, and the items with their offsets.
+
+    `inputs` are `processing.ProcessedInput`s in prompt order; their kinds must match the placeholders'."""
+    ids: list[int] = []
+    items: list[MultimodalItem] = []
+    pending = list(inputs)
+    for tok in input_ids:
+        if tok != image_token_id and (video_token_id is None or tok != video_token_id):
+            ids.append(tok)
+            continue
+        kind = "image" if tok == image_token_id else "video"
+        if not pending:
+            raise ValueError(f"the prompt has more {kind} placeholders than {kind}s given")
+        inp = pending.pop(0)
+        if inp.modality != kind:
+            raise ValueError(f"placeholder {len(items) + 1} is for a {kind} but input {len(items) + 1} is a {inp.modality}")
+        items.append(MultimodalItem(inp.modality, len(ids), inp.num_tokens, inp.hash,
+                                    pixel_values=inp.pixel_values, image_size=inp.image_size))
+        ids += [tok] * inp.num_tokens
+    if pending:
+        raise ValueError(f"{len(inputs)} images/videos given but the prompt has {len(items)} placeholders")
+    return ids, items
