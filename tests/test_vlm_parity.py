@@ -9,7 +9,7 @@ import torch
 
 from sglang.runtime.multimodal.anyres import num_crops
 from sglang.runtime.multimodal.inputs import IMAGE, VIDEO, MultimodalItem
-from sglang.runtime.multimodal.tokens import image_token_count, video_token_count
+from sglang.runtime.multimodal.tokens import image_token_count, radix_key_ids, video_token_count
 
 from vlm_helpers import CROP, IMAGE_TOKEN, PINPOINTS, VIDEO_TOKEN, all_logprobs, build_hf, forward, greedy, runner_for, Seq
 
@@ -110,8 +110,9 @@ def test_video_and_image_match_transformers(tmp_path):
 
 
 def test_the_image_matters_and_prefix_reuse_matches(tmp_path):
-    """Parity is not vacuous (other pixels -> other logits), and a prompt split in two forwards at a point
-    inside the image (the first part then a cached prefix) gives the one-forward logits."""
+    """Parity is not vacuous (other pixels -> other logits), radix-key pad ids work as placeholders, and a
+    prompt split in two forwards at a point inside the image (the first part then a cached prefix) gives the
+    one-forward logits."""
     hf = build_hf("llava_next", tmp_path)
     runner = runner_for(str(tmp_path))
     vlm = runner.model_config.vision
@@ -120,6 +121,9 @@ def test_the_image_matters_and_prefix_reuse_matches(tmp_path):
     ids, offsets = prompt_with([(IMAGE_TOKEN, image_token_count(vlm, size))])
     item = image_items(vlm, [size], offsets, gen)[0]
     whole = forward(runner, [Seq(runner)], [ids], [[item]]).next_token_logits
+    # the radix-key ids (per-image pad ids past the vocabulary) are read as placeholders too
+    keyed = forward(runner, [Seq(runner)], [radix_key_ids(ids, [item], runner.model_config.vocab_size)], [[item]])
+    assert torch.equal(keyed.next_token_logits, whole)
     other = image_items(vlm, [size], offsets, gen)[0]
     changed = forward(runner, [Seq(runner)], [ids], [[other]]).next_token_logits
     assert (whole - changed).abs().max().item() > 100 * TOL
@@ -148,3 +152,43 @@ def test_batched_rows_with_and_without_images(tmp_path):
     batched = forward(runner, [Seq(runner) for _ in range(3)], [ids_a, ids_b, text], [a, b, None]).next_token_logits
     for row, want in enumerate(alone):
         assert (batched[row] - want).abs().max().item() <= TOL
+
+
+def test_one_vision_tower_call_per_forward_and_cached_features(tmp_path):
+    """All images of all rows go through the vision tower in one call; items whose features come from the
+    FeatureCache (same content hash) skip it and give the same logits."""
+    from sglang.runtime.multimodal.feature_cache import FeatureCache
+
+    build_hf("llava_next", tmp_path)
+    runner = runner_for(str(tmp_path))
+    vlm = runner.model_config.vision
+    calls = []
+    runner.model.vision_tower.register_forward_hook(lambda mod, args, out: calls.append(args[0].shape[0]))
+    gen = torch.Generator().manual_seed(5)
+    sizes_a, sizes_b = [(40, 100)], [(90, 90), (100, 37)]
+    ids_a, off_a = prompt_with([(IMAGE_TOKEN, image_token_count(vlm, s)) for s in sizes_a])
+    ids_b, off_b = prompt_with([(IMAGE_TOKEN, image_token_count(vlm, s)) for s in sizes_b])
+    a, b = image_items(vlm, sizes_a, off_a, gen), image_items(vlm, sizes_b, off_b, gen)
+    first = forward(runner, [Seq(runner), Seq(runner)], [ids_a, ids_b], [a, b]).next_token_logits
+    assert calls == [sum(it.pixel_values.shape[0] for it in a + b)]
+    cache = FeatureCache(max_bytes=1 << 24)
+    cache.store(a + b)
+    again = [MultimodalItem(IMAGE, it.offset, it.num_tokens, it.hash, pixel_values=it.pixel_values,
+                            image_size=it.image_size) for it in b]
+    cache.fill(again)
+    assert cache.hits == 2 and all(it.features is not None for it in again)
+    second = forward(runner, [Seq(runner)], [ids_b], [again]).next_token_logits
+    assert len(calls) == 1 and (second[0] - first[1]).abs().max().item() <= TOL
+
+
+def test_feature_cache_evicts_least_recently_used():
+    from sglang.runtime.multimodal.feature_cache import FeatureCache
+
+    cache = FeatureCache(max_bytes=3 * 64)  # three [4, 4] fp32 entries
+    for k in range(3):
+        cache.put(k, torch.full((4, 4), float(k)))
+    assert cache.get(0) is not None  # 0 is now the most recent: 1 goes first
+    cache.put(3, torch.zeros(4, 4))
+    assert cache.get(1) is None and cache.get(0) is not None and len(cache) == 3 and cache.used_bytes == 192
+    cache.put(9, torch.zeros(100))  # over the whole budget: not cached, nothing evicted
+    assert cache.get(9) is None and len(cache) == 3
