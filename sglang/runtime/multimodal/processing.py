@@ -53,8 +53,9 @@ class ProcessorConfig:
         if path and os.path.isfile(path):
             with open(path) as fh:
                 raw = json.load(fh)
+        # "size" / "crop_size" are a dict ({"shortest_edge": n} or {"height": n, ...}) or, in old files, an int
         size, crop = raw.get("size") or {}, raw.get("crop_size") or {}
-        shortest = size.get("shortest_edge") or size.get("height") if isinstance(size, dict) else size
+        shortest = (size.get("shortest_edge") or size.get("height")) if isinstance(size, dict) else size
         crop_side = crop.get("height") if isinstance(crop, dict) else crop
         return cls(
             crop_size=int(crop_side or side),
