@@ -4,7 +4,6 @@ weights run, and unsupported parts are named in the error."""
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch

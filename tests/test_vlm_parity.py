@@ -11,7 +11,7 @@ from sglang.runtime.multimodal.anyres import num_crops
 from sglang.runtime.multimodal.inputs import IMAGE, VIDEO, MultimodalItem
 from sglang.runtime.multimodal.tokens import image_token_count, radix_key_ids, video_token_count
 
-from vlm_helpers import CROP, IMAGE_TOKEN, PINPOINTS, VIDEO_TOKEN, all_logprobs, build_hf, forward, greedy, runner_for, Seq
+from vlm_helpers import CROP, IMAGE_TOKEN, PINPOINTS, VIDEO_TOKEN, Seq, all_logprobs, build_hf, forward, greedy, runner_for
 
 TOL = 1e-3
 NEW_TOKENS = 8
@@ -73,6 +73,7 @@ CASES = [  # (kind, vision tower, text model, extra config, image sizes (h, w))
     ("llava", "clip", "llama", {}, [(40, 40), (30, 60)]),
     ("llava", "siglip", "qwen2", {"vision_feature_select_strategy": "full", "vision_feature_layer": [-3, -1]},
      [(50, 20), (20, 50)]),
+    ("llava", "siglip", "llama", {}, [(40, 40)]),  # "default" on SigLIP drops a patch, as transformers does
     ("llava_next", "clip", "llama", {}, [(40, 100)]),
     ("llava_next", "clip", "mistral", {"vision_feature_layer": [-2, -1]}, [(100, 37), (90, 90), (33, 150)]),
     ("llava_next", "siglip", "qwen2", {"vision_feature_select_strategy": "full", "vision_feature_layer": -1},

@@ -179,7 +179,7 @@ class LlavaForConditionalGeneration(nn.Module):
         crops = torch.cat([p.to(dev) for p in pixels], dim=0)
         states = self.vision_tower(crops, self.vlm.feature_layers)
         feats = torch.cat(states, dim=-1) if len(states) > 1 else states[0]
-        if self.vlm.drops_class_token and self.vlm.vision.has_class_token:
+        if self.vlm.drops_first_feature:
             feats = feats[:, 1:]
         for item, part in zip(items, feats.split([p.shape[0] for p in pixels], dim=0)):
             item.features = self._item_features(item, part)

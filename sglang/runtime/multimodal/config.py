@@ -70,14 +70,16 @@ class VisionLanguageConfig:
         return self.kind in ("llava_next", "llava_next_video")
 
     @property
-    def drops_class_token(self) -> bool:
+    def drops_first_feature(self) -> bool:
+        """"default" drops position 0 (CLIP's class token). transformers drops it for a tower without one
+        (SigLIP) too, losing a patch; we do the same, so token counts and logits match it."""
         return self.select_strategy == "default"
 
     @property
     def tokens_per_crop(self) -> int:
         """Features of one 336-px crop after the select strategy (576 for CLIP-L/14-336, "default")."""
-        n = self.vision.grid_side**2
-        return n + 1 if self.vision.has_class_token and not self.drops_class_token else n
+        n = self.vision.grid_side**2 + (1 if self.vision.has_class_token else 0)
+        return n - 1 if self.drops_first_feature else n
 
 
 def is_vlm_config(cfg: dict[str, Any]) -> bool:
