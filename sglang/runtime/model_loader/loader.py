@@ -1,6 +1,10 @@
 """Weight loading into our model modules: from an HF folder (safetensors, sharded or not; PyTorch .bin as
 a fallback), or seeded random "dummy" weights at the config's real shapes.
 
+A model whose module tree differs from its checkpoint's names (LLaVA: transformers' old and new layouts)
+provides `checkpoint_name(name) -> our name | None` (None: a tensor it does not use) and names its lm_head and
+embedding parameters (`lm_head_param`, `embed_param`) for the tied / missing-lm_head rules.
+
 Tensors are read straight onto the target device and cast there, one at a time, so a bf16 model on a GPU
 never exists as an fp32 copy in host memory.
 
