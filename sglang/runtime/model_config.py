@@ -1,16 +1,25 @@
 """ModelConfig: the model facts the runtime needs, read once from an HF folder's config.json.
 
 Accepts both config styles: transformers 4 (`rope_theta` + `rope_scaling`) and transformers 5
-(`rope_parameters` dict holding theta and the scaling type).
+(`rope_parameters` dict holding theta and the scaling type). A vision-language config (Llava, LlavaNext,
+LlavaNextVideo) reads its text model's facts from `text_config` and carries the rest in `vision`.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 import torch
+
+from sglang.runtime.multimodal.config import (
+    VLM_ARCHITECTURES,
+    VisionLanguageConfig,
+    is_vlm_config,
+    parse_vision_language_config,
+    text_config_dict,
+)
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
@@ -66,6 +75,11 @@ class ModelConfig:
     bos_token_id: Optional[int]
     dtype: torch.dtype  # the checkpoint's dtype (config "dtype"/"torch_dtype"); the runner picks the run dtype
     hf_config: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    vision: Optional[VisionLanguageConfig] = None  # set for vision-language models (multimodal/config.py)
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.vision is not None
 
     @property
     def q_size(self) -> int:
@@ -93,11 +107,13 @@ class ModelConfig:
         extra_eos: Optional[set[int]] = None,
     ) -> "ModelConfig":
         archs = cfg.get("architectures") or []
+        if is_vlm_config(cfg):
+            return cls._from_vlm_dict(cfg, path, context_length, extra_eos)
         arch = next((a for a in archs if a in SUPPORTED_ARCHITECTURES), None)
         if arch is None:
             raise ValueError(
                 f"unsupported model architecture {archs or cfg.get('model_type')!r} in {path or 'config'}; "
-                f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+                f"supported: {', '.join(SUPPORTED_ARCHITECTURES + tuple(VLM_ARCHITECTURES))}"
             )
         act = cfg.get("hidden_act", "silu")
         if act not in ("silu", "swish"):
@@ -145,6 +161,18 @@ class ModelConfig:
             dtype=parse_dtype(cfg.get("dtype") or cfg.get("torch_dtype") or "float32"),
             hf_config=dict(cfg),
         )
+
+    @classmethod
+    def _from_vlm_dict(
+        cls, cfg: dict[str, Any], path: str, context_length: Optional[int], extra_eos: Optional[set[int]]
+    ) -> "ModelConfig":
+        """The text model's config, renamed to the VLM architecture, with the vision facts attached."""
+        text = text_config_dict(cfg)
+        base = cls.from_dict(text, path=path, context_length=context_length, extra_eos=extra_eos)
+        arch = next(a for a in cfg["architectures"] if a in VLM_ARCHITECTURES)
+        vision = parse_vision_language_config(cfg, base.architecture)
+        return replace(base, architecture=arch, model_type=str(cfg.get("model_type", "")), vision=vision,
+                       hf_config=dict(cfg))
 
 
 def config_eos_ids(folder: str) -> set[int]:

@@ -1,6 +1,10 @@
 """Weight loading into our model modules: from an HF folder (safetensors, sharded or not; PyTorch .bin as
 a fallback), or seeded random "dummy" weights at the config's real shapes.
 
+A model whose module tree differs from its checkpoint's names (LLaVA: transformers' old and new layouts)
+provides `checkpoint_name(name) -> our name | None` (None: a tensor it does not use) and names its lm_head and
+embedding parameters (`lm_head_param`, `embed_param`) for the tied / missing-lm_head rules.
+
 Tensors are read straight onto the target device and cast there, one at a time, so a bf16 model on a GPU
 never exists as an fp32 copy in host memory.
 
@@ -18,8 +22,14 @@ from typing import Iterator
 import torch
 from torch import nn
 
+<<<<<<< HEAD
 from sglang.runtime.model_config import ModelConfig
 from sglang.runtime.models import get_model_class
+=======
+from ..layers.layernorm import LayerNorm, RMSNorm
+from ..model_config import ModelConfig
+from ..models import get_model_class
+>>>>>>> i15-vlm
 
 DUMMY_STD = 0.02  # small weights keep activations finite through many random layers
 
@@ -88,13 +98,17 @@ def load_weights(model: nn.Module, folder: str) -> None:
     device = next(iter(params.values())).device
     stacked = getattr(model, "stacked_params", ())
     ignored = getattr(model, "ignored_suffixes", ())
+    # a model whose checkpoint layout differs from its module tree (Llava) renames; None = tensor unused
+    rename = getattr(model, "checkpoint_name", lambda n: n)
+    head_name = getattr(model, "lm_head_param", "lm_head.weight")
+    embed_name = getattr(model, "embed_param", "model.embed_tokens.weight")
     tied = getattr(model, "lm_head", None) is None
     loaded: set[tuple[str, str | None]] = set()
-    embed_name = "model.embed_tokens.weight"
-    for name, tensor in iterate_checkpoint(folder, device):
-        if name.endswith(ignored):
+    for ckpt_name, tensor in iterate_checkpoint(folder, device):
+        name = rename(ckpt_name)
+        if name is None or name.endswith(ignored):
             continue
-        if name == "lm_head.weight" and tied:
+        if name == head_name and tied:
             continue  # tied: the embedding matrix serves as lm_head
         target, shard = name, None
         for ckpt_part, our_part, shard_id in stacked:
@@ -102,7 +116,7 @@ def load_weights(model: nn.Module, folder: str) -> None:
                 target, shard = name.replace(ckpt_part, our_part), shard_id
                 break
         if target not in params:
-            raise ValueError(f"checkpoint tensor {name!r} in {folder!r} has no matching parameter in the model")
+            raise ValueError(f"checkpoint tensor {ckpt_name!r} in {folder!r} has no matching parameter in the model")
         param = params[target]
         dst = param.data
         if shard is not None:
@@ -111,15 +125,15 @@ def load_weights(model: nn.Module, folder: str) -> None:
         tensor = _tp_part(param, tensor, dst.shape)
         if tuple(dst.shape) != tuple(tensor.shape):
             raise ValueError(
-                f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(dst.shape)} "
+                f"checkpoint tensor {ckpt_name!r} has shape {tuple(tensor.shape)}, the model expects {tuple(dst.shape)} "
                 "(config.json does not match the weights)"
             )
         dst.copy_(tensor)
         loaded.add((target, shard))
-    if not tied and ("lm_head.weight", None) not in loaded and (embed_name, None) in loaded:
+    if not tied and (head_name, None) not in loaded and (embed_name, None) in loaded:
         # an untied config whose checkpoint has no lm_head: the embedding is the output matrix
-        params["lm_head.weight"].data.copy_(params[embed_name].data)
-        loaded.add(("lm_head.weight", None))
+        params[head_name].data.copy_(params[embed_name].data)
+        loaded.add((head_name, None))
     missing = []
     for pname, p in params.items():
         shards = getattr(p, "shard_offsets", None)
@@ -159,13 +173,18 @@ def init_dummy_weights(model: nn.Module, seed: int) -> None:
     Norm weights ~ N(1, 0.1) (near identity but not exactly, so a kernel that ignores them is caught);
     everything else ~ N(0, DUMMY_STD).
     """
+    norm_weights = {
+        f"{prefix}.weight" if prefix else "weight"
+        for prefix, m in model.named_modules()
+        if isinstance(m, (RMSNorm, LayerNorm))
+    }
     generators: dict[torch.device, torch.Generator] = {}
     for name, p in model.named_parameters():
         g = generators.get(p.device)
         if g is None:
             g = generators[p.device] = torch.Generator(device=p.device)
             g.manual_seed(seed)
-        mean, std = (1.0, 0.1) if name.endswith("norm.weight") else (0.0, DUMMY_STD)
+        mean, std = (1.0, 0.1) if name in norm_weights else (0.0, DUMMY_STD)
         if getattr(p, "tp_dim", None) is None:
             p.data.normal_(mean, std, generator=g)
             continue

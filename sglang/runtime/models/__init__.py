@@ -3,16 +3,27 @@ from __future__ import annotations
 
 from torch import nn
 
+<<<<<<< HEAD
 from sglang.runtime.model_config import SUPPORTED_ARCHITECTURES, ModelConfig
 
 
 def get_model_class(config: ModelConfig) -> type[nn.Module]:
     from sglang.runtime.models.llama import LlamaForCausalLM
+=======
+from ..model_config import SUPPORTED_ARCHITECTURES, ModelConfig
+from ..multimodal.config import VLM_ARCHITECTURES
 
-    # one implementation: the differences are config values (see models/llama.py)
-    registry = {arch: LlamaForCausalLM for arch in SUPPORTED_ARCHITECTURES}
+
+def get_model_class(config: ModelConfig) -> type[nn.Module]:
+    from .llama import LlamaForCausalLM
+    from .llava import LlavaForConditionalGeneration
+>>>>>>> i15-vlm
+
+    # one implementation per family: the differences are config values (see models/llama.py, models/llava.py)
+    registry: dict[str, type[nn.Module]] = {arch: LlamaForCausalLM for arch in SUPPORTED_ARCHITECTURES}
+    registry.update({arch: LlavaForConditionalGeneration for arch in VLM_ARCHITECTURES})
     if config.architecture not in registry:
         raise ValueError(
-            f"unsupported model architecture {config.architecture!r}; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+            f"unsupported model architecture {config.architecture!r}; supported: {', '.join(registry)}"
         )
     return registry[config.architecture]

@@ -111,8 +111,15 @@ class LlamaModel(nn.Module):
         )
         self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype, device)
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
-        x = self.embed_tokens(input_ids)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        batch: ForwardBatch,
+        input_embeds: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        # input_embeds: a vision-language model's token embeddings with image features scattered in
+        x = self.embed_tokens(input_ids) if input_embeds is None else input_embeds
         residual = None
         for layer in self.layers:
             x, residual = layer(positions, x, residual, batch)
@@ -137,9 +144,15 @@ class LlamaForCausalLM(nn.Module):
             if isinstance(m, Attention):
                 m.backend = backend
 
-    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: ForwardBatch) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        batch: ForwardBatch,
+        input_embeds: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
         """Final hidden states [num_tokens, hidden] (the logits processor picks rows and projects)."""
-        return self.model(input_ids, positions, batch)
+        return self.model(input_ids, positions, batch, input_embeds)
 
     # checkpoint name -> (our parameter name, shard) for tensors that land in a fused weight
     stacked_params = (
