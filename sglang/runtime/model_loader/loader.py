@@ -22,14 +22,9 @@ from typing import Iterator
 import torch
 from torch import nn
 
-<<<<<<< HEAD
+from sglang.runtime.layers.layernorm import LayerNorm, RMSNorm
 from sglang.runtime.model_config import ModelConfig
 from sglang.runtime.models import get_model_class
-=======
-from ..layers.layernorm import LayerNorm, RMSNorm
-from ..model_config import ModelConfig
-from ..models import get_model_class
->>>>>>> i15-vlm
 
 DUMMY_STD = 0.02  # small weights keep activations finite through many random layers
 

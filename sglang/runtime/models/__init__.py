@@ -3,21 +3,13 @@ from __future__ import annotations
 
 from torch import nn
 
-<<<<<<< HEAD
 from sglang.runtime.model_config import SUPPORTED_ARCHITECTURES, ModelConfig
+from sglang.runtime.multimodal.config import VLM_ARCHITECTURES
 
 
 def get_model_class(config: ModelConfig) -> type[nn.Module]:
     from sglang.runtime.models.llama import LlamaForCausalLM
-=======
-from ..model_config import SUPPORTED_ARCHITECTURES, ModelConfig
-from ..multimodal.config import VLM_ARCHITECTURES
-
-
-def get_model_class(config: ModelConfig) -> type[nn.Module]:
-    from .llama import LlamaForCausalLM
-    from .llava import LlavaForConditionalGeneration
->>>>>>> i15-vlm
+    from sglang.runtime.models.llava import LlavaForConditionalGeneration
 
     # one implementation per family: the differences are config values (see models/llama.py, models/llava.py)
     registry: dict[str, type[nn.Module]] = {arch: LlamaForCausalLM for arch in SUPPORTED_ARCHITECTURES}

@@ -24,15 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..forward_batch import ForwardBatch
-from ..layers.activation import get_activation
-from ..layers.linear import Linear
-from ..model_config import ModelConfig
-from ..multimodal.anyres import grid_shape, unpadded_grid
-from ..multimodal.config import VisionLanguageConfig
-from ..multimodal.inputs import IMAGE, MultimodalItem
-from .llama import LlamaForCausalLM
-from .vision import VisionTower
+from sglang.runtime.forward_batch import ForwardBatch
+from sglang.runtime.layers.activation import get_activation
+from sglang.runtime.layers.linear import Linear
+from sglang.runtime.model_config import ModelConfig
+from sglang.runtime.multimodal.anyres import grid_shape, unpadded_grid
+from sglang.runtime.multimodal.config import VisionLanguageConfig
+from sglang.runtime.multimodal.inputs import IMAGE, MultimodalItem
+from sglang.runtime.models.llama import LlamaForCausalLM
+from sglang.runtime.models.vision import VisionTower
 
 # one row's items; None or empty = a text-only row
 RowItems = Optional[Sequence[MultimodalItem]]

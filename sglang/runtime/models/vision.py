@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..layers.activation import get_activation
-from ..layers.layernorm import LayerNorm
-from ..layers.linear import Linear, VocabEmbedding
-from ..multimodal.config import VisionConfig
+from sglang.runtime.layers.activation import get_activation
+from sglang.runtime.layers.layernorm import LayerNorm
+from sglang.runtime.layers.linear import Linear, VocabEmbedding
+from sglang.runtime.multimodal.config import VisionConfig
 
 
 class PatchEmbedding(nn.Module):

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from .inputs import MultimodalItem
+from sglang.runtime.multimodal.inputs import MultimodalItem
 
 
 class FeatureCache:

@@ -21,12 +21,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .anyres import fit_size, grid_shape, select_best_resolution
-from .config import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, VisionLanguageConfig
-from .hashing import hash_image, hash_video
-from .image_io import load_image
-from .inputs import IMAGE, VIDEO
-from .tokens import image_token_count, video_token_count
+from sglang.runtime.multimodal.anyres import fit_size, grid_shape, select_best_resolution
+from sglang.runtime.multimodal.config import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, VisionLanguageConfig
+from sglang.runtime.multimodal.hashing import hash_image, hash_video
+from sglang.runtime.multimodal.image_io import load_image
+from sglang.runtime.multimodal.inputs import IMAGE, VIDEO
+from sglang.runtime.multimodal.tokens import image_token_count, video_token_count
 
 BICUBIC = 3  # PIL.Image.Resampling.BICUBIC
 
@@ -173,7 +173,7 @@ class MultimodalProcessor:
     def process_video(self, src: Any, num_frames: int) -> ProcessedInput:
         from PIL import Image
 
-        from .video import load_video_frames
+        from sglang.runtime.multimodal.video import load_video_frames
 
         frames = load_video_frames(src, num_frames)  # [T, H, W, 3] uint8
         pixels = np.stack([crop_pixels(Image.fromarray(f), self.cfg) for f in frames])

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from .anyres import grid_shape, unpadded_grid
-from .config import VisionLanguageConfig
-from .inputs import MultimodalItem
+from sglang.runtime.multimodal.anyres import grid_shape, unpadded_grid
+from sglang.runtime.multimodal.config import VisionLanguageConfig
+from sglang.runtime.multimodal.inputs import MultimodalItem
 
 PAD_ID_RANGE = 1 << 30  # pad ids are vocab_size + (hash mod this): room for many distinct images
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .image_io import MultimodalInputError
+from sglang.runtime.multimodal.image_io import MultimodalInputError
 
 MAX_VIDEO_FRAMES = 64
 MAX_VIDEO_BYTES = 512 << 20
