@@ -4,7 +4,7 @@
 # time limit so one hang does not lose the others' results. Run from the repository root with `.whl`
 # and `.bench_tok` carried (and `.bench_cache` for pytest_others):  STEPS="check one_batch" bash benchmarks/gpu_session.sh
 # Steps: check (kernels+backends, e2e greedy + pool sizing, timings), e2e, backends, timings, sweep,
-# pytest_gpu, pytest_others, one_batch, offline (hf / naive / full arms, one process each),
+# pytest_gpu, pytest_m_gpu (the whole `pytest -m gpu` suite), pytest_others, one_batch, offline (hf / naive / full arms, one process each),
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
 # serving (serving_arms.py), sampling_bench.
 # PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py).
@@ -53,6 +53,9 @@ for step in $STEPS; do
     sweep) run_step sweep ${SWEEP_LIMIT:-120} python3 benchmarks/check_kernels.py --only sweep --out "$OUT/decode_sweep.json" ;;
     e2e) run_step check_e2e ${E2E_LIMIT:-150} python3 benchmarks/check_kernels.py --only greedy memory --out "$OUT/check_e2e.json" ;;
     backends) run_step backends ${BACKENDS_LIMIT:-240} python3 benchmarks/check_kernels.py --only backends --out "$OUT/check_backends.json" ;;
+    pytest_m_gpu)  # the whole GPU suite (`pytest -m gpu`); .bench_cache stands in for the default model
+      SGLANG_CACHE_DIR=$PWD/.bench_cache run_step pytest_m_gpu ${PYTEST_LIMIT:-300} python3 -m pytest -q -m gpu \
+        -p no:cacheprovider tests ;;
     pytest_others)  # other areas' GPU tests; .bench_cache stands in for the default model (tokenizer only)
       SGLANG_CACHE_DIR=$PWD/.bench_cache run_step pytest_others ${PYTEST_OTHERS_LIMIT:-150} python3 -m pytest -q \
         -p no:cacheprovider tests/test_engine_tiny.py tests/test_scheduler_toy.py tests/test_radix_cache.py tests/test_model_gpu.py ;;
