@@ -6,7 +6,7 @@
 # Steps: check (kernels+backends, e2e greedy + pool sizing, timings), e2e, backends, timings, sweep,
 # pytest_gpu, pytest_m_gpu (the whole `pytest -m gpu` suite), pytest_others, one_batch, offline (hf / naive / full arms, one process each),
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
-# serving (serving_arms.py), sampling_bench.
+# serving (serving_arms.py), sampling_bench, offline_old (offline_one on an older tree in ./.old).
 # PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py).
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds); a step
 # named "serving:full" reads SERVING_ARGS_full, SERVING_LIMIT_full, ... instead (any step, any tag).
@@ -70,6 +70,14 @@ for step in $STEPS; do
         --arms naive --skip-radix --out "$OUT/bench_offline_naive.json" ;;
     serving) run_step serving${tag:+_$tag} ${SERVING_LIMIT:-300} python3 benchmarks/serving_arms.py \
         --out "$OUT/serving_arms${tag:+_$tag}.json" ${SERVING_ARGS:-} ;;
+    offline_old)  # the same offline run on an older tree carried in ./.old (git archive REV | tar -x -C .old), in one
+      # call with offline_one, for a before/after comparison on one machine (the host speed differs between machines)
+      mkdir -p /tmp/oldpkg && ln -sfn "$PWD/.old" /tmp/oldpkg/sglang
+      SGLANG_BENCH_TOKENIZER=$PWD/.bench_tok PYTHONPATH=/tmp/oldpkg:$PYTHONPATH run_step offline_old${tag:+_$tag} \
+        ${OFFLINE_LIMIT:-300} python3 .old/benchmarks/bench_offline.py --model-path \
+        "$(SGLANG_BENCH_TOKENIZER=$PWD/.bench_tok python3 benchmarks/model_dirs.py ${OFFLINE_MODEL:-llama-3.2-1b})" \
+        --load-format dummy --device cuda --dtype bfloat16 --skip-radix ${OFFLINE_ARGS:-} \
+        --out "$OUT/bench_offline_old${tag:+_$tag}.json" ;;
     offline_one)  # one process, the arms in $OFFLINE_ARGS (--arms ...), on model $OFFLINE_MODEL (dummy weights)
       run_step offline${tag:+_$tag} ${OFFLINE_LIMIT:-300} python3 benchmarks/bench_offline.py --model-path \
         "$(python3 benchmarks/model_dirs.py ${OFFLINE_MODEL:-llama-3.2-1b})" --load-format dummy --device cuda \
