@@ -225,7 +225,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return {"error": runs[-1].get("error", "no run"), "trace": runs[-1].get("trace")}
     last = ok[-1]
-    cell = {k: last[k] for k in ("calls", "prefill", "cached", "errors") if k in last}
+    cell = {k: last[k] for k in ("calls", "prefill", "cached", "errors", "cpu") if k in last}
     cell.update(wall=statistics.median(r["wall"] for r in ok), walls=[r["wall"] for r in ok],
                 prep_s=last.get("prep_s"), outputs=last["outputs"])
     if last.get("error"):

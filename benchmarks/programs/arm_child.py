@@ -10,7 +10,7 @@ SGLang 0.2.10 too.
 Line protocol on stdin/stdout, one JSON object a line, so that the parent can flush the server's cache
 and read its counters around each run (the wall time here excludes process start, imports and compiling):
   parent: {"cls": NAME, "items": N, "scale": S, "threads": T}  child: {"ready": true, "prep_s": ...}
-  parent: {"go": true}                                          child: {"wall": s, "outputs": [...], "errors": n}
+  parent: {"go": true}                   child: {"wall": s, "cpu": client CPU s, "outputs": [...], "errors": n}
   a child that cannot run a class answers {"error": "..."} instead of ready.
 """
 from __future__ import annotations
@@ -99,15 +99,15 @@ def main(argv: list) -> int:
             continue
         send({"ready": True, "prep_s": time.perf_counter() - t0})
         json.loads(sys.stdin.readline())  # {"go": true}: the cache is flushed, the counters read
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             outputs = job()
         except Exception as exc:
             send({"wall": time.perf_counter() - t0, "outputs": [], "errors": cmd["items"],
                   "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]})
             continue
-        wall = time.perf_counter() - t0
-        send({"wall": wall, "outputs": outputs, "errors": sum("error" in o for o in outputs)})
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0  # cpu: the client's own cost, all threads
+        send({"wall": wall, "cpu": cpu, "outputs": outputs, "errors": sum("error" in o for o in outputs)})
     return 0
 
 
