@@ -254,18 +254,20 @@ def markdown(report: dict[str, Any]) -> str:
     for block in report["runs"]:
         n = block["items"]
         lines += [f"\n**{n} items per program** (wall s = median of {report['repeat']}; ×{ref} = {ref} wall / arm "
-                  f"wall; prefill = prompt tokens the server computed; same = return values / full texts equal to {ref}'s)\n",
-                  "| class | arm | wall s | ×" + ref + " | /generate calls | prefill tok | cached tok | same ret | "
-                  "same text | errors |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  f"wall; client CPU = the client process's CPU time, all threads; prefill = prompt tokens the server computed; "
+                  f"same = return values / full texts equal to {ref}'s)\n",
+                  "| class | arm | wall s | ×" + ref + " | client CPU s | /generate calls | prefill tok | cached tok | "
+                  "same ret | same text | errors |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for cls, cells in block["classes"].items():
             for arm, c in cells.items():
                 if "wall" not in c:
-                    lines.append(f"| {cls} | {arm} | n/a | | | | | | | {c.get('error', '')[:90]} |")
+                    lines.append(f"| {cls} | {arm} | n/a | | | | | | | | {c.get('error', '')[:90]} |")
                     continue
                 sp = f"{c['speedup']:.2f}" if c.get("speedup") else ""
                 err = f"{c.get('errors', 0)}" + (f" ({c['error'][:60]})" if c.get("error") else "")
-                lines.append(f"| {cls} | {arm} | {c['wall']:.2f} | {sp} | {c['calls']} | {c['prefill']} | "
+                cpu = f"{c['cpu']:.2f}" if c.get("cpu") is not None else ""  # inproc: the engine shares the process
+                lines.append(f"| {cls} | {arm} | {c['wall']:.2f} | {sp} | {cpu} | {c['calls']} | {c['prefill']} | "
                              f"{c['cached']} | {c.get('same', '')}/{n} | {c.get('same_text', '')}/{n} | {err} |")
         gm = [f"{arm} {g:.2f}" for arm in report["arms"] if arm != ref
               and (g := geomean([cells[arm].get("speedup") for cells in block["classes"].values() if arm in cells]))]
