@@ -6,9 +6,10 @@
 # Steps: check (kernels+backends, e2e greedy + pool sizing, timings), e2e, backends, timings, sweep,
 # pytest_gpu, pytest_m_gpu (the whole `pytest -m gpu` suite), pytest_others, one_batch, offline (hf / naive / full arms, one process each),
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
-# serving (serving_arms.py), sampling_bench, offline_old (offline_one on an older tree in ./.old).
+# serving (serving_arms.py), sampling_bench, offline_old (offline_one on an older tree in ./.old), programs (bench_programs.py vs SGLang 0.2.10's frontend on
+# $PROGRAMS_MODEL dummy weights; needs the sglang-0.2.10 wheel in .whl: ../shared/device/fetch-wheels.sh sglang==0.2.10).
 # PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py).
-# Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, *_LIMIT (seconds); a step
+# Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, PROGRAMS_ARGS, *_LIMIT (seconds); a step
 # named "serving:full" reads SERVING_ARGS_full, SERVING_LIMIT_full, ... instead (any step, any tag).
 # .bench_cache (tokenizer-only stand-in for the default model): python benchmarks/model_dirs.py --default-stand-in .bench_cache
 set -u
@@ -17,8 +18,14 @@ STEPS=${STEPS:-"check one_batch"}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 SGLANG_CACHE_DIR=/tmp/sglang-cache
 t0=$(date +%s)
 log() { echo "[$(( $(date +%s) - t0 ))s] $*" | tee -a "$OUT/session.log"; }
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+# every wheel but SGLang 0.2.10's (it also imports as `sglang`: it gets a folder of its own, /tmp/sgl0210, that
+# only the programs step's SGLang arm puts on its path)
+wheels=(); for w in .whl/*.whl; do case $(basename "$w") in sglang-*) ;; *) wheels+=("$w") ;; esac; done
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${wheels[@]}" \
   && export PYTHONPATH=/tmp/site || { log "wheel install failed"; exit 1; }
+for w in .whl/sglang-0.2.10-*.whl; do  # pure Python; its frontend needs requests, tqdm, numpy (in the image)
+  [ -f "$w" ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/sgl0210 "$w"
+done
 python3 -m pip install -q --no-deps --no-build-isolation -e . >"$OUT/pip.log" 2>&1 || { log "project install failed"; tail "$OUT/pip.log"; exit 1; }
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   python3 -c "import torch, triton, transformers; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__)"
@@ -82,6 +89,11 @@ for step in $STEPS; do
       run_step offline${tag:+_$tag} ${OFFLINE_LIMIT:-300} python3 benchmarks/bench_offline.py --model-path \
         "$(python3 benchmarks/model_dirs.py ${OFFLINE_MODEL:-llama-3.2-1b})" --load-format dummy --device cuda \
         --dtype bfloat16 --skip-radix ${OFFLINE_ARGS:-} --out "$OUT/bench_offline${tag:+_$tag}.json" ;;
+    programs)  # one server of ours, the five arms of bench_programs.py; the JSON and markdown table come back
+      run_step programs${tag:+_$tag} ${PROGRAMS_LIMIT:-580} python3 benchmarks/bench_programs.py --model-path \
+        "$(python3 benchmarks/model_dirs.py ${PROGRAMS_MODEL:-llama-3.2-1b})" --load-format dummy --device cuda \
+        --dtype bfloat16 --sglang-target /tmp/sgl0210 ${PROGRAMS_ARGS:---items 64 256} \
+        --json "$OUT/bench_programs${tag:+_$tag}.json" --markdown "$OUT/bench_programs${tag:+_$tag}.md" ;;
     *) log "unknown step $s" ;;
   esac
   )

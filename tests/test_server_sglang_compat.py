@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,31 +96,15 @@ print("RESULT " + json.dumps(res))
 '''
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("SGLANG_CACHE_DIR") or Path.home() / ".cache" / "sglang-aot")
-
-
 @pytest.fixture(scope="session")
 def sglang_0210_python() -> str:
-    """python of a virtualenv holding sglang==0.2.10 (frontend only: requests, tqdm, numpy)."""
-    venv = _cache_dir() / "venvs" / f"sglang-{SGLANG_VERSION}"
-    python = venv / "bin" / "python"
-    marker = venv / ".installed"
-    if not marker.exists():
-        tmp = venv.with_name(venv.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "venv", str(tmp)], check=True, timeout=300)
-        proc = subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                               f"sglang=={SGLANG_VERSION}"], capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"pip install sglang=={SGLANG_VERSION} failed:\n{proc.stderr[-3000:]}"
-        (tmp / ".installed").write_text(SGLANG_VERSION)
-        if not marker.exists():  # another process may have won the race; keep theirs
-            shutil.rmtree(venv, ignore_errors=True)
-            os.replace(tmp, venv)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return str(python)
+    """python of a virtualenv holding sglang==0.2.10 (frontend only: requests, tqdm, numpy); the benchmark
+    of programs against SGLang's frontend uses the same one (benchmarks/sglang_0210.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import sglang_0210
+
+    assert sglang_0210.VERSION == SGLANG_VERSION
+    return sglang_0210.ensure_venv()
 
 
 @pytest.fixture(scope="module")
