@@ -85,6 +85,11 @@ class FlashInferAttentionBackend(AttentionBackend):
         return self._ones[:bs]
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
+        batch.attn_metadata = self.make_metadata(batch)
+
+    def make_metadata(self, batch: ForwardBatch) -> Any:
+        """This batch's index arrays, planned when the head count and scale are known (also used by
+        the triton backend, which hands large extends to FlashInfer and keeps the result opaque)."""
         bs = batch.batch_size
         if batch.mode.is_decode():
             seq = batch.seq_lens_cpu if batch.seq_lens_cpu is not None else batch.seq_lens.tolist()
@@ -102,9 +107,9 @@ class FlashInferAttentionBackend(AttentionBackend):
                 meta.kv_indices = torch.empty(int(meta.kv_indptr[-1]), dtype=torch.int32, device=self.device)
                 self._build_kv_indices(batch.req_to_token, batch.req_pool_indices,
                                        meta.kv_indptr.to(self.device, non_blocking=True), meta.kv_indices)
-        batch.attn_metadata = meta
         if self.sm_scale is not None and self.num_qo_heads is not None:
             self._plan(meta, batch)
+        return meta
 
     def _plan(self, meta: _Meta, batch: ForwardBatch, wrapper: Any = None) -> None:
         pool = batch.kv_pool
@@ -173,6 +178,14 @@ class FlashInferAttentionBackend(AttentionBackend):
     # -- forward --------------------------------------------------------------------------------
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 batch: ForwardBatch, scaling: float) -> torch.Tensor:
+        meta = batch.attn_metadata
+        if not isinstance(meta, _Meta):
+            meta = batch.attn_metadata = self.make_metadata(batch)
+        return self.run(meta, q, k, v, layer_id, batch, scaling)
+
+    def run(self, meta: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
+            batch: ForwardBatch, scaling: float) -> torch.Tensor:
+        """forward() with the metadata given (from make_metadata on this batch)."""
         if q.dim() != 3:
             raise ValueError(f"FlashInferAttentionBackend.forward expects q [tokens, heads, head_dim], got {tuple(q.shape)}")
         t, hq, d = q.shape
@@ -180,10 +193,6 @@ class FlashInferAttentionBackend(AttentionBackend):
         pool.set_kv(layer_id, batch.out_cache_loc, k, v)
         k_buf, v_buf = pool.get_kv(layer_id)
         q = q.to(k_buf.dtype)
-        meta = batch.attn_metadata
-        if not isinstance(meta, _Meta):
-            self.init_forward_metadata(batch)
-            meta = batch.attn_metadata
         same_scale = self.sm_scale is not None and abs(self.sm_scale - scaling) <= 1e-6 * abs(scaling)
         if not meta.planned or self.num_qo_heads != hq or not same_scale:
             if meta.decode_wrapper is not None and meta.decode_wrapper is not self._decode_wrapper:
