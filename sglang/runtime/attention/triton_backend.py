@@ -75,6 +75,7 @@ class TritonAttentionBackend(AttentionBackend):
         self._extend = _ext.extend_attention
         self.num_kv_splits = num_kv_splits or _dec.DEFAULT_NUM_SPLITS
         self.flashinfer = _flashinfer_for_extend(model_runner, extend_with_flashinfer)
+        self.flashinfer_min_tokens = FLASHINFER_EXTEND_MIN_TOKENS
 
     # -- metadata ----------------------------------------------------------------------------------
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
@@ -84,7 +85,7 @@ class TritonAttentionBackend(AttentionBackend):
         ext = batch.extend_seq_lens_cpu
         if ext is None:  # one host sync; the scheduler normally passes the host copy
             ext = batch.extend_seq_lens.tolist()
-        if self.flashinfer is not None and sum(ext) >= FLASHINFER_EXTEND_MIN_TOKENS:
+        if self.flashinfer is not None and sum(ext) >= self.flashinfer_min_tokens:
             batch.attn_metadata = _ExtendMeta(max(ext), flashinfer=self.flashinfer.make_metadata(batch))
             return
         one = [i for i, n in enumerate(ext) if n == 1]
