@@ -39,9 +39,10 @@ class PrefixGrouper:
     """find_prefix_groups for consecutive decode steps: the grouping depends only on the rows' last
     nodes (ids are never reused), which stay the same from step to step until the batch changes."""
 
-    def __init__(self, min_saved_share: float = MIN_SAVED_SHARE, min_saved_tokens: int = MIN_SAVED_TOKENS) -> None:
-        self.min_saved_share = min_saved_share
-        self.min_saved_tokens = min_saved_tokens
+    def __init__(self, min_saved_share: Optional[float] = None, min_saved_tokens: Optional[int] = None) -> None:
+        """None: the module's thresholds as they are when the grouper is made."""
+        self.min_saved_share = MIN_SAVED_SHARE if min_saved_share is None else min_saved_share
+        self.min_saved_tokens = MIN_SAVED_TOKENS if min_saved_tokens is None else min_saved_tokens
         self._key: Optional[tuple] = None
         self._value: tuple[Optional[PrefixGroups], int] = (None, 0)
 
