@@ -107,3 +107,14 @@ def test_plan_cascade_tiles_every_row_once():
     assert [s for _, _, s in tiles].count(0) == 2  # rows 3 and 5 are ungrouped: tiles of their own
     with pytest.raises(ValueError, match="two groups"):
         plan_cascade([[0, 1], [1]], [5, 5], 2, 1, "cpu")
+
+
+def test_prefix_splits_fill_the_gpu_within_bounds():
+    from sglang.kernels.cascade_decode import MAX_PREFIX_SPLITS, choose_prefix_splits
+
+    few = plan_cascade([[0, 1]], [4096], 2, 1, "cpu")  # one tile: split the prefix widely
+    assert choose_prefix_splits(few, num_kv_heads=8, num_sms=132) == MAX_PREFIX_SPLITS
+    short = plan_cascade([[0, 1]], [300], 2, 1, "cpu")  # but never below MIN_SPLIT_TOKENS a split
+    assert choose_prefix_splits(short, num_kv_heads=8, num_sms=132) == 2
+    many = plan_cascade([[i, i + 64] for i in range(64)], [2048] * 64, 128, 1, "cpu")  # enough programs
+    assert choose_prefix_splits(many, num_kv_heads=8, num_sms=132) == 1

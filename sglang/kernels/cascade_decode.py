@@ -28,6 +28,8 @@ from sglang.kernels.decode_attention import (DEFAULT_NUM_SPLITS, LOG2E, check_de
 require_triton()
 
 DEFAULT_PREFIX_SPLITS = 4
+MAX_PREFIX_SPLITS = 16
+MIN_SPLIT_TOKENS = 128  # a prefix split shorter than this costs more in merging than it gains
 # query rows (row x head) per prefix program: 64 fills a Hopper mma tile with the GQA heads of 16 rows
 TILE_QUERIES = 64
 TILE_QUERIES_INTERPRETED = 16  # the CPU interpreter: small tiles, so tests cover groups of several tiles
@@ -48,6 +50,15 @@ class CascadePlan:
     kv_start: torch.Tensor  # int64 [bs]: where each row's own suffix starts (0 when ungrouped)
     num_tiles: int
     shared_tokens: int  # sum over tiles of shared prefix lengths (what the prefix part reads)
+    max_shared: int = 0
+
+
+def choose_prefix_splits(plan: CascadePlan, num_kv_heads: int, num_sms: int) -> int:
+    """Prefix splits so that the prefix programs fill the GPU about twice over, each split still long
+    enough to be worth its partial result."""
+    programs = max(plan.num_tiles * num_kv_heads, 1)
+    want = -(-2 * num_sms // programs)
+    return max(1, min(want, plan.max_shared // MIN_SPLIT_TOKENS, MAX_PREFIX_SPLITS))
 
 
 def plan_cascade(groups: Sequence[Sequence[int]], shared_lens: Sequence[int], bs: int, kv_group: int,
@@ -83,7 +94,8 @@ def plan_cascade(groups: Sequence[Sequence[int]], shared_lens: Sequence[int], bs
     return CascadePlan(rows=packed[:bs], tiles=packed[bs: bs + 3 * num_tiles].view(num_tiles, 3),
                        kv_start=packed[bs + 3 * num_tiles:], num_tiles=num_tiles,
                        shared_tokens=sum(int(s) * ((len(g) + per_tile - 1) // per_tile)
-                                         for g, s in zip(groups, shared_lens)))
+                                         for g, s in zip(groups, shared_lens)),
+                       max_shared=max((int(s) for s in shared_lens), default=0))
 
 
 @triton.jit

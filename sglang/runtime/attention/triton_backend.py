@@ -72,6 +72,10 @@ class TritonAttentionBackend(AttentionBackend):
         self._decode = _dec.decode_attention
         self._cascade = _cas.cascade_decode_attention
         self._plan_cascade = _cas.plan_cascade
+        self._prefix_splits = _cas.choose_prefix_splits
+        # sizes the cascade prefix grid; without a runner (kernel checks) the current GPU if any
+        dev = torch.device(getattr(model_runner, "device", "cuda" if torch.cuda.is_available() else "cpu"))
+        self._num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
         self._extend = _ext.extend_attention
         self.num_kv_splits = num_kv_splits or _dec.DEFAULT_NUM_SPLITS
         self.flashinfer = _flashinfer_for_extend(model_runner, extend_with_flashinfer)
@@ -152,7 +156,8 @@ class TritonAttentionBackend(AttentionBackend):
             meta.plan = self._plan_cascade(meta.groups.group_rows(), meta.groups.shared_lens, batch.batch_size,
                                            q.shape[1] // k_buf.shape[1], q.device)
         self._cascade(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens, scaling,
-                      meta.plan, num_splits=self.num_kv_splits, **fused)
+                      meta.plan, num_splits=self.num_kv_splits,
+                      prefix_splits=self._prefix_splits(meta.plan, k_buf.shape[1], self._num_sms), **fused)
 
     def _run_extend(self, meta: _ExtendMeta, q, k_buf, v_buf, batch: ForwardBatch, scaling: float,
                     out: torch.Tensor) -> None:
