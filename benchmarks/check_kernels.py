@@ -3,7 +3,8 @@
 1. every Triton kernel vs the torch reference on fresh random inputs, outputs NaN-poisoned first;
 2. the triton and flashinfer attention backends vs the dense reference on ragged batches with cached
    prefixes, chunk continuations and decode (pool writes included);
-3. micro-timings of the attention kernels (triton vs flashinfer) and of the element-wise kernels vs torch;
+3. micro-timings of the attention kernels (triton vs flashinfer; shared-prefix decode plain vs cascade) and
+   of the element-wise kernels vs torch; sweeps of the decode/extend launch configs (--only sweep sweep_extend);
 4. end-to-end greedy tokens: ModelRunner on GPU (fp32 triton + CUDA graphs; bf16 triton; bf16 flashinfer)
    vs the CPU fp32 torch reference, same dummy weights (copied from the CPU model).
 
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sglang.kernels import reference as ref  # noqa: E402
-from sglang.runtime.forward_batch import ForwardBatch, ForwardMode  # noqa: E402
+from sglang.runtime.forward_batch import ForwardBatch, ForwardMode, PrefixGroups  # noqa: E402
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool  # noqa: E402
 
 DEV = torch.device("cuda")
@@ -131,6 +132,45 @@ def check_attention_kernels() -> None:
                 decode_attention(q, k_buf, v_buf, r2t, rows, t_(seq), d ** -0.5, num_splits=splits, out=out)
                 want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), d ** -0.5)
                 check(f"decode_attention {hq}/{hkv}x{d} splits={splits}", out, want, dtype)
+            check_cascade_kernel(dtype, hq, hkv, d)
+
+
+def shared_prefix_pool(shared: list[int], rows_per_group: int, own: list[int], hkv: int, d: int, dtype: torch.dtype):
+    """Groups of rows whose req_to_token rows hold the same slots for their group's shared prefix (as the
+    radix cache arranges), then own slots; rows of groups interleave in the batch. Returns the pool, the
+    batch's rows (req_to_token indices), seq lens and the groups (batch row numbers)."""
+    bs = len(shared) * rows_per_group
+    seq = [shared[i % len(shared)] + own[i % len(own)] for i in range(bs)]
+    total = sum(shared) + sum(s - shared[i % len(shared)] for i, s in enumerate(seq))
+    k_buf = torch.randn(total + 1, hkv, d, device=DEV, dtype=dtype)
+    v_buf = torch.randn(total + 1, hkv, d, device=DEV, dtype=dtype)
+    perm = torch.randperm(total, device=DEV) + 1
+    r2t = torch.zeros(bs + 2, max(seq) + 8, dtype=torch.int64, device=DEV)
+    rows = torch.randperm(bs + 2, device=DEV)[:bs]
+    used = sum(shared)
+    starts = [sum(shared[:g]) for g in range(len(shared))]
+    for i in range(bs):
+        g, n = i % len(shared), seq[i] - shared[i % len(shared)]
+        r2t[rows[i], : shared[g]] = perm[starts[g]: starts[g] + shared[g]]
+        r2t[rows[i], shared[g]: seq[i]] = perm[used: used + n]
+        used += n
+    groups = [list(range(g, bs, len(shared))) for g in range(len(shared))]
+    return k_buf, v_buf, r2t, rows, seq, groups
+
+
+def check_cascade_kernel(dtype: torch.dtype, hq: int, hkv: int, d: int) -> None:
+    from sglang.kernels.cascade_decode import cascade_decode_attention, plan_cascade
+
+    k_buf, v_buf, r2t, rows, seq, groups = shared_prefix_pool([2048, 300, 40], 21, [1, 130, 7, 900], hkv, d, dtype)
+    q = torch.randn(len(seq), hq, d, device=DEV, dtype=dtype)
+    want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), d ** -0.5)
+    # the last group is declared shorter than it shares, and its last rows are left ungrouped
+    plan = plan_cascade([groups[0], groups[1], groups[2][:-5]], [2048, 300, 33], len(seq), hq // hkv, DEV)
+    for splits, psplits in ((8, 4), (16, 1)):
+        out = torch.full_like(q, float("nan"))
+        cascade_decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq, device=DEV), d ** -0.5, plan,
+                                 num_splits=splits, prefix_splits=psplits, out=out)
+        check(f"cascade_decode {hq}/{hkv}x{d} splits={splits}+{psplits}", out, want, dtype)
 
 
 # -- 2. backends ----------------------------------------------------------------------------------
@@ -178,6 +218,14 @@ def backend_case(backend, dtype: torch.dtype, hq: int, hkv: int, d: int, name: s
     req_pool.req_to_token[5, :500] = req_pool.req_to_token[3, :500]  # a radix-cache hit on row 3's prefix
     run(extend([5, 1, 9], [500, 64, 0], [40, 200, 33]), "extend (mixed cached prefixes)")
     run(decode([3, 7, 1, 5, 9], [700, 1, 264, 540, 33]), "decode")
+    # mixed: rows 3 and 5 ride along with one token each (decode rows of a mixed chunk)
+    run(extend([3, 1, 5, 9], [701, 265, 541, 34], [1, 50, 1, 300]), "extend (mixed one-token rows)")
+    # cascade decode: rows 3, 5 and 11 share row 3's first 500 slots
+    req_pool.req_to_token[11, :500] = req_pool.req_to_token[3, :500]
+    run(extend([11], [500], [20]), "extend (row 11 on the shared prefix)")
+    b = decode([7, 3, 1, 5, 11, 9], [2, 702, 315, 542, 520, 334])
+    b.prefix_groups = PrefixGroups(rows=[1, 3, 4], indptr=[0, 3], shared_lens=[500])
+    run(b, "cascade decode")
 
 
 def check_backends() -> None:
@@ -191,6 +239,10 @@ def check_backends() -> None:
 
                 mr = SimpleNamespace(device=DEV, model_config=SimpleNamespace(num_heads=hq, head_dim=d))
                 backend_case(FlashInferAttentionBackend(mr), dtype, hq, hkv, d, "flashinfer backend")
+                if d in (64, 128, 256):  # every extend through FlashInfer's prefill, decode on triton
+                    tb = TritonAttentionBackend(mr, extend_with_flashinfer=True)
+                    tb.flashinfer_min_tokens = 0
+                    backend_case(tb, dtype, hq, hkv, d, "triton backend, flashinfer extends")
             except Exception as e:
                 traceback.print_exc()
                 FAILED.append(f"flashinfer backend {dtype} {hq}/{hkv}x{d}: {e}")
@@ -247,7 +299,8 @@ def time_kernels() -> None:
             paged = (k_buf.view(-1, 1, hkv, d), v_buf.view(-1, 1, hkv, d))
             ms = bench(lambda: wrap.run(q, paged))
             record(f"decode_attention flashinfer bs={bs} seq={seqlen}", ms, kv_gbs=round(kv_bytes / ms / 1e6, 1))
-    for bs, n in ((1, 1024), (1, 4096), (8, 1024)):
+    time_cascade(record)
+    for bs, n in ((1, 1024), (1, 4096), (8, 1024), (4, 8192), (16, 2048)):
         hq, hkv, d = 32, 8, 128
         seq = [n] * bs
         k_buf, v_buf, r2t, rows = make_pool(seq, hkv, d, dtype, sum(seq) + 10)
@@ -265,6 +318,93 @@ def time_kernels() -> None:
             v = torch.randn_like(k)
             ms = bench(lambda: wrap.run(q, k, v))
             record(f"extend_attention flashinfer-ragged bs={bs} n={n} (causal)", ms, tflops=round(flops / ms / 1e9, 1))
+
+
+def time_cascade(record) -> None:
+    """Shared-prefix decode (issue 17's workload: groups of 16 rows on a 2048-token system prompt, own
+    tails of 128-384) through the backends, pool write included: plain decode vs cascade, triton and
+    flashinfer. The `kv_gbs` figure counts the KV a plain decode reads, so cascade can exceed the HBM."""
+    from sglang.runtime.attention.triton_backend import TritonAttentionBackend
+
+    dtype = torch.bfloat16
+    for (hq, hkv, d), label in (((32, 8, 64), "1B"), ((32, 8, 128), "8B")):
+        for groups in (4, 16):
+            k_buf, v_buf, r2t, rows, seq, grp = shared_prefix_pool([2048] * groups, 16, [128, 200, 300, 384], hkv, d,
+                                                                    dtype)
+            bs = len(seq)
+            kv_pool = TokenKVPool(k_buf.shape[0] + bs, 1, hkv, d, dtype, DEV)
+            kv_pool.k_buffer[0][: k_buf.shape[0]] = k_buf  # layer 0 of the pool holds the test KV
+            kv_pool.v_buffer[0][: v_buf.shape[0]] = v_buf
+            before = [s - 1 for s in seq]
+            batch = ForwardBatch(ForwardMode.DECODE, bs, torch.zeros(bs, dtype=torch.int64, device=DEV),
+                                 torch.tensor(before, device=DEV), rows, torch.tensor(seq, device=DEV),
+                                 r2t[rows, torch.tensor(before, device=DEV)], r2t, kv_pool, seq_lens_cpu=seq)
+            flat = [r for g in grp for r in g]
+            groups_field = PrefixGroups(rows=flat, indptr=[16 * i for i in range(groups + 1)], shared_lens=[2048] * groups)
+            q = torch.randn(bs, hq, d, device=DEV, dtype=dtype)
+            k = torch.randn(bs, hkv, d, device=DEV, dtype=dtype)
+            v = torch.randn_like(k)
+            kv_bytes = 2 * sum(seq) * hkv * d * 2
+            backends = [("triton", TritonAttentionBackend(None))]
+            try:
+                from sglang.runtime.attention.flashinfer_backend import FlashInferAttentionBackend
+
+                mr = SimpleNamespace(device=DEV, model_config=SimpleNamespace(num_heads=hq, head_dim=d))
+                backends.append(("flashinfer", FlashInferAttentionBackend(mr)))
+            except Exception as e:  # flashinfer missing: triton only
+                print(f"  (flashinfer unavailable: {e})")
+            for name, backend in backends:
+                for cascade in (False, True):
+                    batch.prefix_groups = groups_field if cascade else None
+                    try:
+                        backend.init_forward_metadata(batch)
+                        backend.forward(q, k, v, 0, batch, d ** -0.5)  # plans once (host), outside the timing
+                        ms = bench(lambda: backend.forward(q, k, v, 0, batch, d ** -0.5))
+                        record(f"shared-prefix decode {label} {name} {'cascade' if cascade else 'plain'} "
+                               f"bs={bs} groups={groups}", ms, kv_gbs=round(kv_bytes / ms / 1e6, 1))
+                    except Exception as e:
+                        traceback.print_exc()
+                        FAILED.append(f"shared-prefix decode {label} {name} cascade={cascade}: {e}")
+
+
+def sweep_extend() -> None:
+    """Launch configs of the triton extend kernel (Hopper tuning): correctness and TFLOP/s per config."""
+    from sglang.kernels.extend_attention import extend_attention
+
+    dtype = torch.bfloat16
+    t_ = lambda xs: torch.tensor(xs, device=DEV)  # noqa: E731
+    rows_out = REPORT.setdefault("extend_sweep", [])
+    for hq, hkv, d in ((32, 8, 128), (32, 8, 64)):
+        for bs, n in ((1, 4096), (8, 1024), (4, 8192)):
+            seq = [n] * bs
+            k_buf, v_buf, r2t, rows = make_pool(seq, hkv, d, dtype, sum(seq) + 10)
+            q = torch.randn(sum(seq), hq, d, device=DEV, dtype=dtype)
+            starts, zeros, seq_t = t_([n * i for i in range(bs)]), t_([0] * bs), t_(seq)
+            flops = 4 * bs * hq * d * n * n / 2
+            want = None
+            if n <= 4096:
+                want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [0] * bs, seq, d ** -0.5)
+            for cfg in ((64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 2),
+                        (128, 32, 4, 3), (64, 128, 4, 2), (128, 64, 8, 4)):
+                try:
+                    out = extend_attention(q, k_buf, v_buf, r2t, rows, zeros, seq_t, starts, n, d ** -0.5, config=cfg)
+                    err = rel_err(out, want) if want is not None else float("nan")
+                    ms = bench(lambda: extend_attention(q, k_buf, v_buf, r2t, rows, zeros, seq_t, starts, n,
+                                                        d ** -0.5, config=cfg))
+                except Exception as e:  # e.g. out of shared memory for a large tile
+                    err, ms = float("nan"), float("nan")
+                    print(f"  config {cfg} failed: {type(e).__name__}: {str(e)[:100]}")
+                rec = {"heads": f"{hq}/{hkv}x{d}", "bs": bs, "n": n, "config": cfg, "ms": ms,
+                       "tflops": flops / ms / 1e9 if ms == ms else None, "rel_err": err}
+                rows_out.append(rec)
+                if err == err and err > TOL[dtype]:
+                    FAILED.append(f"extend sweep {rec}")
+            done = [r for r in rows_out if r["heads"] == f"{hq}/{hkv}x{d}" and r["bs"] == bs and r["n"] == n
+                    and r["ms"] == r["ms"]]
+            if done:
+                best = min(done, key=lambda r: r["ms"])
+                print(f"  {hq}/{hkv}x{d} bs={bs} n={n}: best cfg={best['config']} {best['ms']:.4f} ms "
+                      f"({best['tflops']:.0f} TFLOP/s)", flush=True)
 
 
 def sweep_decode() -> None:
@@ -373,7 +513,7 @@ def check_memory(model: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="check_kernels.json")
-    sections = ["kernels", "backends", "timings", "greedy", "memory", "sweep"]
+    sections = ["kernels", "backends", "timings", "greedy", "memory", "sweep", "sweep_extend"]
     p.add_argument("--only", nargs="*", default=sections, choices=sections,
                    help="sections to run (run separately when one may leave the CUDA context broken)")
     p.add_argument("--greedy-model", default="smollm2-135m")
@@ -383,7 +523,8 @@ def main() -> None:
     REPORT["device"] = torch.cuda.get_device_name(DEV)
     steps = [("kernels", lambda: (check_elementwise(), check_attention_kernels())), ("backends", check_backends),
              ("timings", time_kernels), ("greedy", lambda: check_greedy(args.greedy_model, args.new_tokens)),
-             ("memory", lambda: check_memory("llama-3.2-1b")), ("sweep", sweep_decode)]
+             ("memory", lambda: check_memory("llama-3.2-1b")), ("sweep", sweep_decode),
+             ("sweep_extend", sweep_extend)]
     for name, fn in steps:
         if name not in args.only:
             continue

@@ -3,7 +3,7 @@
 # $STEPS (default: check one_batch) with logs and JSON under $OUT (or ./gpu_out). Each step has its own
 # time limit so one hang does not lose the others' results. Run from the repository root with `.whl`
 # and `.bench_tok` carried (and `.bench_cache` for pytest_others):  STEPS="check one_batch" bash benchmarks/gpu_session.sh
-# Steps: check (kernels+backends, e2e greedy + pool sizing, timings), e2e, backends, timings, sweep,
+# Steps: check (kernels+backends, e2e greedy + pool sizing, timings), e2e, backends, timings, sweep, sweep_extend,
 # pytest_gpu, pytest_m_gpu (the whole `pytest -m gpu` suite), pytest_others, one_batch, offline (hf / naive / full arms, one process each),
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
 # serving (serving_arms.py), sampling_bench, offline_old (offline_one on an older tree in ./.old), programs (bench_programs.py vs SGLang 0.2.10's frontend on
@@ -54,10 +54,13 @@ for step in $STEPS; do
       run_step timings ${CHECK_LIMIT:-150} python3 benchmarks/check_kernels.py --only timings --out "$OUT/kernel_timings.json" ;;
     one_batch) run_step one_batch ${ONE_BATCH_LIMIT:-300} python3 benchmarks/bench_one_batch.py --out "$OUT/bench_one_batch.json" ${ONE_BATCH_ARGS:-} ;;
     pytest_gpu) run_step pytest_gpu ${PYTEST_LIMIT:-120} python3 -m pytest -q -x -p no:cacheprovider \
-        tests/test_kernels_triton.py tests/test_sampling_sampler.py tests/test_sampling_penalties.py ;;
+        tests/test_kernels_triton.py tests/test_kernels_cascade.py tests/test_sampling_sampler.py \
+        tests/test_sampling_penalties.py ;;
     offline_engine) run_step offline_full ${OFFLINE_FULL_LIMIT:-150} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
         --arms full full-nooverlap --out "$OUT/bench_offline_full.json" ;;
     sweep) run_step sweep ${SWEEP_LIMIT:-120} python3 benchmarks/check_kernels.py --only sweep --out "$OUT/decode_sweep.json" ;;
+    sweep_extend) run_step sweep_extend ${SWEEP_EXTEND_LIMIT:-150} python3 benchmarks/check_kernels.py --only sweep_extend \
+        --out "$OUT/extend_sweep.json" ;;
     e2e) run_step check_e2e ${E2E_LIMIT:-150} python3 benchmarks/check_kernels.py --only greedy memory --out "$OUT/check_e2e.json" ;;
     backends) run_step backends ${BACKENDS_LIMIT:-240} python3 benchmarks/check_kernels.py --only backends --out "$OUT/check_backends.json" ;;
     pytest_m_gpu)  # the whole GPU suite (`pytest -m gpu`); .bench_cache stands in for the default model

@@ -100,6 +100,48 @@ def test_triton_backend_extend_prefix_and_decode(dtype):
         assert rel(got, want) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_backend_mixed_batch_and_cascade_decode(dtype):
+    """A mixed EXTEND batch (one-token rows go through the decode kernel) and a DECODE batch with
+    prefix_groups (cascade) give the dense reference's answer; cascade batches ask to run eagerly."""
+    from sglang.runtime.forward_batch import PrefixGroups
+
+    torch.manual_seed(1)
+    req_pool = ReqToTokenPool(8, 96, "cpu")
+    kv_pool = TokenKVPool(400, 1, HKV, D, dtype, "cpu")
+    backend = TritonAttentionBackend(None, num_kv_splits=2)
+    tol = 1e-4 if dtype == torch.float32 else 2e-2
+    rel = lambda a, b: float((a.double() - b.double()).norm() / b.double().norm())  # noqa: E731
+
+    # a 40-token shared prefix prefilled in row 0; rows 1..3 hold the same slots (radix hits)
+    got, want = _run(backend, _extend_batch(req_pool, kv_pool, [0], [0], [40]), 0, dtype)
+    assert rel(got, want) < tol
+    for r in (1, 2, 3):
+        req_pool.req_to_token[r, :40] = req_pool.req_to_token[0, :40]
+    # mixed: rows 1 and 3 extend their own tails, rows 0 and 2 ride along with one token each
+    mixed = _extend_batch(req_pool, kv_pool, [0, 1, 2, 3], [40, 40, 40, 40], [1, 6, 1, 19])
+    backend.init_forward_metadata(mixed)
+    assert mixed.attn_metadata.mixed is not None
+    got, want = _run(backend, mixed, 0, dtype)
+    assert rel(got, want) < tol
+    # an EXTEND batch of one-token rows only: no extend kernel at all
+    ones = _extend_batch(req_pool, kv_pool, [0, 2], [41, 41], [1, 1])
+    got, want = _run(backend, ones, 0, dtype)
+    assert rel(got, want) < tol
+
+    # cascade decode: rows 0..3 share 40 tokens (declared as one group in shuffled order), row 4 is alone
+    got, want = _run(backend, _extend_batch(req_pool, kv_pool, [4], [0], [13]), 0, dtype)
+    seq_before = [42, 46, 42, 59, 13]
+    dec = _decode_batch(req_pool, kv_pool, [2, 0, 4, 3, 1], [seq_before[r] for r in (2, 0, 4, 3, 1)])
+    dec.prefix_groups = PrefixGroups(rows=[3, 0, 1, 4], indptr=[0, 4], shared_lens=[40])
+    assert backend.needs_eager(dec)
+    got, want = _run(backend, dec, 0, dtype)
+    assert backend.needs_eager(dec) and dec.attn_metadata.plan is not None
+    assert rel(got, want) < tol
+    dec.prefix_groups = None
+    assert not backend.needs_eager(dec)
+
+
 def test_triton_backend_rejects_flat_q():
     backend = TritonAttentionBackend(None)
     req_pool = ReqToTokenPool(2, 8, "cpu")

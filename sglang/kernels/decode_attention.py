@@ -26,7 +26,7 @@ DECODE_CONFIG: dict[int, tuple[int, int, int]] = {64: (64, 4, 2), 128: (64, 4, 3
 @triton.jit
 def _decode_stage1_kernel(
     Q, K, V, MID_O, MID_LSE,
-    REQ_TO_TOKEN, REQ_IDX, SEQ_LENS,
+    REQ_TO_TOKEN, REQ_IDX, SEQ_LENS, KV_START,
     K_NEW, V_NEW, OUT_LOC,
     sm_scale_log2,
     stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_r2t,
@@ -34,17 +34,22 @@ def _decode_stage1_kernel(
     stride_knb, stride_knh, stride_vnb, stride_vnh,
     KV_GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PREC: tl.constexpr,
-    FUSE_NEW: tl.constexpr,
+    FUSE_NEW: tl.constexpr, HAS_START: tl.constexpr,
 ):
     # one program per (request, KV head, split) serves all KV_GROUP query heads that share the KV
-    # head, so each K/V row is read once (not KV_GROUP times) and the scores are a small matmul
+    # head, so each K/V row is read once (not KV_GROUP times) and the scores are a small matmul.
+    # HAS_START (cascade decode): the request's keys before KV_START[b] are a shared prefix that
+    # another kernel attends; this one covers only [KV_START[b], seq_len)
     b = tl.program_id(0)
     kvh = tl.program_id(1)
     sp = tl.program_id(2)
     seq_len = tl.load(SEQ_LENS + b).to(tl.int32)
     req = tl.load(REQ_IDX + b).to(tl.int64)
-    split_len = tl.cdiv(seq_len, NUM_SPLITS)
-    lo = sp * split_len
+    kv_lo = 0
+    if HAS_START:
+        kv_lo = tl.load(KV_START + b).to(tl.int32)
+    split_len = tl.cdiv(seq_len - kv_lo, NUM_SPLITS)
+    lo = kv_lo + sp * split_len
     hi = tl.minimum(lo + split_len, seq_len)
 
     offs_h = tl.arange(0, BLOCK_H)
@@ -155,26 +160,58 @@ def decode_attention(
     Without k_new/v_new the current token must already be in the pool. With them (and out_cache_loc),
     the kernel writes them to the pool itself and attends to them from registers (one launch less per
     K and V, which matters for small decode batches)."""
-    bs, hq, d = q.shape
-    hkv = k_buffer.shape[1]
-    check_kv_layout("decode_attention", hq, d, k_buffer, v_buffer)
-    if num_splits < 1:
-        raise ValueError(f"decode_attention: num_splits must be >= 1, got {num_splits}")
-    fuse = k_new is not None
-    if fuse != (v_new is not None) or fuse != (out_cache_loc is not None):
-        raise ValueError("decode_attention: pass k_new, v_new and out_cache_loc together (or none of them)")
-    if fuse and (k_new.shape != (bs, hkv, d) or v_new.shape != (bs, hkv, d) or out_cache_loc.shape != (bs,)):
-        raise ValueError(f"decode_attention: k_new/v_new must be [{bs}, {hkv}, {d}] and out_cache_loc [{bs}], got "
-                         f"{tuple(k_new.shape)}, {tuple(v_new.shape)}, {tuple(out_cache_loc.shape)}")
+    check_decode_args("decode_attention", q, k_buffer, v_buffer, num_splits, k_new, v_new, out_cache_loc)
     if out is None:
         out = torch.empty_like(q)
+    bs, hq, d = q.shape
     if bs == 0:
         return out
+    mid_o, mid_lse = split_buffers(q, num_splits)
+    launch_split_kv(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, sm_scale, mid_o, mid_lse,
+                    num_splits, k_new=k_new, v_new=v_new, out_cache_loc=out_cache_loc, config=config)
+    merge_splits(mid_o, mid_lse, out)
+    return out
+
+
+def check_decode_args(kernel: str, q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor,
+                      num_splits: int, k_new: torch.Tensor | None, v_new: torch.Tensor | None,
+                      out_cache_loc: torch.Tensor | None) -> None:
+    """Shapes of a decode call (the fused new-token arguments come all together or not at all)."""
+    bs, hq, d = q.shape
+    hkv = k_buffer.shape[1]
+    check_kv_layout(kernel, hq, d, k_buffer, v_buffer)
+    if num_splits < 1:
+        raise ValueError(f"{kernel}: num_splits must be >= 1, got {num_splits}")
+    fuse = k_new is not None
+    if fuse != (v_new is not None) or fuse != (out_cache_loc is not None):
+        raise ValueError(f"{kernel}: pass k_new, v_new and out_cache_loc together (or none of them)")
+    if fuse and (k_new.shape != (bs, hkv, d) or v_new.shape != (bs, hkv, d) or out_cache_loc.shape != (bs,)):
+        raise ValueError(f"{kernel}: k_new/v_new must be [{bs}, {hkv}, {d}] and out_cache_loc [{bs}], got "
+                         f"{tuple(k_new.shape)}, {tuple(v_new.shape)}, {tuple(out_cache_loc.shape)}")
+
+
+def split_buffers(q: torch.Tensor, total_splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 partial outputs [bs, Hq, total_splits, D] and their log2-sum-exp [bs, Hq, total_splits]."""
+    bs, hq, d = q.shape
+    return (torch.empty((bs, hq, total_splits, d), dtype=torch.float32, device=q.device),
+            torch.empty((bs, hq, total_splits), dtype=torch.float32, device=q.device))
+
+
+def launch_split_kv(
+    q: torch.Tensor, k_buffer: torch.Tensor, v_buffer: torch.Tensor, req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor, seq_lens: torch.Tensor, sm_scale: float,
+    mid_o: torch.Tensor, mid_lse: torch.Tensor, num_splits: int,
+    k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None,
+    out_cache_loc: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
+    kv_start: torch.Tensor | None = None,  # [bs]: attend only keys [kv_start[b], seq_len) (cascade)
+) -> None:
+    """Stage 1: each request's keys in num_splits pieces -> mid_o/mid_lse[:, :, :num_splits]."""
+    bs, hq, d = q.shape
+    hkv = k_buffer.shape[1]
+    fuse = k_new is not None
     block_d = next_pow2(d)
     kn = k_new if fuse else k_buffer
     vn = v_new if fuse else v_buffer
-    mid_o = torch.empty((bs, hq, num_splits, d), dtype=torch.float32, device=q.device)
-    mid_lse = torch.empty((bs, hq, num_splits), dtype=torch.float32, device=q.device)
     if config is not None:
         block_n, warps, stages = config
     elif interpreting():
@@ -184,7 +221,7 @@ def decode_attention(
     group = hq // hkv
     _decode_stage1_kernel[(bs, hkv, num_splits)](
         q, k_buffer, v_buffer, mid_o, mid_lse,
-        req_to_token, req_pool_indices, seq_lens,
+        req_to_token, req_pool_indices, seq_lens, kv_start if kv_start is not None else seq_lens,
         kn, vn, out_cache_loc if fuse else seq_lens,
         sm_scale * LOG2E,
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1),
@@ -196,14 +233,18 @@ def decode_attention(
         # the interpreter's tl.dot mis-handles bf16 (triton 3.9): fp32 operands there
         UPCAST_DOT=interpreting(),
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        FUSE_NEW=fuse,
+        FUSE_NEW=fuse, HAS_START=kv_start is not None,
         num_warps=warps, num_stages=stages,
     )
+
+
+def merge_splits(mid_o: torch.Tensor, mid_lse: torch.Tensor, out: torch.Tensor) -> None:
+    """Stage 2: out[b, h] = the log-sum-exp weighted mean of all mid_o[b, h, :] pieces."""
+    bs, hq, total, d = mid_o.shape
     _decode_stage2_kernel[(bs, hq)](
         mid_o, mid_lse, out,
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
         out.stride(0), out.stride(1),
-        HEAD_DIM=d, BLOCK_D=block_d, NUM_SPLITS=num_splits, BLOCK_S=next_pow2(num_splits),
+        HEAD_DIM=d, BLOCK_D=next_pow2(d), NUM_SPLITS=total, BLOCK_S=next_pow2(total),
         num_warps=2,
     )
-    return out

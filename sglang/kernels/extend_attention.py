@@ -82,6 +82,9 @@ def _extend_attn_kernel(
 
 
 LOG2E = 1.4426950408889634
+# launch config per padded head dim: (BLOCK_M, BLOCK_N, num_warps, num_stages); the H200 sweep of
+# benchmarks/check_kernels.py (--only sweep_extend) measures the alternatives
+EXTEND_CONFIG: dict[int, tuple[int, int, int, int]] = {64: (128, 64, 4, 3), 128: (64, 64, 4, 2)}
 
 
 def extend_attention(
@@ -96,6 +99,7 @@ def extend_attention(
     max_extend_len: int,
     sm_scale: float,
     out: torch.Tensor | None = None,
+    config: tuple[int, int, int, int] | None = None,  # (BLOCK_M, BLOCK_N, num_warps, num_stages); None = tuned
 ) -> torch.Tensor:
     """Attention of the new (ragged) tokens over their whole sequence in the pool; returns [T, Hq, D]."""
     t, hq, d = q.shape
@@ -109,11 +113,12 @@ def extend_attention(
     if t == 0 or bs == 0 or max_extend_len <= 0:
         return out
     block_d = next_pow2(d)
-    if interpreting():
+    if config is not None:
+        block_m, block_n, warps, stages = config
+    elif interpreting():
         block_m, block_n, warps, stages = 16, 16, 4, 1
     else:
-        block_m, block_n = (128, 64) if block_d <= 64 else (64, 64)
-        warps, stages = (4, 3) if block_d <= 64 else (4, 2)
+        block_m, block_n, warps, stages = EXTEND_CONFIG[64 if block_d <= 64 else 128]
     grid = (bs, hq, triton.cdiv(max_extend_len, block_m))
     _extend_attn_kernel[grid](
         q, k_buffer, v_buffer, out,

@@ -10,6 +10,11 @@ For request i in an EXTEND batch:
     req_to_token[req_pool_indices[i], :seq_len] are the KV slots of the whole sequence; the last
     extend_len of them equal out_cache_loc[extend_start_loc[i] : extend_start_loc[i] + extend_len].
 A DECODE batch is the special case extend_len == 1 for every request (extend_* fields may be None).
+
+Shared prefixes (DECODE only, optional): `prefix_groups` names rows that hold the SAME KV slots for
+their first `shared_lens[g]` positions (the radix cache's copy of a common prefix), so that an attention
+backend may read that KV once per group instead of once per row (cascade decode). Backends that do not
+use it ignore it; the result is the same either way.
 """
 from __future__ import annotations
 
@@ -32,6 +37,26 @@ class ForwardMode(enum.IntEnum):
 
     def is_decode(self) -> bool:
         return self == ForwardMode.DECODE
+
+
+@dataclass(frozen=True)
+class PrefixGroups:
+    """Rows of a DECODE batch that share cached-prefix KV slots; host lists (small, picklable for tp).
+
+    Group g is rows[indptr[g] : indptr[g+1]] (batch row numbers, >= 2 of them, no row in two groups);
+    req_to_token[req_pool_indices[r], :shared_lens[g]] is identical for all of them. Rows in no group
+    have no shared prefix worth reading once."""
+
+    rows: list[int]
+    indptr: list[int]
+    shared_lens: list[int]
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.shared_lens)
+
+    def group_rows(self) -> list[list[int]]:
+        return [self.rows[a:b] for a, b in zip(self.indptr, self.indptr[1:])]
 
 
 @dataclass
@@ -58,6 +83,8 @@ class ForwardBatch:
     extend_logprob_start_lens_cpu: Optional[list[int]] = None
     return_logprob: bool = False
     top_logprobs_nums: Optional[list[int]] = None
+    # DECODE only: rows sharing cached-prefix KV (see the module docstring); None = no sharing known
+    prefix_groups: Optional[PrefixGroups] = None
     # backend-private metadata, filled by AttentionBackend.init_forward_metadata
     attn_metadata: Any = None
 

@@ -7,6 +7,9 @@ this forward); when some request has a cached prefix, the paged prefill wrapper 
 (non-causal) and the two partial results are merged by their log-sum-exp (`merge_state`).
 DECODE: the paged decode wrapper; under CUDA graphs one wrapper per captured batch size, planned on the
 host before each replay into fixed device buffers.
+Cascade DECODE (the batch carries `prefix_groups`): FlashInfer's two-level cascade wrapper; level 0 attends
+each group's queries (made contiguous by a row permutation) to the group's shared prefix once, level 1
+each row to its own suffix, merged by log-sum-exp. Eager only (`needs_eager`), like the triton backend's.
 Plans need the query head count and the softmax scale; both are learnt from the first forward call
 (a plan made at that moment for eager runs, and before capture for graphs).
 """
@@ -32,6 +35,10 @@ class _Meta:
     has_prefix: bool = False
     planned: bool = False
     decode_wrapper: Any = None
+    # cascade decode: batch rows in level order (groups contiguous), and per level
+    # (qo_indptr, kv_indptr, kv_indices, last_page_len)
+    order: Optional[torch.Tensor] = None
+    levels: Optional[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]] = None
 
 
 def check_supported(dtype: Optional[torch.dtype], head_dim: Optional[int]) -> None:
@@ -70,6 +77,7 @@ class FlashInferAttentionBackend(AttentionBackend):
         self.ragged = flashinfer.BatchPrefillWithRaggedKVCacheWrapper(self.workspace, "NHD")
         self.paged_prefill = flashinfer.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD")
         self._decode_wrapper = None  # created at the first decode, once the GQA group size is known
+        self._cascade_wrapper = None  # created at the first cascade decode
         self._graph_wrappers: dict[int, Any] = {}
         self._graph_indices: Optional[torch.Tensor] = None
         self._ones: Optional[torch.Tensor] = None
@@ -85,8 +93,15 @@ class FlashInferAttentionBackend(AttentionBackend):
         return self._ones[:bs]
 
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
+        batch.attn_metadata = self.make_metadata(batch)
+
+    def make_metadata(self, batch: ForwardBatch) -> Any:
+        """This batch's index arrays, planned when the head count and scale are known (also used by
+        the triton backend, which hands large extends to FlashInfer and keeps the result opaque)."""
         bs = batch.batch_size
-        if batch.mode.is_decode():
+        if batch.mode.is_decode() and batch.prefix_groups is not None:
+            meta = self._cascade_metadata(batch)
+        elif batch.mode.is_decode():
             seq = batch.seq_lens_cpu if batch.seq_lens_cpu is not None else batch.seq_lens.tolist()
             kv_indptr = _cumsum_host(seq)
             indices = torch.empty(int(kv_indptr[-1]), dtype=torch.int32, device=self.device)
@@ -102,15 +117,58 @@ class FlashInferAttentionBackend(AttentionBackend):
                 meta.kv_indices = torch.empty(int(meta.kv_indptr[-1]), dtype=torch.int32, device=self.device)
                 self._build_kv_indices(batch.req_to_token, batch.req_pool_indices,
                                        meta.kv_indptr.to(self.device, non_blocking=True), meta.kv_indices)
-        batch.attn_metadata = meta
         if self.sm_scale is not None and self.num_qo_heads is not None:
             self._plan(meta, batch)
+        return meta
+
+    def needs_eager(self, batch: ForwardBatch) -> bool:
+        """Whether this batch must not replay a CUDA graph (cascade decode is planned per grouping)."""
+        return batch.mode.is_decode() and batch.prefix_groups is not None
+
+    def _cascade_metadata(self, batch: ForwardBatch) -> _Meta:
+        """Level 0: one query segment per group (plus one per ungrouped row, with no KV) over the shared
+        prefix, read through the group's first row; level 1: every row over its own suffix."""
+        g, bs = batch.prefix_groups, batch.batch_size
+        seq = batch.seq_lens_cpu if batch.seq_lens_cpu is not None else batch.seq_lens.tolist()
+        groups = g.group_rows()
+        shared_of = [0] * bs
+        for rows, n in zip(groups, g.shared_lens):
+            for r in rows:
+                shared_of[r] = n
+        in_group = set(g.rows)
+        alone = [r for r in range(bs) if r not in in_group]
+        order = list(g.rows) + alone
+        firsts = [rows[0] for rows in groups] + alone
+        seg_sizes = [len(rows) for rows in groups] + [1] * len(alone)
+        prefix_lens = list(g.shared_lens) + [0] * len(alone)
+        own_lens = [seq[r] - shared_of[r] for r in order]
+        host = torch.tensor(order + firsts + [shared_of[r] for r in order], dtype=torch.int64)
+        dev = host.pin_memory().to(self.device, non_blocking=True)
+        order_d, firsts_d, starts_d = dev[:bs], dev[bs: bs + len(firsts)], dev[bs + len(firsts):]
+        req = batch.req_pool_indices
+        kv0, kv1 = _cumsum_host(prefix_lens), _cumsum_host(own_lens)
+        ind0 = torch.empty(max(int(kv0[-1]), 1), dtype=torch.int32, device=self.device)
+        ind1 = torch.empty(int(kv1[-1]), dtype=torch.int32, device=self.device)
+        self._build_kv_indices(batch.req_to_token, req[firsts_d], kv0.to(self.device, non_blocking=True), ind0)
+        self._build_kv_indices(batch.req_to_token, req[order_d], kv1.to(self.device, non_blocking=True), ind1,
+                               starts=starts_d)
+        # page size 1: an entry with no pages has a last page of 0 tokens (see _plan's extend branch)
+        last0 = (kv0[1:] > kv0[:-1]).to(torch.int32)
+        levels = [(_cumsum_host(seg_sizes), kv0, ind0, last0),
+                  (torch.arange(bs + 1, dtype=torch.int32), kv1, ind1, torch.ones(bs, dtype=torch.int32))]
+        return _Meta("cascade", order=order_d, levels=levels)
 
     def _plan(self, meta: _Meta, batch: ForwardBatch, wrapper: Any = None) -> None:
         pool = batch.kv_pool
         hkv, d, dtype = pool.num_kv_heads, pool.head_dim, pool.dtype
         bs = batch.batch_size
-        if meta.mode == "decode":
+        if meta.mode == "cascade":
+            if self._cascade_wrapper is None:
+                self._cascade_wrapper = self._fi.MultiLevelCascadeAttentionWrapper(2, self.workspace, "NHD")
+            qo, kv_indptr, kv_indices, last = (list(x) for x in zip(*meta.levels))
+            self._cascade_wrapper.plan(qo, kv_indptr, kv_indices, last, self.num_qo_heads, hkv, d, 1, causal=False,
+                                       sm_scale=self.sm_scale, q_data_type=dtype, kv_data_type=dtype)
+        elif meta.mode == "decode":
             if wrapper is None:
                 if self._decode_wrapper is None:
                     self._decode_wrapper = self._fi.BatchDecodeWithPagedKVCacheWrapper(
@@ -173,6 +231,14 @@ class FlashInferAttentionBackend(AttentionBackend):
     # -- forward --------------------------------------------------------------------------------
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
                 batch: ForwardBatch, scaling: float) -> torch.Tensor:
+        meta = batch.attn_metadata
+        if not isinstance(meta, _Meta):
+            meta = batch.attn_metadata = self.make_metadata(batch)
+        return self.run(meta, q, k, v, layer_id, batch, scaling)
+
+    def run(self, meta: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layer_id: int,
+            batch: ForwardBatch, scaling: float) -> torch.Tensor:
+        """forward() with the metadata given (from make_metadata on this batch)."""
         if q.dim() != 3:
             raise ValueError(f"FlashInferAttentionBackend.forward expects q [tokens, heads, head_dim], got {tuple(q.shape)}")
         t, hq, d = q.shape
@@ -180,10 +246,6 @@ class FlashInferAttentionBackend(AttentionBackend):
         pool.set_kv(layer_id, batch.out_cache_loc, k, v)
         k_buf, v_buf = pool.get_kv(layer_id)
         q = q.to(k_buf.dtype)
-        meta = batch.attn_metadata
-        if not isinstance(meta, _Meta):
-            self.init_forward_metadata(batch)
-            meta = batch.attn_metadata
         same_scale = self.sm_scale is not None and abs(self.sm_scale - scaling) <= 1e-6 * abs(scaling)
         if not meta.planned or self.num_qo_heads != hq or not same_scale:
             if meta.decode_wrapper is not None and meta.decode_wrapper is not self._decode_wrapper:
@@ -191,7 +253,10 @@ class FlashInferAttentionBackend(AttentionBackend):
             self.num_qo_heads, self.sm_scale = hq, float(scaling)
             self._plan(meta, batch)
         paged = (k_buf.view(-1, 1, pool.num_kv_heads, d), v_buf.view(-1, 1, pool.num_kv_heads, d))
-        if meta.mode == "decode":
+        if meta.mode == "cascade":
+            out = torch.empty_like(q)
+            out[meta.order] = self._cascade_wrapper.run(q[meta.order], paged)
+        elif meta.mode == "decode":
             out = meta.decode_wrapper.run(q, paged)
         else:
             k, v = k.to(k_buf.dtype), v.to(k_buf.dtype)

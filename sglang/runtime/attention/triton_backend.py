@@ -1,50 +1,109 @@
 """TritonAttentionBackend: the project's own Triton kernels over the token KV pool.
 
 EXTEND: new K/V are written into the pool first, then `extend_attention` reads every key (cached prefix
-and new tokens) through req_to_token, causal among the new tokens.
+and new tokens) through req_to_token, causal among the new tokens. Rows of a mixed batch that extend by
+one token (running requests riding along, --enable-mixed-chunk) go through the decode kernel instead:
+the extend kernel would give each of them a mostly empty BLOCK_M query tile per query head and re-read
+its whole context once per head. Large extends may go to FlashInfer's prefill (see `ExtendRouting`).
 DECODE: `decode_attention`, split-KV with a fixed number of splits, so its launch grid depends only on the
 batch size: the decode step is CUDA-graph safe with no per-step metadata at all. The kernel also writes
 the step's K/V into the pool (fused), which removes two scatter launches per layer per step.
+Cascade DECODE: when the batch carries `prefix_groups` (rows sharing radix-cached prefix KV, which the
+scheduler attaches only when sharing saves enough reads), `cascade_decode_attention` reads each shared
+prefix once per tile of rows. Its grid follows the grouping, so it runs eagerly: `needs_eager(batch)`
+says so to a CUDA-graph runner, which then leaves the batch to the eager path.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 
-from sglang.runtime.forward_batch import ForwardBatch
 from sglang.runtime.attention.base import AttentionBackend
+from sglang.runtime.forward_batch import ForwardBatch, PrefixGroups
+
+logger = logging.getLogger(__name__)
+
+# an EXTEND batch with at least this many new tokens uses FlashInfer's prefill when it is available
+# (H200, issue 17: FlashInfer 443-574 TFLOP/s vs Triton 164-225 at large sizes; below this its host-side
+# planning is a larger share of the forward). benchmarks/check_kernels.py times both to tune it.
+FLASHINFER_EXTEND_MIN_TOKENS = 2048
+
+
+@dataclass
+class _DecodeMeta:
+    groups: Optional[PrefixGroups]
+    plan: Any = None  # kernels.cascade_decode.CascadePlan, made at the first layer (needs the head count)
+
+
+@dataclass(frozen=True)
+class _MixedRows:
+    """A mixed EXTEND batch split by kind: one-token rows to the decode kernel, the rest to extend."""
+
+    dec_tokens: torch.Tensor  # ragged token index of each one-token row
+    dec_req: torch.Tensor
+    dec_seq: torch.Tensor
+    ext_req: torch.Tensor
+    ext_prefix: torch.Tensor
+    ext_lens: torch.Tensor
+    ext_start: torch.Tensor
 
 
 @dataclass(frozen=True)
 class _ExtendMeta:
-    max_extend_len: int
+    max_extend_len: int  # over the rows the extend kernel runs
+    mixed: Optional[_MixedRows] = None
+    flashinfer: Any = None  # FlashInfer's metadata when the whole extend runs there
 
 
 class TritonAttentionBackend(AttentionBackend):
     supports_cuda_graph = True
 
-    def __init__(self, model_runner: Any = None, num_kv_splits: Optional[int] = None) -> None:
+    def __init__(self, model_runner: Any = None, num_kv_splits: Optional[int] = None,
+                 extend_with_flashinfer: Optional[bool] = None) -> None:
+        """extend_with_flashinfer: None = when FlashInfer is installed and supports the model (CUDA)."""
         # imported here so that a CPU-only install without triton can still import this package
+        from sglang.kernels import cascade_decode as _cas
         from sglang.kernels import decode_attention as _dec
         from sglang.kernels import extend_attention as _ext
 
         self._decode = _dec.decode_attention
+        self._cascade = _cas.cascade_decode_attention
+        self._plan_cascade = _cas.plan_cascade
+        self._prefix_splits = _cas.choose_prefix_splits
+        # sizes the cascade prefix grid; without a runner (kernel checks) the current GPU if any
+        dev = torch.device(getattr(model_runner, "device", "cuda" if torch.cuda.is_available() else "cpu"))
+        self._num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
         self._extend = _ext.extend_attention
         self.num_kv_splits = num_kv_splits or _dec.DEFAULT_NUM_SPLITS
+        self.flashinfer = _flashinfer_for_extend(model_runner, extend_with_flashinfer)
+        self.flashinfer_min_tokens = FLASHINFER_EXTEND_MIN_TOKENS
 
+    # -- metadata ----------------------------------------------------------------------------------
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
-        if batch.mode.is_extend():
-            if batch.extend_seq_lens_cpu is not None:
-                max_ext = max(batch.extend_seq_lens_cpu, default=0)
-            else:  # one host sync; the scheduler normally passes the host copy
-                max_ext = int(batch.extend_seq_lens.max()) if batch.batch_size else 0
-            batch.attn_metadata = _ExtendMeta(max_ext)
-        else:
-            batch.attn_metadata = None
+        if batch.mode.is_decode():
+            batch.attn_metadata = _DecodeMeta(batch.prefix_groups)
+            return
+        ext = batch.extend_seq_lens_cpu
+        if ext is None:  # one host sync; the scheduler normally passes the host copy
+            ext = batch.extend_seq_lens.tolist()
+        if self.flashinfer is not None and sum(ext) >= self.flashinfer_min_tokens:
+            batch.attn_metadata = _ExtendMeta(max(ext), flashinfer=self.flashinfer.make_metadata(batch))
+            return
+        one = [i for i, n in enumerate(ext) if n == 1]
+        if not one:
+            batch.attn_metadata = _ExtendMeta(max(ext, default=0))
+            return
+        many = [i for i, n in enumerate(ext) if n != 1]
+        batch.attn_metadata = _ExtendMeta(max((ext[i] for i in many), default=0), mixed=_mixed_rows(batch, one, many))
 
-    # CUDA-graph hooks: decode needs no metadata, so capture and replay are the plain path
+    def needs_eager(self, batch: ForwardBatch) -> bool:
+        """Whether this batch must not replay a CUDA graph (cascade decode's grid follows its grouping)."""
+        return batch.mode.is_decode() and batch.prefix_groups is not None
+
+    # CUDA-graph hooks: plain decode needs no metadata, so capture and replay are the plain path
     def init_cuda_graph_state(self, max_bs: int) -> None:
         pass
 
@@ -54,6 +113,7 @@ class TritonAttentionBackend(AttentionBackend):
     def init_forward_metadata_replay(self, batch: ForwardBatch) -> None:
         self.init_forward_metadata(batch)
 
+    # -- forward -----------------------------------------------------------------------------------
     def forward(
         self,
         q: torch.Tensor,
@@ -66,22 +126,81 @@ class TritonAttentionBackend(AttentionBackend):
         t = q.shape[0]
         if q.dim() != 3:
             raise ValueError(f"TritonAttentionBackend.forward expects q [tokens, heads, head_dim], got {tuple(q.shape)}")
+        meta = batch.attn_metadata
+        if not isinstance(meta, (_DecodeMeta, _ExtendMeta)):
+            self.init_forward_metadata(batch)
+            meta = batch.attn_metadata
+        if isinstance(meta, _ExtendMeta) and meta.flashinfer is not None:
+            return self.flashinfer.run(meta.flashinfer, q, k, v, layer_id, batch, scaling)
         pool = batch.kv_pool
         k_buf, v_buf = pool.get_kv(layer_id)
         if q.dtype != k_buf.dtype:
             q = q.to(k_buf.dtype)
         out = torch.empty_like(q)
         if batch.mode.is_decode():
-            # the kernel stores this step's k/v into the pool itself (no separate scatter launches)
-            self._decode(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens,
-                         scaling, num_splits=self.num_kv_splits, out=out,
-                         k_new=k, v_new=v, out_cache_loc=batch.out_cache_loc)
+            self._run_decode(meta, q, k, v, k_buf, v_buf, batch, scaling, out)
         else:
             pool.set_kv(layer_id, batch.out_cache_loc, k, v)
-            meta = batch.attn_metadata
-            if not isinstance(meta, _ExtendMeta):
-                self.init_forward_metadata(batch)
-                meta = batch.attn_metadata
+            self._run_extend(meta, q, k_buf, v_buf, batch, scaling, out)
+        return out.view(t, -1)
+
+    def _run_decode(self, meta: _DecodeMeta, q, k, v, k_buf, v_buf, batch: ForwardBatch, scaling: float,
+                    out: torch.Tensor) -> None:
+        # the kernels store this step's k/v into the pool themselves (no separate scatter launches)
+        fused = dict(out=out, k_new=k, v_new=v, out_cache_loc=batch.out_cache_loc)
+        if meta.groups is None:
+            self._decode(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens,
+                         scaling, num_splits=self.num_kv_splits, **fused)
+            return
+        if meta.plan is None:
+            meta.plan = self._plan_cascade(meta.groups.group_rows(), meta.groups.shared_lens, batch.batch_size,
+                                           q.shape[1] // k_buf.shape[1], q.device)
+        self._cascade(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens, scaling,
+                      meta.plan, num_splits=self.num_kv_splits,
+                      prefix_splits=self._prefix_splits(meta.plan, k_buf.shape[1], self._num_sms), **fused)
+
+    def _run_extend(self, meta: _ExtendMeta, q, k_buf, v_buf, batch: ForwardBatch, scaling: float,
+                    out: torch.Tensor) -> None:
+        m = meta.mixed
+        if m is None:
             self._extend(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.extend_prefix_lens,
                          batch.extend_seq_lens, batch.extend_start_loc, meta.max_extend_len, scaling, out=out)
-        return out.view(t, -1)
+            return
+        if meta.max_extend_len:
+            self._extend(q, k_buf, v_buf, batch.req_to_token, m.ext_req, m.ext_prefix, m.ext_lens, m.ext_start,
+                         meta.max_extend_len, scaling, out=out)
+        # their K/V is already in the pool (written above), so plain (unfused) decode
+        dec = self._decode(q[m.dec_tokens], k_buf, v_buf, batch.req_to_token, m.dec_req, m.dec_seq, scaling,
+                           num_splits=self.num_kv_splits)
+        out[m.dec_tokens] = dec
+
+
+def _mixed_rows(batch: ForwardBatch, one: list[int], many: list[int]) -> _MixedRows:
+    """Index tensors of both kinds of rows, gathered on the device from the batch's own tensors."""
+    dev = batch.req_pool_indices.device
+    idx = torch.tensor(one + many, dtype=torch.int64)
+    idx = idx.pin_memory().to(dev, non_blocking=True) if dev.type == "cuda" else idx.to(dev)
+    d, e = idx[: len(one)], idx[len(one):]
+    return _MixedRows(
+        dec_tokens=batch.extend_start_loc[d], dec_req=batch.req_pool_indices[d], dec_seq=batch.seq_lens[d],
+        ext_req=batch.req_pool_indices[e], ext_prefix=batch.extend_prefix_lens[e], ext_lens=batch.extend_seq_lens[e],
+        ext_start=batch.extend_start_loc[e],
+    )
+
+
+def _flashinfer_for_extend(model_runner: Any, wanted: Optional[bool]) -> Any:
+    """A FlashInfer backend for large extends, or None (not asked for, no CUDA, not installed, or a
+    dtype/head dim it refuses by design: then every extend stays on Triton)."""
+    if wanted is False or model_runner is None:
+        return None
+    if torch.device(getattr(model_runner, "device", "cpu")).type != "cuda":
+        return None
+    try:
+        from sglang.runtime.attention.flashinfer_backend import FlashInferAttentionBackend
+
+        return FlashInferAttentionBackend(model_runner)
+    except (ImportError, ValueError) as e:
+        if wanted:
+            raise
+        logger.info("large extends stay on Triton: %s", e)
+        return None

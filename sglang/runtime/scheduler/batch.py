@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
+from sglang.runtime.forward_batch import ForwardBatch, ForwardMode, PrefixGroups
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
 from sglang.runtime.scheduler.req import Req
 
@@ -78,10 +78,12 @@ def build_decode(
     kv_pool: TokenKVPool,
     device: torch.device,
     input_ids: Optional[torch.Tensor] = None,
+    prefix_groups: Optional[PrefixGroups] = None,
 ) -> ForwardBatch:
     """Every req computes one token at position kv_len into out_slots[i]: its last token, or
     input_ids[i] when given (overlap: sampled on the device, not yet on the host). The per-request
-    columns go to the device in ONE non-blocking copy."""
+    columns go to the device in ONE non-blocking copy. prefix_groups: rows sharing cached-prefix KV
+    (scheduler/prefix_groups.py), for cascade decode."""
     seq_lens = [r.kv_len + 1 for r in reqs]
     host_ids = [0] * len(reqs) if input_ids is not None else [
         r.output_ids[-1] if r.output_ids else r.origin_input_ids[-1] for r in reqs]
@@ -98,4 +100,5 @@ def build_decode(
         req_to_token=req_pool.req_to_token,
         kv_pool=kv_pool,
         seq_lens_cpu=seq_lens,
+        prefix_groups=prefix_groups,
     )

@@ -18,6 +18,7 @@ from sglang.runtime.server_args import ServerArgs
 from sglang.runtime.scheduler.batch import build_decode
 from sglang.runtime.scheduler.cache_manager import CacheManager
 from sglang.runtime.scheduler.prefill import PrefillManager
+from sglang.runtime.scheduler.prefix_groups import PrefixGrouper
 from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
 from sglang.runtime.scheduler.request_table import RequestTable
 
@@ -38,6 +39,8 @@ class DecodeManager:
         self.min_new_token_ratio = min(0.1 * cons, 1.0)
         self.new_token_ratio = self.init_new_token_ratio
         self.running: list[Req] = []
+        # rows sharing radix-cached prefixes, so that attention may read that KV once per group
+        self.grouper = None if cache.cache.disabled else PrefixGrouper()
         self.counters = {"forward_decode": 0, "retractions": 0}
 
     # -- the running batch ------------------------------------------------------------------------
@@ -92,7 +95,8 @@ class DecodeManager:
         """One KV slot per request at position kv_len, then the forward; returns the runner's output.
         input_ids: the tokens as a device tensor when the host does not have them yet (overlap)."""
         slots = self.cache.alloc(len(reqs))
-        batch = build_decode(reqs, slots, self.cache.req_pool, self.cache.pool, self.device, input_ids)
+        groups = self.grouper and self.grouper.find([r.last_node for r in reqs], [r.kv_len + 1 for r in reqs])
+        batch = build_decode(reqs, slots, self.cache.req_pool, self.cache.pool, self.device, input_ids, groups)
         self.cache.write_slots(batch.req_pool_indices, batch.positions, slots)
         out = self.runner.forward(batch)
         self.counters["forward_decode"] += 1

@@ -1,0 +1,224 @@
+"""Shared-prefix ("cascade") decode attention: requests that share a cached prefix read its KV once.
+
+A DECODE batch whose rows fall into groups sharing their first `shared_len` KV slots (same slots in
+req_to_token: the radix tree hands every request the tree's own copy of a cached prefix) is attended in
+two parts whose partial results are merged by log-sum-exp:
+  - prefix: one program per (tile, KV head, prefix split) attends the queries of up to `tile_rows`
+    rows of one group (times the KV_GROUP query heads of the KV head) to the group's shared prefix, so a
+    prefix K/V block is loaded once for the whole tile and the scores are a real matmul;
+  - suffix: the plain split-KV decode kernel, each row from its group's shared_len to its seq_len
+    (ungrouped rows from 0).
+Both write into one [bs, Hq, num_splits + prefix_splits] set of partial results, which the decode
+kernel's stage 2 merges. The result equals plain decode attention up to rounding.
+
+The tiling is built on the host (`plan_cascade`, one small host-to-device copy), so the grid depends on
+the grouping: cascade decode runs eagerly, not inside a CUDA graph (see runtime/attention/triton_backend).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from sglang.kernels._triton import interpreting, next_pow2, require_triton, tl, triton
+from sglang.kernels.decode_attention import (DEFAULT_NUM_SPLITS, LOG2E, check_decode_args, launch_split_kv,
+                                             merge_splits, split_buffers)
+
+require_triton()
+
+DEFAULT_PREFIX_SPLITS = 4
+MAX_PREFIX_SPLITS = 16
+MIN_SPLIT_TOKENS = 128  # a prefix split shorter than this costs more in merging than it gains
+# query rows (row x head) per prefix program: 64 fills a Hopper mma tile with the GQA heads of 16 rows
+TILE_QUERIES = 64
+TILE_QUERIES_INTERPRETED = 16  # the CPU interpreter: small tiles, so tests cover groups of several tiles
+
+
+def tile_rows(kv_group: int) -> int:
+    """Batch rows per prefix tile for `kv_group` query heads per KV head."""
+    target = TILE_QUERIES_INTERPRETED if interpreting() else TILE_QUERIES
+    return max(1, target // kv_group)
+
+
+@dataclass(frozen=True)
+class CascadePlan:
+    """Device-side description of a grouped decode batch (built by `plan_cascade`)."""
+
+    rows: torch.Tensor  # int32 [bs]: batch rows, grouped rows first, tile by tile
+    tiles: torch.Tensor  # int32 [num_tiles, 3]: (offset into rows, row count, shared prefix length)
+    kv_start: torch.Tensor  # int64 [bs]: where each row's own suffix starts (0 when ungrouped)
+    num_tiles: int
+    shared_tokens: int  # sum over tiles of shared prefix lengths (what the prefix part reads)
+    max_shared: int = 0
+
+
+def choose_prefix_splits(plan: CascadePlan, num_kv_heads: int, num_sms: int) -> int:
+    """Prefix splits so that the prefix programs fill the GPU about twice over, each split still long
+    enough to be worth its partial result."""
+    programs = max(plan.num_tiles * num_kv_heads, 1)
+    want = -(-2 * num_sms // programs)
+    return max(1, min(want, plan.max_shared // MIN_SPLIT_TOKENS, MAX_PREFIX_SPLITS))
+
+
+def plan_cascade(groups: Sequence[Sequence[int]], shared_lens: Sequence[int], bs: int, kv_group: int,
+                 device: torch.device | str) -> CascadePlan:
+    """Tiles of at most tile_rows(kv_group) rows per group; every row not in a group gets a tile of
+    its own with shared length 0, so the prefix part writes (empty) partials for every row."""
+    per_tile = tile_rows(kv_group)
+    order: list[int] = []
+    tiles: list[int] = []
+    kv_start = [0] * bs
+    seen = [False] * bs
+    for rows, shared in zip(groups, shared_lens):
+        for i in range(0, len(rows), per_tile):
+            chunk = rows[i: i + per_tile]
+            tiles += [len(order), len(chunk), int(shared)]
+            order.extend(chunk)
+        for r in rows:
+            if seen[r]:
+                raise ValueError(f"plan_cascade: row {r} is in two groups")
+            seen[r] = True
+            kv_start[r] = int(shared)
+    for r in range(bs):
+        if not seen[r]:
+            tiles += [len(order), 1, 0]
+            order.append(r)
+    num_tiles = len(tiles) // 3
+    # one copy for all three int arrays (kv_start fits int32: it is a sequence position)
+    packed = torch.tensor(order + tiles + kv_start, dtype=torch.int32)
+    if torch.device(device).type == "cuda":
+        packed = packed.pin_memory().to(device, non_blocking=True)
+    else:
+        packed = packed.to(device)
+    return CascadePlan(rows=packed[:bs], tiles=packed[bs: bs + 3 * num_tiles].view(num_tiles, 3),
+                       kv_start=packed[bs + 3 * num_tiles:], num_tiles=num_tiles,
+                       shared_tokens=sum(int(s) * ((len(g) + per_tile - 1) // per_tile)
+                                         for g, s in zip(groups, shared_lens)),
+                       max_shared=max((int(s) for s in shared_lens), default=0))
+
+
+@triton.jit
+def _cascade_prefix_kernel(
+    Q, K, V, MID_O, MID_LSE, REQ_TO_TOKEN, REQ_IDX, ROWS, TILES,
+    sm_scale_log2,
+    stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_r2t,
+    stride_mob, stride_moh, stride_mos, stride_lb, stride_lh,
+    SPLIT_BASE: tl.constexpr, PREFIX_SPLITS: tl.constexpr,
+    KV_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_N: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    # one program per (tile, KV head, prefix split); query m of the tile is (row m // KV_GROUP,
+    # head m % KV_GROUP of this KV head), so all rows and GQA heads share each loaded K/V block
+    t = tl.program_id(0)
+    kvh = tl.program_id(1)
+    ps = tl.program_id(2)
+    off = tl.load(TILES + t * 3).to(tl.int32)
+    cnt = tl.load(TILES + t * 3 + 1).to(tl.int32)
+    shared = tl.load(TILES + t * 3 + 2).to(tl.int32)
+    # every row of a tile has the same slots for the shared prefix: read them from the first row's
+    req = tl.load(REQ_IDX + tl.load(ROWS + off)).to(tl.int64)
+
+    offs_m = tl.arange(0, BLOCK_M)
+    r_local = offs_m // KV_GROUP
+    m_mask = r_local < cnt
+    rows = tl.load(ROWS + off + r_local, mask=m_mask, other=0).to(tl.int64)
+    heads = kvh * KV_GROUP + offs_m % KV_GROUP
+    offs_d = tl.arange(0, BLOCK_D)
+    d_mask = offs_d < HEAD_DIM
+    io_mask = m_mask[:, None] & d_mask[None, :]
+    q = tl.load(Q + rows[:, None] * stride_qb + heads[:, None] * stride_qh + offs_d[None, :], mask=io_mask,
+                other=0.0)
+    if UPCAST_DOT:
+        q = q.to(tl.float32)
+
+    split_len = tl.cdiv(shared, PREFIX_SPLITS)
+    lo = ps * split_len
+    hi = tl.minimum(lo + split_len, shared)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    for n0 in range(lo, hi, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < hi
+        slots = tl.load(REQ_TO_TOKEN + req * stride_r2t + offs_n, mask=n_mask, other=0).to(tl.int64)
+        k = tl.load(K + slots[:, None] * stride_kt + kvh * stride_kh + offs_d[None, :],
+                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        v = tl.load(V + slots[:, None] * stride_vt + kvh * stride_vh + offs_d[None, :],
+                    mask=n_mask[:, None] & d_mask[None, :], other=0.0)
+        if UPCAST_DOT:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * sm_scale_log2
+        s = tl.where(n_mask[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=1))
+        p = tl.math.exp2(s - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PREC)
+        m_i = m_new
+    # an empty piece (ungrouped row, short prefix) has weight 0 in the merge: lse -inf, values 0
+    has = l_i > 0
+    out = acc / tl.where(has, l_i, 1.0)[:, None]
+    lse = tl.where(has, m_i + tl.math.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+    split = SPLIT_BASE + ps
+    tl.store(MID_O + rows[:, None] * stride_mob + heads[:, None] * stride_moh + split * stride_mos + offs_d[None, :],
+             out, mask=io_mask)
+    tl.store(MID_LSE + rows * stride_lb + heads * stride_lh + split, lse, mask=m_mask)
+
+
+def cascade_decode_attention(
+    q: torch.Tensor,  # [bs, Hq, D]
+    k_buffer: torch.Tensor,  # [pool_size, Hkv, D]
+    v_buffer: torch.Tensor,
+    req_to_token: torch.Tensor,
+    req_pool_indices: torch.Tensor,  # [bs]
+    seq_lens: torch.Tensor,  # [bs], including the current token
+    sm_scale: float,
+    plan: CascadePlan,
+    num_splits: int = DEFAULT_NUM_SPLITS,
+    prefix_splits: int = DEFAULT_PREFIX_SPLITS,
+    out: torch.Tensor | None = None,
+    k_new: torch.Tensor | None = None,  # as in decode_attention: stored into the pool by the suffix part
+    v_new: torch.Tensor | None = None,
+    out_cache_loc: torch.Tensor | None = None,
+    config: tuple[int, int, int] | None = None,  # suffix stage (BLOCK_N, num_warps, num_stages)
+) -> torch.Tensor:
+    """Decode attention equal to `decode_attention`, reading each group's shared prefix once per tile.
+
+    The newest token is always in the suffix (a shared prefix is cached KV, so shorter than seq_len),
+    hence the fused pool write of k_new/v_new works as in plain decode."""
+    check_decode_args("cascade_decode_attention", q, k_buffer, v_buffer, num_splits, k_new, v_new, out_cache_loc)
+    if prefix_splits < 1:
+        raise ValueError(f"cascade_decode_attention: prefix_splits must be >= 1, got {prefix_splits}")
+    bs, hq, d = q.shape
+    if plan.rows.shape[0] != bs or plan.kv_start.shape[0] != bs:
+        raise ValueError(f"cascade_decode_attention: plan is for {plan.rows.shape[0]} rows, batch has {bs}")
+    if out is None:
+        out = torch.empty_like(q)
+    if bs == 0:
+        return out
+    mid_o, mid_lse = split_buffers(q, num_splits + prefix_splits)
+    launch_split_kv(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, sm_scale, mid_o, mid_lse,
+                    num_splits, k_new=k_new, v_new=v_new, out_cache_loc=out_cache_loc, config=config,
+                    kv_start=plan.kv_start)
+    group = hq // k_buffer.shape[1]
+    block_d = next_pow2(d)
+    block_m = max(16, next_pow2(tile_rows(group) * group))
+    if interpreting():
+        block_n, warps, stages = 16, 4, 1
+    else:
+        block_n, warps, stages = 64, 4, 2
+    _cascade_prefix_kernel[(plan.num_tiles, k_buffer.shape[1], prefix_splits)](
+        q, k_buffer, v_buffer, mid_o, mid_lse, req_to_token, req_pool_indices, plan.rows, plan.tiles,
+        sm_scale * LOG2E,
+        q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1),
+        v_buffer.stride(0), v_buffer.stride(1), req_to_token.stride(0),
+        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
+        SPLIT_BASE=num_splits, PREFIX_SPLITS=prefix_splits,
+        KV_GROUP=group, BLOCK_M=block_m, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=block_n,
+        UPCAST_DOT=interpreting(), DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+        num_warps=warps, num_stages=stages,
+    )
+    merge_splits(mid_o, mid_lse, out)
+    return out

@@ -1,0 +1,120 @@
+"""Cascade (shared-prefix) decode attention vs plain decode and the dense reference, on the CPU under
+TRITON_INTERPRET=1 (a GPU at real sizes via benchmarks/check_kernels.py). Rows of a group really share
+their prefix slots in req_to_token, as the radix cache arranges; outputs are NaN-poisoned first."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+pytest.importorskip("triton")
+
+from sglang.kernels import reference as ref  # noqa: E402
+from sglang.kernels.cascade_decode import cascade_decode_attention, plan_cascade, tile_rows  # noqa: E402
+from sglang.kernels.decode_attention import decode_attention  # noqa: E402
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
+    out, want = out.double(), want.double()
+    return float((out - want).norm() / want.norm().clamp_min(1e-12))
+
+
+def shared_pool(prefixes, rows_of, own_lens, hkv, d, dtype, seed=0):
+    """prefixes[g] tokens of shared KV; row i copies prefix rows_of[i] (None: no shared prefix) and has
+    own_lens[i] slots of its own after it. Returns buffers, req_to_token, row indices, seq lens."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(prefixes) + sum(own_lens)
+    k_buf = torch.randn(total + 1, hkv, d, generator=g).to(DEV, dtype)
+    v_buf = torch.randn(total + 1, hkv, d, generator=g).to(DEV, dtype)
+    perm = (torch.randperm(total, generator=g) + 1).tolist()
+    shared = []
+    for n in prefixes:
+        shared.append(perm[:n])
+        perm = perm[n:]
+    bs = len(rows_of)
+    seq = [(prefixes[p] if p is not None else 0) + n for p, n in zip(rows_of, own_lens)]
+    r2t = torch.zeros(bs + 3, max(seq) + 2, dtype=torch.int64)
+    rows = torch.randperm(bs + 3, generator=g)[:bs]
+    for i, (p, n) in enumerate(zip(rows_of, own_lens)):
+        slots = (shared[p] if p is not None else []) + perm[:n]
+        perm = perm[n:]
+        r2t[rows[i], : len(slots)] = torch.tensor(slots)
+    return k_buf, v_buf, r2t.to(DEV), rows.to(DEV), seq
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("heads", [(4, 1), (6, 2)])
+def test_cascade_decode_matches_plain_decode(dtype, heads):
+    (hq, hkv), d = heads, 32
+    # group 0: 7 rows (more than one tile for GQA 4 in the interpreter), group 1: 2 rows, 2 ungrouped rows;
+    # rows of a group interleave with others in the batch
+    rows_of = [0, 1, None, 0, 0, 1, 0, 0, None, 0, 0]
+    own = [1, 5, 9, 2, 17, 1, 3, 1, 1, 40, 6]
+    k_buf, v_buf, r2t, rows, seq = shared_pool([37, 20], rows_of, own, hkv, d, dtype, seed=1)
+    groups = [[i for i, p in enumerate(rows_of) if p == g] for g in (0, 1)]
+    assert len(groups[0]) > tile_rows(hq // hkv)
+    plan = plan_cascade(groups, [37, 20], len(seq), hq // hkv, DEV)
+    q = torch.randn(len(seq), hq, d).to(DEV, dtype)
+    scale = 1 / math.sqrt(d)
+    seq_t = torch.tensor(seq).to(DEV)
+    out = torch.full_like(q, float("nan"))
+    cascade_decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, scale, plan, num_splits=3, prefix_splits=2, out=out)
+    plain = decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, scale, num_splits=3)
+    want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), scale)
+    assert not torch.isnan(out).any()
+    tol = 1e-5 if dtype == torch.float32 else 1.5e-2
+    assert rel_err(out, want) < tol
+    assert rel_err(out, plain.float()) < tol
+
+
+def test_cascade_decode_shorter_declared_prefix_and_fused_write():
+    """A group may declare less than the rows really share (the rest is read per row); with k_new/v_new
+    the suffix part stores this step's K/V (its slot starts NaN) and attends to them."""
+    hq, hkv, d, dtype = 4, 2, 16, torch.bfloat16
+    rows_of = [0, 0, 0]
+    own = [4, 1, 8]
+    k_buf, v_buf, r2t, rows, seq = shared_pool([25], rows_of, own, hkv, d, dtype, seed=2)
+    loc = torch.stack([r2t[int(r), n - 1] for r, n in zip(rows, seq)])
+    k_new = torch.randn(3, hkv, d).to(DEV, dtype)
+    v_new = torch.randn(3, hkv, d).to(DEV, dtype)
+    k_buf[loc] = float("nan")
+    v_buf[loc] = float("nan")
+    plan = plan_cascade([[0, 1, 2]], [10], 3, hq // hkv, DEV)
+    q = torch.randn(3, hq, d).to(DEV, dtype)
+    out = torch.full_like(q, float("nan"))
+    cascade_decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), d ** -0.5, plan, num_splits=2,
+                             out=out, k_new=k_new, v_new=v_new, out_cache_loc=loc)
+    assert torch.equal(k_buf[loc], k_new) and torch.equal(v_buf[loc], v_new)
+    want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * 3, d ** -0.5)
+    assert not torch.isnan(out).any()
+    assert rel_err(out, want) < 1.5e-2
+
+
+def test_plan_cascade_tiles_every_row_once():
+    plan = plan_cascade([[4, 1, 2], [0]], [30, 12], 6, kv_group=tile_rows(1), device="cpu")
+    per = tile_rows(tile_rows(1))  # one row per tile when kv_group fills the tile
+    rows, tiles = plan.rows.tolist(), plan.tiles.tolist()
+    assert sorted(rows) == list(range(6))
+    covered = sorted(r for off, cnt, _ in tiles for r in rows[off: off + cnt])
+    assert covered == list(range(6)) and all(cnt <= per for _, cnt, _ in tiles)
+    assert plan.kv_start.tolist() == [12, 30, 30, 0, 30, 0]
+    assert [s for _, _, s in tiles].count(0) == 2  # rows 3 and 5 are ungrouped: tiles of their own
+    with pytest.raises(ValueError, match="two groups"):
+        plan_cascade([[0, 1], [1]], [5, 5], 2, 1, "cpu")
+
+
+def test_prefix_splits_fill_the_gpu_within_bounds():
+    from sglang.kernels.cascade_decode import MAX_PREFIX_SPLITS, choose_prefix_splits
+
+    few = plan_cascade([[0, 1]], [4096], 2, 1, "cpu")  # one tile: split the prefix widely
+    assert choose_prefix_splits(few, num_kv_heads=8, num_sms=132) == MAX_PREFIX_SPLITS
+    short = plan_cascade([[0, 1]], [300], 2, 1, "cpu")  # but never below MIN_SPLIT_TOKENS a split
+    assert choose_prefix_splits(short, num_kv_heads=8, num_sms=132) == 2
+    many = plan_cascade([[i, i + 64] for i in range(64)], [2048] * 64, 128, 1, "cpu")  # enough programs
+    assert choose_prefix_splits(many, num_kv_heads=8, num_sms=132) == 1
