@@ -110,7 +110,8 @@ class CudaGraphRunner:
     # -- replay ---------------------------------------------------------------------------------
     def can_run(self, batch: ForwardBatch) -> bool:
         # decode logits do not depend on return_logprob (logprobs come from the sampler), so no check on it
-        return batch.mode.is_decode() and 0 < batch.batch_size <= self.max_bs and bool(self.graphs)
+        return (batch.mode.is_decode() and 0 < batch.batch_size <= self.max_bs and bool(self.graphs)
+                and not self.backend.needs_eager(batch))  # e.g. a cascade (shared-prefix) decode batch
 
     def replay(self, batch: ForwardBatch) -> Any:
         bs = batch.batch_size

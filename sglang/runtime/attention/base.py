@@ -29,3 +29,8 @@ class AttentionBackend(abc.ABC):
         scaling: float,
     ) -> torch.Tensor:  # [num_tokens, num_heads * head_dim]
         """Write k, v to batch.kv_pool at batch.out_cache_loc for `layer_id`, then attend."""
+
+    def needs_eager(self, batch: ForwardBatch) -> bool:
+        """Whether this batch must run eagerly even where a CUDA graph exists (e.g. cascade decode, whose
+        grid follows the batch's prefix grouping). Backends without such batches never need it."""
+        return False
