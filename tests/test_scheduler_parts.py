@@ -155,3 +155,31 @@ def test_release_returns_every_slot_and_the_next_request_reuses_the_prefix(radix
     cache.check_idle()
     cache.flush()
     assert cache.stats()["pool_free"] == 32 and cache.stats()["pool_evictable"] == 0
+
+
+def test_batch_sampler_reuses_the_info_of_a_steady_batch_only():
+    """Steady decode (same rows, nothing step-dependent) reuses its SamplingBatchInfo and skips the
+    logprobs nobody reads; a seeded batch or one whose rows changed is rebuilt every step."""
+    from sglang.runtime.scheduler.sample import BatchSampler
+
+    sampler = BatchSampler(16, eos_ids=[1], seed=0)
+    logits = torch.randn(3, 16)
+    greedy = SamplingParams.from_dict({"temperature": 0.0})
+    plain = [Req(rid=f"p{i}", origin_input_ids=[2, 3], sampling_params=greedy) for i in range(3)]
+    ids, lps = sampler.sample(plain, logits)
+    assert lps is None and sampler.info_reuses == 0
+    ids2, _ = sampler.sample(plain, logits)
+    assert sampler.info_reuses == 1 and torch.equal(ids, ids2) and ids.tolist() == logits.argmax(-1).tolist()
+    sampler.sample(plain[:2], logits[:2])  # the batch changed: rebuilt
+    assert sampler.info_reuses == 1
+
+    seeded = [Req(rid=f"s{i}", origin_input_ids=[2, 3],
+                  sampling_params=SamplingParams.from_dict({"temperature": 1.0, "seed": i})) for i in range(3)]
+    first, _ = sampler.sample(seeded, logits)
+    seeded[0].output_ids.append(int(first[0]))
+    sampler.sample(seeded, logits)
+    assert sampler.info_reuses == 1  # a seeded draw depends on the position: never reused
+
+    wants = [Req(rid="l", origin_input_ids=[2, 3], sampling_params=greedy, return_logprob=True)]
+    _, lps = sampler.sample(wants, logits[:1])
+    assert lps is not None and lps.item() == pytest.approx(torch.log_softmax(logits[0], -1).max().item(), abs=1e-5)
