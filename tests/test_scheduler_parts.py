@@ -183,3 +183,28 @@ def test_batch_sampler_reuses_the_info_of_a_steady_batch_only():
     wants = [Req(rid="l", origin_input_ids=[2, 3], sampling_params=greedy, return_logprob=True)]
     _, lps = sampler.sample(wants, logits[:1])
     assert lps is not None and lps.item() == pytest.approx(torch.log_softmax(logits[0], -1).max().item(), abs=1e-5)
+
+
+def test_row_checks_flag_exactly_the_rows_that_can_finish_or_need_the_full_path():
+    """The array checks agree with the per-row rules: a stop id (EOS unless ignore_eos) once
+    min_new_tokens is reached, max_new_tokens, or a row that always needs the full path."""
+    import numpy as np
+
+    from sglang.runtime.scheduler.row_checks import RowChecks
+
+    def req(i, outputs=0, **sp):
+        return Req(rid=f"r{i}", origin_input_ids=[5], sampling_params=SamplingParams.from_dict(sp),
+                   output_ids=[9] * outputs)
+
+    reqs = [
+        req(0, max_new_tokens=8),                                   # token 1 (EOS): stops
+        req(1, max_new_tokens=8, ignore_eos=True),                  # EOS ignored
+        req(2, max_new_tokens=8, stop_token_ids=[4]),               # its own stop id
+        req(3, max_new_tokens=8, stop_token_ids=[4], min_new_tokens=3),  # too early for it
+        req(4, outputs=2, max_new_tokens=3),                        # reaches its length
+        req(5, max_new_tokens=8),                                   # plain
+        req(6, max_new_tokens=8),                                   # streams: always
+    ]
+    reqs[6].stream = True
+    mask = RowChecks(reqs, eos_ids=[1]).full_path_mask(np.array([1, 1, 4, 4, 7, 7, 7]))
+    assert mask.tolist() == [True, False, True, False, True, False, True]

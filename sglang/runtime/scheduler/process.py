@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from sglang.runtime.detokenizer import DecodeStream
@@ -23,6 +24,7 @@ from sglang.runtime.scheduler.decode import DecodeManager
 from sglang.runtime.scheduler.prefill import PrefillManager
 from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
 from sglang.runtime.scheduler.request_table import RequestTable
+from sglang.runtime.scheduler.row_checks import RowChecks
 from sglang.runtime.scheduler.sample import BatchSampler
 
 
@@ -35,6 +37,7 @@ class TokenProcessor:
         self.prefill = prefill
         self.decode = decode
         self.tokenizer = tokenizer
+        self._checks: Optional[RowChecks] = None  # the last batch's, reused while its rows are the same
 
     def sample_and_process(self, reqs: list[Req], logits: torch.Tensor) -> None:
         ids, lps = self.sampler.sample(reqs, logits)
@@ -43,33 +46,43 @@ class TokenProcessor:
 
     def process(self, reqs: list[Req], ids: list[int], lps: Optional[list[float]], tops: Optional[list]) -> None:
         """Host side of a sampling step (row i of ids/lps/tops belongs to reqs[i]; lps may be None when
-        no row returns logprobs). Per row only what that row needs: a plain row is an append and a few
-        comparisons; its text is produced later, in bulk, when an output goes out (RequestTable.sync_text)."""
+        no row returns logprobs). RowChecks picks, with array operations, the rows that may finish or
+        need more than an append; the others get their token appended and nothing else (their text
+        is made in bulk when an output goes out: RequestTable.sync_text)."""
+        checks = self._checks
+        if checks is None or checks.key != tuple(map(id, reqs)):
+            checks = self._checks = RowChecks(reqs, self.sampler.eos_ids)
+        full = checks.full_path_mask(np.asarray(ids, dtype=np.int64))
+        for r, tok, slow in zip(reqs, ids, full.tolist()):
+            if not slow and r.finished_reason is None:  # (finished: aborted meanwhile)
+                r.output_ids.append(tok)
         eos = self.sampler.eos_ids
-        for i, r in enumerate(reqs):
-            if r.finished_reason is not None:  # aborted meanwhile
-                continue
-            tok = ids[i]
-            r.output_ids.append(tok)
-            r.completion_tokens_wo_jump_forward += 1
-            if r.return_logprob:
-                r.output_token_logprobs.append((lps[i], tok))
-                if r.top_logprobs_num > 0:
-                    r.output_top_logprobs.append(tops[i] if tops else [])
-            constraint = r.constraint
-            if constraint is not None:
-                constraint.advance(tok)
-            reason = self._finish_reason(r, tok, eos)
-            if reason is not None:
-                self.decode.remove(r)
-                self.table.finish(r, reason)
-                continue
-            if constraint is not None and hasattr(constraint, "jump_forward"):
-                jump = constraint.jump_forward()
-                if jump:
-                    self.replace_output_tail(r, *jump)
-            if r.stream:
-                self.table.emit(r)
+        for i in np.flatnonzero(full).tolist():
+            self._process_row(reqs[i], ids[i], None if lps is None else lps[i], tops[i] if tops else None, eos)
+
+    def _process_row(self, r: Req, tok: int, lp: Optional[float], top: Optional[list], eos: tuple[int, ...]) -> None:
+        """The full path for one row: logprobs, constraint, finish checks, jump-forward, streaming."""
+        if r.finished_reason is not None:  # aborted meanwhile
+            return
+        r.output_ids.append(tok)
+        if r.return_logprob:
+            r.output_token_logprobs.append((lp, tok))
+            if r.top_logprobs_num > 0:
+                r.output_top_logprobs.append(top if top is not None else [])
+        constraint = r.constraint
+        if constraint is not None:
+            constraint.advance(tok)
+        reason = self._finish_reason(r, tok, eos)
+        if reason is not None:
+            self.decode.remove(r)
+            self.table.finish(r, reason)
+            return
+        if constraint is not None and hasattr(constraint, "jump_forward"):
+            jump = constraint.jump_forward()
+            if jump:
+                self.replace_output_tail(r, *jump)
+        if r.stream:
+            self.table.emit(r)
 
     @staticmethod
     def _finish_reason(r: Req, tok: int, eos: tuple[int, ...]) -> Optional[FinishReason]:
@@ -104,6 +117,7 @@ class TokenProcessor:
             del req.output_token_logprobs[len(req.output_ids) :]
             del req.output_top_logprobs[len(req.output_ids) :]
         req.output_ids.extend(new_ids)
+        req.jump_forward_tokens += len(new_ids) - rollback  # not sampled; the rolled-back ones were
         req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
         matched = req.text_tracker.catch_up(req.output_ids)
         reason = None
