@@ -208,3 +208,18 @@ def test_row_checks_flag_exactly_the_rows_that_can_finish_or_need_the_full_path(
     reqs[6].stream = True
     mask = RowChecks(reqs, eos_ids=[1]).full_path_mask(np.array([1, 1, 4, 4, 7, 7, 7]))
     assert mask.tolist() == [True, False, True, False, True, False, True]
+
+
+def test_default_max_running_requests_grows_with_the_kv_pool():
+    """Unset, max_running_requests comes from the KV pool: the old 256 for small pools, thousands for
+    a small model on a big GPU, never more than the request table's memory share allows."""
+    from sglang.runtime.server_args import MAX_RUNNING_REQUESTS, default_max_running_requests
+
+    assert default_max_running_requests(65536, 32768, 8192) == 256
+    # Llama-3.2-1B on an H200: ~3.6M tokens of 32 KiB, 128k context
+    big = default_max_running_requests(3_600_000, 32768, 131072)
+    assert 1000 < big <= MAX_RUNNING_REQUESTS
+    assert big * 131072 * 8 <= 0.02 * 3_600_000 * 32768 + 131072 * 8  # the table's share
+    assert default_max_running_requests(10 ** 9, 32768, 1024) == MAX_RUNNING_REQUESTS
+    with pytest.raises(ValueError, match="max_running_requests"):
+        ServerArgs(max_running_requests=0)

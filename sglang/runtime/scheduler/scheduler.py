@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 class Scheduler:
     def __init__(self, server_args: ServerArgs, model_runner: Any, tokenizer: Any, on_output: OutputCallback) -> None:
+        if server_args.max_running_requests is None:  # the runner sized its request table from the KV pool
+            server_args = server_args.replace(max_running_requests=getattr(
+                model_runner, "max_running_requests", None) or model_runner.req_to_token_pool.size)
         self.args = server_args
         self.runner = model_runner
         self.tokenizer = tokenizer
