@@ -20,6 +20,7 @@ from sglang.runtime.scheduler.cache_manager import CacheManager
 from sglang.runtime.scheduler.prefill import PrefillManager
 from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
 from sglang.runtime.scheduler.request_table import RequestTable
+from sglang.runtime.scheduler.step_timer import StepTimer
 
 RETRACT_RATIO_STEP = 0.3  # new_token_ratio increase per retraction
 NEW_TOKEN_RATIO_DECAY = 0.001  # new_token_ratio decrease per decode step
@@ -27,8 +28,9 @@ NEW_TOKEN_RATIO_DECAY = 0.001  # new_token_ratio decrease per decode step
 
 class DecodeManager:
     def __init__(self, args: ServerArgs, cache: CacheManager, prefill: PrefillManager, table: RequestTable,
-                 runner: Any, device: torch.device) -> None:
+                 runner: Any, device: torch.device, timer: Optional[StepTimer] = None) -> None:
         self.cache = cache
+        self.timer = timer or StepTimer()
         self.prefill = prefill
         self.table = table
         self.runner = runner
@@ -94,6 +96,7 @@ class DecodeManager:
         slots = self.cache.alloc(len(reqs))
         batch = build_decode(reqs, slots, self.cache.req_pool, self.cache.pool, self.device, input_ids)
         self.cache.write_slots(batch.req_pool_indices, batch.positions, slots)
+        self.timer.device_begin(self.device)  # ended once the step's tokens are sampled
         out = self.runner.forward(batch)
         self.counters["forward_decode"] += 1
         for r in reqs:

@@ -103,8 +103,11 @@ class OverlapDecoder:
         self.lagged_steps += 1
         ids, _ = self.sampler.sample(p.reqs, out.next_token_logits, lag=1)  # step k not on the host yet
         nxt = _Pending(list(p.reqs), ids)
+        self.processor.timer.device_end()
         self.pending = None
-        self.processor.process(p.reqs, p.host_ids(), None, None)
+        with self.processor.timer.blocked():
+            host = p.host_ids()
+        self.processor.process(p.reqs, host, None, None)
         keep = [i for i, r in enumerate(p.reqs) if not r.finished and r.req_pool_idx is not None]
         if keep:
             self.pending = nxt if len(keep) == len(p.reqs) else nxt.subset(keep)
@@ -123,6 +126,7 @@ class OverlapDecoder:
             return
         out = self.decode.launch(reqs)
         ids, _ = self.sampler.sample(reqs, out.next_token_logits)
+        self.processor.timer.device_end()
         self.pending = _Pending(reqs, ids)
 
     def flush(self) -> None:

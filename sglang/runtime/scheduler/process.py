@@ -26,23 +26,28 @@ from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
 from sglang.runtime.scheduler.request_table import RequestTable
 from sglang.runtime.scheduler.row_checks import RowChecks
 from sglang.runtime.scheduler.sample import BatchSampler
+from sglang.runtime.scheduler.step_timer import StepTimer
 
 
 class TokenProcessor:
     def __init__(self, sampler: BatchSampler, cache: CacheManager, table: RequestTable, prefill: PrefillManager,
-                 decode: DecodeManager, tokenizer: Any) -> None:
+                 decode: DecodeManager, tokenizer: Any, timer: Optional[StepTimer] = None) -> None:
         self.sampler = sampler
         self.cache = cache
         self.table = table
         self.prefill = prefill
         self.decode = decode
         self.tokenizer = tokenizer
+        self.timer = timer or StepTimer()
         self._checks: Optional[RowChecks] = None  # the last batch's, reused while its rows are the same
 
     def sample_and_process(self, reqs: list[Req], logits: torch.Tensor) -> None:
         ids, lps = self.sampler.sample(reqs, logits)
+        self.timer.device_end()
+        with self.timer.blocked():
+            ids_l = ids.tolist()
         tops = self.sampler.top_logprobs(reqs, logits)
-        self.process(reqs, ids.tolist(), None if lps is None else lps.tolist(), tops)
+        self.process(reqs, ids_l, None if lps is None else lps.tolist(), tops)
 
     def process(self, reqs: list[Req], ids: list[int], lps: Optional[list[float]], tops: Optional[list]) -> None:
         """Host side of a sampling step (row i of ids/lps/tops belongs to reqs[i]; lps may be None when
