@@ -81,16 +81,19 @@ def run_engine(args: argparse.Namespace, prompts: list[list[int]], out_lens: lis
     with sglang.Engine(**kw) as engine:
         engine.generate(input_ids=prompts[:2], sampling_params={**sp, "max_new_tokens": 4})  # warm up
         engine.flush_cache()
+        engine.scheduler.call("set_step_timing", True).result()
         start = time.perf_counter()
         outs = engine.generate(input_ids=prompts, sampling_params=[{**sp, "max_new_tokens": n} for n in out_lens])
         elapsed = time.perf_counter() - start
+        timing = engine.scheduler.call("step_timing").result()
+        engine.scheduler.call("set_step_timing", False).result()
         stats = engine.stats()
         engine.check_invariant()
     out_tokens = sum(o["meta_info"]["completion_tokens"] for o in outs)
     in_tokens = sum(len(p) for p in prompts)
     return {"seconds": elapsed, "output_tokens": out_tokens, "output_tok_s": out_tokens / elapsed,
             "total_tok_s": (out_tokens + in_tokens) / elapsed, "cache_hit_rate": stats["cache_hit_rate"],
-            "retractions": stats["retractions"]}
+            "retractions": stats["retractions"], "max_running_requests": stats["max_running_requests"], **timing}
 
 
 def run_hf(args: argparse.Namespace, prompts: list[list[int]], out_lens: list[int]) -> dict[str, Any]:
@@ -187,6 +190,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             lambda: run_engine(args, prompts, out_lens, **ARM_SETTINGS[arm]))
         result["arms"][arm] = res
         print(f"{arm}: {res['output_tok_s']:.1f} output tok/s ({res['seconds']:.2f} s)", flush=True)
+        if "host_ms_per_decode_step" in res:
+            print(f"{arm}: {res['decode_steps_timed']} decode steps, host {res['host_ms_per_decode_step']:.2f} ms/step "
+                  f"(+ {res['blocked_ms_per_decode_step']:.2f} ms blocked on the device), "
+                  f"GPU {res['gpu_ms_per_decode_step']:.2f} ms/step, max_running_requests "
+                  f"{res['max_running_requests']}", flush=True)
     _print_table(result["arms"], args, lengths)
 
     if not args.skip_radix:

@@ -239,3 +239,24 @@ def test_stop_strings_do_not_match_before_min_new_tokens(tokenizer):
     for i in ids:
         ds.append([i])
     assert ds.text == "a "
+
+
+def test_catch_up_in_bulk_gives_the_text_of_token_by_token_feeding(tokenizer):
+    """Lazy detokenization: feeding a request's output in a few bulk catch_up calls (and skipping a
+    trimmed stop token) leaves the same text as feeding it one token at a time."""
+    text = "Résumé: 😀 naïve café, twice. Done"
+    ids = tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id]
+    one = DecodeStream(tokenizer, SamplingParams())
+    for i in ids[:-1]:
+        one.append([i])
+    one.finish()
+    bulk = DecodeStream(tokenizer, SamplingParams())
+    assert not bulk.needs_every_token
+    bulk.catch_up(ids, 3)
+    bulk.catch_up(ids, 3)  # nothing new: a no-op
+    bulk.catch_up(ids, len(ids) - 1)
+    bulk.skip()  # the EOS that ended the request is trimmed
+    assert bulk.catch_up(ids) is None and bulk.consumed == len(ids)
+    bulk.finish()
+    assert bulk.text == one.text == text
+    assert DecodeStream(tokenizer, SamplingParams(stop=["x"])).needs_every_token

@@ -35,3 +35,19 @@ def test_runner_refuses_backend_without_graph_support():
     mr = SimpleNamespace(attn_backend=NoGraphs())
     with pytest.raises(ValueError, match="does not support CUDA graphs"):
         CudaGraphRunner(mr)
+
+
+def test_capture_sizes_reach_thousands_of_rows_with_bounded_padding():
+    """Small models decode thousands of rows: the captured sizes go that far, padding a batch at most
+    ~25 % above 512 rows, and a default-sized graph max follows max_running_requests."""
+    import bisect
+
+    from sglang.runtime.server_args import MAX_GRAPH_BS, ServerArgs, default_cuda_graph_max_bs
+
+    sizes = capture_batch_sizes(3000)
+    assert sizes[-1] == 3000 and sizes == sorted(set(sizes))
+    for bs in range(513, 3001, 7):
+        assert sizes[bisect.bisect_left(sizes, bs)] <= bs * 1.25 + 1, bs
+    assert default_cuda_graph_max_bs(ServerArgs(), 3000) == 3000
+    assert default_cuda_graph_max_bs(ServerArgs(), 10 ** 6) == MAX_GRAPH_BS
+    assert default_cuda_graph_max_bs(ServerArgs(cuda_graph_max_bs=64), 3000) == 64

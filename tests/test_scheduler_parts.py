@@ -155,3 +155,71 @@ def test_release_returns_every_slot_and_the_next_request_reuses_the_prefix(radix
     cache.check_idle()
     cache.flush()
     assert cache.stats()["pool_free"] == 32 and cache.stats()["pool_evictable"] == 0
+
+
+def test_batch_sampler_reuses_the_info_of_a_steady_batch_only():
+    """Steady decode (same rows, nothing step-dependent) reuses its SamplingBatchInfo and skips the
+    logprobs nobody reads; a seeded batch or one whose rows changed is rebuilt every step."""
+    from sglang.runtime.scheduler.sample import BatchSampler
+
+    sampler = BatchSampler(16, eos_ids=[1], seed=0)
+    logits = torch.randn(3, 16)
+    greedy = SamplingParams.from_dict({"temperature": 0.0})
+    plain = [Req(rid=f"p{i}", origin_input_ids=[2, 3], sampling_params=greedy) for i in range(3)]
+    ids, lps = sampler.sample(plain, logits)
+    assert lps is None and sampler.info_reuses == 0
+    ids2, _ = sampler.sample(plain, logits)
+    assert sampler.info_reuses == 1 and torch.equal(ids, ids2) and ids.tolist() == logits.argmax(-1).tolist()
+    sampler.sample(plain[:2], logits[:2])  # the batch changed: rebuilt
+    assert sampler.info_reuses == 1
+
+    seeded = [Req(rid=f"s{i}", origin_input_ids=[2, 3],
+                  sampling_params=SamplingParams.from_dict({"temperature": 1.0, "seed": i})) for i in range(3)]
+    first, _ = sampler.sample(seeded, logits)
+    seeded[0].output_ids.append(int(first[0]))
+    sampler.sample(seeded, logits)
+    assert sampler.info_reuses == 1  # a seeded draw depends on the position: never reused
+
+    wants = [Req(rid="l", origin_input_ids=[2, 3], sampling_params=greedy, return_logprob=True)]
+    _, lps = sampler.sample(wants, logits[:1])
+    assert lps is not None and lps.item() == pytest.approx(torch.log_softmax(logits[0], -1).max().item(), abs=1e-5)
+
+
+def test_row_checks_flag_exactly_the_rows_that_can_finish_or_need_the_full_path():
+    """The array checks agree with the per-row rules: a stop id (EOS unless ignore_eos) once
+    min_new_tokens is reached, max_new_tokens, or a row that always needs the full path."""
+    import numpy as np
+
+    from sglang.runtime.scheduler.row_checks import RowChecks
+
+    def req(i, outputs=0, **sp):
+        return Req(rid=f"r{i}", origin_input_ids=[5], sampling_params=SamplingParams.from_dict(sp),
+                   output_ids=[9] * outputs)
+
+    reqs = [
+        req(0, max_new_tokens=8),                                   # token 1 (EOS): stops
+        req(1, max_new_tokens=8, ignore_eos=True),                  # EOS ignored
+        req(2, max_new_tokens=8, stop_token_ids=[4]),               # its own stop id
+        req(3, max_new_tokens=8, stop_token_ids=[4], min_new_tokens=3),  # too early for it
+        req(4, outputs=2, max_new_tokens=3),                        # reaches its length
+        req(5, max_new_tokens=8),                                   # plain
+        req(6, max_new_tokens=8),                                   # streams: always
+    ]
+    reqs[6].stream = True
+    mask = RowChecks(reqs, eos_ids=[1]).full_path_mask(np.array([1, 1, 4, 4, 7, 7, 7]))
+    assert mask.tolist() == [True, False, True, False, True, False, True]
+
+
+def test_default_max_running_requests_grows_with_the_kv_pool():
+    """Unset, max_running_requests comes from the KV pool: the old 256 for small pools, thousands for
+    a small model on a big GPU, never more than the request table's memory share allows."""
+    from sglang.runtime.server_args import MAX_RUNNING_REQUESTS, default_max_running_requests
+
+    assert default_max_running_requests(65536, 32768, 8192) == 256
+    # Llama-3.2-1B on an H200: ~3.6M tokens of 32 KiB, 128k context
+    big = default_max_running_requests(3_600_000, 32768, 131072)
+    assert 1000 < big <= MAX_RUNNING_REQUESTS
+    assert big * 131072 * 8 <= 0.02 * 3_600_000 * 32768 + 131072 * 8  # the table's share
+    assert default_max_running_requests(10 ** 9, 32768, 1024) == MAX_RUNNING_REQUESTS
+    with pytest.raises(ValueError, match="max_running_requests"):
+        ServerArgs(max_running_requests=0)

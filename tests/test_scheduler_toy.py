@@ -441,3 +441,21 @@ def test_a_request_that_fails_on_admission_is_aborted_and_the_loop_goes_on():
     assert out["bad"]["meta_info"]["finish_reason"]["type"] == "abort"
     assert "constraint exploded" in out["bad"]["meta_info"]["finish_reason"]["message"]
     assert ids_of(out["good"]) == toy_greedy([3, 4], 4)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_step_timing_counts_every_decode_step_and_only_when_on(overlap):
+    """The benchmark hook: with timing on, every DECODE forward is a timed step (host time measured,
+    no device time on CPU); off, nothing is counted."""
+    h = Harness(overlap=overlap)
+    h.sched.set_step_timing(True)
+    for i in range(3):
+        h.submit(f"r{i}", [5 + i, 6, 7], max_new_tokens=6)
+    h.run()
+    t = h.sched.step_timing()
+    assert t["decode_steps_timed"] == h.sched.counters["forward_decode"] > 0
+    assert t["host_ms_per_decode_step"] > 0 and t["gpu_ms_per_decode_step"] == 0.0
+    h.sched.set_step_timing(False)
+    h.submit("late", [9, 9], max_new_tokens=4)
+    h.run()
+    assert h.sched.step_timing()["decode_steps_timed"] == 0

@@ -24,10 +24,14 @@ from typing import Any, Callable
 import torch
 
 from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
+from sglang.runtime.server_args import default_cuda_graph_max_bs
 
 logger = logging.getLogger(__name__)
 
-_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384, 512]
+# dense where padding costs most (small batches), then 128 apart to 1024, then 256 apart (a step of
+# a thousand rows is bound by the GPU, so a little padding there costs little)
+_SIZES = ([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 192, 224, 256, 320, 384,
+           448, 512] + list(range(640, 1025, 128)) + list(range(1280, 4097, 256)))
 
 
 def capture_batch_sizes(max_bs: int) -> list[int]:
@@ -49,7 +53,9 @@ class CudaGraphRunner:
         args = model_runner.server_args
         self.req_to_token_pool = model_runner.req_to_token_pool
         self.kv_pool = model_runner.token_to_kv_pool
-        limit = min(args.cuda_graph_max_bs, args.max_running_requests, self.req_to_token_pool.size)
+        running = getattr(model_runner, "max_running_requests", None) or args.max_running_requests
+        limit = min(default_cuda_graph_max_bs(args, running or self.req_to_token_pool.size),
+                    self.req_to_token_pool.size)
         self.batch_sizes = capture_batch_sizes(max_bs or limit)
         self.max_bs = self.batch_sizes[-1]
         dev = torch.device(model_runner.device)

@@ -12,7 +12,9 @@
 - `StopChecker.feed(delta) -> (safe_text, matched)`: finds the stop string that completes first,
   even across token boundaries, and holds back any tail that may still become a stop string, so a
   stop string is never streamed and then retracted. Only the held tail is searched.
-- `DecodeStream`: both, for one request, driven by its SamplingParams.
+- `DecodeStream`: both, for one request, driven by its SamplingParams. `catch_up(output_ids)` feeds
+  whatever of a request's output the stream has not consumed yet, so a request without stop strings
+  is detokenized in bulk only when its text is needed (an output goes out), not token by token.
 """
 from __future__ import annotations
 
@@ -205,6 +207,11 @@ class StopChecker:
         return self.matched is not None
 
     @property
+    def watching(self) -> bool:
+        """Whether any stop string or pattern can still end the text."""
+        return bool(self.stop or self._regexes) and not self.stopped
+
+    @property
     def held(self) -> str:
         return self._held
 
@@ -294,6 +301,9 @@ class DecodeStream:
         self.stops = StopChecker(params.stop, params.no_stop_trim, getattr(params, "stop_regex", ()))
         self.min_new_tokens = getattr(params, "min_new_tokens", 0)
         self.text = ""
+        self.consumed = 0  # output tokens taken into account (fed, or skipped as a trimmed stop token)
+        # whether the text decides when the request ends: then it must be fed every token, as sampled
+        self.needs_every_token = self.stops.watching
 
     @property
     def matched(self) -> Optional[str]:
@@ -308,6 +318,20 @@ class DecodeStream:
         out, matched = self.stops.feed(delta, armed=self.detok.num_tokens >= self.min_new_tokens)
         self.text += out
         return out, matched
+
+    def catch_up(self, output_ids: Sequence[int], end: Optional[int] = None) -> Optional[str]:
+        """Feed output_ids[consumed:end] (end: all) in one call; the stop string it completes, or None.
+        One call over many tokens costs about one token's overhead on the byte-level fast path."""
+        end = len(output_ids) if end is None else end
+        if end <= self.consumed:
+            return None
+        new = output_ids[self.consumed : end]
+        self.consumed = end
+        return self.append(new)[1]
+
+    def skip(self) -> None:
+        """Consume the next output token without its text (a stop token that is trimmed)."""
+        self.consumed += 1
 
     def finish(self) -> str:
         """The request ended (length / stop token / abort): release held text."""

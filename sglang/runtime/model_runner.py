@@ -26,7 +26,7 @@ from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
 from sglang.runtime.model_config import parse_dtype
 from sglang.runtime.model_loader.loader import load_model
 from sglang.runtime.resolved_model import ResolvedModel, resolve_model
-from sglang.runtime.server_args import ServerArgs
+from sglang.runtime.server_args import ServerArgs, default_max_running_requests
 from sglang.runtime.tp_broadcast import broadcast_forward, broadcast_stop
 
 logger = logging.getLogger(__name__)
@@ -113,14 +113,17 @@ class ModelRunner:
             n = torch.tensor([self.max_total_num_tokens], dtype=torch.int64, device=self.device)
             torch.distributed.all_reduce(n, op=torch.distributed.ReduceOp.MIN)
             self.max_total_num_tokens = int(n.item())
+        self.max_running_requests = args.max_running_requests or default_max_running_requests(
+            self.max_total_num_tokens, per_token, cfg.context_len)
         self.req_to_token_pool = ReqToTokenPool(
-            args.max_running_requests + REQ_POOL_HEADROOM, cfg.context_len + CONTEXT_HEADROOM, self.device
+            self.max_running_requests + REQ_POOL_HEADROOM, cfg.context_len + CONTEXT_HEADROOM, self.device
         )
         self.token_kv_pool = TokenKVPool(
             self.max_total_num_tokens, cfg.num_layers, kv_heads, cfg.head_dim, self.dtype, self.device
         )
         logger.info(
-            "KV pool: %d tokens (%.1f MiB)", self.max_total_num_tokens, self.max_total_num_tokens * per_token / 2**20
+            "KV pool: %d tokens (%.1f MiB); up to %d running requests", self.max_total_num_tokens,
+            self.max_total_num_tokens * per_token / 2**20, self.max_running_requests,
         )
 
     def _kv_pool_tokens(self, per_token: int) -> int:

@@ -30,7 +30,8 @@ class ServerArgs:
     # memory and scheduling
     max_total_tokens: Optional[int] = None
     mem_fraction_static: float = 0.85
-    max_running_requests: int = 256
+    # None = sized from the KV pool (default_max_running_requests): small models hold thousands of rows
+    max_running_requests: Optional[int] = None
     max_prefill_tokens: int = 16384
     chunked_prefill_size: int = 8192  # <= 0 disables chunking
     schedule_policy: str = "lpm"  # lpm | fcfs
@@ -41,7 +42,8 @@ class ServerArgs:
     # kernels / speed
     attention_backend: Optional[str] = None  # torch | triton | flashinfer; None = best for device
     disable_cuda_graph: bool = False
-    cuda_graph_max_bs: int = 256  # = max_running_requests: offline and busy servers decode at 256
+    # None = max_running_requests (capped at MAX_GRAPH_BS): a full decode batch replays a graph too
+    cuda_graph_max_bs: Optional[int] = None
     disable_overlap: bool = False
     disable_regex_jump_forward: bool = False
     tp_size: int = 1  # tensor parallel ranks (one process and device each; rank 0 runs the scheduler)
@@ -71,6 +73,10 @@ class ServerArgs:
             raise ValueError(f"mem_fraction_static must be in (0, 1], got {self.mem_fraction_static}")
         if self.max_total_tokens is not None and self.max_total_tokens <= 0:
             raise ValueError(f"max_total_tokens must be positive, got {self.max_total_tokens}")
+        for name in ("max_running_requests", "cuda_graph_max_bs"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ValueError(f"{name} must be >= 1 (or unset for the default), got {v}")
         if self.tp_size < 1:
             raise ValueError(f"tp_size must be >= 1, got {self.tp_size}")
 
@@ -108,7 +114,30 @@ class ServerArgs:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
-_INT_OPTIONALS = {"context_length", "max_total_tokens"}
+MIN_RUNNING_REQUESTS = 256  # the default never goes below the old fixed 256
+MAX_RUNNING_REQUESTS = 4096
+TOKENS_PER_ROW = 256  # one row per this many KV tokens: rows only cap, the token budget still admits
+REQ_TABLE_SHARE = 0.02  # the request->token table (rows x context x 8 bytes) stays under 2 % of the KV bytes
+MAX_GRAPH_BS = 4096
+
+
+def default_max_running_requests(kv_tokens: int, kv_bytes_per_token: int, context_len: int) -> int:
+    """Rows that may decode together when max_running_requests is unset: one per TOKENS_PER_ROW tokens
+    of KV pool (a 1B model on a 141 GB GPU holds millions of tokens: thousands of short requests fit,
+    and decoding them together is what keeps the GPU busy), within [MIN_RUNNING_REQUESTS,
+    MAX_RUNNING_REQUESTS], and no more than the request table's memory share allows."""
+    by_tokens = kv_tokens // TOKENS_PER_ROW
+    by_table = int(REQ_TABLE_SHARE * kv_tokens * kv_bytes_per_token) // max(context_len * 8, 1)
+    return min(MAX_RUNNING_REQUESTS, max(MIN_RUNNING_REQUESTS, min(by_tokens, by_table)))
+
+
+def default_cuda_graph_max_bs(args: ServerArgs, max_running_requests: int) -> int:
+    """The largest decode batch to capture: every batch the scheduler may run, unless capped."""
+    cap = args.cuda_graph_max_bs if args.cuda_graph_max_bs is not None else MAX_GRAPH_BS
+    return max(1, min(cap, max_running_requests))
+
+
+_INT_OPTIONALS = {"context_length", "max_total_tokens", "max_running_requests", "cuda_graph_max_bs"}
 _TRISTATE_BOOLS = {"scheduler_process"}
 
 

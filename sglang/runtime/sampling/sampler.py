@@ -69,8 +69,10 @@ class Sampler:
             x = torch.where(dead, before, x)
         return x
 
-    def sample(self, logits: torch.Tensor, info: SamplingBatchInfo) -> tuple[torch.Tensor, torch.Tensor]:
-        """logits fp32 [bs, V] -> (next token ids int64 [bs], their logprobs fp32 [bs])."""
+    def sample(self, logits: torch.Tensor, info: SamplingBatchInfo,
+               with_logprobs: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """logits fp32 [bs, V] -> (next token ids int64 [bs], their logprobs fp32 [bs], or None without
+        with_logprobs: a full-vocab log_softmax per step that nobody reads is worth skipping)."""
         if logits.dim() != 2 or logits.shape[0] != info.batch_size:
             raise ValueError(f"logits must be [{info.batch_size}, V], got {tuple(logits.shape)}")
         if logits.shape[1] != info.vocab_size:
@@ -84,7 +86,7 @@ class Sampler:
             ids = self._draw(x, info)
             if info.any_greedy:
                 ids = torch.where(info.greedy, x.argmax(dim=-1), ids)
-        return ids, token_logprobs(logits, ids)
+        return ids, (token_logprobs(logits, ids) if with_logprobs else None)
 
     def filtered_probs(self, x: torch.Tensor, info: SamplingBatchInfo) -> torch.Tensor:
         """Unnormalized sampling weights per row: softmax(x / T) with top-k / top-p / min-p zeroed."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from sglang.runtime.forward_batch import ForwardBatch, ForwardMode, PrefixGroups
@@ -84,11 +85,15 @@ def build_decode(
     input_ids[i] when given (overlap: sampled on the device, not yet on the host). The per-request
     columns go to the device in ONE non-blocking copy. prefix_groups: rows sharing cached-prefix KV
     (scheduler/prefix_groups.py), for cascade decode."""
-    seq_lens = [r.kv_len + 1 for r in reqs]
-    host_ids = [0] * len(reqs) if input_ids is not None else [
-        r.output_ids[-1] if r.output_ids else r.origin_input_ids[-1] for r in reqs]
-    packed = to_device(torch.tensor([[r.req_pool_idx for r in reqs], [r.kv_len for r in reqs], seq_lens, host_ids],
-                                    dtype=torch.int64), device)
+    bs = len(reqs)
+    kv_lens = [r.kv_len for r in reqs]
+    cols = [r.req_pool_idx for r in reqs] + kv_lens
+    cols += [n + 1 for n in kv_lens]
+    cols += [0] * bs if input_ids is not None else [r.output_ids[-1] if r.output_ids else r.origin_input_ids[-1]
+                                                  for r in reqs]
+    # one flat list through numpy: several times faster than torch.tensor on nested lists
+    packed = to_device(torch.from_numpy(np.array(cols, dtype=np.int64)).view(4, bs), device)
+    seq_lens = cols[2 * bs : 3 * bs]
     return ForwardBatch(
         mode=ForwardMode.DECODE,
         batch_size=len(reqs),

@@ -21,6 +21,7 @@ from sglang.runtime.scheduler.prefill import PrefillManager
 from sglang.runtime.scheduler.prefix_groups import PrefixGrouper
 from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
 from sglang.runtime.scheduler.request_table import RequestTable
+from sglang.runtime.scheduler.step_timer import StepTimer
 
 RETRACT_RATIO_STEP = 0.3  # new_token_ratio increase per retraction
 NEW_TOKEN_RATIO_DECAY = 0.001  # new_token_ratio decrease per decode step
@@ -28,8 +29,9 @@ NEW_TOKEN_RATIO_DECAY = 0.001  # new_token_ratio decrease per decode step
 
 class DecodeManager:
     def __init__(self, args: ServerArgs, cache: CacheManager, prefill: PrefillManager, table: RequestTable,
-                 runner: Any, device: torch.device) -> None:
+                 runner: Any, device: torch.device, timer: Optional[StepTimer] = None) -> None:
         self.cache = cache
+        self.timer = timer or StepTimer()
         self.prefill = prefill
         self.table = table
         self.runner = runner
@@ -98,6 +100,7 @@ class DecodeManager:
         groups = self.grouper and self.grouper.find([r.last_node for r in reqs], [r.kv_len + 1 for r in reqs])
         batch = build_decode(reqs, slots, self.cache.req_pool, self.cache.pool, self.device, input_ids, groups)
         self.cache.write_slots(batch.req_pool_indices, batch.positions, slots)
+        self.timer.device_begin(self.device)  # ended once the step's tokens are sampled
         out = self.runner.forward(batch)
         self.counters["forward_decode"] += 1
         for r in reqs:

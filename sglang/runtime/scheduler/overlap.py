@@ -29,42 +29,37 @@ from sglang.runtime.scheduler.sample import BatchSampler
 
 @dataclass
 class _Pending:
+    """A launched step's sampled ids (no logprobs: overlap takes only rows that return none)."""
+
     reqs: list[Req]
     ids: torch.Tensor  # device, sampled at the last launched step (input of the next one)
-    lps: torch.Tensor
-    rows: Optional[list[int]] = None  # rows of the host copies that belong to reqs (None: all)
-    ids_host: Optional[torch.Tensor] = None  # device->host copies, enqueued without blocking
-    lps_host: Optional[torch.Tensor] = None
-    copied: Optional[object] = None  # CUDA event recorded after the copies
+    rows: Optional[list[int]] = None  # rows of the host copy that belong to reqs (None: all)
+    ids_host: Optional[torch.Tensor] = None  # device->host copy, enqueued without blocking
+    copied: Optional[object] = None  # CUDA event recorded after the copy
 
     def __post_init__(self) -> None:
         if self.ids_host is not None:
             return
         if self.ids.device.type != "cuda":
-            self.ids_host, self.lps_host = self.ids, self.lps
+            self.ids_host = self.ids
             return
         # enqueue the copy now, before the next step's kernels: waiting for it later then does not
         # wait for the next step (a plain .tolist() would queue behind it)
         self.ids_host = torch.empty(self.ids.shape, dtype=self.ids.dtype, pin_memory=True)
-        self.lps_host = torch.empty(self.lps.shape, dtype=self.lps.dtype, pin_memory=True)
         self.ids_host.copy_(self.ids, non_blocking=True)
-        self.lps_host.copy_(self.lps, non_blocking=True)
         self.copied = torch.cuda.Event()
         self.copied.record()
 
     def subset(self, keep: list[int]) -> "_Pending":
         sel = to_device(torch.tensor(keep, dtype=torch.int64), self.ids.device)
         rows = keep if self.rows is None else [self.rows[i] for i in keep]
-        return _Pending([self.reqs[i] for i in keep], self.ids[sel], self.lps[sel], rows,
-                        self.ids_host, self.lps_host, self.copied)
+        return _Pending([self.reqs[i] for i in keep], self.ids[sel], rows, self.ids_host, self.copied)
 
-    def host_lists(self) -> tuple[list[int], list[float]]:
+    def host_ids(self) -> list[int]:
         if self.copied is not None:
             self.copied.synchronize()
-        ids, lps = self.ids_host.tolist(), self.lps_host.tolist()
-        if self.rows is not None:
-            ids, lps = [ids[i] for i in self.rows], [lps[i] for i in self.rows]
-        return ids, lps
+        ids = self.ids_host.tolist()
+        return ids if self.rows is None else [ids[i] for i in self.rows]
 
 
 class OverlapDecoder:
@@ -106,10 +101,13 @@ class OverlapDecoder:
         # launch step k+1 on step k's device-side ids, then process step k on the host
         out = self.decode.launch(p.reqs, input_ids=p.ids)
         self.lagged_steps += 1
-        ids, lps = self.sampler.sample(p.reqs, out.next_token_logits, lag=1)  # step k not on the host yet
-        nxt = _Pending(list(p.reqs), ids, lps)
+        ids, _ = self.sampler.sample(p.reqs, out.next_token_logits, lag=1)  # step k not on the host yet
+        nxt = _Pending(list(p.reqs), ids)
+        self.processor.timer.device_end()
         self.pending = None
-        self.processor.process(p.reqs, *p.host_lists(), None)
+        with self.processor.timer.blocked():
+            host = p.host_ids()
+        self.processor.process(p.reqs, host, None, None)
         keep = [i for i, r in enumerate(p.reqs) if not r.finished and r.req_pool_idx is not None]
         if keep:
             self.pending = nxt if len(keep) == len(p.reqs) else nxt.subset(keep)
@@ -127,14 +125,15 @@ class OverlapDecoder:
         if not reqs:
             return
         out = self.decode.launch(reqs)
-        ids, lps = self.sampler.sample(reqs, out.next_token_logits)
-        self.pending = _Pending(reqs, ids, lps)
+        ids, _ = self.sampler.sample(reqs, out.next_token_logits)
+        self.processor.timer.device_end()
+        self.pending = _Pending(reqs, ids)
 
     def flush(self) -> None:
         """Process the launched-but-unprocessed step, leaving every request decode-ready."""
         p, self.pending = self.pending, None
         if p is not None:
-            self.processor.process(p.reqs, *p.host_lists(), None)
+            self.processor.process(p.reqs, p.host_ids(), None, None)
 
     def drop(self) -> None:
         """Forget the pending step without processing it (the scheduler is failing everything)."""

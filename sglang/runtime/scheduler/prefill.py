@@ -42,6 +42,8 @@ class PrefillManager:
         self.runner = runner
         self.device = device
         self.chunk_size = args.chunked_prefill_size if args.chunked_prefill_size > 0 else None
+        # unset (no runner sized it): as many as the request table has rows
+        self.max_running = args.max_running_requests or cache.req_pool.size
         self.starvation_rounds = STARVATION_ROUNDS
         self.waiting: list[Req] = []
         self.chunked: Optional[Req] = None  # the request whose prefill is in progress over rounds
@@ -95,7 +97,7 @@ class PrefillManager:
             rem_total_tokens=self.cache.available() - sum(PrefillAdder.reserve_for(r, new_token_ratio) for r in running),
             rem_input_tokens=self.args.max_prefill_tokens,
             rem_chunk_tokens=self.chunk_size,
-            rem_requests=min(self.args.max_running_requests - len(running),
+            rem_requests=min(self.max_running - len(running),
                              self.cache.free_rows() + (1 if self.chunked is not None else 0)),
             num_running=len(running),
         )

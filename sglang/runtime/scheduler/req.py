@@ -85,7 +85,7 @@ class Req:
     cached_tokens: int = 0
     scheduled_once: bool = False
     num_retractions: int = 0
-    completion_tokens_wo_jump_forward: int = 0
+    jump_forward_tokens: int = 0  # len(output_ids) minus the tokens sampled so far (jump-forward's net change)
     generator: Optional[torch.Generator] = None
     # logprobs (lists of (logprob | None, token_id)); top lists of [(logprob, token_id), ...] | None
     input_token_logprobs: list[tuple[Optional[float], int]] = field(default_factory=list)
@@ -108,6 +108,11 @@ class Req:
     @property
     def seq_len(self) -> int:
         return len(self.origin_input_ids) + len(self.output_ids)
+
+    @property
+    def completion_tokens_wo_jump_forward(self) -> int:
+        """Tokens sampled (a rolled-back one still counts): derived, so a decode step only appends."""
+        return len(self.output_ids) - self.jump_forward_tokens
 
     @property
     def finished(self) -> bool:

@@ -65,8 +65,22 @@ class RequestTable:
         req.finished_reason = FinishReason(FinishKind.ABORT, message=message)
         self.on_output(req.rid, make_output(req, self.tokenizer), True)
 
+    @staticmethod
+    def sync_text(req: Req, final: bool = False) -> None:
+        """Bring req.text up to its output_ids (detokenization is lazy for requests whose text does not
+        decide when they stop: it runs here, in bulk, only when an output goes out); `final` releases
+        the held-back tail."""
+        tracker = req.text_tracker
+        if tracker is None:
+            return
+        tracker.catch_up(req.output_ids)
+        if final:
+            tracker.finish()
+        req.text = tracker.text
+
     def finish(self, req: Req, reason: FinishReason) -> None:
         req.finished_reason = reason
+        self.sync_text(req, final=reason.kind != FinishKind.ABORT)  # an abort keeps back a partial stop string
         self.cache.release(req)
         self.reqs.pop(req.rid, None)
         self.counters["aborted" if reason.kind == FinishKind.ABORT else "finished"] += 1
@@ -78,6 +92,7 @@ class RequestTable:
             return
         if len(req.output_ids) - req.sent_tokens >= self.stream_interval:
             req.sent_tokens = len(req.output_ids)
+            self.sync_text(req)
             self.on_output(req.rid, make_output(req, self.tokenizer), False)
 
     def fail_all(self, message: str) -> None:

@@ -10,7 +10,8 @@ then sample and process the tokens (TokenProcessor: stop checks, constraints, ju
 The parts, each with its own state, composed here (none of them knows the Scheduler):
   CacheManager (KV slots, prefix cache) ← RequestTable (requests in flight, outputs) ← PrefillManager
   (waiting queue) ← DecodeManager (running batch) ← TokenProcessor (+ BatchSampler) ← OverlapDecoder;
-the Scheduler itself keeps only the Inbox (the one thing other threads touch) and the stop flag.
+the Scheduler itself keeps only the Inbox (the one thing other threads touch), the stop flag and a
+StepTimer (host vs device time per decode step, off unless a benchmark asks: set_step_timing).
 Hooks for the owner: `constraint_factory(req) -> state | None` (see process.py for the state's methods),
 `on_step_end()` after each inbox drain and step. CUDA graphs live behind `model_runner.forward`.
 """
@@ -34,12 +35,16 @@ from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req, Tokenize
 from sglang.runtime.scheduler.request_table import OutputCallback, RequestTable
 from sglang.runtime.scheduler.schedule_policy import Admission
 from sglang.runtime.scheduler.sample import BatchSampler, eos_ids_of
+from sglang.runtime.scheduler.step_timer import StepTimer
 
 logger = logging.getLogger(__name__)
 
 
 class Scheduler:
     def __init__(self, server_args: ServerArgs, model_runner: Any, tokenizer: Any, on_output: OutputCallback) -> None:
+        if server_args.max_running_requests is None:  # the runner sized its request table from the KV pool
+            server_args = server_args.replace(max_running_requests=getattr(
+                model_runner, "max_running_requests", None) or model_runner.req_to_token_pool.size)
         self.args = server_args
         self.runner = model_runner
         self.tokenizer = tokenizer
@@ -51,9 +56,12 @@ class Scheduler:
         cfg = model_runner.model_config
         self.table = RequestTable(self.kv, tokenizer, on_output, server_args.stream_interval)
         self.prefill = PrefillManager(server_args, self.kv, model_runner, self.device)
-        self.decode = DecodeManager(server_args, self.kv, self.prefill, self.table, model_runner, self.device)
+        self.timer = StepTimer()
+        self.decode = DecodeManager(server_args, self.kv, self.prefill, self.table, model_runner, self.device,
+                                    self.timer)
         sampler = BatchSampler(int(cfg.vocab_size), eos_ids_of(cfg, tokenizer), server_args.random_seed)
-        self.processor = TokenProcessor(sampler, self.kv, self.table, self.prefill, self.decode, tokenizer)
+        self.processor = TokenProcessor(sampler, self.kv, self.table, self.prefill, self.decode, tokenizer,
+                                        self.timer)
         self.overlap = OverlapDecoder(self.decode, self.kv, sampler, self.processor, server_args.disable_overlap,
                                       self.device)
         self.constraint_factory: Optional[Callable[[Req], Any]] = None
@@ -169,6 +177,13 @@ class Scheduler:
             self.decode.add(done.rows[len(mixed):])
 
     def _run_decode(self) -> None:
+        self.timer.begin_step()
+        try:
+            self._decode_once()
+        finally:
+            self.timer.end_step()
+
+    def _decode_once(self) -> None:
         if self.overlap.enabled():
             self.overlap.decode_step()
             return
@@ -214,8 +229,17 @@ class Scheduler:
             "waiting": len(self.prefill.waiting),
             **self.kv.stats(),
             "new_token_ratio": self.decode.new_token_ratio,
+            "max_running_requests": self.args.max_running_requests,
             **self.counters,
         }
+
+    def set_step_timing(self, on: bool) -> None:
+        """Start (and reset) or stop measuring host / device time per decode step (benchmarks)."""
+        self.timer.set_enabled(on)
+
+    def step_timing(self) -> dict[str, float]:
+        """Mean host and device milliseconds per decode step since set_step_timing(True)."""
+        return self.timer.report()
 
     def check_invariant(self) -> None:
         """Raise AssertionError unless every slot is accounted for (only meaningful when idle)."""
