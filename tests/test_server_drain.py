@@ -145,3 +145,76 @@ def test_sigterm_drains_then_a_second_sigterm_aborts_the_rest(tiny_llama_path):
         assert not wait_gone(children, timeout=15)
     finally:
         _stop_group(proc)
+
+
+# ----------------------------------------------------------------------------- the drain itself, in-process
+
+def _serve_gated(grace_s: float, abort_rest=None):
+    """A DrainingServer (in a thread: no signals, `start_drain` instead) over an app with a /slow route
+    that answers once `release` is set, or right away once `aborted` is."""
+    import asyncio
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from sglang.runtime.server.drain import DrainGate, DrainingServer
+
+    release, aborted = threading.Event(), threading.Event()
+    app = FastAPI()
+
+    @app.get("/slow")
+    async def slow() -> dict:
+        while not (release.is_set() or aborted.is_set()):
+            await asyncio.sleep(0.01)
+        return {"aborted": aborted.is_set()}
+
+    gate = DrainGate(app)
+    port = free_port()
+    server = DrainingServer(uvicorn.Config(gate, port=port, log_level="warning"), gate, grace_s,
+                            abort_rest=lambda: (aborted.set(), abort_rest and abort_rest()))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.02)
+    return server, thread, f"http://127.0.0.1:{port}", release
+
+
+def _get_in_thread(url: str) -> tuple[list, threading.Thread]:
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(httpx.get(url, timeout=60)), daemon=True)
+    t.start()
+    return box, t
+
+
+def _wait_in_flight(server, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while server.gate.in_flight != n:
+        assert time.monotonic() < deadline, server.gate.in_flight
+        time.sleep(0.01)
+
+
+def test_drain_lets_the_running_request_finish_then_exits():
+    server, thread, url, release = _serve_gated(grace_s=300)
+    box, t = _get_in_thread(url + "/slow")
+    _wait_in_flight(server, 1)
+    server.start_drain()
+    r = httpx.get(url + "/slow", timeout=10)
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert thread.is_alive() and server.gate.in_flight == 1  # waiting for the running one
+    release.set()
+    t.join(30)
+    assert box[0].status_code == 200 and box[0].json() == {"aborted": False}
+    thread.join(30)
+    assert not thread.is_alive() and server.aborted == 0
+
+
+def test_drain_past_its_grace_period_aborts_the_rest():
+    server, thread, url, _ = _serve_gated(grace_s=0.2)
+    box, t = _get_in_thread(url + "/slow")
+    _wait_in_flight(server, 1)
+    server.start_drain()
+    t.join(30)
+    assert box[0].status_code == 200 and box[0].json() == {"aborted": True}
+    thread.join(30)
+    assert not thread.is_alive() and server.aborted == 1
