@@ -60,6 +60,8 @@ def test_two_replicas_answer_like_one_server(single, dp):
     with BackgroundServer(single) as one, BackgroundServer(dp) as two:
         expected, got = _answers(one.url), _answers(two.url)
         assert got == expected
+        metrics = httpx.get(f"{two.url}/metrics", timeout=30)  # summed over the replicas
+        assert metrics.status_code == 200 and "sglang" in metrics.text
     # distinct prompts on idle replicas go to the emptier one: both served
     assert all(n > 0 for n in dp.routed.values()), dp.routed
     assert dp.loads() == {"dp0": 0, "dp1": 0}
