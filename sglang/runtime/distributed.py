@@ -56,6 +56,18 @@ def check_tp_divisible(num_heads: int, num_kv_heads: int, intermediate_size: int
         raise ValueError(f"tp_size={tp_size} must divide the model's intermediate_size={intermediate_size}")
 
 
+def node_ranks(tp_size: int, nnodes: int, node_rank: int) -> range:
+    """The global tp ranks that run on node `node_rank` (Megatron's layout: consecutive blocks of
+    tp_size / nnodes ranks per node, so node 0 holds rank 0 and with it the scheduler)."""
+    per_node = tp_size // nnodes
+    return range(node_rank * per_node, (node_rank + 1) * per_node)
+
+
+def local_rank(tp_rank: int, tp_size: int, nnodes: int) -> int:
+    """A rank's index among its node's ranks: the GPU it uses there (each node numbers its GPUs from 0)."""
+    return tp_rank % (tp_size // nnodes)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

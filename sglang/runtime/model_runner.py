@@ -60,8 +60,9 @@ class ModelRunner:
         self.tp_rank, self.tp_size = tp_rank, server_args.tp_size
         self.device = resolve_device(server_args.device)
         if self.device.type == "cuda" and self.device.index is None:
-            # one GPU per tp rank
-            self.device = torch.device("cuda", tp_rank if self.tp_size > 1 else torch.cuda.current_device())
+            # one GPU per tp rank: a tp rank uses its node's GPU number local_rank (node r's ranks start at r * tp_size / nnodes)
+            local = distributed.local_rank(tp_rank, self.tp_size, server_args.nnodes)
+            self.device = torch.device("cuda", local if self.tp_size > 1 else torch.cuda.current_device())
             if self.tp_size > 1:
                 torch.cuda.set_device(self.device)
         self.dtype = resolve_dtype(server_args.dtype, self.device)

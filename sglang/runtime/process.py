@@ -1,9 +1,11 @@
 """Starting and stopping the runtime's child processes: the scheduler process and the tp worker ranks.
 
 Every process the runtime spawns goes through these helpers (mini-sglang keeps the same in one launch
-module), so the three rules live in one place:
-  - `spawn`: a spawn-context daemon process (CUDA cannot fork), started without re-running `__main__`;
-  - `stop_process`: the one join → terminate → kill sequence;
+module), so the rules live in one place:
+  - `spawn`: a spawn-context daemon process (CUDA cannot fork), started without re-running `__main__`,
+    that ignores SIGINT and SIGTERM: Ctrl-C reaches the whole foreground process group and systemd's
+    stop signals the whole cgroup, but shutting down (draining first) is the parent's decision;
+  - `stop_process`: the one join → terminate → kill sequence (the kill is what ends an ignoring child);
   - `exit_with_parent`: orphan protection, run inside the child (it leaves when its parent dies).
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import signal
 import sys
 import threading
 import time
@@ -24,10 +27,18 @@ ORPHAN_GRACE_S = 30.0  # a child told to stop gracefully gets this long before i
 
 
 def spawn(target: Callable[..., Any], args: tuple, name: str) -> Any:
-    """Start `target(*args)` in a spawned daemon process (no `__main__` re-run, see `_start_without_main`)."""
-    proc = SPAWN.Process(target=target, args=args, name=name, daemon=True)
+    """Start `target(*args)` in a spawned daemon process (no `__main__` re-run, see `_start_without_main`)
+    that ignores SIGINT/SIGTERM (see the module docstring)."""
+    proc = SPAWN.Process(target=_run_child, args=(target, args), name=name, daemon=True)
     _start_without_main(proc)
     return proc
+
+
+def _run_child(target: Callable[..., Any], args: tuple) -> None:
+    """The spawned child's entry: leave the stop signals to the parent, then run the target."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    target(*args)
 
 
 def _start_without_main(proc: Any) -> None:
@@ -46,8 +57,9 @@ def _start_without_main(proc: Any) -> None:
         sys.modules["__main__"] = main
 
 
-def stop_process(proc: Any, timeout: float) -> None:
-    """Give a child `timeout` seconds to exit on its own, then terminate it, then kill it."""
+def stop_process(proc: Any, timeout: Optional[float]) -> None:
+    """Give a child `timeout` seconds (None: as long as it takes) to exit on its own, then terminate it,
+    then kill it."""
     proc.join(timeout)
     if proc.is_alive():
         proc.terminate()
@@ -57,7 +69,7 @@ def stop_process(proc: Any, timeout: float) -> None:
         proc.join(TERMINATE_WAIT_S)
 
 
-def stop_processes(procs: Iterable[Any], timeout: float) -> None:
+def stop_processes(procs: Iterable[Any], timeout: Optional[float]) -> None:
     for p in procs:
         stop_process(p, timeout)
 

@@ -48,6 +48,10 @@ class ServerArgs:
     disable_regex_jump_forward: bool = False
     tp_size: int = 1  # tensor parallel ranks (one process and device each; rank 0 runs the scheduler)
     dist_init_addr: Optional[str] = None  # host:port of the tp process group; None = a free local port
+    nnodes: int = 1  # machines the tp ranks span (tp_size / nnodes ranks each); node 0 serves HTTP
+    node_rank: int = 0  # this machine's index among nnodes (> 0: it runs only its tp worker ranks)
+    dp_size: int = 1  # data parallel scheduler replicas behind one HTTP front (each its own model and cache)
+    dp_policy: str = "cache_aware"  # how the front picks a replica: cache_aware | round_robin
 
     # server
     host: str = "127.0.0.1"
@@ -59,6 +63,9 @@ class ServerArgs:
     # run the scheduler (model runner, KV pool) in a child process instead of a thread: True/False, or
     # None = the default of the entry point (on for `sglang launch-server`, off for `Engine(...)`)
     scheduler_process: Optional[bool] = None
+    # on SIGTERM the server refuses new requests (503 + Retry-After) and lets the running ones finish for
+    # at most this many seconds, then aborts what is left and exits
+    drain_grace_period: float = 30.0
 
     def __post_init__(self) -> None:
         if self.schedule_policy not in ("lpm", "fcfs"):
@@ -79,6 +86,28 @@ class ServerArgs:
                 raise ValueError(f"{name} must be >= 1 (or unset for the default), got {v}")
         if self.tp_size < 1:
             raise ValueError(f"tp_size must be >= 1, got {self.tp_size}")
+        self._check_scale_out()
+        if self.drain_grace_period < 0:
+            raise ValueError(f"drain_grace_period must be >= 0, got {self.drain_grace_period}")
+
+    def _check_scale_out(self) -> None:
+        """dp_size / nnodes / node_rank agree with each other and with tp_size."""
+        if self.dp_size < 1:
+            raise ValueError(f"dp_size must be >= 1, got {self.dp_size}")
+        if self.dp_policy not in ("cache_aware", "round_robin"):
+            raise ValueError(f"dp_policy must be cache_aware|round_robin, got {self.dp_policy!r}")
+        if self.nnodes < 1 or not 0 <= self.node_rank < self.nnodes:
+            raise ValueError(f"need nnodes >= 1 and 0 <= node_rank < nnodes, got nnodes={self.nnodes}, "
+                             f"node_rank={self.node_rank}")
+        if self.nnodes > 1:
+            if self.tp_size % self.nnodes:
+                raise ValueError(f"tp_size={self.tp_size} must be a multiple of nnodes={self.nnodes} "
+                                 "(each node runs tp_size / nnodes ranks)")
+            if not self.dist_init_addr:
+                raise ValueError("nnodes > 1 needs --dist-init-addr HOST:PORT (node 0's address, the same on every node)")
+            if self.dp_size > 1:
+                raise ValueError("dp_size > 1 with nnodes > 1 is not supported (run one server per node group "
+                                 "and put `sglang router` in front)")
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "ServerArgs":
@@ -98,16 +127,16 @@ class ServerArgs:
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
         """One `--flag-name` per field, typed from the default; booleans are store_true flags."""
         for f in fields(ServerArgs):
-            flag = "--" + f.name.replace("_", "-")
+            flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, ())]
             default = f.default
             if isinstance(default, bool):
-                parser.add_argument(flag, action="store_true", default=default)
+                parser.add_argument(*flags, action="store_true", default=default)
             elif f.name in _TRISTATE_BOOLS:  # --flag / --no-flag; absent = None (the entry point decides)
-                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+                parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=None)
             elif default is None or isinstance(default, str):
-                parser.add_argument(flag, type=_optional_type(f.name), default=default)
+                parser.add_argument(*flags, type=_optional_type(f.name), default=default)
             else:
-                parser.add_argument(flag, type=type(default), default=default)
+                parser.add_argument(*flags, type=type(default), default=default)
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> "ServerArgs":
@@ -139,6 +168,8 @@ def default_cuda_graph_max_bs(args: ServerArgs, max_running_requests: int) -> in
 
 _INT_OPTIONALS = {"context_length", "max_total_tokens", "max_running_requests", "cuda_graph_max_bs"}
 _TRISTATE_BOOLS = {"scheduler_process"}
+# SGLang 0.2.x's README spellings (`--tp 2 --dp 2`, `--nccl-init-addr`), accepted next to the field names
+_ALIASES = {"tp_size": ("--tp",), "dp_size": ("--dp",), "dist_init_addr": ("--nccl-init-addr",)}
 
 
 def _optional_type(name: str):

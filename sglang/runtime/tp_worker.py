@@ -40,12 +40,14 @@ def run_tp_worker(server_args: ServerArgs, model: ResolvedModel, rank: int, log_
 
 
 class TPWorkers:
-    """Ranks 1..tp_size-1 as spawned processes (started before rank 0 joins the process group)."""
+    """This node's worker ranks as spawned processes (started before rank 0 joins the process group):
+    ranks 1..tp_size-1 on one node; with nnodes > 1, the node's block of ranks except rank 0."""
 
     def __init__(self, server_args: ServerArgs, model: ResolvedModel) -> None:
         level = logging.getLogger().getEffectiveLevel()
+        ranks = distributed.node_ranks(server_args.tp_size, server_args.nnodes, server_args.node_rank)
         self.procs = [spawn(run_tp_worker, (server_args, model, rank, level), name=f"sglang-tp{rank}")
-                      for rank in range(1, server_args.tp_size)]
+                      for rank in ranks if rank != 0]
 
     def join(self, timeout: float = 30.0) -> None:
         """Wait for the workers to exit (after rank 0's stop message), killing any that do not."""
@@ -64,3 +66,13 @@ def prepare_tp(server_args: ServerArgs, model: ResolvedModel) -> tuple[ServerArg
         dist_init_addr=server_args.dist_init_addr or f"127.0.0.1:{distributed.free_port()}",
     )
     return args, TPWorkers(args, model)
+
+
+def serve_worker_node(server_args: ServerArgs, model: ResolvedModel) -> int:
+    """A node other than node 0 (`--node-rank R > 0`): run this node's tp ranks until rank 0 stops them
+    (or dies); returns how many of them failed. No scheduler and no HTTP here: node 0 has those."""
+    _, workers = prepare_tp(server_args, model)
+    logger.info("node %d: tp ranks %s joined %s", server_args.node_rank,
+                [p.name for p in workers.procs], server_args.dist_init_addr)
+    workers.join(timeout=None)
+    return sum(1 for p in workers.procs if p.exitcode != 0)

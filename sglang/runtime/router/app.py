@@ -4,6 +4,8 @@ Proxies SGLang's native routes (`/generate`, streamed or not; `/get_model_info`,
 one worker; `/flush_cache` to all) and the OpenAI routes (`/v1/completions`, `/v1/chat/completions`,
 `/v1/models`) to the worker the policy picks. Its own routes: `/health` (the router is up and has a
 healthy worker), `/workers` (GET list; POST `?url=` adds, DELETE `?url=` removes), `/metrics`.
+On SIGTERM the router drains like a server (server/drain.py): new requests get 503 + Retry-After, the
+ones it is relaying get `--drain-grace-period` seconds to finish, then it exits.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from sglang.runtime.router.router import NoWorkerAvailable, Router, error_json, routing_key
 from sglang.runtime.router.workers import HttpWorker, Reply
+from sglang.runtime.server.drain import DrainGate, DrainingServer
 
 
 ROUTED_POSTS = ("/generate", "/v1/completions", "/v1/chat/completions")
@@ -178,6 +181,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--health-check-interval", type=float, default=5.0, help="seconds between probes")
     p.add_argument("--health-failure-threshold", type=int, default=2,
                    help="failed probes in a row before a worker is dropped")
+    p.add_argument("--drain-grace-period", type=float, default=30.0,
+                   help="on SIGTERM: seconds the requests in flight get to finish before the router exits")
     p.add_argument("--log-level", default="info")
     return p.parse_args(argv)
 
@@ -204,6 +209,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     app = create_router_app(router)
     print(f"The router is ready: http://{args.host}:{args.port}  ({args.policy} over "
           f"{len(args.worker_urls)} workers)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
-                timeout_keep_alive=30, backlog=4096)
+    gate = DrainGate(app)
+    config = uvicorn.Config(gate, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                            access_log=False, timeout_keep_alive=30, backlog=4096, timeout_graceful_shutdown=5)
+    try:
+        DrainingServer(config, gate, args.drain_grace_period).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled once it has shut down
+        pass
     return 0

@@ -39,6 +39,7 @@ from sglang.runtime.server.common import (
 from sglang.runtime.server.metrics import ServerMetrics, StreamTimer
 from sglang.runtime.server.protocol import AbortRequest, GenerateRequest
 
+HEALTH_GENERATE_TIMEOUT_S = 60.0
 _PER_PROMPT_FIELDS = ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num")
 
 
@@ -188,7 +189,7 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
     app = FastAPI(title="sglang", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sglang = ctx
     app.add_middleware(AuthAndCountMiddleware, api_key=server_args.api_key, metrics=metrics,
-                       open_paths=("/health",))
+                       open_paths=("/health", "/health_generate"))  # probes carry no API key
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -216,12 +217,14 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
 
     @app.get("/health_generate")
     async def health_generate() -> Response:
-        kwargs = {"text": "ping", "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}, "rid": new_rid()}
-        try:
-            await asyncio.wait_for(engine_generate(engine, kwargs), timeout=60)
-        except Exception as exc:  # any failure means unhealthy, not a crash
-            abort_all(engine, [kwargs["rid"]])
-            return JSONResponse(error_body(f"generation failed: {exc!r}", "server_error"), status_code=503)
+        """One token through the model (of every data parallel replica): 200, or 503 naming the failure."""
+        replicas = getattr(engine, "replicas", None) or [engine]
+        failures = await asyncio.gather(*(_generate_one_token(r) for r in replicas))
+        failed = {i: f for i, f in enumerate(failures) if f is not None}
+        if failed:
+            where = "" if len(replicas) == 1 else f"replica(s) {sorted(failed)}: "
+            return JSONResponse(error_body(f"generation failed: {where}{'; '.join(failed.values())}", "server_error"),
+                                status_code=503)
         return Response(status_code=200)
 
     @app.get("/get_model_info")
@@ -281,6 +284,17 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
 
     register_openai_routes(app, ctx)
     return app
+
+
+async def _generate_one_token(engine: Any) -> Optional[str]:
+    """None when one greedy token came out of the engine within the probe's time, else what went wrong."""
+    kwargs = {"text": "ping", "sampling_params": {"max_new_tokens": 1, "temperature": 0.0}, "rid": new_rid()}
+    try:
+        await asyncio.wait_for(engine_generate(engine, kwargs), timeout=HEALTH_GENERATE_TIMEOUT_S)
+    except Exception as exc:  # any failure means unhealthy, not a crash
+        abort_all(engine, [kwargs["rid"]])
+        return repr(exc)
+    return None
 
 
 async def _native_stream(ctx: ServerContext, request: Request, kwargs: dict[str, Any], batch: bool,

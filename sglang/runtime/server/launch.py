@@ -2,6 +2,10 @@
 
 The engine is loaded before the socket opens, so the URL printed at startup is ready for requests.
 The server runs the scheduler in a child process unless `--no-scheduler-process` (then in a thread).
+`--dp-size N` serves N replicas through one front (runtime/data_parallel.py). With `--nnodes N`, node 0
+serves HTTP and runs the scheduler; a node with `--node-rank R > 0` runs only its tp ranks.
+SIGTERM drains (server/drain.py): new requests get 503, running ones get `--drain-grace-period` seconds,
+then what is left is aborted and the server exits.
 `BackgroundServer` runs the same app in a thread of the current process (tests, notebooks, `sglang serve`).
 """
 from __future__ import annotations
@@ -31,8 +35,9 @@ def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
 
     # The scheduler has its own thread or process; uvicorn only parses HTTP and awaits results, so one
     # worker suffices.
+    # timeout_graceful_shutdown: once told to exit (after a drain), connections still open are cut
     return uvicorn.Config(app, host=host, port=port, log_level=log_level.lower(), access_log=False,
-                          timeout_keep_alive=30, backlog=4096)
+                          timeout_keep_alive=30, backlog=4096, timeout_graceful_shutdown=5)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -51,19 +56,38 @@ def main(argv: Optional[list[str]] = None) -> int:
         except (ValueError, OSError) as exc:
             print(f"sglang launch-server: --chat-template: {exc}", file=sys.stderr)
             return 2
-    import uvicorn
-
-    from sglang.runtime.engine import Engine
-    from sglang.runtime.server.http_server import create_app
-
     if server_args.scheduler_process is None:  # the real server: HTTP and scheduler do not share a GIL
         server_args = server_args.replace(scheduler_process=True)
-    print(f"Loading model {server_args.model_path!r} ...", flush=True)
-    engine = Engine(**server_args.to_dict())
+    if server_args.node_rank > 0:
+        return run_worker_node(server_args)
+    return serve(server_args)
+
+
+def run_worker_node(server_args: Any) -> int:
+    """`--node-rank R > 0`: this node's tp ranks only, until node 0 stops them (or dies)."""
+    from sglang.runtime.resolved_model import resolve_model
+    from sglang.runtime.tp_worker import serve_worker_node
+
+    print(f"Node {server_args.node_rank}/{server_args.nnodes}: joining {server_args.dist_init_addr} ...", flush=True)
+    failed = serve_worker_node(server_args, resolve_model(server_args))
+    return 1 if failed else 0
+
+
+def serve(server_args: Any) -> int:
+    """Load the engine (or the dp replicas), then serve HTTP until SIGINT or a drained SIGTERM."""
+    from sglang.runtime.data_parallel import make_engine
+    from sglang.runtime.server.drain import DrainGate, DrainingServer
+    from sglang.runtime.server.http_server import create_app
+
+    dp = f" x {server_args.dp_size} replicas" if server_args.dp_size > 1 else ""
+    print(f"Loading model {server_args.model_path!r}{dp} ...", flush=True)
+    engine = make_engine(server_args)
     lower_switch_interval()
     try:
-        app = create_app(engine, server_args)
-        server = uvicorn.Server(_uvicorn_config(app, server_args.host, server_args.port, server_args.log_level))
+        gate = DrainGate(create_app(engine, server_args))
+        # past the grace period, shutting the engine down ends what is left with finish reason "abort"
+        server = DrainingServer(_uvicorn_config(gate, server_args.host, server_args.port, server_args.log_level),
+                                gate, server_args.drain_grace_period, abort_rest=engine.shutdown)
         url = f"http://{server_args.host}:{server_args.port}"
 
         def announce() -> None:
