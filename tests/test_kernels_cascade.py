@@ -52,10 +52,11 @@ def shared_pool(prefixes, rows_of, own_lens, hkv, d, dtype, seed=0):
 @pytest.mark.parametrize("heads", [(4, 1), (6, 2)])
 def test_cascade_decode_matches_plain_decode(dtype, heads):
     (hq, hkv), d = heads, 32
-    # group 0: 7 rows (more than one tile for GQA 4 in the interpreter), group 1: 2 rows, 2 ungrouped rows;
-    # rows of a group interleave with others in the batch
-    rows_of = [0, 1, None, 0, 0, 1, 0, 0, None, 0, 0]
-    own = [1, 5, 9, 2, 17, 1, 3, 1, 1, 40, 6]
+    # group 0: more rows than one prefix tile holds (the tile size differs between the interpreter and a
+    # GPU), group 1: 2 rows, 2 ungrouped rows; rows of a group interleave with others in the batch
+    n0 = tile_rows(hq // hkv) + 3
+    rows_of = [0, 1, None] + [0] * (n0 // 2) + [1, None] + [0] * (n0 - n0 // 2)
+    own = [1 + (7 * i) % 41 for i in range(len(rows_of))]
     k_buf, v_buf, r2t, rows, seq = shared_pool([37, 20], rows_of, own, hkv, d, dtype, seed=1)
     groups = [[i for i, p in enumerate(rows_of) if p == g] for g in (0, 1)]
     assert len(groups[0]) > tile_rows(hq // hkv)
