@@ -26,6 +26,7 @@ from sglang.runtime.server.common import (
     StreamTracker,
     abort_all,
     as_http_error,
+    check_schema_depth,
     engine_generate,
     error_body,
     format_validation_errors,
@@ -116,6 +117,10 @@ class AuthAndCountMiddleware:
 
 # --------------------------------------------------------------------------- request normalization
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _n_of(sp: Any) -> int:
     v = sp.get("n", 1) if isinstance(sp, dict) else 1
     return v if isinstance(v, int) and v > 0 else 1  # a bad n is the engine's 400 to give
@@ -134,6 +139,7 @@ def native_kwargs(req: GenerateRequest, max_batch: int) -> dict[str, Any]:
     elif req.input_ids is not None and len(req.input_ids) == 0:
         raise HTTPError(400, "input_ids is empty", param="input_ids")
     size = req.batch_size()
+    check_schema_depth(req.sampling_params, "sampling_params.json_schema")
     sps = req.sampling_params if isinstance(req.sampling_params, list) else [req.sampling_params or {}]
     n = max((_n_of(sp) for sp in sps), default=1)
     if size * n > max_batch:
@@ -172,8 +178,8 @@ def split_per_output(kwargs: dict[str, Any], batch: bool, size: int) -> list[dic
             sub = dict(one, sampling_params=dict(sp))
             if n > 1:
                 sub["rid"] = f"{one['rid']}-{j}"
-                if sp.get("seed") is not None:
-                    sub["sampling_params"]["seed"] = int(sp["seed"]) + j  # distinct but reproducible samples
+                if _is_int(sp.get("seed")):  # a bad seed is left for the engine's 400
+                    sub["sampling_params"]["seed"] = sp["seed"] + j  # distinct but reproducible samples
             out.append(sub)
     return out
 
@@ -201,6 +207,10 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return HTTPError(exc.status_code, str(exc.detail), code=str(exc.status_code)).response()
+
+    @app.exception_handler(ClientGone)  # left while sending its body: nobody to answer, nothing to log
+    async def _client_gone(_: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)
 
     @app.exception_handler(ValueError)  # a bad request found by a checker below the route (e.g. constraints)
     async def _value_error(_: Request, exc: ValueError) -> JSONResponse:

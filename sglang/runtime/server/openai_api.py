@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sglang.runtime.chat_template import load_chat_template
+from sglang.runtime.io_struct import MAX_TOP_LOGPROBS_NUM
 from sglang.runtime.server.common import (
     SSE_DONE,
     ClientGone,
@@ -22,6 +23,7 @@ from sglang.runtime.server.common import (
     HTTPError,
     StreamTracker,
     as_http_error,
+    check_schema_depth,
     engine_generate,
     merge_streams,
     new_rid,
@@ -34,7 +36,7 @@ from sglang.runtime.sampling.sampling_params import FIELD_NAMES, native_name
 from sglang.runtime.server.metrics import StreamTimer
 from sglang.runtime.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAISampling
 
-MAX_TOP_LOGPROBS = 20
+MAX_TOP_LOGPROBS = MAX_TOP_LOGPROBS_NUM
 # Request fields that are SamplingParams fields (under the one rename map) are copied when not None; these
 # few need their own handling in _sampling (defaults, list forms, per-choice seeds) or are not per request.
 _SPECIAL_FIELDS = frozenset({"max_tokens", "stop", "seed", "logit_bias", "n"})
@@ -66,6 +68,7 @@ def _sampling(req: OpenAISampling, max_tokens: Optional[int]) -> dict[str, Any]:
             sp[key] = value
     if isinstance(sp.get("json_schema"), dict):
         sp["json_schema"] = json.dumps(sp["json_schema"])
+    check_schema_depth(sp, "json_schema")
     if req.seed is not None:
         sp["seed"] = req.seed
     if req.logit_bias:
