@@ -37,8 +37,10 @@ from sglang.runtime.server.common import (
     run_or_abort,
     sse,
 )
+from sglang.runtime.server.docs import DOCS_PATH, OPENAPI_PATH, install_openapi
 from sglang.runtime.server.metrics import ServerMetrics, StreamTimer
-from sglang.runtime.server.protocol import AbortRequest, GenerateRequest
+from sglang.runtime.server.protocol import (AbortRequest, ChatCompletionRequest, CompletionRequest,
+                                            GenerateRequest)
 
 _PER_PROMPT_FIELDS = ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num")
 
@@ -194,7 +196,7 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
     app = FastAPI(title="sglang", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sglang = ctx
     app.add_middleware(AuthAndCountMiddleware, api_key=server_args.api_key, metrics=metrics,
-                       open_paths=("/health",))
+                       open_paths=("/health", DOCS_PATH, OPENAPI_PATH))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -247,13 +249,15 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
             d["api_key"] = "<hidden>"  # never echo the secret
         return d
 
-    @app.api_route("/flush_cache", methods=["GET", "POST"])
     async def flush_cache() -> Response:
         ok = await asyncio.to_thread(engine.flush_cache)
         if ok is False:
             return JSONResponse(error_body("cache not flushed: requests are running or waiting; retry when idle",
                                            "invalid_request_error", None, "400"), status_code=400)
         return PlainTextResponse("Cache flushed.\n")
+
+    for method in ("GET", "POST"):  # one operation id each (the OpenAPI schema needs them distinct)
+        app.add_api_route("/flush_cache", flush_cache, methods=[method], operation_id=f"flush_cache_{method.lower()}")
 
     @app.post("/abort_request")
     async def abort_request(request: Request) -> dict[str, Any]:
@@ -290,6 +294,9 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
         return JSONResponse(out)
 
     register_openai_routes(app, ctx)
+    install_openapi(app, {("post", "/generate"): GenerateRequest, ("post", "/abort_request"): AbortRequest,
+                          ("post", "/v1/completions"): CompletionRequest,
+                          ("post", "/v1/chat/completions"): ChatCompletionRequest})
     return app
 
 
