@@ -219,3 +219,17 @@ def test_deeply_nested_constraint_is_a_400_not_a_500(client, engine, monkeypatch
     monkeypatch.setattr(engine, "async_generate", recursing)
     r = client.post("/generate", json={"text": "a", "sampling_params": {"regex": "(" * 50 + ")" * 50}})
     assert r.status_code == 400 and "nested too deeply" in r.json()["error"]["message"]
+
+
+def test_huge_chat_is_refused_before_tokenizing(client, engine):
+    body = {"model": engine.server_args.model_path, "messages": [{"role": "user", "content": "ab " * 1_700_000}]}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400 and "characters" in r.json()["error"]["message"]
+    # > 8192 characters (runs of spaces: few tokens) are tokenized in the pool; with no max_tokens the
+    # output may fill what the KV pool (smaller than the context here) has left, so this is not a 400;
+    # the bias on EOS (id 2) ends it at once
+    long_ok = {"model": engine.server_args.model_path, "messages": [{"role": "user", "content": " " * 9000 + "hi"}],
+               "temperature": 0, "logit_bias": {"2": 100}}
+    r = client.post("/v1/chat/completions", json=long_ok)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] > 100 and r.json()["choices"][0]["finish_reason"] == "stop"

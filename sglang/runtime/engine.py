@@ -156,7 +156,7 @@ class Engine:
         self._constraints = self.scheduler.constraints
         self.vocab_size, self.context_len = int(info["vocab_size"]), int(info["context_len"])
         self.pool_size = int(info["pool_size"])
-        self._longest_token: Optional[int] = None  # see _max_prompt_chars
+        self._longest_token: Optional[int] = None  # see max_prompt_chars
 
     def _alive(self) -> bool:
         """Whether outputs can still arrive (the scheduler thread, or the scheduler process's receiver)."""
@@ -265,7 +265,7 @@ class Engine:
             raise ValueError(f"sampling_params.max_new_tokens={max_new_tokens} plus the prompt's {prompt_len} "
                              f"tokens needs more than the KV cache's {self.pool_size} tokens (max_total_tokens)")
 
-    def _max_prompt_chars(self) -> int:
+    def max_prompt_chars(self) -> int:
         """Characters above which a text surely has more tokens than the context (a token covers at most
         its longest vocabulary string, taken twice for normalizers), so it is refused before tokenizing."""
         if self._longest_token is None:
@@ -282,7 +282,7 @@ class Engine:
             field = "input_ids"
         else:
             field = "text"
-            _check_text(it.text, f"{where}{field}", self._max_prompt_chars(), self.context_len)
+            _check_text(it.text, f"{where}{field}", self.max_prompt_chars(), self.context_len)
             ids = list(self.tokenizer.encode(it.text))
         if not ids:
             raise ValueError(f"{where}{field}: the prompt is empty")

@@ -273,6 +273,11 @@ def _discard_result(future: "concurrent.futures.Future[Any]") -> None:
 PREPARE_POOL = PreparePool()
 
 
+async def run_admission(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """fn(**kwargs) in the admission pool (PREPARE_POOL, looked up per call so tests can swap it)."""
+    return await PREPARE_POOL.run(fn, **kwargs)
+
+
 def _prompt_chars(kwargs: dict[str, Any]) -> int:
     text = kwargs.get("text")
     if isinstance(text, str):
@@ -297,7 +302,7 @@ def needs_offload(kwargs: dict[str, Any]) -> bool:
 
 async def _start(engine: Any, kwargs: dict[str, Any]) -> Any:
     if needs_offload(kwargs):
-        return await PREPARE_POOL.run(engine.async_generate, **kwargs)
+        return await run_admission(engine.async_generate, **kwargs)
     return engine.async_generate(**kwargs)
 
 

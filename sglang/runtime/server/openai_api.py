@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from sglang.runtime.chat_template import load_chat_template
 from sglang.runtime.io_struct import MAX_TOP_LOGPROBS_NUM
 from sglang.runtime.server.common import (
+    OFFLOAD_CHARS,
     SSE_DONE,
     ClientGone,
     EventStreamResponse,
@@ -29,6 +30,7 @@ from sglang.runtime.server.common import (
     new_rid,
     open_streams,
     parse_body,
+    run_admission,
     run_or_abort,
     sse,
 )
@@ -247,11 +249,24 @@ def register_openai_routes(app: FastAPI, ctx: Any) -> None:
         context_len = getattr(ctx.engine, "context_len", None)
         if max_tokens is None and context_len:
             # OpenAI semantics: no max_tokens means "until EOS or the context is full" (as SGLang does)
-            ids = list(ctx.engine.tokenizer.encode(prompt["text"]))
+            ids = await _tokenize(ctx.engine, prompt["text"])
             prompt = {"input_ids": ids}
-            sp["max_new_tokens"] = max(int(context_len) - len(ids), 1)
+            room = min(int(context_len), int(getattr(ctx.engine, "pool_size", None) or context_len))
+            sp["max_new_tokens"] = max(room - len(ids), 1)  # the KV pool may be smaller than the context
         subs = _per_choice([prompt], sp, req.n, base, req.rid)
         return await _serve(ctx, request, subs, req.n, req.stream, req.stream_options, _ChatShape(req))
+
+
+async def _tokenize(engine: Any, text: str) -> list[int]:
+    """Token ids of a rendered chat; a long one is tokenized in the admission pool, off the event loop,
+    and one that surely exceeds the context is refused without tokenizing."""
+    limit = engine.max_prompt_chars() if hasattr(engine, "max_prompt_chars") else None
+    if limit is not None and len(text) > limit:
+        raise HTTPError(400, f"the rendered chat has {len(text)} characters, more than the context length can hold",
+                        param="messages")
+    if len(text) > OFFLOAD_CHARS:
+        return list(await run_admission(engine.tokenizer.encode, text=text))
+    return list(engine.tokenizer.encode(text))
 
 
 def _prompt_text(ctx: Any, prompt: dict[str, Any]) -> str:
