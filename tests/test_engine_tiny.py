@@ -78,10 +78,12 @@ def test_tiny_pool_retracts_and_outputs_match_big_pool(engine, tiny_llama_path):
     with make_engine(tiny_llama_path, max_total_tokens=64) as tiny:
         with pytest.raises(ValueError, match="KV cache holds only 64"):
             tiny.generate(input_ids=list(range(100, 200)), sampling_params=sp)
-        # a lone request that outgrows the pool mid-decode ends with an abort, not a hang
-        out = tiny.generate(input_ids=list(range(100, 150)), sampling_params={"max_new_tokens": 40, **GREEDY})
-        assert out["meta_info"]["finish_reason"]["type"] == "abort"
-        assert "KV cache" in out["meta_info"]["finish_reason"]["message"]
+        # a lone request that would outgrow the pool mid-decode is refused up front (it used to be
+        # admitted and aborted half-way)
+        with pytest.raises(ValueError, match="needs more than the KV cache's 64 tokens"):
+            tiny.generate(input_ids=list(range(100, 150)), sampling_params={"max_new_tokens": 40, **GREEDY})
+        out = tiny.generate(input_ids=list(range(100, 150)), sampling_params={"max_new_tokens": 14, **GREEDY})
+        assert out["meta_info"]["completion_tokens"] == 14  # exactly the pool: served whole
         tiny.check_invariant()
     assert tiny.model_runner is None  # shutdown dropped the model and the pool
     tiny.abort("anything")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sglang.lang.sgl.errors import SglError
+from sglang.lang.sgl.source import deep_stack
 from sglang.compiler.passes import PASS_ORDER
 from sglang.compiler.plan import PlanError
 
@@ -23,20 +24,34 @@ EMITS = ("ast", "ir", "ir-opt", "plan", "dot", "svg")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sglc", description="Compile .sgl programs to execution plans.")
-    sub = p.add_subparsers(dest="command", required=True)
-    c = sub.add_parser("compile", help="compile a program to a plan artifact, or emit an intermediate form")
-    c.add_argument("source", help="the .sgl file")
-    c.add_argument("-o", "--output", help="artifact path (default: SOURCE with .sglc)")
-    c.add_argument("--emit", choices=EMITS, help="print this form instead of writing the artifact")
-    c.add_argument("--function", help="only this function (for --emit ir/dot/svg: default all / the last one)")
-    c.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1), help="-O0: no passes; -O1: all")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    p = argparse.ArgumentParser(prog="sglc", formatter_class=fmt,
+                                description="Compile .sgl programs to execution plans (sglang run / serve load them).",
+                                epilog="examples: sglc check prog.sgl;  sglc compile prog.sgl -o prog.sglc;  "
+                                       "sglc compile --emit ir prog.sgl")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{compile,check}")
+    c = sub.add_parser("compile", formatter_class=fmt,
+                       help="compile a program to a plan artifact, or emit an intermediate form",
+                       description="Compile SOURCE to a plan artifact (default SOURCE.sglc), or print one "
+                                   "intermediate form with --emit.")
+    c.add_argument("source", help="the .sgl file (UTF-8)")
+    c.add_argument("-o", "--output", help="artifact path (default: SOURCE with the suffix .sglc)")
+    c.add_argument("--emit", choices=EMITS, help="print this form instead of writing the artifact "
+                   "(default: write the artifact)")
+    c.add_argument("--function", help="only this function (for --emit ir/dot/svg; default: all functions, "
+                   "or the last one for dot/svg)")
+    c.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1),
+                   help="optimization level: -O0 runs no passes, -O1 all of them")
     c.add_argument("-f", dest="flags", action="append", default=[], metavar="[no-]PASS",
-                   help=f"switch one pass: -fno-<pass> / -f<pass>; passes: {', '.join(PASS_ORDER)}")
-    c.add_argument("--model", help="build token-level constraint tables for this model's tokenizer")
+                   help=f"switch one pass off (-fno-<pass>) or on (-f<pass>), repeatable; "
+                        f"passes: {', '.join(PASS_ORDER)}")
+    c.add_argument("--model", help="build token-level constraint tables for this model's tokenizer "
+                   "(a local HF folder, a .gguf, or 'default'; default: none, built at run time)")
     c.add_argument("-v", "--verbose", action="store_true", help="print what each pass changed")
-    k = sub.add_parser("check", help="parse and check a program; print nothing but errors")
-    k.add_argument("source")
+    k = sub.add_parser("check", formatter_class=fmt, help="parse and check a program; print nothing but errors",
+                       description="Parse and check SOURCE (all passes included) without writing anything; "
+                                   "exit status 1 and file:line:col errors on a mistake.")
+    k.add_argument("source", help="the .sgl file (UTF-8)")
     return p
 
 
@@ -111,6 +126,17 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(_split_argv(argv))
+    # the parser and the compiler recurse once per nesting level: give deep programs a deep stack
+    try:
+        return deep_stack(_run, args)
+    except RecursionError:
+        print(f"{args.source}: error: the program nests too deeply to compile", file=sys.stderr)
+    except MemoryError:
+        print(f"{args.source}: error: out of memory while compiling", file=sys.stderr)
+    return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "check":  # everything compile does (passes included), without writing
             from sglang.compiler.lower import compile_source

@@ -12,6 +12,7 @@ from pathlib import Path
 from sglang.lang.sgl import nodes as A
 from sglang.lang.sgl.errors import SglSemanticError, SourcePos
 from sglang.lang.sgl.parser import parse_file, parse_source
+from sglang.lang.sgl.source import read_source
 
 STDLIB_DIR = Path(__file__).resolve().parent.parent / "stdlib"
 
@@ -98,7 +99,7 @@ class _Loader:
         if path in self.done:
             return self.done[path]
         module = parse_file(path)
-        self.texts[module.file] = path.read_text(encoding="utf-8")
+        self.texts[module.file] = read_source(path)
         symbols = self.module_symbols(module, stack + (path,))
         exported = {f.name: symbols[f.name] for f in module.functions}
         self.done[path] = exported
@@ -114,7 +115,7 @@ def load_program(path: str | Path | None = None, text: str | None = None, file: 
         p = Path(path)
         if not p.is_file():
             raise SglSemanticError(f"no such file: {p}")
-        text = p.read_text(encoding="utf-8")
+        text = read_source(p)
         module = parse_file(p)
         stack: tuple[Path, ...] = (p.resolve(),)
     else:

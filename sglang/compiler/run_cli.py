@@ -135,12 +135,18 @@ def main_run(argv: list[str]) -> int:
             backend.shutdown()
 
 
+SERVE_PORT = 30001  # launch-server has 30000
+
+
 def main_serve(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="sglang serve", description="Serve each function of a program as POST /programs/{name}")
-    p.add_argument("program")
-    p.add_argument("--model", default=None)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=30000)
+    p = argparse.ArgumentParser(prog="sglang serve", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Serve each function of a program as POST /programs/{name}")
+    p.add_argument("program", help="a .sgl program or a .sglc plan compiled by sglc")
+    p.add_argument("--model", default=None, help="the model: 'default', a local HF folder or a .gguf "
+                   "(None: the default model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=SERVE_PORT,
+                   help="port to listen on (not launch-server's 30000, so both can run side by side)")
     args = p.parse_args(argv)
     try:
         plan = load_plan(args.program)

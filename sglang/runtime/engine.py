@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 import torch
 
+from sglang.runtime.detokenizer import StopChecker
 from sglang.runtime.io_struct import GenerateReqInput, ReqItem
 from sglang.runtime.resolved_model import resolve_model
 from sglang.runtime.scheduler.req import TokenizedRequest
@@ -100,6 +101,27 @@ def _set_all(events: list[asyncio.Event]) -> None:
         ev.set()
 
 
+def _check_text(text: str, field: str, max_chars: int, context_len: int) -> None:
+    """ValueErrors for text no tokenizer should see: a lone surrogate, or far too long for the context."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{field}: lone surrogate \\u{ord(text[exc.start]):04x} at position {exc.start}; "
+                         "send valid Unicode") from None
+    if len(text) > max_chars:
+        raise ValueError(f"{field}: the prompt has {len(text)} characters, more than the context length of "
+                         f"{context_len} tokens can hold")
+
+
+def _check_stop_regex(patterns: tuple[str, ...]) -> None:
+    """Compile the stop regexes with the stop checker the scheduler will use, so a bad one is a 400 now."""
+    if patterns:
+        try:
+            StopChecker(stop_regex=patterns)
+        except Exception as exc:  # re.error is not a ValueError
+            raise ValueError(f"sampling_params.stop_regex: invalid regular expression: {exc}") from None
+
+
 class Engine:
     def __init__(self, model_path: Optional[str] = None, **kwargs: Any) -> None:
         if model_path is not None:
@@ -134,6 +156,7 @@ class Engine:
         self._constraints = self.scheduler.constraints
         self.vocab_size, self.context_len = int(info["vocab_size"]), int(info["context_len"])
         self.pool_size = int(info["pool_size"])
+        self._longest_token: Optional[int] = None  # see max_prompt_chars
 
     def _alive(self) -> bool:
         """Whether outputs can still arrive (the scheduler thread, or the scheduler process's receiver)."""
@@ -218,6 +241,8 @@ class Engine:
             sp = it.sampling_params
             try:
                 sp.verify(self.vocab_size, self.context_len, len(ids))
+                self._check_fits_pool(len(ids), sp.max_new_tokens)
+                _check_stop_regex(sp.stop_regex)
                 if self._constraints is not None:
                     self._constraints.prepare(sp)
                 elif sp.constraint is not None:
@@ -234,6 +259,20 @@ class Engine:
             ))
         return items, tokenized
 
+    def _check_fits_pool(self, prompt_len: int, max_new_tokens: int) -> None:
+        """A request that cannot fit the KV pool even alone would be admitted and aborted mid-way."""
+        if prompt_len + max_new_tokens > self.pool_size:
+            raise ValueError(f"sampling_params.max_new_tokens={max_new_tokens} plus the prompt's {prompt_len} "
+                             f"tokens needs more than the KV cache's {self.pool_size} tokens (max_total_tokens)")
+
+    def max_prompt_chars(self) -> int:
+        """Characters above which a text surely has more tokens than the context (a token covers at most
+        its longest vocabulary string, taken twice for normalizers), so it is refused before tokenizing."""
+        if self._longest_token is None:
+            vocab = self.tokenizer.get_vocab() if hasattr(self.tokenizer, "get_vocab") else {}
+            self._longest_token = max((len(t) for t in vocab), default=64)
+        return 2 * self._longest_token * self.context_len
+
     def _prompt_ids(self, it: ReqItem, where: str) -> list[int]:
         if it.input_ids is not None:
             ids = it.input_ids
@@ -242,8 +281,9 @@ class Engine:
                 raise ValueError(f"{where}input_ids contains {bad[0]}, outside the vocabulary [0, {self.vocab_size})")
             field = "input_ids"
         else:
-            ids = list(self.tokenizer.encode(it.text))
             field = "text"
+            _check_text(it.text, f"{where}{field}", self.max_prompt_chars(), self.context_len)
+            ids = list(self.tokenizer.encode(it.text))
         if not ids:
             raise ValueError(f"{where}{field}: the prompt is empty")
         if len(ids) >= self.context_len:

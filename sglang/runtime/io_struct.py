@@ -13,6 +13,10 @@ from typing import Any, Optional, Union
 
 from sglang.runtime.sampling.sampling_params import SamplingParams
 
+# Output-size cap: each position's top list costs ~100 bytes of JSON, so the whole vocabulary per token
+# (1.8 MB) times a long prompt would be gigabytes. OpenAI allows at most 20 as well.
+MAX_TOP_LOGPROBS_NUM = 20
+
 
 @dataclass
 class GenerateReqInput:
@@ -108,8 +112,10 @@ class GenerateReqInput:
                     raise ValueError(f"{where}{name} must be {typ.__name__}, got {v!r}")
             if starts[i] < -1:
                 raise ValueError(f"{where}logprob_start_len must be >= -1, got {starts[i]}")
-            if tops[i] < 0:
-                raise ValueError(f"{where}top_logprobs_num must be >= 0, got {tops[i]}")
+            if not 0 <= tops[i] <= MAX_TOP_LOGPROBS_NUM:
+                raise ValueError(f"{where}top_logprobs_num must be in [0, {MAX_TOP_LOGPROBS_NUM}], got {tops[i]}")
+            if sp.n < 1:  # n=0 would expand to no outputs at all (an empty 200)
+                raise ValueError(f"{where}sampling_params.n must be >= 1, got {sp.n}")
             for j in range(sp.n):
                 items.append(ReqItem(
                     index=i, sample=j, rid=rids[i] if sp.n == 1 else f"{rids[i]}-{j}", group=rids[i],

@@ -27,6 +27,10 @@ from sglang.compiler.irgen.scope import PY_TYPES, TYPES, Env, Fork, Var, all_gen
 from sglang.compiler.irgen.exprs import ExprLowerer
 from sglang.compiler.irgen.gen_args import GenLowerer
 
+# Unrolling copies the body once per arm / iteration: past this the program would take minutes and
+# gigabytes to compile (fork f[100000000] reached 7.5 GB), so it is refused with the position.
+MAX_UNROLL = 4096
+
 
 class Lowerer:
     """Lowers one entry function (and, inlined, everything it calls) to an `ir.IRFunction`."""
@@ -287,6 +291,9 @@ class Lowerer:
                 n = count.value
                 if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                     raise self.exprs.err(f"fork count must be an int >= 1, got {n!r}", s.count.pos, env)
+                if n > MAX_UNROLL:
+                    raise self.exprs.err(f"fork count {n} is more than {MAX_UNROLL}, the most sglc unrolls",
+                                         s.count.pos, env)
                 node = cur.append(ir.Fork(n), loc)
                 bodies = [(s.body, b) for b in range(n)]
             else:
@@ -367,6 +374,9 @@ class Lowerer:
             values = it.value
             if isinstance(values, str) or not isinstance(values, tuple):
                 raise self.exprs.err(f"for needs a list or range(...) to loop over, got {values!r}", s.iter.pos, env)
+            if len(values) > MAX_UNROLL:
+                raise self.exprs.err(f"for over {len(values)} constant values is more than {MAX_UNROLL}, the most "
+                                     "sglc unrolls", s.iter.pos, env)
             saved_aliases = dict(env.aliases)
             for v in values:  # unrolled: the loop variable is a compile-time constant
                 env.consts[s.var] = v
@@ -451,4 +461,9 @@ def lower_program(program: SourceProgram, functions: list[str] | None = None) ->
     """IR for each function of the main module (or the named ones), in source order."""
     names = functions if functions is not None else program.entry_functions()
     low = Lowerer(program)
-    return {n: low.lower_function(n) for n in names}
+    try:
+        return {n: low.lower_function(n) for n in names}
+    except RecursionError:  # lowering recurses once per nesting level of blocks and expressions
+        raise SglSemanticError(f"{program.module.file}: the program nests too deeply to compile (deep blocks or a "
+                               "very long operator chain)", hint="split it into `let` variables or functions; "
+                               "`sglc` accepts deeper programs than library calls") from None

@@ -18,6 +18,7 @@ from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInpu
 
 from sglang.lang.sgl import nodes as A
 from sglang.lang.sgl.errors import SglSyntaxError, SourcePos
+from sglang.lang.sgl.source import check_nesting, read_source, strip_bom
 
 GRAMMAR_PATH = Path(__file__).with_name("sgl.lark")
 
@@ -508,21 +509,35 @@ def _syntax_error(e: UnexpectedInput, parsed: str, file: str, text: str, hint: s
 
 def _parse(text: str, file: str, start: str) -> Any:
     """Parse `text` from grammar rule `start` and build the AST; errors surface as SglSyntaxError."""
+    check_nesting(text, file)
     try:
         tree = _parser().parse(text, start=start)
     except UnexpectedInput as e:
         raise _syntax_error(e, text, file, text) from None
+    except RecursionError:
+        raise _too_deep(file) from None
     try:
         return _Builder(text, file).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, SglSyntaxError):
             raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise _too_deep(file) from None
         raise
+    except RecursionError:
+        raise _too_deep(file) from None
+
+
+def _too_deep(file: str) -> SglSyntaxError:
+    # the AST builder recurses once per nesting level (blocks, and each operator of a long chain)
+    return SglSyntaxError(f"{file}: the program nests too deeply to parse (deep blocks or a very long operator "
+                          "chain)", hint="split it into `let` variables or functions; `sglc` and `sglang run` "
+                                         "accept deeper programs than library calls")
 
 
 def parse_source(text: str, file: str = "<string>") -> A.Module:
     """Parse a whole `.sgl` source; raises SglSyntaxError (never a lark or Python error) on bad input."""
-    return _parse(text, file, "start")
+    return _parse(strip_bom(text), file, "start")
 
 
 def parse_expr(text: str, file: str = "<expr>") -> A.Expr:
@@ -530,11 +545,4 @@ def parse_expr(text: str, file: str = "<expr>") -> A.Expr:
 
 
 def parse_file(path: str | Path) -> A.Module:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SglSyntaxError(f"no such file: {p}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise SglSyntaxError(f"cannot read {p}: {e}") from None
-    return parse_source(text, str(path))
+    return parse_source(read_source(path), str(path))

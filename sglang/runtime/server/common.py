@@ -7,9 +7,11 @@ client that goes away (before the answer, or mid-stream) gets its requests abort
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional
@@ -82,17 +84,104 @@ def _is_type_tag(part: str) -> bool:
         ("function-", "constrained-"))
 
 
+# Request bodies: bigger ones get a 413 before they are read whole; deeper JSON a 400 before any checker
+# walks it (Python's recursion would turn it into a 500).
+MAX_BODY_BYTES = 64 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+
+
+async def read_body(request: Any, limit: Optional[int] = None) -> bytes:
+    """The request body, at most `limit` (default MAX_BODY_BYTES) bytes: 413 beyond; ClientGone if the
+    client leaves while sending."""
+    from starlette.requests import ClientDisconnect
+
+    limit = MAX_BODY_BYTES if limit is None else limit
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPError(413, f"request body of {int(declared)} bytes is larger than the limit of {limit} bytes",
+                        code="request_too_large")
+    chunks, size = [], 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"request body is larger than the limit of {limit} bytes",
+                                code="request_too_large")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json accepts NaN / Infinity; JSON does not, and downstream int() / range checks choke on them
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def check_json_tree(data: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """400 for nesting deeper than max_depth or a string holding a lone UTF-16 surrogate (which no
+    tokenizer or UTF-8 encoder accepts); iterative, so any depth is checked without recursion."""
+    stack: list[tuple[Any, int, str]] = [(data, 1, "body")]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise HTTPError(400, f"{where}: the string holds a lone surrogate (\\u{ord(node[exc.start]):04x}) "
+                                     f"at position {exc.start}; send valid Unicode", param=where) from None
+            continue
+        if not isinstance(node, (dict, list)):
+            continue
+        if depth > max_depth:
+            raise HTTPError(400, f"the JSON body is nested deeper than {max_depth} levels (at {where})", param=where)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, value in items:
+            if isinstance(key, str):
+                stack.append((key, depth, f"{where} key"))
+            stack.append((value, depth + 1, f"{where}.{key}" if isinstance(node, dict) else f"{where}[{key}]"))
+
+
+def decode_json(raw: bytes) -> Any:
+    """JSON bytes -> a checked tree (400 on malformed, too deep, non-finite constants, lone surrogates)."""
+    if not raw.strip():
+        raise HTTPError(400, "request body is empty; send a JSON object")
+    try:
+        data = json.loads(raw, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"malformed JSON body: {exc}") from exc
+    except ValueError as exc:  # a rejected constant
+        raise HTTPError(400, f"malformed JSON body: {exc}") from exc
+    except RecursionError:
+        raise HTTPError(400, f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    check_json_tree(data)
+    return data
+
+
+def check_schema_depth(sampling_params: Any, param: str) -> None:
+    """A json_schema sent as text is JSON too: refuse one nested deeper than the body may be (400), before
+    the schema compiler walks it; malformed text is left for the compiler to name."""
+    for sp in sampling_params if isinstance(sampling_params, list) else [sampling_params]:
+        text = sp.get("json_schema") if isinstance(sp, dict) else None
+        if not isinstance(text, str):
+            continue
+        try:
+            tree = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            raise HTTPError(400, f"{param} is nested deeper than {MAX_JSON_DEPTH} levels", param=param) from None
+        except ValueError:
+            continue
+        try:
+            check_json_tree(tree)
+        except HTTPError as exc:
+            raise HTTPError(400, f"{param}: {exc.message.replace('the JSON body', 'the schema')}", param=param) from None
+
+
 async def parse_body(request: Any, model: Any) -> Any:
     """Parse the body as JSON whatever the Content-Type (curl -d sends form-encoded), then validate."""
     from pydantic import ValidationError
 
-    raw = await request.body()
-    if not raw.strip():
-        raise HTTPError(400, "request body is empty; send a JSON object")
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"malformed JSON body: {exc}") from exc
+    data = decode_json(await read_body(request))
     if not isinstance(data, dict):
         raise HTTPError(400, f"request body must be a JSON object, got {type(data).__name__}")
     try:
@@ -115,21 +204,105 @@ def _finished(out: dict[str, Any]) -> bool:
     return (out.get("meta_info") or {}).get("finish_reason") is not None
 
 
-# Above this many prompt characters, tokenization (done by async_generate's validation) moves to a worker
-# thread so one long prompt does not stall every other stream on the event loop.
-_OFFLOAD_CHARS = 8192
+# Admission (tokenizing, compiling a constraint) runs in the caller's thread inside async_generate. A long
+# prompt or any constraint moves it to this small pool, so a slow compile stalls neither the event loop
+# (/health, open streams) nor the scheduler's step; the pool is bounded in threads and in queued jobs,
+# and each job has a time budget after which the client gets its answer (the thread finishes on its own:
+# Python cannot stop it, hence the bounds).
+OFFLOAD_CHARS = 8192
+PREPARE_WORKERS = 2
+PREPARE_MAX_PENDING = 16
+PREPARE_TIMEOUT_S = 30.0
+_CONSTRAINT_KEYS = ("regex", "json_schema", "ebnf", "stop_regex")
+
+
+class PreparePool:
+    """A bounded thread pool for request admission work, with a per-job time budget."""
+
+    def __init__(self, workers: int = PREPARE_WORKERS, max_pending: int = PREPARE_MAX_PENDING,
+                 timeout_s: float = PREPARE_TIMEOUT_S) -> None:
+        self.workers, self.max_pending, self.timeout_s = workers, max_pending, timeout_s
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="sglang-prepare")
+            return self._pool
+
+    async def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """fn(**kwargs) in the pool: 503 when too many jobs are queued, 400 past the time budget
+        (the request's own input is what took too long), a RecursionError (nested input) is a 400."""
+        with self._lock:
+            if self._pending >= self.max_pending:
+                raise HTTPError(503, f"the server is busy preparing {self._pending} requests (constraint compiles "
+                                     "or long prompts); retry later", err_type="server_busy", code="503")
+            self._pending += 1
+        future = self._executor().submit(_guarded, fn, kwargs)
+        future.add_done_callback(self._release)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except asyncio.TimeoutError:
+            future.add_done_callback(_discard_result)  # nobody will await what it returns
+            raise HTTPError(400, f"preparing the request took longer than {self.timeout_s:.0f} s (its constraint "
+                                 "or prompt is too large); simplify it", code="prepare_timeout") from None
+
+    def _release(self, _: Any) -> None:
+        with self._lock:
+            self._pending -= 1
+
+
+def _guarded(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    try:
+        return fn(**kwargs)
+    except RecursionError:
+        raise ValueError("the request's constraint or input is nested too deeply to compile") from None
+
+
+def _discard_result(future: "concurrent.futures.Future[Any]") -> None:
+    if not future.cancelled() and future.exception() is None:
+        close = getattr(future.result(), "aclose", None) or getattr(future.result(), "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                result.close()
+
+
+PREPARE_POOL = PreparePool()
+
+
+async def run_admission(fn: Callable[..., Any], **kwargs: Any) -> Any:
+    """fn(**kwargs) in the admission pool (PREPARE_POOL, looked up per call so tests can swap it)."""
+    return await PREPARE_POOL.run(fn, **kwargs)
 
 
 def _prompt_chars(kwargs: dict[str, Any]) -> int:
     text = kwargs.get("text")
     if isinstance(text, str):
         return len(text)
-    return sum(len(t) for t in text) if isinstance(text, list) else 0
+    return sum(len(t) for t in text if isinstance(t, str)) if isinstance(text, list) else 0
+
+
+def _has_constraint(kwargs: dict[str, Any]) -> bool:
+    sps = kwargs.get("sampling_params")
+    for sp in sps if isinstance(sps, list) else [sps]:
+        if isinstance(sp, dict) and any(sp.get(k) for k in _CONSTRAINT_KEYS):
+            return True
+        if isinstance(sp, dict) and sp.get("dtype") is not None:
+            return True
+    return False
+
+
+def needs_offload(kwargs: dict[str, Any]) -> bool:
+    """Whether admitting this request may take long: a long prompt to tokenize or a constraint to compile."""
+    return _prompt_chars(kwargs) > OFFLOAD_CHARS or _has_constraint(kwargs)
 
 
 async def _start(engine: Any, kwargs: dict[str, Any]) -> Any:
-    if _prompt_chars(kwargs) > _OFFLOAD_CHARS:
-        return await asyncio.to_thread(engine.async_generate, **kwargs)
+    if needs_offload(kwargs):
+        return await run_admission(engine.async_generate, **kwargs)
     return engine.async_generate(**kwargs)
 
 

@@ -26,6 +26,7 @@ from sglang.runtime.server.common import (
     StreamTracker,
     abort_all,
     as_http_error,
+    check_schema_depth,
     engine_generate,
     error_body,
     format_validation_errors,
@@ -36,8 +37,10 @@ from sglang.runtime.server.common import (
     run_or_abort,
     sse,
 )
+from sglang.runtime.server.docs import DOCS_PATH, OPENAPI_PATH, install_openapi
 from sglang.runtime.server.metrics import ServerMetrics, StreamTimer
-from sglang.runtime.server.protocol import AbortRequest, GenerateRequest
+from sglang.runtime.server.protocol import (AbortRequest, ChatCompletionRequest, CompletionRequest,
+                                            GenerateRequest)
 
 HEALTH_GENERATE_TIMEOUT_S = 60.0
 _PER_PROMPT_FIELDS = ("sampling_params", "rid", "return_logprob", "logprob_start_len", "top_logprobs_num")
@@ -117,6 +120,10 @@ class AuthAndCountMiddleware:
 
 # --------------------------------------------------------------------------- request normalization
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _n_of(sp: Any) -> int:
     v = sp.get("n", 1) if isinstance(sp, dict) else 1
     return v if isinstance(v, int) and v > 0 else 1  # a bad n is the engine's 400 to give
@@ -135,6 +142,7 @@ def native_kwargs(req: GenerateRequest, max_batch: int) -> dict[str, Any]:
     elif req.input_ids is not None and len(req.input_ids) == 0:
         raise HTTPError(400, "input_ids is empty", param="input_ids")
     size = req.batch_size()
+    check_schema_depth(req.sampling_params, "sampling_params.json_schema")
     sps = req.sampling_params if isinstance(req.sampling_params, list) else [req.sampling_params or {}]
     n = max((_n_of(sp) for sp in sps), default=1)
     if size * n > max_batch:
@@ -173,8 +181,8 @@ def split_per_output(kwargs: dict[str, Any], batch: bool, size: int) -> list[dic
             sub = dict(one, sampling_params=dict(sp))
             if n > 1:
                 sub["rid"] = f"{one['rid']}-{j}"
-                if sp.get("seed") is not None:
-                    sub["sampling_params"]["seed"] = int(sp["seed"]) + j  # distinct but reproducible samples
+                if _is_int(sp.get("seed")):  # a bad seed is left for the engine's 400
+                    sub["sampling_params"]["seed"] = sp["seed"] + j  # distinct but reproducible samples
             out.append(sub)
     return out
 
@@ -189,7 +197,7 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
     app = FastAPI(title="sglang", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sglang = ctx
     app.add_middleware(AuthAndCountMiddleware, api_key=server_args.api_key, metrics=metrics,
-                       open_paths=("/health", "/health_generate"))  # probes carry no API key
+                       open_paths=("/health", "/health_generate", DOCS_PATH, OPENAPI_PATH))  # probes carry no API key
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -202,6 +210,10 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _starlette_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return HTTPError(exc.status_code, str(exc.detail), code=str(exc.status_code)).response()
+
+    @app.exception_handler(ClientGone)  # left while sending its body: nobody to answer, nothing to log
+    async def _client_gone(_: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)
 
     @app.exception_handler(ValueError)  # a bad request found by a checker below the route (e.g. constraints)
     async def _value_error(_: Request, exc: ValueError) -> JSONResponse:
@@ -240,13 +252,15 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
             d["api_key"] = "<hidden>"  # never echo the secret
         return d
 
-    @app.api_route("/flush_cache", methods=["GET", "POST"])
     async def flush_cache() -> Response:
         ok = await asyncio.to_thread(engine.flush_cache)
         if ok is False:
             return JSONResponse(error_body("cache not flushed: requests are running or waiting; retry when idle",
                                            "invalid_request_error", None, "400"), status_code=400)
         return PlainTextResponse("Cache flushed.\n")
+
+    for method in ("GET", "POST"):  # one operation id each (the OpenAPI schema needs them distinct)
+        app.add_api_route("/flush_cache", flush_cache, methods=[method], operation_id=f"flush_cache_{method.lower()}")
 
     @app.post("/abort_request")
     async def abort_request(request: Request) -> dict[str, Any]:
@@ -283,6 +297,9 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
         return JSONResponse(out)
 
     register_openai_routes(app, ctx)
+    install_openapi(app, {("post", "/generate"): GenerateRequest, ("post", "/abort_request"): AbortRequest,
+                          ("post", "/v1/completions"): CompletionRequest,
+                          ("post", "/v1/chat/completions"): ChatCompletionRequest})
     return app
 
 

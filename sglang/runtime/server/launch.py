@@ -21,13 +21,66 @@ from typing import Any, Optional
 logger = logging.getLogger("sglang.server")
 
 
+# One line per ServerArgs field for `launch-server --help` (argparse appends each default). A field
+# without a line here still works; tests/test_server_cli.py checks that every flag has one.
+FLAG_HELP: dict[str, str] = {
+    "model_path": "the model: 'default' (SmolLM2-135M-Instruct), a local HF folder or a .gguf file "
+                  "(never downloaded)",
+    "tokenizer_path": "tokenizer folder, when not the model's own",
+    "load_format": "weights format: auto | safetensors | gguf | dummy (random weights, for tests)",
+    "dtype": "weights and activations dtype: auto | float32 | float16 | bfloat16",
+    "context_length": "longest prompt + output in tokens (default: the model config's)",
+    "trust_remote_code": "accepted for SGLang compatibility (no remote code is ever run)",
+    "random_seed": "seed of the sampler and of dummy weights",
+    "served_model_name": "the model name /v1 clients send and /v1/models lists (default: the model path)",
+    "chat_template": "chat template for /v1/chat/completions: a name, a .json or a .jinja file "
+                     "(default: the tokenizer's)",
+    "device": "auto | cpu | cuda",
+    "max_total_tokens": "KV cache size in tokens (default: from --mem-fraction-static and free memory)",
+    "mem_fraction_static": "fraction of GPU memory for weights and the KV cache",
+    "max_running_requests": "most requests decoding at once",
+    "max_prefill_tokens": "most prompt tokens in one prefill batch",
+    "chunked_prefill_size": "split longer prompts into chunks of this many tokens (<= 0: no chunking)",
+    "schedule_policy": "order of waiting requests: lpm (longest cached prefix first) | fcfs",
+    "schedule_conservativeness": "how much KV to reserve for running requests' future tokens (higher: "
+                                 "fewer retractions, less concurrency)",
+    "disable_radix_cache": "do not reuse cached prompt prefixes",
+    "enable_mixed_chunk": "decode running requests inside prefill forwards",
+    "attention_backend": "torch | triton | flashinfer (default: the best for the device)",
+    "disable_cuda_graph": "run decode without CUDA graphs",
+    "cuda_graph_max_bs": "largest decode batch captured as a CUDA graph",
+    "disable_overlap": "do not overlap CPU scheduling with GPU decode",
+    "disable_regex_jump_forward": "constrained decoding: do not jump over forced text",
+    "tp_size": "tensor-parallel ranks (one process and GPU each)",
+    "dist_init_addr": "host:port of the tensor-parallel process group (default: a free local port)",
+    "host": "address to listen on",
+    "port": "port to listen on (`sglang serve` defaults to another one, so both can run)",
+    "api_key": "require 'Authorization: Bearer KEY' on every route but /health",
+    "log_level": "debug | info | warning | error",
+    "max_batch_size_per_request": "most outputs (prompts x n) one request may ask for",
+    "stream_interval": "send a streamed chunk every this many tokens",
+    "scheduler_process": "run the scheduler in a child process (default for launch-server) or, with "
+                         "--no-scheduler-process, in a thread",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sglang.runtime.server_args import ServerArgs
+
+    parser = argparse.ArgumentParser(prog="sglang launch-server", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                     description="Serve a model over HTTP: SGLang's native API (/generate) and the "
+                                                 "OpenAI API (/v1). API docs at /docs once running.")
+    ServerArgs.add_cli_args(parser)
+    for action in parser._actions:  # argparse keeps no public list; the flags come from ServerArgs
+        if action.dest in FLAG_HELP:
+            action.help = FLAG_HELP[action.dest]
+    return parser
+
+
 def parse_args(argv: list[str]) -> Any:
     from sglang.runtime.server_args import ServerArgs
 
-    parser = argparse.ArgumentParser(prog="sglang launch-server",
-                                     description="Serve a model over HTTP (SGLang native API + OpenAI API).")
-    ServerArgs.add_cli_args(parser)
-    return ServerArgs.from_cli_args(parser.parse_args(argv))
+    return ServerArgs.from_cli_args(build_parser().parse_args(argv))
 
 
 def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
@@ -81,7 +134,11 @@ def serve(server_args: Any) -> int:
 
     dp = f" x {server_args.dp_size} replicas" if server_args.dp_size > 1 else ""
     print(f"Loading model {server_args.model_path!r}{dp} ...", flush=True)
-    engine = make_engine(server_args)
+    try:
+        engine = make_engine(server_args)
+    except (ValueError, OSError) as exc:  # a user mistake (no such model, bad config): one line, no traceback
+        print(f"sglang launch-server: {exc}", file=sys.stderr)
+        return 1
     lower_switch_interval()
     try:
         gate = DrainGate(create_app(engine, server_args))

@@ -15,18 +15,22 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from sglang.runtime.chat_template import load_chat_template
+from sglang.runtime.io_struct import MAX_TOP_LOGPROBS_NUM
 from sglang.runtime.server.common import (
+    OFFLOAD_CHARS,
     SSE_DONE,
     ClientGone,
     EventStreamResponse,
     HTTPError,
     StreamTracker,
     as_http_error,
+    check_schema_depth,
     engine_generate,
     merge_streams,
     new_rid,
     open_streams,
     parse_body,
+    run_admission,
     run_or_abort,
     sse,
 )
@@ -34,7 +38,7 @@ from sglang.runtime.sampling.sampling_params import FIELD_NAMES, native_name
 from sglang.runtime.server.metrics import StreamTimer
 from sglang.runtime.server.protocol import ChatCompletionRequest, CompletionRequest, OpenAISampling
 
-MAX_TOP_LOGPROBS = 20
+MAX_TOP_LOGPROBS = MAX_TOP_LOGPROBS_NUM
 # Request fields that are SamplingParams fields (under the one rename map) are copied when not None; these
 # few need their own handling in _sampling (defaults, list forms, per-choice seeds) or are not per request.
 _SPECIAL_FIELDS = frozenset({"max_tokens", "stop", "seed", "logit_bias", "n"})
@@ -66,6 +70,7 @@ def _sampling(req: OpenAISampling, max_tokens: Optional[int]) -> dict[str, Any]:
             sp[key] = value
     if isinstance(sp.get("json_schema"), dict):
         sp["json_schema"] = json.dumps(sp["json_schema"])
+    check_schema_depth(sp, "json_schema")
     if req.seed is not None:
         sp["seed"] = req.seed
     if req.logit_bias:
@@ -244,11 +249,24 @@ def register_openai_routes(app: FastAPI, ctx: Any) -> None:
         context_len = getattr(ctx.engine, "context_len", None)
         if max_tokens is None and context_len:
             # OpenAI semantics: no max_tokens means "until EOS or the context is full" (as SGLang does)
-            ids = list(ctx.engine.tokenizer.encode(prompt["text"]))
+            ids = await _tokenize(ctx.engine, prompt["text"])
             prompt = {"input_ids": ids}
-            sp["max_new_tokens"] = max(int(context_len) - len(ids), 1)
+            room = min(int(context_len), int(getattr(ctx.engine, "pool_size", None) or context_len))
+            sp["max_new_tokens"] = max(room - len(ids), 1)  # the KV pool may be smaller than the context
         subs = _per_choice([prompt], sp, req.n, base, req.rid)
         return await _serve(ctx, request, subs, req.n, req.stream, req.stream_options, _ChatShape(req))
+
+
+async def _tokenize(engine: Any, text: str) -> list[int]:
+    """Token ids of a rendered chat; a long one is tokenized in the admission pool, off the event loop,
+    and one that surely exceeds the context is refused without tokenizing."""
+    limit = engine.max_prompt_chars() if hasattr(engine, "max_prompt_chars") else None
+    if limit is not None and len(text) > limit:
+        raise HTTPError(400, f"the rendered chat has {len(text)} characters, more than the context length can hold",
+                        param="messages")
+    if len(text) > OFFLOAD_CHARS:
+        return list(await run_admission(engine.tokenizer.encode, text=text))
+    return list(engine.tokenizer.encode(text))
 
 
 def _prompt_text(ctx: Any, prompt: dict[str, Any]) -> str:
