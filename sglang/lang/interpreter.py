@@ -9,7 +9,6 @@ shared prefix), and copies its state into n new executors that run concurrently.
 from __future__ import annotations
 
 import collections
-import json
 import threading
 from typing import Any, Iterator, Optional
 
@@ -379,10 +378,3 @@ class ProgramStateGroup(StateGroup):
         else:
             raise ValueError(f"join mode must be 'gather_variable' or 'concate_and_append', got {mode!r}")
 
-
-def json_dumps_schema(schema: Any) -> str:
-    """json_schema given as dict (or str) -> the canonical JSON string the IR stores."""
-    if isinstance(schema, str):
-        json.loads(schema)  # a bad schema fails here, naming the JSON error
-        return schema
-    return json.dumps(schema, sort_keys=True)

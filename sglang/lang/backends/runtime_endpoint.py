@@ -1,7 +1,7 @@
 """RuntimeEndpoint: a frontend backend speaking HTTP to a running server (ours or SGLang 0.2.x's).
 
 Requests are the native dicts (POST /generate); streams are SSE `data: {...}` lines ending with
-`data: [DONE]`. The chat template comes from the server's model (GET /get_model_info) unless given.
+`data: [DONE]`. The chat template is the server's own (GET /get_model_info sends it) unless given.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Iterator, Optional
 
 import httpx
 
-from sglang.runtime.chat_template import ChatTemplate, get_named, load_chat_template_from_path
+from sglang.runtime.chat_template import ChatTemplate, load_chat_template, load_chat_template_from_path
 from sglang.lang.backends.base import BackendError, NativeBackend
 
 
@@ -77,12 +77,16 @@ class RuntimeEndpoint(NativeBackend):
         return True
 
     def chat_template(self) -> ChatTemplate:
+        """The one given (a name, .json or .jinja file), else the server's own (it sends it in /get_model_info),
+        else one picked by the served model's path (a server that does not send it, e.g. SGLang 0.2.x)."""
         if self._template is None:
             if self._template_name:
-                self._template = get_named(self._template_name)
+                self._template = load_chat_template(None, self._template_name)
             else:
                 info = self.get_model_info()
-                self._template = load_chat_template_from_path(info.get("model_path"))
+                sent = info.get("chat_template")
+                self._template = ChatTemplate.from_dict(sent) if isinstance(sent, dict) else \
+                    load_chat_template_from_path(info.get("model_path"))
         return self._template
 
     def shutdown(self) -> None:
