@@ -19,6 +19,10 @@ from sglang.lang.primitives import SglExpr, StateBase, StateGroup, caller_loc
 from sglang.lang.speculative import CompletionSpec, chat_block_eligible, run_chat_block
 
 
+# how long an idle worker waits for the program's next op before its thread exits
+IDLE_WORKER_S = 0.5
+
+
 class ProgramError(RuntimeError):
     """An op of a program failed; the message names the program, the op's variable and source line."""
 
@@ -107,7 +111,11 @@ class StreamExecutor:
     def _loop(self) -> None:
         while True:
             with self.cond:
-                if not self.queue:  # idle: exit; submit() starts a new worker (no parked threads)
+                if not self.queue and not self.finished:
+                    # the program thread usually submits again right after it reads a value: waiting a little
+                    # for that beats starting a new thread per read (slow with 100+ threads on the GIL)
+                    self.cond.wait_for(lambda: self.queue or self.finished, IDLE_WORKER_S)
+                if not self.queue:  # ended, or idle for long: exit (no parked threads); submit() starts another
                     self.worker = None
                     return
                 op, loc = self.queue.popleft()

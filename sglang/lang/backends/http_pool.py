@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import http.client
+import socket
 import ssl
 import urllib.parse
 from typing import Any, Iterator, Optional, Union
@@ -49,8 +50,13 @@ class ConnectionPool:
 
     def _new(self) -> http.client.HTTPConnection:
         if self.https:
-            return http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ssl_context)
-        return http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+            conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout, context=self.ssl_context)
+        else:
+            conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        conn.connect()
+        # small requests on a kept-alive connection: no Nagle delay waiting for the server's delayed ACK
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn
 
     def _send(self, method: str, path: str, body: Optional[bytes]) -> tuple[http.client.HTTPConnection,
                                                                             http.client.HTTPResponse]:
@@ -99,6 +105,7 @@ class ConnectionPool:
                 if not line:
                     break
                 yield line.decode().rstrip("\r\n")
+            resp.read()  # marks the response closed (readline does not), so the connection can be reused
             done = True
         finally:
             if done:
