@@ -38,8 +38,8 @@ class RuntimeEndpoint(NativeBackend):
         self._model_info: dict[str, Any] | None = None
 
     # -- transport
-    def _request(self, method: str, path: str, payload: Any = None) -> Any:
-        """The JSON answer of one request; transport failures and error statuses become exceptions here."""
+    def _request(self, method: str, path: str, payload: Any = None) -> bytes:
+        """The body of one request's answer; transport failures and error statuses become exceptions here."""
         body = None if payload is None else json.dumps(payload).encode()
         try:
             status, data = self.http.request(method, path, body)
@@ -47,10 +47,10 @@ class RuntimeEndpoint(NativeBackend):
             raise BackendError(f"cannot reach {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
         if status != 200:
             raise _http_error(self.base_url + path, status, data.decode(errors="replace"))
-        return json.loads(data) if data else None
+        return data
 
     def _call(self, payload: dict[str, Any]) -> Any:
-        return self._request("POST", "/generate", payload)
+        return json.loads(self._request("POST", "/generate", payload))
 
     def _call_stream(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
         url = self.base_url + "/generate"
@@ -73,11 +73,11 @@ class RuntimeEndpoint(NativeBackend):
     # -- server info
     def get_model_info(self) -> dict[str, Any]:
         if self._model_info is None:
-            self._model_info = self._request("GET", "/get_model_info")
+            self._model_info = json.loads(self._request("GET", "/get_model_info"))
         return self._model_info
 
     def get_server_args(self) -> dict[str, Any]:
-        return self._request("GET", "/get_server_args")
+        return json.loads(self._request("GET", "/get_server_args"))
 
     def flush_cache(self) -> bool:
         try:
