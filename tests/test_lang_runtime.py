@@ -24,6 +24,8 @@ def test_runtime_starts_serves_a_program_and_shuts_down(tiny_llama_path):
         assert state.get_meta_info("a")["completion_tokens"] == 5
         assert state["c"] in ("yes", "no")
         assert state.messages()[0] == {"role": "user", "content": "hi"}
+        # the server's own template (SmolLM2's chatml, sent in /get_model_info), not the SYSTEM:/USER: fallback
+        assert state.text().startswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
         assert runtime.flush_cache() is True
     finally:
         runtime.shutdown()

@@ -10,8 +10,8 @@ from typing import Any, Callable, Optional, Union
 
 from sglang.lang.backends.openai_backend import OpenAI
 from sglang.lang.backends.runtime_endpoint import RuntimeEndpoint
-from sglang.lang.gen_rules import CHOICES_METHODS, gen_problems, normalize_dtype, select_problems
-from sglang.lang.interpreter import ProgramError, ProgramState, json_dumps_schema
+from sglang.lang.gen_rules import CHOICES_METHODS, gen_problems, json_schema_text, normalize_dtype, select_problems
+from sglang.lang.interpreter import ProgramError, ProgramState
 from sglang.lang.ir import Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
 from sglang.lang.ir.expr import Name
 from sglang.lang.primitives import SglExpr, Symbol, TraceError, caller_loc, role_expr
@@ -80,13 +80,17 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
         dtype = normalize_dtype(dtype)
     except ValueError as e:
         raise ValueError(f"gen {name!r}: {e}") from None
+    try:  # a pydantic class or a dict becomes its JSON text here, properties in the order given
+        json_schema = None if json_schema is None else json_schema_text(json_schema)
+    except TypeError as e:
+        raise TypeError(f"gen {name!r}: {e}") from None
     if stop_token_ids is not None:
         stop_token_ids = tuple(int(t) for t in ([stop_token_ids] if isinstance(stop_token_ids, int) else stop_token_ids))
     op = Gen(name=name, max_tokens=max_tokens, min_tokens=min_tokens, stop=_stop(stop),
              stop_token_ids=stop_token_ids, temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p,
              frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
              repetition_penalty=repetition_penalty, ignore_eos=ignore_eos, regex=regex,
-             json_schema=None if json_schema is None else json_dumps_schema(json_schema),
+             json_schema=json_schema,
              dtype=dtype, return_logprob=return_logprob,
              logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num,
              return_text_in_logprobs=return_text_in_logprobs)

@@ -9,6 +9,8 @@ builder and the plan executor alike.
   location (a Python call site, a `.sgl` position, an IR node);
 * value types: every gen variable holds the generated text, as SGLang's interpreter stores it (a
   `gen_int` gives "42", not 42): typing is the program's business (`int(x)` in Python or `.sgl`).
+* json_schema: a string, a dict or a pydantic model class, stored as the JSON text of the schema with its
+  properties in the order given (`json_schema_text`): a constrained object's fields come out in that order.
 * select temperature: choices are scored, not sampled. SGLang's RuntimeEndpoint.select asserts
   `temperature <= 1e-5`; we reject a larger one with a message instead, on every path.
 """
@@ -24,7 +26,7 @@ from sglang.runtime.sampling.sampling_params import RENAMES, TYPED_REGEX, Sampli
 
 __all__ = [
     "CHOICES_METHODS", "DTYPES", "GEN_KEYWORDS", "GEN_SAMPLING_PARAMS", "LOGPROB_OPTIONS", "MAX_SELECT_TEMPERATURE", "NATIVE_GEN_FIELDS",
-    "RENAMES", "SELECT_KEYWORDS", "frontend_name", "gen_problems", "native_name", "normalize_dtype", "select_problems", "typed_regex",
+    "RENAMES", "SELECT_KEYWORDS", "frontend_name", "gen_problems", "json_schema_text", "native_name", "normalize_dtype", "select_problems", "typed_regex",
 ]
 
 _FRONTEND = {v: k for k, v in RENAMES.items()}  # RENAMES: frontend gen keyword -> SamplingParams field
@@ -99,16 +101,36 @@ def select_problems(choices: Any, method: str, temperature: Any) -> list[str]:
     return out
 
 
+def json_schema_text(schema: Any) -> str:
+    """The JSON text a gen's `json_schema` is stored and sent as: a string as given, a dict dumped in its own key
+    order (never sorted: the order of `properties` is the order of the generated fields), a pydantic model
+    class (v2 `model_json_schema`, v1 `schema`) through its schema dict. Anything else is a TypeError."""
+    if isinstance(schema, str):
+        return schema
+    if isinstance(schema, type):
+        to_dict = getattr(schema, "model_json_schema", None) or getattr(schema, "schema", None)
+        if callable(to_dict):  # duck-typed: pydantic is not a dependency of the frontend
+            schema = to_dict()
+    if not isinstance(schema, dict):
+        raise TypeError(f"json_schema must be a JSON string, a dict or a pydantic model class, got "
+                        f"{type(schema).__name__}: {schema!r}")
+    return json.dumps(schema)
+
+
 def _lt(value: Optional[float], bound: float) -> bool:
     return value is not None and value < bound
 
 
-def _json_problem(schema: Optional[str]) -> list[str]:
+def _json_problem(schema: Any) -> list[str]:
     if schema is None:
         return []
     try:
-        json.loads(schema)
-    except (TypeError, ValueError) as e:
+        text = json_schema_text(schema)
+    except TypeError as e:
+        return [str(e)]
+    try:
+        json.loads(text)
+    except ValueError as e:
         return [f"json_schema is not valid JSON: {e}"]
     return []
 

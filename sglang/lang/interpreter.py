@@ -9,7 +9,6 @@ shared prefix), and copies its state into n new executors that run concurrently.
 from __future__ import annotations
 
 import collections
-import json
 import threading
 from typing import Any, Iterator, Optional
 
@@ -18,6 +17,10 @@ from sglang.lang.gen_rules import LOGPROB_OPTIONS, typed_regex
 from sglang.lang.ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
 from sglang.lang.primitives import SglExpr, StateBase, StateGroup, caller_loc
 from sglang.lang.speculative import CompletionSpec, chat_block_eligible, run_chat_block
+
+
+# how long an idle worker waits for the program's next op before its thread exits
+IDLE_WORKER_S = 0.5
 
 
 class ProgramError(RuntimeError):
@@ -108,7 +111,11 @@ class StreamExecutor:
     def _loop(self) -> None:
         while True:
             with self.cond:
-                if not self.queue:  # idle: exit; submit() starts a new worker (no parked threads)
+                if not self.queue and not self.finished:
+                    # the program thread usually submits again right after it reads a value: waiting a little
+                    # for that beats starting a new thread per read (slow with 100+ threads on the GIL)
+                    self.cond.wait_for(lambda: self.queue or self.finished, IDLE_WORKER_S)
+                if not self.queue:  # ended, or idle for long: exit (no parked threads); submit() starts another
                     self.worker = None
                     return
                 op, loc = self.queue.popleft()
@@ -379,10 +386,3 @@ class ProgramStateGroup(StateGroup):
         else:
             raise ValueError(f"join mode must be 'gather_variable' or 'concate_and_append', got {mode!r}")
 
-
-def json_dumps_schema(schema: Any) -> str:
-    """json_schema given as dict (or str) -> the canonical JSON string the IR stores."""
-    if isinstance(schema, str):
-        json.loads(schema)  # a bad schema fails here, naming the JSON error
-        return schema
-    return json.dumps(schema, sort_keys=True)

@@ -8,6 +8,7 @@ matches we fall back to "default" role strings (render still uses the jinja, so 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -26,6 +27,26 @@ class ChatTemplate:
     bos_token: str = ""
     eos_token: str = ""
     image_token: str = "<image>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The template as plain JSON data: what a server tells its HTTP clients (GET /get_model_info)."""
+        d = dataclasses.asdict(self)
+        d["roles"] = {r: list(be) for r, be in self.roles.items()}
+        d["stop_strs"] = list(self.stop_strs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ChatTemplate":
+        """The inverse of `to_dict`; unknown keys (a newer server's) are ignored, missing roles are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        roles = kw.get("roles")
+        if not isinstance(roles, dict) or not all(r in roles for r in ROLES):
+            raise ValueError(f"chat template {d.get('name')!r}: roles must give begin/end strings of "
+                             f"{', '.join(ROLES)}, got {roles!r}")
+        kw["roles"] = {r: (str(be[0]), str(be[1])) for r, be in roles.items()}
+        kw["stop_strs"] = tuple(kw.get("stop_strs") or ())
+        return cls(**kw)
 
     def role_begin(self, role: str) -> str:
         return self._role(role)[0]

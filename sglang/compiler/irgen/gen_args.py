@@ -3,12 +3,11 @@ types and constant-ness are checked here, with a did-you-mean hint for unknown p
 from __future__ import annotations
 
 import difflib
-import json
 from typing import Any
 
 from sglang.lang import ir
 from sglang.lang.gen_rules import (CHOICES_METHODS, DTYPES, GEN_KEYWORDS, SELECT_KEYWORDS, gen_problems,
-                                  normalize_dtype, select_problems)
+                                  json_schema_text, normalize_dtype, select_problems)
 from sglang.lang.ir import expr as X
 from sglang.lang.sgl import nodes as A
 from sglang.compiler.irgen.exprs import ExprLowerer
@@ -84,7 +83,7 @@ class GenLowerer:
         if isinstance(kw.get("stop"), str):
             kw["stop"] = (kw["stop"],)
         if isinstance(kw.get("json_schema"), dict):
-            kw["json_schema"] = json.dumps(kw["json_schema"], sort_keys=True)
+            kw["json_schema"] = json_schema_text(kw["json_schema"])
         try:
             op = ir.Gen(s.name, **kw)
         except TypeError as e:  # pragma: no cover - kw is filtered above

@@ -1,73 +1,83 @@
 """RuntimeEndpoint: a frontend backend speaking HTTP to a running server (ours or SGLang 0.2.x's).
 
 Requests are the native dicts (POST /generate); streams are SSE `data: {...}` lines ending with
-`data: [DONE]`. The chat template comes from the server's model (GET /get_model_info) unless given.
+`data: [DONE]`. The chat template is the server's own (GET /get_model_info sends it) unless given.
 """
 from __future__ import annotations
 
+import http.client
 import json
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Union
 
 import httpx
 
-from sglang.runtime.chat_template import ChatTemplate, get_named, load_chat_template_from_path
+from sglang.runtime.chat_template import ChatTemplate, load_chat_template, load_chat_template_from_path
 from sglang.lang.backends.base import BackendError, NativeBackend
+from sglang.lang.backends.http_pool import ConnectionPool, HttpStatusError, HttpxTransport
+
+# what a request that never got an answer raises: OSError (refused, reset, timeout), a broken HTTP exchange,
+# or, over an injected httpx transport, httpx's own errors
+_TRANSPORT_ERRORS = (OSError, http.client.HTTPException, httpx.HTTPError)
 
 
 class RuntimeEndpoint(NativeBackend):
     name = "http"
 
     def __init__(self, base_url: str, api_key: Optional[str] = None, chat_template: Optional[str] = None,
-                 timeout: float = 600.0, verify: bool = True, auth_token: Optional[str] = None,
-                 transport: Optional[httpx.BaseTransport] = None) -> None:
+                 timeout: float = 600.0, verify: Union[bool, str] = True, auth_token: Optional[str] = None,
+                 transport: Optional[Any] = None) -> None:
+        """`transport`: an `httpx.BaseTransport` to carry the requests instead of the connection pool (tests)."""
         api_key = api_key or auth_token  # SGLang 0.2.x names it auth_token
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify,
-                                   transport=transport)
+        self.http: Union[ConnectionPool, HttpxTransport] = (
+            ConnectionPool(self.base_url, headers, timeout, verify) if transport is None else
+            HttpxTransport(self.base_url, transport, headers, timeout, verify))
         self._template_name = chat_template
         self._template: ChatTemplate | None = None
         self._model_info: dict[str, Any] | None = None
 
     # -- transport
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, payload: Any = None) -> bytes:
+        """The body of one request's answer; transport failures and error statuses become exceptions here."""
+        body = None if payload is None else json.dumps(payload).encode()
         try:
-            resp = self.client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise BackendError(f"cannot reach {self.base_url}{path}: {exc}") from exc
-        if resp.status_code != 200:
-            raise _http_error(self.base_url + path, resp.status_code, resp.text)
-        return resp
+            status, data = self.http.request(method, path, body)
+        except _TRANSPORT_ERRORS as exc:
+            raise BackendError(f"cannot reach {self.base_url}{path}: {type(exc).__name__}: {exc}") from exc
+        if status != 200:
+            raise _http_error(self.base_url + path, status, data.decode(errors="replace"))
+        return data
 
     def _call(self, payload: dict[str, Any]) -> Any:
-        return self._request("POST", "/generate", json=payload).json()
+        return json.loads(self._request("POST", "/generate", payload))
 
     def _call_stream(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        url = self.base_url + "/generate"
         try:
-            with self.client.stream("POST", "/generate", json={**payload, "stream": True}) as resp:
-                if resp.status_code != 200:
-                    raise _http_error(self.base_url + "/generate", resp.status_code, resp.read().decode())
-                for line in resp.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    obj = json.loads(data)
-                    if "error" in obj and "text" not in obj:
-                        raise _http_error(self.base_url + "/generate", 200, data)
-                    yield obj
-        except httpx.HTTPError as exc:
-            raise BackendError(f"stream from {self.base_url}/generate failed: {exc}") from exc
+            for line in self.http.stream_lines("/generate", json.dumps({**payload, "stream": True}).encode()):
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                obj = json.loads(data)
+                if "error" in obj and "text" not in obj:
+                    raise _http_error(url, 200, data)
+                yield obj
+        except HttpStatusError as exc:
+            raise _http_error(url, exc.status, exc.body) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise BackendError(f"stream from {url} failed: {type(exc).__name__}: {exc}") from exc
 
     # -- server info
     def get_model_info(self) -> dict[str, Any]:
         if self._model_info is None:
-            self._model_info = self._request("GET", "/get_model_info").json()
+            self._model_info = json.loads(self._request("GET", "/get_model_info"))
         return self._model_info
 
     def get_server_args(self) -> dict[str, Any]:
-        return self._request("GET", "/get_server_args").json()
+        return json.loads(self._request("GET", "/get_server_args"))
 
     def flush_cache(self) -> bool:
         try:
@@ -77,16 +87,20 @@ class RuntimeEndpoint(NativeBackend):
         return True
 
     def chat_template(self) -> ChatTemplate:
+        """The one given (a name, .json or .jinja file), else the server's own (it sends it in /get_model_info),
+        else one picked by the served model's path (a server that does not send it, e.g. SGLang 0.2.x)."""
         if self._template is None:
             if self._template_name:
-                self._template = get_named(self._template_name)
+                self._template = load_chat_template(None, self._template_name)
             else:
                 info = self.get_model_info()
-                self._template = load_chat_template_from_path(info.get("model_path"))
+                sent = info.get("chat_template")
+                self._template = ChatTemplate.from_dict(sent) if isinstance(sent, dict) else \
+                    load_chat_template_from_path(info.get("model_path"))
         return self._template
 
     def shutdown(self) -> None:
-        self.client.close()
+        self.http.close()
 
 
 def _http_error(url: str, status: int, body: str) -> Exception:

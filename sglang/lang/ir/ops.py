@@ -85,7 +85,7 @@ class Gen:
     repetition_penalty: Optional[float] = None
     ignore_eos: Optional[bool] = None
     regex: Optional[str] = None
-    json_schema: Optional[str] = None  # a JSON string (dicts are canonicalized with sorted keys)
+    json_schema: Optional[str] = None  # a JSON string (gen_rules.json_schema_text: key order kept)
     dtype: Optional[str] = None  # "int" | "str" | "float" | "bool"
     return_logprob: Optional[bool] = None
     logprob_start_len: Optional[int] = None

@@ -241,8 +241,10 @@ def create_app(engine: Any, server_args: Any) -> FastAPI:
 
     @app.get("/get_model_info")
     async def get_model_info() -> dict[str, Any]:
+        # chat_template: the template /v1/chat/completions renders with, so that a frontend's roles match it
         return {"model_path": ctx.model_path(), "tokenizer_path": getattr(ctx.engine_args(), "tokenizer_path", None),
-                "is_generation": True, "served_model_name": ctx.model_name}
+                "is_generation": True, "served_model_name": ctx.model_name,
+                "chat_template": ctx.chat_template.to_dict()}
 
     @app.get("/get_server_args")
     async def get_server_args() -> dict[str, Any]:
