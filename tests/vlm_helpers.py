@@ -27,15 +27,16 @@ def vision_config(kind: str = "clip"):
     return CLIPVisionConfig(projection_dim=16, **common) if kind == "clip" else SiglipVisionConfig(**common)
 
 
-def text_config(kind: str = "llama"):
+def text_config(kind: str = "llama", vocab: int = VOCAB):
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
     cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[kind]
     return cls(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=1024, rms_norm_eps=1e-5)
+               num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=1024, rms_norm_eps=1e-5)
 
 
-def build_hf(kind: str, folder: Path, vision: str = "clip", text: str = "llama", seed: int = 0, **extra):
+def build_hf(kind: str, folder: Path, vision: str = "clip", text: str = "llama", seed: int = 0,
+             vocab: int = VOCAB, image_token: int = IMAGE_TOKEN, **extra):
     """A random HF model of `kind` (llava | llava_next | llava_next_video), saved to `folder`; returns it."""
     import transformers as tf
 
@@ -44,7 +45,8 @@ def build_hf(kind: str, folder: Path, vision: str = "clip", text: str = "llama",
         "llava_next": (tf.LlavaNextConfig, tf.LlavaNextForConditionalGeneration),
         "llava_next_video": (tf.LlavaNextVideoConfig, tf.LlavaNextVideoForConditionalGeneration),
     }[kind]
-    kw = dict(vision_config=vision_config(vision), text_config=text_config(text), image_token_id=IMAGE_TOKEN, **extra)
+    kw = dict(vision_config=vision_config(vision), text_config=text_config(text, vocab), image_token_id=image_token,
+              **extra)
     if kind != "llava":
         kw["image_grid_pinpoints"] = PINPOINTS
     if kind == "llava_next_video":
@@ -125,3 +127,31 @@ def greedy(runner: ModelRunner, ids: list[int], items: list[MultimodalItem], n: 
         out = forward(runner, [seq], [[toks[-1]]])
         toks.append(int(out.next_token_logits[0].argmax()))
     return toks
+
+
+# -- a tiny LLaVA the whole runtime can serve (Engine, server, frontend): SmolLM2's tokenizer + "<image>" ----
+SERVE_VOCAB = 49216  # SmolLM2's 49152 ids, "<image>" (49152) and room to spare
+
+
+def build_servable_llava(folder: Path, tokenizer_src: str, seed: int = 0):
+    """A random tiny llava-1.5 saved with a tokenizer that maps "<image>" to the image token; returns
+    (the HF model, the image token id)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_src, local_files_only=True)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    image_token = tok.convert_tokens_to_ids("<image>")
+    model = build_hf("llava", folder, seed=seed, vocab=SERVE_VOCAB, image_token=image_token)
+    tok.save_pretrained(folder)
+    return model, image_token
+
+
+def make_image(color: tuple[int, int, int], size: tuple[int, int] = (40, 60)):
+    """A small RGB PIL image: a colour with a diagonal gradient (so crops differ from a flat fill)."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = size
+    grad = np.add.outer(np.arange(h), np.arange(w)) * 2 % 256
+    arr = np.stack([(grad // 2 + c) % 256 for c in color], axis=-1).astype(np.uint8)
+    return Image.fromarray(arr)
