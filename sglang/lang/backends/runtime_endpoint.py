@@ -12,6 +12,7 @@ import httpx
 
 from sglang.runtime.chat_template import ChatTemplate, get_named, load_chat_template_from_path
 from sglang.lang.backends.base import BackendError, NativeBackend
+from sglang.lang.media import inline_images
 
 
 class RuntimeEndpoint(NativeBackend):
@@ -40,9 +41,10 @@ class RuntimeEndpoint(NativeBackend):
         return resp
 
     def _call(self, payload: dict[str, Any]) -> Any:
-        return self._request("POST", "/generate", json=payload).json()
+        return self._request("POST", "/generate", json=_inline(payload)).json()
 
     def _call_stream(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        payload = _inline(payload)
         try:
             with self.client.stream("POST", "/generate", json={**payload, "stream": True}) as resp:
                 if resp.status_code != 200:
@@ -100,3 +102,10 @@ def _http_error(url: str, status: int, body: str) -> Exception:
     if status == 400:
         return ValueError(f"{url}: bad request: {message}")
     return BackendError(f"{url} returned HTTP {status}: {message}")
+
+
+def _inline(payload: dict[str, Any]) -> dict[str, Any]:
+    """Local image files travel as data URLs: the server may not share this machine's files."""
+    if payload.get("image_data") is None:
+        return payload
+    return {**payload, "image_data": inline_images(payload["image_data"])}
