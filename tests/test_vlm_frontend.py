@@ -98,3 +98,17 @@ def test_text_only_engine_still_refuses_images(tiny_llama_path):
                 max_total_tokens=1024) as eng:
         with pytest.raises(sgl.ProgramError, match="text-only"):
             describe.run(img=make_image((1, 2, 3)), backend=sgl.EngineBackend(eng))
+
+
+def test_image_qa_example_runs_on_a_tiny_random_llava_and_says_so():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(EXAMPLES.parent))
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "image_qa.py")], cwd=EXAMPLES, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "tiny RANDOM LLaVA" in proc.stdout and "compiled image_qa.sgl:" in proc.stdout
+    last = proc.stdout.strip().splitlines()[-1]  # 'Why?': N prompt tokens, M from the cache
+    assert int(last.split(", ")[1].split()[0]) > 16  # more than the text before the image: its 16 tokens too

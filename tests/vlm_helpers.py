@@ -130,20 +130,11 @@ def greedy(runner: ModelRunner, ids: list[int], items: list[MultimodalItem], n: 
 
 
 # -- a tiny LLaVA the whole runtime can serve (Engine, server, frontend): SmolLM2's tokenizer + "<image>" ----
-SERVE_VOCAB = 49216  # SmolLM2's 49152 ids, "<image>" (49152) and room to spare
-
-
 def build_servable_llava(folder: Path, tokenizer_src: str, seed: int = 0):
-    """A random tiny llava-1.5 saved with a tokenizer that maps "<image>" to the image token; returns
-    (the HF model, the image token id)."""
-    from transformers import AutoTokenizer
+    """(the HF model, the image token id) of the package's tiny random llava-1.5 saved in `folder`."""
+    from sglang.runtime.multimodal.tiny import build_tiny_llava
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_src, local_files_only=True)
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    image_token = tok.convert_tokens_to_ids("<image>")
-    model = build_hf("llava", folder, seed=seed, vocab=SERVE_VOCAB, image_token=image_token)
-    tok.save_pretrained(folder)
-    return model, image_token
+    return build_tiny_llava(folder, tokenizer_src, seed)
 
 
 def make_image(color: tuple[int, int, int], size: tuple[int, int] = (40, 60)):
