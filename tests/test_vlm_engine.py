@@ -149,3 +149,17 @@ def test_text_only_model_rejects_image_data(tiny_llama_path):
         assert not eng.is_multimodal
         with pytest.raises(ValueError, match="text-only"):
             eng.generate("<image> hi", GREEDY, image_data=make_image((1, 2, 3)))
+
+
+def test_images_cross_into_a_scheduler_process(llava):
+    """The items (pixels, offsets, hashes) travel to a scheduler process; its radix key is the same."""
+    from sglang.runtime.engine import Engine
+
+    img = make_image((10, 200, 30))
+    with Engine(model_path=llava[0], device="cpu", dtype="float32", max_total_tokens=4096,
+                scheduler_process=True) as eng:
+        first = eng.generate(PROMPT, GREEDY, image_data=img)
+        again = eng.generate(PROMPT.replace("What", "Which"), GREEDY, image_data=img)
+    ntok = 16  # the tiny tower's 4x4 patches
+    assert first["meta_info"]["cached_tokens"] == 0
+    assert again["meta_info"]["cached_tokens"] >= ntok
