@@ -163,3 +163,22 @@ def test_images_cross_into_a_scheduler_process(llava):
     ntok = 16  # the tiny tower's 4x4 patches
     assert first["meta_info"]["cached_tokens"] == 0
     assert again["meta_info"]["cached_tokens"] >= ntok
+
+
+def test_feature_cache_skips_the_vision_tower_for_an_image_seen_before(engine):
+    """With the prefix cache flushed the image's tokens are recomputed, but its features come from the
+    feature cache (by content hash): the vision tower does not run again."""
+    tower = engine.model_runner.model.vision_tower
+    calls = []
+    hook = tower.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        img = make_image((77, 13, 140))
+        engine.generate(PROMPT, GREEDY, image_data=img)
+        assert len(calls) == 1
+        engine.flush_cache()
+        out = engine.generate(PROMPT, GREEDY, image_data=png_bytes(img))
+        assert len(calls) == 1 and out["meta_info"]["cached_tokens"] == 0
+        engine.generate(PROMPT, GREEDY, image_data=make_image((1, 99, 1)))
+        assert len(calls) == 2
+    finally:
+        hook.remove()

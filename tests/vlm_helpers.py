@@ -146,3 +146,20 @@ def make_image(color: tuple[int, int, int], size: tuple[int, int] = (40, 60)):
     grad = np.add.outer(np.arange(h), np.arange(w)) * 2 % 256
     arr = np.stack([(grad // 2 + c) % 256 for c in color], axis=-1).astype(np.uint8)
     return Image.fromarray(arr)
+
+
+def write_video(path, frames: int = 10) -> None:
+    """An mpeg4 file of `frames` 64x48 frames, frame i a flat grey of level i*25 (skips without PyAV)."""
+    import numpy as np
+    import pytest
+
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 25, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
