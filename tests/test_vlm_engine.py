@@ -182,3 +182,27 @@ def test_feature_cache_skips_the_vision_tower_for_an_image_seen_before(engine):
         assert len(calls) == 2
     finally:
         hook.remove()
+
+
+def test_penalties_and_input_logprobs_read_real_token_ids(engine):
+    """The radix key's pad ids lie past the vocabulary: penalties and logprobs must see the real ids."""
+    img = make_image((60, 60, 200))
+    out = engine.generate(PROMPT, {**GREEDY, "frequency_penalty": 0.5, "repetition_penalty": 1.3},
+                          image_data=img, return_logprob=True, logprob_start_len=0, top_logprobs_num=2)
+    prompt_ids = [tok for _, tok, *_ in out["meta_info"]["input_token_logprobs"]]
+    assert len(prompt_ids) == out["meta_info"]["prompt_tokens"]
+    assert max(prompt_ids) < engine.vocab_size
+    assert prompt_ids.count(engine.multimodal.vlm.image_token_id) == 16
+
+
+def test_chunked_prefill_splitting_an_image_gives_the_same_tokens(llava, engine):
+    """A prefill chunk boundary inside the image's run: each chunk takes its part of the image's features."""
+    from sglang.runtime.engine import Engine
+
+    img = make_image((220, 120, 20))
+    whole = engine.generate(PROMPT, GREEDY, image_data=img, return_logprob=True)
+    with Engine(model_path=llava[0], device="cpu", dtype="float32", max_total_tokens=4096,
+                chunked_prefill_size=7) as chunked:
+        split = chunked.generate(PROMPT, GREEDY, image_data=img, return_logprob=True)
+        assert chunked.stats()["forward_extend"] >= 3
+    assert output_ids(split) == output_ids(whole)

@@ -12,6 +12,7 @@ a runner built from bare ServerArgs (tests, benchmarks) resolves it itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Optional
@@ -26,6 +27,8 @@ from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
 from sglang.runtime.model_config import parse_dtype
 from sglang.runtime.model_loader.loader import load_model
 from sglang.runtime.multimodal.feature_cache import FeatureCache
+from sglang.runtime.multimodal.inputs import VIDEO
+from sglang.runtime.multimodal.tokens import pad_id
 from sglang.runtime.resolved_model import ResolvedModel, resolve_model
 from sglang.runtime.server_args import ServerArgs
 from sglang.runtime.tp_broadcast import broadcast_forward, broadcast_stop
@@ -190,9 +193,21 @@ class ModelRunner:
         """Model + logits on a batch whose attention metadata is already set (what a CUDA graph captures)."""
         if batch.mm_items:
             hidden = self._forward_multimodal(batch)
+            if batch.return_logprob:  # input logprobs index the vocabulary with the next tokens' ids
+                batch = dataclasses.replace(batch, input_ids=self._placeholder_ids(batch))
         else:
             hidden = self.model(batch.input_ids, batch.positions, batch)
         return self.logits_processor(hidden, self.model.lm_head_weight, batch)
+
+    def _placeholder_ids(self, batch: ForwardBatch) -> torch.Tensor:
+        """The batch's ids with each item's hash pad ids (past the vocabulary, the radix key) turned back
+        into its placeholder token (image or video), as the prompt's real ids have them."""
+        vlm, vocab = self.model_config.vision, self.model_config.vocab_size
+        ids = batch.input_ids.clone()
+        for item in (item for row in batch.mm_items for item in (row or ())):
+            tok = vlm.video_token_id if item.modality == VIDEO else vlm.image_token_id
+            ids[ids == pad_id(item.hash, vocab)] = tok
+        return ids
 
     def _forward_multimodal(self, batch: ForwardBatch) -> torch.Tensor:
         """An EXTEND with images: items seen before take their features from the cache (no vision tower);
