@@ -1,4 +1,4 @@
-"""Videos end to end (tiny random LLaVA-NeXT-Video on CPU, PyAV decoding): video_data through the Engine
+"""Videos and any-resolution images end to end (tiny random LLaVA-NeXT-Video on CPU, PyAV decoding): video_data through the Engine
 (greedy tokens equal transformers', the same video shares its prefix KV) and `sgl.video` in a program."""
 from __future__ import annotations
 
@@ -65,3 +65,26 @@ def test_video_errors_name_the_field(video_model):
         engine.generate(PROMPT, GREEDY, video_data=(clip, 0))
     with pytest.raises(ValueError, match="video_data.*does not exist"):
         engine.generate(PROMPT, GREEDY, video_data=("/no/such.mp4", 4))
+
+
+def test_any_resolution_image_on_the_next_video_model_equals_transformers(video_model):
+    """LLaVA-NeXT's any-resolution path (base crop + tiles, unpadded grid, newline rows) through the Engine."""
+    from vlm_helpers import make_image
+
+    engine, hf, _ = video_model
+    img = make_image((30, 160, 90), size=(50, 100))  # wide: a 1x2 tile grid with padding rows
+    prompt = "USER: <image>\nDescribe. ASSISTANT:"
+    out = engine.generate(prompt, GREEDY, image_data=img, return_logprob=True)
+    processed = engine.multimodal.processor.process_image(img)
+    image_token = engine.multimodal.vlm.image_token_id
+    ids = []
+    for tok in engine.tokenizer.encode(prompt):
+        ids += [tok] * (processed.num_tokens if tok == image_token else 1)
+    hf.generation_config.eos_token_id = None
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        ref = hf.generate(input_ids=x, attention_mask=torch.ones_like(x), pixel_values=processed.pixel_values[None],
+                          image_sizes=torch.tensor([processed.image_size]), max_new_tokens=6, do_sample=False,
+                          pad_token_id=0)
+    assert processed.pixel_values.shape[0] > 1  # tiles beside the base crop
+    assert [t for _, t, *_ in out["meta_info"]["output_token_logprobs"]] == ref[0, len(ids):].tolist()
