@@ -1,5 +1,6 @@
-"""Videos and any-resolution images end to end (tiny random LLaVA-NeXT-Video on CPU, PyAV decoding): video_data through the Engine
-(greedy tokens equal transformers', the same video shares its prefix KV) and `sgl.video` in a program."""
+"""Videos and any-resolution images end to end (tiny random LLaVA-NeXT-Video on CPU, PyAV decoding):
+video_data through the Engine (greedy tokens equal transformers', the same video shares its prefix KV),
+`sgl.video` in a program, and a LLaVA-NeXT any-resolution image equal to transformers'."""
 from __future__ import annotations
 
 import pytest
