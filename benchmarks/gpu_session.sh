@@ -7,7 +7,8 @@
 # pytest_gpu, pytest_m_gpu (the whole `pytest -m gpu` suite), pytest_others, one_batch, offline (hf / naive / full arms, one process each),
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
 # serving (serving_arms.py), sampling_bench, offline_old (offline_one on an older tree in ./.old), programs (bench_programs.py vs SGLang 0.2.10's frontend on
-# $PROGRAMS_MODEL dummy weights; needs the sglang-0.2.10 wheel in .whl: ../shared/device/fetch-wheels.sh sglang==0.2.10).
+# $PROGRAMS_MODEL dummy weights; needs the sglang-0.2.10 wheel in .whl: ../shared/device/fetch-wheels.sh sglang==0.2.10),
+# vlm (bench_vlm.py: image-QA requests/s at llava-1.5-7b shapes vs transformers generate; VLM_ARGS).
 # PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py).
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, PROGRAMS_ARGS, *_LIMIT (seconds); a step
 # named "serving:full" reads SERVING_ARGS_full, SERVING_LIMIT_full, ... instead (any step, any tag).
@@ -97,6 +98,9 @@ for step in $STEPS; do
         "$(python3 benchmarks/model_dirs.py ${PROGRAMS_MODEL:-llama-3.2-1b})" --load-format dummy --device cuda \
         --dtype bfloat16 --sglang-target /tmp/sgl0210 ${PROGRAMS_ARGS:---items 64 256} \
         --json "$OUT/bench_programs${tag:+_$tag}.json" --markdown "$OUT/bench_programs${tag:+_$tag}.md" ;;
+    vlm)  # image-QA requests/s at llava-1.5-7b shapes (dummy weights): ours vs transformers generate, same run
+      run_step vlm${tag:+_$tag} ${VLM_LIMIT:-540} python3 benchmarks/bench_vlm.py ${VLM_ARGS:-} \
+        --out "$OUT/bench_vlm${tag:+_$tag}.json" ;;
     *) log "unknown step $s" ;;
   esac
   )

@@ -14,6 +14,7 @@ from sglang.runtime.multimodal import anyres
 from sglang.runtime.multimodal.config import parse_vision_language_config
 from sglang.runtime.multimodal.image_io import MultimodalInputError, check_image_count, load_image
 from sglang.runtime.multimodal.processing import MultimodalProcessor, ProcessorConfig
+from vlm_helpers import write_video
 from sglang.runtime.multimodal.tokens import expand_placeholders, image_token_count, radix_key_ids, video_token_count
 
 PIL = pytest.importorskip("PIL")
@@ -176,19 +177,6 @@ def test_expand_placeholders_and_radix_keys():
 
 
 # -- video ------------------------------------------------------------------------------------------
-def write_video(path, frames: int = 10) -> None:
-    av = pytest.importorskip("av")
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 25, np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-
-
 def test_video_frames_sampled_evenly(tmp_path):
     from sglang.runtime.multimodal.video import load_video_frames, sample_frame_indices
 

@@ -27,15 +27,16 @@ def vision_config(kind: str = "clip"):
     return CLIPVisionConfig(projection_dim=16, **common) if kind == "clip" else SiglipVisionConfig(**common)
 
 
-def text_config(kind: str = "llama"):
+def text_config(kind: str = "llama", vocab: int = VOCAB):
     from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
     cls = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[kind]
     return cls(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-               num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=1024, rms_norm_eps=1e-5)
+               num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=1024, rms_norm_eps=1e-5)
 
 
-def build_hf(kind: str, folder: Path, vision: str = "clip", text: str = "llama", seed: int = 0, **extra):
+def build_hf(kind: str, folder: Path, vision: str = "clip", text: str = "llama", seed: int = 0,
+             vocab: int = VOCAB, image_token: int = IMAGE_TOKEN, **extra):
     """A random HF model of `kind` (llava | llava_next | llava_next_video), saved to `folder`; returns it."""
     import transformers as tf
 
@@ -44,7 +45,8 @@ def build_hf(kind: str, folder: Path, vision: str = "clip", text: str = "llama",
         "llava_next": (tf.LlavaNextConfig, tf.LlavaNextForConditionalGeneration),
         "llava_next_video": (tf.LlavaNextVideoConfig, tf.LlavaNextVideoForConditionalGeneration),
     }[kind]
-    kw = dict(vision_config=vision_config(vision), text_config=text_config(text), image_token_id=IMAGE_TOKEN, **extra)
+    kw = dict(vision_config=vision_config(vision), text_config=text_config(text, vocab), image_token_id=image_token,
+              **extra)
     if kind != "llava":
         kw["image_grid_pinpoints"] = PINPOINTS
     if kind == "llava_next_video":
@@ -125,3 +127,39 @@ def greedy(runner: ModelRunner, ids: list[int], items: list[MultimodalItem], n: 
         out = forward(runner, [seq], [[toks[-1]]])
         toks.append(int(out.next_token_logits[0].argmax()))
     return toks
+
+
+# -- a tiny LLaVA the whole runtime can serve (Engine, server, frontend): SmolLM2's tokenizer + "<image>" ----
+def build_servable_llava(folder: Path, tokenizer_src: str, seed: int = 0):
+    """(the HF model, the image token id) of the package's tiny random llava-1.5 saved in `folder`."""
+    from sglang.runtime.multimodal.tiny import build_tiny_llava
+
+    return build_tiny_llava(folder, tokenizer_src, seed)
+
+
+def make_image(color: tuple[int, int, int], size: tuple[int, int] = (40, 60)):
+    """A small RGB PIL image: a colour with a diagonal gradient (so crops differ from a flat fill)."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = size
+    grad = np.add.outer(np.arange(h), np.arange(w)) * 2 % 256
+    arr = np.stack([(grad // 2 + c) % 256 for c in color], axis=-1).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def write_video(path, frames: int = 10) -> None:
+    """An mpeg4 file of `frames` 64x48 frames, frame i a flat grey of level i*25 (skips without PyAV)."""
+    import numpy as np
+    import pytest
+
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 25, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from sglang.lang.backends.base import PER_PROMPT_MEDIA, VIDEO_TOKEN
 from sglang.lang.backends.choices import PREFILL, score_choices
 from sglang.lang.gen_rules import LOGPROB_OPTIONS
 from sglang.lang.ir.expr import eval_expr, expr_from_json, names_in
@@ -75,11 +76,21 @@ class _Stream:
     history: dict[str, list[Any]] = field(default_factory=dict)  # every value of a variable, in order
     meta: dict[str, Any] = field(default_factory=dict)
     images: list[Any] = field(default_factory=list)
+    videos: list[list[Any]] = field(default_factory=list)  # [path, num_frames]
     forks: dict[int, list["_Stream"]] = field(default_factory=dict)
     done: bool = False
 
     def child(self) -> "_Stream":
-        return _Stream(self.text, dict(self.vars), {}, {}, list(self.images))
+        return _Stream(self.text, dict(self.vars), {}, {}, list(self.images), list(self.videos))
+
+    def media(self) -> dict[str, Any]:
+        """The native request's image_data / video_data for the images and videos appended so far."""
+        out: dict[str, Any] = {}
+        if self.images:
+            out["image_data"] = self.images if len(self.images) > 1 else self.images[0]
+        if self.videos:
+            out["video_data"] = [list(v) for v in self.videos]
+        return out
 
 
 @dataclass
@@ -252,10 +263,11 @@ class PlanExecutor:
                 merged[field_] = vals
         if any(p.get("return_text_in_logprobs") for p in payloads):
             merged["return_text_in_logprobs"] = True
-        images = [p.get("image_data") for p in payloads]
-        if any(images):
-            self.backend.check_images()
-            merged["image_data"] = images
+        for media in PER_PROMPT_MEDIA:  # always per prompt: one prompt's image list looks like a batch's
+            vals = [p.get(media) for p in payloads]
+            if any(v is not None for v in vals):
+                self.backend.check_images()
+                merged[media] = vals
         self.stats.engine_calls += 1
         self.stats.requests += len(payloads)
         res = self.backend._call(merged)
@@ -270,6 +282,13 @@ class PlanExecutor:
         return res
 
     # ---------------- streams
+    def _check_media(self) -> None:
+        """A backend without images (a text-only model) refuses them where the program appends one."""
+        try:
+            self.backend.check_images()
+        except Exception as exc:
+            raise SglRuntimeError(str(exc)) from None
+
     def template(self) -> Any:
         if self._template is None:
             self._template = self.backend.chat_template()
@@ -362,9 +381,13 @@ class PlanExecutor:
         elif k == "role_end":
             stream.text += self.template().role_end(a["role"])
         elif k == "image":
+            self._check_media()
             stream.images.append((yield from self._eval(item, stream, local, a["src"])))
+            stream.text += self.template().image_token  # the runtime expands it to the image's tokens
         elif k == "video":
-            raise SglRuntimeError("video inputs need a video-language model; this backend has none")
+            self._check_media()
+            stream.videos.append([(yield from self._eval(item, stream, local, a["src"])), a["num_frames"]])
+            stream.text += VIDEO_TOKEN
         elif k == "gen":
             yield from self._gen(item, stream, step, path)
         elif k == "select":
@@ -399,8 +422,7 @@ class PlanExecutor:
         for key in LOGPROB_OPTIONS:
             if key in a:
                 payload[key] = a[key]
-        if stream.images:
-            payload["image_data"] = stream.images if len(stream.images) > 1 else stream.images[0]
+        payload.update(stream.media())
         resp = yield Request(payload)
         text = resp.get("text", "")
         stream.text += text
@@ -417,7 +439,7 @@ class PlanExecutor:
             scoring = score_choices(stream.text, choices, a["method"], a.get("temperature", 0.0))
             reqs = next(scoring)
             while True:  # the interpreter's backend drives the same protocol with run_scoring
-                reqs = scoring.send((yield [Request(r, solo=solo) for r in reqs]))
+                reqs = scoring.send((yield [Request({**r, **stream.media()}, solo=solo) for r in reqs]))
         except StopIteration as stop:
             index, meta = stop.value
         except ValueError as e:  # bad run-time choices (empty, not strings)

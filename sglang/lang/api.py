@@ -14,6 +14,7 @@ from sglang.lang.gen_rules import CHOICES_METHODS, gen_problems, json_schema_tex
 from sglang.lang.interpreter import ProgramError, ProgramState
 from sglang.lang.ir import Arg, Const, Gen, Image, Loc, RoleBegin, RoleEnd, Select, Video
 from sglang.lang.ir.expr import Name
+from sglang.lang.media import image_source
 from sglang.lang.primitives import SglExpr, Symbol, TraceError, caller_loc, role_expr
 from sglang.lang.program import SglFunction, get_default_backend, set_default_backend
 from sglang.lang.runtime_process import Runtime
@@ -129,8 +130,10 @@ def _select(name: Optional[str], choices: Any, temperature: float, method: str, 
     return SglExpr((Select(name, value, method, float(temperature)),), (loc,))
 
 
-def image(path: str) -> SglExpr:
-    return SglExpr((Image(Const(str(path))),), (caller_loc(),))
+def image(src: Any) -> SglExpr:
+    """An image: a path, a data URL, base64, raw bytes or a PIL image (bytes and PIL become data URLs)."""
+    src = image_source(src)
+    return SglExpr((Image(Const(src if isinstance(src, str) else str(src))),), (caller_loc(),))
 
 
 def video(path: str, num_frames: int = 8) -> SglExpr:

@@ -12,7 +12,7 @@ import collections
 import threading
 from typing import Any, Iterator, Optional
 
-from sglang.lang.backends.base import BaseBackend, GenInput
+from sglang.lang.backends.base import VIDEO_TOKEN, BaseBackend, GenInput
 from sglang.lang.gen_rules import LOGPROB_OPTIONS, typed_regex
 from sglang.lang.ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
 from sglang.lang.primitives import SglExpr, StateBase, StateGroup, caller_loc
@@ -42,6 +42,7 @@ class StreamExecutor:
         self.text_ = ""
         self.messages_: list[dict[str, str]] = []
         self.images_: list[str] = []
+        self.videos_: list[tuple[str, int]] = []  # (path, num_frames)
         self.variables: dict[str, Any] = {}
         self.meta_info: dict[str, Any] = {}
         self.role: Optional[str] = None
@@ -160,7 +161,8 @@ class StreamExecutor:
 
     def gen_input(self) -> GenInput:
         role_text = self.text_[self.role_begin_pos:] if self.role else ""
-        return GenInput(self.text_, list(self.messages_), list(self.images_), self.role, role_text)
+        return GenInput(self.text_, list(self.messages_), list(self.images_), self.role, role_text,
+                        videos=list(self.videos_))
 
     def _execute(self, op: Any, loc: Optional[Loc]) -> None:
         if isinstance(op, Text):
@@ -188,10 +190,14 @@ class StreamExecutor:
             self._append(self.template().role_end(op.role))
             self.messages_.append({"role": op.role, "content": content})
             self.role = None
-        elif isinstance(op, (Image, Video)):
+        elif isinstance(op, Image):
             self.backend.check_images()
             self.images_.append(op.src.value)
             self._append(self.template().image_token)
+        elif isinstance(op, Video):
+            self.backend.check_images()
+            self.videos_.append((op.src.value, op.num_frames))
+            self._append(VIDEO_TOKEN)
         elif isinstance(op, VarRef):
             self._append(str(self.variables[op.name]))
         else:
@@ -253,6 +259,7 @@ class StreamExecutor:
 
     def copy_from(self, other: "StreamExecutor") -> None:
         self.text_, self.messages_, self.images_ = other.text_, list(other.messages_), list(other.images_)
+        self.videos_ = list(other.videos_)
         self.variables, self.meta_info = dict(other.variables), dict(other.meta_info)
         self.role, self.role_begin_pos, self._template = other.role, other.role_begin_pos, other._template
 

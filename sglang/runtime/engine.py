@@ -26,6 +26,7 @@ import torch
 
 from sglang.runtime.detokenizer import StopChecker
 from sglang.runtime.io_struct import GenerateReqInput, ReqItem
+from sglang.runtime.multimodal.preprocess import MultimodalPreprocessor, MultimodalPrompt
 from sglang.runtime.resolved_model import resolve_model
 from sglang.runtime.scheduler.req import TokenizedRequest
 from sglang.runtime.scheduler_handle import OutputBatch, SchedulerHandle, ThreadScheduler
@@ -157,6 +158,15 @@ class Engine:
         self.vocab_size, self.context_len = int(info["vocab_size"]), int(info["context_len"])
         self.pool_size = int(info["pool_size"])
         self._longest_token: Optional[int] = None  # see max_prompt_chars
+        # vision-language models: images are decoded and cut into crops here, in a worker pool (never on
+        # the scheduler's step); None for a text-only model, whose image_data is a clear 400
+        self.multimodal: Optional[MultimodalPreprocessor] = None
+        if model.config.vision is not None:
+            self.multimodal = MultimodalPreprocessor(model.path, model.config.vision, self.vocab_size)
+
+    @property
+    def is_multimodal(self) -> bool:
+        return self.multimodal is not None
 
     def _alive(self) -> bool:
         """Whether outputs can still arrive (the scheduler thread, or the scheduler process's receiver)."""
@@ -177,9 +187,11 @@ class Engine:
         return_text_in_logprobs: bool = False,
         stream: bool = False,
         rid: Union[str, list[str], None] = None,
+        image_data: Any = None,
+        video_data: Any = None,
     ) -> Union[dict, list[dict], Iterator[dict]]:
         obj = GenerateReqInput(text, input_ids, sampling_params, return_logprob, logprob_start_len,
-                               top_logprobs_num, return_text_in_logprobs, stream, rid)
+                               top_logprobs_num, return_text_in_logprobs, stream, rid, image_data, video_data)
         items, tokenized = self._prepare(obj)
         if stream:
             return self._stream_sync(items, tokenized)
@@ -202,6 +214,8 @@ class Engine:
         return_text_in_logprobs: bool = False,
         stream: bool = False,
         rid: Union[str, list[str], None] = None,
+        image_data: Any = None,
+        video_data: Any = None,
         *,
         coalesce: bool = False,
     ):
@@ -211,7 +225,7 @@ class Engine:
         only the latest; outputs are cumulative (full text and meta_info), so nothing is lost but
         intermediate snapshots (what an HTTP server wants when its event loop is the bottleneck)."""
         obj = GenerateReqInput(text, input_ids, sampling_params, return_logprob, logprob_start_len,
-                               top_logprobs_num, return_text_in_logprobs, stream, rid)
+                               top_logprobs_num, return_text_in_logprobs, stream, rid, image_data, video_data)
         items, tokenized = self._prepare(obj)
         if stream:
             return self._stream_async(items, tokenized, coalesce)
@@ -231,13 +245,13 @@ class Engine:
         items = obj.normalize()
         if obj.stream and len(items) != 1:
             raise ValueError("stream=True needs a single prompt with n=1 (send several requests instead)")
-        ids_cache: dict[int, list[int]] = {}
+        prompt_cache: dict[int, tuple[list[int], Optional[MultimodalPrompt]]] = {}
         tokenized = []
         for it in items:
             where = f"request {it.index}: " if obj.is_batch else ""
-            if it.index not in ids_cache:
-                ids_cache[it.index] = self._prompt_ids(it, where)
-            ids = ids_cache[it.index]
+            if it.index not in prompt_cache:  # n samples of a prompt share its ids and images
+                prompt_cache[it.index] = self._prompt(it, where)
+            ids, mm = prompt_cache[it.index]
             sp = it.sampling_params
             try:
                 sp.verify(self.vocab_size, self.context_len, len(ids))
@@ -255,7 +269,7 @@ class Engine:
                 rid=it.rid, input_ids=ids, sampling_params=sp, input_text=it.text,
                 return_logprob=it.return_logprob, logprob_start_len=it.logprob_start_len,
                 top_logprobs_num=it.top_logprobs_num, return_text_in_logprobs=it.return_text_in_logprobs,
-                stream=it.stream,
+                stream=it.stream, mm_items=mm.items if mm else None, key_ids=mm.key_ids if mm else None,
             ))
         return items, tokenized
 
@@ -272,6 +286,21 @@ class Engine:
             vocab = self.tokenizer.get_vocab() if hasattr(self.tokenizer, "get_vocab") else {}
             self._longest_token = max((len(t) for t in vocab), default=64)
         return 2 * self._longest_token * self.context_len
+    def _prompt(self, it: ReqItem, where: str) -> tuple[list[int], Optional[MultimodalPrompt]]:
+        """The prompt's token ids, its images/videos expanded in them (then checked against the limits)."""
+        ids = self._prompt_ids(it, where)
+        if it.image_data is None and it.video_data is None:
+            return ids, None
+        field = "image_data" if it.image_data is not None else "video_data"
+        if self.multimodal is None:
+            raise ValueError(f"{where}{field}: the model is text-only (images and videos need a vision-language "
+                             "model such as LLaVA)")
+        try:
+            mm = self.multimodal.prepare(ids, it.image_data, it.video_data)
+        except ValueError as e:
+            raise ValueError(f"{where}{field}: {e}") from None
+        self._check_prompt_len(mm.input_ids, where, field)
+        return mm.input_ids, mm
 
     def _prompt_ids(self, it: ReqItem, where: str) -> list[int]:
         if it.input_ids is not None:
@@ -286,12 +315,15 @@ class Engine:
             ids = list(self.tokenizer.encode(it.text))
         if not ids:
             raise ValueError(f"{where}{field}: the prompt is empty")
+        self._check_prompt_len(ids, where, field)
+        return ids
+
+    def _check_prompt_len(self, ids: list[int], where: str, field: str) -> None:
         if len(ids) >= self.context_len:
             raise ValueError(f"{where}{field}: the prompt has {len(ids)} tokens, the context length is {self.context_len}")
         if len(ids) + 1 > self.pool_size:
             raise ValueError(f"{where}{field}: the prompt has {len(ids)} tokens but the KV cache holds only "
                              f"{self.pool_size} (max_total_tokens)")
-        return ids
 
     def _submit(self, items: list[ReqItem], tokenized: list[TokenizedRequest],
                 loop: Optional[asyncio.AbstractEventLoop]) -> list[_ReqState]:
@@ -431,6 +463,8 @@ class Engine:
         self.scheduler.join(timeout=60)
         self.scheduler = _Closed()
         self.model_runner = None
+        if self.multimodal is not None:
+            self.multimodal.shutdown()
         self._join_tp_workers()
         # free the released memory now, so that another Engine in this process gets it
         gc.collect()

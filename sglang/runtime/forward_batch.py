@@ -83,6 +83,9 @@ class ForwardBatch:
     extend_logprob_start_lens_cpu: Optional[list[int]] = None
     return_logprob: bool = False
     top_logprobs_nums: Optional[list[int]] = None
+    # EXTEND only, vision-language models: row i's MultimodalItems (runtime/multimodal/inputs.py) or None;
+    # None for the whole batch when no row has any (the model then runs its text-only forward)
+    mm_items: Optional[list[Optional[list[Any]]]] = None
     # DECODE only: rows sharing cached-prefix KV (see the module docstring); None = no sharing known
     prefix_groups: Optional[PrefixGroups] = None
     # backend-private metadata, filled by AttentionBackend.init_forward_metadata

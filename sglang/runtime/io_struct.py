@@ -29,6 +29,11 @@ class GenerateReqInput:
     return_text_in_logprobs: bool = False
     stream: bool = False
     rid: Union[str, list[str], None] = None
+    # vision-language models (SGLang's field): per prompt an image (path | bytes | PIL | data URL | base64)
+    # or a list of them; a batch gives a list with one such entry per prompt
+    image_data: Any = None
+    # LLaVA-NeXT-Video: per prompt (path, num_frames) / {"path", "num_frames"} or a list of them
+    video_data: Any = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GenerateReqInput":
@@ -80,6 +85,15 @@ class GenerateReqInput:
             return [default if v is None else v for v in value]
         return [value] * n
 
+    def _per_prompt_media(self, name: str, value: Any, n: int) -> list[Any]:
+        """A single prompt takes the whole value (one image or its list of images); a batch needs a list
+        with one entry per prompt (None for a prompt without any)."""
+        if value is None or not self.is_batch:
+            return [value] + [None] * (n - 1)
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise ValueError(f"{name} must be a list with one entry per prompt ({n}) for batch input")
+        return list(value)
+
     def normalize(self) -> list["ReqItem"]:
         prompts = self.prompts()
         n = len(prompts)
@@ -99,6 +113,8 @@ class GenerateReqInput:
                 raise ValueError("rid entries must be strings")
             if len(set(rids)) != n:
                 raise ValueError("rid entries must be unique")
+        images = self._per_prompt_media("image_data", self.image_data, n)
+        videos = self._per_prompt_media("video_data", self.video_data, n)
         items: list[ReqItem] = []
         for i, (text, ids) in enumerate(prompts):
             where = f"request {i}: " if n > 1 else ""
@@ -122,6 +138,7 @@ class GenerateReqInput:
                     text=text, input_ids=ids, sampling_params=_sample_params(sp, j),
                     return_logprob=lps[i], logprob_start_len=starts[i], top_logprobs_num=tops[i],
                     return_text_in_logprobs=bool(self.return_text_in_logprobs), stream=bool(self.stream),
+                    image_data=images[i], video_data=videos[i],
                 ))
         return items
 
@@ -150,6 +167,8 @@ class ReqItem:
     top_logprobs_num: int
     return_text_in_logprobs: bool
     stream: bool
+    image_data: Any = None
+    video_data: Any = None
 
 
 def _sample_params(sp: SamplingParams, j: int) -> SamplingParams:

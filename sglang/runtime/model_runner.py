@@ -12,6 +12,7 @@ a runner built from bare ServerArgs (tests, benchmarks) resolves it itself.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Optional
@@ -25,6 +26,9 @@ from sglang.runtime.layers.logits_processor import LogitsOutput, LogitsProcessor
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
 from sglang.runtime.model_config import parse_dtype
 from sglang.runtime.model_loader.loader import load_model
+from sglang.runtime.multimodal.feature_cache import FeatureCache
+from sglang.runtime.multimodal.inputs import VIDEO
+from sglang.runtime.multimodal.tokens import pad_id
 from sglang.runtime.resolved_model import ResolvedModel, resolve_model
 from sglang.runtime.server_args import ServerArgs, default_max_running_requests
 from sglang.runtime.tp_broadcast import broadcast_forward, broadcast_stop
@@ -35,6 +39,8 @@ REQ_POOL_HEADROOM = 8  # extra request rows: requests being admitted while other
 CONTEXT_HEADROOM = 8  # extra columns per row, so a full-context request can still take its last decode step
 CPU_KV_POOL_BYTES = 1 << 30  # default KV pool budget on CPU when max_total_tokens is not given
 MIN_KV_TOKENS = 64
+# projected image/video features kept by content hash (vision-language models): ~200 llava-1.5 images in bf16
+FEATURE_CACHE_BYTES = {"cuda": 1 << 30, "cpu": 256 << 20}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,6 +87,11 @@ class ModelRunner:
                 "so outputs past %d tokens differ from the reference", window, window,
             )
         cfg = self.model_config
+        if cfg.vision is not None and self.tp_size > 1:
+            # the tp forward format (tp_broadcast.py) does not carry image items yet
+            raise ValueError("vision-language models run with tp_size=1 only (image inputs are not broadcast)")
+        # one cache per model: features differ between models
+        self.feature_cache = FeatureCache(FEATURE_CACHE_BYTES[self.device.type]) if cfg.vision is not None else None
         distributed.check_tp_divisible(cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size, self.tp_size)
         if self.tp_size > 1:
             if not server_args.dist_init_addr:
@@ -184,8 +195,39 @@ class ModelRunner:
 
     def forward_eager(self, batch: ForwardBatch) -> LogitsOutput:
         """Model + logits on a batch whose attention metadata is already set (what a CUDA graph captures)."""
-        hidden = self.model(batch.input_ids, batch.positions, batch)
+        if batch.mm_items:
+            hidden = self._forward_multimodal(batch)
+            if batch.return_logprob:  # input logprobs index the vocabulary with the next tokens' ids
+                batch = dataclasses.replace(batch, input_ids=self._placeholder_ids(batch))
+        else:
+            hidden = self.model(batch.input_ids, batch.positions, batch)
         return self.logits_processor(hidden, self.model.lm_head_weight, batch)
+
+    def _placeholder_ids(self, batch: ForwardBatch) -> torch.Tensor:
+        """The batch's ids with each item's hash pad ids (past the vocabulary, the radix key) turned back
+        into its placeholder token (image or video), as the prompt's real ids have them."""
+        vlm, vocab = self.model_config.vision, self.model_config.vocab_size
+        ids = batch.input_ids.clone()
+        for item in (item for row in batch.mm_items for item in (row or ())):
+            tok = vlm.video_token_id if item.modality == VIDEO else vlm.image_token_id
+            ids[ids == pad_id(item.hash, vocab)] = tok
+        return ids
+
+    def _forward_multimodal(self, batch: ForwardBatch) -> torch.Tensor:
+        """An EXTEND with images: items seen before take their features from the cache (no vision tower);
+        the model encodes the rest of the batch's items in one vision-tower call; new features are cached
+        and the items' pixels dropped (a request keeps its features until it finishes: retraction and
+        later chunks reuse them)."""
+        if self.feature_cache is None:
+            raise ValueError(f"{self.model_config.architecture} is text-only: it takes no image inputs")
+        items = [item for row in batch.mm_items for item in (row or ())]
+        self.feature_cache.fill(items)
+        hidden = self.model(batch.input_ids, batch.positions, batch, mm_items=batch.mm_items)
+        self.feature_cache.store(items)
+        for item in items:
+            if item.features is not None:
+                item.pixel_values = None
+        return hidden
 
     def _check_batch(self, batch: ForwardBatch) -> None:
         n = batch.num_tokens

@@ -17,6 +17,9 @@ from sglang.runtime.chat_template import ChatTemplate
 from sglang.lang.backends.choices import PREFILL, run_scoring, score_choices
 from sglang.lang.gen_rules import LOGPROB_OPTIONS
 
+PER_PROMPT_MEDIA = ("image_data", "video_data")
+VIDEO_TOKEN = "<video>"  # LLaVA-NeXT-Video's placeholder (its tokenizer's video token)
+
 
 class BackendError(RuntimeError):
     """A backend could not serve an op (transport failure, server error, unsupported feature)."""
@@ -29,6 +32,7 @@ class GenInput:
     images: list[str] = field(default_factory=list)  # image sources appended so far
     role: Optional[str] = None  # the open role, if any
     role_text: str = ""  # content of the open role so far
+    videos: list[tuple[str, int]] = field(default_factory=list)  # (path, num_frames) appended so far
 
 
 class BaseBackend:
@@ -80,10 +84,19 @@ class NativeBackend(BaseBackend):
     def _payload(self, inp: GenInput, sampling_params: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
         payload: dict[str, Any] = {"text": inp.text, "sampling_params": dict(sampling_params)}
         payload.update({k: v for k, v in options.items() if k in LOGPROB_OPTIONS and v is not None})
-        if inp.images:
-            self.check_images()
-            payload["image_data"] = inp.images if len(inp.images) > 1 else inp.images[0]
+        payload.update(self._media(inp))
         return payload
+
+    def _media(self, inp: GenInput) -> dict[str, Any]:
+        """The native request's image_data / video_data for the images and videos of the prompt so far."""
+        media: dict[str, Any] = {}
+        if inp.images or inp.videos:
+            self.check_images()
+        if inp.images:
+            media["image_data"] = inp.images if len(inp.images) > 1 else inp.images[0]
+        if inp.videos:
+            media["video_data"] = [list(v) for v in inp.videos]
+        return media
 
     def generate(self, inp: GenInput, sampling_params: dict[str, Any], options: dict[str, Any]) -> tuple[str, dict]:
         out = self._call(self._payload(inp, sampling_params, options))
@@ -104,9 +117,9 @@ class NativeBackend(BaseBackend):
         self._call({"text": text, "sampling_params": dict(PREFILL)})
 
     def select(self, inp: GenInput, choices: list[str], method: str, temperature: float) -> tuple[int, dict]:
-        if inp.images:
-            self.check_images()
-        return run_scoring(score_choices(inp.text, choices, method, temperature), self._call_many)
+        media = self._media(inp)  # every scoring request carries the prompt's images
+        call = self._call_many if not media else (lambda ps: self._call_many([{**p, **media} for p in ps]))
+        return run_scoring(score_choices(inp.text, choices, method, temperature), call)
 
     def _call_many(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Single-prompt requests as ONE native call (a batch when there are several)."""
@@ -123,5 +136,7 @@ def merge_requests(payloads: list[dict[str, Any]]) -> dict[str, Any]:
     merged: dict[str, Any] = {key: [p[key] for p in payloads]}
     for field_ in sorted({k for p in payloads for k in p} - {key}):
         vals = [p.get(field_) for p in payloads]
-        merged[field_] = vals[0] if all(v == vals[0] for v in vals) else vals
+        # one prompt's image list looks like a per-prompt list: media always travel per prompt
+        same = field_ not in PER_PROMPT_MEDIA and all(v == vals[0] for v in vals)
+        merged[field_] = vals[0] if same else vals
     return merged

@@ -34,6 +34,8 @@ class EngineBackend(NativeBackend):
         return iter(self.engine.generate(**payload, stream=True))
 
     def check_images(self) -> None:
+        if getattr(self.engine, "is_multimodal", False):
+            return
         path = self.get_server_args().get("model_path", "the model")
         raise BackendError(f"model {path!r} is text-only: sgl.image / sgl.video need a vision-language model")
 

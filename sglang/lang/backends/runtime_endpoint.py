@@ -18,6 +18,7 @@ from sglang.lang.backends.http_pool import ConnectionPool, HttpStatusError, Http
 # what a request that never got an answer raises: OSError (refused, reset, timeout), a broken HTTP exchange,
 # or, over an injected httpx transport, httpx's own errors
 _TRANSPORT_ERRORS = (OSError, http.client.HTTPException, httpx.HTTPError)
+from sglang.lang.media import inline_images
 
 
 class RuntimeEndpoint(NativeBackend):
@@ -50,9 +51,10 @@ class RuntimeEndpoint(NativeBackend):
         return data
 
     def _call(self, payload: dict[str, Any]) -> Any:
-        return json.loads(self._request("POST", "/generate", payload))
+        return json.loads(self._request("POST", "/generate", _inline(payload)))
 
     def _call_stream(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        payload = _inline(payload)
         url = self.base_url + "/generate"
         try:
             for line in self.http.stream_lines("/generate", json.dumps({**payload, "stream": True}).encode()):
@@ -114,3 +116,10 @@ def _http_error(url: str, status: int, body: str) -> Exception:
     if status == 400:
         return ValueError(f"{url}: bad request: {message}")
     return BackendError(f"{url} returned HTTP {status}: {message}")
+
+
+def _inline(payload: dict[str, Any]) -> dict[str, Any]:
+    """Local image files travel as data URLs: the server may not share this machine's files."""
+    if payload.get("image_data") is None:
+        return payload
+    return {**payload, "image_data": inline_images(payload["image_data"])}

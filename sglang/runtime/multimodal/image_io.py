@@ -104,6 +104,7 @@ def _b64decode(payload: str, what: str, max_bytes: int) -> bytes:
     if len(payload) * 3 // 4 > max_bytes + 3:
         raise MultimodalInputError(f"{what} decodes to more than {max_bytes} bytes")
     try:
-        return base64.b64decode(payload, validate=False)
+        # strict: a lenient decode drops bad characters silently and blames the image format instead
+        return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise MultimodalInputError(f"{what} is not valid base64: {exc}") from None

@@ -69,6 +69,7 @@ def build_extend(
         extend_logprob_start_lens_cpu=logprob_starts,
         return_logprob=logprob_starts is not None,
         top_logprobs_nums=top_logprobs_nums,
+        mm_items=[r.mm_items for r in reqs] if any(r.mm_items for r in reqs) else None,
     )
 
 

@@ -55,6 +55,10 @@ class TokenizedRequest:
     top_logprobs_num: int = 0
     return_text_in_logprobs: bool = False
     stream: bool = False
+    # images/videos (runtime/multimodal/): items with their prompt offsets, and the prompt as the radix
+    # key sees it (each item's placeholder run replaced by its content-hash pad id); None: text only
+    mm_items: Optional[list[Any]] = None
+    key_ids: Optional[list[int]] = None
 
 
 @dataclass(eq=False)  # identity semantics: requests are compared and looked up as objects
@@ -68,6 +72,10 @@ class Req:
     top_logprobs_num: int = 0
     return_text_in_logprobs: bool = False
     stream: bool = False
+    # multimodal (see TokenizedRequest): the items are kept for the request's life, so a retracted or
+    # chunked prefill finds its features again; key_ids stand in for origin_input_ids in the KV sequence
+    mm_items: Optional[list[Any]] = None
+    key_ids: Optional[list[int]] = None
 
     output_ids: list[int] = field(default_factory=list)
     # memory
@@ -103,7 +111,11 @@ class Req:
     # -- derived ------------------------------------------------------------------------------------
     @property
     def all_ids(self) -> list[int]:
-        return self.origin_input_ids + self.output_ids
+        """The sequence as the KV cache and the model see it: with images, the prompt's placeholder runs
+        carry per-image pad ids (radix key), so the same image shares its prefix KV and another never
+        does. Penalties, logprobs and detokenization read origin_input_ids (real vocabulary ids)."""
+        prompt = self.key_ids if self.key_ids is not None else self.origin_input_ids
+        return prompt + self.output_ids
 
     @property
     def seq_len(self) -> int:
@@ -149,5 +161,7 @@ class Req:
             top_logprobs_num=t.top_logprobs_num or 0,
             return_text_in_logprobs=t.return_text_in_logprobs,
             stream=t.stream,
+            mm_items=t.mm_items or None,
+            key_ids=list(t.key_ids) if t.key_ids is not None else None,
             input_logprobs_done=not t.return_logprob or start >= len(t.input_ids),
         )

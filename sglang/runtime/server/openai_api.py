@@ -152,21 +152,43 @@ def _chat_logprobs(entries: list[tuple[Any, str, list]]) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- chat template
 
-def render_chat(ctx: Any, req: ChatCompletionRequest) -> str:
+def render_chat(ctx: Any, req: ChatCompletionRequest) -> tuple[str, list[str]]:
+    """The prompt and the images of its `image_url` parts, in order: each image part becomes the template's
+    image token (one per image; the engine expands it to the image's tokens)."""
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
-    for m in messages:  # flatten content parts: text-only models
+    images: list[str] = []
+    for i, m in enumerate(messages):  # flatten content parts
         if isinstance(m.get("content"), list):
             parts = []
-            for part in m["content"]:
+            for j, part in enumerate(m["content"]):
+                if part.get("type") == "image_url":
+                    images.append(image_part_url(part, f"messages[{i}].content[{j}].image_url"))
+                    parts.append(getattr(ctx.chat_template, "image_token", "<image>"))
+                    continue
                 if part.get("type") != "text":
                     raise HTTPError(400, f"message content part type {part.get('type')!r} is not supported "
-                                         "(text only)", param="messages")
+                                         "(text and image_url)", param="messages")
                 parts.append(str(part.get("text", "")))
             m["content"] = "".join(parts)
     try:
-        return ctx.chat_template.render(messages, add_generation_prompt=not req.continue_final_message)
+        text = ctx.chat_template.render(messages, add_generation_prompt=not req.continue_final_message)
     except Exception as exc:  # a jinja template raising on this conversation (e.g. role order)
         raise HTTPError(400, f"could not apply the chat template: {exc}", param="messages") from exc
+    return text, images
+
+
+def image_part_url(part: dict[str, Any], where: str) -> str:
+    """An image_url part's image source: a data URL or a local file (the engine decodes it); an http(s) URL
+    is a clear 400 here, since this server does not reach the network."""
+    spec = part.get("image_url")
+    url = spec.get("url") if isinstance(spec, dict) else spec
+    if not isinstance(url, str) or not url:
+        raise HTTPError(400, f"{where}.url must be a non-empty string", param=where)
+    if url.startswith(("http://", "https://")):
+        raise HTTPError(400, f"{where}: image URL {url[:80]!r} is not fetched (this server does not reach the "
+                             "network); send the image as a data URL (data:image/png;base64,...) or a local path",
+                        param=where)
+    return url
 
 
 # --------------------------------------------------------------------------- routes
@@ -245,9 +267,13 @@ def register_openai_routes(app: FastAPI, ctx: Any) -> None:
                     sp["regex"] = spec.regex
         base = {"return_logprob": req.logprobs, "top_logprobs_num": req.top_logprobs or 0,
                 "logprob_start_len": -1, "return_text_in_logprobs": True}
-        prompt: dict[str, Any] = {"text": render_chat(ctx, req)}
+        text, images = render_chat(ctx, req)
+        prompt: dict[str, Any] = {"text": text}
+        if images:
+            prompt["image_data"] = images if len(images) > 1 else images[0]
         context_len = getattr(ctx.engine, "context_len", None)
-        if max_tokens is None and context_len:
+        # (with images the prompt's length is known only once they are expanded: the default max_tokens)
+        if max_tokens is None and context_len and not images:
             # OpenAI semantics: no max_tokens means "until EOS or the context is full" (as SGLang does)
             ids = await _tokenize(ctx.engine, prompt["text"])
             prompt = {"input_ids": ids}

@@ -29,7 +29,9 @@ class GenerateRequest(_Strict):
     top_logprobs_num: Optional[Union[StrictInt, list[StrictInt]]] = None
     return_text_in_logprobs: StrictBool = False
     stream: StrictBool = False
-    image_data: Optional[Any] = None  # accepted for wire compatibility; non-null is rejected
+    # vision-language models: per prompt an image (path, data URL, base64) or a list; a batch: one entry per prompt
+    image_data: Optional[Any] = None
+    video_data: Optional[Any] = None  # LLaVA-NeXT-Video: [path, num_frames] or {"path", "num_frames"}, or a list
 
     def batch_size(self) -> int:
         """Number of prompts (1 for a single prompt)."""
