@@ -3,6 +3,8 @@
 with every accepted image form; each gives the engine's own answer for the same prompt and image."""
 from __future__ import annotations
 
+import json
+
 import io
 from pathlib import Path
 
@@ -59,13 +61,13 @@ def test_runtime_endpoint_sends_local_files_as_data_urls(engine, tmp_path):
     with BackgroundServer(engine) as srv:
         backend = sgl.RuntimeEndpoint(srv.url)
         sent = []
-        real = backend.client.request
+        real = backend.http.request
 
-        def spy(method, url, **kw):
-            sent.append(kw.get("json"))
-            return real(method, url, **kw)
+        def spy(method, path, body=None):
+            sent.append(json.loads(body) if body else None)
+            return real(method, path, body)
 
-        backend.client.request = spy
+        backend.http.request = spy
         state = describe.run(img=str(path), backend=backend)
     assert state["answer"] == direct(engine, img)
     image_data = [p["image_data"] for p in sent if p and "image_data" in p]

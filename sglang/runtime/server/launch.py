@@ -53,6 +53,13 @@ FLAG_HELP: dict[str, str] = {
     "disable_regex_jump_forward": "constrained decoding: do not jump over forced text",
     "tp_size": "tensor-parallel ranks (one process and GPU each)",
     "dist_init_addr": "host:port of the tensor-parallel process group (default: a free local port)",
+    "nnodes": "machines the tensor-parallel ranks span (tp_size / nnodes ranks each); node 0 serves HTTP",
+    "node_rank": "this machine's index among --nnodes (> 0: it runs only its tensor-parallel worker ranks)",
+    "dp_size": "data-parallel scheduler replicas behind one HTTP front, each with its own model copy and cache "
+               "(alias --dp)",
+    "dp_policy": "how the front picks a replica: cache_aware | round_robin",
+    "drain_grace_period": "seconds a SIGTERM lets requests in flight finish (new ones get 503) before the rest "
+                          "are aborted",
     "host": "address to listen on",
     "port": "port to listen on (`sglang serve` defaults to another one, so both can run)",
     "api_key": "require 'Authorization: Bearer KEY' on every route but /health",
