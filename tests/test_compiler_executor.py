@@ -163,12 +163,12 @@ def test_plan_steps_have_dependencies():
 
 
 def test_huge_waves_are_split_into_capped_calls(monkeypatch):
-    import sglang.compiler.executor as E
+    import sglang.compiler.dispatch as D
 
-    monkeypatch.setattr(E, "MAX_CALL_BATCH", 3)
+    monkeypatch.setattr(D, "MAX_CALL_BATCH", 3)
     out, stats, be = run("def f(q: str) { q gen a(max_tokens=2) }", [{"q": str(i)} for i in range(7)])
     assert len(out) == 7 and all("error" not in o for o in out)
-    assert [len(c["text"]) for c in be.calls] == [3, 3, 1]
+    assert sorted(len(c["text"]) for c in be.calls) == [1, 3, 3]  # the three calls go out together
 
 
 _STMTS = ['gen a(max_tokens=2)', '"t {q}"', 'select s(choices=["u", "v"])', 'if s == "u" { gen c }',

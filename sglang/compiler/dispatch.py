@@ -1,0 +1,146 @@
+"""The plan executor's transport: ready requests out as native `generate` calls, responses back, no waves.
+
+`Dispatcher.submit(requests)` sends the requests that became ready at the same moment as ONE batched
+native call (per-request sampling params and logprob options travel as lists; a prompt kind, text or
+token ids, is one call each, and a call holds at most MAX_CALL_BATCH prompts) from a small thread
+pool, and returns at once. `wait()` blocks until at least one call in flight completes and hands back
+every completed submission with its responses. So a stream whose response came back sends its next
+request right away while other calls are still running: there is no global barrier where every
+stream waits for the slowest request of a wave, and no chunk of MAX_CALL_BATCH waits for the previous
+one. Requests marked `solo` go out one call each.
+
+Counters (`ExecStats`) come from the responses' meta_info: prompt tokens, the part of them the
+engine's prefix cache served, completion tokens; `engine_calls` counts native calls.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sglang.lang.sgl.errors import SglRuntimeError
+
+MAX_CALL_BATCH = 512  # ServerArgs.max_batch_size_per_request's default
+MAX_CALLS_IN_FLIGHT = 16  # worker threads: each holds one native call (an HTTP request or an engine call)
+
+
+@dataclass
+class Request:
+    payload: dict[str, Any]  # one native request (single text)
+    solo: bool = False
+
+
+@dataclass
+class ExecStats:
+    engine_calls: int = 0
+    requests: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    waves: int = 0  # submissions: groups of requests that became ready together
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt tokens the engine computed (not served from its prefix cache)."""
+        return self.prompt_tokens - self.cached_tokens
+
+    def as_dict(self) -> dict[str, int]:
+        return {"engine_calls": self.engine_calls, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens, "prefill_tokens": self.prefill_tokens,
+                "completion_tokens": self.completion_tokens, "waves": self.waves}
+
+
+def split_calls(payloads: list[dict[str, Any]], cap: int) -> list[list[int]]:
+    """Indices of `payloads` grouped into native calls: one prompt kind per call, at most `cap` prompts."""
+    kinds: dict[str, list[int]] = {}
+    for i, p in enumerate(payloads):
+        kinds.setdefault("input_ids" if "input_ids" in p else "text", []).append(i)
+    return [idx[lo:lo + cap] for idx in kinds.values() for lo in range(0, len(idx), cap)]
+
+
+def merge_payloads(payloads: list[dict[str, Any]], backend: Any) -> dict[str, Any]:
+    """Single-prompt requests of one prompt kind -> one batched native request."""
+    key = "input_ids" if "input_ids" in payloads[0] else "text"
+    merged: dict[str, Any] = {key: [p[key] for p in payloads],
+                              "sampling_params": [p["sampling_params"] for p in payloads]}
+    for field_, default in (("return_logprob", False), ("logprob_start_len", -1), ("top_logprobs_num", 0)):
+        vals = [p.get(field_, default) for p in payloads]
+        if any(v != default for v in vals):
+            merged[field_] = vals
+    if any(p.get("return_text_in_logprobs") for p in payloads):
+        merged["return_text_in_logprobs"] = True
+    images = [p.get("image_data") for p in payloads]
+    if any(images):
+        backend.check_images()
+        merged["image_data"] = images
+    return merged
+
+
+class Dispatcher:
+    """Sends submissions without waiting; `wait()` returns the completed ones (see the module docstring)."""
+
+    def __init__(self, backend: Any, stats: ExecStats) -> None:
+        self.backend, self.stats = backend, stats
+        self._lock = threading.Lock()  # stats are counted from worker threads
+        self._pool = concurrent.futures.ThreadPoolExecutor(MAX_CALLS_IN_FLIGHT, thread_name_prefix="sgl-plan-call")
+        self._inflight: dict[concurrent.futures.Future, tuple[int, list[int]]] = {}
+        self._parts: dict[int, list[Any]] = {}  # submission number -> [token, responses, calls left]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._inflight)
+
+    def submit(self, token: Any, reqs: list[Request]) -> None:
+        """Send `reqs` now; `wait()` later returns (token, responses in the order of reqs)."""
+        self.stats.waves += 1
+        sub = self.stats.waves
+        groups = [[i] for i, r in enumerate(reqs) if r.solo]
+        batch = [i for i, r in enumerate(reqs) if not r.solo]
+        groups += [[batch[j] for j in part] for part in split_calls([reqs[i].payload for i in batch], MAX_CALL_BATCH)]
+        self._parts[sub] = [token, [None] * len(reqs), len(groups)]
+        for idx in groups:
+            fut = self._pool.submit(self.call, [reqs[i].payload for i in idx])
+            self._inflight[fut] = (sub, idx)
+
+    def wait(self) -> list[tuple[Any, list[dict[str, Any]] | BaseException]]:
+        """Block until calls complete; every submission whose calls all finished, with its responses (or
+        the first error of its calls)."""
+        done, _ = concurrent.futures.wait(list(self._inflight), return_when=concurrent.futures.FIRST_COMPLETED)
+        finished = []
+        for fut in sorted(done, key=lambda f: self._inflight[f]):  # in submission order: deterministic resumes
+            sub, idx = self._inflight.pop(fut)
+            part = self._parts[sub]
+            try:
+                for i, r in zip(idx, fut.result()):
+                    if not isinstance(part[1], BaseException):
+                        part[1][i] = r
+            except Exception as e:  # the whole submission fails with its first error
+                part[1] = e
+            part[2] -= 1
+            if part[2] == 0:
+                token, responses, _ = self._parts.pop(sub)
+                finished.append((token, responses))
+        return finished
+
+    def call(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One native call for requests of one prompt kind; outputs in the order of `payloads`."""
+        res = self.backend._call(merge_payloads(payloads, self.backend))
+        res = res if isinstance(res, list) else [res]
+        if len(res) != len(payloads):
+            raise SglRuntimeError(f"backend returned {len(res)} outputs for {len(payloads)} prompts")
+        self.count(res)
+        return res
+
+    def count(self, outputs: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self.stats.engine_calls += 1
+            self.stats.requests += len(outputs)
+            for r in outputs:
+                m = r.get("meta_info", {})
+                self.stats.prompt_tokens += int(m.get("prompt_tokens", 0) or 0)
+                self.stats.cached_tokens += int(m.get("cached_tokens", 0) or 0)
+                self.stats.completion_tokens += int(m.get("completion_tokens", 0) or 0)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
