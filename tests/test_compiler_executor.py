@@ -23,6 +23,17 @@ def run(src: str, batch: list[dict], function: str | None = None, **kw):
     return ex.run_batch(function, batch), ex.stats, be
 
 
+def sps(call: dict) -> list[dict]:
+    """A native call's per-prompt sampling params (a one-prompt call travels unbatched, as the interpreter's)."""
+    sp = call["sampling_params"]
+    n = len(call["text"]) if isinstance(call["text"], list) else 1
+    return sp if isinstance(sp, list) else [sp] * n
+
+
+def texts(call: dict) -> list[str]:
+    return call["text"] if isinstance(call["text"], list) else [call["text"]]
+
+
 QA = 'def qa(q: str) { system { "Be brief." } user { q } assistant { gen a(max_tokens=5) } gen b(max_tokens=3) return a }'
 
 
@@ -33,10 +44,9 @@ def test_batch_items_share_one_engine_call_per_wave():
     # hoisted prefix prefill + one call for all 8 `a` gens + one for all 8 `b` gens
     assert stats.engine_calls == 3
     assert len(be.calls[1]["text"]) == 8 and len(be.calls[2]["text"]) == 8
-    assert be.calls[0]["sampling_params"][0]["max_new_tokens"] == 0  # the shared-prefix prefill
-    assert be.calls[0]["text"] == ["SYSTEM:Be brief.\nUSER:"]
-    # per-request sampling params travel as a list
-    assert be.calls[1]["sampling_params"][0]["max_new_tokens"] == 5
+    assert sps(be.calls[0])[0]["max_new_tokens"] == 0  # the shared-prefix prefill
+    assert texts(be.calls[0]) == ["SYSTEM:Be brief.\nUSER:"]
+    assert sps(be.calls[1])[0]["max_new_tokens"] == 5
 
 
 def test_results_match_single_item_runs():
@@ -52,10 +62,10 @@ FORK = 'def f() { "A long shared context for every branch.\\n" fork t[3] as i { 
 
 def test_fork_batching_prefills_parent_once_then_batches_branches():
     _, on, be_on = run(FORK, [{}])
-    kinds = [[sp["max_new_tokens"] for sp in c["sampling_params"]] for c in be_on.calls]
+    kinds = [[sp["max_new_tokens"] for sp in sps(c)] for c in be_on.calls]
     assert kinds == [[0], [4, 4, 4]]  # one parent prefill, then the 3 branch gens in one call
     _, off, be_off = run(FORK, [{}], disabled=("fork-batching",))
-    assert [[sp["max_new_tokens"] for sp in c["sampling_params"]] for c in be_off.calls] == [[4, 4, 4]]
+    assert [[sp["max_new_tokens"] for sp in sps(c)] for c in be_off.calls] == [[4, 4, 4]]
     # without the parent prefill each branch computes the shared context itself
     assert on.prefill_tokens < off.prefill_tokens
 
@@ -103,7 +113,7 @@ def test_dtype_int_gen_is_constrained_and_holds_text():
     out, _, be = run("def f() { gen n(dtype=int, max_tokens=3) return int(n) + 1 }", [{}])
     assert out[0]["return"] == 43  # the fake answers "42" to an int regex
     assert out[0]["variables"]["n"] == "42"
-    assert be.calls[0]["sampling_params"][0]["regex"]
+    assert sps(be.calls[0])[0]["regex"]
 
 
 def test_streaming_events_in_order():
@@ -207,7 +217,7 @@ def test_fork_count_and_choices_decided_at_run_time():
     assert fork.args["shared_body"] and not isinstance(fork.args["n"], int)  # not known at compile time
     out, _, be = run(src, [{"n": 3, "opts": ["left", "right"]}, {"n": 1, "opts": ["up"]}])
     assert out[0]["return"][1] in ("left", "right") and out[1]["return"][1] == "up"
-    gens = [sp["max_new_tokens"] for c in be.calls for sp in c["sampling_params"] if sp["max_new_tokens"] == 2]
+    gens = [sp["max_new_tokens"] for c in be.calls for sp in sps(c) if sp["max_new_tokens"] == 2]
     assert len(gens) == 3 + 1  # 3 branches for item 0, 1 for item 1
     bad, _, _ = run(src, [{"n": 0, "opts": ["a"]}])
     assert "fork count must be an int >= 1" in bad[0]["error"]

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sglang.lang.backends.base import merge_requests
 from sglang.lang.sgl.errors import SglRuntimeError
 
 MAX_CALL_BATCH = 512  # ServerArgs.max_batch_size_per_request's default
@@ -57,24 +58,6 @@ def split_calls(payloads: list[dict[str, Any]], cap: int) -> list[list[int]]:
     for i, p in enumerate(payloads):
         kinds.setdefault("input_ids" if "input_ids" in p else "text", []).append(i)
     return [idx[lo:lo + cap] for idx in kinds.values() for lo in range(0, len(idx), cap)]
-
-
-def merge_payloads(payloads: list[dict[str, Any]], backend: Any) -> dict[str, Any]:
-    """Single-prompt requests of one prompt kind -> one batched native request."""
-    key = "input_ids" if "input_ids" in payloads[0] else "text"
-    merged: dict[str, Any] = {key: [p[key] for p in payloads],
-                              "sampling_params": [p["sampling_params"] for p in payloads]}
-    for field_, default in (("return_logprob", False), ("logprob_start_len", -1), ("top_logprobs_num", 0)):
-        vals = [p.get(field_, default) for p in payloads]
-        if any(v != default for v in vals):
-            merged[field_] = vals
-    if any(p.get("return_text_in_logprobs") for p in payloads):
-        merged["return_text_in_logprobs"] = True
-    images = [p.get("image_data") for p in payloads]
-    if any(images):
-        backend.check_images()
-        merged["image_data"] = images
-    return merged
 
 
 class Dispatcher:
@@ -125,7 +108,10 @@ class Dispatcher:
 
     def call(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One native call for requests of one prompt kind; outputs in the order of `payloads`."""
-        res = self.backend._call(merge_payloads(payloads, self.backend))
+        if any(p.get("image_data") for p in payloads):
+            self.backend.check_images()
+        # one request as the interpreter sends it; several as one batch (per-prompt fields as lists)
+        res = self.backend._call(payloads[0] if len(payloads) == 1 else merge_requests(payloads))
         res = res if isinstance(res, list) else [res]
         if len(res) != len(payloads):
             raise SglRuntimeError(f"backend returned {len(res)} outputs for {len(payloads)} prompts")

@@ -2,7 +2,10 @@
 
 The first run with a given argument shape traces the function (string arguments stay symbolic, every
 other argument is a constant of the shape: a fork count, a list a Python loop walks), compiles the IR
-with the same passes and lowering as `.sgl` source, and caches the plan on the function. Every run of
+with the same passes and lowering as `.sgl` source, and caches the plan on the function. The shape also
+holds the plain values (numbers, strings, None) of the globals and closure cells the function's code
+names, since tracing bakes them in: `MAX_TOKENS = 6` set between runs makes a new plan, as the
+interpreter would read the new value. Every run of
 that shape then goes through the plan executor: all items of a batch in one scheduler, forks and
 selects batched across items. The results are ordinary `ProgramState`s (finished, so reading them never
 blocks), with the same text, variables, meta info, messages and return value as the interpreter gives.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import types
 import threading
 import weakref
 from dataclasses import dataclass
@@ -63,6 +67,33 @@ def shape_of(fn: SglFunction, arguments: dict[str, Any]) -> tuple[tuple, dict[st
     return tuple(key), constants
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def captured_values(fn: SglFunction) -> tuple:
+    """The plain values of the globals and closure cells the function's code (nested code included) names."""
+    func = fn.func
+    names: set[str] = set()
+    todo = [getattr(func, "__code__", None)]
+    while todo:
+        code = todo.pop()
+        if code is None:
+            continue
+        names.update(code.co_names)
+        todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    glob = getattr(func, "__globals__", {})
+    out = [(n, glob[n]) for n in sorted(names) if n in glob and isinstance(glob[n], _PLAIN)]
+    cells = zip(func.__code__.co_freevars, func.__closure__ or ()) if hasattr(func, "__code__") else ()
+    for name, cell in cells:
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        if isinstance(value, _PLAIN):
+            out.append(("<closure>" + name, value))
+    return tuple(out)
+
+
 def _freeze(value: Any) -> Any:
     try:
         return json.dumps(value, sort_keys=True)
@@ -92,8 +123,9 @@ class CompiledPath:
         with self._lock:
             return plan_for_ir(fn.trace(**constants))
 
-    def program_for(self, fn: SglFunction, arguments: dict[str, Any]) -> CompiledProgram:
+    def program_for(self, fn: SglFunction, arguments: dict[str, Any], captured: tuple = ()) -> CompiledProgram:
         key, constants = shape_of(fn, arguments)
+        key = (key, captured)
         with self._lock:
             per_fn = self._cache.setdefault(fn, {})
             if key not in per_fn:
@@ -114,8 +146,9 @@ class CompiledPath:
             log.debug("program %r runs in the interpreter: %s", fn.name, why)
             return out
         groups: dict[int, tuple[CompiledProgram, list[int]]] = {}
+        captured = captured_values(fn)
         for i, arguments in enumerate(all_args):
-            prog = self.program_for(fn, arguments)
+            prog = self.program_for(fn, arguments, captured)
             if prog.plan is not None:
                 groups.setdefault(id(prog), (prog, []))[1].append(i)
         for prog, idx in groups.values():
