@@ -251,3 +251,39 @@ def test_while_loops_run_while_the_condition_holds_up_to_max():
     out, _, _ = run('def f() { gen n(dtype=int) while int(n) < 0 { gen m } return n }', [{}])
     assert out[0]["return"] == "42" and "m" not in out[0]["variables"]
     assert "Loop" not in str(plan_of("def f() { while false { gen x } }").ir)  # dead loop removed when lowering
+
+
+def test_a_ready_stream_does_not_wait_for_a_slow_call(monkeypatch):
+    """No wave barrier: item 1's second gen goes out while item 0's first call is still running."""
+    import threading
+
+    import sglang.compiler.dispatch as D
+
+    monkeypatch.setattr(D, "MAX_CALL_BATCH", 1)  # every request its own call, so they can overlap
+    second = threading.Event()
+    waited: list[bool] = []
+
+    class Slow(FakeBackend):
+        def _call(self, payload):
+            text = payload["text"] if isinstance(payload["text"], str) else payload["text"][0]
+            if text.startswith("fast") and "|" in text:
+                second.set()
+            if text == "slow":
+                waited.append(second.wait(timeout=30))  # released only by the other item's next request
+            return super()._call(payload)
+
+    ex = PlanExecutor(plan_of('def f(q: str) { q gen a(max_tokens=2) "|" gen b(max_tokens=2) }'), Slow())
+    out = ex.run_batch(None, [{"q": "slow"}, {"q": "fast"}])
+    assert all("error" not in o for o in out)
+    assert waited == [True]
+
+
+def test_warm_up_prefills_go_out_only_where_they_save_work():
+    long_ctx = "A long shared instruction block that the scheduler shares in-batch by itself. " * 3
+    _, _, be = run(f'def f(q: str) {{ "{long_ctx}" q gen a(max_tokens=2) }}', [{"q": "x"}, {"q": "y"}])
+    assert all(sp["max_new_tokens"] != 0 for c in be.calls for sp in sps(c))  # no hoisting call
+    _, _, be = run('def f(q: str) { "Short: " q gen a(max_tokens=2) }', [{"q": "x"}])
+    assert all(sp["max_new_tokens"] != 0 for c in be.calls for sp in sps(c))  # one item: nothing to share
+    _, _, be = run('def f() { "ctx" gen a(max_tokens=2) fork t[3] as i { gen x(max_tokens=2) } }', [{}])
+    # the parent's text is cached by its own gen: the branches go out right away, no parent prefill
+    assert [[sp["max_new_tokens"] for sp in sps(c)] for c in be.calls] == [[2], [2, 2, 2]]

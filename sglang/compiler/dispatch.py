@@ -1,10 +1,10 @@
 """The plan executor's transport: ready requests out as native `generate` calls, responses back, no waves.
 
-`Dispatcher.submit(requests)` sends the requests that became ready at the same moment as ONE batched
-native call (per-request sampling params and logprob options travel as lists; a prompt kind, text or
-token ids, is one call each, and a call holds at most MAX_CALL_BATCH prompts) from a small thread
-pool, and returns at once. `wait()` blocks until at least one call in flight completes and hands back
-every completed submission with its responses. So a stream whose response came back sends its next
+`Dispatcher.submit(owners)` sends the requests that became ready at the same moment (each owner, a
+blocked stream, with its requests) as ONE batched native call (per-request sampling params and logprob
+options travel as lists; a prompt kind, text or token ids, is one call each, and a call holds at most
+MAX_CALL_BATCH prompts) from a small thread pool, and returns at once. `wait()` blocks until a call in
+flight completes and hands back every owner whose requests are all answered. So a stream whose response came back sends its next
 request right away while other calls are still running: there is no global barrier where every
 stream waits for the slowest request of a wave, and no chunk of MAX_CALL_BATCH waits for the previous
 one. Requests marked `solo` go out one call each.
@@ -67,43 +67,52 @@ class Dispatcher:
         self.backend, self.stats = backend, stats
         self._lock = threading.Lock()  # stats are counted from worker threads
         self._pool = concurrent.futures.ThreadPoolExecutor(MAX_CALLS_IN_FLIGHT, thread_name_prefix="sgl-plan-call")
-        self._inflight: dict[concurrent.futures.Future, tuple[int, list[int]]] = {}
-        self._parts: dict[int, list[Any]] = {}  # submission number -> [token, responses, calls left]
+        self._inflight: dict[concurrent.futures.Future, list[tuple[int, int]]] = {}  # call -> (owner, slot)s
+        self._owners: dict[int, list[Any]] = {}  # owner key -> [token, responses, requests unanswered]
+        self._next = 0
 
     @property
     def busy(self) -> bool:
         return bool(self._inflight)
 
-    def submit(self, token: Any, reqs: list[Request]) -> None:
-        """Send `reqs` now; `wait()` later returns (token, responses in the order of reqs)."""
+    def submit(self, owners: list[tuple[Any, list[Request]]]) -> None:
+        """Send every owner's requests now (owners: (token, its requests)), batched into as few calls as
+        the prompt kinds and MAX_CALL_BATCH allow; `wait()` returns an owner once all ITS requests are
+        answered, whatever other calls of this submission still run."""
         self.stats.waves += 1
-        sub = self.stats.waves
-        groups = [[i] for i, r in enumerate(reqs) if r.solo]
-        batch = [i for i, r in enumerate(reqs) if not r.solo]
-        groups += [[batch[j] for j in part] for part in split_calls([reqs[i].payload for i in batch], MAX_CALL_BATCH)]
-        self._parts[sub] = [token, [None] * len(reqs), len(groups)]
+        flat: list[tuple[int, int, Request]] = []  # (owner key, position in its list, request)
+        for token, reqs in owners:
+            self._next += 1
+            self._owners[self._next] = [token, [None] * len(reqs), len(reqs)]
+            flat += [(self._next, j, r) for j, r in enumerate(reqs)]
+        groups = [[i] for i, (_, _, r) in enumerate(flat) if r.solo]
+        batch = [i for i, (_, _, r) in enumerate(flat) if not r.solo]
+        groups += [[batch[j] for j in part] for part in split_calls([flat[i][2].payload for i in batch], MAX_CALL_BATCH)]
         for idx in groups:
-            fut = self._pool.submit(self.call, [reqs[i].payload for i in idx])
-            self._inflight[fut] = (sub, idx)
+            fut = self._pool.submit(self.call, [flat[i][2].payload for i in idx])
+            self._inflight[fut] = [flat[i][:2] for i in idx]
 
     def wait(self) -> list[tuple[Any, list[dict[str, Any]] | BaseException]]:
-        """Block until calls complete; every submission whose calls all finished, with its responses (or
-        the first error of its calls)."""
+        """Block until a call completes; every owner whose requests are all answered, with its responses
+        (or the error of a call that carried one of them)."""
         done, _ = concurrent.futures.wait(list(self._inflight), return_when=concurrent.futures.FIRST_COMPLETED)
         finished = []
         for fut in sorted(done, key=lambda f: self._inflight[f]):  # in submission order: deterministic resumes
-            sub, idx = self._inflight.pop(fut)
-            part = self._parts[sub]
+            slots = self._inflight.pop(fut)
             try:
-                for i, r in zip(idx, fut.result()):
-                    if not isinstance(part[1], BaseException):
-                        part[1][i] = r
-            except Exception as e:  # the whole submission fails with its first error
-                part[1] = e
-            part[2] -= 1
-            if part[2] == 0:
-                token, responses, _ = self._parts.pop(sub)
-                finished.append((token, responses))
+                results: list[Any] = fut.result()
+            except Exception as e:  # every owner with a request in the failed call fails with its error
+                results = [e] * len(slots)
+            for (key, j), r in zip(slots, results):
+                entry = self._owners[key]
+                if isinstance(r, BaseException):
+                    entry[1] = r
+                elif not isinstance(entry[1], BaseException):
+                    entry[1][j] = r
+                entry[2] -= 1
+                if entry[2] == 0:
+                    token, responses, _ = self._owners.pop(key)
+                    finished.append((token, responses))
         return finished
 
     def call(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -183,12 +183,11 @@ class PlanExecutor:
         while True:
             blocked = self._advance(ready, waiting, mains, bar)
             if blocked:
-                flat = [r for _, _, req in blocked for r in (req if isinstance(req, list) else [req])]
-                dispatcher.submit(blocked, flat)
+                dispatcher.submit([(b, b[2] if isinstance(b[2], list) else [b[2]]) for b in blocked])
             if not dispatcher.busy:
                 break
-            for token, responses in dispatcher.wait():
-                self._resume(token, responses, ready)
+            for (task, item, req), responses in dispatcher.wait():
+                self._resume(task, item, req, responses, ready)
         for task, item, _ in waiting:  # nothing can make progress: report instead of hanging
             item.error = item.error or SglRuntimeError("a stream waits for a branch that never finishes")
             task.close()
@@ -222,19 +221,14 @@ class PlanExecutor:
             (waiting if isinstance(out, _Wait) else blocked).append((task, item, out))
 
     @staticmethod
-    def _resume(blocked: list, responses: Any, ready: collections.deque) -> None:
+    def _resume(task: Iterator[Any], item: ItemRun, req: Any, responses: Any, ready: collections.deque) -> None:
+        """Hand a stream its responses (one, or a list for a list of requests), or close it on an error."""
         if isinstance(responses, BaseException):
-            for task, item, _ in blocked:
-                item.error = item.error or responses
-                item.main.done = True
-                task.close()
+            item.error = item.error or responses
+            item.main.done = True
+            task.close()
             return
-        pos = 0
-        for task, item, req in blocked:
-            n = len(req) if isinstance(req, list) else 1
-            res = responses[pos:pos + n]
-            pos += n
-            ready.append((task, item, res if isinstance(req, list) else res[0]))
+        ready.append((task, item, responses if isinstance(req, list) else responses[0]))
 
     # ---------------- streams
     def template(self) -> Any:
