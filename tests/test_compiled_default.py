@@ -84,10 +84,30 @@ def test_the_plan_is_traced_once_per_argument_shape(monkeypatch):
     be = ScriptedBackend()
     fan.run_batch([{"topic": "a", "n": 2}, {"topic": "b", "n": 2}], backend=be)
     fan.run_batch([{"topic": "c", "n": 2}], backend=be)
-    assert traced == [{"n": 2}]  # strings symbolic: one plan for every topic
+    # all symbolic fails (a fork count must be known); strings symbolic: one plan for every topic
+    assert traced == [{}, {"n": 2}]
     out = fan.run_batch([{"topic": "d", "n": 3}, {"topic": "e", "n": 2}], backend=be)
-    assert traced == [{"n": 2}, {"n": 3}]  # a constant of the shape (the fork count) makes a new plan
+    assert traced == [{}, {"n": 2}, {"n": 3}]  # a constant of the shape (the fork count) makes a new plan
     assert [len(s.ret_value) for s in out] == [3, 2]  # the join gathered one value per branch
+
+
+def test_per_item_choices_share_one_plan(monkeypatch):
+    traced = []
+    real = jit.compile_program
+    monkeypatch.setattr(jit, "compile_program", lambda fn, **c: traced.append(c) or real(fn, **c))
+
+    @sgl.function
+    def pick(s, context, choices):
+        s += "Context: " + context + "\nEnding:" + sgl.select("ending", choices=choices)
+        return s["ending"]
+
+    rows = [{"context": f"c{i}", "choices": [f" e{i}", f" f{i}", " g"]} for i in range(4)]
+    interp, comp, bi, bc = both(pick, rows)
+    for a, b in zip(interp, comp):
+        assert_same(a, b)
+    assert traced == [{}]  # the choices are a run-time value of the one plan
+    # the short shared prefix warmed once, every item's prompt prefilled in one call, all choices scored in one
+    assert len(bc.requests) == 3
 
 
 LIMIT = 3

@@ -7,12 +7,17 @@ long common prefix inside one batch (`IN_BATCH_PREFIX_TOKENS`: a request that sh
 leading tokens with one admitted this round waits a round and reuses its KV), so a warm-up pays only
 for shared text shorter than that window, which every request would otherwise recompute.
 
-Token counts are estimated from characters (no tokenizer on the client): `estimate_tokens` errs high,
-so a borderline prefix is left to the server rather than paid for with a call.
+Text shared by every item of a batch (its hoisted constant prefix) is computed once either way (by the
+hoisting warm-up, or in-batch), so a fork's warm-up counts only the parent text after it.
+
+Token counts come from the engine's tokenizer when the engine is in this process, else from characters
+(`estimate_tokens`: a client of a server has no tokenizer).
 """
 from __future__ import annotations
 
-CHARS_PER_TOKEN = 3  # BPE vocabularies average 3-4 characters a token on English text; 3 errs high
+from typing import Any, Callable
+
+CHARS_PER_TOKEN = 4  # BPE vocabularies average about 4 characters a token on English text
 
 
 def server_shared_window() -> int:
@@ -26,9 +31,17 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def warmup_pays(shared_uncached: str, sharers: int) -> bool:
+def token_counter(backend: Any) -> Callable[[str], int]:
+    """Exact counts with the tokenizer of an in-process engine (EngineBackend.engine), else estimates."""
+    tokenizer = getattr(getattr(backend, "engine", None), "tokenizer", None)
+    if tokenizer is None or not hasattr(tokenizer, "encode"):
+        return estimate_tokens
+    return lambda text: len(tokenizer.encode(text))
+
+
+def warmup_pays(shared_uncached: str, sharers: int, count: Callable[[str], int] = estimate_tokens) -> bool:
     """Whether prefilling `shared_uncached` once before `sharers` requests that all start with it saves
     computed tokens: more than one sharer, and text the server would not share in-batch by itself."""
     if sharers < 2 or not shared_uncached:
         return False
-    return estimate_tokens(shared_uncached) < server_shared_window()
+    return count(shared_uncached) < server_shared_window()

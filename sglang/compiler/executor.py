@@ -32,7 +32,7 @@ from sglang.lang.gen_rules import LOGPROB_OPTIONS
 from sglang.lang.ir.expr import eval_expr, expr_from_json, names_in
 from sglang.lang.sgl.errors import SglRuntimeError
 from sglang.compiler.args import bind_args  # noqa: F401  (part of this module's API)
-from sglang.compiler.cost import warmup_pays
+from sglang.compiler.cost import token_counter, warmup_pays
 from sglang.compiler.dispatch import MAX_CALL_BATCH, Dispatcher, ExecStats, Request  # noqa: F401  (API)
 from sglang.compiler.plan import FunctionPlan, Plan, Step
 
@@ -131,6 +131,8 @@ class PlanExecutor:
         self.default_options = {k: v for k, v in (default_options or {}).items() if k in LOGPROB_OPTIONS}
         self.stats = ExecStats()
         self._template = None
+        self._count_tokens = token_counter(backend)
+        self._batch_shared = 0  # length of the text every item of the running batch starts with
         self.tables_loaded = 0
         if plan.constraints and _in_process(backend) and not getattr(plan, "_tables_loaded", False):
             from sglang.compiler.passes.constrained_precompile import load_tables
@@ -163,9 +165,10 @@ class PlanExecutor:
             bar = tqdm(total=len(items), desc=fplan.name, unit="item", leave=False)
         dispatcher = Dispatcher(self.backend, self.stats)
         try:
-            prefix = self._hoisted_prefix(fplan) if hoist_prefix and fplan.hoisted_prefix_steps else ""
-            if warmup_pays(prefix, len(items)):  # one prefill shared by all items' first calls
-                dispatcher.call([{"text": prefix, "sampling_params": dict(PREFILL)}])
+            prefix = self._hoisted_prefix(fplan) if fplan.hoisted_prefix_steps and len(items) > 1 else ""
+            self._batch_shared = len(prefix)  # computed once per batch: by the warm-up, or in-batch
+            if hoist_prefix and warmup_pays(prefix, len(items), self._count_tokens):
+                dispatcher.call([{"text": prefix, "sampling_params": dict(PREFILL)}])  # shared by every item
             self._schedule([(self._main_task(it, fplan), it) for it in items], dispatcher, bar)
         finally:
             dispatcher.close()
@@ -415,7 +418,7 @@ class PlanExecutor:
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise SglRuntimeError(f"fork count must be an int >= 1, got {n!r}")
         warm = stream.text + a.get("warm_suffix", "")
-        if a.get("batched") and warmup_pays(warm[stream.cached:], n):
+        if a.get("batched") and warmup_pays(warm[max(stream.cached, self._batch_shared):], n, self._count_tokens):
             # one prefill of the parent (plus the text every branch starts with) before the branches,
             # when they would otherwise each compute it (compiler/cost.py)
             yield Request({"text": warm, "sampling_params": dict(PREFILL)})

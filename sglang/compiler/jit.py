@@ -1,7 +1,8 @@
 """Compiled by default: the path `fn.run` / `fn.run_batch` of an `@sgl.function` take.
 
-The first run with a given argument shape traces the function (string arguments stay symbolic, every
-other argument is a constant of the shape: a fork count, a list a Python loop walks), compiles the IR
+The first run traces the function with every argument symbolic (one plan for all items); where that
+fails, the first run with a given argument shape traces it again (string arguments symbolic, every
+other argument a constant of the shape: a fork count, a list a Python loop walks). It compiles the IR
 with the same passes and lowering as `.sgl` source, and caches the plan on the function. The shape also
 holds the plain values (numbers, strings, None) of the globals and closure cells the function's code
 names, since tracing bakes them in: `MAX_TOKENS = 6` set between runs makes a new plan, as the
@@ -124,8 +125,15 @@ class CompiledPath:
             return plan_for_ir(fn.trace(**constants))
 
     def program_for(self, fn: SglFunction, arguments: dict[str, Any], captured: tuple = ()) -> CompiledProgram:
+        """Every argument symbolic if the function traces so (one plan for all items: a list of choices
+        may differ per item); else non-string arguments as constants of the shape."""
+        general = self._cached(fn, ("symbolic", captured), {}, quiet=True)
+        if general.plan is not None:
+            return general
         key, constants = shape_of(fn, arguments)
-        key = (key, captured)
+        return self._cached(fn, (key, captured), constants, quiet=False)
+
+    def _cached(self, fn: SglFunction, key: tuple, constants: dict[str, Any], quiet: bool) -> CompiledProgram:
         with self._lock:
             per_fn = self._cache.setdefault(fn, {})
             if key not in per_fn:
@@ -133,7 +141,7 @@ class CompiledPath:
                     per_fn[key] = compile_program(fn, **constants)
                 except Exception as e:  # untraceable here: the interpreter runs it (and reports real errors)
                     per_fn[key] = CompiledProgram(None, constants, reason=f"{type(e).__name__}: {e}")
-                if per_fn[key].plan is None:
+                if per_fn[key].plan is None and not quiet:
                     log.debug("program %r runs in the interpreter: %s", fn.name, per_fn[key].reason)
             return per_fn[key]
 
