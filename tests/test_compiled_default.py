@@ -42,7 +42,18 @@ def assert_same(a, b):
     assert b.messages() == a.messages()
     assert b.ret_value == a.ret_value and type(b.ret_value) is type(a.ret_value)
     for name in a.variables():  # a request's id and cache hits are its own; the rest must agree
-        assert stable(b.get_meta_info(name)) == stable(a.get_meta_info(name))
+        assert close(stable(b.get_meta_info(name)), stable(a.get_meta_info(name))), name
+
+
+def close(x, y) -> bool:
+    """Equal, floats to 1e-4: a logprob computed in a batch of another size differs in its last bits."""
+    if isinstance(x, float) and isinstance(y, float):
+        return abs(x - y) <= 1e-4 * max(1.0, abs(y))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(close(x[k], y[k]) for k in x)
+    if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+        return len(x) == len(y) and all(close(u, v) for u, v in zip(x, y))
+    return x == y
 
 
 def stable(meta):
@@ -138,7 +149,7 @@ def test_untraceable_programs_run_in_the_interpreter_with_a_debug_line(caplog):
         interp, comp, bi, bc = both(agent, [{"q": "x"}, {"q": "y"}])
     for a, b in zip(interp, comp):
         assert_same(a, b)
-    assert [r for r in bc.requests] == [r for r in bi.requests]
+    assert sorted(map(repr, bc.requests)) == sorted(map(repr, bi.requests))  # items' threads interleave
     why = [r.getMessage() for r in caplog.records if "runs in the interpreter" in r.getMessage()]
     assert len(why) == 1 and "TraceError" in why[0] and "'act'" in why[0]  # said once: the decision is cached
 
