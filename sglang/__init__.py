@@ -17,9 +17,13 @@ _LAZY: dict[str, str] = {
     "Engine": ".runtime.engine",
     "ServerArgs": ".runtime.server_args",
     "SamplingParams": ".runtime.sampling.sampling_params",
+    # compiler
+    "compile": ".compiler.jit",
 }
-# The frontend API: every name in lang/api.py's __all__, imported on first use.
+# The frontend API: every name in lang/api.py's __all__, imported on first use, with the compiler's
+# default path (importing it registers `fn.run` / `fn.run_batch`'s compiled path with lang/program.py).
 _LANG_API = ".lang.api"
+_COMPILED_PATH = ".compiler.jit"
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +32,7 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(module, __name__), name)
     try:
         api = importlib.import_module(_LANG_API, __name__)
+        importlib.import_module(_COMPILED_PATH, __name__)
     except ModuleNotFoundError as exc:  # a dependency of the frontend is missing: keep hasattr() working
         raise AttributeError(f"module 'sglang' has no attribute {name!r}") from exc
     if name in getattr(api, "__all__", ()):

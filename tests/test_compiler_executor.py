@@ -23,6 +23,17 @@ def run(src: str, batch: list[dict], function: str | None = None, **kw):
     return ex.run_batch(function, batch), ex.stats, be
 
 
+def sps(call: dict) -> list[dict]:
+    """A native call's per-prompt sampling params (a one-prompt call travels unbatched, as the interpreter's)."""
+    sp = call["sampling_params"]
+    n = len(call["text"]) if isinstance(call["text"], list) else 1
+    return sp if isinstance(sp, list) else [sp] * n
+
+
+def texts(call: dict) -> list[str]:
+    return call["text"] if isinstance(call["text"], list) else [call["text"]]
+
+
 QA = 'def qa(q: str) { system { "Be brief." } user { q } assistant { gen a(max_tokens=5) } gen b(max_tokens=3) return a }'
 
 
@@ -33,10 +44,9 @@ def test_batch_items_share_one_engine_call_per_wave():
     # hoisted prefix prefill + one call for all 8 `a` gens + one for all 8 `b` gens
     assert stats.engine_calls == 3
     assert len(be.calls[1]["text"]) == 8 and len(be.calls[2]["text"]) == 8
-    assert be.calls[0]["sampling_params"][0]["max_new_tokens"] == 0  # the shared-prefix prefill
-    assert be.calls[0]["text"] == ["SYSTEM:Be brief.\nUSER:"]
-    # per-request sampling params travel as a list
-    assert be.calls[1]["sampling_params"][0]["max_new_tokens"] == 5
+    assert sps(be.calls[0])[0]["max_new_tokens"] == 0  # the shared-prefix prefill
+    assert texts(be.calls[0]) == ["SYSTEM:Be brief.\nUSER:"]
+    assert sps(be.calls[1])[0]["max_new_tokens"] == 5
 
 
 def test_results_match_single_item_runs():
@@ -52,10 +62,10 @@ FORK = 'def f() { "A long shared context for every branch.\\n" fork t[3] as i { 
 
 def test_fork_batching_prefills_parent_once_then_batches_branches():
     _, on, be_on = run(FORK, [{}])
-    kinds = [[sp["max_new_tokens"] for sp in c["sampling_params"]] for c in be_on.calls]
+    kinds = [[sp["max_new_tokens"] for sp in sps(c)] for c in be_on.calls]
     assert kinds == [[0], [4, 4, 4]]  # one parent prefill, then the 3 branch gens in one call
     _, off, be_off = run(FORK, [{}], disabled=("fork-batching",))
-    assert [[sp["max_new_tokens"] for sp in c["sampling_params"]] for c in be_off.calls] == [[4, 4, 4]]
+    assert [[sp["max_new_tokens"] for sp in sps(c)] for c in be_off.calls] == [[4, 4, 4]]
     # without the parent prefill each branch computes the shared context itself
     assert on.prefill_tokens < off.prefill_tokens
 
@@ -103,7 +113,7 @@ def test_dtype_int_gen_is_constrained_and_holds_text():
     out, _, be = run("def f() { gen n(dtype=int, max_tokens=3) return int(n) + 1 }", [{}])
     assert out[0]["return"] == 43  # the fake answers "42" to an int regex
     assert out[0]["variables"]["n"] == "42"
-    assert be.calls[0]["sampling_params"][0]["regex"]
+    assert sps(be.calls[0])[0]["regex"]
 
 
 def test_streaming_events_in_order():
@@ -163,12 +173,12 @@ def test_plan_steps_have_dependencies():
 
 
 def test_huge_waves_are_split_into_capped_calls(monkeypatch):
-    import sglang.compiler.executor as E
+    import sglang.compiler.dispatch as D
 
-    monkeypatch.setattr(E, "MAX_CALL_BATCH", 3)
+    monkeypatch.setattr(D, "MAX_CALL_BATCH", 3)
     out, stats, be = run("def f(q: str) { q gen a(max_tokens=2) }", [{"q": str(i)} for i in range(7)])
     assert len(out) == 7 and all("error" not in o for o in out)
-    assert [len(c["text"]) for c in be.calls] == [3, 3, 1]
+    assert sorted(len(c["text"]) for c in be.calls) == [1, 3, 3]  # the three calls go out together
 
 
 _STMTS = ['gen a(max_tokens=2)', '"t {q}"', 'select s(choices=["u", "v"])', 'if s == "u" { gen c }',
@@ -207,7 +217,7 @@ def test_fork_count_and_choices_decided_at_run_time():
     assert fork.args["shared_body"] and not isinstance(fork.args["n"], int)  # not known at compile time
     out, _, be = run(src, [{"n": 3, "opts": ["left", "right"]}, {"n": 1, "opts": ["up"]}])
     assert out[0]["return"][1] in ("left", "right") and out[1]["return"][1] == "up"
-    gens = [sp["max_new_tokens"] for c in be.calls for sp in c["sampling_params"] if sp["max_new_tokens"] == 2]
+    gens = [sp["max_new_tokens"] for c in be.calls for sp in sps(c) if sp["max_new_tokens"] == 2]
     assert len(gens) == 3 + 1  # 3 branches for item 0, 1 for item 1
     bad, _, _ = run(src, [{"n": 0, "opts": ["a"]}])
     assert "fork count must be an int >= 1" in bad[0]["error"]
@@ -241,3 +251,39 @@ def test_while_loops_run_while_the_condition_holds_up_to_max():
     out, _, _ = run('def f() { gen n(dtype=int) while int(n) < 0 { gen m } return n }', [{}])
     assert out[0]["return"] == "42" and "m" not in out[0]["variables"]
     assert "Loop" not in str(plan_of("def f() { while false { gen x } }").ir)  # dead loop removed when lowering
+
+
+def test_a_ready_stream_does_not_wait_for_a_slow_call(monkeypatch):
+    """No wave barrier: item 1's second gen goes out while item 0's first call is still running."""
+    import threading
+
+    import sglang.compiler.dispatch as D
+
+    monkeypatch.setattr(D, "MAX_CALL_BATCH", 1)  # every request its own call, so they can overlap
+    second = threading.Event()
+    waited: list[bool] = []
+
+    class Slow(FakeBackend):
+        def _call(self, payload):
+            text = payload["text"] if isinstance(payload["text"], str) else payload["text"][0]
+            if text.startswith("fast") and "|" in text:
+                second.set()
+            if text == "slow":
+                waited.append(second.wait(timeout=30))  # released only by the other item's next request
+            return super()._call(payload)
+
+    ex = PlanExecutor(plan_of('def f(q: str) { q gen a(max_tokens=2) "|" gen b(max_tokens=2) }'), Slow())
+    out = ex.run_batch(None, [{"q": "slow"}, {"q": "fast"}])
+    assert all("error" not in o for o in out)
+    assert waited == [True]
+
+
+def test_warm_up_prefills_go_out_only_where_they_save_work():
+    long_ctx = "A long shared instruction block that the scheduler shares in-batch by itself. " * 3
+    _, _, be = run(f'def f(q: str) {{ "{long_ctx}" q gen a(max_tokens=2) }}', [{"q": "x"}, {"q": "y"}])
+    assert all(sp["max_new_tokens"] != 0 for c in be.calls for sp in sps(c))  # no hoisting call
+    _, _, be = run('def f(q: str) { "Short: " q gen a(max_tokens=2) }', [{"q": "x"}])
+    assert all(sp["max_new_tokens"] != 0 for c in be.calls for sp in sps(c))  # one item: nothing to share
+    _, _, be = run('def f() { "ctx" gen a(max_tokens=2) fork t[3] as i { gen x(max_tokens=2) } }', [{}])
+    # the parent's text is cached by its own gen: the branches go out right away, no parent prefill
+    assert [[sp["max_new_tokens"] for sp in sps(c)] for c in be.calls] == [[2], [2, 2, 2]]

@@ -1,8 +1,10 @@
-"""`sglc`: the ahead-of-time compiler for `.sgl` programs.
+"""`sglc`: the ahead-of-time compiler for `.sgl` programs and Python `@sgl.function`s.
 
-    sglc compile prog.sgl -o prog.sglc [-O0|-O1] [-fno-<pass>] [--model PATH]
-    sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl [--function NAME]
-    sglc check prog.sgl
+    sglc compile prog.sgl|module.py:fn -o prog.sglc [-O0|-O1] [-fno-<pass>] [--model PATH]
+    sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl|module.py:fn [--function NAME]
+    sglc check prog.sgl|module.py:fn
+
+`module.py:fn` is traced with symbolic arguments (compiler/targets.py); `--emit ast` is for .sgl only.
 
 User mistakes print as file:line:col with the source line and a caret, exit status 1; never a traceback.
 """
@@ -34,8 +36,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="compile a program to a plan artifact, or emit an intermediate form",
                        description="Compile SOURCE to a plan artifact (default SOURCE.sglc), or print one "
                                    "intermediate form with --emit.")
-    c.add_argument("source", help="the .sgl file (UTF-8)")
-    c.add_argument("-o", "--output", help="artifact path (default: SOURCE with the suffix .sglc)")
+    c.add_argument("source", help="the .sgl file (UTF-8), or module.py:fn (a Python @sgl.function)")
+    c.add_argument("-o", "--output", help="artifact path (default: SOURCE with the suffix .sglc; "
+                   "module.fn.sglc for module.py:fn)")
     c.add_argument("--emit", choices=EMITS, help="print this form instead of writing the artifact "
                    "(default: write the artifact)")
     c.add_argument("--function", help="only this function (for --emit ir/dot/svg; default: all functions, "
@@ -51,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     k = sub.add_parser("check", formatter_class=fmt, help="parse and check a program; print nothing but errors",
                        description="Parse and check SOURCE (all passes included) without writing anything; "
                                    "exit status 1 and file:line:col errors on a mistake.")
-    k.add_argument("source", help="the .sgl file (UTF-8)")
+    k.add_argument("source", help="the .sgl file (UTF-8), or module.py:fn")
     return p
 
 
@@ -91,21 +94,24 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
     from sglang.lang.sgl.parser import parse_file
     from sglang.compiler.irgen.build import lower_program
     from sglang.compiler.loader import load_program
-    from sglang.compiler.lower import compile_source
+    from sglang.compiler.targets import is_python_target, load_python_function
+    from sglang.lang.ir import canonicalize
 
+    python = is_python_target(args.source)
     if args.emit == "ast":
+        if python:
+            raise SglError("--emit ast is for .sgl sources", hint="a Python function has no .sgl AST; try --emit ir")
         module = parse_file(args.source)
         return pretty(module)
-    program = load_program(args.source)
     names = [args.function] if args.function else None
     if args.emit == "ir":
-        fns = lower_program(program, names)
-        from sglang.lang.ir import canonicalize
-
+        if python:
+            fn = load_python_function(args.source)
+            return f"# {fn.name}\n{fn.trace().pretty()}\n"
+        fns = lower_program(load_program(args.source), names)
         return "\n\n".join(f"# {n}\n{canonicalize(f).pretty()}" for n, f in fns.items()) + "\n"
     log: list[str] = []
-    plan = compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
-                          tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log)
+    plan = _compile(args, disabled, enabled, names, log)
     if args.emit == "plan":
         return plan.dumps(indent=2) + "\n"
     from sglang.lang.ir import IRFunction
@@ -121,6 +127,26 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
     if shutil.which("dot") is None:
         raise SglError("--emit svg needs graphviz's `dot` on PATH", hint="install graphviz, or use --emit dot")
     return subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+
+
+def _compile(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[str, ...],
+             names: list[str] | None, log: list[str]) -> Any:
+    from sglang.compiler.lower import compile_source
+    from sglang.compiler.targets import compile_python, is_python_target
+
+    if is_python_target(args.source):
+        return compile_python(args.source, args.opt_level, disabled, enabled, log)
+    return compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
+                          tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log)
+
+
+def _default_output(source: str) -> Path:
+    from sglang.compiler.targets import is_python_target
+
+    if is_python_target(source):  # module.py:fn -> module.fn.sglc, next to the module
+        path, _, name = source.rpartition(":")
+        return Path(path).with_suffix(f".{name}.sglc")
+    return Path(source).with_suffix(".sglc")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,20 +165,17 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "check":  # everything compile does (passes included), without writing
-            from sglang.compiler.lower import compile_source
+            from sglang.compiler.targets import load_plan
 
-            compile_source(args.source)
+            load_plan(args.source)
             return 0
         disabled, enabled = pass_flags(args.flags)
         if args.emit:
             sys.stdout.write(_emit(args, disabled, enabled))
             return 0
-        from sglang.compiler.lower import compile_source
-
         log: list[str] = []
-        plan = compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
-                              tokenizer=_tokenizer(args.model), model=args.model, log=log)
-        out = Path(args.output) if args.output else Path(args.source).with_suffix(".sglc")
+        plan = _compile(args, disabled, enabled, None, log)
+        out = Path(args.output) if args.output else _default_output(args.source)
         plan.save(out)
         if args.verbose:
             for line in log:

@@ -2,41 +2,40 @@
 
 Each stream (a batch item's main state, or a fork branch) is a generator walking its region of the
 plan; it yields the backend requests it needs (gen, prefill, choice scoring) and waits on other
-streams (join, reading a branch's variable). A wave scheduler advances every runnable stream until it
-blocks, then sends ALL pending requests of all batch items and branches as ONE batched native
-`generate` call (per-request sampling params and logprob options are lists), and resumes them with
-the responses. That single call per wave is where the compiled plan beats the interpreter, which
-issues one call per gen per item. Requests marked `solo` (selects the select-lowering pass did not
-batch) are sent one call each. Data-dependent control flow (branch conditions, loops over generated
-values, fork counts) is decided at run time from the stream's variables.
+streams (join, reading a branch's variable). The scheduler advances every runnable stream until it
+blocks and sends the requests that became ready together as ONE batched native call through the
+dispatcher (compiler/dispatch.py), without waiting for calls still in flight: a stream resumes as soon
+as its own response is back, so there is no wave barrier and the branches of all forks of all batch
+items are in flight together. Requests marked `solo` (selects the select-lowering pass did not batch)
+go out one call each. Data-dependent control flow (branch conditions, loops over generated values,
+fork counts) is decided at run time from the stream's variables.
+
+Warm-up prefills (the batch's shared constant prefix, a fork's parent) go out only when the cost model
+(compiler/cost.py) says they save computed tokens.
 
 The frontend rules are the interpreter's, not copies: a select runs `lang.backends.choices.score_choices`
-(its request lists join the wave), and a gen variable holds the generated text whatever its dtype
-(`lang/gen_rules.py`), so a traced program gives the same values and types on both paths.
+(its request lists join the batch), a gen variable holds the generated text whatever its dtype
+(`lang/gen_rules.py`), a role block's text becomes a message, and a join gathers the branches' variables
+into lists, so a traced program gives the same values and types on both paths.
 
-The backend is any `runtime.backends.base.NativeBackend` (in-process Engine or HTTP): we only use its
+The backend is any `lang.backends.base.NativeBackend` (in-process Engine or HTTP): we only use its
 `_call(payload)` transport, its chat template and its image check.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-from sglang.lang.backends.base import PER_PROMPT_MEDIA, VIDEO_TOKEN
+from sglang.lang.backends.base import VIDEO_TOKEN
 from sglang.lang.backends.choices import PREFILL, score_choices
 from sglang.lang.gen_rules import LOGPROB_OPTIONS
 from sglang.lang.ir.expr import eval_expr, expr_from_json, names_in
 from sglang.lang.sgl.errors import SglRuntimeError
 from sglang.compiler.args import bind_args  # noqa: F401  (part of this module's API)
+from sglang.compiler.cost import token_counter, warmup_pays
+from sglang.compiler.dispatch import MAX_CALL_BATCH, Dispatcher, ExecStats, Request  # noqa: F401  (API)
 from sglang.compiler.plan import FunctionPlan, Plan, Step
-
-MAX_CALL_BATCH = 512  # ServerArgs.max_batch_size_per_request's default
-
-
-@dataclass
-class Request:
-    payload: dict[str, Any]  # one native request (single text)
-    solo: bool = False
 
 
 @dataclass
@@ -50,26 +49,6 @@ class _Spawn:
 
 
 @dataclass
-class ExecStats:
-    engine_calls: int = 0
-    requests: int = 0
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    waves: int = 0
-
-    @property
-    def prefill_tokens(self) -> int:
-        """Prompt tokens the engine computed (not served from its prefix cache)."""
-        return self.prompt_tokens - self.cached_tokens
-
-    def as_dict(self) -> dict[str, int]:
-        return {"engine_calls": self.engine_calls, "requests": self.requests, "prompt_tokens": self.prompt_tokens,
-                "cached_tokens": self.cached_tokens, "prefill_tokens": self.prefill_tokens,
-                "completion_tokens": self.completion_tokens, "waves": self.waves}
-
-
-@dataclass
 class _Stream:
     text: str = ""
     vars: dict[str, Any] = field(default_factory=dict)
@@ -78,10 +57,14 @@ class _Stream:
     images: list[Any] = field(default_factory=list)
     videos: list[list[Any]] = field(default_factory=list)  # [path, num_frames]
     forks: dict[int, list["_Stream"]] = field(default_factory=dict)
+    messages: list[dict[str, str]] = field(default_factory=list)
+    role_start: int = -1  # where the open role's content begins in `text`; -1: no role open
+    cached: int = 0  # length of the text prefix the engine holds in its cache (a response covered it)
     done: bool = False
 
     def child(self) -> "_Stream":
-        return _Stream(self.text, dict(self.vars), {}, {}, list(self.images), list(self.videos))
+        return _Stream(self.text, dict(self.vars), {}, {}, list(self.images), list(self.videos), {},
+                       list(self.messages), self.role_start, self.cached)
 
     def media(self) -> dict[str, Any]:
         """The native request's image_data / video_data for the images and videos appended so far."""
@@ -94,12 +77,31 @@ class _Stream:
 
 
 @dataclass
-class _Item:
+class ItemRun:
+    """One batch item after the run: its final main stream, return value and error (None if it ran)."""
+
     index: int
     args: dict[str, Any]
     main: _Stream
     result: Any = None
     error: BaseException | None = None
+
+    @property
+    def text(self) -> str:
+        return self.main.text
+
+    @property
+    def variables(self) -> dict[str, Any]:
+        """Every variable's last value (a join's gathered lists included), as the interpreter keeps them."""
+        return dict(self.main.vars)
+
+    @property
+    def meta_info(self) -> dict[str, Any]:
+        return {k: v for k, v in self.main.meta.items() if isinstance(k, str)}
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        return list(self.main.messages)
 
 
 def _in_process(backend: Any) -> bool:
@@ -129,14 +131,19 @@ def _iter_values(value: Any) -> list[Any]:
 
 
 class PlanExecutor:
-    """Runs one function of a plan. `run_batch` is the batched entry point; `run` a single item."""
+    """Runs one function of a plan. `run_batch` is the batched entry point; `run` a single item;
+    `execute` the same run with each item's state (for the frontend's compiled path)."""
 
-    def __init__(self, plan: Plan, backend: Any, *, default_sampling: dict[str, Any] | None = None) -> None:
+    def __init__(self, plan: Plan, backend: Any, *, default_sampling: dict[str, Any] | None = None,
+                 default_options: dict[str, Any] | None = None) -> None:
         self.plan = plan
         self.backend = backend
         self.default_sampling = dict(default_sampling or {})
+        self.default_options = {k: v for k, v in (default_options or {}).items() if k in LOGPROB_OPTIONS}
         self.stats = ExecStats()
         self._template = None
+        self._count_tokens = token_counter(backend)
+        self._batch_shared = 0  # length of the text every item of the running batch starts with
         self.tables_loaded = 0
         if plan.constraints and _in_process(backend) and not getattr(plan, "_tables_loaded", False):
             from sglang.compiler.passes.constrained_precompile import load_tables
@@ -151,135 +158,91 @@ class PlanExecutor:
     def run_batch(self, function: str | None, batch: list[dict[str, Any]], *, progress: bool = False,
                   on_event: Callable[[int, dict[str, Any]], None] | None = None,
                   hoist_prefix: bool = True) -> list[dict[str, Any]]:
+        """Run every item; one JSON-able result dict per item (`sglang run`, program endpoints)."""
         fplan = self.plan.function(function)
-        items = [_Item(i, bind_args(fplan, a), _Stream()) for i, a in enumerate(batch)]
+        items = self.execute(fplan.name, batch, progress=progress, on_event=on_event, hoist_prefix=hoist_prefix)
+        return [self._output(it, fplan) for it in items]
+
+    def execute(self, function: str | None, batch: list[dict[str, Any]], *, progress: bool = False,
+                on_event: Callable[[int, dict[str, Any]], None] | None = None,
+                hoist_prefix: bool = True) -> list[ItemRun]:
+        fplan = self.plan.function(function)
+        items = [ItemRun(i, bind_args(fplan, a), _Stream()) for i, a in enumerate(batch)]
         self._fplan, self._on_event = fplan, on_event
         bar = None
         if progress and len(items) > 1:
             from tqdm import tqdm
 
             bar = tqdm(total=len(items), desc=fplan.name, unit="item", leave=False)
-        if hoist_prefix and len(items) > 1 and fplan.hoisted_prefix_steps:
-            prefix = self._hoisted_prefix(fplan)
-            if prefix:  # one prefill shared by all items: their first calls hit the prefix cache
-                self._dispatch([Request({"text": prefix, "sampling_params": dict(PREFILL)}, solo=True)])
-        tasks = [(self._main_task(it, fplan), it) for it in items]
-        self._schedule(tasks, bar)
-        if bar is not None:
-            bar.close()
-        return [self._output(it, fplan) for it in items]
+        dispatcher = Dispatcher(self.backend, self.stats)
+        try:
+            prefix = self._hoisted_prefix(fplan) if fplan.hoisted_prefix_steps and len(items) > 1 else ""
+            self._batch_shared = len(prefix)  # computed once per batch: by the warm-up, or in-batch
+            if hoist_prefix and warmup_pays(prefix, len(items), self._count_tokens):
+                dispatcher.call([{"text": prefix, "sampling_params": dict(PREFILL)}])  # shared by every item
+            self._schedule([(self._main_task(it, fplan), it) for it in items], dispatcher, bar)
+        finally:
+            dispatcher.close()
+            if bar is not None:
+                bar.close()
+        return items
 
     # ---------------- scheduling
-    def _schedule(self, tasks: list[tuple[Iterator[Any], _Item]], bar: Any) -> None:
-        ready: list[tuple[Iterator[Any], _Item, Any]] = [(t, it, None) for t, it in tasks]
-        waiting: list[tuple[Iterator[Any], _Item, _Wait]] = []
+    def _schedule(self, tasks: list[tuple[Iterator[Any], ItemRun]], dispatcher: Dispatcher, bar: Any) -> None:
+        """Advance runnable streams; send what they need the moment they block; resume each stream when
+        its own response is back (see the module docstring)."""
+        ready = collections.deque((t, it, None) for t, it in tasks)
+        waiting: list[tuple[Iterator[Any], ItemRun, _Wait]] = []
         mains = {id(t) for t, _ in tasks}
-        while ready or waiting:
-            blocked: list[tuple[Iterator[Any], _Item, Any]] = []  # (task, item, request or list)
-            while True:
-                still = []
-                for w in waiting:  # a stream that finished may release a waiter
-                    (ready.append((w[0], w[1], True)) if w[2].ready() else still.append(w))
-                waiting = still
-                if not ready:
-                    break
-                task, item, value = ready.pop(0)
-                try:
-                    out = task.send(value) if value is not None else next(task)
-                    while isinstance(out, _Spawn):
-                        ready.extend((t, item, None) for t in out.tasks)
-                        out = next(task)
-                except StopIteration:
-                    if id(task) in mains and bar is not None:
-                        bar.update(1)
-                    continue
-                except Exception as e:  # one item's failure does not stop the batch
-                    item.error = item.error or e
-                    item.main.done = True
-                    if id(task) in mains and bar is not None:
-                        bar.update(1)
-                    continue
-                if isinstance(out, _Wait):
-                    waiting.append((task, item, out))
-                else:
-                    blocked.append((task, item, out))
-            if not blocked:
-                if waiting:  # nothing can make progress: report instead of hanging
-                    for task, item, _ in waiting:
-                        item.error = item.error or SglRuntimeError("a stream waits for a branch that never finishes")
-                        task.close()
-                    waiting = []
+        while True:
+            blocked = self._advance(ready, waiting, mains, bar)
+            if blocked:
+                dispatcher.submit([(b, b[2] if isinstance(b[2], list) else [b[2]]) for b in blocked])
+            if not dispatcher.busy:
                 break
-            flat: list[Request] = []
-            for _, _, req in blocked:
-                flat.extend(req if isinstance(req, list) else [req])
+            for (task, item, req), responses in dispatcher.wait():
+                self._resume(task, item, req, responses, ready)
+        for task, item, _ in waiting:  # nothing can make progress: report instead of hanging
+            item.error = item.error or SglRuntimeError("a stream waits for a branch that never finishes")
+            task.close()
+
+    def _advance(self, ready: collections.deque, waiting: list, mains: set[int], bar: Any) -> list:
+        """Run every ready stream until it blocks; returns [(task, item, request or list of requests)]."""
+        blocked: list[tuple[Iterator[Any], ItemRun, Any]] = []
+        while True:
+            still = []
+            for w in waiting:  # a stream that finished may release a waiter
+                (ready.append((w[0], w[1], True)) if w[2].ready() else still.append(w))
+            waiting[:] = still
+            if not ready:
+                return blocked
+            task, item, value = ready.popleft()
             try:
-                responses = self._dispatch(flat)
-            except Exception as e:
-                for task, item, _ in blocked:
-                    item.error = item.error or e
-                    task.close()
+                out = task.send(value) if value is not None else next(task)
+                while isinstance(out, _Spawn):
+                    ready.extend((t, item, None) for t in out.tasks)
+                    out = next(task)
+            except StopIteration:
+                if id(task) in mains and bar is not None:
+                    bar.update(1)
                 continue
-            pos = 0
-            for task, item, req in blocked:
-                n = len(req) if isinstance(req, list) else 1
-                res = responses[pos:pos + n]
-                pos += n
-                ready.append((task, item, res if isinstance(req, list) else res[0]))
+            except Exception as e:  # one item's failure does not stop the batch
+                item.error = item.error or e
+                item.main.done = True
+                if id(task) in mains and bar is not None:
+                    bar.update(1)
+                continue
+            (waiting if isinstance(out, _Wait) else blocked).append((task, item, out))
 
-    def _dispatch(self, reqs: list[Request]) -> list[dict[str, Any]]:
-        """Send requests: all non-solo ones as one batched call, each solo one alone."""
-        self.stats.waves += 1
-        out: list[Any] = [None] * len(reqs)
-        batch = [i for i, r in enumerate(reqs) if not r.solo]
-        for i, r in enumerate(reqs):
-            if r.solo:
-                out[i] = self._call([r.payload])[0]
-        if batch:
-            for i, resp in zip(batch, self._call([reqs[i].payload for i in batch])):
-                out[i] = resp
-        return out
-
-    def _call(self, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One native call per prompt kind (text, or token ids: a select's unconditional scoring) and per
-        MAX_CALL_BATCH prompts; outputs in the order of `payloads`."""
-        kinds: dict[str, list[int]] = {}
-        for i, p in enumerate(payloads):
-            kinds.setdefault("input_ids" if "input_ids" in p else "text", []).append(i)
-        out: list[Any] = [None] * len(payloads)
-        for key, idx in kinds.items():
-            for lo in range(0, len(idx), MAX_CALL_BATCH):  # servers cap one request's batch size
-                part = idx[lo:lo + MAX_CALL_BATCH]
-                for i, r in zip(part, self._call_one_kind(key, [payloads[i] for i in part])):
-                    out[i] = r
-        return out
-
-    def _call_one_kind(self, key: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        merged: dict[str, Any] = {key: [p[key] for p in payloads],
-                                  "sampling_params": [p["sampling_params"] for p in payloads]}
-        for field_, default in (("return_logprob", False), ("logprob_start_len", -1), ("top_logprobs_num", 0)):
-            vals = [p.get(field_, default) for p in payloads]
-            if any(v != default for v in vals):
-                merged[field_] = vals
-        if any(p.get("return_text_in_logprobs") for p in payloads):
-            merged["return_text_in_logprobs"] = True
-        for media in PER_PROMPT_MEDIA:  # always per prompt: one prompt's image list looks like a batch's
-            vals = [p.get(media) for p in payloads]
-            if any(v is not None for v in vals):
-                self.backend.check_images()
-                merged[media] = vals
-        self.stats.engine_calls += 1
-        self.stats.requests += len(payloads)
-        res = self.backend._call(merged)
-        res = res if isinstance(res, list) else [res]
-        if len(res) != len(payloads):
-            raise SglRuntimeError(f"backend returned {len(res)} outputs for {len(payloads)} prompts")
-        for r in res:
-            m = r.get("meta_info", {})
-            self.stats.prompt_tokens += int(m.get("prompt_tokens", 0) or 0)
-            self.stats.cached_tokens += int(m.get("cached_tokens", 0) or 0)
-            self.stats.completion_tokens += int(m.get("completion_tokens", 0) or 0)
-        return res
+    @staticmethod
+    def _resume(task: Iterator[Any], item: ItemRun, req: Any, responses: Any, ready: collections.deque) -> None:
+        """Hand a stream its responses (one, or a list for a list of requests), or close it on an error."""
+        if isinstance(responses, BaseException):
+            item.error = item.error or responses
+            item.main.done = True
+            task.close()
+            return
+        ready.append((task, item, responses if isinstance(req, list) else responses[0]))
 
     # ---------------- streams
     def _check_media(self) -> None:
@@ -308,17 +271,17 @@ class PlanExecutor:
                 break
         return text
 
-    def _main_task(self, item: _Item, fplan: FunctionPlan) -> Iterator[Any]:
+    def _main_task(self, item: ItemRun, fplan: FunctionPlan) -> Iterator[Any]:
         yield from self._region(item, item.main, fplan.entry, {}, path=())
         item.main.done = True
 
-    def _env(self, item: _Item, stream: _Stream, local: dict[str, Any]) -> dict[str, Any]:
+    def _env(self, item: ItemRun, stream: _Stream, local: dict[str, Any]) -> dict[str, Any]:
         env = dict(item.args)
         env.update(stream.vars)
         env.update(local)
         return env
 
-    def _eval(self, item: _Item, stream: _Stream, local: dict[str, Any], ej: Any, lenient: bool = False) -> Iterator[Any]:
+    def _eval(self, item: ItemRun, stream: _Stream, local: dict[str, Any], ej: Any, lenient: bool = False) -> Iterator[Any]:
         expr = expr_from_json(ej)
         forks = {(n.fork, n.branch or 0) for n in names_in(expr) if n.fork is not None}
         for f, b in forks:  # reading a branch's variable waits for that branch to finish
@@ -342,7 +305,7 @@ class PlanExecutor:
         except (NameError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as e:
             raise SglRuntimeError(f"cannot evaluate {ej and expr!s}: {e}") from None
 
-    def _set_var(self, item: _Item, stream: _Stream, name: str, value: Any, meta: Any, path: tuple) -> None:
+    def _set_var(self, item: ItemRun, stream: _Stream, name: str, value: Any, meta: Any, path: tuple) -> None:
         stream.vars[name] = value
         stream.history.setdefault(name, []).append(value)
         if meta is not None:
@@ -350,13 +313,13 @@ class PlanExecutor:
         if self._on_event is not None:
             self._on_event(item.index, {"variable": name, "value": value, "stream": list(path)})
 
-    def _region(self, item: _Item, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
+    def _region(self, item: ItemRun, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
         fplan = self._fplan
         for sid in ids:
             step = fplan.step(sid)
             yield from self._step(item, stream, step, local, path)
 
-    def _step(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+    def _step(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         k, a = step.kind, step.args
         if k == "text":
             stream.text += a["value"]
@@ -378,8 +341,12 @@ class PlanExecutor:
             stream.text += _text_of((yield from self._eval(item, stream, local, a["expr"])))
         elif k == "role_begin":
             stream.text += self.template().role_begin(a["role"])
-        elif k == "role_end":
+            stream.role_start = len(stream.text)
+        elif k == "role_end":  # the role's content becomes a message, as in the interpreter
+            content = stream.text[stream.role_start:] if stream.role_start >= 0 else ""
             stream.text += self.template().role_end(a["role"])
+            stream.messages.append({"role": a["role"], "content": content})
+            stream.role_start = -1
         elif k == "image":
             self._check_media()
             stream.images.append((yield from self._eval(item, stream, local, a["src"])))
@@ -408,17 +375,21 @@ class PlanExecutor:
             if a["mode"] == "concate_and_append":
                 start = stream.meta[("fork_start", a["fork"])]  # children began with the parent's text so far
                 stream.text += "".join(c.text[start:] for c in children)
+            else:  # gather_variable: each variable a branch defined becomes the list of every branch's value
+                for name in sorted({n for c in children for n in c.history}):
+                    stream.vars[name] = [c.vars.get(name) for c in children]
         elif k == "return":
             if a.get("value") is not None:
                 item.result = yield from self._eval(item, stream, local, a["value"], lenient=True)
         else:
             raise SglRuntimeError(f"unknown plan step kind {k!r}")
 
-    def _gen(self, item: _Item, stream: _Stream, step: Step, path: tuple) -> Iterator[Any]:
+    def _gen(self, item: ItemRun, stream: _Stream, step: Step, path: tuple) -> Iterator[Any]:
         a = step.args
         sp = dict(self.default_sampling)
         sp.update(a.get("sampling_params", {}))
         payload: dict[str, Any] = {"text": stream.text, "sampling_params": sp}
+        payload.update(self.default_options)  # run-level logprob options; the gen's own win
         for key in LOGPROB_OPTIONS:
             if key in a:
                 payload[key] = a[key]
@@ -426,10 +397,11 @@ class PlanExecutor:
         resp = yield Request(payload)
         text = resp.get("text", "")
         stream.text += text
+        stream.cached = len(stream.text)  # the engine keeps the prompt and what it generated
         # the generated text, whatever the dtype: SGLang's gen_int gives "42" (lang/gen_rules.py)
         self._set_var(item, stream, a["name"], text, resp.get("meta_info"), path)
 
-    def _select(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+    def _select(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         a = step.args
         choices = a.get("choices")
         if choices is None:
@@ -445,9 +417,10 @@ class PlanExecutor:
         except ValueError as e:  # bad run-time choices (empty, not strings)
             raise SglRuntimeError(f"select {a['name']!r}: {e}") from None
         stream.text += choices[index]
+        stream.cached = len(stream.text)  # the scoring protocol prefilled the prompt with every choice
         self._set_var(item, stream, a["name"], choices[index], meta, path)
 
-    def _loop(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+    def _loop(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         a = step.args
         if a.get("iterable") is not None:
             values = _iter_values((yield from self._eval(item, stream, local, a["iterable"])))
@@ -460,14 +433,17 @@ class PlanExecutor:
                 return
             yield from self._region(item, stream, step.arms[0], local, path)
 
-    def _fork(self, item: _Item, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
+    def _fork(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         a = step.args
         n = a["n"] if isinstance(a["n"], int) else (yield from self._eval(item, stream, local, a["n"]))
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise SglRuntimeError(f"fork count must be an int >= 1, got {n!r}")
-        if a.get("batched"):
-            # one prefill of the parent (plus the text every branch starts with) before the branches
-            yield Request({"text": stream.text + a.get("warm_suffix", ""), "sampling_params": dict(PREFILL)})
+        warm = stream.text + a.get("warm_suffix", "")
+        if a.get("batched") and warmup_pays(warm[max(stream.cached, self._batch_shared):], n, self._count_tokens):
+            # one prefill of the parent (plus the text every branch starts with) before the branches,
+            # when they would otherwise each compute it (compiler/cost.py)
+            yield Request({"text": warm, "sampling_params": dict(PREFILL)})
+            stream.cached = len(stream.text)
         children = [stream.child() for _ in range(n)]
         stream.forks[step.id] = children
         stream.meta[("fork_start", step.id)] = len(stream.text)
@@ -478,14 +454,14 @@ class PlanExecutor:
             tasks.append(self._branch_task(item, child, body, inner, path + (step.id, b)))
         yield _Spawn(tasks)
 
-    def _branch_task(self, item: _Item, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
+    def _branch_task(self, item: ItemRun, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
         try:
             yield from self._region(item, stream, ids, local, path)
         finally:
             stream.done = True
 
     # ---------------- results
-    def _output(self, item: _Item, fplan: FunctionPlan) -> dict[str, Any]:
+    def _output(self, item: ItemRun, fplan: FunctionPlan) -> dict[str, Any]:
         if item.error is not None:
             msg = item.error.message if hasattr(item.error, "message") else f"{type(item.error).__name__}: {item.error}"
             return {"index": item.index, "error": msg}

@@ -1,12 +1,13 @@
 """`sglang run` and `sglang serve`.
 
-    sglang run prog.sgl|prog.sglc [--function NAME] [--model PATH] [--arg k=v ...] [--args-file batch.jsonl]
+    sglang run prog.sgl|prog.sglc|module.py:fn [--function NAME] [--model PATH] [--arg k=v ...] [--args-file batch.jsonl]
                [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stream] [--stats]
-    sglang serve prog.sgl|prog.sglc [--model PATH] [--host H] [--port P]
+    sglang serve prog.sgl|prog.sglc|module.py:fn [--model PATH] [--host H] [--port P]
 
 `run` prints one JSON line per batch item ({"index", "return", "variables"[, "text"]}), with a progress
 bar on stderr for batches. Without --backend it starts the in-process Engine on --model (default: the
-default model). User mistakes print a positioned message and exit 1.
+default model). `module.py:fn` is a Python `@sgl.function`, traced and compiled now (compiler/targets.py).
+User mistakes print a positioned message and exit 1.
 """
 from __future__ import annotations
 
@@ -17,19 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from sglang.lang.sgl.errors import SglError
-from sglang.compiler.plan import Plan, PlanError
-
-
-def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> Plan:
-    """A `.sglc` artifact as is, or a `.sgl` source compiled now."""
-    p = Path(path)
-    if not p.is_file():
-        raise PlanError(f"no such file: {path}")
-    if p.suffix == ".sgl":
-        from sglang.compiler.lower import compile_source
-
-        return compile_source(p, opt_level=opt_level, disabled=disabled)
-    return Plan.load(p)
+from sglang.compiler.plan import PlanError
+from sglang.compiler.targets import load_plan  # noqa: F401  (this module's API before targets.py)
 
 
 def make_backend(model: str | None, backend_url: str | None, **engine_kwargs: Any) -> Any:
@@ -74,8 +64,9 @@ def read_batch(path: str) -> list[dict[str, Any]]:
 
 
 def _run_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sglang run", description="Run a .sgl program or a compiled .sglc plan.")
-    p.add_argument("program")
+    p = argparse.ArgumentParser(prog="sglang run", description="Run a .sgl program, a compiled .sglc plan or a Python "
+                                "@sgl.function (module.py:fn).")
+    p.add_argument("program", help="prog.sgl, prog.sglc or module.py:fn")
     p.add_argument("--function", help="function to run (default: main, else the last one defined)")
     p.add_argument("--model", default=None, help="model path for the in-process engine (default: the default model)")
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="an argument (repeatable)")

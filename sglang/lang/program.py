@@ -1,4 +1,9 @@
-"""`SglFunction` (what `@sgl.function` makes): run, run_batch, bind, trace; and the default backend."""
+"""`SglFunction` (what `@sgl.function` makes): run, run_batch, bind, trace, compile; and the default backend.
+
+`run` and `run_batch` take the compiled path by default: the compiler (`sglang.compiler.jit`, a layer
+above this one) registers it here with `register_compiled_path`; it runs what it can as a cached plan and
+hands back None for what the interpreter must run. `compiled=False` asks for the interpreter.
+"""
 from __future__ import annotations
 
 import concurrent.futures
@@ -6,13 +11,33 @@ import inspect
 import os
 import sys
 import threading
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Protocol
 
 from sglang.lang.backends.base import BaseBackend
 from sglang.lang.gen_rules import LOGPROB_OPTIONS, NATIVE_GEN_FIELDS
 from sglang.lang.interpreter import ProgramState, StreamExecutor
 
 _default_backend: Optional[BaseBackend] = None
+
+
+class CompiledPath(Protocol):
+    """What the compiler registers: a batched run returning a finished state per item, or None where the
+    interpreter must run it; and `compile` for `fn.compile()`."""
+
+    def run_batch(self, fn: "SglFunction", backend: BaseBackend, all_args: list[dict[str, Any]],
+                  sampling: dict[str, Any], options: dict[str, Any],
+                  progress: bool = False) -> list[Optional[ProgramState]]: ...
+
+    def compile(self, fn: "SglFunction", **constants: Any) -> Any: ...
+
+
+_compiled_path: Optional[CompiledPath] = None
+
+
+def register_compiled_path(path: Optional[CompiledPath]) -> None:
+    """Called by the compiler on import; None turns the compiled default off (everything interprets)."""
+    global _compiled_path
+    _compiled_path = path
 
 # run()/run_batch() sampling keywords: the per-gen SamplingParams fields under their native names (regex and
 # json_schema constrain one gen, not a whole program), plus the request's seed
@@ -99,13 +124,26 @@ class SglFunction:
             kwargs.pop(k, None)
         return sampling, options, kwargs
 
-    def run(self, *args: Any, stream: bool = False, backend: Any = None, **kwargs: Any) -> ProgramState:
+    def run(self, *args: Any, stream: bool = False, backend: Any = None, compiled: bool = True,
+            **kwargs: Any) -> ProgramState:
         sampling, options, kwargs = self._split(dict(kwargs))
         arguments = self.bind_args(args, kwargs)
-        return run_program(self, _pick_backend(backend, self.name), arguments, sampling, options, stream)
+        be = _pick_backend(backend, self.name)
+        if compiled and not stream and _compiled_path is not None:
+            state = _compiled_path.run_batch(self, be, [arguments], sampling, options)[0]
+            if state is not None:
+                return state
+        return run_program(self, be, arguments, sampling, options, stream)
+
+    def compile(self, **constants: Any) -> Any:
+        """The compiled plan of this function (arguments given here are constants, the rest symbolic);
+        raises TraceError where the function cannot be traced."""
+        if _compiled_path is None:
+            raise RuntimeError("the compiler is not loaded: import sglang.compiler.jit (or use `import sglang`)")
+        return _compiled_path.compile(self, **constants)
 
     def run_batch(self, batch_kwargs: list[dict[str, Any]], *, backend: Any = None, num_threads: Any = "auto",
-                  progress_bar: bool = False, **kwargs: Any) -> list[ProgramState]:
+                  progress_bar: bool = False, compiled: bool = True, **kwargs: Any) -> list[ProgramState]:
         if not isinstance(batch_kwargs, (list, tuple)) or not all(isinstance(b, dict) for b in batch_kwargs):
             raise TypeError(f"program {self.name!r}: run_batch takes a list of argument dicts")
         sampling, options, rest = self._split(dict(kwargs))
@@ -113,6 +151,19 @@ class SglFunction:
             raise TypeError(f"program {self.name!r}: run_batch got unknown keyword(s) {', '.join(sorted(rest))}")
         be = _pick_backend(backend, self.name)
         all_args = [self.bind_args((), dict(b)) for b in batch_kwargs]  # all names checked before any runs
+        done: list[Optional[ProgramState]] = [None] * len(all_args)
+        if compiled and _compiled_path is not None and all_args:
+            done = _compiled_path.run_batch(self, be, all_args, sampling, options, progress_bar)
+        todo = [i for i, st in enumerate(done) if st is None]
+        if todo:
+            for i, st in zip(todo, self._interpret_batch(be, [all_args[i] for i in todo], sampling, options,
+                                                         num_threads, progress_bar)):
+                done[i] = st
+        return done  # type: ignore[return-value]  (every entry is a state now)
+
+    def _interpret_batch(self, be: BaseBackend, all_args: list[dict[str, Any]], sampling: dict[str, Any],
+                         options: dict[str, Any], num_threads: Any, progress_bar: bool) -> list[ProgramState]:
+        """The interpreter's batch: one program thread per item, `num_threads` at a time."""
         if num_threads == "auto":
             num_threads = max(96, (os.cpu_count() or 1) * 16)
         num_threads = max(1, min(int(num_threads), len(all_args) or 1))

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from sglang.lang.ir import (Arg, Cursor, Fork, Image, IRFunction, Join, JOIN_MODES, Loc, Return, Text,
                  VarRef, Video, canonicalize)
-from sglang.lang.ir.expr import Const, Name
+from sglang.lang.ir.expr import Const, ListExpr, Name
 from sglang.lang.primitives import (SglExpr, StateBase, StateGroup, Symbol, TraceError, caller_loc, release_symbols,
                          split_markers)
 
@@ -136,16 +136,20 @@ def trace_program(sfn: Any, constants: dict[str, Any]) -> IRFunction:
         ret = func(state, **args)
         if ret is not None:
             ir.cursor().append(Return(_ret_expr(ret, sfn.name)), caller_loc())
+            if isinstance(ret, tuple):  # a plan returns lists; the compiled path gives the tuple back
+                ir.attrs["py_return"] = "tuple"
     finally:
         release_symbols(first_key)
     return canonicalize(ir.check()).check()
 
 
 def _ret_expr(value: Any, program: str) -> Any:
+    if isinstance(value, (list, tuple)):  # a list expression; the caller records a tuple's type
+        return ListExpr(tuple(_ret_expr(v, program) for v in value))
     if isinstance(value, Symbol):
         op = value.ops[0]
         return Name(op.name, getattr(op, "fork", None), getattr(op, "branch", None))
-    if isinstance(value, (str, int, float, bool)):
+    if value is None or isinstance(value, (str, int, float, bool)):
         if isinstance(value, str) and "\x00sgl" in value:
             raise TraceError(f"program {program!r}: a returned string mixing text and traced values cannot be traced")
         return Const(value)
