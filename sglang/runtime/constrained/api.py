@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .cache import ConstraintCache, _fsm_from_bytes, _fsm_to_bytes, get_default_cache, table_key
+from .cache import ConstraintCache, fsm_from_bytes, fsm_to_bytes, get_default_cache, table_key
 from .errors import ConstraintError, GrammarError
 from .json_schema import json_schema_to_regex
 from .regex_fsm import regex_to_dfa
@@ -148,16 +148,16 @@ def new_state(spec: ConstraintSpec | str, tokenizer: Any, cache: Optional[Constr
 
 
 def serialize_fsm(fsm: TokenFSM) -> bytes:
-    return _fsm_to_bytes(fsm)
+    return fsm_to_bytes(fsm)
 
 
 def deserialize_fsm(data: bytes) -> TokenFSM:
-    return _fsm_from_bytes(data)
+    return fsm_from_bytes(data)
 
 
 def preload(fsm: TokenFSM, cache: Optional[ConstraintCache] = None) -> str:
     """Put a deserialized table into the (default) cache so requests with its regex skip compilation."""
     c = cache or get_default_cache()
     key = table_key(fsm.pattern, fsm.fingerprint)
-    c._remember(key, fsm)
+    c.remember(key, fsm)
     return key

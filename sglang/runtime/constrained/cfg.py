@@ -1,7 +1,7 @@
 """Exact context-free grammar recognizer over bytes: an Earley parser whose terminals are byte DFAs.
 
 Used for grammars that are not regular (nesting recursion, which grammar.py can only unroll to a fixed
-depth). Lark parses the grammar text (Lark or GBNF, via grammar._load); every terminal is compiled with
+depth). Lark parses the grammar text (Lark or GBNF, via lark_source.load_grammar); every terminal is compiled with
 regex_fsm into a ByteDFA; rules become plain BNF. `%ignore` terminals are allowed before every terminal
 and at the end (an implicit rule `IGN: | IGNORED`, IGNORED matching any run of them).
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .errors import ConstraintError, GrammarError
+from .lark_source import load_grammar, terminal_regex
 from .regex_fsm import ByteDFA, regex_to_dfa
 
 Item = tuple[int, int, int]  # (rule id, dot, origin position)
@@ -43,15 +44,12 @@ class CompiledCFG:
 
 def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
     """Compile Lark/GBNF text; bad grammars raise GrammarError (lark's message has the position)."""
-    from .grammar import _KNOWN_TERMINALS, _load
-
-    parser = _load(src, start)
+    parser = load_grammar(src, start)
     term_names: list[str] = []
     dfas: list[ByteDFA] = []
     tid: dict[str, int] = {}
     for t in parser.terminals:
-        rx = t.pattern.to_regexp()
-        rx = _KNOWN_TERMINALS.get(rx, rx)
+        rx = terminal_regex(t)
         try:
             dfa = regex_to_dfa(rx)
         except ConstraintError as exc:
@@ -65,7 +63,7 @@ def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
         return nt.setdefault(name, len(nt))
 
     raw: list[tuple[int, list[int]]] = []
-    ign_rx = [f"({_KNOWN_TERMINALS.get(t.pattern.to_regexp(), t.pattern.to_regexp())})"
+    ign_rx = [f"({terminal_regex(t)})"
               for t in parser.terminals if t.name in set(getattr(parser, "ignore_tokens", []))]
     ign: list[int] = []
     if ign_rx:  # one terminal for any run of ignored text, so `IGN` never splits a run two ways
