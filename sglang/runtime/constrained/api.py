@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from .cache import ConstraintCache, fsm_from_bytes, fsm_to_bytes, get_default_cache, table_key
 from .errors import ConstraintError, GrammarError
-from .json_schema import json_schema_to_regex
+from .json_schema import json_schema_constraint, json_schema_to_regex
 from .regex_fsm import regex_to_dfa
 from .state import ConstraintState
 from .token_fsm import TokenFSM
@@ -34,7 +34,8 @@ class ConstraintSpec:
     regex: str
     kind: str  # regex | json_schema | choices | ebnf | response_format
     source: str  # what the caller gave (for error messages and logs)
-    grammar: Optional[str] = None  # set for a non-regular grammar: run the CFG engine (cfg_state.py)
+    # set for a non-regular grammar or a recursive/large JSON schema: run the CFG engine (cfg_state.py)
+    grammar: Optional[str] = None
 
 
 def choices_to_regex(choices: Sequence[str]) -> str:
@@ -69,8 +70,8 @@ def build_constraint_from_sampling_params(sp: Any, whitespace: str = "default") 
             regex_to_dfa(value)  # validate early: errors name the pattern and position
             return ConstraintSpec(value, "regex", value)
         if key == "json_schema":
-            rx = json_schema_to_regex(value, whitespace=whitespace)
-            return ConstraintSpec(rx, "json_schema", value if isinstance(value, str) else repr(value))
+            rx, cfg = json_schema_constraint(value, whitespace=whitespace)
+            return ConstraintSpec(rx, "json_schema", value if isinstance(value, str) else repr(value), grammar=cfg)
         from .grammar import grammar_constraint
 
         rx, exact = grammar_constraint(value)
@@ -105,7 +106,8 @@ def response_format_to_constraint(response_format: Any, whitespace: str = "defau
         if schema is None:
             raise ConstraintError("response_format.json_schema.schema is missing")
         try:
-            return ConstraintSpec(json_schema_to_regex(schema, whitespace=whitespace), "json_schema", repr(schema))
+            rx, cfg = json_schema_constraint(schema, whitespace=whitespace)
+            return ConstraintSpec(rx, "json_schema", repr(schema), grammar=cfg)
         except ConstraintError as exc:
             raise _with_field(exc, "response_format.json_schema.schema") from None
     if kind == "regex":
