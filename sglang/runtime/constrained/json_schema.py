@@ -33,6 +33,7 @@ import functools
 import json
 import math
 import re
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -53,7 +54,8 @@ _SAFE = r'[^"\\\x00-\x1f]'  # a JSON string character that needs no escape
 _HOST = r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _H16 = r"[0-9a-fA-F]{1,4}"
-_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+# real calendar days (February stops at 28: a subset, as leap years would need the year's digits)
+_DATE = r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
 _TIME = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 _URI_CHAR = r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]"
 FORMATS = {
@@ -176,6 +178,10 @@ def json_schema_info(schema: Any, whitespace: str = "default") -> dict[str, Any]
     if rx is None:
         payload = json.dumps({"schema": schema_to_dict(schema), "whitespace": whitespace}, sort_keys=True)
         grammar = GRAMMAR_PREFIX + payload
+        with _GRAMMARS_LOCK:  # schema_cfg(grammar) usually follows: keep the conversion
+            if len(_GRAMMARS) >= 64:
+                _GRAMMARS.pop(next(iter(_GRAMMARS)))
+            _GRAMMARS[grammar] = g
     return {"regex": rx, "grammar": grammar, "recursive": g.recursive, "warnings": list(g.warnings)}
 
 
@@ -187,14 +193,22 @@ def json_schema_constraint(schema: Any, whitespace: str = "default") -> tuple[st
     return (info["regex"], None) if info["grammar"] is None else ("", info["grammar"])
 
 
+_GRAMMARS: dict[str, SchemaGrammar] = {}  # grammar key -> its conversion (recent ones)
+_GRAMMARS_LOCK = threading.Lock()
+
+
 def is_schema_grammar(src: str) -> bool:
     return isinstance(src, str) and src.startswith(GRAMMAR_PREFIX)
 
 
 def schema_cfg(src: str):
     """The CompiledCFG of a grammar key made by json_schema_constraint."""
-    payload = json.loads(src[len(GRAMMAR_PREFIX):])
-    return schema_grammar(payload["schema"], payload["whitespace"]).cfg()
+    with _GRAMMARS_LOCK:
+        g = _GRAMMARS.get(src)
+    if g is None:
+        payload = json.loads(src[len(GRAMMAR_PREFIX):])
+        g = schema_grammar(payload["schema"], payload["whitespace"])
+    return g.cfg()
 
 
 def _emit_warnings(messages: list[str]) -> None:
@@ -518,7 +532,7 @@ class _Converter:
         if extra is not None and extra is not False or (extra is None and not props and not pattern_props):
             value = self.node(True if extra is None else extra, path + "/additionalProperties")
             if value is not None:
-                extras.append(seq(T(f"{_string_excluding(list(props))}{ws}:{ws}"), value))
+                extras.append(seq(_key_excluding(list(props)), T(f"{ws}:{ws}"), value))
         for k in ("minProperties", "maxProperties"):
             if k in s and not (k == "minProperties" and s[k] <= len(required_set)):
                 self.warn(f"keyword {k!r} cannot be enforced by constrained decoding and is ignored", path)
@@ -765,6 +779,10 @@ def number_range_regex(lo: Optional[float], lo_x: bool, hi: Optional[float], hi_
     d = None if lo is None else math.floor(-lo) - 1
     if d is None or c <= d:
         parts.append("-" + int_range_regex(c, d) + frac)
+    if not parts and lo is not None and hi is not None:  # a range narrower than its unit intervals
+        mid = round((lo + hi) / 2, 6)
+        if (mid > lo if lo_x else mid >= lo) and (mid < hi if hi_x else mid <= hi):
+            parts.append(re.escape(repr(float(mid))))
     return "(" + "|".join(parts) + ")" if parts else None
 
 
@@ -790,6 +808,43 @@ def _string_excluding(names: list[str]) -> str:
         return "(" + "|".join(kept) + ")" if kept else "(?!)"
 
     return f'"{node("")}"'
+
+
+def _key_excluding(names: list[str]) -> Node:
+    """The terminal of an additional property name (none of `names`); a trie automaton built directly
+    when there are many names."""
+    rx = _string_excluding(names)
+    if len(names) <= 8:
+        return T(rx)
+    return solid(rx, functools.partial(_excluding_dfa, tuple(dict.fromkeys(names))))
+
+
+def _excluding_dfa(names: tuple[str, ...]) -> ByteDFA:
+    """DFA of `_string_excluding(names)`: one state per name prefix (over printable ASCII), a free state
+    once the key left every name, and the closing quote wherever the key is not a name."""
+    prefixes = {"": 0}
+    for n in names:
+        for i in range(1, len(n) + 1):
+            if not all(" " <= c <= "~" and c not in '"\\' for c in n[:i]):
+                break
+            prefixes.setdefault(n[:i], len(prefixes))
+    m = len(prefixes)
+    start, free, final = 1, 2 + m, 3 + m
+    trans = np.zeros((4 + m, 256), dtype=np.int32)
+    key_bytes = np.array([b for b in range(0x20, 0x7F) if b not in (0x22, 0x5C)])
+    trans[start, 0x22] = 2
+    trans[2:2 + m, key_bytes[:, None].T] = free
+    trans[free, key_bytes] = free
+    trans[free, 0x22] = final
+    name_set = set(names)
+    for p, i in prefixes.items():
+        if p:
+            trans[2 + prefixes[p[:-1]], ord(p[-1])] = 2 + i
+        if p not in name_set:
+            trans[2 + i, 0x22] = final
+    accepting = np.zeros(4 + m, dtype=bool)
+    accepting[final] = True
+    return ByteDFA(trans=trans, accepting=accepting, start=start)
 
 
 def _ascii_class_without(chars: list[str]) -> str:

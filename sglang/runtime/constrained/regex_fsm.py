@@ -323,8 +323,10 @@ def parse_regex(pattern: str):
     return tree
 
 
-def regex_to_dfa(pattern: str) -> ByteDFA:
-    """Compile `pattern` into a trimmed, minimal ByteDFA; an empty language raises EmptyLanguageError."""
+def regex_to_dfa(pattern: str, minimize: bool = True) -> ByteDFA:
+    """Compile `pattern` into a trimmed, minimal ByteDFA; an empty language raises EmptyLanguageError.
+    `minimize=False` skips the minimization (the grammar engine's lexical automata are walked lazily, so
+    a few redundant states cost less than minimizing them)."""
     tree = parse_regex(pattern)
     flags = tree.state.flags
     if flags & re.IGNORECASE:
@@ -335,7 +337,8 @@ def regex_to_dfa(pattern: str) -> ByteDFA:
     trans, accepting, start = _trim(trans, accepting, 1)
     if start == 0:
         raise EmptyLanguageError(f"regex {pattern!r} matches no string (its language is empty)")
-    trans, accepting, start = _minimize(trans, accepting, start)
+    if minimize:
+        trans, accepting, start = _minimize(trans, accepting, start)
     return ByteDFA(trans=np.ascontiguousarray(trans[:, class_of]), accepting=accepting, start=start)
 
 

@@ -245,7 +245,7 @@ def to_regex(start: Node, rules: dict[str, Node], any_regex: str, max_depth: int
 def terminal_dfa(rx: str) -> ByteDFA:
     """Terminal regexes recur across schemas (strings, numbers, keys): compile each once per process."""
     builder = _BUILDERS.get(rx)
-    return builder() if builder is not None else regex_to_dfa(rx)
+    return builder() if builder is not None else regex_to_dfa(rx, minimize=False)
 
 
 def to_cfg(start: Node, rules: dict[str, Node], any_node: Node) -> CompiledCFG:
