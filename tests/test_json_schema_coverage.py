@@ -16,8 +16,8 @@ from constrained_helpers import random_match
 from sglang.runtime.constrained import ConstraintSpec, SchemaError, build_constraint_from_sampling_params, regex_to_dfa
 from sglang.runtime.constrained.cfg import matches
 from sglang.runtime.constrained.errors import SchemaWarning
-from sglang.runtime.constrained.json_schema import (json_schema_info, json_schema_to_regex, json_string_regex,
-                                                    number_range_regex, schema_grammar)
+from sglang.runtime.constrained.json_lexical import json_string_regex, number_range_regex
+from sglang.runtime.constrained.json_schema import json_schema_info, json_schema_to_regex, schema_grammar
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .cfg import Column, CompiledCFG, Recognizer, Waiting, closure, compile_cfg, step
+from .cfg_cache import cached_cfg
 from .errors import ConstraintViolation
 from .json_schema import is_schema_grammar, schema_cfg
 from .state import consume_eos
@@ -171,14 +172,19 @@ _INDEX_CACHE: dict[tuple[str, str], CFGIndex] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def cfg_index(src: str, vocab: TokenVocab) -> CFGIndex:
+def _compile_grammar(src: str) -> CompiledCFG:
+    return schema_cfg(src) if is_schema_grammar(src) else compile_cfg(src)
+
+
+def cfg_index(src: str, vocab: TokenVocab, disk: bool = True) -> CFGIndex:
     """The (memoized) CFGIndex of grammar text `src` (Lark / GBNF, or a JSON-schema grammar key from
-    json_schema.json_schema_constraint) for `vocab`; raises GrammarError for a bad grammar."""
+    json_schema.json_schema_constraint) for `vocab`, compiled once per process and kept on disk
+    (cfg_cache.py); raises GrammarError for a bad grammar."""
     key = (src, vocab.fingerprint)
     with _CACHE_LOCK:
         got = _INDEX_CACHE.get(key)
     if got is None:
-        got = CFGIndex(schema_cfg(src) if is_schema_grammar(src) else compile_cfg(src), vocab, src)
+        got = CFGIndex(cached_cfg(src, _compile_grammar, disk=disk), vocab, src)
         with _CACHE_LOCK:
             if len(_INDEX_CACHE) > 64:
                 _INDEX_CACHE.clear()
