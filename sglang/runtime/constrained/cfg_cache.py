@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import threading
+import zipfile
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -57,7 +58,7 @@ def load_cfg(path: Path) -> Optional[CompiledCFG]:
                 return None
             dfas = [ByteDFA(trans=z[f"t{i}"], accepting=z[f"a{i}"], start=int(z[f"s{i}"][0]))
                     for i in range(len(head["term_names"]))]
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # torn or foreign: rebuild
         return None
     return build_cfg([(l, b) for l, b in head["rules"]], head["nt_names"], head["term_names"], dfas,
                      head["start_body"], term_regexes=head["term_regexes"])
