@@ -129,6 +129,9 @@ _G: dict[str, Any] = {}
 
 
 def _ours_init(tokenizer_path: str) -> None:
+    import tempfile
+
+    os.environ["SGLANG_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-js-")  # cold: no compiled grammar on disk
     sys.path.insert(0, os.path.dirname(HERE))
     from sglang.runtime.constrained import vocab_from_tokenizer
     from sglang.runtime.tokenizer import get_tokenizer
