@@ -1,11 +1,13 @@
 """JSON schema → a constraint whose every accepted document is valid under the schema.
 
 Accepts a pydantic model class, a dict, a boolean, or a JSON string. The schema is first converted into
-the grammar IR of schema_ir.py (one rule per `$ref` target), then compiled by one of two engines:
+the grammar IR of schema_ir.py (one rule per `$ref` target; the terminals -- strings, numbers, formats,
+patterns, property names -- come from json_lexical.py), then compiled by one of two engines:
 - small, non-recursive schemas → ONE regex (`json_schema_to_regex`), i.e. a precomputed token FSM with
   ~µs masks and jump-forward;
 - recursive or large schemas → a context-free grammar run by the exact Earley engine (cfg.py), whose
-  terminals (strings, numbers, keys, enums) share their token walks across schemas (cfg_state.py).
+  terminals (strings, numbers, keys, enums) share their token walks across schemas (cfg_state.py) and
+  whose compiled grammar is cached on disk by the grammar key's hash (cfg_cache.py).
 `json_schema_constraint(schema)` picks the engine; `json_schema_info(schema)` also lists the warnings.
 
 Coverage (JSON Schema drafts 4 to 2020-12): type (and lists), enum / const of any type, objects
