@@ -10,6 +10,7 @@ import re
 import uuid
 import warnings
 
+import numpy as np
 import pytest
 from constrained_helpers import random_match
 
@@ -18,6 +19,7 @@ from sglang.runtime.constrained.cfg import matches
 from sglang.runtime.constrained.errors import SchemaWarning
 from sglang.runtime.constrained.json_lexical import json_string_regex, number_range_regex
 from sglang.runtime.constrained.json_schema import json_schema_info, json_schema_to_regex, schema_grammar
+from sglang.runtime.constrained.schema_ir import terminal_dfa
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -190,6 +192,31 @@ def test_patterns_are_translated_into_json_text() -> None:
             assert re.fullmatch(pattern.strip("^$"), value), (pattern, text)
     with pytest.raises(Exception):
         json_string_regex("(?=x)a")
+
+
+def _co_reachable_everywhere(dfa) -> bool:
+    """Every state but the dead one reaches acceptance (so no byte the automaton allows leads nowhere)."""
+    good = set(np.flatnonzero(dfa.accepting).tolist())
+    changed = True
+    while changed:
+        changed = False
+        for s in range(1, dfa.num_states):
+            if s not in good and any(int(t) in good for t in set(dfa.trans[s].tolist())):
+                good.add(s)
+                changed = True
+    return good >= set(range(1, dfa.num_states))
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 12), (5, 40), (32, 32), (12, None)])
+def test_directly_built_automata_never_dead_end(lo, hi) -> None:
+    """Length-bounded strings and "any name but these" keys get automata built without the regex
+    compiler; like the compiler's, they have no state from which acceptance is out of reach."""
+    node = schema_grammar({"type": "string", "minLength": lo, **({"maxLength": hi} if hi else {})}).start
+    assert node.solid and _co_reachable_everywhere(terminal_dfa(node.rx))
+    names = [f"name{i}" for i in range(12)]
+    key = schema_grammar({"type": "object", "properties": {n: {"type": "null"} for n in names},
+                          "additionalProperties": {"type": "null"}}).cfg()
+    assert all(_co_reachable_everywhere(d) for d in key.dfas)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 
 from .errors import ConstraintError
-from .regex_fsm import ByteDFA, parse_regex
-from .schema_ir import Node, T, solid, terminal_dfa
+from .regex_fsm import ByteDFA, parse_regex, regex_to_dfa
+from .schema_ir import Node, T, solid
 
 STRING_CHAR = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})'
 STRING = f'"{STRING_CHAR}*"'
@@ -57,10 +57,17 @@ FORMATS = {
 FREE_FORMATS = {"regex", "password", "binary", "byte", "textarea", "color", "int32", "int64", "float", "double"}
 
 
+@functools.lru_cache(maxsize=1)
+def _string_char_dfa() -> ByteDFA:
+    dfa = regex_to_dfa(STRING_CHAR)
+    assert int(dfa.accepting.sum()) == 1 and not dfa.trans[dfa.accepting].any()
+    return dfa
+
+
 def bounded_string_dfa(lo: int, hi: Optional[int]) -> ByteDFA:
     """The DFA of a JSON string literal of lo..hi characters, built directly: one copy of the one-character
     DFA per count (the regex compiler needs seconds for `{0,1000}` of a UTF-8/escape-aware character)."""
-    unit = terminal_dfa(STRING_CHAR)
+    unit = _string_char_dfa()  # minimal: exactly one accepting state, with no way on
     acc_u = int(np.flatnonzero(unit.accepting)[0])  # the state after one whole character (no way on)
     inner = [q for q in range(1, unit.num_states) if q != acc_u]  # character-internal states
     pos = {q: i for i, q in enumerate(inner)}
@@ -80,6 +87,8 @@ def bounded_string_dfa(lo: int, hi: Optional[int]) -> ByteDFA:
     blocks = np.where(inside[None], base + local[row][None], 0)
     can_grow = (counts < top) | (hi is None)
     blocks = np.where(done[None] & can_grow, nxt, blocks)
+    if hi is not None:
+        blocks[top] = 0  # `hi` characters written: no character may even start (only the closing quote)
     trans[2:2 + (top + 1) * k] = blocks.reshape(-1, 256)
     closes = 2 + np.arange(lo, top + 1) * k + pos[unit.start]
     trans[closes, ord('"')] = final

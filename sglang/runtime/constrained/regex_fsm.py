@@ -342,6 +342,13 @@ def regex_to_dfa(pattern: str, minimize: bool = True) -> ByteDFA:
     return ByteDFA(trans=np.ascontiguousarray(trans[:, class_of]), accepting=accepting, start=start)
 
 
+def trim_dfa(dfa: ByteDFA) -> ByteDFA:
+    """`dfa` keeping only states reachable from the start that can still reach acceptance (the others
+    become the dead state 0), for automata built directly rather than by `regex_to_dfa`."""
+    trans, accepting, start = _trim(dfa.trans, dfa.accepting, dfa.start)
+    return ByteDFA(trans=np.ascontiguousarray(trans), accepting=accepting, start=start)
+
+
 def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Subset construction; returns (trans [S, n_classes], accepting [S], class_of [256]), start = 1."""
     # byte equivalence classes: bytes no edge range separates behave identically

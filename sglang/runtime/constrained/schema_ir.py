@@ -19,7 +19,7 @@ import functools
 from typing import Callable, Optional, Sequence
 
 from .cfg import CompiledCFG, build_cfg
-from .regex_fsm import ByteDFA, regex_to_dfa
+from .regex_fsm import ByteDFA, regex_to_dfa, trim_dfa
 
 TERM_MAX = 120  # longest terminal regex built by folding (longer subtrees keep their structure)
 ANY_RULE = "__any"  # the rule name of "any JSON value" (recursive in the CFG, bounded in a regex)
@@ -245,7 +245,8 @@ def to_regex(start: Node, rules: dict[str, Node], any_regex: str, max_depth: int
 def terminal_dfa(rx: str) -> ByteDFA:
     """Terminal regexes recur across schemas (strings, numbers, keys): compile each once per process."""
     builder = _BUILDERS.get(rx)
-    return builder() if builder is not None else regex_to_dfa(rx, minimize=False)
+    # trimmed either way: a live state must always lead to acceptance (no token may lead nowhere)
+    return trim_dfa(builder()) if builder is not None else regex_to_dfa(rx, minimize=False)
 
 
 def to_cfg(start: Node, rules: dict[str, Node], any_node: Node) -> CompiledCFG:
