@@ -58,10 +58,13 @@ def validate(schema: Any, text: str) -> Optional[str]:
 
 def random_walk(allowed: Callable[[], list[int]], advance: Callable[[int], None], eos: set[int],
                 token_bytes: Callable[[int], bytes], rng: random.Random, soft_len: int, max_len: int,
-                mask_times: list[float]) -> tuple[Optional[bytes], Optional[str]]:
-    """Walk the constraint: (output bytes, None) at EOS, (None, reason) when stuck or too long."""
+                mask_times: list[float], deadline: float = float("inf")) -> tuple[Optional[bytes], Optional[str]]:
+    """Walk the constraint: (output bytes, None) at EOS, (None, reason) when stuck, too long or past
+    `deadline` (perf_counter time)."""
     out: list[bytes] = []
     for step in range(max_len):
+        if time.perf_counter() > deadline:
+            return None, "unfinished"
         t = time.perf_counter()
         ids = allowed()
         mask_times.append(time.perf_counter() - t)
@@ -166,6 +169,7 @@ def _ours_worker(row: dict, opts: dict, k: int) -> dict:
                 state = new_state(spec, vocab, cache=cache)
             out["compile_s"] = time.perf_counter() - t
         out["engine"] = "cfg" if spec.grammar is not None else "regex"
+        deadline = time.perf_counter() + opts["walk_s"]
         out["warnings"] = len(caught)
     except Exception as exc:  # noqa: BLE001 - not covered
         out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -179,7 +183,8 @@ def _ours_worker(row: dict, opts: dict, k: int) -> dict:
         st = state if not mask_times else (CFGConstraintState(state.index) if spec.grammar is not None
                                            else new_state(spec, vocab, cache=cache))
         text, why = random_walk(lambda: np.flatnonzero(_mask(st)).tolist(), st.advance, eos,
-                                lambda i: vocab.token_bytes[i], rng, opts["soft_len"], opts["max_len"], mask_times)
+                                lambda i: vocab.token_bytes[i], rng, opts["soft_len"], opts["max_len"], mask_times,
+                                deadline)
         if text is None:
             unfinished += why == "unfinished"
             if why != "unfinished":
@@ -237,6 +242,7 @@ def _xgr_worker(row: dict, opts: dict, k: int) -> dict:
         comp = xg.GrammarCompiler(_G["info"], cache_enabled=False)
         compiled = comp.compile_json_schema(json.dumps(row["schema"]), any_whitespace=False)
         out["compile_s"] = time.perf_counter() - t
+        deadline = time.perf_counter() + opts["walk_s"]
     except Exception as exc:  # noqa: BLE001
         out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         return out
@@ -257,7 +263,7 @@ def _xgr_worker(row: dict, opts: dict, k: int) -> dict:
             return torch.nonzero(row == 0).flatten().tolist()
 
         text, why = random_walk(allowed, m.accept_token, eos, lambda i: _G["bytes"][i], rng, opts["soft_len"],
-                                opts["max_len"], mask_times)
+                                opts["max_len"], mask_times, deadline)
         if text is None:
             unfinished += why == "unfinished"
             invalid += why != "unfinished"
@@ -297,6 +303,7 @@ def _outlines_worker(row: dict, opts: dict, k: int) -> dict:
         rx = oc.json_schema.build_regex_from_schema(json.dumps(row["schema"]))
         index = oc.Index(rx, _G["vocab"])
         out["compile_s"] = time.perf_counter() - t
+        deadline = time.perf_counter() + opts["walk_s"]
     except BaseException as exc:  # noqa: BLE001 - pyo3 panics are BaseExceptions
         out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         return out
@@ -315,7 +322,7 @@ def _outlines_worker(row: dict, opts: dict, k: int) -> dict:
             return np.flatnonzero(bits).tolist()
 
         text, why = random_walk(allowed, lambda t: g.advance(t, return_tokens=False), eos,
-                                lambda i: _G["bytes"][i], rng, opts["soft_len"], opts["max_len"], mask_times)
+                                lambda i: _G["bytes"][i], rng, opts["soft_len"], opts["max_len"], mask_times, deadline)
         if text is None:
             unfinished += why == "unfinished"
             invalid += why != "unfinished"
@@ -360,8 +367,10 @@ def main() -> None:
     ap.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--category", default=None)
-    ap.add_argument("--timeout", type=float, default=20.0, help="seconds per schema (compile + samples)")
+    ap.add_argument("--timeout", type=float, default=20.0,
+                    help="seconds per schema: compile + samples (sampling stops after --walk-s)")
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--walk-s", type=float, default=6.0, help="seconds of sampling per schema (the rest: unfinished)")
     ap.add_argument("--soft-len", type=int, default=48)
     ap.add_argument("--max-len", type=int, default=400)
     ap.add_argument("--json", default=None, help="write all results here")
@@ -372,7 +381,8 @@ def main() -> None:
         from sglang.runtime.model_loader import resolve_model_path
 
         args.tokenizer = resolve_model_path("default")
-    opts = {"timeout": args.timeout, "samples": args.samples, "soft_len": args.soft_len, "max_len": args.max_len}
+    opts = {"timeout": args.timeout, "samples": args.samples, "soft_len": args.soft_len, "max_len": args.max_len,
+            "walk_s": args.walk_s}
     schemas = load_schemas(args.limit, args.category)
     if args.child:
         print(json.dumps(run_arm(args.impl, args.tokenizer, schemas, opts)))
@@ -388,7 +398,8 @@ def main() -> None:
             continue
         cmd = [args.bench_python, os.path.abspath(__file__), "--child", "--impl", impl, "--tokenizer", args.tokenizer,
                "--timeout", str(args.timeout), "--samples", str(args.samples), "--soft-len", str(args.soft_len),
-               "--max-len", str(args.max_len)] + (["--limit", str(args.limit)] if args.limit else []) + \
+               "--max-len", str(args.max_len), "--walk-s", str(args.walk_s)] + \
+            (["--limit", str(args.limit)] if args.limit else []) + \
             (["--category", args.category] if args.category else [])
         p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         try:
