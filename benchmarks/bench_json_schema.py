@@ -9,7 +9,8 @@ where each comes from). Per schema and engine, in a child process with a time li
 - compile: cold compile to a token-level constraint (ours: schema → regex → token FSM, or schema → CFG +
   the first mask; no disk cache; the process keeps its in-memory caches of lexical automata, which are
   meant to be shared across schemas);
-- mask: mean µs per token mask along random walks of the constraint;
+- mask: mean µs to produce one token mask (ours: `fill_mask` into a bool row, as the scheduler calls it;
+  xgrammar: `fill_next_token_bitmask`; outlines-core: `write_mask_into`) along the random walks;
 - validity: random walks to EOS (seeded; past `--soft-len` tokens EOS is taken when allowed), decoded and
   checked with the `jsonschema` validator; walks that reach no EOS within `--max-len` count as unfinished.
 xgrammar and outlines-core run in the bench venv (see bench_constrained.py), one subprocess per arm
@@ -56,7 +57,8 @@ def validate(schema: Any, text: str) -> Optional[str]:
     return None if err is None else f"{err.message[:120]} at {list(err.absolute_path)[:6]}"
 
 
-def random_walk(allowed: Callable[[], list[int]], advance: Callable[[int], None], eos: set[int],
+def random_walk(mask: Callable[[], Any], ids_of: Callable[[Any], list[int]], advance: Callable[[int], None],
+                eos: set[int],
                 token_bytes: Callable[[int], bytes], rng: random.Random, soft_len: int, max_len: int,
                 mask_times: list[float], deadline: float = float("inf")) -> tuple[Optional[bytes], Optional[str]]:
     """Walk the constraint: (output bytes, None) at EOS, (None, reason) when stuck, too long or past
@@ -66,8 +68,9 @@ def random_walk(allowed: Callable[[], list[int]], advance: Callable[[int], None]
         if time.perf_counter() > deadline:
             return None, "unfinished"
         t = time.perf_counter()
-        ids = allowed()
+        row = mask()  # timed: producing the engine's mask; listing its ids is the harness's business
         mask_times.append(time.perf_counter() - t)
+        ids = ids_of(row)
         if not ids:
             return None, "empty mask (a token led nowhere)"
         ends = [i for i in ids if i in eos]
@@ -182,7 +185,7 @@ def _ours_worker(row: dict, opts: dict, k: int) -> dict:
     for _ in range(opts["samples"]):
         st = state if not mask_times else (CFGConstraintState(state.index) if spec.grammar is not None
                                            else new_state(spec, vocab, cache=cache))
-        text, why = random_walk(lambda: np.flatnonzero(_mask(st)).tolist(), st.advance, eos,
+        text, why = random_walk(lambda: _mask(st), lambda m: np.flatnonzero(m).tolist(), st.advance, eos,
                                 lambda i: vocab.token_bytes[i], rng, opts["soft_len"], opts["max_len"], mask_times,
                                 deadline)
         if text is None:
@@ -204,8 +207,6 @@ def _ours_worker(row: dict, opts: dict, k: int) -> dict:
 
 def _mask(st: Any):
     """The allowed-token row of a constraint state as the engine gets it (a bool row per step)."""
-    if hasattr(st, "allowed_mask"):
-        return st.allowed_mask()
     import torch
 
     row = torch.empty(st.vocab.size, dtype=torch.bool)
@@ -256,13 +257,12 @@ def _xgr_worker(row: dict, opts: dict, k: int) -> dict:
     for _ in range(opts["samples"]):
         m = xg.GrammarMatcher(compiled)
 
-        def allowed() -> list[int]:
-            m.fill_next_token_bitmask(bitmask)
+        def ids_of(_: Any) -> list[int]:
             row = torch.zeros(n, dtype=torch.float32)
             xg.apply_token_bitmask_inplace(row[None], bitmask)
             return torch.nonzero(row == 0).flatten().tolist()
 
-        text, why = random_walk(allowed, m.accept_token, eos, lambda i: _G["bytes"][i], rng, opts["soft_len"],
+        text, why = random_walk(lambda: m.fill_next_token_bitmask(bitmask), ids_of, m.accept_token, eos, lambda i: _G["bytes"][i], rng, opts["soft_len"],
                                 opts["max_len"], mask_times, deadline)
         if text is None:
             unfinished += why == "unfinished"
@@ -316,12 +316,12 @@ def _outlines_worker(row: dict, opts: dict, k: int) -> dict:
         g = oc.Guide(index)
         mask = np.zeros((n + 31) // 32, dtype=np.int32)
 
-        def allowed() -> list[int]:
-            g.write_mask_into(mask.ctypes.data, mask.size, 4)
+        def ids_of(_: Any) -> list[int]:
             bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[:n]
             return np.flatnonzero(bits).tolist()
 
-        text, why = random_walk(allowed, lambda t: g.advance(t, return_tokens=False), eos,
+        text, why = random_walk(lambda: g.write_mask_into(mask.ctypes.data, mask.size, 4), ids_of,
+                                lambda t: g.advance(t, return_tokens=False), eos,
                                 lambda i: _G["bytes"][i], rng, opts["soft_len"], opts["max_len"], mask_times, deadline)
         if text is None:
             unfinished += why == "unfinished"
