@@ -130,13 +130,10 @@ def test_any_value_and_type_lists() -> None:
 @pytest.mark.parametrize("schema,path", [
     ({"type": "strnig"}, "#/type"),
     ({"type": "object", "properties": {"a": {"$ref": "#/$defs/Missing"}}}, "#/properties/a/$ref"),
-    ({"type": "number", "maximum": 3.5}, "#"),
     ({"type": "array", "minItems": 3, "maxItems": 1}, "#"),
-    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)"}}}, None),
     ('{"type": "object",', None),
-    ({"allOf": [{"type": "string"}, {"type": "integer"}]}, "#/allOf"),
-    ({"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "#"),
-    ({"type": "object", "properties": {"n": {"type": "integer", "multipleOf": 3}}}, "#/properties/n"),
+    ({"allOf": [{"type": "string"}, {"type": "integer"}]}, "#"),  # no value is both
+    ({"type": "string", "maxLength": 1, "minLength": 2}, "#"),
 ])
 def test_bad_schema_errors_name_the_place(schema, path) -> None:
     with pytest.raises(ConstraintError) as ei:

@@ -3,7 +3,9 @@
 Pipeline: constraint → regex (`api`, `json_schema`, `grammar`) → minimal byte DFA (`regex_fsm`) →
 token index over the tokenizer's vocabulary (`token_fsm`, via `vocab`'s byte trie) → cached in memory,
 on disk and in blobs (`cache`) → per-request cursor with masks and jump-forward (`state`) → scheduler
-hook (`scheduler_hook`).
+hook (`scheduler_hook`). JSON schemas go through a grammar IR (`json_schema`, `json_lexical`, `schema_ir`):
+small non-recursive ones become that one regex, recursive or large ones a context-free grammar for the
+Earley engine (`cfg`, `cfg_state`, cached on disk by `cfg_cache`); grammar text is read by `lark_source`.
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ from sglang.runtime.constrained.api import (BOOL_REGEX, FLOAT_REGEX, INT_REGEX, 
                   new_state, preload, response_format_to_constraint, serialize_fsm)
 from sglang.runtime.constrained.cache import ConstraintCache, default_cache_dir, get_default_cache
 from sglang.runtime.constrained.errors import (ConstraintError, ConstraintViolation, EmptyLanguageError, GrammarError, RegexSyntaxError,
-                     SchemaError)
-from sglang.runtime.constrained.json_schema import json_schema_to_regex
+                     SchemaError, SchemaWarning)
+from sglang.runtime.constrained.json_schema import json_schema_info, json_schema_to_regex
 from sglang.runtime.constrained.regex_fsm import ByteDFA, regex_to_dfa
 from sglang.runtime.constrained.scheduler_hook import make_constraint_factory
 from sglang.runtime.constrained.state import ConstraintState, JumpForward
@@ -23,8 +25,8 @@ from sglang.runtime.constrained.vocab import TokenVocab, vocab_from_tokenizer
 __all__ = [
     "BOOL_REGEX", "FLOAT_REGEX", "INT_REGEX", "STRING_REGEX", "ByteDFA", "ConstraintCache", "ConstraintError",
     "ConstraintSpec", "ConstraintState", "ConstraintViolation", "EmptyLanguageError", "GrammarError",
-    "JumpForward", "RegexSyntaxError", "SchemaError", "TokenFSM", "TokenVocab",
+    "JumpForward", "RegexSyntaxError", "SchemaError", "SchemaWarning", "TokenFSM", "TokenVocab",
     "build_constraint_from_sampling_params", "choices_to_regex", "compile_regex", "default_cache_dir",
-    "deserialize_fsm", "get_default_cache", "json_schema_to_regex", "make_constraint_factory", "new_state",
-    "preload", "regex_to_dfa", "response_format_to_constraint", "serialize_fsm", "vocab_from_tokenizer",
+    "deserialize_fsm", "get_default_cache", "json_schema_info", "json_schema_to_regex", "make_constraint_factory",
+    "new_state", "preload", "regex_to_dfa", "response_format_to_constraint", "serialize_fsm", "vocab_from_tokenizer",
 ]

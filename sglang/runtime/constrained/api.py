@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from sglang.runtime.constrained.cache import ConstraintCache, _fsm_from_bytes, _fsm_to_bytes, get_default_cache, table_key
+from sglang.runtime.constrained.cache import ConstraintCache, fsm_from_bytes, fsm_to_bytes, get_default_cache, table_key
 from sglang.runtime.constrained.errors import ConstraintError, GrammarError
-from sglang.runtime.constrained.json_schema import json_schema_to_regex
+from sglang.runtime.constrained.json_schema import json_schema_constraint, json_schema_to_regex
 from sglang.runtime.constrained.regex_fsm import regex_to_dfa
 from sglang.runtime.constrained.state import ConstraintState
 from sglang.runtime.constrained.token_fsm import TokenFSM
@@ -34,7 +34,8 @@ class ConstraintSpec:
     regex: str
     kind: str  # regex | json_schema | choices | ebnf | response_format
     source: str  # what the caller gave (for error messages and logs)
-    grammar: Optional[str] = None  # set for a non-regular grammar: run the CFG engine (cfg_state.py)
+    # set for a non-regular grammar or a recursive/large JSON schema: run the CFG engine (cfg_state.py)
+    grammar: Optional[str] = None
 
 
 def choices_to_regex(choices: Sequence[str]) -> str:
@@ -69,8 +70,8 @@ def build_constraint_from_sampling_params(sp: Any, whitespace: str = "default") 
             regex_to_dfa(value)  # validate early: errors name the pattern and position
             return ConstraintSpec(value, "regex", value)
         if key == "json_schema":
-            rx = json_schema_to_regex(value, whitespace=whitespace)
-            return ConstraintSpec(rx, "json_schema", value if isinstance(value, str) else repr(value))
+            rx, cfg = json_schema_constraint(value, whitespace=whitespace)
+            return ConstraintSpec(rx, "json_schema", value if isinstance(value, str) else repr(value), grammar=cfg)
         from sglang.runtime.constrained.grammar import grammar_constraint
 
         rx, exact = grammar_constraint(value)
@@ -105,7 +106,8 @@ def response_format_to_constraint(response_format: Any, whitespace: str = "defau
         if schema is None:
             raise ConstraintError("response_format.json_schema.schema is missing")
         try:
-            return ConstraintSpec(json_schema_to_regex(schema, whitespace=whitespace), "json_schema", repr(schema))
+            rx, cfg = json_schema_constraint(schema, whitespace=whitespace)
+            return ConstraintSpec(rx, "json_schema", repr(schema), grammar=cfg)
         except ConstraintError as exc:
             raise _with_field(exc, "response_format.json_schema.schema") from None
     if kind == "regex":
@@ -148,16 +150,16 @@ def new_state(spec: ConstraintSpec | str, tokenizer: Any, cache: Optional[Constr
 
 
 def serialize_fsm(fsm: TokenFSM) -> bytes:
-    return _fsm_to_bytes(fsm)
+    return fsm_to_bytes(fsm)
 
 
 def deserialize_fsm(data: bytes) -> TokenFSM:
-    return _fsm_from_bytes(data)
+    return fsm_from_bytes(data)
 
 
 def preload(fsm: TokenFSM, cache: Optional[ConstraintCache] = None) -> str:
     """Put a deserialized table into the (default) cache so requests with its regex skip compilation."""
     c = cache or get_default_cache()
     key = table_key(fsm.pattern, fsm.fingerprint)
-    c._remember(key, fsm)
+    c.remember(key, fsm)
     return key

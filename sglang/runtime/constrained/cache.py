@@ -40,7 +40,7 @@ def table_key(regex: str, fingerprint: str) -> str:
 _TABLE_MAGIC = b"SGLCTAB\x01"
 
 
-def _fsm_to_bytes(fsm: TokenFSM) -> bytes:
+def fsm_to_bytes(fsm: TokenFSM) -> bytes:
     """One table as bytes: magic, u32 header length, JSON header (pattern, fingerprint, array specs), then
     the raw arrays. Loading is a single read plus zero-copy views (no zip, no CRC), i.e. ~1 ms."""
     arrays = fsm.to_arrays()
@@ -57,7 +57,7 @@ def _fsm_to_bytes(fsm: TokenFSM) -> bytes:
     return _TABLE_MAGIC + struct.pack("<I", len(head)) + head + b"".join(chunks)
 
 
-def _fsm_from_bytes(data: bytes | Path) -> TokenFSM:
+def fsm_from_bytes(data: bytes | Path) -> TokenFSM:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         data = Path(data).read_bytes()
     data = bytes(data)
@@ -104,14 +104,14 @@ class ConstraintCache:
             fsm = TokenFSM.build(regex, regex_to_dfa(regex), vocab)
             self.stats["compiles"] += 1
             self._store_disk(key, fsm)
-        self._remember(key, fsm)
+        self.remember(key, fsm)
         return fsm
 
     def contains(self, regex: str, fingerprint: str) -> bool:
         key = table_key(regex, fingerprint)
         return key in self._mem or (self.disk and (self.cache_dir / f"{key}.fsm").exists())
 
-    def _remember(self, key: str, fsm: TokenFSM) -> None:
+    def remember(self, key: str, fsm: TokenFSM) -> None:
         with self._lock:
             self._mem[key] = fsm
             self._mem.move_to_end(key)
@@ -129,7 +129,7 @@ class ConstraintCache:
         if not path.exists():
             return None
         try:
-            fsm = _fsm_from_bytes(path)
+            fsm = fsm_from_bytes(path)
         except (OSError, ValueError, KeyError, TypeError, struct.error):  # a torn or stale file: rebuild it
             return None
         if fsm.pattern != regex or fsm.fingerprint != fingerprint:
@@ -142,7 +142,7 @@ class ConstraintCache:
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_bytes(_fsm_to_bytes(fsm))
+            tmp.write_bytes(fsm_to_bytes(fsm))
             os.replace(tmp, self.cache_dir / f"{key}.fsm")  # atomic: readers never see half a file
         except OSError:
             pass  # a read-only cache dir only costs recompiles
@@ -159,7 +159,7 @@ class ConstraintCache:
                 fsms = list(self._mem.values())
         header, payloads, offset = [], [], 0
         for fsm in fsms:
-            data = _fsm_to_bytes(fsm)
+            data = fsm_to_bytes(fsm)
             header.append({"key": table_key(fsm.pattern, fsm.fingerprint), "offset": offset, "length": len(data)})
             payloads.append(data)
             offset += len(data)
@@ -181,8 +181,8 @@ class ConstraintCache:
         n = 0
         for entry in head["tables"]:
             start = base + entry["offset"]
-            fsm = _fsm_from_bytes(bytes(data[start:start + entry["length"]]))
-            self._remember(table_key(fsm.pattern, fsm.fingerprint), fsm)
+            fsm = fsm_from_bytes(bytes(data[start:start + entry["length"]]))
+            self.remember(table_key(fsm.pattern, fsm.fingerprint), fsm)
             n += 1
         self.stats["blob_loads"] += n
         return n

@@ -1,7 +1,7 @@
 """Exact context-free grammar recognizer over bytes: an Earley parser whose terminals are byte DFAs.
 
 Used for grammars that are not regular (nesting recursion, which grammar.py can only unroll to a fixed
-depth). Lark parses the grammar text (Lark or GBNF, via grammar._load); every terminal is compiled with
+depth). Lark parses the grammar text (Lark or GBNF, via lark_source.load_grammar); every terminal is compiled with
 regex_fsm into a ByteDFA; rules become plain BNF. `%ignore` terminals are allowed before every terminal
 and at the end (an implicit rule `IGN: | IGNORED`, IGNORED matching any run of them).
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from sglang.runtime.constrained.errors import ConstraintError, GrammarError
+from sglang.runtime.constrained.lark_source import load_grammar, terminal_regex
 from sglang.runtime.constrained.regex_fsm import ByteDFA, regex_to_dfa
 
 Item = tuple[int, int, int]  # (rule id, dot, origin position)
@@ -39,19 +40,17 @@ class CompiledCFG:
     dfas: tuple[ByteDFA, ...]
     trans: tuple[list[list[int]], ...]  # python copies of the DFA tables (fast scalar lookups)
     accepting: tuple[list[bool], ...]
+    term_regexes: Optional[tuple[str, ...]] = None  # when set, keys token walks shared across grammars
 
 
 def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
     """Compile Lark/GBNF text; bad grammars raise GrammarError (lark's message has the position)."""
-    from sglang.runtime.constrained.grammar import _KNOWN_TERMINALS, _load
-
-    parser = _load(src, start)
+    parser = load_grammar(src, start)
     term_names: list[str] = []
     dfas: list[ByteDFA] = []
     tid: dict[str, int] = {}
     for t in parser.terminals:
-        rx = t.pattern.to_regexp()
-        rx = _KNOWN_TERMINALS.get(rx, rx)
+        rx = terminal_regex(t)
         try:
             dfa = regex_to_dfa(rx)
         except ConstraintError as exc:
@@ -65,15 +64,13 @@ def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
         return nt.setdefault(name, len(nt))
 
     raw: list[tuple[int, list[int]]] = []
-    ign_rx = [f"({_KNOWN_TERMINALS.get(t.pattern.to_regexp(), t.pattern.to_regexp())})"
-              for t in parser.terminals if t.name in set(getattr(parser, "ignore_tokens", []))]
+    ign_rx = [f"({terminal_regex(t)})" for t in parser.terminals if t.name in set(getattr(parser, "ignore_tokens", []))]
     ign: list[int] = []
     if ign_rx:  # one terminal for any run of ignored text, so `IGN` never splits a run two ways
         term_names.append("__IGNORED")
         dfas.append(regex_to_dfa(f"({'|'.join(ign_rx)})+"))
         ign = [len(dfas) - 1]
     ign_nt = nid("__IGN") if ign else -1
-    s_prime = nid("__START")
     for r in parser.rules:
         body: list[int] = []
         for s in r.expansion:
@@ -88,16 +85,29 @@ def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
         raw.append((nid(r.origin.name), body))
     if start not in nt:
         raise GrammarError(f"grammar has no rule {start!r}")
-    raw.append((s_prime, [nt[start]] + ([ign_nt] if ign else [])))
     if ign:
         raw.append((ign_nt, []))
         raw.append((ign_nt, [~ign[0]]))
+    names = [""] * len(nt)
+    for k, v in nt.items():
+        names[v] = k
+    return build_cfg(raw, names, term_names, dfas, [nt[start]] + ([ign_nt] if ign else []), start_name=start)
+
+
+def build_cfg(raw: list[tuple[int, list[int]]], nt_names: list[str], term_names: list[str], dfas: list[ByteDFA],
+              start_body: list[int], start_name: str = "start",
+              term_regexes: Optional[list[str]] = None) -> CompiledCFG:
+    """A CompiledCFG from BNF rules (lhs nonterminal id, body of symbols: ids >= 0, terminals ~t) and the
+    terminals' DFAs; `start_body` is the right-hand side of the added start rule. Unproductive rules are
+    dropped so every Earley item can still complete (GrammarError when the start derives nothing)."""
+    names = list(nt_names) + ["__START"]
+    s_prime = len(names) - 1
+    raw = list(raw) + [(s_prime, list(start_body))]
     defined = {l for l, _ in raw}
     for _, body in raw:
         for s in body:
             if s >= 0 and s not in defined:
-                name = next(k for k, v in nt.items() if v == s)
-                raise GrammarError(f"rule {name!r} is used but not defined")
+                raise GrammarError(f"rule {names[s]!r} is used but not defined")
     # keep productive rules only, so every Earley item can still be completed
     productive: set[int] = set()
     changed = True
@@ -108,7 +118,7 @@ def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
                 productive.add(l)
                 changed = True
     if s_prime not in productive:
-        raise GrammarError(f"rule {start!r} derives no finite string (every alternative recurses forever)")
+        raise GrammarError(f"rule {start_name!r} derives no finite string (every alternative recurses forever)")
     raw = [(l, b) for l, b in raw if all(s < 0 or s in productive for s in b)]
     nullable: set[int] = {~i for i, d in enumerate(dfas) if d.accepting[d.start]}
     changed = True
@@ -118,18 +128,29 @@ def compile_cfg(src: str, start: str = "start") -> CompiledCFG:
             if l not in nullable and all(s in nullable for s in body):
                 nullable.add(l)
                 changed = True
-    by_lhs: list[list[int]] = [[] for _ in nt]
+    by_lhs: list[list[int]] = [[] for _ in names]
     for i, (l, _) in enumerate(raw):
         by_lhs[l].append(i)
-    names = [""] * len(nt)
-    for k, v in nt.items():
-        names[v] = k
     return CompiledCFG(lhs=tuple(l for l, _ in raw), rhs=tuple(tuple(b) for _, b in raw),
                        by_lhs=tuple(tuple(x) for x in by_lhs), nullable=frozenset(nullable),
                        start_rule=next(i for i, (l, _) in enumerate(raw) if l == s_prime),
                        nt_names=tuple(names), term_names=tuple(term_names), dfas=tuple(dfas),
-                       trans=tuple(d.trans.tolist() for d in dfas),
-                       accepting=tuple(d.accepting.tolist() for d in dfas))
+                       trans=tuple(_tables(d)[0] for d in dfas), accepting=tuple(_tables(d)[1] for d in dfas),
+                       term_regexes=tuple(term_regexes) if term_regexes is not None else None)
+
+
+_TABLE_CACHE: dict[int, tuple[ByteDFA, list[list[int]], list[bool]]] = {}
+
+
+def _tables(dfa: ByteDFA) -> tuple[list[list[int]], list[bool]]:
+    """Python-list copies of a DFA's tables, made once per DFA object (terminal DFAs are shared across
+    grammars, see schema_ir.terminal_dfa). The entry keeps the DFA alive so its id is never reused."""
+    got = _TABLE_CACHE.get(id(dfa))
+    if got is None or got[0] is not dfa:
+        if len(_TABLE_CACHE) > 16384:
+            _TABLE_CACHE.clear()
+        got = _TABLE_CACHE[id(dfa)] = (dfa, dfa.trans.tolist(), dfa.accepting.tolist())
+    return got[1], got[2]
 
 
 class Column:

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 
 from sglang.runtime.constrained.cfg import Column, CompiledCFG, Recognizer, Waiting, closure, compile_cfg, step
+from sglang.runtime.constrained.cfg_cache import cached_cfg
 from sglang.runtime.constrained.errors import ConstraintViolation
+from sglang.runtime.constrained.json_schema import is_schema_grammar, schema_cfg
 from sglang.runtime.constrained.state import consume_eos
 from sglang.runtime.constrained.vocab import TokenVocab
 
@@ -32,6 +34,8 @@ from sglang.runtime.constrained.vocab import TokenVocab
 # Parser steps one mask may spend walking token tails past terminal ends (a few thousand for JSON-like
 # grammars; grammars letting a terminal follow itself with no separator, e.g. `WORD+`, need far more).
 MAX_MASK_STEPS = 20_000
+SHARED_WALKS_MAX = 2_000  # (vocab, terminal regex, DFA state) walks kept process-wide (~V bytes each)
+_SHARED_WALKS: dict[tuple[str, str, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
 
 
 class _TrieLists:
@@ -70,11 +74,21 @@ class CFGIndex:
         self._lock = threading.Lock()
 
     def group_walk(self, t: int, q: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """(bool [V] tokens staying inside terminal t from DFA state q, [(depth, node)] where t accepts)."""
+        """(bool [V] tokens staying inside terminal t from DFA state q, [(depth, node)] where t accepts).
+
+        Grammars that name their terminals' regexes (JSON schemas) share these walks process-wide: the
+        same string / number / key terminals recur in every schema."""
         key = (t, q)
         got = self._walks.get(key)
         if got is not None:
             return got
+        shared = None
+        if self.g.term_regexes is not None:
+            shared = (self.vocab.fingerprint, self.g.term_regexes[t], q)
+            got = _SHARED_WALKS.get(shared)
+            if got is not None:
+                self._walks[key] = got
+                return got
         dfa = self.g.dfas[t]
         tr = self.trie
         inside = np.zeros(self.vocab.size, dtype=np.bool_)
@@ -89,6 +103,10 @@ class CFGIndex:
             bounds.extend((d, int(n)) for n in np.flatnonzero(dfa.accepting[st]))
         with self._lock:
             self._walks[key] = (inside, bounds)
+            if shared is not None:
+                if len(_SHARED_WALKS) > SHARED_WALKS_MAX:
+                    _SHARED_WALKS.clear()
+                _SHARED_WALKS[shared] = (inside, bounds)
         return inside, bounds
 
     def mask(self, col: Column, chart: list[Waiting]) -> np.ndarray:
@@ -154,13 +172,19 @@ _INDEX_CACHE: dict[tuple[str, str], CFGIndex] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def cfg_index(src: str, vocab: TokenVocab) -> CFGIndex:
-    """The (memoized) CFGIndex of grammar text `src` for `vocab`; raises GrammarError for a bad grammar."""
+def _compile_grammar(src: str) -> CompiledCFG:
+    return schema_cfg(src) if is_schema_grammar(src) else compile_cfg(src)
+
+
+def cfg_index(src: str, vocab: TokenVocab, disk: bool = True) -> CFGIndex:
+    """The (memoized) CFGIndex of grammar text `src` (Lark / GBNF, or a JSON-schema grammar key from
+    json_schema.json_schema_constraint) for `vocab`, compiled once per process and kept on disk
+    (cfg_cache.py); raises GrammarError for a bad grammar."""
     key = (src, vocab.fingerprint)
     with _CACHE_LOCK:
         got = _INDEX_CACHE.get(key)
     if got is None:
-        got = CFGIndex(compile_cfg(src), vocab, src)
+        got = CFGIndex(cached_cfg(src, _compile_grammar, disk=disk), vocab, src)
         with _CACHE_LOCK:
             if len(_INDEX_CACHE) > 64:
                 _INDEX_CACHE.clear()

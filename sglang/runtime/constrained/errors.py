@@ -29,6 +29,11 @@ class SchemaError(ConstraintError):
         super().__init__(f"invalid JSON schema at {path}: {msg}")
 
 
+class SchemaWarning(UserWarning):
+    """A JSON-schema keyword that constrained decoding cannot enforce was ignored (or a remote `$ref` was
+    read as "any value"): outputs still parse, but may break that keyword."""
+
+
 class GrammarError(ConstraintError):
     """The Lark/EBNF grammar does not parse or cannot be used."""
 

@@ -10,80 +10,17 @@ rules), then every rule is inlined into one regex:
   `grammar_info(...)["unrolled"]` lists the rules cut).
 - `%ignore` terminals may appear between any two symbols.
 
-GBNF (`root ::= ...`, as llama.cpp / xgrammar write EBNF) is translated to Lark first.
+GBNF (`root ::= ...`, as llama.cpp / xgrammar write EBNF) is translated to Lark first (lark_source.py).
 `grammar_constraint(src)` says whether the regex is exact; when it is not, sampling-params grammars run on
 the exact context-free engine instead (cfg.py / cfg_state.py), so nesting depth is unbounded there.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Optional
 
 from sglang.runtime.constrained.errors import ConstraintError, GrammarError
+from sglang.runtime.constrained.lark_source import load_grammar, terminal_regex
 from sglang.runtime.constrained.regex_fsm import regex_to_dfa
-
-# lark's common terminals written with look-behind → the same language without it
-_KNOWN_TERMINALS = {
-    r'".*?(?<!\\)(\\\\)*?"': r'"([^"\\\n]|\\[^\n])*"',  # ESCAPED_STRING
-}
-
-
-def _gbnf_to_lark(src: str) -> str:
-    """Translate GBNF rules (`name ::= body`) to Lark syntax; character classes become regex terminals."""
-    out = []
-    for line in src.splitlines():
-        m = re.match(r"^\s*([A-Za-z][A-Za-z0-9_-]*)\s*::=(.*)$", line)
-        if m:
-            name = m.group(1).replace("-", "_").lower()
-            out.append(("start" if name == "root" else name) + ":" + _gbnf_body(m.group(2)))
-        else:
-            out.append("    " + _gbnf_body(line) if line.strip() else "")
-    return "\n".join(out)
-
-
-def _gbnf_body(body: str) -> str:
-    parts, i = [], 0
-    while i < len(body):
-        c = body[i]
-        if c == '"':
-            j = i + 1
-            while j < len(body) and body[j] != '"':
-                j += 2 if body[j] == "\\" else 1
-            parts.append(body[i:j + 1])
-            i = j + 1
-        elif c == "[":
-            j = i + 1
-            while j < len(body) and body[j] != "]":
-                j += 2 if body[j] == "\\" else 1
-            cls = body[i:j + 1].replace("/", "\\/")
-            parts.append(f"/{cls}/")
-            i = j + 1
-        elif c == "#":
-            break
-        elif c.isalpha():
-            m = re.match(r"[A-Za-z][A-Za-z0-9_-]*", body[i:])
-            name = m.group(0).replace("-", "_").lower()
-            parts.append("start" if name == "root" else name)
-            i += len(m.group(0))
-        else:
-            parts.append(c)
-            i += 1
-    return "".join(parts)
-
-
-def _load(src: str, start: str) -> Any:
-    try:
-        from lark import Lark
-        from lark.exceptions import LarkError
-    except ImportError as exc:  # pragma: no cover - lark is a dependency
-        raise GrammarError("grammar constraints need the 'lark' package") from exc
-    if not isinstance(src, str) or not src.strip():
-        raise GrammarError(f"grammar must be a non-empty string, got {src!r}")
-    text = _gbnf_to_lark(src) if "::=" in src else src
-    try:
-        return Lark(text, start=start, parser="earley", lexer="dynamic")
-    except LarkError as exc:
-        raise GrammarError(f"invalid grammar: {exc}") from None
 
 
 class GrammarTooLarge(GrammarError):
@@ -97,8 +34,7 @@ class _Inliner:
             self.rules.setdefault(r.origin.name, []).append(list(r.expansion))
         self.terms: dict[str, str] = {}
         for t in parser.terminals:
-            rx = t.pattern.to_regexp()
-            rx = _KNOWN_TERMINALS.get(rx, rx)
+            rx = terminal_regex(t)
             try:
                 regex_to_dfa(rx)  # terminals are small; this catches look-arounds etc. with positions
             except ConstraintError as exc:
@@ -196,7 +132,7 @@ def grammar_info(src: str, start: str = "start", max_depth: int = 3) -> dict[str
     """{"regex": str, "unrolled": [rules whose recursion was cut at max_depth]}."""
     if "::=" in src and start == "start":
         start = "start"  # GBNF's root is renamed start
-    parser = _load(src, start)
+    parser = load_grammar(src, start)
     inl = _Inliner(parser, max_depth)
     body = inl.rule(start, ())
     if body is None:

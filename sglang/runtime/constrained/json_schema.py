@@ -1,50 +1,67 @@
-"""JSON schema → regex (whose every match is a JSON document valid under the schema).
+"""JSON schema → a constraint whose every accepted document is valid under the schema.
 
-Accepts a pydantic model class, a dict, or a JSON string. Supported: object (properties in declaration
-order, required/optional, additionalProperties for property-less objects), array (items, prefixItems,
-minItems/maxItems), string (minLength/maxLength, pattern, format date/time/date-time/uuid/email), enum,
-const, number/integer (minimum/maximum enforced for integers by digit-range regexes; for numbers a
-minimum >= 0 drops the sign, other number bounds are refused), boolean, null, type lists, anyOf/oneOf
-(oneOf as anyOf), allOf of one schema, `$ref` into `$defs`/`definitions` (recursion unrolled to
-`max_recursion_depth`, deeper branches dropped), `{}`/`true` = any JSON value of bounded nesting. Validation keywords a regex cannot enforce
-(multipleOf, uniqueItems, min/maxProperties, not, if/then/else, ...) are refused with a SchemaError.
+Accepts a pydantic model class, a dict, a boolean, or a JSON string. The schema is first converted into
+the grammar IR of schema_ir.py (one rule per `$ref` target; the terminals -- strings, numbers, formats,
+patterns, property names -- come from json_lexical.py), then compiled by one of two engines:
+- small, non-recursive schemas → ONE regex (`json_schema_to_regex`), i.e. a precomputed token FSM with
+  ~µs masks and jump-forward;
+- recursive or large schemas → a context-free grammar run by the exact Earley engine (cfg.py), whose
+  terminals (strings, numbers, keys, enums) share their token walks across schemas (cfg_state.py) and
+  whose compiled grammar is cached on disk by the grammar key's hash (cfg_cache.py).
+`json_schema_constraint(schema)` picks the engine; `json_schema_info(schema)` also lists the warnings.
+
+Coverage (JSON Schema drafts 4 to 2020-12): type (and lists), enum / const of any type, objects
+(properties in declaration order, required, additionalProperties, patternProperties), arrays (items,
+prefixItems / tuple items, additionalItems, minItems / maxItems), strings (min/maxLength, pattern,
+format: date, time, date-time, duration, email, uuid, uri, uri-reference, hostname, ipv4, ipv6...),
+integers (exact ranges), numbers (ranges: the integers and fixed-point decimals inside the range),
+anyOf / oneOf (oneOf as anyOf) nested to any depth, allOf (schemas merged: types, properties, bounds,
+enums intersected; anyOf members distributed), `$ref` into the document (`#`, `#/...` pointers, `$anchor`,
+the root's own `$id`), recursion (exact in the grammar engine), boolean subschemas (`true` / `false`).
+
+Policy for what no grammar enforces: the keyword is ignored and a `SchemaWarning` names it (uniqueItems,
+multipleOf, not, if/then/else, contains, min/maxProperties, dependencies, unknown formats, ...). A
+remote `$ref` (another document) cannot be fetched offline: it stands for any JSON value, with a warning.
+Where the schema leaves properties open and lists some, the output holds the listed ones only (the best
+engines do the same: it keeps outputs on-schema). Malformed schemas (a `$ref` into the document that
+does not resolve, an unknown type, inverted bounds...) raise SchemaError with the JSON-pointer path.
 
 Whitespace policy (`whitespace`): "compact" (none), "default" (at most one space after , and :), "pretty"
 (any spaces/newlines/tabs), or a custom regex used between tokens.
 """
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
+import threading
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sglang.runtime.constrained.errors import SchemaError
+from sglang.runtime.constrained.errors import ConstraintError, SchemaError, SchemaWarning
+from sglang.runtime.constrained.json_lexical import (BOOLEAN, FORMATS, FREE_FORMATS, INTEGER, NULL, NUMBER, STRING, STRING_CHAR,
+                           any_value_regex, bounded_string_dfa, int_range_regex, json_string_regex, key_excluding,
+                           number_range_regex)
+from sglang.runtime.constrained.schema_ir import ANY_RULE, EMPTY, Node, RegexTooLarge, T, alt, cyclic, opt, ref, rep, seq, solid, to_cfg, to_regex
 
-STRING_CHAR = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})'
-STRING = f'"{STRING_CHAR}*"'
-INTEGER = r"-?(0|[1-9][0-9]*)"
-NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
-BOOLEAN = r"(true|false)"
-NULL = r"null"
-FORMATS = {
-    "date": r'"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"',
-    "time": r'"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?"',
-    "date-time": r'"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]'
-                 r'(\.[0-9]+)?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"',
-    "uuid": r'"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"',
-    "email": r'"[a-zA-Z0-9._%+-]+@[a-zA-Z0-9-]+(\.[a-zA-Z0-9-]+)*\.[a-zA-Z]{2,}"',
-}
 WHITESPACE = {"compact": "", "default": "[ ]?", "pretty": r"[ \n\t]*"}
-# validation keywords the regex cannot enforce: refused rather than silently ignored
-_UNENFORCED = {"multipleOf", "uniqueItems", "minProperties", "maxProperties", "patternProperties",
-               "dependentRequired", "dependentSchemas", "dependencies", "if", "then", "else", "not", "contains",
-               "minContains", "maxContains", "propertyNames", "unevaluatedProperties", "unevaluatedItems"}
-_ANNOTATIONS = {"title", "description", "examples", "default", "$schema", "$id", "$comment", "deprecated",
-                "readOnly", "writeOnly", "discriminator"}
+# validation keywords no grammar here enforces: ignored with a SchemaWarning
+_UNENFORCED = {"multipleOf", "uniqueItems", "minProperties", "maxProperties", "dependentRequired",
+               "dependentSchemas", "dependencies", "if", "then", "else", "not", "contains", "minContains",
+               "maxContains", "propertyNames", "unevaluatedProperties", "unevaluatedItems"}
+_STRUCTURAL = {"$defs", "definitions", "$schema", "$id", "id", "$anchor", "$comment", "$vocabulary",
+               "$dynamicAnchor", "$recursiveAnchor"}
+_TYPES = ("null", "boolean", "object", "array", "string", "integer", "number")
+REGEX_MAX = 4_000  # regex engine up to this many characters; larger (or recursive) schemas run on the CFG
+MAX_COUNTED_LENGTH = 256  # longer maxLength bounds are tightened to this (every output stays valid)
+GRAMMAR_PREFIX = "%json_schema "
+CONVERTER_VERSION = 1  # part of the grammar key (and so of the disk cache key): bump when conversion changes  # ConstraintSpec.grammar of a JSON schema run on the CFG engine
 
 
 def schema_to_dict(schema: Any) -> dict | bool:
-    """A pydantic model class / dict / JSON string → schema dict."""
+    """A pydantic model class / dict / bool / JSON string → schema dict (or bool)."""
     if isinstance(schema, (dict, bool)):
         return schema
     if isinstance(schema, (str, bytes)):
@@ -53,7 +70,7 @@ def schema_to_dict(schema: Any) -> dict | bool:
         except json.JSONDecodeError as exc:
             raise SchemaError(f"not valid JSON: {exc.msg} at position {exc.pos}") from None
         if not isinstance(out, (dict, bool)):
-            raise SchemaError(f"a schema must be a JSON object, got {type(out).__name__}")
+            raise SchemaError(f"a schema must be a JSON object or boolean, got {type(out).__name__}")
         return out
     fn = getattr(schema, "model_json_schema", None)
     if callable(fn):
@@ -61,266 +78,613 @@ def schema_to_dict(schema: Any) -> dict | bool:
     raise SchemaError(f"expected a pydantic model class, dict or JSON string, got {type(schema).__name__}")
 
 
-def json_schema_to_regex(schema: Any, whitespace: str = "default", max_recursion_depth: int = 3,
-                         any_depth: int = 2) -> str:
+def whitespace_regex(whitespace: str) -> str:
     ws = WHITESPACE.get(whitespace, whitespace)
     if whitespace not in WHITESPACE:
         try:
             re.compile(ws)
         except re.error as exc:
             raise SchemaError(f"whitespace pattern {whitespace!r} is not a valid regex: {exc}") from None
+    return ws
+
+
+@dataclass
+class SchemaGrammar:
+    """A schema converted to the IR: the start node, one rule per `$ref` target, and the warnings."""
+
+    start: Node
+    rules: dict[str, Node]
+    any_node: Node
+    any_regex: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def recursive(self) -> bool:
+        return cyclic(self.start, self.rules)
+
+    def regex(self, max_depth: int = 3, limit: Optional[int] = None) -> Optional[str]:
+        return to_regex(self.start, self.rules, self.any_regex, max_depth, limit)
+
+    def cfg(self):
+        return to_cfg(self.start, self.rules, self.any_node)
+
+
+def schema_grammar(schema: Any, whitespace: str = "default", any_depth: int = 2) -> SchemaGrammar:
+    """Convert a schema to the IR (raises SchemaError for a malformed schema or an empty language)."""
+    ws = whitespace_regex(whitespace)
     root = schema_to_dict(schema)
-    conv = _Converter(root, ws, max_recursion_depth, any_depth)
-    out = conv.convert(root, "#", ())
+    conv = _Converter(root, ws)
+    start = conv.node(root, "#")
+    if start is None:
+        raise SchemaError("no JSON value satisfies the schema (every branch is empty)")
+    return SchemaGrammar(start, conv.rules, conv.any_rule(), any_value_regex(ws, any_depth), conv.warnings)
+
+
+def json_schema_to_regex(schema: Any, whitespace: str = "default", max_recursion_depth: int = 3,
+                         any_depth: int = 2) -> str:
+    """One regex for the schema (recursion unrolled `max_recursion_depth` levels, deeper branches dropped;
+    "any value" nests `any_depth` levels). Ignored keywords are reported as SchemaWarnings."""
+    g = schema_grammar(schema, whitespace, any_depth)
+    _emit_warnings(g.warnings)
+    out = g.regex(max_recursion_depth)
     if out is None:
         raise SchemaError("no JSON value satisfies the schema (every branch is empty or too deeply recursive)")
     return out
 
 
-def _alt(parts: list[Optional[str]]) -> Optional[str]:
-    parts = [p for p in parts if p is not None]
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else "(" + "|".join(parts) + ")"
+def json_schema_info(schema: Any, whitespace: str = "default") -> dict[str, Any]:
+    """{"regex": str | None, "grammar": str | None, "recursive": bool, "warnings": [str]}: the engine the
+    schema runs on (regex when it is small and not recursive, else the CFG grammar key `grammar`)."""
+    g = schema_grammar(schema, whitespace)
+    rx = None
+    if not g.recursive:
+        try:
+            rx = g.regex(limit=REGEX_MAX)
+        except RegexTooLarge:
+            rx = None
+    grammar = None
+    if rx is None:
+        payload = json.dumps({"schema": schema_to_dict(schema), "whitespace": whitespace,
+                              "converter": CONVERTER_VERSION}, sort_keys=True)
+        grammar = GRAMMAR_PREFIX + payload
+        with _GRAMMARS_LOCK:  # schema_cfg(grammar) usually follows: keep the conversion
+            if len(_GRAMMARS) >= 64:
+                _GRAMMARS.pop(next(iter(_GRAMMARS)))
+            _GRAMMARS[grammar] = g
+    return {"regex": rx, "grammar": grammar, "recursive": g.recursive, "warnings": list(g.warnings)}
+
+
+def json_schema_constraint(schema: Any, whitespace: str = "default") -> tuple[str, Optional[str]]:
+    """(regex, grammar): the regex when the schema runs on the regex engine (grammar None), else ("",
+    grammar key) for the CFG engine (`schema_cfg(grammar)` compiles it). Warnings are emitted."""
+    info = json_schema_info(schema, whitespace)
+    _emit_warnings(info["warnings"])
+    return (info["regex"], None) if info["grammar"] is None else ("", info["grammar"])
+
+
+_GRAMMARS: dict[str, SchemaGrammar] = {}  # grammar key -> its conversion (recent ones)
+_GRAMMARS_LOCK = threading.Lock()
+
+
+def is_schema_grammar(src: str) -> bool:
+    return isinstance(src, str) and src.startswith(GRAMMAR_PREFIX)
+
+
+def schema_cfg(src: str):
+    """The CompiledCFG of a grammar key made by json_schema_constraint."""
+    with _GRAMMARS_LOCK:
+        g = _GRAMMARS.get(src)
+    if g is None:
+        payload = json.loads(src[len(GRAMMAR_PREFIX):])
+        g = schema_grammar(payload["schema"], payload["whitespace"])
+    return g.cfg()
+
+
+def _emit_warnings(messages: list[str]) -> None:
+    for m in messages:
+        warnings.warn(m, SchemaWarning, stacklevel=3)
 
 
 def _literal(value: Any) -> str:
     return re.escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
-class _Converter:
-    def __init__(self, root: Any, ws: str, max_depth: int, any_depth: int) -> None:
-        self.root, self.ws, self.max_depth, self.any_depth = root, ws, max_depth, any_depth
+def _json_type(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "boolean"
+    if isinstance(v, int):
+        return "integer"
+    if isinstance(v, float):
+        return "integer" if v.is_integer() else "number"
+    if isinstance(v, str):
+        return "string"
+    return "array" if isinstance(v, list) else "object"
 
-    def convert(self, s: Any, path: str, refs: tuple[str, ...]) -> Optional[str]:
-        if s is True or s == {}:
-            return self.any_value(self.any_depth)
+
+def _type_set(s: dict) -> Optional[set[str]]:
+    t = s.get("type")
+    if t is None:
+        return None
+    ts = set(t) if isinstance(t, list) else {t}
+    if "number" in ts:
+        ts.add("integer")
+    return ts
+
+
+class _Converter:
+    def __init__(self, root: Any, ws: str) -> None:
+        self.root, self.ws = root, ws
+        self.rules: dict[str, Optional[Node]] = {}
+        self.warnings: list[str] = []
+        self._anchors: dict[str, Any] = {}
+        self._base = root.get("$id", root.get("id")) if isinstance(root, dict) else None
+        self._index_anchors(root)
+        self._any: Optional[Node] = None
+        self._building: set[str] = set()  # rules being converted (a reference to one is recursion)
+        self._expanding: set[str] = set()  # $refs being merged with their sibling keywords
+
+    # ----- helpers -----
+    def warn(self, msg: str, path: str) -> None:
+        text = f"JSON schema at {path}: {msg}"
+        if text not in self.warnings:
+            self.warnings.append(text)
+
+    def _index_anchors(self, s: Any) -> None:
+        if isinstance(s, dict):
+            for key in ("$anchor", "$dynamicAnchor"):
+                if isinstance(s.get(key), str):
+                    self._anchors.setdefault("#" + s[key], s)
+            for key in ("$id", "id"):
+                if isinstance(s.get(key), str) and s[key].startswith("#"):
+                    self._anchors.setdefault(s[key], s)
+            for v in s.values():
+                self._index_anchors(v)
+        elif isinstance(s, list):
+            for v in s:
+                self._index_anchors(v)
+
+    def any_rule(self) -> Node:
+        """The recursive "any JSON value" rule body (the CFG engine's; the regex engine bounds it)."""
+        if self._any is None:
+            ws, v = self.ws, ref(ANY_RULE)
+            sep = T(f"{ws},{ws}")
+            member = seq(T(f"{STRING}{ws}:{ws}"), v)
+            arr = seq(T(rf"\[{ws}"), opt(seq(v, rep(seq(sep, v), 0, None))), T(rf"{ws}\]"))
+            obj = seq(T(rf"\{{{ws}"), opt(seq(member, rep(seq(sep, member), 0, None))), T(rf"{ws}\}}"))
+            self._any = alt([T(f"({STRING}|{NUMBER}|{BOOLEAN}|{NULL})"), arr, obj])
+        return self._any
+
+    def resolve(self, r: Any, path: str) -> tuple[Optional[str], Any]:
+        """(rule name, target schema) of a `$ref`; (None, None) for a remote reference (any value)."""
+        if not isinstance(r, str):
+            raise SchemaError(f"$ref must be a string, got {r!r}", path + "/$ref")
+        if self._base and isinstance(self._base, str) and r.startswith(self._base.split("#")[0]) and \
+                self._base.split("#")[0]:
+            r = r[len(self._base.split("#")[0]):] or "#"
+        if not r.startswith("#"):
+            self.warn(f"remote $ref {r!r} cannot be fetched offline: any JSON value is allowed there", path)
+            return None, None
+        if r in self._anchors:
+            return r, self._anchors[r]
+        node: Any = self.root
+        for part in [p for p in r[1:].split("/") if p]:
+            part = part.replace("~1", "/").replace("~0", "~").replace("%25", "%")
+            if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                raise SchemaError(f"$ref {r!r} does not resolve", path + "/$ref")
+        return r, node
+
+    # ----- schema → node -----
+    def node(self, s: Any, path: str) -> Optional[Node]:
+        if s is True:
+            return ref(ANY_RULE)
         if s is False:
             return None
         if not isinstance(s, dict):
             raise SchemaError(f"expected an object or boolean, got {type(s).__name__}", path)
-        bad = sorted(_UNENFORCED & set(s))
-        if bad:
-            raise SchemaError(f"keyword(s) {bad} cannot be enforced by constrained decoding", path)
         if "$ref" in s:
-            return self.ref(s["$ref"], path, refs)
-        if "const" in s:
-            return _literal(s["const"])
-        if "enum" in s:
-            if not isinstance(s["enum"], list) or not s["enum"]:
-                raise SchemaError("enum must be a non-empty list", path + "/enum")
-            return _alt([_literal(v) for v in s["enum"]])
-        for key in ("anyOf", "oneOf"):
+            rest = {k: v for k, v in s.items() if k != "$ref" and _constraining(k)}
+            r = s["$ref"]
+            if not rest:
+                return self._ref(r, path)
+            if r in self._expanding:  # the target contains itself with these siblings: stop unfolding
+                self.warn(f"keywords {sorted(rest)} beside a recursive $ref are ignored", path)
+                return self._ref(r, path)
+            self._expanding = self._expanding | {r}
+            try:
+                return self.node({**{k: v for k, v in s.items() if k not in rest and k != "$ref"},
+                                  "allOf": [{"$ref": r}, rest]}, path)
+            finally:
+                self._expanding = self._expanding - {r}
+        for key in ("anyOf", "oneOf"):  # before allOf: merging distributes over the branches
             if key in s:
                 subs = s[key]
                 if not isinstance(subs, list) or not subs:
                     raise SchemaError(f"{key} must be a non-empty list", f"{path}/{key}")
                 base = {k: v for k, v in s.items() if k != key}
-                return _alt([self.convert({**base, **sub} if isinstance(sub, dict) and _has_type_info(base) else sub,
-                                          f"{path}/{key}/{i}", refs) for i, sub in enumerate(subs)])
+                if not any(_constraining(k) for k in base):
+                    return alt([self.node(sub, f"{path}/{key}/{i}") for i, sub in enumerate(subs)])
+                return alt([self.node({"allOf": [base, sub]}, f"{path}/{key}/{i}") for i, sub in enumerate(subs)])
         if "allOf" in s:
-            subs = s["allOf"]
-            if not isinstance(subs, list) or len(subs) != 1:
-                raise SchemaError("allOf is supported with exactly one subschema", path + "/allOf")
-            return self.convert(subs[0], path + "/allOf/0", refs)
-        t = s.get("type")
-        if isinstance(t, list):
-            return _alt([self.convert({**s, "type": one}, path, refs) for one in t])
-        if t is None:
-            if "properties" in s or "additionalProperties" in s:
-                t = "object"
-            elif "items" in s or "prefixItems" in s:
-                t = "array"
-            else:
-                unknown = set(s) - _ANNOTATIONS - {"$defs", "definitions"}
-                if unknown:
-                    raise SchemaError(f"unsupported keyword(s) {sorted(unknown)} without a type", path)
-                return self.any_value(self.any_depth)
-        handler = {"object": self.obj, "array": self.array, "string": self.string, "integer": self.integer,
-                   "number": self.number, "boolean": lambda *_: BOOLEAN, "null": lambda *_: NULL}.get(t)
-        if handler is None:
-            raise SchemaError(f"unknown type {t!r}", path + "/type")
-        return handler(s, path, refs)
+            return self.node(self.merge_all(s, path), path)
+        self._warn_unenforced(s, path)
+        types = _type_set(s)
+        if types is not None:
+            bad = types - set(_TYPES)
+            if bad:
+                raise SchemaError(f"unknown type {sorted(bad)[0]!r}", path + "/type")
+        if "const" in s or "enum" in s:
+            return self.values(s, types, path)
+        if types is None:
+            types = self._implied_types(s)
+        if types is None:
+            return ref(ANY_RULE)
+        parts = []
+        for t in _TYPES:
+            if t in types and not (t == "integer" and "number" in types):
+                parts.append(self.typed(t, s, path))
+        return alt(parts)
 
-    def ref(self, ref: Any, path: str, refs: tuple[str, ...]) -> Optional[str]:
-        if not isinstance(ref, str) or not ref.startswith("#"):
-            raise SchemaError(f"only local $ref ('#/...') is supported, got {ref!r}", path + "/$ref")
-        if refs.count(ref) >= self.max_depth:
-            return None  # recursion unrolled deep enough: this branch is dropped
-        node: Any = self.root
-        for part in [p for p in ref[1:].split("/") if p]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            if not isinstance(node, dict) or part not in node:
-                raise SchemaError(f"$ref {ref!r} does not resolve", path + "/$ref")
-            node = node[part]
-        return self.convert(node, ref, refs + (ref,))
+    def _ref(self, r: Any, path: str) -> Optional[Node]:
+        name, target = self.resolve(r, path)
+        if name is None:
+            return ref(ANY_RULE)
+        if name in self.rules:
+            if self.rules[name] is None and name not in self._building:
+                return None  # the target's language is empty
+            return ref(name)
+        self.rules[name] = None
+        self._building = self._building | {name}
+        try:
+            body = self.node(target, name)
+        finally:
+            self._building = self._building - {name}
+        self.rules[name] = body
+        return None if body is None else ref(name)
 
-    def obj(self, s: dict, path: str, refs: tuple[str, ...]) -> Optional[str]:
+    def _implied_types(self, s: dict) -> Optional[set[str]]:
+        found = set()
+        if any(k in s for k in ("properties", "additionalProperties", "patternProperties", "required")):
+            found.add("object")
+        if any(k in s for k in ("items", "prefixItems", "minItems", "maxItems", "additionalItems")):
+            found.add("array")
+        if any(k in s for k in ("minLength", "maxLength", "pattern", "format")):
+            found.add("string")
+        if any(k in s for k in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")):
+            found |= {"number", "integer"}
+        # a schema with object keywords and no type also admits other types; producing only the implied
+        # type(s) is a subset of what it admits, and what the schema's author means
+        return found or None
+
+    def _warn_unenforced(self, s: dict, path: str) -> None:
+        for k in sorted(_UNENFORCED & set(s)):
+            v = s[k]
+            if (k == "uniqueItems" and v is False) or (k == "multipleOf" and v == 1 and
+                                                      _type_set(s) == {"integer"}) or \
+                    (k in ("minProperties", "minContains") and v == 0):
+                continue
+            self.warn(f"keyword {k!r} cannot be enforced by constrained decoding and is ignored", path)
+
+    def values(self, s: dict, types: Optional[set[str]], path: str) -> Optional[Node]:
+        if "const" in s:
+            vals = [s["const"]]
+        else:
+            vals = s["enum"]
+            if not isinstance(vals, list) or not vals:
+                raise SchemaError("enum must be a non-empty list", path + "/enum")
+        if "const" in s and "enum" in s:
+            vals = [v for v in vals if v in s["enum"]]
+        if types is not None:
+            vals = [v for v in vals if _json_type(v) in types]
+        return alt([T(_literal(v)) for v in vals])
+
+    def typed(self, t: str, s: dict, path: str) -> Optional[Node]:
+        if t == "object":
+            return self.obj(s, path)
+        if t == "array":
+            return self.array(s, path)
+        if t == "string":
+            return self.string(s, path)
+        if t == "integer":
+            return self.integer(s, path)
+        if t == "number":
+            return self.number(s, path)
+        return T(BOOLEAN if t == "boolean" else NULL)
+
+    # ----- allOf -----
+    def merge_all(self, s: dict, path: str, depth: int = 0) -> Any:
+        """allOf → one schema: every member (refs resolved) merged into the siblings."""
+        subs = s["allOf"]
+        if not isinstance(subs, list) or not subs:
+            raise SchemaError("allOf must be a non-empty list", path + "/allOf")
+        out: Any = {k: v for k, v in s.items() if k != "allOf"}
+        for i, sub in enumerate(subs):
+            sub = self.expand(sub, f"{path}/allOf/{i}", depth)
+            out = _merge(out, sub, self, f"{path}/allOf")
+            if out is False:
+                return False
+        return out
+
+    def expand(self, sub: Any, path: str, depth: int) -> Any:
+        """A member of allOf with its own $ref / allOf resolved (depth-bounded: recursive refs stay refs)."""
+        if depth > 8:
+            return sub
+        if isinstance(sub, dict) and "$ref" in sub:
+            name, target = self.resolve(sub["$ref"], path)
+            rest = {k: v for k, v in sub.items() if k != "$ref"}
+            if name is None:
+                target = True
+            target = self.expand(target, name or path, depth + 1)
+            if target is True:
+                return rest
+            if target is False:
+                return False
+            sub = _merge(dict(target), rest, self, path) if rest else target
+        if isinstance(sub, dict) and "allOf" in sub:
+            sub = self.merge_all(sub, path, depth + 1)
+        return sub
+
+    # ----- objects -----
+    def obj(self, s: dict, path: str) -> Optional[Node]:
         ws = self.ws
-        props = s.get("properties", {}) or {}
+        props = s.get("properties") or {}
         if not isinstance(props, dict):
             raise SchemaError("properties must be an object", path + "/properties")
-        required = set(s.get("required", []) or [])
-        missing = required - set(props)
-        if missing and not props:
-            raise SchemaError(f"required properties {sorted(missing)} have no schema", path + "/required")
-        if not props:
-            extra = s.get("additionalProperties", True)
-            if extra is False:
-                return r"\{" + ws + r"\}"
-            value = self.convert(extra, path + "/additionalProperties", refs) if extra is not True else \
-                self.any_value(self.any_depth - 1)
-            if value is None:
-                return r"\{" + ws + r"\}"
-            item = f"{STRING}{ws}:{ws}{value}"
-            return rf"\{{{ws}({item}({ws},{ws}{item})*)?{ws}\}}"
-        items: list[tuple[str, bool]] = []
+        pattern_props = s.get("patternProperties") or {}
+        extra = s.get("additionalProperties", None)
+        required = [r for r in (s.get("required") or []) if isinstance(r, str)]
+        props = dict(props)
+        for name in required:
+            if name not in props:  # required but only allowed as an additional / pattern property
+                props[name] = _pattern_schema(name, pattern_props) or (extra if extra is not None else True)
+        required_set = set(required)
+        items: list[tuple[Node, bool, bool]] = []  # (item, required, repeatable)
         for name, sub in props.items():
-            value = self.convert(sub, f"{path}/properties/{name}", refs)
+            value = self.node(sub, f"{path}/properties/{_escape_pointer(name)}")
             if value is None:
-                if name in required:
+                if name in required_set:
                     return None
                 continue
-            items.append((_literal(name) + f"{ws}:{ws}" + value, name in required))
-        sep = f"{ws},{ws}"
-        # the first present property has no comma; after it, each one is ",p" (optional ones may be absent)
-        alts = []
-        for k, (first, _) in enumerate(items):
-            if any(req for _, req in items[:k]):
-                break
-            rest = "".join(f"{sep}{p}" if req else f"({sep}{p})?" for p, req in items[k + 1:])
-            alts.append(first + rest)
-        body = "(" + "|".join(alts) + ")" if len(alts) > 1 else alts[0] if alts else ""
-        if all(not req for _, req in items) and alts:
-            body = f"({body})?"
-        return rf"\{{{ws}{body}{ws}\}}"
+            items.append((seq(T(_literal(name) + f"{ws}:{ws}"), value), name in required_set, False))
+        extras = []
+        for pat, sub in pattern_props.items():
+            key = self.pattern_string(pat, f"{path}/patternProperties")
+            value = self.node(sub, f"{path}/patternProperties/{_escape_pointer(pat)}")
+            if key is not None and value is not None:
+                extras.append(seq(T(f"{key}{ws}:{ws}"), value))
+        if extra is not None and extra is not False or (extra is None and not props and not pattern_props):
+            value = self.node(True if extra is None else extra, path + "/additionalProperties")
+            if value is not None:
+                extras.append(seq(key_excluding(list(props)), T(f"{ws}:{ws}"), value))
+        for k in ("minProperties", "maxProperties"):
+            if k in s and not (k == "minProperties" and s[k] <= len(required_set)):
+                self.warn(f"keyword {k!r} cannot be enforced by constrained decoding and is ignored", path)
+        if extras:
+            items.append((alt(extras), False, True))
+        return seq(T(rf"\{{{ws}"), _member_list(items, T(f"{ws},{ws}")), T(rf"{ws}\}}"))
 
-    def array(self, s: dict, path: str, refs: tuple[str, ...]) -> Optional[str]:
+    # ----- arrays -----
+    def array(self, s: dict, path: str) -> Optional[Node]:
         ws = self.ws
-        lo = int(s.get("minItems", 0))
+        lo = int(s.get("minItems", 0) or 0)
         hi = s.get("maxItems")
-        if hi is not None and int(hi) < lo:
+        hi = None if hi is None else int(hi)
+        if hi is not None and hi < lo:
             raise SchemaError(f"maxItems {hi} < minItems {lo}", path)
-        prefix = s.get("prefixItems")
-        if prefix is not None:
-            parts = [self.convert(p, f"{path}/prefixItems/{i}", refs) for i, p in enumerate(prefix)]
-            if any(p is None for p in parts):
-                return None
-            return r"\[" + ws + f"{ws},{ws}".join(parts) + ws + r"\]"
-        item = self.convert(s.get("items", True), path + "/items", refs)
-        if item is None:
-            return r"\[" + ws + r"\]" if lo == 0 else None
-        if hi is not None and int(hi) == 0:
-            return r"\[" + ws + r"\]"
-        more_lo = max(lo - 1, 0)
-        more = f"{{{more_lo},{'' if hi is None else int(hi) - 1}}}"
-        body = f"{item}({ws},{ws}{item}){more}"
-        if lo == 0:
-            body = f"({body})?"
-        return r"\[" + ws + body + ws + r"\]"
+        if "prefixItems" in s:
+            prefix, rest = s["prefixItems"], s.get("items", True)
+        elif isinstance(s.get("items"), list):
+            prefix, rest = s["items"], s.get("additionalItems", True)
+        else:
+            prefix, rest = [], s.get("items", True)
+        if s.get("uniqueItems") and (hi is None or hi > 1):
+            pass  # warned by _warn_unenforced
+        elems = [self.node(p, f"{path}/prefixItems/{i}") for i, p in enumerate(prefix)]
+        rest_node = self.node(rest, path + "/items")
+        sep = T(f"{ws},{ws}")
 
-    def string(self, s: dict, path: str, refs: tuple[str, ...]) -> str:
-        if "pattern" in s:
-            pat = s["pattern"]
-            if not isinstance(pat, str):
-                raise SchemaError("pattern must be a string", path + "/pattern")
-            pat = pat[1:] if pat.startswith("^") else pat
-            pat = pat[:-1] if pat.endswith("$") and not pat.endswith("\\$") else pat
-            return f'"({pat})"'
-        fmt = s.get("format")
-        if fmt in FORMATS:
-            return FORMATS[fmt]
-        lo = int(s.get("minLength", 0))
+        def tail(k: int) -> Optional[Node]:
+            """The elements from index k on, each preceded by a comma (k >= 1)."""
+            if hi is not None and k >= hi:
+                return EMPTY
+            if k >= len(elems):
+                r_hi = None if hi is None else hi - k
+                return rep(seq(sep, rest_node), max(lo - k, 0), r_hi)
+            more = seq(sep, elems[k], tail(k + 1))
+            return more if k < lo else opt(more)
+
+        first = elems[0] if elems else rest_node
+        body = seq(first, tail(1)) if hi != 0 else EMPTY
+        if lo == 0 and hi != 0:
+            body = opt(body)
+        return seq(T(rf"\[{ws}"), body, T(rf"{ws}\]"))
+
+    # ----- scalars -----
+    def string(self, s: dict, path: str) -> Optional[Node]:
+        lo = int(s.get("minLength", 0) or 0)
         hi = s.get("maxLength")
-        if hi is not None and int(hi) < lo:
+        hi = None if hi is None else int(hi)
+        if hi is not None and hi < lo:
             raise SchemaError(f"maxLength {hi} < minLength {lo}", path)
+        if "pattern" in s:
+            rx = self.pattern_string(s["pattern"], path)
+            if rx is not None:
+                if lo or hi is not None:
+                    self.warn("minLength/maxLength together with pattern: only the pattern is enforced", path)
+                return T(rx)
+        fmt = s.get("format")
+        if isinstance(fmt, str) and fmt not in FORMATS and fmt not in FREE_FORMATS:
+            self.warn(f"string format {fmt!r} is not enforced (any string is allowed)", path)
+        if fmt in FORMATS and not lo and hi is None:
+            return T(FORMATS[fmt])
         if lo == 0 and hi is None:
-            return STRING
-        return f'"{STRING_CHAR}{{{lo},{"" if hi is None else int(hi)}}}"'
+            return T(STRING)
+        if hi is not None and hi > MAX_COUNTED_LENGTH:
+            hi = max(lo, MAX_COUNTED_LENGTH)  # a subset of the allowed lengths keeps the automaton small
+        rx = f'"{STRING_CHAR}{{{lo},{"" if hi is None else hi}}}"'
+        if (hi if hi is not None else lo) <= 8:
+            return T(rx)
+        return solid(rx, functools.partial(bounded_string_dfa, lo, hi))
 
-    def integer(self, s: dict, path: str, refs: tuple[str, ...]) -> Optional[str]:
-        lo, hi = _bounds(s, integer=True)
-        if lo is None and hi is None:
-            return INTEGER
-        if lo is not None and hi is not None and lo > hi:
+    def pattern_string(self, pat: Any, path: str) -> Optional[str]:
+        """A JSON string literal regex whose content fully matches `pat` (anchors dropped: a full match is
+        also a search match); None with a warning when the pattern cannot be translated."""
+        if not isinstance(pat, str):
+            raise SchemaError("pattern must be a string", path + "/pattern")
+        try:
+            body = json_string_regex(pat)
+        except ConstraintError as exc:
+            self.warn(f"pattern {pat!r} is not supported ({exc}); any string is allowed", path)
             return None
-        return int_range_regex(lo, hi)
+        return f'"{body}"'
 
-    def number(self, s: dict, path: str, refs: tuple[str, ...]) -> str:
-        lo, hi = _bounds(s, integer=False)
-        if hi is not None or (lo is not None and lo != 0):
-            raise SchemaError("number bounds other than minimum 0 cannot be enforced (use an integer)", path)
-        return NUMBER if lo is None else NUMBER[2:]  # minimum 0: no minus sign
+    def integer(self, s: dict, path: str) -> Optional[Node]:
+        lo, lo_x, hi, hi_x = _raw_bounds(s)
+        ilo = None if lo is None else (math.floor(lo) + 1 if lo_x else math.ceil(lo))
+        ihi = None if hi is None else (math.ceil(hi) - 1 if hi_x else math.floor(hi))
+        if ilo is None and ihi is None:
+            return T(INTEGER)
+        if ilo is not None and ihi is not None and ilo > ihi:
+            return None
+        return T(int_range_regex(ilo, ihi))
 
-    def any_value(self, depth: int) -> str:
-        scalars = [STRING, NUMBER, BOOLEAN, NULL]
-        if depth <= 0:
-            return "(" + "|".join(scalars) + ")"
-        inner, ws = self.any_value(depth - 1), self.ws
-        arr = rf"\[{ws}({inner}({ws},{ws}{inner})*)?{ws}\]"
-        obj = rf"\{{{ws}({STRING}{ws}:{ws}{inner}({ws},{ws}{STRING}{ws}:{ws}{inner})*)?{ws}\}}"
-        return "(" + "|".join(scalars + [arr, obj]) + ")"
-
-
-def _has_type_info(base: dict) -> bool:
-    return any(k not in _ANNOTATIONS for k in base)
+    def number(self, s: dict, path: str) -> Optional[Node]:
+        lo, lo_x, hi, hi_x = _raw_bounds(s)
+        if lo is None and hi is None:
+            return T(NUMBER)
+        rx = number_range_regex(lo, lo_x, hi, hi_x)
+        return None if rx is None else T(rx)
 
 
-def _bounds(s: dict, integer: bool) -> tuple[Optional[float], Optional[float]]:
-    lo = s.get("minimum")
-    hi = s.get("maximum")
-    if "exclusiveMinimum" in s:
-        x = s["exclusiveMinimum"]
-        lo = x + 1 if integer else x  # for numbers only the x >= 0 case is accepted later
-    if "exclusiveMaximum" in s:
-        x = s["exclusiveMaximum"]
-        hi = x - 1 if integer else x
-    if integer:
-        import math
-        lo = None if lo is None else int(math.ceil(lo))
-        hi = None if hi is None else int(math.floor(hi))
-    return lo, hi
+def _constraining(k: str) -> bool:
+    return k not in _STRUCTURAL and k not in {"title", "description", "examples", "default", "deprecated",
+                                              "readOnly", "writeOnly", "discriminator", "nullable",
+                                              "markdownDescription", "x-intellij-html-description",
+                                              "enumDescriptions", "markdownEnumDescriptions", "errorMessage"} \
+        and not k.startswith("x-")
 
 
-def _digits_range(lo: str, hi: str) -> str:
-    """Regex for the decimal strings of equal length n from lo to hi (lo <= hi, no leading-zero rules)."""
-    if lo == hi:
-        return lo
-    if len(lo) == 1:
-        return f"[{lo}-{hi}]"
-    if lo[0] == hi[0]:
-        return lo[0] + "(" + _digits_range(lo[1:], hi[1:]) + ")"
-    n = len(lo) - 1
-    parts = [lo[0] + "(" + _digits_range(lo[1:], "9" * n) + ")"]
-    if int(hi[0]) - int(lo[0]) > 1:
-        parts.append(f"[{int(lo[0]) + 1}-{int(hi[0]) - 1}][0-9]{{{n}}}")
-    parts.append(hi[0] + "(" + _digits_range("0" * n, hi[1:]) + ")")
-    return "(" + "|".join(parts) + ")"
+def _escape_pointer(name: str) -> str:
+    return name.replace("~", "~0").replace("/", "~1")
 
 
-def _nonneg_range(lo: int, hi: Optional[int]) -> str:
-    """Canonical decimal (no leading zeros) of lo..hi, hi None = unbounded."""
-    parts = []
-    n_lo = len(str(lo))
-    top = len(str(hi)) if hi is not None else n_lo
-    for n in range(n_lo, top + 1):
-        a = max(lo, 10 ** (n - 1) if n > 1 else 0)
-        b = min(hi, 10 ** n - 1) if hi is not None else 10 ** n - 1
-        if a <= b:
-            parts.append(_digits_range(str(a), str(b)))
-    if hi is None:
-        parts.append(f"[1-9][0-9]{{{n_lo},}}")
-    return "(" + "|".join(parts) + ")"
+def _pattern_schema(name: str, pattern_props: dict) -> Any:
+    for pat, sub in pattern_props.items():
+        try:
+            if re.search(pat, name):
+                return sub
+        except re.error:
+            continue
+    return None
 
 
-def int_range_regex(lo: Optional[int], hi: Optional[int]) -> str:
-    """Regex of the canonical JSON integers in [lo, hi] (None = unbounded)."""
-    parts = []
-    if hi is None or hi >= 0:
-        parts.append(_nonneg_range(max(lo, 0) if lo is not None else 0, hi))
-    if lo is None or lo < 0:
-        # negatives: -(1..|lo|), bounded above by hi when hi < 0
-        nlo = 1 if hi is None or hi >= 0 else -hi
-        nhi = None if lo is None else -lo
-        parts.append("-" + _nonneg_range(nlo, nhi))
-    return "(" + "|".join(parts) + ")"
+def _member_list(items: list[tuple[Node, bool, bool]], sep: Node) -> Optional[Node]:
+    """Comma-separated members in order: each optional one may be absent, required ones present, the
+    repeatable (last) one any number of times. Built back to front so its size is linear:
+    X_k = the members from k on, non-empty, holding every required one."""
+    x: Optional[Node] = None
+    any_req_after = False
+    any_req = any(r for _, r, _ in items)
+    for item, req, repeat in reversed(items):
+        it = seq(item, rep(seq(sep, item), 0, None)) if repeat else item
+        if x is None:
+            x = it
+        elif req:
+            x = seq(it, sep, x) if any_req_after else seq(it, opt(seq(sep, x)))
+        elif any_req_after:
+            x = seq(opt(seq(it, sep)), x)
+        else:
+            x = alt([it, seq(opt(seq(it, sep)), x)])
+        any_req_after = any_req_after or req
+    if x is None:
+        return EMPTY
+    return x if any_req else opt(x)
+
+
+def _merge(a: Any, b: Any, conv: _Converter, path: str) -> Any:
+    """The schema of values valid under both `a` and `b` (a sound merge; unmergeable pairs keep `a`'s
+    keyword and warn)."""
+    if a is False or b is False:
+        return False
+    if a is True or a == {}:
+        return b if isinstance(b, (dict, bool)) else a
+    if b is True or b == {}:
+        return a
+    out = dict(a)
+    for k, v in b.items():
+        if k not in out:
+            out[k] = v
+            continue
+        u = out[k]
+        if k == "type":
+            ta = set(u) if isinstance(u, list) else {u}
+            tb = set(v) if isinstance(v, list) else {v}
+            both = (ta & tb) | ({"integer"} if ("integer" in ta and "number" in tb) or
+                                ("number" in ta and "integer" in tb) else set())
+            if not both:
+                return False
+            out[k] = sorted(both)
+        elif k == "properties":
+            props = dict(u)
+            for name, sub in v.items():
+                props[name] = {"allOf": [props[name], sub]} if name in props else sub
+            out[k] = props
+        elif k == "required":
+            out[k] = list(dict.fromkeys(list(u) + list(v)))
+        elif k in ("minimum", "minLength", "minItems", "minProperties", "exclusiveMinimum") and \
+                not isinstance(u, bool) and not isinstance(v, bool):
+            out[k] = max(u, v)
+        elif k in ("maximum", "maxLength", "maxItems", "maxProperties", "exclusiveMaximum") and \
+                not isinstance(u, bool) and not isinstance(v, bool):
+            out[k] = min(u, v)
+        elif k == "enum":
+            out[k] = [x for x in u if x in v]
+            if not out[k]:
+                return False
+        elif k == "const":
+            if u != v:
+                return False
+        elif k in ("items", "additionalProperties", "additionalItems") and not isinstance(u, list) \
+                and not isinstance(v, list):
+            out[k] = {"allOf": [u, v]}
+        elif k in ("anyOf", "oneOf"):
+            out.setdefault("allOf", [])
+            out["allOf"] = list(out.get("allOf", [])) + [{k: v}]
+        elif k == "patternProperties":
+            out[k] = {**u, **v}
+        elif k == "allOf":
+            out[k] = list(u) + list(v)
+        elif u != v and _constraining(k):
+            conv.warn(f"allOf members disagree on {k!r} ({u!r} vs {v!r}); the first is enforced", path)
+    for closed in (a, b):  # additionalProperties false closes the object to that member's own properties
+        if isinstance(closed, dict) and closed.get("additionalProperties") is False and "properties" in out:
+            own = set(closed.get("properties") or {})
+            if any(r not in own for r in out.get("required") or []):
+                return False
+            out["properties"] = {k: v for k, v in out["properties"].items() if k in own}
+    return out
+
+
+def _raw_bounds(s: dict) -> tuple[Optional[float], bool, Optional[float], bool]:
+    """(lo, lo exclusive, hi, hi exclusive), draft-4 boolean exclusives included."""
+    lo, hi = s.get("minimum"), s.get("maximum")
+    lo_x = hi_x = False
+    xm, xM = s.get("exclusiveMinimum"), s.get("exclusiveMaximum")
+    if isinstance(xm, bool):
+        lo_x = xm and lo is not None
+    elif isinstance(xm, (int, float)) and (lo is None or xm >= lo):
+        lo, lo_x = xm, True
+    if isinstance(xM, bool):
+        hi_x = xM and hi is not None
+    elif isinstance(xM, (int, float)) and (hi is None or xM <= hi):
+        hi, hi_x = xM, True
+    lo = lo if isinstance(lo, (int, float)) and not isinstance(lo, bool) else None
+    hi = hi if isinstance(hi, (int, float)) and not isinstance(hi, bool) else None
+    return lo, lo_x and lo is not None, hi, hi_x and hi is not None
+
+

@@ -323,8 +323,10 @@ def parse_regex(pattern: str):
     return tree
 
 
-def regex_to_dfa(pattern: str) -> ByteDFA:
-    """Compile `pattern` into a trimmed, minimal ByteDFA; an empty language raises EmptyLanguageError."""
+def regex_to_dfa(pattern: str, minimize: bool = True) -> ByteDFA:
+    """Compile `pattern` into a trimmed, minimal ByteDFA; an empty language raises EmptyLanguageError.
+    `minimize=False` skips the minimization (the grammar engine's lexical automata are walked lazily, so
+    a few redundant states cost less than minimizing them)."""
     tree = parse_regex(pattern)
     flags = tree.state.flags
     if flags & re.IGNORECASE:
@@ -335,8 +337,16 @@ def regex_to_dfa(pattern: str) -> ByteDFA:
     trans, accepting, start = _trim(trans, accepting, 1)
     if start == 0:
         raise EmptyLanguageError(f"regex {pattern!r} matches no string (its language is empty)")
-    trans, accepting, start = _minimize(trans, accepting, start)
+    if minimize:
+        trans, accepting, start = _minimize(trans, accepting, start)
     return ByteDFA(trans=np.ascontiguousarray(trans[:, class_of]), accepting=accepting, start=start)
+
+
+def trim_dfa(dfa: ByteDFA) -> ByteDFA:
+    """`dfa` keeping only states reachable from the start that can still reach acceptance (the others
+    become the dead state 0), for automata built directly rather than by `regex_to_dfa`."""
+    trans, accepting, start = _trim(dfa.trans, dfa.accepting, dfa.start)
+    return ByteDFA(trans=np.ascontiguousarray(trans), accepting=accepting, start=start)
 
 
 def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -379,6 +389,7 @@ def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarra
         return got
 
     ids: dict[frozenset, int] = {}
+    step_cache: dict[frozenset, frozenset] = {}  # NFA targets -> their epsilon closure
     rows: list[list[int]] = [[0] * n_classes]  # dead state 0
     acc: list[bool] = [False]
     first = closure(start)
@@ -395,10 +406,13 @@ def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarra
                 targets.setdefault(c, set()).add(t)
         row = rows[sid]
         for c, ts in targets.items():
-            nxt: set = set()
-            for t in ts:
-                nxt |= closure(t)
-            key = frozenset(nxt)
+            fts = frozenset(ts)
+            key = step_cache.get(fts)
+            if key is None:  # many classes (and states) move to the same NFA targets: close them once
+                nxt: set = set()
+                for t in ts:
+                    nxt |= closure(t)
+                key = step_cache[fts] = frozenset(nxt)
             tid = ids.get(key)
             if tid is None:
                 if len(rows) >= MAX_DFA_STATES:
@@ -415,30 +429,34 @@ def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarra
 def _trim(trans: np.ndarray, accepting: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Keep states reachable from start that can reach an accepting state; the rest become state 0."""
     n = trans.shape[0]
-    src_idx = np.repeat(np.arange(n), trans.shape[1])
-    pairs = np.unique(np.stack([trans.reshape(-1), src_idx], axis=1), axis=0)  # (dst, src), by dst
-    bounds = np.searchsorted(pairs[:, 0], np.arange(n + 1))
-    preds = pairs[:, 1]
+    # successor sets in plain Python: per-state numpy calls dominate for the small tables of terminals
+    succ = [set(row) for row in trans.tolist()]
+    preds: list[list[int]] = [[] for _ in range(n)]
+    for s_, ts in enumerate(succ):
+        for t in ts:
+            preds[t].append(s_)
     live = np.zeros(n, dtype=bool)
     stack = [int(s) for s in np.flatnonzero(accepting) if s != 0]
     live[stack] = True
+    live_l = live.tolist()
     while stack:  # backwards search from the accepting states
         t = stack.pop()
-        for s in preds[bounds[t]:bounds[t + 1]]:
-            if not live[s]:
-                live[s] = True
-                stack.append(int(s))
-    live[0] = False
-    reach = np.zeros(n, dtype=bool)
-    if live[start]:
-        reach[start] = True
+        for s_ in preds[t]:
+            if not live_l[s_]:
+                live_l[s_] = True
+                stack.append(s_)
+    live_l[0] = False
+    reach_l = [False] * n
+    if live_l[start]:
+        reach_l[start] = True
         stack = [start]
         while stack:
-            s = stack.pop()
-            for t in np.unique(trans[s]):
-                if live[t] and not reach[t]:
-                    reach[t] = True
-                    stack.append(int(t))
+            s_ = stack.pop()
+            for t in succ[s_]:
+                if live_l[t] and not reach_l[t]:
+                    reach_l[t] = True
+                    stack.append(t)
+    reach = np.asarray(reach_l, dtype=bool)
     keep = np.flatnonzero(reach)
     if keep.size == 0:
         return np.zeros((1, trans.shape[1]), np.int32), np.zeros(1, bool), 0

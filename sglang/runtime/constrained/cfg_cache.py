@@ -1,0 +1,76 @@
+"""Compiled context-free grammars on disk, keyed by the grammar text's hash (JSON-schema grammar keys
+included), so a schema compiled once is loaded in about a millisecond by any later process.
+
+File: `<cache dir>/cfg/<sha256 prefix>.npz` (numpy's zip, no pickle): the BNF rules and names as one JSON
+header, each terminal DFA's arrays beside it. A file that does not load (torn, another version) is
+ignored and rewritten.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import zipfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from sglang.runtime.constrained.cache import default_cache_dir
+from sglang.runtime.constrained.cfg import CompiledCFG, build_cfg
+from sglang.runtime.constrained.regex_fsm import ByteDFA
+
+FORMAT_VERSION = 1
+
+
+def cfg_path(src: str, cache_dir: Optional[Path] = None) -> Path:
+    digest = hashlib.sha256(f"{FORMAT_VERSION}\0".encode() + src.encode("utf-8", "surrogatepass")).hexdigest()
+    return (cache_dir or default_cache_dir()) / "cfg" / f"{digest[:40]}.npz"
+
+
+def save_cfg(g: CompiledCFG, path: Path) -> None:
+    """Write `g` atomically (readers never see half a file); a read-only cache dir is skipped."""
+    nt_count = len(g.nt_names) - 1  # build_cfg appends __START itself
+    start_rule = g.rhs[g.start_rule]
+    head = {"version": FORMAT_VERSION, "nt_names": list(g.nt_names[:-1]), "term_names": list(g.term_names),
+            "term_regexes": list(g.term_regexes) if g.term_regexes is not None else None,
+            "rules": [[l, list(b)] for i, (l, b) in enumerate(zip(g.lhs, g.rhs)) if i != g.start_rule and l < nt_count],
+            "start_body": list(start_rule)}
+    arrays = {"head": np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)}
+    for i, d in enumerate(g.dfas):
+        arrays[f"t{i}"], arrays[f"a{i}"], arrays[f"s{i}"] = d.trans, d.accepting, np.asarray([d.start])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def load_cfg(path: Path) -> Optional[CompiledCFG]:
+    """The grammar stored at `path`, or None (missing, torn or of another format)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            head = json.loads(bytes(z["head"]).decode())
+            if head.get("version") != FORMAT_VERSION:
+                return None
+            dfas = [ByteDFA(trans=z[f"t{i}"], accepting=z[f"a{i}"], start=int(z[f"s{i}"][0]))
+                    for i in range(len(head["term_names"]))]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # torn or foreign: rebuild
+        return None
+    return build_cfg([(l, b) for l, b in head["rules"]], head["nt_names"], head["term_names"], dfas,
+                     head["start_body"], term_regexes=head["term_regexes"])
+
+
+def cached_cfg(src: str, compile_fn: Callable[[str], CompiledCFG], disk: bool = True) -> CompiledCFG:
+    """`compile_fn(src)`, through the disk cache when `disk`."""
+    if not disk:
+        return compile_fn(src)
+    path = cfg_path(src)
+    g = load_cfg(path) if path.exists() else None
+    if g is None:
+        g = compile_fn(src)
+        save_cfg(g, path)
+    return g
