@@ -27,6 +27,7 @@ from model_dirs import NAMES, model_dir  # noqa: E402
 ARMS = {
     "naive": ["--attention-backend", "torch", "--disable-cuda-graph", "--disable-radix-cache", "--disable-overlap"],
     "full": [],
+    "noradix": ["--disable-radix-cache"],  # the full arm without its prefix cache (issue 17's baseline)
 }
 
 
@@ -72,7 +73,7 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path,
                                        "--gsp-question-len", str(args.gsp_question_len),
                                        "--gsp-output-len", str(args.gsp_output_len)]))
         runs = [(name if rate == "inf" else f"{name}@{rate}", extra + ["--request-rate", rate])
-                for rate in args.request_rates for name, extra in datasets]
+                for rate in args.request_rates for name, extra in datasets if name in args.datasets]
         for name, extra in runs:
             print(f"[{arm}] {name} ...", flush=True)
             # every run starts cold: the same prompts recur across rates and would hit the cache
@@ -106,6 +107,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--output-len", type=int, default=128)
     # generated-shared-prefix workload, SGLang's shape: 64 groups x 16 prompts, 2048-token system prompt,
     # 128-token question, 256 output tokens
+    p.add_argument("--datasets", nargs="+", default=["random", "shared_prefix"], choices=["random", "shared_prefix"])
     p.add_argument("--gsp-groups", type=int, default=64)
     p.add_argument("--gsp-per-group", type=int, default=16)
     p.add_argument("--gsp-system-len", type=int, default=2048)

@@ -33,12 +33,11 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def interp_run_batch(fn: Any, rows: list, backend: Any, threads: Any) -> list:
-    """Run `fn` on every row through the frontend interpreter (both SGLang's and ours).
-
-    Once our `run_batch` compiles by default, the `interp` arm must pass that switch's opt-out here: this is
-    the one place that says what "the interpreter" means for the benchmark."""
-    states = fn.run_batch(rows, backend=backend, num_threads=threads)
+def interp_run_batch(fn: Any, rows: list, backend: Any, threads: Any, **opts: Any) -> list:
+    """Run `fn` on every row through `run_batch`: SGLang's interpreter, ours (`compiled=False`: our
+    `run_batch` compiles by default) or our default path (no options). This is the one place that says what
+    "the interpreter" means for the benchmark."""
+    states = fn.run_batch(rows, backend=backend, num_threads=threads, **opts)
     return [_state_result(st) for st in states]
 
 
@@ -77,7 +76,8 @@ def prepare(mode: str, url: str, cmd: dict, cache: dict) -> Callable[[], list]:
     rows = mod.rows(cmd["items"])
     if runner is not None:
         return lambda: runner(rows)
-    return lambda: interp_run_batch(fn, rows, backend, cmd.get("threads", "auto"))
+    opts = {"compiled": False} if mode == "interp" else {}  # "default": what fn.run_batch does by default
+    return lambda: interp_run_batch(fn, rows, backend, cmd.get("threads", "auto"), **opts)
 
 
 def main(argv: list) -> int:
