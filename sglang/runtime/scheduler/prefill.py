@@ -20,7 +20,7 @@ from sglang.runtime.scheduler.batch import build_extend, to_device
 from sglang.runtime.scheduler.cache_manager import CacheManager
 from sglang.runtime.scheduler.logprobs import logprob_start, record_input_logprobs
 from sglang.runtime.scheduler.req import Req
-from sglang.runtime.scheduler.schedule_policy import LPM_MAX_QUEUE, Admission, PrefillAdder, order_waiting
+from sglang.runtime.scheduler.schedule_policy import LPM_MAX_QUEUE, MAX_SCAN_PER_ROUND, Admission, PrefillAdder, order_waiting
 
 STARVATION_ROUNDS = 16  # a request overtaken in this many prefill rounds goes before anything else
 
@@ -114,11 +114,13 @@ class PrefillManager:
         matches = {id(r): self.cache.match(r) for r in self.waiting} if lpm else {}
         order = order_waiting(self.waiting, "lpm" if lpm else "fcfs",
                               {k: int(v[0].numel()) for k, v in matches.items()}, self.starvation_rounds)
-        for req in order:
+        for scanned, req in enumerate(order):
+            if scanned >= MAX_SCAN_PER_ROUND and adder.admitted:
+                break  # a long queue of deferred siblings: matching them all every step costs more than a round
             slots, node = matches[id(req)] if lpm else self.cache.match(req)
             if adder.try_add(req, int(slots.numel()), new_token_ratio, lock_cost=self.cache.lock_cost(node)):
                 self.cache.admit(req, slots, node)
-            elif adder.blocked or adder.rem_requests <= 0:
+            elif adder.blocked or adder.rem_requests <= 0 or adder.rem_input_tokens <= 0:
                 break  # nothing more fits this round: skip matching the rest of the queue
         admitted = {id(a.req) for a in adder.admitted}
         latest = max((a.req.arrival for a in adder.admitted if a.req is not self.chunked), default=None)
