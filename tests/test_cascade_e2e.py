@@ -28,7 +28,7 @@ def prompts(n: int, shared: int, seed: int = 0) -> list[list[int]]:
 
 def run(path: str, batch: list[list[int]]) -> list[str]:
     with sglang.Engine(model_path=path, load_format="dummy", dtype="float32", attention_backend="triton",
-                       max_total_tokens=2000, disable_cuda_graph=True) as e:
+                       max_total_tokens=2000, disable_cuda_graph=True, enable_cascade_decode=True) as e:
         out = e.generate(input_ids=batch, sampling_params=GREEDY)
         e.check_invariant()
     return [o["text"] for o in out]

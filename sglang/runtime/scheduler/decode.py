@@ -42,7 +42,7 @@ class DecodeManager:
         self.new_token_ratio = self.init_new_token_ratio
         self.running: list[Req] = []
         # rows sharing radix-cached prefixes, so that attention may read that KV once per group
-        self.grouper = None if cache.cache.disabled else PrefixGrouper()
+        self.grouper = PrefixGrouper() if args.enable_cascade_decode and not cache.cache.disabled else None
         self.counters = {"forward_decode": 0, "retractions": 0}
 
     # -- the running batch ------------------------------------------------------------------------
