@@ -17,6 +17,7 @@ from typing import Any
 
 from sglang.lang.sgl.errors import SglError
 from sglang.compiler.passes import PASS_ORDER
+from sglang.compiler.artifact import stamp
 from sglang.compiler.plan import PlanError
 
 EMITS = ("ast", "ir", "ir-opt", "plan", "dot", "svg")
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
                               tokenizer=_tokenizer(args.model), model=args.model, log=log)
         out = Path(args.output) if args.output else Path(args.source).with_suffix(".sglc")
-        plan.save(out)
+        stamp(plan, args.source).save(out)
         if args.verbose:
             for line in log:
                 print(line, file=sys.stderr)

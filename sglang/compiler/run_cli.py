@@ -20,8 +20,10 @@ from sglang.lang.sgl.errors import SglError
 from sglang.compiler.plan import Plan, PlanError
 
 
-def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> Plan:
-    """A `.sglc` artifact as is, or a `.sgl` source compiled now."""
+def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = (), model: str | None = None,
+              force: bool = False) -> Plan:
+    """A `.sglc` artifact (validated and checked fresh for `model`, before any model loads), or a `.sgl`
+    source compiled now."""
     p = Path(path)
     if not p.is_file():
         raise PlanError(f"no such file: {path}")
@@ -29,7 +31,9 @@ def load_plan(path: str, opt_level: int = 1, disabled: tuple[str, ...] = ()) -> 
         from sglang.compiler.lower import compile_source
 
         return compile_source(p, opt_level=opt_level, disabled=disabled)
-    return Plan.load(p)
+    from sglang.compiler.artifact import load_artifact
+
+    return load_artifact(p, model=model, force=force)
 
 
 def make_backend(model: str | None, backend_url: str | None, **engine_kwargs: Any) -> Any:
@@ -87,14 +91,20 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print each variable as a JSON line when it is generated")
     p.add_argument("--stats", action="store_true", help="print engine calls and token counts on stderr")
     p.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1), help="optimization level for .sgl")
+    _add_force(p)
     return p
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="run a stale .sglc (source changed since compiling) or one built for another model, with a warning")
 
 
 def main_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     backend = None
     try:
-        plan = load_plan(args.program, args.opt_level)
+        plan = load_plan(args.program, args.opt_level, model=args.model, force=args.force)
         fplan = plan.function(args.function)
         batch = read_batch(args.args_file) if args.args_file else [{}]
         if args.arg:
@@ -141,9 +151,10 @@ def main_serve(argv: list[str]) -> int:
     p.add_argument("--model", default=None)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=30000)
+    _add_force(p)
     args = p.parse_args(argv)
     try:
-        plan = load_plan(args.program)
+        plan = load_plan(args.program, model=args.model, force=args.force)
     except (SglError, PlanError) as e:
         print(str(e), file=sys.stderr)
         return 1
