@@ -1,8 +1,11 @@
 """`sglang run` and `sglang serve`.
 
     sglang run prog.sgl|prog.sglc [--function NAME] [--model PATH] [--arg k=v ...] [--args-file batch.jsonl]
-               [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stream] [--stats]
-    sglang serve prog.sgl|prog.sglc [--model PATH] [--host H] [--port P]
+               [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stream] [--stats] [--force]
+    sglang serve prog.sgl|prog.sglc [--model PATH] [--host H] [--port P] [--force]
+
+A `.sglc` is validated and checked fresh (compiler/artifact.py) before any model loads; --force runs a
+stale or other-model artifact with a warning.
 
 `run` prints one JSON line per batch item ({"index", "return", "variables"[, "text"]}), with a progress
 bar on stderr for batches. Without --backend it starts the in-process Engine on --model (default: the
