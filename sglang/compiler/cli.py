@@ -20,6 +20,7 @@ from typing import Any
 from sglang.lang.sgl.errors import SglError
 from sglang.lang.sgl.source import deep_stack
 from sglang.compiler.passes import PASS_ORDER
+from sglang.compiler.artifact import stamp
 from sglang.compiler.plan import PlanError
 
 EMITS = ("ast", "ir", "ir-opt", "plan", "dot", "svg")
@@ -176,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         log: list[str] = []
         plan = _compile(args, disabled, enabled, None, log)
         out = Path(args.output) if args.output else _default_output(args.source)
-        plan.save(out)
+        (stamp(plan, args.source) if args.source.endswith(".sgl") else plan).save(out)
         if args.verbose:
             for line in log:
                 print(line, file=sys.stderr)

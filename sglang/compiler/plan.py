@@ -5,7 +5,7 @@ its kind, its arguments (sampling params resolved to the native request keys, se
 the passes), `deps` (the steps it waits for: its program-order predecessor and the producers of the
 variables it reads) and, for control steps, `arms` (the step ids of each nested region). `entry` is
 the top region. The artifact is JSON: {"format": "sglang-plan", "version": 1, ...}; loading checks
-both and names what is wrong.
+both and names what is wrong; `compiler/artifact.py` validates the steps and checks freshness.
 """
 from __future__ import annotations
 
@@ -88,6 +88,8 @@ class Plan:
     constraints: dict[str, Any] = field(default_factory=dict)
     ir: dict[str, Any] = field(default_factory=dict)  # function -> IR JSON after the passes (for --emit, debugging)
     model: str | None = None  # tokenizer the constraint tables were built for, if any
+    source_sha256: str | None = None  # digest of the source files when compiled (artifact.check_fresh)
+    compiler_version: str | None = None
 
     def function(self, name: str | None) -> FunctionPlan:
         if name is None:
@@ -98,7 +100,8 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {"format": PLAN_FORMAT, "version": PLAN_VERSION, "source": self.source, "passes": self.passes,
-                "model": self.model, "functions": {n: f.to_json() for n, f in self.functions.items()},
+                "model": self.model, "source_sha256": self.source_sha256,
+                "compiler_version": self.compiler_version, "functions": {n: f.to_json() for n, f in self.functions.items()},
                 "constraints": self.constraints, "ir": self.ir}
 
     def dumps(self, indent: int | None = None) -> str:
@@ -119,7 +122,7 @@ class Plan:
         except (KeyError, TypeError) as e:
             raise PlanError(f"corrupt plan: missing or bad field {e}") from None
         return Plan(fns, d.get("source"), list(d.get("passes", [])), dict(d.get("constraints", {})),
-                    dict(d.get("ir", {})), d.get("model"))
+                    dict(d.get("ir", {})), d.get("model"), d.get("source_sha256"), d.get("compiler_version"))
 
     @staticmethod
     def load(path: str | Path) -> "Plan":

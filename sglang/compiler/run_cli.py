@@ -1,8 +1,11 @@
 """`sglang run` and `sglang serve`.
 
     sglang run prog.sgl|prog.sglc|module.py:fn [--function NAME] [--model PATH] [--arg k=v ...] [--args-file batch.jsonl]
-               [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stream] [--stats]
-    sglang serve prog.sgl|prog.sglc|module.py:fn [--model PATH] [--host H] [--port P]
+               [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stream] [--stats] [--force]
+    sglang serve prog.sgl|prog.sglc|module.py:fn [--model PATH] [--host H] [--port P] [--force]
+
+A `.sglc` is validated and checked fresh (compiler/artifact.py) before any model loads; --force runs a
+stale or other-model artifact with a warning.
 
 `run` prints one JSON line per batch item ({"index", "return", "variables"[, "text"]}), with a progress
 bar on stderr for batches. Without --backend it starts the in-process Engine on --model (default: the
@@ -78,14 +81,20 @@ def _run_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action="store_true", help="print each variable as a JSON line when it is generated")
     p.add_argument("--stats", action="store_true", help="print engine calls and token counts on stderr")
     p.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1), help="optimization level for .sgl")
+    _add_force(p)
     return p
+
+
+def _add_force(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--force", action="store_true",
+                   help="run a stale .sglc (source changed since compiling) or one built for another model, with a warning")
 
 
 def main_run(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
     backend = None
     try:
-        plan = load_plan(args.program, args.opt_level)
+        plan = load_plan(args.program, args.opt_level, model=args.model, force=args.force)
         fplan = plan.function(args.function)
         batch = read_batch(args.args_file) if args.args_file else [{}]
         if args.arg:
@@ -138,9 +147,10 @@ def main_serve(argv: list[str]) -> int:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=SERVE_PORT,
                    help="port to listen on (not launch-server's 30000, so both can run side by side)")
+    _add_force(p)
     args = p.parse_args(argv)
     try:
-        plan = load_plan(args.program)
+        plan = load_plan(args.program, model=args.model, force=args.force)
     except (SglError, PlanError) as e:
         print(str(e), file=sys.stderr)
         return 1

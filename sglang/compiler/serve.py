@@ -1,7 +1,7 @@
 """Program endpoints: each function of a compiled program as `POST /programs/{name}`.
 
 The request body is a pydantic model built from the function's signature (so /docs shows it and a bad
-body is a 422 naming the field); `POST /programs/{name}/batch` takes {"items": [...]} and runs them as
+body is a 400 naming the field, in /generate's error shape; any Content-Type is read as JSON); `POST /programs/{name}/batch` takes {"items": [...]} and runs them as
 one batch through the plan executor; `?stream=true` answers with server-sent events, one per variable
 as it is generated, then the result, then `[DONE]`. The native (/generate) and OpenAI (/v1) routes of
 runtime/server/http_server.py stay up beside them (mounted under the program app).
@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from typing import Any, Optional
 
-from fastapi import FastAPI, Query
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from sglang.compiler.executor import PlanExecutor
 from sglang.compiler.plan import FunctionPlan, Plan
+from sglang.runtime.server.common import error_body, format_validation_errors
 
 _PY_TYPE: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
                             "image": str, "video": str, "any": Any}
@@ -56,10 +59,25 @@ class ProgramRunner:
         return out
 
 
+# The executor reports an item's failure as a message: "<ExceptionClass>: ..." for exceptions that are
+# not the program's own errors, the bare message for SglError (a positioned program error).
+_EXC_PREFIX = re.compile(r"^([A-Z]\w*(?:Error|Exception)): ")
+_CLIENT_EXCEPTIONS = {"ValueError"}  # the engine's contract: ValueError is the request's fault (too long, bad params)
+
+
+def error_status(message: str) -> int:
+    """400 for the caller's mistakes (bad arguments, prompt too long, program errors such as a fork
+    count of 0); 500 for failures of the server itself."""
+    m = _EXC_PREFIX.match(message)
+    return 400 if m is None or m.group(1) in _CLIENT_EXCEPTIONS else 500
+
+
 def _result_response(results: list[dict[str, Any]], single: bool) -> JSONResponse:
     errors = [r for r in results if "error" in r]
     if single and errors:
-        return JSONResponse({"error": {"message": errors[0]["error"], "type": "program_error"}}, status_code=500)
+        status = error_status(errors[0]["error"])
+        kind = "invalid_request_error" if status < 500 else "program_error"
+        return JSONResponse(error_body(errors[0]["error"], kind), status_code=status)
     return JSONResponse(results[0] if single else {"results": results})
 
 
@@ -89,7 +107,7 @@ def _sse(runner: ProgramRunner, function: str, batch: list[dict[str, Any]], sing
                     yield f"data: {json.dumps({'result': r}, ensure_ascii=False)}\n\n"
                 break
             else:
-                yield f"data: {json.dumps({'error': {'message': payload}})}\n\n"
+                yield f"data: {json.dumps(error_body(payload, 'program_error'))}\n\n"
                 break
         yield "data: [DONE]\n\n"
 
@@ -134,6 +152,28 @@ def add_program_routes(app: FastAPI, plan: Plan, backend: Any) -> None:
                 "returns": f.returns} for n, f in plan.functions.items()}}
 
 
+class JsonBodyMiddleware:
+    """Read a POST /programs body as JSON whatever its Content-Type, as /generate does: a plain
+    `curl -d '{...}'` sends application/x-www-form-urlencoded, which FastAPI would refuse with a 422."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/programs/"):
+            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
+            scope = dict(scope, headers=headers + [(b"content-type", b"application/json")])
+        await self.app(scope, receive, send)
+
+
+def use_error_shape(app: FastAPI) -> None:
+    """Answer bad program requests in /generate's error shape, not FastAPI's {"detail": ...}."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return format_validation_errors(list(exc.errors())).response()
+
+
 def create_program_app(plan: Plan, engine: Any, server_args: Any = None) -> FastAPI:
     """The program endpoints (with OpenAPI docs at /docs) in front of the regular server app."""
     from sglang.lang.backends.engine_backend import EngineBackend
@@ -142,6 +182,8 @@ def create_program_app(plan: Plan, engine: Any, server_args: Any = None) -> Fast
     server_args = server_args if server_args is not None else engine.get_server_args()
     app = FastAPI(title=f"sglang programs: {plan.source or ''}", docs_url="/docs", openapi_url="/openapi.json")
     add_program_routes(app, plan, EngineBackend(engine))
+    use_error_shape(app)
+    app.add_middleware(JsonBodyMiddleware)
     app.mount("/", create_app(engine, server_args))  # /generate, /v1/*, /health ... keep working
     return app
 

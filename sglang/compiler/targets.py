@@ -66,8 +66,10 @@ def compile_python(target: str, opt_level: int = 1, disabled: tuple[str, ...] = 
     return plan
 
 
-def load_plan(target: str, opt_level: int = 1, disabled: tuple[str, ...] = (), **kw: Any) -> Plan:
-    """A `.sglc` artifact as is, a `.sgl` source compiled now, or `module.py:fn` traced and compiled now."""
+def load_plan(target: str, opt_level: int = 1, disabled: tuple[str, ...] = (), model: str | None = None,
+              force: bool = False, **kw: Any) -> Plan:
+    """A `.sglc` artifact (validated and checked fresh for `model` before any model loads; `force` runs a
+    stale one with a warning), a `.sgl` source compiled now, or `module.py:fn` traced and compiled now."""
     if is_python_target(target):
         return compile_python(target, opt_level, disabled, **kw)
     p = Path(target)
@@ -77,4 +79,6 @@ def load_plan(target: str, opt_level: int = 1, disabled: tuple[str, ...] = (), *
         from sglang.compiler.lower import compile_source
 
         return compile_source(p, opt_level=opt_level, disabled=disabled, **kw)
-    return Plan.load(p)
+    from sglang.compiler.artifact import load_artifact
+
+    return load_artifact(p, model=model, force=force)
