@@ -19,6 +19,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from sglang.runtime.constrained.budget import active_budget
 from sglang.runtime.constrained.regex_fsm import regex_to_dfa
 from sglang.runtime.constrained.token_fsm import TokenFSM
 from sglang.runtime.constrained.vocab import TokenVocab
@@ -101,7 +102,10 @@ class ConstraintCache:
         if fsm is not None:
             self.stats["disk_hits"] += 1
         else:
-            fsm = TokenFSM.build(regex, regex_to_dfa(regex), vocab)
+            dfa = regex_to_dfa(regex)
+            # the packed table holds one bit per (state, token): refuse it before allocating, not after
+            active_budget().charge(dfa.num_states * ((vocab.size + 7) // 8), regex)
+            fsm = TokenFSM.build(regex, dfa, vocab)
             self.stats["compiles"] += 1
             self._store_disk(key, fsm)
         self.remember(key, fsm)
