@@ -21,7 +21,6 @@ from __future__ import annotations
 import codecs
 import functools
 import logging
-import re
 import weakref
 from typing import Any, Optional, Sequence
 
@@ -197,7 +196,10 @@ class StopChecker:
         self.no_stop_trim = no_stop_trim
         self._fail = [_prefix_function(s) for s in self.stop]
         self._state = [0] * len(self.stop)
-        self._regexes = [re.compile(r) for r in stop_regex]
+        # imported here: loading the constrained package loads its vocab module, which imports this one
+        from sglang.runtime.constrained.stop_regex import compile_stop_regex
+
+        self._regexes = [compile_stop_regex(r) for r in stop_regex]  # linear time, unlike `re`
         self._held = ""
         self._recent = ""  # last REGEX_WINDOW emitted chars, for stop_regex only
         self.matched: Optional[str] = None
@@ -246,15 +248,10 @@ class StopChecker:
             return "", None
         buf = self._held + delta
         best = self._advance(delta, len(self._held), armed) if self.stop else None  # (end, start, stop)
-        if self._regexes and armed:
-            # Patterns see recent emitted text too (a match may span deltas) but get no hold-back:
-            # a match that starts in already-streamed text can only be trimmed from here on.
-            w = len(self._recent)
-            window = self._recent + buf
-            for rx in self._regexes:
-                m = rx.search(window)
-                if m is not None and m.end() > w and (best is None or (m.end() - w, m.start() - w) < best[:2]):
-                    best = (m.end() - w, m.start() - w, rx.pattern)
+        if self._regexes:
+            hit = self._scan_regexes(delta, armed)
+            if hit is not None and (best is None or hit[:2] < best[:2]):
+                best = hit
         if best is not None:
             end, start, matched = best
             self.matched = matched
@@ -266,6 +263,26 @@ class StopChecker:
         if self._regexes:
             self._recent = (self._recent + out)[-self.REGEX_WINDOW :]
         return out, None
+
+    def _scan_regexes(self, delta: str, armed: bool) -> Optional[tuple[int, int, str]]:
+        """Walk every pattern's automaton over delta (each character once, armed or not, so a match may
+        span deltas); the first match ending in delta as (end, start, pattern) in buffer coordinates.
+        Patterns see recent emitted text for the start, but get no hold-back: a match that starts in
+        already-streamed text can only be trimmed from here on (start < 0)."""
+        base = len(self._held)
+        text = self._recent + self._held + delta
+        w = len(self._recent)
+        for j, c in enumerate(delta):
+            found: Optional[tuple[int, int, str]] = None
+            for rx in self._regexes:
+                if not rx.advance(c) or not armed:
+                    continue
+                start = rx.match_start(text, w + base + j + 1)
+                if start is not None and (found is None or start - w < found[1]):
+                    found = (base + j + 1, start - w, rx.pattern)
+            if found is not None:
+                return found
+        return None
 
     def flush(self) -> str:
         """Generation ended for another reason: the held tail is plain text after all."""

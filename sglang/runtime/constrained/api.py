@@ -6,6 +6,9 @@ Everything a caller constrains with becomes one regex (`ConstraintSpec.regex`), 
 - `response_format_to_constraint(rf)`: OpenAI `{"type": "json_object" | "json_schema" | "text"}` (and
   SGLang's `{"type": "regex", "regex": ...}`) → ConstraintSpec or None.
 - `compile_regex(regex, tokenizer)`: the cached TokenFSM; `new_state(spec, tokenizer)`: a request cursor.
+- `compile_with_budget(spec, tokenizer, time_s, mem_bytes)`: the same compile under explicit memory and
+  time budgets (budget.py), for the server's admission workers; past a budget, a CompileBudgetError.
+  The admission helpers above run under the default budget (DEFAULT_MEM_BYTES, ADMISSION_TIME_S).
 - `serialize_fsm` / `deserialize_fsm` / `preload`: tables as bytes for compiled program artifacts.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+from sglang.runtime.constrained.budget import ADMISSION_TIME_S, DEFAULT_MEM_BYTES, CompileBudget, budget_scope, ensure_budget
 from sglang.runtime.constrained.cache import ConstraintCache, fsm_from_bytes, fsm_to_bytes, get_default_cache, table_key
 from sglang.runtime.constrained.errors import ConstraintError, GrammarError
 from sglang.runtime.constrained.json_schema import json_schema_constraint, json_schema_to_regex
@@ -55,7 +59,13 @@ def _get(sp: Any, name: str) -> Any:
 def build_constraint_from_sampling_params(sp: Any, whitespace: str = "default") -> Optional[ConstraintSpec]:
     """The constraint of a SamplingParams / sampling-params dict, or None when it has none.
 
-    Raises a ConstraintError (ValueError) naming the field when the regex/schema/grammar is invalid."""
+    Raises a ConstraintError (ValueError) naming the field when the regex/schema/grammar is invalid or
+    its compile exceeds the budget (the caller's, else the default memory and ADMISSION_TIME_S)."""
+    with ensure_budget(DEFAULT_MEM_BYTES, ADMISSION_TIME_S):
+        return _constraint_of_params(sp, whitespace)
+
+
+def _constraint_of_params(sp: Any, whitespace: str) -> Optional[ConstraintSpec]:
     given = [(k, _get(sp, k)) for k in ("regex", "json_schema", "ebnf", "grammar") if _get(sp, k) is not None]
     if not given:
         return None
@@ -87,7 +97,13 @@ def _with_field(exc: ConstraintError, field: str) -> ConstraintError:
 
 
 def response_format_to_constraint(response_format: Any, whitespace: str = "default") -> Optional[ConstraintSpec]:
-    """OpenAI `response_format` → ConstraintSpec (None for {"type": "text"} or None)."""
+    """OpenAI `response_format` → ConstraintSpec (None for {"type": "text"} or None), under the same
+    budget as build_constraint_from_sampling_params."""
+    with ensure_budget(DEFAULT_MEM_BYTES, ADMISSION_TIME_S):
+        return _constraint_of_response_format(response_format, whitespace)
+
+
+def _constraint_of_response_format(response_format: Any, whitespace: str) -> Optional[ConstraintSpec]:
     if response_format is None:
         return None
     if not isinstance(response_format, Mapping):
@@ -147,6 +163,29 @@ def new_state(spec: ConstraintSpec | str, tokenizer: Any, cache: Optional[Constr
         return CFGConstraintState(cfg_index(spec.grammar, vocab))  # type: ignore[return-value]
     regex = spec.regex if isinstance(spec, ConstraintSpec) else spec
     return ConstraintState((cache or get_default_cache()).get(regex, vocab), vocab)
+
+
+def compile_with_budget(spec: ConstraintSpec | str, tokenizer: Any = None, time_s: Optional[float] = ADMISSION_TIME_S,
+                        mem_bytes: int = DEFAULT_MEM_BYTES, cache: Optional[ConstraintCache] = None,
+                        eos_token_ids: Optional[Iterable[int]] = None) -> Any:
+    """Compile `spec` (a ConstraintSpec or a regex) with at most `mem_bytes` of estimated builder memory and
+    `time_s` seconds (None: no deadline), raising CompileBudgetError (a ConstraintError naming the pattern
+    and the budget) past either. With a tokenizer (or TokenVocab) the result is the cached token table
+    (TokenFSM, or the CFG index of a grammar spec), so the request that follows starts without compiling;
+    without one, the pattern's ByteDFA (a validation). Safe to call from a worker thread: the compile
+    stops itself, which a thread pool's timeout cannot do."""
+    regex = spec.regex if isinstance(spec, ConstraintSpec) else spec
+    with budget_scope(CompileBudget(mem_bytes, time_s)):
+        if tokenizer is None:
+            return regex_to_dfa(regex)
+        vocab = _vocab(tokenizer, eos_token_ids)
+        if isinstance(spec, ConstraintSpec) and spec.grammar is not None:
+            from sglang.runtime.constrained.cfg_state import cfg_index
+
+            got: Any = cfg_index(spec.grammar, vocab)
+        else:
+            got = (cache or get_default_cache()).get(regex, vocab)
+        return got
 
 
 def serialize_fsm(fsm: TokenFSM) -> bytes:

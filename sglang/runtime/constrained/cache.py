@@ -1,7 +1,8 @@
 """Ahead-of-time tables: compiled TokenFSMs cached in memory, on disk and in portable blobs.
 
 Key = sha256(format version, regex, tokenizer fingerprint). Disk: `<cache dir>/constrained/<key>.fsm`
-where the cache dir is $SGLANG_CACHE_DIR or ~/.cache/sglang-aot. A blob (`to_blob` / `load_blob`)
+where the cache dir is $SGLANG_CACHE_DIR or ~/.cache/sglang-aot, under a disk quota shared with the
+grammar cache (disk_quota.py: $SGLANG_CACHE_QUOTA_MB, least recently used out). A blob (`to_blob` / `load_blob`)
 bundles several tables so the compiler can store every literal regex/schema of a program inside its
 artifact and the runtime loads them without recompiling. A table whose fingerprint does not match the
 tokenizer in use is never returned (the key includes the fingerprint).
@@ -19,6 +20,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from sglang.runtime.constrained.budget import active_budget
+from sglang.runtime.constrained.disk_quota import enforce_quota, quota_bytes, touch
 from sglang.runtime.constrained.regex_fsm import regex_to_dfa
 from sglang.runtime.constrained.token_fsm import TokenFSM
 from sglang.runtime.constrained.vocab import TokenVocab
@@ -78,8 +81,9 @@ class ConstraintCache:
     """Thread-safe cache of TokenFSMs: memory (LRU) → disk → compile."""
 
     def __init__(self, cache_dir: Optional[str | os.PathLike] = None, memory_items: int = 128,
-                 disk: bool = True, memory_bytes: int = 1 << 30) -> None:
+                 disk: bool = True, memory_bytes: int = 1 << 30, disk_quota_bytes: Optional[int] = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.disk_quota_bytes = disk_quota_bytes  # None: $SGLANG_CACHE_QUOTA_MB (read at each write)
         self.memory_items = memory_items
         self.memory_bytes = memory_bytes  # budget incl. the unpacked mask rows each table may hold
         self.disk = disk
@@ -101,7 +105,10 @@ class ConstraintCache:
         if fsm is not None:
             self.stats["disk_hits"] += 1
         else:
-            fsm = TokenFSM.build(regex, regex_to_dfa(regex), vocab)
+            dfa = regex_to_dfa(regex)
+            # the packed table holds one bit per (state, token): refuse it before allocating, not after
+            active_budget().charge(dfa.num_states * ((vocab.size + 7) // 8), regex)
+            fsm = TokenFSM.build(regex, dfa, vocab)
             self.stats["compiles"] += 1
             self._store_disk(key, fsm)
         self.remember(key, fsm)
@@ -134,16 +141,23 @@ class ConstraintCache:
             return None
         if fsm.pattern != regex or fsm.fingerprint != fingerprint:
             return None
+        touch(path)
         return fsm
 
     def _store_disk(self, key: str, fsm: TokenFSM) -> None:
         if not self.disk:
             return
+        limit = quota_bytes() if self.disk_quota_bytes is None else self.disk_quota_bytes
+        data = fsm_to_bytes(fsm)
+        if len(data) > limit:
+            return  # it would evict everything else and still not fit
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_dir / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_bytes(fsm_to_bytes(fsm))
-            os.replace(tmp, self.cache_dir / f"{key}.fsm")  # atomic: readers never see half a file
+            tmp.write_bytes(data)
+            path = self.cache_dir / f"{key}.fsm"
+            os.replace(tmp, path)  # atomic: readers never see half a file
+            enforce_quota(self.cache_dir, limit, keep=path)
         except OSError:
             pass  # a read-only cache dir only costs recompiles
 

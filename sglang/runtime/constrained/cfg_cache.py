@@ -3,7 +3,7 @@ included), so a schema compiled once is loaded in about a millisecond by any lat
 
 File: `<cache dir>/cfg/<sha256 prefix>.npz` (numpy's zip, no pickle): the BNF rules and names as one JSON
 header, each terminal DFA's arrays beside it. A file that does not load (torn, another version) is
-ignored and rewritten.
+ignored and rewritten. The files count against the constraint caches' disk quota (disk_quota.py).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from sglang.runtime.constrained.cache import default_cache_dir
 from sglang.runtime.constrained.cfg import CompiledCFG, build_cfg
+from sglang.runtime.constrained.disk_quota import enforce_quota, quota_bytes, touch
 from sglang.runtime.constrained.regex_fsm import ByteDFA
 
 FORMAT_VERSION = 1
@@ -44,7 +45,11 @@ def save_cfg(g: CompiledCFG, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
         np.savez(tmp, **arrays)
+        if tmp.stat().st_size > quota_bytes():
+            tmp.unlink()  # would evict everything else and still not fit
+            return
         os.replace(tmp, path)
+        enforce_quota(path.parent.parent, keep=path)  # the quota covers <cache dir>/constrained as a whole
     except OSError:
         pass
 
@@ -70,6 +75,8 @@ def cached_cfg(src: str, compile_fn: Callable[[str], CompiledCFG], disk: bool = 
         return compile_fn(src)
     path = cfg_path(src)
     g = load_cfg(path) if path.exists() else None
+    if g is not None:
+        touch(path)
     if g is None:
         g = compile_fn(src)
         save_cfg(g, path)

@@ -20,6 +20,16 @@ class RegexSyntaxError(ConstraintError):
         super().__init__(f"invalid regex {shown!r}: {msg}{where}")
 
 
+class CompileBudgetError(ConstraintError):
+    """Compiling the constraint would exceed its memory or time budget (budget.py)."""
+
+    def __init__(self, pattern: str, msg: str) -> None:
+        self.pattern = pattern
+        self.msg = msg
+        shown = pattern if len(pattern) <= 200 else pattern[:200] + "..."
+        super().__init__(f"constraint {shown!r} {msg}")
+
+
 class SchemaError(ConstraintError):
     """The JSON schema is malformed or uses an unsupported keyword; `path` is a JSON pointer."""
 

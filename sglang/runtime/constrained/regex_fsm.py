@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from sglang.runtime.constrained.budget import CompileBudget, active_budget
 from sglang.runtime.constrained.errors import EmptyLanguageError, RegexSyntaxError
 
 MAX_CP = 0x10FFFF
@@ -31,6 +32,10 @@ _OK_FLAGS = int(re.ASCII | re.UNICODE | re.VERBOSE | re.DOTALL)  # ints: enum ar
 _DOTALL = int(re.DOTALL)
 MAX_NFA_STATES = 400_000  # a bigger pattern is refused rather than exhausting memory
 MAX_DFA_STATES = 50_000  # subset construction can blow up exponentially: refuse instead of hanging
+# estimated CPython bytes per structure, charged to the compile's budget (budget.py) before it is built
+_NFA_STATE_BYTES = 200  # two lists and their slots
+_SET_ITEM_BYTES = 40  # one member of a frozenset (hash slot + load factor), closures and DFA subsets
+_MOVE_BYTES = 80  # one (class, target) tuple
 
 Ranges = list[tuple[int, int]]  # sorted, disjoint, inclusive code-point ranges
 
@@ -117,8 +122,9 @@ def utf8_sequences(lo: int, hi: int) -> list[list[tuple[int, int]]]:
 class _NFA:
     """Thompson NFA over bytes: `edges[s]` = [(lo, hi, target)], `eps[s]` = [target]."""
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, budget: CompileBudget) -> None:
         self.pattern = pattern
+        self.budget = budget
         self.edges: list[list[tuple[int, int, int]]] = []
         self.eps: list[list[int]] = []
 
@@ -126,6 +132,7 @@ class _NFA:
         if len(self.eps) >= MAX_NFA_STATES:
             raise RegexSyntaxError(self.pattern, f"pattern too large (more than {MAX_NFA_STATES} automaton "
                                    "states; reduce repetition counts)")
+        self.budget.charge(_NFA_STATE_BYTES, self.pattern)
         self.edges.append([])
         self.eps.append([])
         return len(self.eps) - 1
@@ -168,9 +175,9 @@ def _find_pos(pattern: str, regex: str) -> Optional[int]:
 
 
 class _Builder:
-    def __init__(self, pattern: str, dotall: bool) -> None:
+    def __init__(self, pattern: str, dotall: bool, budget: CompileBudget) -> None:
         self.pattern = pattern
-        self.nfa = _NFA(pattern)
+        self.nfa = _NFA(pattern, budget)
         self.dotall = dotall
 
     def unsupported(self, what: str, regex: str) -> RegexSyntaxError:
@@ -331,9 +338,10 @@ def regex_to_dfa(pattern: str, minimize: bool = True) -> ByteDFA:
     flags = tree.state.flags
     if flags & re.IGNORECASE:
         raise RegexSyntaxError(pattern, "unsupported flag: IGNORECASE", _find_pos(pattern, r"\(\?[a-zA-Z]*i"))
-    builder = _Builder(pattern, dotall=bool(flags & re.DOTALL))
+    budget = active_budget()
+    builder = _Builder(pattern, dotall=bool(flags & re.DOTALL), budget=budget)
     nfa_start, nfa_end = builder.seq(list(tree), top=True)
-    trans, accepting, class_of = _determinize(builder.nfa, nfa_start, nfa_end)
+    trans, accepting, class_of = _determinize(builder.nfa, nfa_start, nfa_end, budget)
     trans, accepting, start = _trim(trans, accepting, 1)
     if start == 0:
         raise EmptyLanguageError(f"regex {pattern!r} matches no string (its language is empty)")
@@ -349,8 +357,10 @@ def trim_dfa(dfa: ByteDFA) -> ByteDFA:
     return ByteDFA(trans=np.ascontiguousarray(trans), accepting=accepting, start=start)
 
 
-def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Subset construction; returns (trans [S, n_classes], accepting [S], class_of [256]), start = 1."""
+def _determinize(nfa: _NFA, start: int, end: int, budget: CompileBudget) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Subset construction; returns (trans [S, n_classes], accepting [S], class_of [256]), start = 1.
+    Every closure, subset and row is charged to `budget` as it is built: their total, not the number of
+    DFA states, is what grows without bound on nested counted repetitions."""
     # byte equivalence classes: bytes no edge range separates behave identically
     cuts = np.zeros(257, dtype=bool)
     cuts[0] = True
@@ -373,6 +383,7 @@ def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarra
                     if t not in seen:
                         seen.add(t)
                         stack.append(t)
+            budget.charge(_SET_ITEM_BYTES * len(seen), nfa.pattern)
             got = closure_cache[s] = frozenset(seen)
         return got
 
@@ -385,6 +396,7 @@ def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarra
             for lo, hi, t in nfa.edges[s]:
                 for c in range(int(class_of[lo]), int(class_of[hi]) + 1):
                     got.append((c, t))
+            budget.charge(_MOVE_BYTES * len(got), nfa.pattern)
             by_class[s] = got
         return got
 
@@ -412,12 +424,14 @@ def _determinize(nfa: _NFA, start: int, end: int) -> tuple[np.ndarray, np.ndarra
                 nxt: set = set()
                 for t in ts:
                     nxt |= closure(t)
+                budget.charge(_SET_ITEM_BYTES * (len(nxt) + len(fts)), nfa.pattern)
                 key = step_cache[fts] = frozenset(nxt)
             tid = ids.get(key)
             if tid is None:
                 if len(rows) >= MAX_DFA_STATES:
                     raise RegexSyntaxError(nfa.pattern, f"pattern too large: its automaton exceeds {MAX_DFA_STATES} "
                                            "states (e.g. a long counted repetition after an alternation)")
+                budget.charge(8 * n_classes + 64, nfa.pattern)
                 tid = ids[key] = len(rows)
                 rows.append([0] * n_classes)
                 acc.append(end in key)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import torch
 
+from sglang.runtime.constrained.budget import ADMISSION_TIME_S, DEFAULT_MEM_BYTES, ensure_budget
 from sglang.runtime.constrained.api import ConstraintSpec, build_constraint_from_sampling_params
 from sglang.runtime.constrained.cache import ConstraintCache, get_default_cache
 from sglang.runtime.constrained.errors import ConstraintViolation
@@ -92,7 +93,12 @@ class ConstraintFactory:
         return spec
 
     def prepare(self, sp: Any) -> None:
-        """Validate and compile the request's constraint (raises ValueError naming the field)."""
+        """Validate and compile the request's constraint (raises ValueError naming the field), under one
+        memory and time budget for the whole compile (budget.py: a CompileBudgetError past it)."""
+        with ensure_budget(DEFAULT_MEM_BYTES, ADMISSION_TIME_S):
+            self._prepare(sp)
+
+    def _prepare(self, sp: Any) -> None:
         spec = self._spec(sp)
         if spec is not None and spec.grammar is not None:  # non-regular grammar: exact CFG engine
             from sglang.runtime.constrained.cfg_state import cfg_index
