@@ -256,7 +256,8 @@ def register_openai_routes(app: FastAPI, ctx: Any) -> None:
         if req.response_format is not None:
             from sglang.runtime.constrained import response_format_to_constraint
 
-            spec = response_format_to_constraint(req.response_format)  # ValueError naming the field -> 400
+            # off the event loop, under the compile budget; a ValueError naming the field -> 400
+            spec = await run_admission(response_format_to_constraint, response_format=req.response_format)
             if spec is not None:
                 if any(sp.get(k) is not None for k in ("regex", "json_schema", "ebnf")):
                     raise HTTPError(400, "response_format cannot be combined with regex/json_schema/ebnf",
