@@ -154,3 +154,17 @@ def test_the_constraint_module_decodes_typed_gens_under_the_same_strings():
 
     assert (C.INT_REGEX, C.FLOAT_REGEX, C.BOOL_REGEX, C.STRING_REGEX) == \
         tuple(TYPED_REGEX[t] for t in ("int", "float", "bool", "str"))
+
+
+def test_gen_takes_every_gen_field_and_names_an_unknown_keyword():
+    """A sampling parameter added to the Gen op (docs/ARCHITECTURE.md's recipe) reaches `sgl.gen` without an edit
+    there; a misspelt keyword is a TypeError naming it."""
+    import dataclasses
+
+    from sglang.lang.ir import Gen
+
+    expr = sgl.gen("x", max_tokens=3, **{"top_logprobs_num": 2})
+    assert expr.ops[0].top_logprobs_num == 2
+    assert {f.name for f in dataclasses.fields(Gen)} >= {"max_tokens", "repetition_penalty"}
+    with pytest.raises(TypeError, match="'max_token'"):
+        sgl.gen("x", max_token=3)

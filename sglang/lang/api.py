@@ -6,6 +6,8 @@ Names and signatures follow SGLang: `function`, `gen`, `gen_int`, `gen_string`, 
 """
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any, Callable, Optional, Union
 
 from sglang.lang.backends.openai_backend import OpenAI
@@ -64,8 +66,13 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
         return_logprob: Optional[bool] = None, logprob_start_len: Optional[int] = None,
         top_logprobs_num: Optional[int] = None, return_text_in_logprobs: Optional[bool] = None,
         dtype: Any = None, choices: Optional[list[str]] = None, choices_method: Optional[str] = None,
-        regex: Optional[str] = None, json_schema: Any = None, repetition_penalty: Optional[float] = None) -> SglExpr:
-    """Generate into variable `name`; `choices=` makes it a select."""
+        regex: Optional[str] = None, json_schema: Any = None, repetition_penalty: Optional[float] = None,
+        **more_sampling: Any) -> SglExpr:
+    """Generate into variable `name`; `choices=` makes it a select. `more_sampling`: any other sampling
+    parameter a `Gen` op carries (a new one needs no edit here: docs/ARCHITECTURE.md's recipe)."""
+    unknown = sorted(set(more_sampling) - {f.name for f in dataclasses.fields(Gen)} - {"name"})
+    if unknown:
+        raise TypeError(f"gen {name!r}: unknown keyword {unknown[0]!r}")
     loc = caller_loc()
     params = dict(max_tokens=max_tokens, min_tokens=min_tokens, stop=stop, temperature=temperature, top_p=top_p,
                   top_k=top_k, min_p=min_p, regex=regex, dtype=dtype, json_schema=json_schema)
@@ -94,7 +101,7 @@ def gen(name: Optional[str] = None, max_tokens: Optional[int] = None, min_tokens
              json_schema=json_schema,
              dtype=dtype, return_logprob=return_logprob,
              logprob_start_len=logprob_start_len, top_logprobs_num=top_logprobs_num,
-             return_text_in_logprobs=return_text_in_logprobs)
+             return_text_in_logprobs=return_text_in_logprobs, **more_sampling)
     _check_gen(op)
     return SglExpr((op,), (loc,))
 
