@@ -89,7 +89,10 @@ class TritonAttentionBackend(AttentionBackend):
         ext = batch.extend_seq_lens_cpu
         if ext is None:  # one host sync; the scheduler normally passes the host copy
             ext = batch.extend_seq_lens.tolist()
-        if self.flashinfer is not None and sum(ext) >= self.flashinfer_min_tokens:
+        # only prefills without a cached prefix: FlashInfer's paged-prefix prefill JIT-compiles on first use, and
+        # on the H200 the radix-on shared-prefix benchmark then stalled every request ~65 s (uniform TTFT)
+        no_prefix = batch.extend_prefix_lens_cpu is not None and not any(batch.extend_prefix_lens_cpu)
+        if self.flashinfer is not None and no_prefix and sum(ext) >= self.flashinfer_min_tokens:
             batch.attn_metadata = _ExtendMeta(max(ext), flashinfer=self.flashinfer.make_metadata(batch))
             return
         one = [i for i, n in enumerate(ext) if n == 1]
