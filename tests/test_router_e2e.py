@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import threading
 import time
 
 import httpx
@@ -130,6 +131,7 @@ def test_a_stopped_worker_loses_no_request(workers, engines):
     reference = {p: _generate(a.url, p).json()["text"] for p in PROMPTS}
     router, front = _serve_router([a.url, b.url])
     done = []
+    four_done = threading.Event()
 
     def one(i: int) -> str:
         p = PROMPTS[i % len(PROMPTS)]
@@ -138,13 +140,13 @@ def test_a_stopped_worker_loses_no_request(workers, engines):
         assert r.status_code == 200, r.text
         text = _last_event(r)["text"] if i % 2 == 0 else r.json()["text"]
         done.append(i)
+        if len(done) >= 4:
+            four_done.set()
         return text == reference[p]
 
     with front, concurrent.futures.ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(one, i) for i in range(16)]
-        deadline = time.monotonic() + 60
-        while len(done) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert four_done.wait(60)  # an event, not a polled clock: stop b once 4 requests are answered
         b.stop()  # mid-run: its in-flight requests finish, new ones are refused
         assert all(f.result() for f in futures)
         assert all(one(i) for i in range(16, 20))  # sequential: round robin offers b at least once more
