@@ -27,20 +27,27 @@ class Seq:
         self.len = 0
 
 
-def extend(runner: ModelRunner, seqs: list[Seq], new_ids: list[list[int]], logprob_starts=None, top_ks=None):
-    """One EXTEND forward: each seq gets its new tokens on top of what it already holds."""
-    pool, r2t = runner.token_kv_pool, runner.req_to_token_pool
-    dev = lambda x: torch.tensor(x, device=runner.device)  # noqa: E731
+def place_tokens(runner: ModelRunner, seqs: list[Seq], new_ids: list[list[int]]) -> tuple[list, list, list, list, list]:
+    """KV slots for each seq's new tokens, written into its req_to_token row: (ids, positions, slot tensors,
+    prefix lengths, extend lengths); each seq's length grows by its new tokens."""
     ids, pos, locs, prefix, ext = [], [], [], [], []
     for s, toks in zip(seqs, new_ids):
-        slots = pool.alloc(len(toks))
-        r2t.write(s.row, s.len, slots)
+        slots = runner.token_kv_pool.alloc(len(toks))
+        runner.req_to_token_pool.write(s.row, s.len, slots)
         ids += toks
         pos += range(s.len, s.len + len(toks))
         locs.append(slots)
         prefix.append(s.len)
         ext.append(len(toks))
         s.len += len(toks)
+    return ids, pos, locs, prefix, ext
+
+
+def extend(runner: ModelRunner, seqs: list[Seq], new_ids: list[list[int]], logprob_starts=None, top_ks=None):
+    """One EXTEND forward: each seq gets its new tokens on top of what it already holds."""
+    pool, r2t = runner.token_kv_pool, runner.req_to_token_pool
+    dev = lambda x: torch.tensor(x, device=runner.device)  # noqa: E731
+    ids, pos, locs, prefix, ext = place_tokens(runner, seqs, new_ids)
     starts = [sum(ext[:i]) for i in range(len(ext))]
     batch = ForwardBatch(
         mode=ForwardMode.EXTEND, batch_size=len(seqs), input_ids=dev(ids), positions=dev(pos),

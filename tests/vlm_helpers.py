@@ -8,6 +8,8 @@ from typing import Optional
 
 import torch
 
+from test_model_runner import Seq, place_tokens  # noqa: F401  (Seq: re-exported to the VLM tests)
+
 from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
 from sglang.runtime.model_runner import ModelRunner
 from sglang.runtime.multimodal.inputs import MultimodalItem
@@ -66,30 +68,13 @@ def runner_for(path: str) -> ModelRunner:
                                   max_running_requests=8))
 
 
-class Seq:
-    """One request's token history in a runner's pools."""
-
-    def __init__(self, runner: ModelRunner) -> None:
-        self.row = runner.req_to_token_pool.alloc()
-        self.len = 0
-
-
 def forward(runner: ModelRunner, seqs: list[Seq], new_ids: list[list[int]],
             mm: Optional[list[Optional[list[MultimodalItem]]]] = None, all_logprobs: bool = False):
     """One forward (EXTEND, or DECODE when every request adds one token and there are no items) of our
     model with multimodal items, as the runtime will call it: attention metadata, model, logits."""
     pool, r2t = runner.token_kv_pool, runner.req_to_token_pool
     dev = lambda x: torch.tensor(x, device=runner.device)  # noqa: E731
-    ids, pos, locs, prefix, ext = [], [], [], [], []
-    for s, toks in zip(seqs, new_ids):
-        slots = pool.alloc(len(toks))
-        r2t.write(s.row, s.len, slots)
-        ids += toks
-        pos += range(s.len, s.len + len(toks))
-        locs.append(slots)
-        prefix.append(s.len)
-        ext.append(len(toks))
-        s.len += len(toks)
+    ids, pos, locs, prefix, ext = place_tokens(runner, seqs, new_ids)
     decode = mm is None and all(n == 1 for n in ext) and all(p > 0 for p in prefix) and not all_logprobs
     batch = ForwardBatch(
         mode=ForwardMode.DECODE if decode else ForwardMode.EXTEND, batch_size=len(seqs), input_ids=dev(ids),
