@@ -62,3 +62,18 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.1)
+
+
+def read_until_ready(proc: Any, timeout: float) -> list[str]:
+    """A launched server's output lines up to its "The server is ready" line (asserted to be the last)."""
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "The server is ready" in line:
+            break
+    assert lines and "The server is ready" in lines[-1], "".join(lines)[-3000:]
+    return lines

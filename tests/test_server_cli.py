@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
-from server_helpers import child_pids, wait_gone
+from server_helpers import child_pids, read_until_ready, wait_gone
 
 from sglang.runtime.server.launch import free_port, main, parse_args
 
@@ -60,16 +59,7 @@ def test_launch_server_subprocess_serves_until_interrupted(tiny_llama_path):
            "--port", str(port), "--max-total-tokens", "4096", "--api-key", "cli-key", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        lines = []
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "The server is ready" in line:
-                break
-        assert lines and "The server is ready" in lines[-1], "".join(lines)[-3000:]
+        lines = read_until_ready(proc, 240)
         assert f"http://127.0.0.1:{port}" in lines[-1]
         url = f"http://127.0.0.1:{port}"
         assert httpx.get(url + "/health").status_code == 200

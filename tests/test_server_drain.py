@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
-from server_helpers import child_pids, wait_gone
+from server_helpers import child_pids, read_until_ready, wait_gone
 
 from sglang.runtime.server.launch import free_port
 
@@ -31,16 +31,7 @@ def _launch(model: str, *extra: str) -> tuple[subprocess.Popen, str]:
     # its own session: the test can signal the server's whole process group and nothing else
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
-    lines = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "The server is ready" in line:
-            break
-    assert lines and "The server is ready" in lines[-1], "".join(lines)[-3000:]
+    read_until_ready(proc, 300)
     threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe from filling up
     return proc, f"http://127.0.0.1:{port}"
 
