@@ -23,7 +23,7 @@ from sglang.runtime.scheduler.req import Req
 LPM_MAX_QUEUE = 256
 # waiting requests examined (radix-matched) per admission round once something was admitted: with thousands of
 # request slots the slot limit no longer ends the scan, and deferred same-prefix siblings would be matched again
-# every step (on the H200 that made shared-prefix TTFT p50 65 s)
+# every step (a bound on host work per step; it did not explain the H200 shared-prefix stall of run 6)
 MAX_SCAN_PER_ROUND = 128
 # a request that shares this many new (uncached) leading tokens with one already admitted in this
 # round waits one round, so it reuses that request's prefix from the cache instead of recomputing it
