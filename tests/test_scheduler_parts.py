@@ -223,3 +223,23 @@ def test_default_max_running_requests_grows_with_the_kv_pool():
     assert default_max_running_requests(10 ** 9, 32768, 1024) == MAX_RUNNING_REQUESTS
     with pytest.raises(ValueError, match="max_running_requests"):
         ServerArgs(max_running_requests=0)
+
+
+def test_an_admission_round_matches_a_bounded_number_of_deferred_siblings(monkeypatch):
+    """Siblings sharing one long prefix wait a round for it to be cached (in-batch deferral); with many
+    request slots free, one round must not radix-match the whole queue of them."""
+    from sglang.runtime.scheduler import schedule_policy
+    from sglang.runtime.scheduler.prefill import MAX_SCAN_PER_ROUND
+
+    n = MAX_SCAN_PER_ROUND + 50
+    shared = list(range(2, 2 + schedule_policy.IN_BATCH_PREFIX_TOKENS + 8))
+    p = Parts(make_cache(pool_size=8192, rows=n + 1), max_prefill_tokens=100_000, chunked_prefill_size=-1,
+              max_running_requests=n + 1)
+    p.add_waiting(*[make_req(f"r{i}", shared + [3000 + i], arrival=float(i)) for i in range(n)])
+    calls = []
+    real = p.cache.match
+    monkeypatch.setattr(p.cache, "match", lambda req: calls.append(req.rid) or real(req))
+    admitted = p.prefill.admit([], new_token_ratio=0.0)
+    assert [a.req.rid for a in admitted] == ["r0"]  # the others wait for r0's prefix
+    assert len(calls) == MAX_SCAN_PER_ROUND
+    assert len(p.prefill.waiting) == n - 1
