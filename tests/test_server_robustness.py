@@ -233,3 +233,34 @@ def test_huge_chat_is_refused_before_tokenizing(client, engine):
     r = client.post("/v1/chat/completions", json=long_ok)
     assert r.status_code == 200, r.text
     assert r.json()["usage"]["prompt_tokens"] > 100 and r.json()["choices"][0]["finish_reason"] == "stop"
+
+
+def test_admission_queues_jobs_beyond_its_workers_and_times_each_from_its_start():
+    """Many clients preparing at once (the same cached regex, SGLang's 4-text selects) are load, not abuse: jobs
+    beyond the workers wait in the queue, and a job's time budget starts when it runs, not when it queued."""
+    import asyncio
+    import threading
+
+    pool = common.PreparePool(workers=1, max_pending=64, timeout_s=1.0)
+    release = threading.Event()
+    first_running = threading.Event()
+
+    def slow() -> str:
+        first_running.set()
+        release.wait(60)
+        return "slow"
+
+    async def main() -> list:
+        first = asyncio.ensure_future(pool.run(slow))
+        while not first_running.is_set():
+            await asyncio.sleep(0.01)
+        queued = [asyncio.ensure_future(pool.run(lambda i=i: i)) for i in range(20)]
+        # 20 jobs wait behind the one worker for longer than the 1 s budget; none may be refused or timed out
+        await asyncio.sleep(1.5)
+        assert not any(q.done() for q in queued)
+        release.set()
+        with pytest.raises(common.HTTPError, match="longer than"):  # the running job did pass its own budget
+            await first
+        return [await q for q in queued]
+
+    assert asyncio.run(main()) == list(range(20))

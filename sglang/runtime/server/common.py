@@ -206,22 +206,27 @@ def _finished(out: dict[str, Any]) -> bool:
 
 # Admission (tokenizing, compiling a constraint) runs in the caller's thread inside async_generate. A long
 # prompt or any constraint moves it to this small pool, so a slow compile stalls neither the event loop
-# (/health, open streams) nor the scheduler's step; the pool is bounded in threads and in queued jobs,
-# and each job has a time budget after which the client gets its answer (the thread finishes on its own:
-# Python cannot stop it, hence the bounds).
+# (/health, open streams) nor the scheduler's step. Jobs beyond the workers wait in a queue: hundreds of
+# clients sending the same (cached) regex, or SGLang's select sending 4 long texts at once, are ordinary load
+# and must be served, not refused. The queue is bounded in length (503 past it) and in waiting time; each job
+# has a time budget counted from when it *starts*, so a job is never blamed for the queue ahead of it; after
+# the budget the client gets its answer (the thread finishes on its own: Python cannot stop it, hence the
+# bounds).
 OFFLOAD_CHARS = 8192
 PREPARE_WORKERS = 2
-PREPARE_MAX_PENDING = 16
+PREPARE_MAX_PENDING = 4096
 PREPARE_TIMEOUT_S = 30.0
+PREPARE_QUEUE_WAIT_S = 120.0
 _CONSTRAINT_KEYS = ("regex", "json_schema", "ebnf", "stop_regex")
 
 
 class PreparePool:
-    """A bounded thread pool for request admission work, with a per-job time budget."""
+    """A bounded thread pool for request admission work: a bounded queue, a per-job time budget."""
 
     def __init__(self, workers: int = PREPARE_WORKERS, max_pending: int = PREPARE_MAX_PENDING,
-                 timeout_s: float = PREPARE_TIMEOUT_S) -> None:
+                 timeout_s: float = PREPARE_TIMEOUT_S, queue_wait_s: float = PREPARE_QUEUE_WAIT_S) -> None:
         self.workers, self.max_pending, self.timeout_s = workers, max_pending, timeout_s
+        self.queue_wait_s = queue_wait_s
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._pending = 0
         self._lock = threading.Lock()
@@ -233,19 +238,34 @@ class PreparePool:
             return self._pool
 
     async def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """fn(**kwargs) in the pool: 503 when too many jobs are queued, 400 past the time budget
-        (the request's own input is what took too long), a RecursionError (nested input) is a 400."""
+        """fn(**kwargs) in the pool: 503 when the queue is full or waited on too long, 400 past the job's own
+        time budget (the request's own input is what took too long), a RecursionError (nested input) is a 400."""
         with self._lock:
             if self._pending >= self.max_pending:
                 raise HTTPError(503, f"the server is busy preparing {self._pending} requests (constraint compiles "
                                      "or long prompts); retry later", err_type="server_busy", code="503")
             self._pending += 1
-        future = self._executor().submit(_guarded, fn, kwargs)
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future = loop.create_future()
+        future = self._executor().submit(_guarded, fn, kwargs, lambda: _signal(loop, started))
         future.add_done_callback(self._release)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+            await asyncio.wait_for(started, self.queue_wait_s)
         except asyncio.TimeoutError:
+            future.cancel()  # still queued: it never runs
+            future.add_done_callback(_discard_result)
+            raise HTTPError(503, f"the server is busy: the request waited {self.queue_wait_s:.0f} s to be prepared; "
+                                 "retry later", err_type="server_busy", code="503") from None
+        except asyncio.CancelledError:  # the client left while queued
+            future.cancel()
+            future.add_done_callback(_discard_result)
+            raise
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
             future.add_done_callback(_discard_result)  # nobody will await what it returns
+            if isinstance(exc, asyncio.CancelledError):
+                raise
             raise HTTPError(400, f"preparing the request took longer than {self.timeout_s:.0f} s (its constraint "
                                  "or prompt is too large); simplify it", code="prepare_timeout") from None
 
@@ -254,7 +274,21 @@ class PreparePool:
             self._pending -= 1
 
 
-def _guarded(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+def _signal(loop: asyncio.AbstractEventLoop, started: "asyncio.Future[None]") -> None:
+    """From the worker thread: the job has started (its time budget runs from here)."""
+    try:
+        loop.call_soon_threadsafe(_set_once, started)
+    except RuntimeError:  # the loop closed meanwhile: nobody is waiting
+        pass
+
+
+def _set_once(started: "asyncio.Future[None]") -> None:
+    if not started.done():
+        started.set_result(None)
+
+
+def _guarded(fn: Callable[..., Any], kwargs: dict[str, Any], on_start: Callable[[], Any]) -> Any:
+    on_start()
     try:
         return fn(**kwargs)
     except RecursionError:
