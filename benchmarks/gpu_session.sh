@@ -8,7 +8,8 @@
 # offline_engine (full + full-nooverlap + radix), offline_one (one bench_offline process on $OFFLINE_MODEL),
 # serving (serving_arms.py), sampling_bench, offline_old (offline_one on an older tree in ./.old), programs (bench_programs.py vs SGLang 0.2.10's frontend on
 # $PROGRAMS_MODEL dummy weights; needs the sglang-0.2.10 wheel in .whl: ../shared/device/fetch-wheels.sh sglang==0.2.10),
-# vlm (bench_vlm.py: image-QA requests/s at llava-1.5-7b shapes vs transformers generate; VLM_ARGS).
+# vlm (bench_vlm.py: image-QA requests/s at llava-1.5-7b shapes vs transformers generate; VLM_ARGS),
+# router (bench_router.py: cache-aware vs round-robin over ROUTER_WORKERS replicas on this GPU; ROUTER_ARGS).
 # PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py).
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, PROGRAMS_ARGS, *_LIMIT (seconds); a step
 # named "serving:full" reads SERVING_ARGS_full, SERVING_LIMIT_full, ... instead (any step, any tag).
@@ -101,6 +102,10 @@ for step in $STEPS; do
     vlm)  # image-QA requests/s at llava-1.5-7b shapes (dummy weights): ours vs transformers generate, same run
       run_step vlm${tag:+_$tag} ${VLM_LIMIT:-540} python3 benchmarks/bench_vlm.py ${VLM_ARGS:-} \
         --out "$OUT/bench_vlm${tag:+_$tag}.json" ;;
+    router)  # cache-aware vs round-robin over $ROUTER_WORKERS replicas of ours on this GPU (bench_router.py, dummy weights)
+      run_step router${tag:+_$tag} ${ROUTER_LIMIT:-400} python3 benchmarks/bench_router.py --model-path \
+        "$(python3 benchmarks/model_dirs.py ${ROUTER_MODEL:-llama-3.2-1b})" --num-workers ${ROUTER_WORKERS:-2} \
+        --out "$OUT/bench_router${tag:+_$tag}.json" ${ROUTER_ARGS:-} ;;
     *) log "unknown step $s" ;;
   esac
   )
