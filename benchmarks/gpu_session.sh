@@ -10,7 +10,8 @@
 # $PROGRAMS_MODEL dummy weights; needs the sglang-0.2.10 wheel in .whl: ../shared/device/fetch-wheels.sh sglang==0.2.10),
 # vlm (bench_vlm.py: image-QA requests/s at llava-1.5-7b shapes vs transformers generate; VLM_ARGS),
 # router (bench_router.py: cache-aware vs round-robin over ROUTER_WORKERS replicas on this GPU; ROUTER_ARGS).
-# PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py).
+# PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py);
+# PYSPY_ARGS adds py-spy flags (e.g. --idle: waiting threads too, to see where a stall waits).
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, PROGRAMS_ARGS, *_LIMIT (seconds); a step
 # named "serving:full" reads SERVING_ARGS_full, SERVING_LIMIT_full, ... instead (any step, any tag).
 # .bench_cache (tokenizer-only stand-in for the default model): python benchmarks/model_dirs.py --default-stand-in .bench_cache
@@ -38,7 +39,8 @@ run_step() {  # name, limit seconds, command...
   log "step $name (limit ${limit}s): $*"
   local prof=()  # PYSPY=1: sample every Python thread of the step and its children (py-spy wheel in .whl)
   [ -n "${PYSPY:-}" ] && [ -x /tmp/site/bin/py-spy ] && \
-    prof=(/tmp/site/bin/py-spy record -r "${PYSPY_RATE:-100}" -f raw --threads --subprocesses --nonblocking -o "$OUT/$name.pyspy" --)
+    prof=(/tmp/site/bin/py-spy record -r "${PYSPY_RATE:-100}" -f raw --threads --subprocesses --nonblocking ${PYSPY_ARGS:-} \
+      -o "$OUT/$name.pyspy" --)
   timeout "$limit" "${prof[@]}" "$@" >"$OUT/$name.log" 2>&1; local rc=$?
   log "step $name rc=$rc"; tail -n 40 "$OUT/$name.log"
 }

@@ -13,7 +13,7 @@ def summarize(path: str, top: int, thread_filter: str | None) -> str:
     inclusive: dict[str, Counter] = {}
     exclusive: dict[str, Counter] = {}
     totals: Counter = Counter()
-    with open(path) as f:
+    with open(path, errors="replace") as f:
         for line in f:
             stack, _, count = line.rstrip("\n").rpartition(" ")
             if not stack or not count.isdigit():
