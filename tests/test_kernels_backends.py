@@ -204,3 +204,46 @@ def test_torch_decode_row_chunks_match_one_call(monkeypatch):
     chunked = tb.TorchAttentionBackend._decode(q, k_buf, v_buf, meta, group, 0.25)
     assert torch.equal(whole, chunked)
     assert not torch.equal(whole[:1], tb.TorchAttentionBackend._decode(q[1:2], k_buf, v_buf, meta.rows(1, 2), group, 0.25))
+
+
+class _FakeFlashInfer:
+    """Stands in for FlashInferAttentionBackend: a warm-up (its JIT compile) that waits for the test."""
+
+    def __init__(self, fail: bool = False) -> None:
+        import threading
+
+        self.release, self.fail, self.warm_ups = threading.Event(), fail, []
+
+    def warm_up_ragged_prefill(self, num_kv_heads, head_dim, dtype) -> None:
+        self.warm_ups.append((num_kv_heads, head_dim, dtype))
+        assert self.release.wait(60)
+        if self.fail:
+            raise RuntimeError("nvcc failed")
+
+    def make_metadata(self, batch):
+        return "flashinfer-plan"
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_large_extends_wait_for_the_flashinfer_compile_on_triton(fail):
+    """FlashInfer compiles its prefill kernel on first use (about a minute cold): no forward may wait for it.
+    Large prefix-free extends stay on Triton until a warm-up thread has compiled it, then go to FlashInfer;
+    a failed compile leaves them on Triton."""
+    req_pool = ReqToTokenPool(4, 64, "cpu")
+    kv_pool = TokenKVPool(256, 1, HKV, D, torch.float32, "cpu")
+    backend = TritonAttentionBackend(None)
+    backend.flashinfer, backend.flashinfer_min_tokens = _FakeFlashInfer(fail), 32
+    fake = backend.flashinfer
+
+    def meta_of(prefix_lens, extend_lens, rows):
+        batch = _extend_batch(req_pool, kv_pool, rows, prefix_lens, extend_lens)
+        backend.init_forward_metadata(batch)
+        return batch.attn_metadata
+
+    assert meta_of([0, 0], [20, 20], [0, 1]).flashinfer is None  # compiling: Triton serves it
+    assert fake.warm_ups == [(HKV, D, torch.float32)]
+    fake.release.set()
+    backend._warm_up.join(60)
+    assert meta_of([0], [8], [2]).flashinfer is None  # small: Triton either way
+    assert meta_of([0], [40], [3]).flashinfer == (None if fail else "flashinfer-plan")
+    assert len(fake.warm_ups) == 1  # one compile, whatever happened

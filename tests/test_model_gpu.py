@@ -114,3 +114,28 @@ def test_dummy_real_size_config(tmp_path):
     assert runner.dtype == torch.bfloat16 and runner.max_total_num_tokens > 10000
     out = extend(runner, [Seq(runner)], [IDS[:100]])
     assert out.next_token_logits.shape == (1, 128256) and torch.isfinite(out.next_token_logits).all()
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("flashinfer"), reason="needs flashinfer")
+def test_flashinfer_prefill_warm_up_compiles_and_runs_off_the_main_thread():
+    """The triton backend's warm-up thread (it hands large extends to FlashInfer only once this finished)."""
+    import threading
+    from types import SimpleNamespace
+
+    from sglang.runtime.attention.flashinfer_backend import FlashInferAttentionBackend
+
+    runner = SimpleNamespace(model_config=SimpleNamespace(num_heads=8, head_dim=64), dtype=torch.bfloat16,
+                             device="cuda", tp_size=1)
+    backend = FlashInferAttentionBackend(runner)
+    errors: list = []
+
+    def warm() -> None:
+        try:
+            backend.warm_up_ragged_prefill(2, 64, torch.bfloat16)
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=warm)
+    t.start()
+    t.join(600)
+    assert not t.is_alive() and not errors, errors

@@ -82,6 +82,22 @@ class FlashInferAttentionBackend(AttentionBackend):
         self._graph_indices: Optional[torch.Tensor] = None
         self._ones: Optional[torch.Tensor] = None
 
+    def warm_up_ragged_prefill(self, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> None:
+        """Compile (FlashInfer JIT-compiles on first use: about a minute on a cold cache) and load the ragged
+        prefill kernel of these shapes by planning and running a 16-token batch on a wrapper, workspace and
+        stream of its own, so that the caller may run this off the serving thread."""
+        stream = torch.cuda.Stream(self.device)
+        with torch.cuda.stream(stream):
+            ws = torch.zeros(16 << 20, dtype=torch.uint8, device=self.device)
+            wrapper = self._fi.BatchPrefillWithRaggedKVCacheWrapper(ws, "NHD")
+            indptr = torch.tensor([0, 16], dtype=torch.int32)
+            wrapper.plan(indptr, indptr, self.num_qo_heads, num_kv_heads, head_dim, causal=True,
+                         sm_scale=self.sm_scale, q_data_type=dtype, kv_data_type=dtype)
+            q = torch.zeros(16, self.num_qo_heads, head_dim, dtype=dtype, device=self.device)
+            kv = torch.zeros(16, num_kv_heads, head_dim, dtype=dtype, device=self.device)
+            wrapper.run(q, kv, kv)
+        stream.synchronize()
+
     # -- planning -------------------------------------------------------------------------------
     def _use_tensor_cores(self, num_kv_heads: int) -> bool:
         # the prefill-style decode kernel pays off when several query heads share a KV head

@@ -16,6 +16,7 @@ says so to a CUDA-graph runner, which then leaves the batch to the eager path.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -80,6 +81,12 @@ class TritonAttentionBackend(AttentionBackend):
         self.num_kv_splits = num_kv_splits or _dec.DEFAULT_NUM_SPLITS
         self.flashinfer = _flashinfer_for_extend(model_runner, extend_with_flashinfer)
         self.flashinfer_min_tokens = FLASHINFER_EXTEND_MIN_TOKENS
+        # FlashInfer JIT-compiles its prefill kernel on first use (about a minute on a cold cache: on the H200 the
+        # radix-on shared-prefix benchmark stalled every request ~60 s in that compile, py-spy --idle showed it).
+        # The kernel is compiled by a warm-up thread started at the first extend; large extends go to FlashInfer
+        # only once it is ready, Triton serves them meanwhile.
+        self.flashinfer_ready = threading.Event()
+        self._warm_up: Optional[threading.Thread] = None
 
     # -- metadata ----------------------------------------------------------------------------------
     def init_forward_metadata(self, batch: ForwardBatch) -> None:
@@ -89,10 +96,10 @@ class TritonAttentionBackend(AttentionBackend):
         ext = batch.extend_seq_lens_cpu
         if ext is None:  # one host sync; the scheduler normally passes the host copy
             ext = batch.extend_seq_lens.tolist()
-        # only prefills without a cached prefix: FlashInfer's paged-prefix prefill JIT-compiles on first use, and
-        # on the H200 the radix-on shared-prefix benchmark then stalled every request ~65 s (uniform TTFT)
+        # only prefills without a cached prefix (the ragged kernel; the paged-prefix one would be a second compile)
         no_prefix = batch.extend_prefix_lens_cpu is not None and not any(batch.extend_prefix_lens_cpu)
-        if self.flashinfer is not None and no_prefix and sum(ext) >= self.flashinfer_min_tokens:
+        if (self.flashinfer is not None and no_prefix and sum(ext) >= self.flashinfer_min_tokens
+                and self._flashinfer_warm(batch)):
             batch.attn_metadata = _ExtendMeta(max(ext), flashinfer=self.flashinfer.make_metadata(batch))
             return
         one = [i for i, n in enumerate(ext) if n == 1]
@@ -101,6 +108,26 @@ class TritonAttentionBackend(AttentionBackend):
             return
         many = [i for i, n in enumerate(ext) if n != 1]
         batch.attn_metadata = _ExtendMeta(max((ext[i] for i in many), default=0), mixed=_mixed_rows(batch, one, many))
+
+    def _flashinfer_warm(self, batch: ForwardBatch) -> bool:
+        """Whether FlashInfer's prefill kernel is compiled; the first call starts the warm-up thread."""
+        if self.flashinfer_ready.is_set():
+            return True
+        if self._warm_up is None:
+            pool = batch.kv_pool
+            self._warm_up = threading.Thread(target=self._run_warm_up, name="flashinfer-warm-up", daemon=True,
+                                             args=(pool.num_kv_heads, pool.head_dim, pool.dtype))
+            self._warm_up.start()
+        return False
+
+    def _run_warm_up(self, num_kv_heads: int, head_dim: int, dtype: torch.dtype) -> None:
+        try:
+            self.flashinfer.warm_up_ragged_prefill(num_kv_heads, head_dim, dtype)
+        except Exception:  # the compile failed: large extends stay on Triton
+            logger.exception("FlashInfer prefill warm-up failed; large extends stay on Triton")
+            return
+        logger.info("FlashInfer prefill kernel ready: large extends without a cached prefix use it from now on")
+        self.flashinfer_ready.set()
 
     def needs_eager(self, batch: ForwardBatch) -> bool:
         """Whether this batch must not replay a CUDA graph (cascade decode's grid follows its grouping)."""
