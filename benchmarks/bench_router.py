@@ -32,19 +32,24 @@ POLICIES = ("cache_aware", "round_robin")
 
 
 def start_workers(args: argparse.Namespace, log_dir: Path) -> tuple[list[str], list[subprocess.Popen]]:
-    """`--num-workers` servers of ours on consecutive ports, each with 1/N of the memory fraction."""
+    """`--num-workers` servers of ours on consecutive ports, each with 1/N of the memory fraction. They start
+    one after another: a server sizes its KV pool as mem_fraction_static x total minus what the GPU already
+    uses, so worker i (0-based) is given (i+1)/N of the fraction, of which the workers before it hold i/N."""
     urls, procs = [], []
-    frac = args.mem_fraction_static / args.num_workers
-    for i in range(args.num_workers):
-        port = args.worker_base_port + i
-        cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", args.model_path,
-               "--load-format", args.load_format, "--port", str(port), "--mem-fraction-static", f"{frac:.4f}",
-               *args.server_args]
-        log = open(log_dir / f"router_worker{i}.log", "w")
-        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
-        urls.append(f"http://127.0.0.1:{port}")
-    for url, proc in zip(urls, procs):
-        wait_healthy(url, proc, args.startup_timeout)
+    share = args.mem_fraction_static / args.num_workers
+    try:
+        for i in range(args.num_workers):
+            port = args.worker_base_port + i
+            cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", args.model_path,
+                   "--load-format", args.load_format, "--port", str(port),
+                   "--mem-fraction-static", f"{share * (i + 1):.4f}", *args.server_args]
+            log = open(log_dir / f"router_worker{i}.log", "w")
+            procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+            urls.append(f"http://127.0.0.1:{port}")
+            wait_healthy(urls[-1], procs[-1], args.startup_timeout)
+    except BaseException:
+        stop(procs)
+        raise
     return urls, procs
 
 
