@@ -30,8 +30,9 @@ from typing import Any, Callable, Iterator
 from sglang.lang.backends.base import VIDEO_TOKEN
 from sglang.lang.backends.choices import PREFILL, score_choices
 from sglang.lang.gen_rules import LOGPROB_OPTIONS
-from sglang.lang.ir.expr import eval_expr, expr_from_json, names_in
-from sglang.lang.sgl.errors import SglRuntimeError
+from sglang.lang.ir.expr import eval_expr, expr_from_json, expr_to_str, names_in
+from sglang.lang.ir.types import coerce_return
+from sglang.lang.sgl.errors import SglRuntimeError, pos_of_loc
 from sglang.compiler.args import bind_args  # noqa: F401  (part of this module's API)
 from sglang.compiler.cost import token_counter, warmup_pays
 from sglang.compiler.dispatch import MAX_CALL_BATCH, Dispatcher, ExecStats, Request  # noqa: F401  (API)
@@ -303,7 +304,7 @@ class PlanExecutor:
         try:
             return eval_expr(expr, env, lookup)
         except (NameError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as e:
-            raise SglRuntimeError(f"cannot evaluate {ej and expr!s}: {e}") from None
+            raise SglRuntimeError(f"cannot evaluate `{expr_to_str(expr)}`: {e}") from None
 
     def _set_var(self, item: ItemRun, stream: _Stream, name: str, value: Any, meta: Any, path: tuple) -> None:
         stream.vars[name] = value
@@ -317,7 +318,12 @@ class PlanExecutor:
         fplan = self._fplan
         for sid in ids:
             step = fplan.step(sid)
-            yield from self._step(item, stream, step, local, path)
+            try:
+                yield from self._step(item, stream, step, local, path)
+            except SglRuntimeError as e:
+                if e.pos is not None:  # raised by a nested step: it already names its own place
+                    raise
+                raise SglRuntimeError(e.message, pos_of_loc(step.loc), e.hint) from None
 
     def _step(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         k, a = step.kind, step.args
@@ -380,7 +386,11 @@ class PlanExecutor:
                     stream.vars[name] = [c.vars.get(name) for c in children]
         elif k == "return":
             if a.get("value") is not None:
-                item.result = yield from self._eval(item, stream, local, a["value"], lenient=True)
+                value = yield from self._eval(item, stream, local, a["value"], lenient=True)
+                try:  # a declared `-> int` returns the number a dtype=int gen spelled (lang/ir/types.py)
+                    item.result = coerce_return(value, self._fplan.returns.get("type"))
+                except ValueError as e:
+                    raise SglRuntimeError(str(e)) from None
         else:
             raise SglRuntimeError(f"unknown plan step kind {k!r}")
 
@@ -462,8 +472,9 @@ class PlanExecutor:
 
     # ---------------- results
     def _output(self, item: ItemRun, fplan: FunctionPlan) -> dict[str, Any]:
-        if item.error is not None:
-            msg = item.error.message if hasattr(item.error, "message") else f"{type(item.error).__name__}: {item.error}"
+        if item.error is not None:  # a program's error reads as file:line:col, its source line and a caret
+            msg = str(item.error) if isinstance(item.error, SglRuntimeError) and item.error.pos is not None else \
+                item.error.message if hasattr(item.error, "message") else f"{type(item.error).__name__}: {item.error}"
             return {"index": item.index, "error": msg}
         variables = {k: (v if len(v) > 1 else v[0]) for k, v in item.main.history.items()}
         for k, v in item.main.vars.items():

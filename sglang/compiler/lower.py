@@ -1,6 +1,6 @@
 """Lower an (optimized) IR function to a `FunctionPlan`, and drive the whole compile pipeline.
 
-`compile_source(...)`: parse + imports → AST → IR (checked) → passes → plan. Step ids follow the IR's
+`compile_source(...)`: parse + imports → AST → IR (checked, type-checked: `lang.ir.types`) → passes → plan. Step ids follow the IR's
 canonical pre-order; each step's deps are its region predecessor (or enclosing control step) and the
 producers of what it reads (the IR's data edges); the passes' annotations become step args.
 """
@@ -12,6 +12,7 @@ from typing import Any
 from sglang.lang import ir
 from sglang.lang.gen_rules import LOGPROB_OPTIONS, typed_regex
 from sglang.lang.ir.expr import expr_to_json
+from sglang.lang.ir.types import check_types
 from sglang.lang.sgl.errors import SglError, SglSemanticError, SourcePos
 from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
@@ -104,6 +105,8 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
     returns = {"kind": kind}
     if "return_keys" in fn.attrs:
         returns["keys"] = fn.attrs["return_keys"]
+    if fn.attrs.get("returns"):  # the declared type: the executor converts a typed gen's text to it
+        returns["type"] = fn.attrs["returns"]
     return FunctionPlan(fn.name, list(fn.params), dict(fn.attrs.get("param_types", {p: "any" for p in fn.params})),
                         dict(fn.defaults), returns, [sid[n] for n in fn.region()], steps, hoisted, generated)
 
@@ -129,6 +132,7 @@ def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any 
     for name, fn in fns.items():
         fn.attrs.update(getattr(fn, "sgl_signature", {}))
         try:
+            check_types(fn)  # every frontend's IR, before any pass rewrites it
             optimized[name] = run_passes(fn, passes, ctx)
         except ir.IRError as e:
             raise _ir_error_to_sgl(e, texts or {}) from None

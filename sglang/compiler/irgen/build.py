@@ -20,6 +20,7 @@ from typing import Any
 
 from sglang.lang import ir
 from sglang.lang.ir import expr as X
+from sglang.lang.ir import types as T
 from sglang.lang.sgl import nodes as A
 from sglang.lang.sgl.errors import SglSemanticError, SourcePos
 from sglang.compiler.loader import SourceProgram
@@ -350,8 +351,12 @@ class Lowerer:
             prev = env.gen.get(name)
             definite = everywhere or (prev is not None and prev.definite)
             pos = next(d.pos for d in defs if d is not None)
+            ty = None
+            for d in [prev] * (not everywhere) + defs:  # its type on every path that may reach here
+                if d is not None:
+                    ty = (d.ty or T.STR) if ty is None else T.join(ty, d.ty or T.STR)
             env.gen[name] = Var(definite, version if prev is None or any(d is not prev for d in defs) else prev.version,
-                                 pos)
+                                 pos, ty)
         for o in outs:
             for k, v in o.forks.items():
                 env.forks.setdefault(k, v)

@@ -7,6 +7,7 @@ duplicates, wrong argument types, unknown gen parameters). Both format the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,22 @@ class SourcePos:
         lines = text.splitlines()
         src = lines[line - 1] if 0 < line <= len(lines) else ""
         return SourcePos(file, line, col, src)
+
+
+def pos_of_loc(loc: str | None) -> SourcePos | None:
+    """The position a plan step's `loc` ("file:line:col") names, with its source line when the file is readable
+    (read only when an error is reported: a served artifact's source may be gone, then the caret is left out)."""
+    if not loc:
+        return None
+    parts = loc.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    file, line, col = parts[0], int(parts[1]), int(parts[2])
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
+        text = ""
+    return SourcePos.of(text, file, line, col)
 
 
 class SglError(Exception):
