@@ -2,6 +2,7 @@
 
     sglc compile prog.sgl|module.py:fn -o prog.sglc [-O0|-O1] [-fno-<pass>] [--model PATH]
     sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl|module.py:fn [--function NAME]
+    sglc compile --explain prog.sgl [--calibration costs.json] [--batch N]
     sglc check prog.sgl|module.py:fn
 
 `module.py:fn` is traced with symbolic arguments (compiler/targets.py); `--emit ast` is for .sgl only.
@@ -22,6 +23,7 @@ from sglang.lang.sgl.source import deep_stack
 from sglang.compiler.passes import PASS_ORDER
 from sglang.compiler.artifact import stamp
 from sglang.compiler.plan import PlanError
+from sglang.compiler.cost import DEFAULT_BATCH
 
 EMITS = ("ast", "ir", "ir-opt", "plan", "dot", "svg")
 
@@ -52,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="build token-level constraint tables for this model's tokenizer "
                    "(a local HF folder, a .gguf, or 'default'; default: none, built at run time)")
     c.add_argument("-v", "--verbose", action="store_true", help="print what each pass changed")
+    c.add_argument("--explain", action="store_true", help="print, per pass, where it fired and the cost model's "
+                   "predicted saving (and where it did not, and why)")
+    c.add_argument("--calibration", metavar="PATH", help="measured runtime costs the cost model uses (a table "
+                   "benchmarks/calibrate.py writes; default: $SGLANG_CALIBRATION, else built-in defaults)")
+    c.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+                   help="items per run the cost model assumes")
     k = sub.add_parser("check", formatter_class=fmt, help="parse and check a program; print nothing but errors",
                        description="Parse and check SOURCE (all passes included) without writing anything; "
                                    "exit status 1 and file:line:col errors on a mistake.")
@@ -113,6 +121,8 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
         return "\n\n".join(f"# {n}\n{canonicalize(f).pretty()}" for n, f in fns.items()) + "\n"
     log: list[str] = []
     plan = _compile(args, disabled, enabled, names, log)
+    if args.explain:  # stdout carries the emitted form
+        _explain(args, plan, sys.stderr)
     if args.emit == "plan":
         return plan.dumps(indent=2) + "\n"
     from sglang.lang.ir import IRFunction
@@ -132,13 +142,27 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
 
 def _compile(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[str, ...],
              names: list[str] | None, log: list[str]) -> Any:
+    from sglang.compiler.calibration import load_calibration
+    from sglang.compiler.cost import CostModel
     from sglang.compiler.lower import compile_source
     from sglang.compiler.targets import compile_python, is_python_target
 
+    if args.batch < 1:
+        raise SglError(f"--batch must be >= 1, got {args.batch}")
+    cost = CostModel(load_calibration(args.calibration), args.batch)
+    args.decisions, args.cost = [], cost  # for --explain
     if is_python_target(args.source):
-        return compile_python(args.source, args.opt_level, disabled, enabled, log)
+        return compile_python(args.source, args.opt_level, disabled, enabled, log, cost=cost,
+                              decisions=args.decisions)
     return compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
-                          tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log)
+                          tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log, cost=cost,
+                          decisions=args.decisions)
+
+
+def _explain(args: argparse.Namespace, plan: Any, stream: Any) -> None:
+    from sglang.compiler.explain import format_explain
+
+    stream.write(format_explain(args.decisions, args.cost, list(plan.passes)))
 
 
 def _default_output(source: str) -> Path:
@@ -176,6 +200,8 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         log: list[str] = []
         plan = _compile(args, disabled, enabled, None, log)
+        if args.explain:
+            _explain(args, plan, sys.stdout)
         out = Path(args.output) if args.output else _default_output(args.source)
         (stamp(plan, args.source) if args.source.endswith(".sgl") else plan).save(out)
         if args.verbose:

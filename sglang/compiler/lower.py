@@ -16,7 +16,8 @@ from sglang.lang.ir.types import check_types
 from sglang.lang.sgl.errors import SglError, SglSemanticError, SourcePos
 from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
-from sglang.compiler.passes import PassContext, enabled_passes, run_passes
+from sglang.compiler.cost import CostModel
+from sglang.compiler.passes import Decision, PassContext, enabled_passes, run_passes
 from sglang.compiler.plan import FunctionPlan, Plan, Step
 
 
@@ -126,8 +127,10 @@ def _ir_error_to_sgl(e: ir.IRError, texts: dict[str, str]) -> SglError:
 
 def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any = None,
                source: str | None = None, texts: dict[str, str] | None = None, model: str | None = None,
-               log: list[str] | None = None) -> tuple[Plan, dict[str, ir.IRFunction]]:
-    ctx = PassContext(tokenizer=tokenizer)
+               log: list[str] | None = None, cost: CostModel | None = None,
+               decisions: list[Decision] | None = None) -> tuple[Plan, dict[str, ir.IRFunction]]:
+    """IR → type check → passes (deciding with `cost`; what they decided is appended to `decisions`) → plan."""
+    ctx = PassContext(tokenizer=tokenizer, cost=cost or CostModel())
     optimized: dict[str, ir.IRFunction] = {}
     for name, fn in fns.items():
         fn.attrs.update(getattr(fn, "sgl_signature", {}))
@@ -138,6 +141,8 @@ def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any 
             raise _ir_error_to_sgl(e, texts or {}) from None
     if log is not None:
         log.extend(ctx.log)
+    if decisions is not None:
+        decisions.extend(ctx.decisions)
     plan = Plan({n: lower_function(f) for n, f in optimized.items()}, source, list(passes), ctx.constraints,
                 {n: f.to_json() for n, f in optimized.items()}, model)
     return plan, optimized
@@ -146,12 +151,14 @@ def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any 
 def compile_source(path: str | Path | None = None, *, text: str | None = None, file: str | None = None,
                    opt_level: int = 1, disabled: tuple[str, ...] = (), enabled: tuple[str, ...] = (),
                    tokenizer: Any = None, model: str | None = None, functions: list[str] | None = None,
-                   log: list[str] | None = None) -> Plan:
+                   log: list[str] | None = None, cost: CostModel | None = None,
+                   decisions: list[Decision] | None = None) -> Plan:
     """Compile a `.sgl` program to a plan. User mistakes raise `SglError` (formatted, with position)."""
     program = load_program(path, text=text, file=file)
     fns = lower_program(program, functions)
     passes = enabled_passes(opt_level, disabled, enabled)
-    plan, _ = compile_ir(fns, passes, tokenizer, str(path or file or "<string>"), program.texts, model, log)
+    plan, _ = compile_ir(fns, passes, tokenizer, str(path or file or "<string>"), program.texts, model, log,
+                         cost, decisions)
     return plan
 
 
