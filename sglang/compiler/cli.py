@@ -1,7 +1,8 @@
 """`sglc`: the ahead-of-time compiler for `.sgl` programs and Python `@sgl.function`s.
 
     sglc compile prog.sgl|module.py:fn -o prog.sglc [-O0|-O1] [-fno-<pass>] [--model PATH]
-    sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl|module.py:fn [--function NAME]
+    sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl|module.py:fn [--function NAME] [-o FILE]
+        (dot/svg: regions, forks and waves of model calls, compiler/dot.py; `--emit dot -o p.svg` draws it)
     sglc compile --explain prog.sgl [--calibration costs.json] [--batch N]
     sglc check prog.sgl|module.py:fn
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,13 +131,21 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
     if args.emit == "ir-opt":
         return "\n\n".join(f"# {n}\n{f.pretty()}" for n, f in fns.items()) + "\n" + \
             "".join(f"# {line}\n" for line in log)
+    from sglang.compiler.dot import render_svg, to_dot
+
     name = args.function or list(fns)[-1]
-    dot = fns[name].to_dot()
-    if args.emit == "dot":
+    if name not in fns:
+        raise SglError(f"no function {name!r} in {args.source}", hint=f"functions: {', '.join(fns)}")
+    dot = to_dot(fns[name])
+    svg_file = args.output is not None and args.output.endswith(".svg")
+    if args.emit == "dot" and not svg_file:
         return dot
     if shutil.which("dot") is None:
-        raise SglError("--emit svg needs graphviz's `dot` on PATH", hint="install graphviz, or use --emit dot")
-    return subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+        raise SglError("an SVG picture needs graphviz's `dot` on PATH", hint="install graphviz, or use --emit dot")
+    try:
+        return render_svg(dot)
+    except RuntimeError as e:
+        raise SglError(str(e)) from None
 
 
 def _compile(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[str, ...],
@@ -196,7 +204,12 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         disabled, enabled = pass_flags(args.flags)
         if args.emit:
-            sys.stdout.write(_emit(args, disabled, enabled))
+            text = _emit(args, disabled, enabled)
+            if args.output:  # -o with --emit writes the form there (`--emit dot -o p.svg` draws the SVG)
+                Path(args.output).write_text(text, encoding="utf-8")
+                print(f"wrote {args.output}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
             return 0
         log: list[str] = []
         plan = _compile(args, disabled, enabled, None, log)
