@@ -30,6 +30,10 @@ CHARS_PER_TOKEN = 4  # BPE vocabularies average about 4 characters a token on En
 UNKNOWN_TOKENS = 16  # an argument or interpolated value, whose text is known only at run time
 ROLE_TOKENS = 4  # a chat template's role marker (begin or end), about
 DEFAULT_BATCH = 8  # items per run the predictions assume (sglc compile --batch)
+DEFAULT_GEN_TOKENS = 16  # a gen without max_tokens: what the predictions assume it generates
+# one more sequence in a decode batch makes each step about this much slower (decode is memory-bound: the
+# weights are read once per step for the whole batch); what a speculative sequence that is thrown away costs
+EXTRA_SEQUENCE_FRACTION = 0.1
 
 
 def server_shared_window() -> int:
@@ -88,3 +92,15 @@ class CostModel:
     def scoring_saving(self, choices: int) -> tuple[float, str]:
         """Scoring every choice in one batched call instead of one call per choice."""
         return (choices - 1) * self.cal.call_overhead_s, f"{choices} choices in 1 call instead of {choices}"
+
+    def speculation_saving(self, guesses: int, gen_tokens: float, resolves_s: float) -> tuple[float, str]:
+        """Sending a gen for each of `guesses` possible continuations while the decision (taking `resolves_s`)
+        is still pending: the right one's round trip overlaps the decision, the others are decoded for
+        nothing, slowing every batch step a little for each of the run's `batch` items."""
+        if guesses < 1:
+            return 0.0, "no continuation to prefetch"
+        gen_s = self.cal.call_overhead_s + gen_tokens * self.cal.decode_token_s
+        saved = min(gen_s, self.cal.call_overhead_s + resolves_s)
+        wasted = (guesses - 1) * gen_tokens * self.cal.decode_token_s * EXTRA_SEQUENCE_FRACTION * self.batch
+        return saved - wasted, (f"{guesses} continuation(s) of ~{gen_tokens:.0f} tokens sent early: one round trip "
+                                f"overlapped, {guesses - 1} decoded for nothing")

@@ -31,6 +31,7 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
     forks = fn.attrs.get("fork_batching", {})
     selects = set(fn.attrs.get("select_batched", []))
     constraints = fn.attrs.get("constraints", {})
+    speculate = fn.attrs.get("speculate", {})
     steps: list[Step] = []
     for n in order:
         op = fn.op(n)
@@ -92,6 +93,10 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
         c = constraints.get(str(n))
         if c is not None:
             args["constraint"] = c
+        spec = speculate.get(str(n))
+        if spec is not None:  # node ids -> step ids (a branch: one list per arm)
+            args["speculate"] = [[sid[m] for m in arm] for arm in spec] if isinstance(op, ir.Branch) else \
+                [sid[m] for m in spec]
         deps: list[int] = []
         u = next((u for u, _, d in fn.graph.in_edges(n, data=True) if d["kind"] in ("order", "body")), None)
         if u is not None:

@@ -1,7 +1,7 @@
 """IR passes, one module each, run in a fixed order; each can be switched off (`-O0`, `-fno-<pass>`).
 
 Transform passes rewrite the IR (dead-branch elimination, prefix hoisting). Annotation passes leave the
-ops alone and record decisions in `fn.attrs` keyed by node id (fork batching, select lowering,
+ops alone and record decisions in `fn.attrs` keyed by node id (fork batching, select lowering, speculation,
 constrained precompilation); `compiler/lower.py` turns those into plan step flags. Constant folding and
 text merging are no pass: they belong to the canonical form (`lang.ir.canon`) that `run_passes` starts
 from, so they happen at -O0 too. Every pass takes and returns an `IRFunction` and a shared `PassContext`.
@@ -15,7 +15,7 @@ from sglang.lang import ir
 from sglang.compiler.cost import CostModel
 
 # pass name (the -f<name> flag) -> module; order is the pipeline order
-PASS_ORDER = ("dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "constrained-precompile")
+PASS_ORDER = ("dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "speculation", "constrained-precompile")
 
 
 @dataclass
@@ -52,11 +52,12 @@ class PassContext:
 
 
 def get_pass(name: str) -> Callable[[ir.IRFunction, PassContext], ir.IRFunction]:
-    from sglang.compiler.passes import constrained_precompile, dead_branch, fork_batching, prefix_hoist, select_lowering
+    from sglang.compiler.passes import (constrained_precompile, dead_branch, fork_batching, prefix_hoist,
+                                        select_lowering, speculation)
 
     table = {"dead-branch": dead_branch.run, "prefix-hoist": prefix_hoist.run,
              "fork-batching": fork_batching.run, "select-lowering": select_lowering.run,
-             "constrained-precompile": constrained_precompile.run}
+             "speculation": speculation.run, "constrained-precompile": constrained_precompile.run}
     if name not in table:
         raise ValueError(f"unknown pass {name!r} (passes: {', '.join(PASS_ORDER)})")
     return table[name]
