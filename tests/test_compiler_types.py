@@ -32,6 +32,7 @@ BAD = [
     ("def f() {\n  gen n(max_tokens=2)\n  if n == 3 { \"x\" }\n}", 3, 8, "always false"),
     ('def f() {\n  select v(choices=["yes", "no"])\n  if v == "maybe" { "x" }\n}', 3, 8, "'maybe' is not one of"),
     ("def f(x: float) {\n  for i in x { \"a\" }\n}", 2, 3, "cannot loop over a float"),
+    ("def f(k: int, q: str) {\n  if k in q { \"x\" }\n}", 2, 8, "looks for a str inside a str"),
     ("def f(n: str) {\n  fork t[n] { gen a }\n}", 2, 3, "fork count must be an int"),
     ("def f(k: int) {\n  \"{k.upper()}\"\n}", 2, 5, "upper() takes a str"),
     ("def f(k: int) {\n  \"{len(k)}\"\n}", 2, 5, "len() takes a seq"),

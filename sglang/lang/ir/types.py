@@ -115,7 +115,9 @@ def binary_type(op: str, a: Ty, b: Ty) -> Ty:
     if op in ("in", "not in"):
         if b.name == "str" and a.name == "str" or b.name in ("list", "dict"):
             return BOOL
-        raise TypeMismatch(f"'{op}' needs a str, list or dict on the right; got {a} {op} {b}")
+        if b.name == "str":
+            raise TypeMismatch(f"'{op}' looks for a str inside a str, not a {a}", hint=_hint_for(op, a, b))
+        raise TypeMismatch(f"'{op}' needs a str, list or dict on the right, not a {b}")
     if op in ("<", "<=", ">", ">="):
         if _is_num(a) and _is_num(b) or a.name == b.name and a.name in ("str", "list"):
             return BOOL
