@@ -135,3 +135,14 @@ def test_run_time_error_without_the_source_file_still_names_the_position():
     plan = compile_text('def f(k: str) {\n  "{int(k)}"\n}')  # p.sgl does not exist on disk
     out = PlanExecutor(plan, FakeBackend()).run(None, {"k": "x"})
     assert out["error"].startswith("p.sgl:2:3: runtime error: cannot evaluate `int(k)`")
+
+
+def test_step_locations_read_back_as_positions(tmp_path):
+    from sglang.lang.sgl.errors import pos_of_loc
+
+    src = tmp_path / "m.py"
+    src.write_text("line one\n    line two\n")
+    assert pos_of_loc(f"{src}:2:5") == pos_of_loc(f"{src}:2:5") and pos_of_loc(f"{src}:2:5").source_line == "    line two"
+    assert (pos_of_loc(f"{src}:1").line, pos_of_loc(f"{src}:1").col) == (1, 1)  # traced ops carry no column
+    assert pos_of_loc(f"{tmp_path}/gone.sgl:3:2").source_line == ""  # no file: position only, no caret
+    assert pos_of_loc("<string>") is None and pos_of_loc(None) is None

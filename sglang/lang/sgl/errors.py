@@ -6,8 +6,11 @@ duplicates, wrong argument types, unknown gen parameters). Both format the same 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+_LOC = re.compile(r"^(.+?):(\d+)(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,10 @@ def pos_of_loc(loc: str | None) -> SourcePos | None:
     (read only when an error is reported: a served artifact's source may be gone, then the caret is left out)."""
     if not loc:
         return None
-    parts = loc.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+    m = _LOC.match(loc)  # "file:line:col", or "file:line" (a traced Python op has no column)
+    if m is None:
         return None
-    file, line, col = parts[0], int(parts[1]), int(parts[2])
+    file, line, col = m.group(1), int(m.group(2)), int(m.group(3) or 1)
     try:
         text = Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError, ValueError):
