@@ -40,6 +40,8 @@ BAD = [
     ("def f(s: str) -> int {\n  return s\n}", 2, 3, "declares -> int but returns"),
     ("def f() -> str {\n  \"x\"\n}", 1, 1, "never returns a value"),
     ("def f(b: bool) -> int {\n  gen n(dtype=int)\n  return {\"n\": n}\n}", 3, 3, "declares -> int but returns dict"),
+    ("def g(n: int) {\n  \"{n}\"\n}\ndef f() {\n  gen x(max_tokens=2)\n  g(x)\n}", 6, 5,
+     "argument 'n' of g() must be int, but it is str"),
 ]
 
 

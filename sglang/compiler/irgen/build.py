@@ -438,6 +438,13 @@ class Lowerer:
                 if "any" not in (have, typ) and have != typ and not (have == "int" and typ == "float"):
                     raise self.exprs.err(f"argument {p.name!r} of {call.func}() must be {typ}, but {value.name!r} is {have}",
                                    a.pos, env)
+            else:  # any other expression: its static type (generated text is a str)
+                have_t, want = self.exprs.type_of(value, env), T.declared(typ)
+                if "any" not in (have_t.name, want.name) and have_t.name != want.name and \
+                        not (have_t.name in ("int", "bool") and want.name == "float"):
+                    raise self.exprs.err(f"argument {p.name!r} of {call.func}() must be {typ}, but it is {have_t}",
+                                         a.pos, env, f"convert it: {want}(...)" if have_t.name == "str" and
+                                         want.name in ("int", "float", "bool") else None)
             bound[p.name] = value
         callee = Env(ref, env.params, calls=env.calls + (env.ref.func.name, f.name), gen=env.gen, role=env.role,
                       later_gens=all_gens(f.body, {}))

@@ -78,6 +78,10 @@ class ExprLowerer:
             return env.gen[n.name].ty or T.STR
         return T.declared(env.params.get(n.name))
 
+    def type_of(self, out: Any, env: Env) -> T.Ty:
+        """The static type of an already checked IR expression."""
+        return T.infer_expr(out, lambda n: self.type_of_name(n, env), self._types)
+
     def check_types(self, out: Any, e: A.Expr, env: Env) -> None:
         try:
             T.infer_expr(out, lambda n: self.type_of_name(n, env), self._types)
