@@ -98,7 +98,8 @@ def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
         ctx.constraints[key] = entry
         # the compile time measured here is what the first request that uses it would otherwise wait
         ctx.decide("constrained-precompile", fn, node, f"{kind} constraint compiled ahead of time",
-                   (time.perf_counter() - started, f"{entry.get('dfa_states', 0)} DFA states"), always=True)
+                   (time.perf_counter() - started, f"{entry.get('dfa_states', 0)} DFA states; the first request that "
+                                                  "uses it would wait this long"), always=True)
         ctx.log.append(f"constrained-precompile: node {node}: {kind} -> {key}"
                        + (f" ({entry.get('dfa_states')} DFA states)" if "dfa_states" in entry else ""))
     fn.attrs["constraints"] = marks
