@@ -148,3 +148,22 @@ def test_step_locations_read_back_as_positions(tmp_path):
     assert (pos_of_loc(f"{src}:1").line, pos_of_loc(f"{src}:1").col) == (1, 1)  # traced ops carry no column
     assert pos_of_loc(f"{tmp_path}/gone.sgl:3:2").source_line == ""  # no file: position only, no caret
     assert pos_of_loc("<string>") is None and pos_of_loc(None) is None
+
+
+def test_loading_an_artifact_type_checks_its_ir(tmp_path):
+    import json
+
+    from sglang.compiler.artifact import load_artifact
+    from sglang.compiler.plan import PlanError
+
+    plan = compile_text('def f(q: str, k: int) {\n  "{q + str(k)}"\n}')
+    path = tmp_path / "p.sglc"
+    plan.save(path)
+    assert load_artifact(path).function("f").params == ["q", "k"]
+    data = json.loads(path.read_text())
+    for node in data["ir"]["f"]["nodes"]:  # edited by hand: q + k
+        if node["op"] == "Interp":
+            node["expr"]["right"] = {"expr": "Name", "name": "k"}
+    path.write_text(json.dumps(data))
+    with pytest.raises(PlanError, match=r"p.sgl:2:3: cannot add str and int"):
+        load_artifact(path)
