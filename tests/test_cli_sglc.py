@@ -24,7 +24,8 @@ def test_compile_writes_a_loadable_artifact(tmp_path, capsys):
     assert "wrote" in capsys.readouterr().err
     plan = Plan.load(out)
     fp = plan.function("tip_suggestion")
-    assert plan.passes == ["dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "constrained-precompile"]
+    assert plan.passes == ["dead-branch", "prefix-hoist", "fork-batching", "select-lowering", "speculation",
+                           "constrained-precompile"]
     assert any(s.kind == "fork" and s.args["batched"] for s in fp.steps)
 
 

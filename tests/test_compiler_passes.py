@@ -5,6 +5,8 @@ import pytest
 
 from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
+from sglang.compiler.calibration import Calibration
+from sglang.compiler.cost import CostModel
 from sglang.compiler.lower import compile_source
 from sglang.compiler.passes import PASS_ORDER, PassContext, enabled_passes, get_pass, run_passes
 from sglang.lang import ir
@@ -73,12 +75,30 @@ def test_prefix_hoisting_leaves_non_exhaustive_branches():
 
 
 def test_fork_batching_marks_forks_with_their_warm_suffix():
-    src = 'def f() { "P\\n" fork t[3] as i { "Item {i}: " gen x(max_tokens=4) } }'
+    src = 'def f() { "A shared context of a few words for the branches.\\n" fork t[3] as i { "Item {i}: " gen x(max_tokens=4) } }'
     before = ir_of(src)
-    after, _ = run_pass("fork-batching", before)
+    after, ctx = run_pass("fork-batching", before)
     assert ops(after) == ops(before)  # an annotation pass: ops unchanged
     fork = next(n for n in after.graph if isinstance(after.op(n), ir.Fork))
     assert after.attrs["fork_batching"] == {str(fork): {"warm_suffix": "Item "}}
+    assert [(d.node, d.applied) for d in ctx.decisions] == [(fork, True)] and ctx.decisions[0].saving_s > 0
+
+
+def test_fork_batching_leaves_a_fork_whose_warm_up_costs_more_than_it_spares():
+    src = 'def f() { "P\\n" fork t[3] as i { "Item {i}: " gen x(max_tokens=4) } }'
+    after, ctx = run_pass("fork-batching", ir_of(src))  # ~3 shared tokens: less than one call's overhead
+    assert after.attrs["fork_batching"] == {} and not ctx.decisions[0].applied and ctx.decisions[0].saving_s < 0
+    cheap_calls = PassContext(cost=CostModel(Calibration(prefill_token_s=1e-3, call_overhead_s=1e-4)))
+    after = get_pass("fork-batching")(ir.canonicalize(ir_of(src)), cheap_calls)  # a device where calls are cheap
+    assert list(after.attrs["fork_batching"].values()) == [{"warm_suffix": "Item "}]
+    long = 'def f() { "' + "word " * 200 + '" fork t[3] as i { gen x(max_tokens=4) } }'
+    after, ctx = run_pass("fork-batching", ir_of(long))  # the scheduler shares a long prefix in-batch by itself
+    assert after.attrs["fork_batching"] == {} and "once per batch by itself" in ctx.decisions[0].why
+
+
+def test_select_lowering_leaves_a_one_choice_select():
+    after, ctx = run_pass("select-lowering", ir_of('def f() { select t(choices=["only"]) }'))
+    assert after.attrs["select_batched"] == [] and not ctx.decisions[0].applied
 
 
 def test_select_lowering_marks_selects_and_rejects_duplicate_choices():
@@ -114,7 +134,8 @@ def test_switches():
 
 
 def test_o0_and_o1_plans_differ_only_where_passes_act():
-    src = 'def f() { "A" "B" if 1 > 2 { gen x } fork t[2] { gen y } select s(choices=["p", "q"]) }'
+    src = ('def f() { "A" "B: a shared context of some words, long enough that warming it up pays." '
+           'if 1 > 2 { gen x } fork t[3] { gen y } select s(choices=["p", "q"]) }')
     p0 = compile_source(text=src, file="p.sgl", opt_level=0).function("f")
     p1 = compile_source(text=src, file="p.sgl").function("f")
     kinds0 = [s.kind for s in p0.steps]

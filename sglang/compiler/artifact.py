@@ -2,7 +2,8 @@
 
 An artifact records the sha256 of its source files, the compiler version, the pass list and the target
 model (`Plan.source_sha256`, `Plan.compiler_version`, `Plan.passes`, `Plan.model`). Loading runs
-`validate_plan` (every step id, dep, arm, kind, sampling parameter and constraint-table reference) before
+`validate_plan` (every step id, dep, arm, kind, sampling parameter and constraint-table reference, and the
+types of the IR it carries) before
 any model loads, so a corrupt plan fails with the function, step and source location instead of an
 IndexError mid-run; `check_fresh` refuses a stale artifact (source edited since compiling) or one built
 for another model, unless forced, when it only warns.
@@ -99,7 +100,22 @@ def validate_plan(plan: Plan) -> Plan:
         _check_ids(fplan, "the entry region", fplan.entry, f"function {fplan.name!r}")
         for step in fplan.steps:
             _check_step(plan, fplan, step)
+    _check_types(plan)
     return plan
+
+
+def _check_types(plan: Plan) -> None:
+    """The type checker `sglc` ran, again on the artifact's IR (one built by an older sglc, or edited)."""
+    from sglang.lang.ir import IRError, IRFunction
+    from sglang.lang.ir.types import check_types
+
+    for name, data in plan.ir.items():
+        try:
+            check_types(IRFunction.from_json(data))
+        except IRError as e:
+            raise PlanError(f"bad plan: function {name!r}: {e}") from None
+        except (ValueError, KeyError, TypeError) as e:
+            raise PlanError(f"corrupt plan: the IR of function {name!r}: {e}") from None
 
 
 def _problem(plan: Plan, model: str | None) -> list[str]:

@@ -1,7 +1,9 @@
 """`sglc`: the ahead-of-time compiler for `.sgl` programs and Python `@sgl.function`s.
 
     sglc compile prog.sgl|module.py:fn -o prog.sglc [-O0|-O1] [-fno-<pass>] [--model PATH]
-    sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl|module.py:fn [--function NAME]
+    sglc compile --emit ast|ir|ir-opt|plan|dot|svg prog.sgl|module.py:fn [--function NAME] [-o FILE]
+        (dot/svg: regions, forks and waves of model calls, compiler/dot.py; `--emit dot -o p.svg` draws it)
+    sglc compile --explain prog.sgl [--calibration costs.json] [--batch N]
     sglc check prog.sgl|module.py:fn
 
 `module.py:fn` is traced with symbolic arguments (compiler/targets.py); `--emit ast` is for .sgl only.
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sglang.lang.sgl.source import deep_stack
 from sglang.compiler.passes import PASS_ORDER
 from sglang.compiler.artifact import stamp
 from sglang.compiler.plan import PlanError
+from sglang.compiler.cost import DEFAULT_BATCH
 
 EMITS = ("ast", "ir", "ir-opt", "plan", "dot", "svg")
 
@@ -52,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", help="build token-level constraint tables for this model's tokenizer "
                    "(a local HF folder, a .gguf, or 'default'; default: none, built at run time)")
     c.add_argument("-v", "--verbose", action="store_true", help="print what each pass changed")
+    c.add_argument("--explain", action="store_true", help="print, per pass, where it fired and the cost model's "
+                   "predicted saving (and where it did not, and why)")
+    c.add_argument("--calibration", metavar="PATH", help="measured runtime costs the cost model uses (a table "
+                   "benchmarks/calibrate.py writes; default: $SGLANG_CALIBRATION, else built-in defaults)")
+    c.add_argument("--batch", type=int, default=DEFAULT_BATCH, metavar="N",
+                   help="items per run the cost model assumes")
     k = sub.add_parser("check", formatter_class=fmt, help="parse and check a program; print nothing but errors",
                        description="Parse and check SOURCE (all passes included) without writing anything; "
                                    "exit status 1 and file:line:col errors on a mistake.")
@@ -113,6 +121,8 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
         return "\n\n".join(f"# {n}\n{canonicalize(f).pretty()}" for n, f in fns.items()) + "\n"
     log: list[str] = []
     plan = _compile(args, disabled, enabled, names, log)
+    if args.explain:  # stdout carries the emitted form
+        _explain(args, plan, sys.stderr)
     if args.emit == "plan":
         return plan.dumps(indent=2) + "\n"
     from sglang.lang.ir import IRFunction
@@ -121,24 +131,46 @@ def _emit(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[st
     if args.emit == "ir-opt":
         return "\n\n".join(f"# {n}\n{f.pretty()}" for n, f in fns.items()) + "\n" + \
             "".join(f"# {line}\n" for line in log)
+    from sglang.compiler.dot import render_svg, to_dot
+
     name = args.function or list(fns)[-1]
-    dot = fns[name].to_dot()
-    if args.emit == "dot":
+    if name not in fns:
+        raise SglError(f"no function {name!r} in {args.source}", hint=f"functions: {', '.join(fns)}")
+    dot = to_dot(fns[name])
+    svg_file = args.output is not None and args.output.endswith(".svg")
+    if args.emit == "dot" and not svg_file:
         return dot
     if shutil.which("dot") is None:
-        raise SglError("--emit svg needs graphviz's `dot` on PATH", hint="install graphviz, or use --emit dot")
-    return subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+        raise SglError("an SVG picture needs graphviz's `dot` on PATH", hint="install graphviz, or use --emit dot")
+    try:
+        return render_svg(dot)
+    except RuntimeError as e:
+        raise SglError(str(e)) from None
 
 
 def _compile(args: argparse.Namespace, disabled: tuple[str, ...], enabled: tuple[str, ...],
              names: list[str] | None, log: list[str]) -> Any:
+    from sglang.compiler.calibration import load_calibration
+    from sglang.compiler.cost import CostModel
     from sglang.compiler.lower import compile_source
     from sglang.compiler.targets import compile_python, is_python_target
 
+    if args.batch < 1:
+        raise SglError(f"--batch must be >= 1, got {args.batch}")
+    cost = CostModel(load_calibration(args.calibration), args.batch)
+    args.decisions, args.cost = [], cost  # for --explain
     if is_python_target(args.source):
-        return compile_python(args.source, args.opt_level, disabled, enabled, log)
+        return compile_python(args.source, args.opt_level, disabled, enabled, log, cost=cost,
+                              decisions=args.decisions)
     return compile_source(args.source, opt_level=args.opt_level, disabled=disabled, enabled=enabled,
-                          tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log)
+                          tokenizer=_tokenizer(args.model), model=args.model, functions=names, log=log, cost=cost,
+                          decisions=args.decisions)
+
+
+def _explain(args: argparse.Namespace, plan: Any, stream: Any) -> None:
+    from sglang.compiler.explain import format_explain
+
+    stream.write(format_explain(args.decisions, args.cost, list(plan.passes)))
 
 
 def _default_output(source: str) -> Path:
@@ -172,10 +204,17 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         disabled, enabled = pass_flags(args.flags)
         if args.emit:
-            sys.stdout.write(_emit(args, disabled, enabled))
+            text = _emit(args, disabled, enabled)
+            if args.output:  # -o with --emit writes the form there (`--emit dot -o p.svg` draws the SVG)
+                Path(args.output).write_text(text, encoding="utf-8")
+                print(f"wrote {args.output}", file=sys.stderr)
+            else:
+                sys.stdout.write(text)
             return 0
         log: list[str] = []
         plan = _compile(args, disabled, enabled, None, log)
+        if args.explain:
+            _explain(args, plan, sys.stdout)
         out = Path(args.output) if args.output else _default_output(args.source)
         (stamp(plan, args.source) if args.source.endswith(".sgl") else plan).save(out)
         if args.verbose:

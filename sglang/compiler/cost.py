@@ -12,12 +12,28 @@ hoisting warm-up, or in-batch), so a fork's warm-up counts only the parent text 
 
 Token counts come from the engine's tokenizer when the engine is in this process, else from characters
 (`estimate_tokens`: a client of a server has no tokenizer).
+
+At compile time `CostModel` turns the same rules into predicted seconds saved per run, from a device's
+measured costs (`compiler/calibration.py`: prefill and decode per token, per-call overhead): each pass
+asks it before it acts and acts only where the saving is positive (`passes.PassContext.decide`), and
+`sglc compile --explain` prints the decisions. Text whose length is unknown when compiling (an argument,
+an interpolated value) counts `UNKNOWN_TOKENS`; a run is assumed to carry `batch` items.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from sglang.compiler.calibration import DEFAULT, Calibration
+
 CHARS_PER_TOKEN = 4  # BPE vocabularies average about 4 characters a token on English text
+UNKNOWN_TOKENS = 16  # an argument or interpolated value, whose text is known only at run time
+ROLE_TOKENS = 4  # a chat template's role marker (begin or end), about
+DEFAULT_BATCH = 8  # items per run the predictions assume (sglc compile --batch)
+DEFAULT_GEN_TOKENS = 16  # a gen without max_tokens: what the predictions assume it generates
+# one more sequence in a decode batch makes each step about this much slower (decode is memory-bound: the
+# weights are read once per step for the whole batch); what a speculative sequence that is thrown away costs
+EXTRA_SEQUENCE_FRACTION = 0.1
 
 
 def server_shared_window() -> int:
@@ -45,3 +61,46 @@ def warmup_pays(shared_uncached: str, sharers: int, count: Callable[[str], int] 
     if sharers < 2 or not shared_uncached:
         return False
     return count(shared_uncached) < server_shared_window()
+
+
+@dataclass
+class CostModel:
+    """Predicted seconds saved per run (of `batch` items), from a calibration table."""
+
+    cal: Calibration = DEFAULT
+    batch: int = DEFAULT_BATCH
+    count: Callable[[str], int] = field(default=estimate_tokens)
+
+    def prefill_s(self, tokens: float) -> float:
+        return tokens * self.cal.prefill_token_s
+
+    def warmup_saving(self, shared_tokens: float, sharers: int) -> tuple[float, str]:
+        """(saving, why) of one warm-up prefill of `shared_tokens` before `sharers` requests start with them:
+        the copies it spares, minus the call it adds; nothing when the scheduler shares them in-batch."""
+        if sharers < 2 or shared_tokens <= 0:
+            return 0.0, "nothing shared to warm up"
+        if shared_tokens >= server_shared_window():
+            return 0.0, (f"~{shared_tokens:.0f} shared tokens: the scheduler computes a prefix of "
+                         f"{server_shared_window()}+ tokens once per batch by itself")
+        saving = (sharers - 1) * self.prefill_s(shared_tokens) - self.cal.call_overhead_s
+        return saving, (f"{sharers - 1} copies of ~{shared_tokens:.0f} tokens spared, one more call")
+
+    def hoist_saving(self, tokens: float) -> tuple[float, str]:
+        """Text moved into the prefix every item shares: computed once instead of once per item."""
+        return (self.batch - 1) * self.prefill_s(tokens), f"~{tokens:.0f} tokens shared by {self.batch} items"
+
+    def scoring_saving(self, choices: int) -> tuple[float, str]:
+        """Scoring every choice in one batched call instead of one call per choice."""
+        return (choices - 1) * self.cal.call_overhead_s, f"{choices} choices in 1 call instead of {choices}"
+
+    def speculation_saving(self, guesses: int, gen_tokens: float, resolves_s: float) -> tuple[float, str]:
+        """Sending a gen for each of `guesses` possible continuations while the decision (taking `resolves_s`)
+        is still pending: the right one's round trip overlaps the decision, the others are decoded for
+        nothing, slowing every batch step a little for each of the run's `batch` items."""
+        if guesses < 1:
+            return 0.0, "no continuation to prefetch"
+        gen_s = self.cal.call_overhead_s + gen_tokens * self.cal.decode_token_s
+        saved = min(gen_s, self.cal.call_overhead_s + resolves_s)
+        wasted = (guesses - 1) * gen_tokens * self.cal.decode_token_s * EXTRA_SEQUENCE_FRACTION * self.batch
+        return saved - wasted, (f"{guesses} continuation(s) of ~{gen_tokens:.0f} tokens sent early: one round trip "
+                                f"overlapped, {guesses - 1} decoded for nothing")

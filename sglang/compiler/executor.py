@@ -13,6 +13,12 @@ fork counts) is decided at run time from the stream's variables.
 Warm-up prefills (the batch's shared constant prefix, a fork's parent) go out only when the cost model
 (compiler/cost.py) says they save computed tokens.
 
+Speculation (passes/speculation.py): a step with `speculate` sends the gens that may follow it before its
+decision resolves (each choice's continuation with a select's scoring; each arm's first gen when a branch
+waits on a fork's variable), from tasks of their own; the gen that then runs uses the answer whose request
+is exactly its own. Speculative requests go out as calls of their own (in the same wave), so one that fails
+fails no real request; it is dropped and the gen sends its own.
+
 The frontend rules are the interpreter's, not copies: a select runs `lang.backends.choices.score_choices`
 (its request lists join the batch), a gen variable holds the generated text whatever its dtype
 (`lang/gen_rules.py`), a role block's text becomes a message, and a join gathers the branches' variables
@@ -24,14 +30,16 @@ The backend is any `lang.backends.base.NativeBackend` (in-process Engine or HTTP
 from __future__ import annotations
 
 import collections
+import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from sglang.lang.backends.base import VIDEO_TOKEN
 from sglang.lang.backends.choices import PREFILL, score_choices
 from sglang.lang.gen_rules import LOGPROB_OPTIONS
-from sglang.lang.ir.expr import eval_expr, expr_from_json, names_in
-from sglang.lang.sgl.errors import SglRuntimeError
+from sglang.lang.ir.expr import eval_expr, expr_from_json, expr_to_str, names_in
+from sglang.lang.ir.types import coerce_return
+from sglang.lang.sgl.errors import SglRuntimeError, pos_of_loc
 from sglang.compiler.args import bind_args  # noqa: F401  (part of this module's API)
 from sglang.compiler.cost import token_counter, warmup_pays
 from sglang.compiler.dispatch import MAX_CALL_BATCH, Dispatcher, ExecStats, Request  # noqa: F401  (API)
@@ -61,6 +69,8 @@ class _Stream:
     role_start: int = -1  # where the open role's content begins in `text`; -1: no role open
     cached: int = 0  # length of the text prefix the engine holds in its cache (a response covered it)
     done: bool = False
+    # speculation: request key -> the response of a gen sent early (None while in flight); never copied to children
+    prefetched: dict[str, Any] = field(default_factory=dict)
 
     def child(self) -> "_Stream":
         return _Stream(self.text, dict(self.vars), {}, {}, list(self.images), list(self.videos), {},
@@ -144,6 +154,9 @@ class PlanExecutor:
         self._template = None
         self._count_tokens = token_counter(backend)
         self._batch_shared = 0  # length of the text every item of the running batch starts with
+        self._speculative: dict[int, tuple[_Stream, str]] = {}  # id(prefetch task) -> (its stream, request key)
+        self.speculated = 0  # requests sent early, and how many a gen then used
+        self.speculation_hits = 0
         self.tables_loaded = 0
         if plan.constraints and _in_process(backend) and not getattr(plan, "_tables_loaded", False):
             from sglang.compiler.passes.constrained_precompile import load_tables
@@ -201,6 +214,11 @@ class PlanExecutor:
             if not dispatcher.busy:
                 break
             for (task, item, req), responses in dispatcher.wait():
+                spec = self._speculative.pop(id(task), None)
+                if spec is not None and isinstance(responses, BaseException):
+                    spec[0].prefetched.pop(spec[1], None)  # a lost guess: the gen sends its own request
+                    task.close()
+                    continue
                 self._resume(task, item, req, responses, ready)
         for task, item, _ in waiting:  # nothing can make progress: report instead of hanging
             item.error = item.error or SglRuntimeError("a stream waits for a branch that never finishes")
@@ -303,7 +321,7 @@ class PlanExecutor:
         try:
             return eval_expr(expr, env, lookup)
         except (NameError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as e:
-            raise SglRuntimeError(f"cannot evaluate {ej and expr!s}: {e}") from None
+            raise SglRuntimeError(f"cannot evaluate `{expr_to_str(expr)}`: {e}") from None
 
     def _set_var(self, item: ItemRun, stream: _Stream, name: str, value: Any, meta: Any, path: tuple) -> None:
         stream.vars[name] = value
@@ -317,7 +335,12 @@ class PlanExecutor:
         fplan = self._fplan
         for sid in ids:
             step = fplan.step(sid)
-            yield from self._step(item, stream, step, local, path)
+            try:
+                yield from self._step(item, stream, step, local, path)
+            except SglRuntimeError as e:
+                if e.pos is not None:  # raised by a nested step: it already names its own place
+                    raise
+                raise SglRuntimeError(e.message, pos_of_loc(step.loc), e.hint) from None
 
     def _step(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         k, a = step.kind, step.args
@@ -360,6 +383,8 @@ class PlanExecutor:
         elif k == "select":
             yield from self._select(item, stream, step, local, path)
         elif k == "branch":
+            if a.get("speculate"):  # the condition waits on a fork: send each arm's first gen meanwhile
+                yield _Spawn([self._prefetch(item, stream, stream.text, ids) for ids in a["speculate"] if ids])
             for arm, cond in enumerate(a["conds"]):
                 if cond is None or (yield from self._eval(item, stream, local, cond)):
                     yield from self._region(item, stream, step.arms[arm], local, path)
@@ -380,21 +405,57 @@ class PlanExecutor:
                     stream.vars[name] = [c.vars.get(name) for c in children]
         elif k == "return":
             if a.get("value") is not None:
-                item.result = yield from self._eval(item, stream, local, a["value"], lenient=True)
+                value = yield from self._eval(item, stream, local, a["value"], lenient=True)
+                try:  # a declared `-> int` returns the number a dtype=int gen spelled (lang/ir/types.py)
+                    item.result = coerce_return(value, self._fplan.returns.get("type"))
+                except ValueError as e:
+                    raise SglRuntimeError(str(e)) from None
         else:
             raise SglRuntimeError(f"unknown plan step kind {k!r}")
 
-    def _gen(self, item: ItemRun, stream: _Stream, step: Step, path: tuple) -> Iterator[Any]:
+    def _gen_payload(self, stream: _Stream, text: str, step: Step) -> dict[str, Any]:
         a = step.args
         sp = dict(self.default_sampling)
         sp.update(a.get("sampling_params", {}))
-        payload: dict[str, Any] = {"text": stream.text, "sampling_params": sp}
+        payload: dict[str, Any] = {"text": text, "sampling_params": sp}
         payload.update(self.default_options)  # run-level logprob options; the gen's own win
         for key in LOGPROB_OPTIONS:
             if key in a:
                 payload[key] = a[key]
         payload.update(stream.media())
-        resp = yield Request(payload)
+        return payload
+
+    def _prefetch(self, item: ItemRun, stream: _Stream, text: str, ids: list[int]) -> Iterator[Any]:
+        """A task sending the gen `ids[-1]` early, its prompt `text` + the constant steps before it."""
+        for sid in ids[:-1]:
+            s = self._fplan.step(sid)
+            text += s.args["value"] if s.kind == "text" else self.template().role_begin(s.args["role"]) \
+                if s.kind == "role_begin" else self.template().role_end(s.args["role"])
+        payload = self._gen_payload(stream, text, self._fplan.step(ids[-1]))
+        key = json.dumps(payload, sort_keys=True, default=str)
+        if key in stream.prefetched:
+            return
+        stream.prefetched[key] = None
+        self.speculated += 1
+        me = self._prefetch_body(stream, key, payload)
+        self._speculative[id(me)] = (stream, key)
+        yield _Spawn([me])
+
+    @staticmethod
+    def _prefetch_body(stream: _Stream, key: str, payload: dict[str, Any]) -> Iterator[Any]:
+        stream.prefetched[key] = yield Request(payload, solo=True)  # its own call: a lost guess fails nothing else
+
+    def _gen(self, item: ItemRun, stream: _Stream, step: Step, path: tuple) -> Iterator[Any]:
+        a = step.args
+        payload = self._gen_payload(stream, stream.text, step)
+        key = json.dumps(payload, sort_keys=True, default=str) if stream.prefetched else None
+        if key in stream.prefetched and stream.prefetched[key] is None:  # sent early, not back yet
+            yield _Wait(lambda: stream.prefetched.get(key) is not None or key not in stream.prefetched)
+        resp = stream.prefetched.pop(key, None) if key is not None else None
+        if resp is not None:
+            self.speculation_hits += 1
+        else:
+            resp = yield Request(payload)
         text = resp.get("text", "")
         stream.text += text
         stream.cached = len(stream.text)  # the engine keeps the prompt and what it generated
@@ -407,6 +468,8 @@ class PlanExecutor:
         if choices is None:
             choices = [str(c) for c in (yield from self._eval(item, stream, local, a["choices_expr"]))]
         solo = not a.get("batched")  # a select the select-lowering pass did not batch goes out alone
+        if a.get("speculate"):  # each choice's continuation goes out with the scoring
+            yield _Spawn([self._prefetch(item, stream, stream.text + c, a["speculate"]) for c in choices])
         try:
             scoring = score_choices(stream.text, choices, a["method"], a.get("temperature", 0.0))
             reqs = next(scoring)
@@ -462,8 +525,9 @@ class PlanExecutor:
 
     # ---------------- results
     def _output(self, item: ItemRun, fplan: FunctionPlan) -> dict[str, Any]:
-        if item.error is not None:
-            msg = item.error.message if hasattr(item.error, "message") else f"{type(item.error).__name__}: {item.error}"
+        if item.error is not None:  # a program's error reads as file:line:col, its source line and a caret
+            msg = str(item.error) if isinstance(item.error, SglRuntimeError) and item.error.pos is not None else \
+                item.error.message if hasattr(item.error, "message") else f"{type(item.error).__name__}: {item.error}"
             return {"index": item.index, "error": msg}
         variables = {k: (v if len(v) > 1 else v[0]) for k, v in item.main.history.items()}
         for k, v in item.main.vars.items():

@@ -1,6 +1,6 @@
 """Lower an (optimized) IR function to a `FunctionPlan`, and drive the whole compile pipeline.
 
-`compile_source(...)`: parse + imports → AST → IR (checked) → passes → plan. Step ids follow the IR's
+`compile_source(...)`: parse + imports → AST → IR (checked, type-checked: `lang.ir.types`) → passes → plan. Step ids follow the IR's
 canonical pre-order; each step's deps are its region predecessor (or enclosing control step) and the
 producers of what it reads (the IR's data edges); the passes' annotations become step args.
 """
@@ -12,10 +12,12 @@ from typing import Any
 from sglang.lang import ir
 from sglang.lang.gen_rules import LOGPROB_OPTIONS, typed_regex
 from sglang.lang.ir.expr import expr_to_json
+from sglang.lang.ir.types import check_types
 from sglang.lang.sgl.errors import SglError, SglSemanticError, SourcePos
 from sglang.compiler.irgen.build import lower_program
 from sglang.compiler.loader import load_program
-from sglang.compiler.passes import PassContext, enabled_passes, run_passes
+from sglang.compiler.cost import CostModel
+from sglang.compiler.passes import Decision, PassContext, enabled_passes, run_passes
 from sglang.compiler.plan import FunctionPlan, Plan, Step
 
 
@@ -29,6 +31,7 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
     forks = fn.attrs.get("fork_batching", {})
     selects = set(fn.attrs.get("select_batched", []))
     constraints = fn.attrs.get("constraints", {})
+    speculate = fn.attrs.get("speculate", {})
     steps: list[Step] = []
     for n in order:
         op = fn.op(n)
@@ -90,6 +93,10 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
         c = constraints.get(str(n))
         if c is not None:
             args["constraint"] = c
+        spec = speculate.get(str(n))
+        if spec is not None:  # node ids -> step ids (a branch: one list per arm)
+            args["speculate"] = [[sid[m] for m in arm] for arm in spec] if isinstance(op, ir.Branch) else \
+                [sid[m] for m in spec]
         deps: list[int] = []
         u = next((u for u, _, d in fn.graph.in_edges(n, data=True) if d["kind"] in ("order", "body")), None)
         if u is not None:
@@ -104,6 +111,8 @@ def lower_function(fn: ir.IRFunction) -> FunctionPlan:
     returns = {"kind": kind}
     if "return_keys" in fn.attrs:
         returns["keys"] = fn.attrs["return_keys"]
+    if fn.attrs.get("returns"):  # the declared type: the executor converts a typed gen's text to it
+        returns["type"] = fn.attrs["returns"]
     return FunctionPlan(fn.name, list(fn.params), dict(fn.attrs.get("param_types", {p: "any" for p in fn.params})),
                         dict(fn.defaults), returns, [sid[n] for n in fn.region()], steps, hoisted, generated)
 
@@ -123,17 +132,22 @@ def _ir_error_to_sgl(e: ir.IRError, texts: dict[str, str]) -> SglError:
 
 def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any = None,
                source: str | None = None, texts: dict[str, str] | None = None, model: str | None = None,
-               log: list[str] | None = None) -> tuple[Plan, dict[str, ir.IRFunction]]:
-    ctx = PassContext(tokenizer=tokenizer)
+               log: list[str] | None = None, cost: CostModel | None = None,
+               decisions: list[Decision] | None = None) -> tuple[Plan, dict[str, ir.IRFunction]]:
+    """IR → type check → passes (deciding with `cost`; what they decided is appended to `decisions`) → plan."""
+    ctx = PassContext(tokenizer=tokenizer, cost=cost or CostModel())
     optimized: dict[str, ir.IRFunction] = {}
     for name, fn in fns.items():
         fn.attrs.update(getattr(fn, "sgl_signature", {}))
         try:
+            check_types(fn)  # every frontend's IR, before any pass rewrites it
             optimized[name] = run_passes(fn, passes, ctx)
         except ir.IRError as e:
             raise _ir_error_to_sgl(e, texts or {}) from None
     if log is not None:
         log.extend(ctx.log)
+    if decisions is not None:
+        decisions.extend(ctx.decisions)
     plan = Plan({n: lower_function(f) for n, f in optimized.items()}, source, list(passes), ctx.constraints,
                 {n: f.to_json() for n, f in optimized.items()}, model)
     return plan, optimized
@@ -142,12 +156,14 @@ def compile_ir(fns: dict[str, ir.IRFunction], passes: list[str], tokenizer: Any 
 def compile_source(path: str | Path | None = None, *, text: str | None = None, file: str | None = None,
                    opt_level: int = 1, disabled: tuple[str, ...] = (), enabled: tuple[str, ...] = (),
                    tokenizer: Any = None, model: str | None = None, functions: list[str] | None = None,
-                   log: list[str] | None = None) -> Plan:
+                   log: list[str] | None = None, cost: CostModel | None = None,
+                   decisions: list[Decision] | None = None) -> Plan:
     """Compile a `.sgl` program to a plan. User mistakes raise `SglError` (formatted, with position)."""
     program = load_program(path, text=text, file=file)
     fns = lower_program(program, functions)
     passes = enabled_passes(opt_level, disabled, enabled)
-    plan, _ = compile_ir(fns, passes, tokenizer, str(path or file or "<string>"), program.texts, model, log)
+    plan, _ = compile_ir(fns, passes, tokenizer, str(path or file or "<string>"), program.texts, model, log,
+                         cost, decisions)
     return plan
 
 

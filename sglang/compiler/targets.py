@@ -51,7 +51,7 @@ def load_python_function(target: str) -> SglFunction:
 
 
 def compile_python(target: str, opt_level: int = 1, disabled: tuple[str, ...] = (), enabled: tuple[str, ...] = (),
-                   log: list[str] | None = None) -> Plan:
+                   log: list[str] | None = None, **compile_kw: Any) -> Plan:
     """Trace `module.py:fn` (arguments symbolic) and compile it; an untraceable function is an SglError."""
     from sglang.compiler.lower import compile_ir
     from sglang.compiler.passes import enabled_passes
@@ -62,7 +62,8 @@ def compile_python(target: str, opt_level: int = 1, disabled: tuple[str, ...] = 
     except Exception as e:  # TraceError, IRError, or the program's own error while tracing
         raise SglError(f"{target} cannot be compiled: {type(e).__name__}: {e}",
                        hint="fn.run / fn.run_batch still run it (in the interpreter)") from None
-    plan, _ = compile_ir({ir_fn.name: ir_fn}, enabled_passes(opt_level, disabled, enabled), source=target, log=log)
+    plan, _ = compile_ir({ir_fn.name: ir_fn}, enabled_passes(opt_level, disabled, enabled), source=target, log=log,
+                         **compile_kw)  # cost / decisions for --explain
     return plan
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from sglang.lang import ir
 from sglang.lang.ir import expr as X
+from sglang.lang.ir import types as T
 from sglang.lang.sgl import nodes as A
 from sglang.lang.sgl.errors import SglSemanticError, SourcePos
 from sglang.compiler.loader import SourceProgram
@@ -350,8 +351,12 @@ class Lowerer:
             prev = env.gen.get(name)
             definite = everywhere or (prev is not None and prev.definite)
             pos = next(d.pos for d in defs if d is not None)
+            ty = None
+            for d in [prev] * (not everywhere) + defs:  # its type on every path that may reach here
+                if d is not None:
+                    ty = (d.ty or T.STR) if ty is None else T.join(ty, d.ty or T.STR)
             env.gen[name] = Var(definite, version if prev is None or any(d is not prev for d in defs) else prev.version,
-                                 pos)
+                                 pos, ty)
         for o in outs:
             for k, v in o.forks.items():
                 env.forks.setdefault(k, v)
@@ -433,6 +438,13 @@ class Lowerer:
                 if "any" not in (have, typ) and have != typ and not (have == "int" and typ == "float"):
                     raise self.exprs.err(f"argument {p.name!r} of {call.func}() must be {typ}, but {value.name!r} is {have}",
                                    a.pos, env)
+            else:  # any other expression: its static type (generated text is a str)
+                have_t, want = self.exprs.type_of(value, env), T.declared(typ)
+                if "any" not in (have_t.name, want.name) and have_t.name != want.name and \
+                        not (have_t.name in ("int", "bool") and want.name == "float"):
+                    raise self.exprs.err(f"argument {p.name!r} of {call.func}() must be {typ}, but it is {have_t}",
+                                         a.pos, env, f"convert it: {want}(...)" if have_t.name == "str" and
+                                         want.name in ("int", "float", "bool") else None)
             bound[p.name] = value
         callee = Env(ref, env.params, calls=env.calls + (env.ref.func.name, f.name), gen=env.gen, role=env.role,
                       later_gens=all_gens(f.body, {}))

@@ -2,7 +2,8 @@
 
 Resolves names (constants, `let` aliases, loop/fork indices, generated variables, parameters), reads of
 fork branch variables (`t[k].x`), builtin calls (also method style, `x.strip()`), and folds constants.
-Every unresolvable name is an `SglSemanticError` at its position, with a did-you-mean hint.
+Every unresolvable name is an `SglSemanticError` at its position, with a did-you-mean hint; every ill-typed
+expression (`lang.ir.types`: `q + k` with a str and an int) one at the operator, with a hint.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from sglang.lang import ir
 from sglang.lang.ir import expr as X
+from sglang.lang.ir import types as T
 from sglang.lang.sgl import nodes as A
 from sglang.lang.sgl.errors import SglSemanticError, SourcePos
 from sglang.compiler.loader import FuncRef, SourceProgram
@@ -26,6 +28,8 @@ class ExprLowerer:
 
     def __init__(self, program: SourceProgram) -> None:
         self.program = program
+        self._types: dict[int, tuple[Any, T.Ty]] = {}  # IR expression id -> (expression, type), typed once
+        self._where: dict[int, tuple[Any, A.Expr]] = {}  # IR expression id -> (expression, its AST node)
 
     def err(self, msg: str, pos: A.Pos, env: Env | None = None, hint: str | None = None) -> SglSemanticError:
         file = env.ref.module.file if env else self.program.main.file
@@ -59,9 +63,49 @@ class ExprLowerer:
 
     def expr(self, e: A.Expr, env: Env, allow_maybe: bool = False) -> Any:
         out = self._expr(e, env, allow_maybe)
+        self.check_types(out, e, env)
         return X.substitute(out, {})  # folds constant sub-trees
 
+    # ---------------- types
+    def type_of_name(self, n: X.Name, env: Env) -> T.Ty:
+        if n.fork is not None:
+            fork = next((f for f in env.forks.values() if f.node == n.fork), None)
+            var = fork.branch_vars[min(n.branch or 0, len(fork.branch_vars) - 1)].get(n.name) if fork else None
+            return (var.ty or T.STR) if var is not None else T.ANY
+        if n.name in env.locals:
+            return T.ANY
+        if n.name in env.gen:
+            return env.gen[n.name].ty or T.STR
+        return T.declared(env.params.get(n.name))
+
+    def type_of(self, out: Any, env: Env) -> T.Ty:
+        """The static type of an already checked IR expression."""
+        return T.infer_expr(out, lambda n: self.type_of_name(n, env), self._types)
+
+    def check_types(self, out: Any, e: A.Expr, env: Env) -> None:
+        try:
+            T.infer_expr(out, lambda n: self.type_of_name(n, env), self._types)
+        except T.TypeMismatch as m:
+            node = self._where.get(id(m.expr), (None, e))[1]
+            raise self.err(m.message, self._op_pos(node, env), env, m.hint) from None
+
+    def _op_pos(self, e: A.Expr, env: Env) -> A.Pos:
+        """Where an operator error points: the operator itself when it is on the line of its right operand."""
+        if not isinstance(e, A.BinOp) or e.right.pos.line != e.pos.line:
+            return e.pos
+        lines = self.program.texts.get(env.ref.module.file, "").splitlines()
+        if not 0 < e.pos.line <= len(lines):
+            return e.pos
+        col = lines[e.pos.line - 1].rfind(e.op.split()[0], e.pos.col - 1, max(e.right.pos.col - 1, 0))
+        return A.Pos(e.pos.line, col + 1) if col >= 0 else e.pos
+
     def _expr(self, e: A.Expr, env: Env, allow_maybe: bool) -> Any:
+        out = self._expr_of(e, env, allow_maybe)
+        if not isinstance(e, (A.Name, A.Const)):  # names and constants never fail to type
+            self._where[id(out)] = (out, e)
+        return out
+
+    def _expr_of(self, e: A.Expr, env: Env, allow_maybe: bool) -> Any:
         if isinstance(e, A.Const):
             return X.Const(e.value)
         if isinstance(e, A.Str):

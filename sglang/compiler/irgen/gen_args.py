@@ -9,6 +9,7 @@ from sglang.lang import ir
 from sglang.lang.gen_rules import (CHOICES_METHODS, DTYPES, GEN_KEYWORDS, SELECT_KEYWORDS, gen_problems,
                                   json_schema_text, normalize_dtype, select_problems)
 from sglang.lang.ir import expr as X
+from sglang.lang.ir import types as T
 from sglang.lang.sgl import nodes as A
 from sglang.compiler.irgen.exprs import ExprLowerer
 from sglang.compiler.irgen.scope import Env, Var
@@ -90,7 +91,7 @@ class GenLowerer:
             raise self.exprs.err(str(e), s.pos, env) from None
         self.precheck_gen(op, s, env)
         cur.append(op, self.exprs.loc(s.pos, env))
-        self.define(s.name, s.pos, env)
+        self.define(s.name, s.pos, env, T.gen_type(op))
 
     def precheck_gen(self, op: ir.Gen, s: A.Gen, env: Env) -> None:
         problems = gen_problems(op)
@@ -109,8 +110,9 @@ class GenLowerer:
         if problems:
             raise self.exprs.err(f"select {s.name!r}: {problems[0]}", s.pos, env)
         self.check_gen_name(s, env)
-        cur.append(ir.Select(s.name, choices, method, float(temp)), self.exprs.loc(s.pos, env))
-        self.define(s.name, s.pos, env)
+        op = ir.Select(s.name, choices, method, float(temp))
+        cur.append(op, self.exprs.loc(s.pos, env))
+        self.define(s.name, s.pos, env, T.select_type(op))
 
     def check_gen_name(self, s: A.Gen | A.Select, env: Env) -> None:
         if s.name in env.params and s.name not in env.aliases:
@@ -118,6 +120,6 @@ class GenLowerer:
         if s.name in env.aliases or s.name in env.consts or s.name in env.locals or s.name in env.forks:
             raise self.exprs.err(f"duplicate name {s.name!r}: it is already a let, loop or fork name", s.pos, env)
 
-    def define(self, name: str, pos: A.Pos, env: Env) -> None:
+    def define(self, name: str, pos: A.Pos, env: Env, ty: T.Ty) -> None:
         prev = env.gen.get(name)
-        env.gen[name] = Var(True, (prev.version + 1) if prev else 0, pos)
+        env.gen[name] = Var(True, (prev.version + 1) if prev else 0, pos, ty)

@@ -23,6 +23,7 @@ class Var:
     definite: bool
     version: int
     pos: A.Pos
+    ty: Any = None  # its `lang.ir.types.Ty` (None: generated text, str)
 
 
 @dataclass

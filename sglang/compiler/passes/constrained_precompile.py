@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from typing import Any
 
 from sglang.lang import ir
@@ -75,6 +76,8 @@ def load_tables(constraints: dict[str, Any]) -> int:
 
 
 def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
+    import sglang.runtime.constrained  # noqa: F401  (loaded before the timings below, which it must not count)
+
     marks: dict[str, str] = {}
     for node in all_nodes(fn):
         op = fn.op(node)
@@ -86,12 +89,17 @@ def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
         marks[str(node)] = key
         if key in ctx.constraints:
             continue
+        started = time.perf_counter()
         try:
             entry = _entry(kind, source, ctx.tokenizer)
         except ValueError as e:  # ConstraintError subclasses ValueError
             raise ir.IRError(f"{kind} constraint of {ir.describe(op)} cannot be compiled: {e}", node=node, op=op,
                              loc=fn.loc_of(node), function=fn.name) from None
         ctx.constraints[key] = entry
+        # the compile time measured here is what the first request that uses it would otherwise wait
+        ctx.decide("constrained-precompile", fn, node, f"{kind} constraint compiled ahead of time",
+                   (time.perf_counter() - started, f"{entry.get('dfa_states', 0)} DFA states; the first request that "
+                                                  "uses it would wait this long"), always=True)
         ctx.log.append(f"constrained-precompile: node {node}: {kind} -> {key}"
                        + (f" ({entry.get('dfa_states')} DFA states)" if "dfa_states" in entry else ""))
     fn.attrs["constraints"] = marks

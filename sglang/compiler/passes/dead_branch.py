@@ -11,6 +11,9 @@ from sglang.lang.ir import expr as X
 from sglang.compiler.ir_edit import all_nodes, remove, splice_arm
 
 
+_FREE = (0.0, "a constant condition: nothing that could run is removed")  # no trade-off: always done
+
+
 def _prune(fn: ir.IRFunction, node: int, ctx) -> None:
     op = fn.op(node)
     conds = [X.fold(c) if c is not None else None for c in op.conds]
@@ -21,6 +24,7 @@ def _prune(fn: ir.IRFunction, node: int, ctx) -> None:
         if c is None or isinstance(c, X.Const):  # else, or always true: nothing after it can run
             if not keep:
                 ctx.log.append(f"dead-branch: node {node}: only arm {i} can run")
+                ctx.decide("dead-branch", fn, node, f"only arm {i} of the branch can run", _FREE, always=True)
                 splice_arm(fn, node, i)
                 return
             keep.append(i)
@@ -29,11 +33,13 @@ def _prune(fn: ir.IRFunction, node: int, ctx) -> None:
         keep.append(i)
     if not keep:
         ctx.log.append(f"dead-branch: node {node}: no arm can run")
+        ctx.decide("dead-branch", fn, node, "no arm of the branch can run", _FREE, always=True)
         remove(fn, node)
         return
     if len(keep) == len(op.conds):
         return
     ctx.log.append(f"dead-branch: node {node}: arms {keep} of {len(op.conds)} kept")
+    ctx.decide("dead-branch", fn, node, f"arms {keep} of {len(op.conds)} kept", _FREE, always=True)
     entries = {i: fn.body_entry(node, i) for i in range(len(op.conds))}
     for i in range(len(op.conds)):  # drop every arm edge, delete dead arms, re-add kept ones renumbered
         if entries[i] is not None:
@@ -64,5 +70,6 @@ def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
             it = X.fold(op.iterable)
             if isinstance(it, X.Const) and isinstance(it.value, (tuple, str)) and len(it.value) == 0:
                 ctx.log.append(f"dead-branch: node {node}: loop over an empty constant")
+                ctx.decide("dead-branch", fn, node, "loop over an empty constant removed", _FREE, always=True)
                 remove(fn, node)
     return ir.canonicalize(fn)

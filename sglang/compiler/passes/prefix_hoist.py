@@ -7,12 +7,16 @@
    first argument, generated value or control op) is the prompt prefix shared by every batch item.
    Its length is recorded as `fn.attrs["hoisted_prefix_ops"]`; the executor prefills that text once
    before dispatching a batch, so every item's first call hits the prefix cache.
+
+Both act only where the cost model predicts a saving (text shared by the batch; a warm-up call that spares
+more prefill than it costs).
 """
 from __future__ import annotations
 
 import os
 
 from sglang.lang import ir
+from sglang.compiler.cost import ROLE_TOKENS
 from sglang.compiler.ir_edit import all_nodes, insert_before, remove, replace_op
 
 _CONSTANT_OPS = (ir.Text, ir.RoleBegin, ir.RoleEnd)
@@ -27,7 +31,8 @@ def _hoist_branch(fn: ir.IRFunction, node: int, ctx) -> bool:
         return False
     texts = [fn.op(f).value for f in firsts]
     common = os.path.commonprefix(texts)
-    if not common:
+    if not common or not ctx.decide("prefix-hoist", fn, node, f"{common!r} moved before the branch",
+                                    ctx.cost.hoist_saving(ctx.cost.count(common))):
         return False
     for f, t in zip(firsts, texts):
         rest = t[len(common):]
@@ -48,11 +53,16 @@ def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
             if node in fn.graph and isinstance(fn.op(node), ir.Branch) and _hoist_branch(fn, node, ctx):
                 changed = True
     fn = ir.canonicalize(fn)
-    count = 0
+    count, tokens = 0, 0
     for node in fn.region():
-        if not isinstance(fn.op(node), _CONSTANT_OPS):
+        op = fn.op(node)
+        if not isinstance(op, _CONSTANT_OPS):
             break
         count += 1
+        tokens += ctx.cost.count(op.value) if isinstance(op, ir.Text) else ROLE_TOKENS
+    if count and not ctx.decide("prefix-hoist", fn, fn.region()[0], f"{count} leading constant op(s) prefilled "
+                                "once for all batch items", ctx.cost.warmup_saving(tokens, ctx.cost.batch)):
+        count = 0
     fn.attrs["hoisted_prefix_ops"] = count
     if count:
         ctx.log.append(f"prefix-hoist: {count} leading constant op(s) shared by all batch items")

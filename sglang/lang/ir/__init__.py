@@ -1,7 +1,8 @@
 """Program IR: expressions (`expr`), op types (`ops`), the op graph (`graph`), validation and data edges
-(`check`, called by `IRFunction.check()`), canonical form (`canon`).
+(`check`, called by `IRFunction.check()`), canonical form (`canon`), static types (`types`: `check_types`).
 
-Inside the package the modules import each other in that order (expr <- ops <- check <- graph <- canon);
+Inside the package the modules import each other in that order (expr <- ops <- check <- graph <- canon; types
+builds on expr and ops);
 everyone else imports the names below from `sglang.lang.ir`.
 """
 from sglang.lang.ir.canon import canonicalize, structural_equal

@@ -6,7 +6,11 @@ duplicates, wrong argument types, unknown gen parameters). Both format the same 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
+
+_LOC = re.compile(r"^(.+?):(\d+)(?::(\d+))?$")
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,22 @@ class SourcePos:
         lines = text.splitlines()
         src = lines[line - 1] if 0 < line <= len(lines) else ""
         return SourcePos(file, line, col, src)
+
+
+def pos_of_loc(loc: str | None) -> SourcePos | None:
+    """The position a plan step's `loc` ("file:line:col") names, with its source line when the file is readable
+    (read only when an error is reported: a served artifact's source may be gone, then the caret is left out)."""
+    if not loc:
+        return None
+    m = _LOC.match(loc)  # "file:line:col", or "file:line" (a traced Python op has no column)
+    if m is None:
+        return None
+    file, line, col = m.group(1), int(m.group(2)), int(m.group(3) or 1)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError, ValueError):
+        text = ""
+    return SourcePos.of(text, file, line, col)
 
 
 class SglError(Exception):
