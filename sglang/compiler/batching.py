@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from sglang.lang.sgl.errors import SglRuntimeError
 from sglang.compiler.args import bind_args
@@ -72,6 +73,7 @@ class BatchingExecutor(PlanExecutor):
         self._wake: concurrent.futures.Future = concurrent.futures.Future()
         self._closing: Optional[BaseException] = None
         self._thread: Optional[threading.Thread] = None
+        self._held = 0  # while > 0, submitted requests wait in the inbox (see hold)
 
     # ---------------- called from the server's threads
     def submit(self, rows: list[dict[str, Any]], on_event: Optional[EventFn] = None,
@@ -79,6 +81,7 @@ class BatchingExecutor(PlanExecutor):
         """Admit one request (its argument rows checked now: SglRuntimeError names a bad one)."""
         items = [self.new_item(i, bind_args(self._fplan, row), on_event, stream_tokens) for i, row in enumerate(rows)]
         job = ProgramJob(items)
+        job.future.set_running_or_notify_cancel()  # answered only by the scheduler (an awaiting task's cancel must not)
         with self._lock:
             if self._closing is not None:
                 raise ProgramClosed("the server is shutting down and accepts no new programs")
@@ -88,6 +91,19 @@ class BatchingExecutor(PlanExecutor):
                 self._thread.start()
         self._poke()
         return job
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Admit the requests submitted inside this block together, when it ends (a burst's first steps
+        then share their engine calls deterministically)."""
+        with self._lock:
+            self._held += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._held -= 1
+            self._poke()
 
     def cancel(self, job: ProgramJob, error: Optional[BaseException] = None) -> None:
         """Answer the job's items now with `error` (default: the client went away); no-op once answered."""
@@ -113,7 +129,10 @@ class BatchingExecutor(PlanExecutor):
     # ---------------- the scheduler thread
     def _take_inbox(self) -> tuple[list[ProgramJob], Optional[BaseException], concurrent.futures.Future]:
         with self._lock:
-            jobs, self._inbox = self._inbox, []
+            if not self._held or self._closing is not None:
+                jobs, self._inbox = self._inbox, []
+            else:
+                jobs = []
             if self._wake.done():
                 self._wake = concurrent.futures.Future()
             return jobs, self._closing, self._wake
@@ -255,6 +274,7 @@ class PerRequestExecutor:
         ex = PlanExecutor(self.plan, self.backend, limits=self.limits)
         fplan = self.plan.function(self.function)
         job = ProgramJob([ex.new_item(i, bind_args(fplan, r), on_event) for i, r in enumerate(rows)])
+        job.future.set_running_or_notify_cancel()
 
         def work() -> None:
             try:
