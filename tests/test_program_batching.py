@@ -124,3 +124,27 @@ def test_close_answers_running_runs_and_refuses_new_ones(plan):
     assert backend.aborted
     with pytest.raises(ProgramClosed):
         ex.submit([{}])
+
+
+class RefusingBackend(FakeBackend):
+    """Refuses (ValueError, as the engine does for a prompt too long) every prompt that holds 'long'."""
+
+    def _call(self, payload):
+        texts = payload["text"] if isinstance(payload["text"], list) else [payload["text"]]
+        if any("long" in t for t in texts):
+            raise ValueError("text: the prompt has 9000 tokens, the context length is 2048")
+        return super()._call(payload)
+
+
+def test_an_engine_refusal_fails_only_the_request_that_caused_it(plan):
+    backend = RefusingBackend()
+    ex = BatchingExecutor(plan, backend, "main", limits=ProgramLimits())
+    try:
+        with ex.hold():  # both in the same engine calls
+            bad, good = ex.submit([{"question": "long", "n": 2}]), ex.submit([{"question": "short", "n": 2}])
+        bad_item = bad.future.result(30).items[0]
+        good_res = good.future.result(30).results[0]
+    finally:
+        ex.close()
+    assert isinstance(bad_item.error, ValueError) and "context length" in str(bad_item.error)
+    assert good_res["return"].startswith("g")

@@ -260,13 +260,14 @@ class PlanExecutor:
         if bar is not None:
             bar.update(1)
 
-    @staticmethod
-    def _resume(task: Iterator[Any], item: ItemRun, req: Any, responses: Any, ready: collections.deque) -> None:
+    def _resume(self, task: Iterator[Any], item: ItemRun, req: Any, responses: Any, ready: collections.deque) -> None:
         """Hand a stream its responses (one, or a list for a list of requests), or close it on an error."""
         if isinstance(responses, BaseException):
             item.error = item.error or responses
             item.main.done = True
             task.close()
+            if not item.closed:
+                self._item_ended(item, None)
             return
         item.count_tokens(responses)
         if item.closed:  # answered or cancelled meanwhile: nobody reads what this stream would do

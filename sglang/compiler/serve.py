@@ -271,6 +271,25 @@ def create_program_app(plan: Plan, engine: Any, server_args: Any = None, *, limi
     return app
 
 
+def draining_server(app: FastAPI, engine: Any, host: str, port: int, grace_s: Optional[float] = None) -> Any:
+    """The uvicorn server of `sglang serve`: a SIGTERM drains as launch-server's does, and past the grace
+    period (default: the engine's --drain-grace-period) every run still going answers 503 and the engine
+    shuts down (its requests end with finish reason abort)."""
+    from sglang.runtime.server.drain import DrainGate, DrainingServer
+    from sglang.runtime.server.launch import uvicorn_config
+
+    service: ProgramService = app.state.programs
+
+    def abort_rest() -> None:
+        service.close(ProgramClosed("the server shut down before the program finished (finish reason: abort)"),
+                      timeout=5.0)
+        engine.shutdown()
+
+    gate = DrainGate(app)
+    grace = engine.get_server_args().drain_grace_period if grace_s is None else grace_s
+    return DrainingServer(uvicorn_config(gate, host, port, "warning"), gate, grace, abort_rest=abort_rest)
+
+
 def serve(plan: Plan, model: Optional[str] = None, host: str = "127.0.0.1", port: int = 30001,
           limits: Optional[ProgramLimits] = None, **engine_kwargs: Any) -> int:
     """Load the engine, serve the program until SIGINT or a drained SIGTERM (runtime/server/drain.py:
@@ -278,8 +297,7 @@ def serve(plan: Plan, model: Optional[str] = None, host: str = "127.0.0.1", port
     import sys
 
     from sglang.runtime.engine import Engine
-    from sglang.runtime.server.drain import DrainGate, DrainingServer
-    from sglang.runtime.server.launch import lower_switch_interval, uvicorn_config
+    from sglang.runtime.server.launch import lower_switch_interval
 
     try:
         engine = Engine(model_path=model or "default", host=host, port=port, **engine_kwargs)
@@ -292,14 +310,7 @@ def serve(plan: Plan, model: Optional[str] = None, host: str = "127.0.0.1", port
         app = create_program_app(plan, engine, limits=limits)
         service = app.state.programs
 
-        def abort_rest() -> None:  # past the grace period: the runs answer 503, then the engine stops
-            service.close(ProgramClosed("the server shut down before the program finished (finish reason: abort)"),
-                          timeout=5.0)
-            engine.shutdown()
-
-        gate = DrainGate(app)
-        server = DrainingServer(uvicorn_config(gate, host, port, "warning"), gate,
-                                engine.get_server_args().drain_grace_period, abort_rest=abort_rest)
+        server = draining_server(app, engine, host, port)
         names = ", ".join(f"/programs/{n}" for n in plan.functions)
         print(f"Serving {names} on http://{host}:{port} (docs at /docs; native /generate and /v1 too)", flush=True)
         try:
