@@ -125,12 +125,15 @@ class ProgramService:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
-        def on_event(index: int, ev: dict[str, Any]) -> None:  # from the executor's threads
-            loop.call_soon_threadsafe(queue.put_nowait, ("event", {"index": index, **ev}))
+        def put(entry: tuple[str, Any]) -> None:  # from the executor's threads
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, entry)
+            except RuntimeError:  # the response's event loop is gone (client left): nobody to tell
+                pass
 
         ex = self.executors[fname]
-        job = self.submit(fname, rows, on_event, stream=True)
-        job.future.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, ("done", None)))
+        job = self.submit(fname, rows, lambda index, ev: put(("event", {"index": index, **ev})), stream=True)
+        job.future.add_done_callback(lambda _: put(("done", None)))
         metrics = self.metrics
 
         async def events() -> AsyncIterator[str]:
