@@ -104,6 +104,16 @@ def test_total_chars_bound_counts_every_stream(tmp_path):
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "max_total_chars"
 
 
+def test_stream_limit_bounds_fork_width_times_items(tmp_path):
+    client = _client(tmp_path, ProgramLimits(max_streams=8))
+    many = client.post("/programs/main/batch", json={"items": [{"n": 1}] * 9})  # 9 items: refused up front
+    assert many.status_code == 400 and many.json()["error"]["param"] == "max_streams"
+    wide = client.post("/programs/main/batch", json={"items": [{"n": 3}] * 3})  # 3 + 3 x 3 streams > 8
+    assert wide.status_code == 200
+    assert any("max_streams" in r.get("error", "") for r in wide.json()["results"])
+    assert client.post("/programs/main/batch", json={"items": [{"n": 1}] * 3}).status_code == 200
+
+
 def test_a_limit_in_one_batch_item_fails_only_that_item(tmp_path):
     client = _client(tmp_path, ProgramLimits(max_streams=8))
     resp = client.post("/programs/main/batch", json={"items": [{"n": 2}, {"n": 50}]})

@@ -30,7 +30,7 @@ from sglang.lang.sgl.errors import SglRuntimeError
 from sglang.compiler.args import bind_args
 from sglang.compiler.dispatch import Dispatcher
 from sglang.compiler.executor import ItemRun, PlanExecutor
-from sglang.compiler.limits import ProgramLimitError, ProgramLimits
+from sglang.compiler.limits import ProgramLimitError, ProgramLimits, WorkMeter
 from sglang.compiler.plan import Plan
 
 EventFn = Callable[[int, dict[str, Any]], None]
@@ -78,8 +78,12 @@ class BatchingExecutor(PlanExecutor):
     # ---------------- called from the server's threads
     def submit(self, rows: list[dict[str, Any]], on_event: Optional[EventFn] = None,
                stream_tokens: bool = False) -> ProgramJob:
-        """Admit one request (its argument rows checked now: SglRuntimeError names a bad one)."""
-        items = [self.new_item(i, bind_args(self._fplan, row), on_event, stream_tokens) for i, row in enumerate(rows)]
+        """Admit one request (its argument rows checked now: SglRuntimeError names a bad one, and
+        ProgramLimitError a request of more items than max_streams)."""
+        meter = WorkMeter(self.limits)  # shared: the limits bound the request, whatever its number of items
+        meter.start_items(len(rows))
+        items = [self.new_item(i, bind_args(self._fplan, row), on_event, stream_tokens, meter)
+                 for i, row in enumerate(rows)]
         job = ProgramJob(items)
         job.future.set_running_or_notify_cancel()  # answered only by the scheduler (an awaiting task's cancel must not)
         with self._lock:

@@ -203,9 +203,10 @@ class PlanExecutor:
         return items
 
     def new_item(self, index: int, args: dict[str, Any], on_event: Callable[[int, dict[str, Any]], None] | None = None,
-                 stream_tokens: bool = False) -> ItemRun:
-        """One run's state (its arguments already bound), metered against this executor's limits."""
-        return ItemRun(index, args, _Stream(), meter=WorkMeter(self.limits), on_event=on_event,
+                 stream_tokens: bool = False, meter: WorkMeter | None = None) -> ItemRun:
+        """One run's state (its arguments already bound), metered against this executor's limits (`meter`:
+        one shared by the items of a request, so its limits bound the request as a whole)."""
+        return ItemRun(index, args, _Stream(), meter=meter or WorkMeter(self.limits), on_event=on_event,
                        stream_tokens=stream_tokens)
 
     # ---------------- scheduling

@@ -2,8 +2,9 @@
 2.5M-token prompt, a million-wide fork or an endless run).
 
 A program's arguments decide its fork widths, loop counts and prompt lengths at run time, so a small
-request can ask for unbounded work. `ProgramLimits` caps each resource per run (one batch item);
-`WorkMeter` counts what the run used and raises `ProgramLimitError` (naming the limit) the moment a
+request can ask for unbounded work. `ProgramLimits` caps each resource per request: the items of a
+batch request share one `WorkMeter` (fork width x items is bounded, not each item alone), which counts
+what the request used and raises `ProgramLimitError` (naming the limit) the moment a
 count would pass its cap, before the memory or the engine work is spent. The checks cost a comparison
 per step; `sglang run` (the user's own machine) runs without limits unless asked.
 """
@@ -28,12 +29,12 @@ class ProgramLimitError(SglRuntimeError):
 
 @dataclass(frozen=True)
 class ProgramLimits:
-    """Per-run caps. `max_prompt_chars` bounds one stream's text (the prompt of its next gen): the engine
+    """Per-request caps. `max_prompt_chars` bounds one stream's text (the prompt of its next gen): the engine
     refuses a longer prompt anyway, so building it would only waste memory."""
 
     max_prompt_chars: int = 1 << 20  # one stream's text; lowered to the engine's own bound by for_backend
     max_total_chars: int = 16 << 20  # text appended over all streams of the run (forks copy their parent's)
-    max_streams: int = 1024  # the main stream plus every fork branch
+    max_streams: int = 1024  # every item's main stream plus every fork branch
     max_gens: int = 4096  # engine requests (gens, select scorings, warm-up prefills)
     max_loop_iters: int = 10_000  # iterations of one loop
     max_seconds: float = 600.0  # wall time from admission to the answer
@@ -82,12 +83,17 @@ class WorkMeter:
             raise ProgramLimitError("max_total_chars", f"the program built more than {lim.max_total_chars} "
                                     "characters of prompt text")
 
+    def start_items(self, n: int) -> None:
+        """A request of `n` items: each is a stream of its own from the start."""
+        self.streams = 0
+        self.add_streams(n)
+
     def add_streams(self, n: int) -> None:
         if self.limits is None:
             return
         if self.streams + n > self.limits.max_streams:
-            raise ProgramLimitError("max_streams", f"a fork of {n} would make {self.streams + n} streams in one "
-                                    f"run, more than {self.limits.max_streams}")
+            raise ProgramLimitError("max_streams", f"{n} more streams (a fork, or the items of a batch) would make "
+                                    f"{self.streams + n} in one request, more than {self.limits.max_streams}")
         self.streams += n
 
     def add_gens(self, n: int) -> None:

@@ -100,7 +100,7 @@ class ProgramService:
         except ProgramClosed as e:
             self.metrics.observe(fname, 503, None)
             raise error_for(e) from None
-        except SglError as e:  # an argument the signature's model let through but bind_args refuses
+        except SglError as e:  # an argument bind_args refuses, or more items than the limits allow
             self.metrics.observe(fname, 400, None)
             raise error_for(e) from None
 
