@@ -159,7 +159,8 @@ class BatchingExecutor(PlanExecutor):
         dispatcher = Dispatcher(self.backend, self.stats, observe=self._observe)
         ready: collections.deque = collections.deque()
         waiting: list = []
-        mains: set[int] = set()
+        # main tasks by id, holding them so that no other task can reuse the id while their item runs
+        mains: dict[int, tuple[Any, ItemRun]] = {}
         try:
             while True:
                 jobs, closing, wake = self._take_inbox()
@@ -167,7 +168,7 @@ class BatchingExecutor(PlanExecutor):
                     live.append(job)
                     for it in job.items:
                         task = self._main_task(it, self._fplan)
-                        mains.add(id(task))
+                        mains[id(task)] = (task, it)
                         ready.append((task, it, None))
                 self._answer_early(live, closing)
                 self._drop_closed(ready, waiting)
@@ -175,6 +176,8 @@ class BatchingExecutor(PlanExecutor):
                 if blocked:
                     dispatcher.submit([(b, self._tag(b[1], b[2])) for b in blocked])
                 live[:] = self._finish_jobs(live)
+                for key in [k for k, (_, it) in mains.items() if it.closed]:
+                    del mains[key]
                 if closing is not None and not live and not dispatcher.busy:
                     return
                 if ready:

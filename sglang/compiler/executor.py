@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Container, Iterator
 
 from sglang.lang.backends.base import VIDEO_TOKEN
 from sglang.lang.backends.choices import PREFILL, score_choices
@@ -228,7 +228,7 @@ class PlanExecutor:
             item.error = item.error or SglRuntimeError("a stream waits for a branch that never finishes")
             task.close()
 
-    def _advance(self, ready: collections.deque, waiting: list, mains: set[int], bar: Any) -> list:
+    def _advance(self, ready: collections.deque, waiting: list, mains: Container[int], bar: Any) -> list:
         """Run every ready stream until it blocks; returns [(task, item, request or list of requests)]."""
         blocked: list[tuple[Iterator[Any], ItemRun, Any]] = []
         while True:
