@@ -65,6 +65,11 @@ def test_api_key_guards_the_program_routes(engine, plan):
     metrics = client.get("/metrics", headers={"Authorization": "Bearer sekret"}).text
     assert 'sglang_program_requests_total{program="main",status="200"} 1.0' in metrics
     assert 'route="/programs/main",status="200"' in metrics  # the server's own per-route count sees them
+    spec = client.get("/openapi.json").json()  # open, as /docs is: typed program bodies and answers
+    op = spec["paths"]["/programs/main"]["post"]
+    assert op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/MainResult")
+    assert op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/MainArgs")
+    assert "requestBody" in spec["paths"]["/generate"]["post"]  # the server's own routes keep theirs
 
 
 def test_prompt_too_long_for_the_model_is_a_400(engine, plan):
