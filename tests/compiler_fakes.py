@@ -17,6 +17,7 @@ class FakeBackend:
     def __init__(self) -> None:
         self.seen: list[str] = []
         self.calls: list[dict[str, Any]] = []
+        self.aborted: list[str] = []
 
     def chat_template(self):
         return NAMED["default"]
@@ -69,3 +70,13 @@ class FakeBackend:
         outs = [self._one(t, s, l, b) for t, s, l, b in zip(texts, sps, lp, st)]
         self.seen.extend(texts)  # prompts of one call do not share work with each other, only with later calls
         return outs[0] if single else outs
+
+    def _call_stream(self, payload: dict[str, Any]) -> Any:
+        """The same output, one cumulative chunk per character (one char = one token)."""
+        final = self._call(payload)
+        for i in range(1, len(final["text"])):
+            yield {"text": final["text"][:i], "meta_info": dict(final["meta_info"], finish_reason=None)}
+        yield final
+
+    def abort(self, rid: str) -> None:
+        self.aborted.append(rid)

@@ -111,8 +111,10 @@ def test_program_endpoints(engine):
         assert resp.headers["content-type"].startswith("text/event-stream")
         events = [line[6:] for line in resp.iter_lines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
-    first = json.loads(events[0])
-    assert first["variable"] == "answer" and "Paris" in first["value"]
+    parsed = [json.loads(e) for e in events[:-1]]
+    value = next(e for e in parsed if "value" in e)  # after the gen's per-token "delta" events
+    assert value["variable"] == "answer" and "Paris" in value["value"]
+    assert "".join(e["delta"] for e in parsed if "delta" in e) == value["value"]
     assert "result" in json.loads(events[-2])
     # the native API and the OpenAPI docs stay up beside the programs
     native = client.post("/generate", json={"text": "Hello", "sampling_params": {"max_new_tokens": 2}})

@@ -100,6 +100,26 @@ def test_serve_reports_program_errors_before_loading_a_model(tmp_path, capsys):
     assert f"{bad}:1:15: syntax error" in capsys.readouterr().err
 
 
+def test_serve_takes_the_compilers_pass_flags_and_the_servers(tmp_path, capsys, monkeypatch):
+    import sglang.compiler.serve as serve_mod
+    from sglang.compiler.run_cli import main_serve
+
+    prog = tmp_path / "p.sgl"
+    prog.write_text('def main() { user { "hi" } assistant { gen a(max_tokens=2) } return a }\n')
+    seen: dict = {}
+    monkeypatch.setattr(serve_mod, "serve", lambda plan, **kw: seen.update(plan=plan, **kw) or 0)
+    argv = [str(prog), "-O0", "--api-key", "k", "--drain-grace-period", "3", "--max-program-gens", "7"]
+    assert main_serve(argv) == 0
+    assert seen["plan"].passes == [] and seen["api_key"] == "k" and seen["drain_grace_period"] == 3.0
+    assert seen["limits"].max_gens == 7
+    assert main_serve([str(prog), "-fno-no_such_pass"]) == 1  # before any model loads
+    assert "unknown pass 'no_such_pass'" in capsys.readouterr().err
+    from sglang.compiler.passes import PASS_ORDER
+
+    assert main_serve([str(prog), f"-fno-{PASS_ORDER[0]}"]) == 0
+    assert PASS_ORDER[0] not in seen["plan"].passes
+
+
 def test_run_over_http_backend_with_a_fake_server(tmp_path, capsys):
     """`sglang run --backend URL` sends the native dicts over HTTP (here to a fake /generate)."""
     fake = FakeBackend()

@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split_argv(argv: list[str]) -> list[str]:
+def split_argv(argv: list[str]) -> list[str]:
     # accept -O0 / -fno-x glued, as compilers do
     out = []
     for a in argv:
@@ -184,7 +184,7 @@ def _default_output(source: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(_split_argv(argv))
+    args = _parser().parse_args(split_argv(argv))
     # the parser and the compiler recurse once per nesting level: give deep programs a deep stack
     try:
         return deep_stack(_run, args)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import collections
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Container, Iterator
 
 from sglang.lang.backends.base import VIDEO_TOKEN
 from sglang.lang.backends.choices import PREFILL, score_choices
@@ -43,6 +43,7 @@ from sglang.lang.sgl.errors import SglRuntimeError, pos_of_loc
 from sglang.compiler.args import bind_args  # noqa: F401  (part of this module's API)
 from sglang.compiler.cost import token_counter, warmup_pays
 from sglang.compiler.dispatch import MAX_CALL_BATCH, Dispatcher, ExecStats, Request  # noqa: F401  (API)
+from sglang.compiler.limits import ProgramLimits, WorkMeter
 from sglang.compiler.plan import FunctionPlan, Plan, Step
 
 
@@ -95,6 +96,19 @@ class ItemRun:
     main: _Stream
     result: Any = None
     error: BaseException | None = None
+    meter: WorkMeter = field(default_factory=WorkMeter)  # work done so far, against the run's limits
+    on_event: Callable[[int, dict[str, Any]], None] | None = None  # each variable as it is set
+    stream_tokens: bool = False  # gens go out as streamed calls; on_event gets each chunk ("delta")
+    closed: bool = False  # answered (or cancelled): its streams still running are dropped
+    rids: set[str] = field(default_factory=set)  # engine requests in flight (a batching executor sets them)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def count_tokens(self, responses: list[Any]) -> None:
+        for r in responses:
+            m = (r.get("meta_info") or {}) if isinstance(r, dict) else {}
+            self.prompt_tokens += int(m.get("prompt_tokens", 0) or 0)
+            self.completion_tokens += int(m.get("completion_tokens", 0) or 0)
 
     @property
     def text(self) -> str:
@@ -145,9 +159,10 @@ class PlanExecutor:
     `execute` the same run with each item's state (for the frontend's compiled path)."""
 
     def __init__(self, plan: Plan, backend: Any, *, default_sampling: dict[str, Any] | None = None,
-                 default_options: dict[str, Any] | None = None) -> None:
+                 default_options: dict[str, Any] | None = None, limits: ProgramLimits | None = None) -> None:
         self.plan = plan
         self.backend = backend
+        self.limits = limits  # None: unlimited (sglang run); program endpoints bound every run
         self.default_sampling = dict(default_sampling or {})
         self.default_options = {k: v for k, v in (default_options or {}).items() if k in LOGPROB_OPTIONS}
         self.stats = ExecStats()
@@ -180,8 +195,8 @@ class PlanExecutor:
                 on_event: Callable[[int, dict[str, Any]], None] | None = None,
                 hoist_prefix: bool = True) -> list[ItemRun]:
         fplan = self.plan.function(function)
-        items = [ItemRun(i, bind_args(fplan, a), _Stream()) for i, a in enumerate(batch)]
-        self._fplan, self._on_event = fplan, on_event
+        items = [self.new_item(i, bind_args(fplan, a), on_event) for i, a in enumerate(batch)]
+        self._fplan = fplan
         bar = None
         if progress and len(items) > 1:
             from tqdm import tqdm
@@ -199,6 +214,13 @@ class PlanExecutor:
             if bar is not None:
                 bar.close()
         return items
+
+    def new_item(self, index: int, args: dict[str, Any], on_event: Callable[[int, dict[str, Any]], None] | None = None,
+                 stream_tokens: bool = False, meter: WorkMeter | None = None) -> ItemRun:
+        """One run's state (its arguments already bound), metered against this executor's limits (`meter`:
+        one shared by the items of a request, so its limits bound the request as a whole)."""
+        return ItemRun(index, args, _Stream(), meter=meter or WorkMeter(self.limits), on_event=on_event,
+                       stream_tokens=stream_tokens)
 
     # ---------------- scheduling
     def _schedule(self, tasks: list[tuple[Iterator[Any], ItemRun]], dispatcher: Dispatcher, bar: Any) -> None:
@@ -224,7 +246,7 @@ class PlanExecutor:
             item.error = item.error or SglRuntimeError("a stream waits for a branch that never finishes")
             task.close()
 
-    def _advance(self, ready: collections.deque, waiting: list, mains: set[int], bar: Any) -> list:
+    def _advance(self, ready: collections.deque, waiting: list, mains: Container[int], bar: Any) -> list:
         """Run every ready stream until it blocks; returns [(task, item, request or list of requests)]."""
         blocked: list[tuple[Iterator[Any], ItemRun, Any]] = []
         while True:
@@ -241,23 +263,33 @@ class PlanExecutor:
                     ready.extend((t, item, None) for t in out.tasks)
                     out = next(task)
             except StopIteration:
-                if id(task) in mains and bar is not None:
-                    bar.update(1)
+                if id(task) in mains:
+                    self._item_ended(item, bar)
                 continue
             except Exception as e:  # one item's failure does not stop the batch
                 item.error = item.error or e
                 item.main.done = True
-                if id(task) in mains and bar is not None:
-                    bar.update(1)
+                if id(task) in mains or not item.closed:
+                    self._item_ended(item, bar if id(task) in mains else None)
                 continue
             (waiting if isinstance(out, _Wait) else blocked).append((task, item, out))
 
-    @staticmethod
-    def _resume(task: Iterator[Any], item: ItemRun, req: Any, responses: Any, ready: collections.deque) -> None:
+    def _item_ended(self, item: ItemRun, bar: Any) -> None:
+        """An item's main stream returned, or one of its streams failed (the item's answer is known)."""
+        if bar is not None:
+            bar.update(1)
+
+    def _resume(self, task: Iterator[Any], item: ItemRun, req: Any, responses: Any, ready: collections.deque) -> None:
         """Hand a stream its responses (one, or a list for a list of requests), or close it on an error."""
         if isinstance(responses, BaseException):
             item.error = item.error or responses
             item.main.done = True
+            task.close()
+            if not item.closed:
+                self._item_ended(item, None)
+            return
+        item.count_tokens(responses)
+        if item.closed:  # answered or cancelled meanwhile: nobody reads what this stream would do
             task.close()
             return
         ready.append((task, item, responses if isinstance(req, list) else responses[0]))
@@ -328,8 +360,15 @@ class PlanExecutor:
         stream.history.setdefault(name, []).append(value)
         if meta is not None:
             stream.meta[name] = meta
-        if self._on_event is not None:
-            self._on_event(item.index, {"variable": name, "value": value, "stream": list(path)})
+        if item.on_event is not None:
+            item.on_event(item.index, {"variable": name, "value": value, "stream": list(path)})
+
+    @staticmethod
+    def _append(item: ItemRun, stream: _Stream, piece: str) -> None:
+        """Grow a stream's text, within the run's limits (checked before the memory is spent)."""
+        if piece:
+            item.meter.add_text(len(stream.text), len(piece))
+            stream.text += piece
 
     def _region(self, item: ItemRun, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
         fplan = self._fplan
@@ -345,9 +384,9 @@ class PlanExecutor:
     def _step(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         k, a = step.kind, step.args
         if k == "text":
-            stream.text += a["value"]
+            self._append(item, stream, a["value"])
         elif k == "arg":
-            stream.text += _text_of(item.args.get(a["name"]))
+            self._append(item, stream, _text_of(item.args.get(a["name"])))
         elif k == "var":
             if "fork" in a:
                 children = stream.forks.get(a["fork"])
@@ -356,28 +395,28 @@ class PlanExecutor:
                 child = children[a["branch"]]
                 if not child.done:
                     yield _Wait(lambda: child.done)
-                stream.text += _text_of(child.vars.get(a["name"]))
+                self._append(item, stream, _text_of(child.vars.get(a["name"])))
             else:
                 value = local[a["name"]] if a["name"] in local else stream.vars.get(a["name"], item.args.get(a["name"]))
-                stream.text += _text_of(value)
+                self._append(item, stream, _text_of(value))
         elif k == "interp":
-            stream.text += _text_of((yield from self._eval(item, stream, local, a["expr"])))
+            self._append(item, stream, _text_of((yield from self._eval(item, stream, local, a["expr"]))))
         elif k == "role_begin":
-            stream.text += self.template().role_begin(a["role"])
+            self._append(item, stream, self.template().role_begin(a["role"]))
             stream.role_start = len(stream.text)
         elif k == "role_end":  # the role's content becomes a message, as in the interpreter
             content = stream.text[stream.role_start:] if stream.role_start >= 0 else ""
-            stream.text += self.template().role_end(a["role"])
+            self._append(item, stream, self.template().role_end(a["role"]))
             stream.messages.append({"role": a["role"], "content": content})
             stream.role_start = -1
         elif k == "image":
             self._check_media()
             stream.images.append((yield from self._eval(item, stream, local, a["src"])))
-            stream.text += self.template().image_token  # the runtime expands it to the image's tokens
+            self._append(item, stream, self.template().image_token)  # the runtime expands it to the image's tokens
         elif k == "video":
             self._check_media()
             stream.videos.append([(yield from self._eval(item, stream, local, a["src"])), a["num_frames"]])
-            stream.text += VIDEO_TOKEN
+            self._append(item, stream, VIDEO_TOKEN)
         elif k == "gen":
             yield from self._gen(item, stream, step, path)
         elif k == "select":
@@ -399,7 +438,7 @@ class PlanExecutor:
                 yield _Wait(lambda: all(c.done for c in children))
             if a["mode"] == "concate_and_append":
                 start = stream.meta[("fork_start", a["fork"])]  # children began with the parent's text so far
-                stream.text += "".join(c.text[start:] for c in children)
+                self._append(item, stream, "".join(c.text[start:] for c in children))
             else:  # gather_variable: each variable a branch defined becomes the list of every branch's value
                 for name in sorted({n for c in children for n in c.history}):
                     stream.vars[name] = [c.vars.get(name) for c in children]
@@ -447,6 +486,7 @@ class PlanExecutor:
 
     def _gen(self, item: ItemRun, stream: _Stream, step: Step, path: tuple) -> Iterator[Any]:
         a = step.args
+        item.meter.add_gens(1)
         payload = self._gen_payload(stream, stream.text, step)
         key = json.dumps(payload, sort_keys=True, default=str) if stream.prefetched else None
         if key in stream.prefetched and stream.prefetched[key] is None:  # sent early, not back yet
@@ -455,9 +495,10 @@ class PlanExecutor:
         if resp is not None:
             self.speculation_hits += 1
         else:
-            resp = yield Request(payload)
+            on_chunk = self._chunk_events(item, a["name"], path) if item.stream_tokens and item.on_event else None
+            resp = yield Request(payload, on_chunk=on_chunk)
         text = resp.get("text", "")
-        stream.text += text
+        self._append(item, stream, text)
         stream.cached = len(stream.text)  # the engine keeps the prompt and what it generated
         # the generated text, whatever the dtype: SGLang's gen_int gives "42" (lang/gen_rules.py)
         self._set_var(item, stream, a["name"], text, resp.get("meta_info"), path)
@@ -473,24 +514,31 @@ class PlanExecutor:
         try:
             scoring = score_choices(stream.text, choices, a["method"], a.get("temperature", 0.0))
             reqs = next(scoring)
+            item.meter.add_gens(len(reqs))
             while True:  # the interpreter's backend drives the same protocol with run_scoring
+                item.meter.add_gens(len(reqs))
                 reqs = scoring.send((yield [Request({**r, **stream.media()}, solo=solo) for r in reqs]))
         except StopIteration as stop:
             index, meta = stop.value
         except ValueError as e:  # bad run-time choices (empty, not strings)
             raise SglRuntimeError(f"select {a['name']!r}: {e}") from None
-        stream.text += choices[index]
+        self._append(item, stream, choices[index])
         stream.cached = len(stream.text)  # the scoring protocol prefilled the prompt with every choice
         self._set_var(item, stream, a["name"], choices[index], meta, path)
 
     def _loop(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         a = step.args
         if a.get("iterable") is not None:
-            values = _iter_values((yield from self._eval(item, stream, local, a["iterable"])))
+            value = yield from self._eval(item, stream, local, a["iterable"])
+            if isinstance(value, int) and not isinstance(value, bool):
+                item.meter.check_iters(value)  # before range(value) is listed
+            values = _iter_values(value)
+            item.meter.check_iters(len(values))
             for v in values:
                 yield from self._region(item, stream, step.arms[0], dict(local, **{a["var"]: v}), path)
             return
         limit = a.get("max_iters") or 100
+        item.meter.check_iters(limit)
         for _ in range(limit):
             if not (yield from self._eval(item, stream, local, a["cond"])):
                 return
@@ -501,10 +549,12 @@ class PlanExecutor:
         n = a["n"] if isinstance(a["n"], int) else (yield from self._eval(item, stream, local, a["n"]))
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise SglRuntimeError(f"fork count must be an int >= 1, got {n!r}")
+        item.meter.add_streams(n)
         warm = stream.text + a.get("warm_suffix", "")
         if a.get("batched") and warmup_pays(warm[max(stream.cached, self._batch_shared):], n, self._count_tokens):
             # one prefill of the parent (plus the text every branch starts with) before the branches,
             # when they would otherwise each compute it (compiler/cost.py)
+            item.meter.add_gens(1)
             yield Request({"text": warm, "sampling_params": dict(PREFILL)})
             stream.cached = len(stream.text)
         children = [stream.child() for _ in range(n)]
@@ -517,6 +567,19 @@ class PlanExecutor:
             tasks.append(self._branch_task(item, child, body, inner, path + (step.id, b)))
         yield _Spawn(tasks)
 
+    @staticmethod
+    def _chunk_events(item: ItemRun, name: str, path: tuple) -> Callable[[dict[str, Any]], None]:
+        """A streamed gen's chunk callback: each new piece of text as a {"variable", "delta"} event."""
+        sent = [0]
+
+        def on_chunk(out: dict[str, Any]) -> None:
+            text = out.get("text", "")
+            if len(text) > sent[0] and item.on_event is not None and not item.closed:
+                item.on_event(item.index, {"variable": name, "delta": text[sent[0]:], "stream": list(path)})
+                sent[0] = len(text)
+
+        return on_chunk
+
     def _branch_task(self, item: ItemRun, stream: _Stream, ids: list[int], local: dict[str, Any], path: tuple) -> Iterator[Any]:
         try:
             yield from self._region(item, stream, ids, local, path)
@@ -524,6 +587,10 @@ class PlanExecutor:
             stream.done = True
 
     # ---------------- results
+    def output(self, item: ItemRun) -> dict[str, Any]:
+        """The JSON-able result of one finished item (as run_batch returns them, with its text)."""
+        return self._output(item, self.plan.function(self._fplan.name))
+
     def _output(self, item: ItemRun, fplan: FunctionPlan) -> dict[str, Any]:
         if item.error is not None:  # a program's error reads as file:line:col, its source line and a caret
             msg = str(item.error) if isinstance(item.error, SglRuntimeError) and item.error.pos is not None else \

@@ -2,7 +2,8 @@
 
     sglang run prog.sgl|prog.sglc|module.py:fn [--function NAME] [--model PATH] [--arg k=v ...] [--args-file batch.jsonl]
                [--backend URL] [--max-tokens N] [--temperature T] [--text] [--stream] [--stats] [--force]
-    sglang serve prog.sgl|prog.sglc|module.py:fn [--model PATH] [--host H] [--port P] [--force]
+    sglang serve prog.sgl|prog.sglc|module.py:fn [--model PATH] [--host H] [--port P] [--api-key KEY] [-O0|-O1]
+                 [-fno-<pass>] [--drain-grace-period S] [--max-program-* N] [--force]
 
 A `.sglc` is validated and checked fresh (compiler/artifact.py) before any model loads; --force runs a
 stale or other-model artifact with a warning.
@@ -138,22 +139,52 @@ def main_run(argv: list[str]) -> int:
 SERVE_PORT = 30001  # launch-server has 30000
 
 
-def main_serve(argv: list[str]) -> int:
+def _serve_parser() -> argparse.ArgumentParser:
+    from sglang.compiler.passes import PASS_ORDER
+    from sglang.compiler.limits import ProgramLimits
+
+    d = ProgramLimits()
     p = argparse.ArgumentParser(prog="sglang serve", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                 description="Serve each function of a program as POST /programs/{name}")
-    p.add_argument("program", help="a .sgl program or a .sglc plan compiled by sglc")
+    p.add_argument("program", help="a .sgl program, a .sglc plan compiled by sglc, or module.py:fn")
     p.add_argument("--model", default=None, help="the model: 'default', a local HF folder or a .gguf "
                    "(None: the default model)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=SERVE_PORT,
                    help="port to listen on (not launch-server's 30000, so both can run side by side)")
+    p.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every route but /health")
+    p.add_argument("--drain-grace-period", type=float, default=30.0,
+                   help="seconds a SIGTERM lets running requests finish (new ones get 503) before the rest are aborted")
+    p.add_argument("-O", dest="opt_level", type=int, default=1, choices=(0, 1),
+                   help="optimization level of a .sgl or module.py:fn: -O0 runs no passes, -O1 all of them")
+    p.add_argument("-f", dest="flags", action="append", default=[], metavar="[no-]PASS",
+                   help=f"switch one pass off (-fno-<pass>) or on (-f<pass>), repeatable; passes: {', '.join(PASS_ORDER)}")
+    p.add_argument("--max-program-seconds", type=float, default=d.max_seconds, help="wall time of one program run")
+    p.add_argument("--max-program-gens", type=int, default=d.max_gens,
+                   help="model requests (gens, select scorings) of one program run")
+    p.add_argument("--max-program-streams", type=int, default=d.max_streams,
+                   help="streams (the main one and every fork branch) of one program run")
+    p.add_argument("--max-program-chars", type=int, default=d.max_total_chars,
+                   help="characters of prompt text one program run may build (one prompt is also bounded by the "
+                        "model's context)")
     _add_force(p)
-    args = p.parse_args(argv)
+    return p
+
+
+def main_serve(argv: list[str]) -> int:
+    from sglang.compiler.cli import pass_flags, split_argv
+    from sglang.compiler.limits import ProgramLimits
+
+    args = _serve_parser().parse_args(split_argv(argv))
     try:
-        plan = load_plan(args.program, model=args.model, force=args.force)
+        disabled, enabled = pass_flags(args.flags)
+        plan = load_plan(args.program, args.opt_level, disabled, enabled=enabled, model=args.model, force=args.force)
+        limits = ProgramLimits(max_seconds=args.max_program_seconds, max_gens=args.max_program_gens,
+                               max_streams=args.max_program_streams, max_total_chars=args.max_program_chars)
     except (SglError, PlanError) as e:
         print(str(e), file=sys.stderr)
         return 1
     from sglang.compiler.serve import serve
 
-    return serve(plan, model=args.model, host=args.host, port=args.port)
+    return serve(plan, model=args.model, host=args.host, port=args.port, limits=limits, api_key=args.api_key,
+                 drain_grace_period=args.drain_grace_period)

@@ -1,149 +1,192 @@
-"""Program endpoints: each function of a compiled program as `POST /programs/{name}`.
+"""Program endpoints: each function of a compiled program as `POST /programs/{name}`, beside the native
+(/generate) and OpenAI (/v1) routes of the same server app (runtime/server/http_server.py), so the
+API key, the error shape, /metrics, /docs and the SIGTERM drain are launch-server's own.
 
-The request body is a pydantic model built from the function's signature (so /docs shows it and a bad
-body is a 400 naming the field, in /generate's error shape; any Content-Type is read as JSON); `POST /programs/{name}/batch` takes {"items": [...]} and runs them as
-one batch through the plan executor; `?stream=true` answers with server-sent events, one per variable
-as it is generated, then the result, then `[DONE]`. The native (/generate) and OpenAI (/v1) routes of
-runtime/server/http_server.py stay up beside them (mounted under the program app).
+- The body is read as JSON whatever its Content-Type (`common.parse_body`, as /generate) and checked
+  against a model of the function's signature (compiler/program_schema.py): a bad one is a 400 naming
+  the field. `POST /programs/{name}/batch` takes {"items": [...]}.
+- Every request for a function goes to that function's ONE `BatchingExecutor` (compiler/batching.py):
+  concurrent requests, their forks and selects share the engine calls.
+- Each run is bounded (`ProgramLimits`): past a limit the answer is a 400 naming it; a mistake in
+  the program's use (fork count 0, prompt longer than the context) is a 400 too, never a 500.
+- A client that disconnects gets its run's engine requests aborted (499 in the metrics).
+- `?stream=true` answers with server-sent events: {"index", "variable", "delta"} per generated chunk
+  of each gen, {"index", "variable", "value"} when a variable is set, {"result": ...} per item, then
+  `[DONE]`.
+- /metrics counts per program: requests by status, prompt and generated tokens, latency.
 """
 from __future__ import annotations
 
 import asyncio
-import json
-import re
-import threading
-from typing import Any, Optional
+import time
+from typing import Any, AsyncIterator, Optional
 
 from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import BaseModel
 
-from sglang.compiler.executor import PlanExecutor
-from sglang.compiler.plan import FunctionPlan, Plan
-from sglang.runtime.server.common import error_body, format_validation_errors
+from sglang.lang.sgl.errors import SglError
+from sglang.compiler.batching import BatchingExecutor, PerRequestExecutor, ProgramClosed, ProgramJob
+from sglang.compiler.executor import ItemRun
+from sglang.compiler.limits import ProgramLimitError, ProgramLimits
+from sglang.compiler.plan import Plan
+from sglang.compiler.program_schema import batch_model, batch_response_model, request_model, response_model
+from sglang.runtime.server.common import (SSE_DONE, ClientGone, EventStreamResponse, HTTPError, as_http_error,
+                                          error_body, parse_body, run_or_abort, sse)
+from sglang.runtime.server.metrics import LATENCY_BUCKETS
 
-_PY_TYPE: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict,
-                            "image": str, "video": str, "any": Any}
-
-
-def request_model(fplan: FunctionPlan) -> type[BaseModel]:
-    """A pydantic model of the function's parameters (unknown fields rejected)."""
-    fields: dict[str, Any] = {}
-    for p in fplan.params:
-        typ = _PY_TYPE.get(fplan.param_types.get(p, "any"), Any)
-        if p in fplan.defaults:
-            fields[p] = (Optional[typ] if fplan.defaults[p] is None else typ, Field(default=fplan.defaults[p]))
-        else:
-            fields[p] = (typ, Field(...))
-    name = "".join(part.title() for part in fplan.name.split("_")) + "Args"
-    return create_model(name, __config__=ConfigDict(extra="forbid", strict=False), **fields)
+__all__ = ["ProgramService", "add_program_routes", "create_program_app", "error_for", "request_model", "serve"]
 
 
-def _batch_model(fplan: FunctionPlan, item: type[BaseModel]) -> type[BaseModel]:
-    name = "".join(part.title() for part in fplan.name.split("_")) + "Batch"
-    return create_model(name, __config__=ConfigDict(extra="forbid"), items=(list[item], Field(..., min_length=1)))
+class ProgramMetrics:
+    """Per-program counters in the server's registry (so /metrics shows them beside the engine's)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter("sglang_program_requests", "Program endpoint requests by program and status",
+                                ["program", "status"], registry=registry)
+        self.prompt_tokens = Counter("sglang_program_prompt_tokens", "Prompt tokens of program runs",
+                                     ["program"], registry=registry)
+        self.generation_tokens = Counter("sglang_program_generation_tokens", "Tokens generated by program runs",
+                                         ["program"], registry=registry)
+        self.latency = Histogram("sglang_program_latency_seconds", "Program request latency, arrival to answer",
+                                 ["program"], buckets=LATENCY_BUCKETS, registry=registry)
+
+    def observe(self, program: str, status: int, job: Optional[ProgramJob]) -> None:
+        self.requests.labels(program=program, status=str(status)).inc()
+        if job is None:
+            return
+        self.prompt_tokens.labels(program=program).inc(sum(it.prompt_tokens for it in job.items))
+        self.generation_tokens.labels(program=program).inc(sum(it.completion_tokens for it in job.items))
+        self.latency.labels(program=program).observe(time.monotonic() - job.started)
 
 
-class ProgramRunner:
-    """Runs plan functions on one backend; each call gets its own executor (they run concurrently)."""
-
-    def __init__(self, plan: Plan, backend: Any) -> None:
-        self.plan, self.backend = plan, backend
-
-    def run(self, function: str, batch: list[dict[str, Any]], on_event: Any = None) -> list[dict[str, Any]]:
-        ex = PlanExecutor(self.plan, self.backend)
-        out = ex.run_batch(function, batch, on_event=on_event)
-        for r in out:
-            r.pop("text", None)
-        return out
+def error_for(exc: BaseException) -> HTTPError:
+    """An item's failure as the HTTP error to answer: the caller's mistakes and passed limits are 400s,
+    a shutdown 503, failures of the server itself 500."""
+    if isinstance(exc, ProgramLimitError):
+        return HTTPError(400, f"{exc.message} (limit {exc.limit})", param=exc.limit, code="program_limit")
+    if isinstance(exc, ProgramClosed):
+        return HTTPError(503, str(exc), err_type="server_error", code="503")
+    if isinstance(exc, SglError):  # the program's own errors, positioned (bad argument, fork count 0 ...)
+        return HTTPError(400, exc.message if exc.pos is None else str(exc))
+    return as_http_error(exc)  # ValueError (the engine refused the request): 400; the rest 500
 
 
-# The executor reports an item's failure as a message: "<ExceptionClass>: ..." for exceptions that are
-# not the program's own errors, the bare message for SglError (a positioned program error).
-_EXC_PREFIX = re.compile(r"^([A-Z]\w*(?:Error|Exception)): ")
-_CLIENT_EXCEPTIONS = {"ValueError"}  # the engine's contract: ValueError is the request's fault (too long, bad params)
+def _item_error(item: ItemRun) -> Optional[HTTPError]:
+    return None if item.error is None else error_for(item.error)
 
 
-def error_status(message: str) -> int:
-    """400 for the caller's mistakes (bad arguments, prompt too long, program errors such as a fork
-    count of 0); 500 for failures of the server itself."""
-    m = _EXC_PREFIX.match(message)
-    return 400 if m is None or m.group(1) in _CLIENT_EXCEPTIONS else 500
+class ProgramService:
+    """The executors of one plan (one per function) and the per-program metrics."""
 
+    def __init__(self, plan: Plan, backend: Any, *, limits: Optional[ProgramLimits] = None,
+                 registry: Optional[CollectorRegistry] = None, observe: Any = None, batching: bool = True) -> None:
+        self.plan = plan
+        self.limits = (limits or ProgramLimits()).for_backend(backend)
+        kind = BatchingExecutor if batching else PerRequestExecutor
+        self.executors = {name: kind(plan, backend, name, limits=self.limits, observe=observe)
+                          for name in plan.functions}
+        self.metrics = ProgramMetrics(registry or CollectorRegistry())
 
-def _result_response(results: list[dict[str, Any]], single: bool) -> JSONResponse:
-    errors = [r for r in results if "error" in r]
-    if single and errors:
-        status = error_status(errors[0]["error"])
-        kind = "invalid_request_error" if status < 500 else "program_error"
-        return JSONResponse(error_body(errors[0]["error"], kind), status_code=status)
-    return JSONResponse(results[0] if single else {"results": results})
+    def close(self, error: Optional[BaseException] = None, timeout: float = 30.0) -> None:
+        """Refuse new runs, answer the running ones (503), abort their engine requests."""
+        for ex in self.executors.values():
+            ex.close(error, timeout)
 
-
-def _sse(runner: ProgramRunner, function: str, batch: list[dict[str, Any]], single: bool) -> StreamingResponse:
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-
-    def on_event(index: int, ev: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, ("event", dict(ev, index=index)))
-
-    def work() -> None:
+    def submit(self, fname: str, rows: list[dict[str, Any]], on_event: Any = None, stream: bool = False) -> ProgramJob:
         try:
-            res = runner.run(function, batch, on_event)
-            loop.call_soon_threadsafe(queue.put_nowait, ("done", res))
-        except Exception as e:  # reported in the stream: the status line is already sent
-            loop.call_soon_threadsafe(queue.put_nowait, ("error", str(e)))
+            return self.executors[fname].submit(rows, on_event, stream_tokens=stream)
+        except ProgramClosed as e:
+            self.metrics.observe(fname, 503, None)
+            raise error_for(e) from None
+        except SglError as e:  # an argument bind_args refuses, or more items than the limits allow
+            self.metrics.observe(fname, 400, None)
+            raise error_for(e) from None
 
-    threading.Thread(target=work, daemon=True).start()
+    async def answer(self, request: Request, fname: str, rows: list[dict[str, Any]], single: bool) -> Response:
+        ex = self.executors[fname]
+        job = self.submit(fname, rows)
+        try:
+            await run_or_abort(request.receive, asyncio.wrap_future(job.future), lambda: ex.cancel(job))
+        except ClientGone:
+            self.metrics.observe(fname, 499, job)
+            return Response(status_code=499)
+        if single:
+            err = _item_error(job.items[0])
+            self.metrics.observe(fname, err.status if err else 200, job)
+            if err is not None:
+                return err.response()
+            return JSONResponse(_public(job.results[0]))
+        self.metrics.observe(fname, 200, job)
+        return JSONResponse({"results": [_public(r, it) for r, it in zip(job.results, job.items)]})
 
-    async def events():
-        while True:
-            kind, payload = await queue.get()
-            if kind == "event":
-                yield f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
-            elif kind == "done":
-                for r in payload:
-                    yield f"data: {json.dumps({'result': r}, ensure_ascii=False)}\n\n"
+    def stream(self, fname: str, rows: list[dict[str, Any]], single: bool) -> Response:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def put(entry: tuple[str, Any]) -> None:  # from the executor's threads
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, entry)
+            except RuntimeError:  # the response's event loop is gone (client left): nobody to tell
+                pass
+
+        ex = self.executors[fname]
+        job = self.submit(fname, rows, lambda index, ev: put(("event", {"index": index, **ev})), stream=True)
+        job.future.add_done_callback(lambda _: put(("done", None)))
+        metrics = self.metrics
+
+        async def events() -> AsyncIterator[str]:
+            while True:
+                kind, payload = await queue.get()
+                if kind == "event":
+                    yield sse(payload)
+                    continue
                 break
-            else:
-                yield f"data: {json.dumps(error_body(payload, 'program_error'))}\n\n"
-                break
-        yield "data: [DONE]\n\n"
+            if job.future.exception() is not None:
+                yield sse(as_http_error(job.future.exception()).body())
+                yield SSE_DONE
+                return
+            status = 200
+            for res, it in zip(job.results, job.items):
+                err = _item_error(it)
+                if err is not None and single:
+                    status = err.status
+                    yield sse(err.body())
+                else:
+                    yield sse({"result": _public(res, it)})
+            metrics.observe(fname, status, job)
+            yield SSE_DONE
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+        def on_close() -> None:
+            if not job.future.done():  # the client left mid-stream: stop the run
+                metrics.observe(fname, 499, job)
+                ex.cancel(job)
+
+        return EventStreamResponse(events(), on_close)
 
 
-def add_program_routes(app: FastAPI, plan: Plan, backend: Any) -> None:
-    runner = ProgramRunner(plan, backend)
+def _public(result: dict[str, Any], item: Optional[ItemRun] = None) -> dict[str, Any]:
+    """A result as answered: no program text; a failed batch item's error as the HTTP error's message."""
+    out = {k: v for k, v in result.items() if k != "text"}
+    if item is not None and item.error is not None:
+        out["error"] = error_for(item.error).message
+    return out
+
+
+def add_program_routes(app: FastAPI, plan: Plan, backend: Any, *, limits: Optional[ProgramLimits] = None,
+                       registry: Optional[CollectorRegistry] = None, observe: Any = None,
+                       batching: bool = True) -> ProgramService:
+    """POST /programs/{fn} and /programs/{fn}/batch for every function, GET /programs; returns the service
+    (its `close` is what a SIGTERM calls)."""
+    service = ProgramService(plan, backend, limits=limits, registry=registry, observe=observe, batching=batching)
+    schemas: dict[tuple[str, str], tuple[type[BaseModel], type[BaseModel]]] = {}
     for fname, fplan in plan.functions.items():
-        model = request_model(fplan)
-        batch_model = _batch_model(fplan, model)
-
-        def make(fname: str = fname, model: type[BaseModel] = model, batch_model: type[BaseModel] = batch_model):
-            async def run_one(body, stream=Query(False, description="stream the variables as server-sent events")):
-                args = body.model_dump()
-                if stream:
-                    return _sse(runner, fname, [args], True)
-                res = await asyncio.to_thread(runner.run, fname, [args])
-                return _result_response(res, True)
-
-            async def run_batch(body, stream=Query(False, description="stream the variables as server-sent events")):
-                rows = [it.model_dump() for it in body.items]
-                if stream:
-                    return _sse(runner, fname, rows, False)
-                res = await asyncio.to_thread(runner.run, fname, rows)
-                return _result_response(res, False)
-
-            # real classes, not the strings `from __future__ import annotations` leaves: FastAPI reads these
-            run_one.__annotations__ = {"body": model, "stream": bool}
-            run_batch.__annotations__ = {"body": batch_model, "stream": bool}
-            return run_one, run_batch
-
-        one, many = make()
-        doc = f"Run `{fname}` of {plan.source or 'the program'}; returns its return value and variables."
-        app.post(f"/programs/{fname}", summary=f"run {fname}", description=doc, tags=["programs"])(one)
-        app.post(f"/programs/{fname}/batch", summary=f"run {fname} on a batch", tags=["programs"])(many)
+        one_model, result = request_model(fplan), response_model(fplan)
+        many_model = batch_model(fplan, one_model)
+        schemas[("post", f"/programs/{fname}")] = (one_model, result)
+        schemas[("post", f"/programs/{fname}/batch")] = (many_model, batch_response_model(fplan, result))
+        _add_function_routes(app, service, fname, one_model, many_model, plan.source)
 
     @app.get("/programs", tags=["programs"], summary="list the program's functions")
     async def list_programs() -> dict[str, Any]:
@@ -151,61 +194,134 @@ def add_program_routes(app: FastAPI, plan: Plan, backend: Any) -> None:
             n: {"params": {p: f.param_types.get(p, "any") for p in f.params}, "defaults": f.defaults,
                 "returns": f.returns} for n, f in plan.functions.items()}}
 
-
-class JsonBodyMiddleware:
-    """Read a POST /programs body as JSON whatever its Content-Type, as /generate does: a plain
-    `curl -d '{...}'` sends application/x-www-form-urlencoded, which FastAPI would refuse with a 422."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/programs/"):
-            headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-type"]
-            scope = dict(scope, headers=headers + [(b"content-type", b"application/json")])
-        await self.app(scope, receive, send)
+    _document(app, schemas)
+    if HTTPError not in app.exception_handlers:  # an app not made by create_app (which answers these)
+        app.add_exception_handler(HTTPError, _http_error)
+    app.state.programs = service
+    return service
 
 
-def use_error_shape(app: FastAPI) -> None:
-    """Answer bad program requests in /generate's error shape, not FastAPI's {"detail": ...}."""
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return format_validation_errors(list(exc.errors())).response()
+async def _http_error(_: Request, exc: Exception) -> Response:
+    return exc.response() if isinstance(exc, HTTPError) else as_http_error(exc).response()
 
 
-def create_program_app(plan: Plan, engine: Any, server_args: Any = None) -> FastAPI:
-    """The program endpoints (with OpenAPI docs at /docs) in front of the regular server app."""
+_STREAM_DOC = "answer with server-sent events: each gen's tokens as they come, each variable, then the result"
+
+
+def _add_function_routes(app: FastAPI, service: ProgramService, fname: str, one_model: type[BaseModel],
+                         many_model: type[BaseModel], source: Optional[str]) -> None:
+    async def run_one(request: Request, stream: bool = Query(False, description=_STREAM_DOC)) -> Response:
+        args = (await parse_body(request, one_model)).model_dump()
+        if stream:
+            return service.stream(fname, [args], single=True)
+        return await service.answer(request, fname, [args], single=True)
+
+    async def run_batch(request: Request, stream: bool = Query(False, description=_STREAM_DOC)) -> Response:
+        rows = [it.model_dump() for it in (await parse_body(request, many_model)).items]
+        if stream:
+            return service.stream(fname, rows, single=False)
+        return await service.answer(request, fname, rows, single=False)
+
+    doc = f"Run `{fname}` of {source or 'the program'}; returns its return value and variables."
+    app.post(f"/programs/{fname}", summary=f"run {fname}", description=doc, tags=["programs"])(run_one)
+    app.post(f"/programs/{fname}/batch", summary=f"run {fname} on a batch", tags=["programs"])(run_batch)
+
+
+_REF = "#/components/schemas/{model}"
+
+
+def _document(app: FastAPI, schemas: dict[tuple[str, str], tuple[type[BaseModel], type[BaseModel]]]) -> None:
+    """Add each program route's request body and typed 200 response to the app's OpenAPI schema (the routes
+    read their bodies themselves, so FastAPI does not see the models)."""
+    base = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = base()
+        if schema.get("x-programs-documented"):
+            return schema
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for (method, path), (body, result) in schemas.items():
+            op = schema.get("paths", {}).get(path, {}).get(method)
+            if op is None:
+                continue
+            for model in (body, result):
+                js = model.model_json_schema(ref_template=_REF, by_alias=True)
+                components.update(js.pop("$defs", {}))
+                components[model.__name__] = js
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": {"$ref": _REF.format(model=body.__name__)}}}}
+            op.setdefault("responses", {})["200"] = {"description": "the run's result", "content": {
+                "application/json": {"schema": {"$ref": _REF.format(model=result.__name__)}},
+                "text/event-stream": {"schema": {"type": "string"}}}}
+        schema["x-programs-documented"] = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_program_app(plan: Plan, engine: Any, server_args: Any = None, *, limits: Optional[ProgramLimits] = None,
+                       batching: bool = True) -> FastAPI:
+    """The regular server app (native and OpenAI routes, API key, /metrics, /docs) plus the program routes."""
     from sglang.lang.backends.engine_backend import EngineBackend
     from sglang.runtime.server.http_server import create_app
 
     server_args = server_args if server_args is not None else engine.get_server_args()
-    app = FastAPI(title=f"sglang programs: {plan.source or ''}", docs_url="/docs", openapi_url="/openapi.json")
-    add_program_routes(app, plan, EngineBackend(engine))
-    use_error_shape(app)
-    app.add_middleware(JsonBodyMiddleware)
-    app.mount("/", create_app(engine, server_args))  # /generate, /v1/*, /health ... keep working
+    app = create_app(engine, server_args)
+    ctx = app.state.sglang
+    app.title = f"sglang programs: {plan.source or ''}"
+    add_program_routes(app, plan, EngineBackend(engine), limits=limits, registry=ctx.metrics.registry,
+                       observe=ctx.metrics.observe_finished, batching=batching)
     return app
 
 
-def serve(plan: Plan, model: str | None = None, host: str = "127.0.0.1", port: int = 30000) -> int:
-    import uvicorn
+def draining_server(app: FastAPI, engine: Any, host: str, port: int, grace_s: Optional[float] = None) -> Any:
+    """The uvicorn server of `sglang serve`: a SIGTERM drains as launch-server's does, and past the grace
+    period (default: the engine's --drain-grace-period) every run still going answers 503 and the engine
+    shuts down (its requests end with finish reason abort)."""
+    from sglang.runtime.server.drain import DrainGate, DrainingServer
+    from sglang.runtime.server.launch import uvicorn_config
 
-    from sglang.runtime.engine import Engine
+    service: ProgramService = app.state.programs
 
-    try:
-        engine = Engine(model_path=model or "default", host=host, port=port)
-    except (ValueError, OSError) as e:
-        print(f"sglang serve: {e}")
-        return 1
-    try:
-        app = create_program_app(plan, engine)
-        names = ", ".join(f"/programs/{n}" for n in plan.functions)
-        print(f"Serving {names} on http://{host}:{port} (docs at /docs; native /generate and /v1 too)", flush=True)
-        uvicorn.run(app, host=host, port=port, log_level="warning")
-        return 0
-    finally:
+    def abort_rest() -> None:
+        service.close(ProgramClosed("the server shut down before the program finished (finish reason: abort)"),
+                      timeout=5.0)
         engine.shutdown()
 
+    gate = DrainGate(app)
+    grace = engine.get_server_args().drain_grace_period if grace_s is None else grace_s
+    return DrainingServer(uvicorn_config(gate, host, port, "warning"), gate, grace, abort_rest=abort_rest)
 
-__all__ = ["create_program_app", "add_program_routes", "request_model", "serve"]
+
+def serve(plan: Plan, model: Optional[str] = None, host: str = "127.0.0.1", port: int = 30001,
+          limits: Optional[ProgramLimits] = None, **engine_kwargs: Any) -> int:
+    """Load the engine, serve the program until SIGINT or a drained SIGTERM (runtime/server/drain.py:
+    new requests 503, running ones get `drain_grace_period` seconds, then every run is aborted)."""
+    import sys
+
+    from sglang.runtime.engine import Engine
+    from sglang.runtime.server.launch import lower_switch_interval
+
+    try:
+        engine = Engine(model_path=model or "default", host=host, port=port, **engine_kwargs)
+    except (ValueError, OSError) as e:
+        print(f"sglang serve: {e}", file=sys.stderr)
+        return 1
+    lower_switch_interval()
+    service: Optional[ProgramService] = None
+    try:
+        app = create_program_app(plan, engine, limits=limits)
+        service = app.state.programs
+
+        server = draining_server(app, engine, host, port)
+        names = ", ".join(f"/programs/{n}" for n in plan.functions)
+        print(f"Serving {names} on http://{host}:{port} (docs at /docs; native /generate and /v1 too)", flush=True)
+        try:
+            server.run()
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled once it has shut down
+            pass
+        return 0 if server.started else 1
+    finally:
+        if service is not None:
+            service.close(timeout=1.0)
+        engine.shutdown()

@@ -33,6 +33,10 @@ class EngineBackend(NativeBackend):
     def _call_stream(self, payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return iter(self.engine.generate(**payload, stream=True))
 
+    def abort(self, rid: str) -> None:
+        """Abort an engine request by the rid its payload carried (a finished one is ignored)."""
+        self.engine.abort(rid)
+
     def check_images(self) -> None:
         if getattr(self.engine, "is_multimodal", False):
             return

@@ -63,6 +63,25 @@ Expr = Union[Const, Name, Unary, Binary, Index, ListExpr, CallExpr]
 EXPR_TYPES: dict[str, type] = {c.__name__: c for c in (Const, Name, Unary, Binary, Index, ListExpr, CallExpr)}
 
 
+# An expression's values come from a program's arguments (a served program: from a request), so the
+# operations that allocate in proportion to a number refuse sizes no prompt could use, before allocating.
+MAX_SEQUENCE = 1 << 20
+
+
+def _mul(a: Any, b: Any) -> Any:
+    for seq, n in ((a, b), (b, a)):
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_SEQUENCE:
+            raise ValueError(f"a repetition of {len(seq)} x {n} items is longer than {MAX_SEQUENCE}")
+    return operator.mul(a, b)
+
+
+def _range(*args: int) -> tuple[int, ...]:
+    r = range(*args)
+    if len(r) > MAX_SEQUENCE:
+        raise ValueError(f"range() of {len(r)} values is longer than {MAX_SEQUENCE}")
+    return tuple(r)
+
+
 def _and(a: Any, b: Any) -> Any:
     return a and b
 
@@ -72,7 +91,7 @@ def _or(a: Any, b: Any) -> Any:
 
 
 BINARY_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "+": operator.add, "-": operator.sub, "*": _mul, "/": operator.truediv,
     "//": operator.floordiv, "%": operator.mod,
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
     ">=": operator.ge, "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
@@ -83,7 +102,7 @@ UNARY_OPS: dict[str, Callable[[Any], Any]] = {"not": operator.not_, "-": operato
 # Pure functions an expression may call (string helpers take the string first).
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "len": len, "int": int, "float": float, "str": str, "bool": bool, "abs": abs, "min": min,
-    "max": max, "round": round, "range": lambda *a: tuple(range(*a)),
+    "max": max, "round": round, "range": _range,
     "lower": str.lower, "upper": str.upper, "strip": str.strip,
     "startswith": str.startswith, "endswith": str.endswith, "contains": lambda s, x: x in s,
 }

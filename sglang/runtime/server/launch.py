@@ -92,7 +92,7 @@ def parse_args(argv: list[str]) -> Any:
     return ServerArgs.from_cli_args(build_parser().parse_args(argv))
 
 
-def _uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
+def uvicorn_config(app: Any, host: str, port: int, log_level: str) -> Any:
     import uvicorn
 
     # The scheduler has its own thread or process; uvicorn only parses HTTP and awaits results, so one
@@ -152,7 +152,7 @@ def serve(server_args: Any) -> int:
     try:
         gate = DrainGate(create_app(engine, server_args))
         # past the grace period, shutting the engine down ends what is left with finish reason "abort"
-        server = DrainingServer(_uvicorn_config(gate, server_args.host, server_args.port, server_args.log_level),
+        server = DrainingServer(uvicorn_config(gate, server_args.host, server_args.port, server_args.log_level),
                                 gate, server_args.drain_grace_period, abort_rest=engine.shutdown)
         url = f"http://{server_args.host}:{server_args.port}"
 
@@ -204,7 +204,7 @@ class BackgroundServer:
         self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.app = app if app is not None else create_app(engine, server_args)
-        self.server = uvicorn.Server(_uvicorn_config(self.app, host, self.port, "warning"))
+        self.server = uvicorn.Server(uvicorn_config(self.app, host, self.port, "warning"))
         self.thread = threading.Thread(target=self.server.run, name=f"sglang-http-{self.port}", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
                     1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 
 # engine.stats() key -> gauge name suffix; missing keys are skipped so the engine may grow its dict.
@@ -40,12 +40,12 @@ class ServerMetrics:
         self.cache_hit_rate = Gauge("sglang_cache_hit_rate",
                                     "cached_tokens / prompt_tokens over the server's lifetime", registry=r)
         self.ttft = Histogram("sglang_time_to_first_token_seconds", "Time to first token (streamed requests)",
-                              buckets=_LATENCY_BUCKETS, registry=r)
+                              buckets=LATENCY_BUCKETS, registry=r)
         self.itl = Histogram("sglang_inter_token_latency_seconds",
                              "Time between streamed chunks divided by the tokens they carry",
-                             buckets=_LATENCY_BUCKETS, registry=r)
+                             buckets=LATENCY_BUCKETS, registry=r)
         self.e2e = Histogram("sglang_e2e_request_latency_seconds", "Request latency, arrival to last token",
-                             buckets=_LATENCY_BUCKETS, registry=r)
+                             buckets=LATENCY_BUCKETS, registry=r)
         self.stat_gauges = {key: Gauge(f"sglang_{name}", doc, registry=r)
                             for key, (name, doc) in _STAT_GAUGES.items()}
         info = Gauge("sglang_model_info", "Served model (value is always 1)", ["model"], registry=r)
