@@ -30,9 +30,11 @@ class GatedBackend(FakeBackend):
         super().__init__()
         self.release = threading.Event()
         self.entered = threading.Event()
+        self.sent: list[dict] = []  # payloads as they arrive (FakeBackend records a call only once it returns)
         self._aborts = threading.Condition()
 
     def _call(self, payload):
+        self.sent.append(payload)
         self.entered.set()
         rids = payload.get("rid")
         rids = set(rids if isinstance(rids, list) else [rids])
@@ -97,7 +99,7 @@ def test_cancel_aborts_the_runs_engine_requests(plan):
         ex.cancel(job)  # the client went away
         done = job.future.result(30)
         assert "closed the connection" in str(done.items[0].error)
-        sent = {r for c in backend.calls for r in (c["rid"] if isinstance(c["rid"], list) else [c["rid"]])}
+        sent = {r for c in backend.sent for r in (c["rid"] if isinstance(c["rid"], list) else [c["rid"]])}
         assert sent and sent <= set(backend.aborted)  # every engine request in flight was aborted
     finally:
         backend.release.set()
