@@ -85,6 +85,8 @@ class ItemRun:
     main: _Stream
     result: Any = None
     error: BaseException | None = None
+    forks: dict[int, list[_Stream]] = field(default_factory=dict)  # every fork step run, by any stream
+
 
     @property
     def text(self) -> str:
@@ -283,27 +285,38 @@ class PlanExecutor:
 
     def _eval(self, item: ItemRun, stream: _Stream, local: dict[str, Any], ej: Any, lenient: bool = False) -> Iterator[Any]:
         expr = expr_from_json(ej)
-        forks = {(n.fork, n.branch or 0) for n in names_in(expr) if n.fork is not None}
-        for f, b in forks:  # reading a branch's variable waits for that branch to finish
-            if f not in stream.forks:
-                raise SglRuntimeError(f"fork step {f} has not run on this stream")
-            children = stream.forks[f]
-            if not 0 <= b < len(children):
-                raise SglRuntimeError(f"fork has {len(children)} branch(es); branch {b} does not exist")
-            if not children[b].done:
-                yield _Wait(lambda c=children[b]: c.done)
+        branches = {}
+        for f, b in {(n.fork, n.branch or 0) for n in names_in(expr) if n.fork is not None}:
+            branches[f, b] = yield from self._finished_branch(item, stream, f, b)
         env = self._env(item, stream, local)
         if lenient:  # return values: a variable generated only on some paths reads as none
             for n in self._fplan.generated:
                 env.setdefault(n, None)
 
         def lookup(f: int, b: int, name: str) -> Any:
-            return stream.forks[f][b].vars.get(name) if lenient else stream.forks[f][b].vars[name]
+            return branches[f, b].vars.get(name) if lenient else branches[f, b].vars[name]
 
         try:
             return eval_expr(expr, env, lookup)
         except (NameError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as e:
             raise SglRuntimeError(f"cannot evaluate {ej and expr!s}: {e}") from None
+
+    @staticmethod
+    def _finished_branch(item: ItemRun, stream: _Stream, fork: int, branch: int) -> Iterator[Any]:
+        """Branch `branch` of fork step `fork` once it finished (reading its variables waits for that). The
+        fork ran on this stream, or inside a branch of one of its forks (a nested fork: tree of thought),
+        which may not have reached it yet."""
+        children = stream.forks.get(fork)
+        if children is None:
+            if fork not in item.forks:
+                yield _Wait(lambda: fork in item.forks)
+            children = item.forks[fork]
+        if not 0 <= branch < len(children):
+            raise SglRuntimeError(f"fork has {len(children)} branch(es); branch {branch} does not exist")
+        child = children[branch]
+        if not child.done:
+            yield _Wait(lambda: child.done)
+        return child
 
     def _set_var(self, item: ItemRun, stream: _Stream, name: str, value: Any, meta: Any, path: tuple) -> None:
         stream.vars[name] = value
@@ -327,12 +340,7 @@ class PlanExecutor:
             stream.text += _text_of(item.args.get(a["name"]))
         elif k == "var":
             if "fork" in a:
-                children = stream.forks.get(a["fork"])
-                if children is None or not 0 <= a["branch"] < len(children):
-                    raise SglRuntimeError(f"branch {a['branch']} of fork step {a['fork']} has not run")
-                child = children[a["branch"]]
-                if not child.done:
-                    yield _Wait(lambda: child.done)
+                child = yield from self._finished_branch(item, stream, a["fork"], a["branch"])
                 stream.text += _text_of(child.vars.get(a["name"]))
             else:
                 value = local[a["name"]] if a["name"] in local else stream.vars.get(a["name"], item.args.get(a["name"]))
@@ -445,7 +453,7 @@ class PlanExecutor:
             yield Request({"text": warm, "sampling_params": dict(PREFILL)})
             stream.cached = len(stream.text)
         children = [stream.child() for _ in range(n)]
-        stream.forks[step.id] = children
+        stream.forks[step.id] = item.forks[step.id] = children
         stream.meta[("fork_start", step.id)] = len(stream.text)
         tasks = []
         for b, child in enumerate(children):
