@@ -132,6 +132,15 @@ def _iter_values(value: Any) -> list[Any]:
         raise SglRuntimeError(f"cannot loop over a {type(value).__name__} ({value!r})") from None
 
 
+def _seeded(seed: dict[str, Any] | None) -> _Stream:
+    """A main stream, empty or continuing a seed's state (the engine already holds its text)."""
+    if seed is None:
+        return _Stream()
+    text = seed.get("text", "")
+    return _Stream(text, dict(seed.get("vars", {})), meta=dict(seed.get("meta", {})),
+                   messages=list(seed.get("messages", [])), role_start=seed.get("role_start", -1), cached=len(text))
+
+
 class PlanExecutor:
     """Runs one function of a plan. `run_batch` is the batched entry point; `run` a single item;
     `execute` the same run with each item's state (for the frontend's compiled path)."""
@@ -167,9 +176,11 @@ class PlanExecutor:
 
     def execute(self, function: str | None, batch: list[dict[str, Any]], *, progress: bool = False,
                 on_event: Callable[[int, dict[str, Any]], None] | None = None,
-                hoist_prefix: bool = True) -> list[ItemRun]:
+                hoist_prefix: bool = True, seeds: list[dict[str, Any]] | None = None) -> list[ItemRun]:
+        """Run every item; `seeds` (one per item) start each main stream where an earlier run left it
+        (partial compilation, compiler/segments.py): keys text, vars, meta, messages, role_start."""
         fplan = self.plan.function(function)
-        items = [ItemRun(i, bind_args(fplan, a), _Stream()) for i, a in enumerate(batch)]
+        items = [ItemRun(i, bind_args(fplan, a), _seeded(seeds[i] if seeds else None)) for i, a in enumerate(batch)]
         self._fplan, self._on_event = fplan, on_event
         bar = None
         if progress and len(items) > 1:
