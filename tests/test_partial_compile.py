@@ -215,3 +215,27 @@ def test_greedy_outputs_are_identical_on_the_default_model(default_engine, fn):
     for a, b in zip(interp, comp):
         assert_same(a, b)
     assert bc.calls < bi.calls
+
+
+@sgl.function
+def sub_step(s, k):
+    s += " step " + str(k) + ":" + sgl.gen("step_" + str(k), max_tokens=2)
+
+
+@sgl.function
+def rereads(s, q):
+    s += q + sgl.gen("a", max_tokens=2)
+    if s["a"]:  # a boundary: the gen that defines it runs first
+        s += " again:" + s["a"] + sgl.gen("b", max_tokens=2)  # `a` is known and nothing redefines it: no boundary
+        sub_step(s, 1)  # another program called on this state
+        s += " a=" + s["a"]  # still no boundary
+    return len(s["step_1"])
+
+
+def test_a_read_waits_only_for_the_ops_that_define_the_variable():
+    rows = [{"q": "x"}, {"q": "yy"}]
+    interp, comp, _, _ = both(rereads, rows)
+    for a, b in zip(interp, comp):
+        assert_same(a, b)
+    items, rounds = segments.run_segments(rereads, ScriptedBackend(reply, logprob), rows, {}, {})
+    assert rounds == 2 and all(it.error is None for it in items)  # `a`, then `step_1`: both items each time

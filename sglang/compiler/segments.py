@@ -3,20 +3,20 @@
 Where a function reads a generated value in Python (`if s["action"] == " Finish": break`, a tool called
 on a generated argument), one plan cannot describe it. Here each item's Python body runs once, in its
 own thread, on a `SegmentState` that *records* what is appended (text, gen, select, roles) instead of
-executing it. A read (`s["x"]`, `s.text()`, `x in s`, a join, a fork) is the segment boundary: the item
-hands the ops recorded since its last boundary, on every stream it owns (its main state and fork
-branches), to the coordinator and blocks. When every live item is blocked or finished, the coordinator
-groups the recorded segments of all items by shape (the ops with their text lifted out as arguments:
-react_agent's items at the same step share one), compiles each shape once (IR -> passes -> plan, cached
-per function), runs each group as ONE batched `PlanExecutor.execute` seeded with each stream's state so
-far, binds the results (text, variables, meta info, messages) and wakes the items, which read real
-values and continue in Python.
+executing it. A read (`s["x"]` of a variable a recorded op defines, `s.text()`, `x in s`, a join, a
+fork) is a segment boundary: the item hands the ops recorded since its last boundary, on every stream it
+owns (its main state and fork branches), to the coordinator and blocks. When every live item is blocked
+or finished, the coordinator groups the recorded segments of all items by shape (the ops with their text
+lifted out as arguments: react_agent's items at the same step share one), compiles each shape once
+(IR -> passes -> plan, cached per function), runs each group as ONE batched `PlanExecutor.execute`
+seeded with each stream's state so far (the groups of one round side by side), binds the results (text,
+variables, meta info, messages) and wakes the items, which read real values and continue in Python.
 
 So a read sees exactly what the interpreter's blocking read sees, and the body's own Python (tools,
 side effects) runs once per item. A read used only to interpolate text is a boundary too (the value is
 real: Python may do anything with it), which is why the whole-function trace is tried first (jit.py).
-Forks: the parent's pending ops run first (as the interpreter syncs before a fork), then each branch is a
-stream of its own whose segments batch with every other stream at the same boundary.
+Forks: the parent's recorded ops run first (the interpreter syncs before a fork too), then each branch is
+a stream of its own whose segments batch with every other stream at the same boundary.
 
 An item fails here (its Python raised, a segment did not compile, e.g. a read inside an open role or an
 image, or the backend failed): the caller runs it again in the interpreter, so errors read the same.
@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sglang.lang.ir import Arg, IRFunction, Image, Text, Video, canonicalize
-from sglang.lang.ir.ops import JOIN_MODES
+from sglang.lang.ir.ops import JOIN_MODES, defines
 from sglang.lang.primitives import SglExpr, StateBase, StateGroup
 from sglang.compiler.executor import PlanExecutor
 from sglang.compiler.lower import plan_for_ir
@@ -118,7 +118,8 @@ class SegmentState(StateBase):
 
     # -- reads: each is a boundary
     def __getitem__(self, name: str) -> Any:
-        self.item.flush()
+        if name not in self.stream.vars or any(defines(op) == name for op, _ in self.stream.ops):
+            self.item.flush()  # as the interpreter's read waits only for the ops that (re)define the name
         if name not in self.stream.vars:
             raise SegmentError(f"variable {name!r} is read but no gen/select before it defines it")
         return self.stream.vars[name]
