@@ -8,7 +8,9 @@ dispatcher (compiler/dispatch.py), without waiting for calls still in flight: a 
 as its own response is back, so there is no wave barrier and the branches of all forks of all batch
 items are in flight together. Requests marked `solo` (selects the select-lowering pass did not batch)
 go out one call each. Data-dependent control flow (branch conditions, loops over generated values,
-fork counts) is decided at run time from the stream's variables.
+fork counts) is decided at run time from the stream's variables. A stream may read the branches of a
+fork started inside one of its own forks' branches (tree of thought): it waits until that branch has
+started the nested fork and the nested branch has finished.
 
 Warm-up prefills (the batch's shared constant prefix, a fork's parent) go out only when the cost model
 (compiler/cost.py) says they save computed tokens.
@@ -86,7 +88,6 @@ class ItemRun:
     result: Any = None
     error: BaseException | None = None
     forks: dict[int, list[_Stream]] = field(default_factory=dict)  # every fork step run, by any stream
-
 
     @property
     def text(self) -> str:
