@@ -21,7 +21,7 @@ import programs  # noqa: E402
 
 slow = pytest.mark.slow  # the end-to-end run loads the real default model
 
-TRACEABLE = ("llm_judge", "skeleton_of_thought", "tiny_calls", "json_regex")
+TRACEABLE = ("llm_judge", "skeleton_of_thought", "tiny_calls", "json_regex", "tree_of_thought")  # nested forks too
 ITEMS = 2
 
 
@@ -107,7 +107,16 @@ def test_tiny_run_compiled_arms_match_the_interpreter_with_no_more_calls(tiny_re
 
 @slow
 def test_tiny_run_an_untraceable_program_is_reported_not_fatal(tiny_report):
-    """react_agent branches on a generated action: the compiled arms either run it or say why they cannot."""
+    """react_agent branches on a generated action: the compiled arms (one whole plan) either run it or say why
+    they cannot (the default arm runs it as compiled segments)."""
     for arm in ("compiled", "inproc"):
         c = tiny_report[0]["runs"][0]["classes"]["react_agent"][arm]
         assert ("error" in c and "wall" not in c) or (c["errors"] == 0 and c["same"] == ITEMS), c
+
+
+@slow
+def test_tiny_run_default_arm_batches_nested_forks_and_generated_control_flow(tiny_report):
+    """tree_of_thought compiles to one plan, react_agent to segments: both batch items' calls together."""
+    cells = tiny_report[0]["runs"][0]["classes"]
+    for cls in ("tree_of_thought", "react_agent"):
+        assert cells[cls]["default"]["calls"] < cells[cls]["interp"]["calls"], (cls, cells[cls])

@@ -144,13 +144,13 @@ def agent(s, q):
     return s["act"]
 
 
-def test_untraceable_programs_run_in_the_interpreter_with_a_debug_line(caplog):
+def test_untraceable_programs_run_as_segments_with_a_debug_line(caplog):
     with caplog.at_level(logging.DEBUG, logger="sglang.compiler.jit"):
         interp, comp, bi, bc = both(agent, [{"q": "x"}, {"q": "y"}])
     for a, b in zip(interp, comp):
         assert_same(a, b)
-    assert sorted(map(repr, bc.requests)) == sorted(map(repr, bi.requests))  # items' threads interleave
-    why = [r.getMessage() for r in caplog.records if "runs in the interpreter" in r.getMessage()]
+    assert len(bc.requests) < len(bi.requests)  # both items' segments share calls (tests/test_partial_compile.py)
+    why = [r.getMessage() for r in caplog.records if "runs as compiled segments" in r.getMessage()]
     assert len(why) == 1 and "TraceError" in why[0] and "'act'" in why[0]  # said once: the decision is cached
 
 

@@ -8,7 +8,9 @@ dispatcher (compiler/dispatch.py), without waiting for calls still in flight: a 
 as its own response is back, so there is no wave barrier and the branches of all forks of all batch
 items are in flight together. Requests marked `solo` (selects the select-lowering pass did not batch)
 go out one call each. Data-dependent control flow (branch conditions, loops over generated values,
-fork counts) is decided at run time from the stream's variables.
+fork counts) is decided at run time from the stream's variables. A stream may read the branches of a
+fork started inside one of its own forks' branches (tree of thought): it waits until that branch has
+started the nested fork and the nested branch has finished.
 
 Warm-up prefills (the batch's shared constant prefix, a fork's parent) go out only when the cost model
 (compiler/cost.py) says they save computed tokens.
@@ -109,6 +111,7 @@ class ItemRun:
             m = (r.get("meta_info") or {}) if isinstance(r, dict) else {}
             self.prompt_tokens += int(m.get("prompt_tokens", 0) or 0)
             self.completion_tokens += int(m.get("completion_tokens", 0) or 0)
+    forks: dict[int, list[_Stream]] = field(default_factory=dict)  # every fork step run, by any stream
 
     @property
     def text(self) -> str:
@@ -154,6 +157,15 @@ def _iter_values(value: Any) -> list[Any]:
         raise SglRuntimeError(f"cannot loop over a {type(value).__name__} ({value!r})") from None
 
 
+def _seeded(seed: dict[str, Any] | None) -> _Stream:
+    """A main stream, empty or continuing a seed's state (the engine already holds its text)."""
+    if seed is None:
+        return _Stream()
+    text = seed.get("text", "")
+    return _Stream(text, dict(seed.get("vars", {})), meta=dict(seed.get("meta", {})),
+                   messages=list(seed.get("messages", [])), role_start=seed.get("role_start", -1), cached=len(text))
+
+
 class PlanExecutor:
     """Runs one function of a plan. `run_batch` is the batched entry point; `run` a single item;
     `execute` the same run with each item's state (for the frontend's compiled path)."""
@@ -193,9 +205,12 @@ class PlanExecutor:
 
     def execute(self, function: str | None, batch: list[dict[str, Any]], *, progress: bool = False,
                 on_event: Callable[[int, dict[str, Any]], None] | None = None,
-                hoist_prefix: bool = True) -> list[ItemRun]:
+                hoist_prefix: bool = True, seeds: list[dict[str, Any]] | None = None) -> list[ItemRun]:
+        """Run every item; `seeds` (one per item) start each main stream where an earlier run left it
+        (partial compilation, compiler/segments.py): keys text, vars, meta, messages, role_start."""
         fplan = self.plan.function(function)
-        items = [self.new_item(i, bind_args(fplan, a), on_event) for i, a in enumerate(batch)]
+        items = [self.new_item(i, bind_args(fplan, a), on_event, main=_seeded(seeds[i] if seeds else None))
+                 for i, a in enumerate(batch)]
         self._fplan = fplan
         bar = None
         if progress and len(items) > 1:
@@ -216,10 +231,11 @@ class PlanExecutor:
         return items
 
     def new_item(self, index: int, args: dict[str, Any], on_event: Callable[[int, dict[str, Any]], None] | None = None,
-                 stream_tokens: bool = False, meter: WorkMeter | None = None) -> ItemRun:
+                 stream_tokens: bool = False, meter: WorkMeter | None = None, main: _Stream | None = None) -> ItemRun:
         """One run's state (its arguments already bound), metered against this executor's limits (`meter`:
-        one shared by the items of a request, so its limits bound the request as a whole)."""
-        return ItemRun(index, args, _Stream(), meter=meter or WorkMeter(self.limits), on_event=on_event,
+        one shared by the items of a request, so its limits bound the request as a whole); `main`: a seeded
+        stream to continue (partial compilation), else an empty one."""
+        return ItemRun(index, args, main or _Stream(), meter=meter or WorkMeter(self.limits), on_event=on_event,
                        stream_tokens=stream_tokens)
 
     # ---------------- scheduling
@@ -333,27 +349,38 @@ class PlanExecutor:
 
     def _eval(self, item: ItemRun, stream: _Stream, local: dict[str, Any], ej: Any, lenient: bool = False) -> Iterator[Any]:
         expr = expr_from_json(ej)
-        forks = {(n.fork, n.branch or 0) for n in names_in(expr) if n.fork is not None}
-        for f, b in forks:  # reading a branch's variable waits for that branch to finish
-            if f not in stream.forks:
-                raise SglRuntimeError(f"fork step {f} has not run on this stream")
-            children = stream.forks[f]
-            if not 0 <= b < len(children):
-                raise SglRuntimeError(f"fork has {len(children)} branch(es); branch {b} does not exist")
-            if not children[b].done:
-                yield _Wait(lambda c=children[b]: c.done)
+        branches = {}
+        for f, b in {(n.fork, n.branch or 0) for n in names_in(expr) if n.fork is not None}:
+            branches[f, b] = yield from self._finished_branch(item, stream, f, b)
         env = self._env(item, stream, local)
         if lenient:  # return values: a variable generated only on some paths reads as none
             for n in self._fplan.generated:
                 env.setdefault(n, None)
 
         def lookup(f: int, b: int, name: str) -> Any:
-            return stream.forks[f][b].vars.get(name) if lenient else stream.forks[f][b].vars[name]
+            return branches[f, b].vars.get(name) if lenient else branches[f, b].vars[name]
 
         try:
             return eval_expr(expr, env, lookup)
         except (NameError, KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as e:
             raise SglRuntimeError(f"cannot evaluate `{expr_to_str(expr)}`: {e}") from None
+
+    @staticmethod
+    def _finished_branch(item: ItemRun, stream: _Stream, fork: int, branch: int) -> Iterator[Any]:
+        """Branch `branch` of fork step `fork` once it finished (reading its variables waits for that). The
+        fork ran on this stream, or inside a branch of one of its forks (a nested fork: tree of thought),
+        which may not have reached it yet."""
+        children = stream.forks.get(fork)
+        if children is None:
+            if fork not in item.forks:
+                yield _Wait(lambda: fork in item.forks)
+            children = item.forks[fork]
+        if not 0 <= branch < len(children):
+            raise SglRuntimeError(f"fork has {len(children)} branch(es); branch {branch} does not exist")
+        child = children[branch]
+        if not child.done:
+            yield _Wait(lambda: child.done)
+        return child
 
     def _set_var(self, item: ItemRun, stream: _Stream, name: str, value: Any, meta: Any, path: tuple) -> None:
         stream.vars[name] = value
@@ -389,12 +416,7 @@ class PlanExecutor:
             self._append(item, stream, _text_of(item.args.get(a["name"])))
         elif k == "var":
             if "fork" in a:
-                children = stream.forks.get(a["fork"])
-                if children is None or not 0 <= a["branch"] < len(children):
-                    raise SglRuntimeError(f"branch {a['branch']} of fork step {a['fork']} has not run")
-                child = children[a["branch"]]
-                if not child.done:
-                    yield _Wait(lambda: child.done)
+                child = yield from self._finished_branch(item, stream, a["fork"], a["branch"])
                 self._append(item, stream, _text_of(child.vars.get(a["name"])))
             else:
                 value = local[a["name"]] if a["name"] in local else stream.vars.get(a["name"], item.args.get(a["name"]))
@@ -558,7 +580,7 @@ class PlanExecutor:
             yield Request({"text": warm, "sampling_params": dict(PREFILL)})
             stream.cached = len(stream.text)
         children = [stream.child() for _ in range(n)]
-        stream.forks[step.id] = children
+        stream.forks[step.id] = item.forks[step.id] = children
         stream.meta[("fork_start", step.id)] = len(stream.text)
         tasks = []
         for b, child in enumerate(children):

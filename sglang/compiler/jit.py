@@ -11,12 +11,16 @@ that shape then goes through the plan executor: all items of a batch in one sche
 selects batched across items. The results are ordinary `ProgramState`s (finished, so reading them never
 blocks), with the same text, variables, meta info, messages and return value as the interpreter gives.
 
-What the plan cannot run falls back to the interpreter, with a debug log line saying why:
-  - a function the tracer cannot follow (Python control flow on a generated value, a string method
-    called on a traced value...): the whole program, for that argument shape (the decision is cached);
+A function the tracer cannot follow (Python control flow on a generated value, a string method called
+on a traced value...) is partially compiled (compiler/segments.py): its Python runs once per item and
+what it appends between two reads of generated values runs as compiled segments, batched across items;
+a debug line says why (once: the decision is cached).
+
+What neither can run falls back to the interpreter, with a debug log line saying why:
   - a backend without the native batched transport (OpenAI), streaming, API speculative execution,
     images and videos (the interpreter owns their prompt tokens);
-  - an item that fails in the plan: it runs again in the interpreter, so errors read the same.
+  - an item that fails in the plan or on the segment path: it runs again in the interpreter, so errors
+    read the same.
 
 `sglang.lang.program` cannot import this module (it is a layer below); this module registers itself
 there on import, and the `sglang` hub imports it with the frontend API.
@@ -37,6 +41,7 @@ from sglang.lang.program import SglFunction, register_compiled_path
 from sglang.compiler.executor import ItemRun, PlanExecutor
 from sglang.compiler.lower import plan_for_ir
 from sglang.compiler.plan import Plan
+from sglang.compiler.segments import SegmentItem, run_segments
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,7 @@ class CompiledProgram:
     constants: dict[str, Any]
     py_return: str = "list"
     reason: str = ""
+    partial: bool = False  # untraceable as a whole: run as compiled segments (compiler/segments.py)
 
 
 def shape_of(fn: SglFunction, arguments: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
@@ -139,10 +145,12 @@ class CompiledPath:
             if key not in per_fn:
                 try:
                     per_fn[key] = compile_program(fn, **constants)
-                except Exception as e:  # untraceable here: the interpreter runs it (and reports real errors)
-                    per_fn[key] = CompiledProgram(None, constants, reason=f"{type(e).__name__}: {e}")
-                if per_fn[key].plan is None and not quiet:
-                    log.debug("program %r runs in the interpreter: %s", fn.name, per_fn[key].reason)
+                except Exception as e:  # untraceable here: segments run it (the interpreter reports real errors)
+                    per_fn[key] = CompiledProgram(None, constants, reason=f"{type(e).__name__}: {e}", partial=True)
+                prog = per_fn[key]
+                if prog.plan is None and not quiet:
+                    how = "as compiled segments batched across items" if prog.partial else "in the interpreter"
+                    log.debug("program %r runs %s: %s", fn.name, how, prog.reason)
             return per_fn[key]
 
     def run_batch(self, fn: SglFunction, backend: Any, all_args: list[dict[str, Any]], sampling: dict[str, Any],
@@ -154,11 +162,16 @@ class CompiledPath:
             log.debug("program %r runs in the interpreter: %s", fn.name, why)
             return out
         groups: dict[int, tuple[CompiledProgram, list[int]]] = {}
+        partial: list[int] = []
         captured = captured_values(fn)
         for i, arguments in enumerate(all_args):
             prog = self.program_for(fn, arguments, captured)
             if prog.plan is not None:
                 groups.setdefault(id(prog), (prog, []))[1].append(i)
+            elif prog.partial:
+                partial.append(i)
+        if partial:
+            self._run_segments(fn, backend, all_args, partial, sampling, options, out)
         for prog, idx in groups.values():
             ex = PlanExecutor(prog.plan, backend, default_sampling=sampling, default_options=options)
             rows = [{k: v for k, v in all_args[i].items() if k not in prog.constants and k not in fn.bind_arguments}
@@ -172,6 +185,18 @@ class CompiledPath:
         return out
 
     @staticmethod
+    def _run_segments(fn: SglFunction, backend: Any, all_args: list[dict[str, Any]], idx: list[int],
+                      sampling: dict[str, Any], options: dict[str, Any], out: list[Optional[ProgramState]]) -> None:
+        """Partial compilation of the items `idx`: their Python runs once each, their segments batched."""
+        items, _ = run_segments(fn, backend, [all_args[i] for i in idx], sampling, options)
+        for i, item in zip(idx, items):
+            if item.error is not None:
+                log.debug("program %r item %d failed on the segment path (%s: %s); the interpreter runs it again",
+                          fn.name, i, type(item.error).__name__, item.error)
+                continue
+            out[i] = _as_state(fn, backend, sampling, options, item, "list")
+
+    @staticmethod
     def _why_not(fn: SglFunction, backend: Any) -> str:
         if not isinstance(backend, NativeBackend):
             return f"the {getattr(backend, 'name', type(backend).__name__)} backend has no native batched transport"
@@ -180,10 +205,10 @@ class CompiledPath:
         return ""
 
 
-def _as_state(fn: SglFunction, backend: Any, sampling: dict[str, Any], options: dict[str, Any], item: ItemRun,
-              py_return: str) -> ProgramState:
-    """A finished interpreter state holding the plan's results: reading it never waits, and `+=` continues
-    the program in the interpreter."""
+def _as_state(fn: SglFunction, backend: Any, sampling: dict[str, Any], options: dict[str, Any],
+              item: ItemRun | SegmentItem, py_return: str) -> ProgramState:
+    """A finished interpreter state holding the plan's (or the segments') results: reading it never waits,
+    and `+=` continues the program in the interpreter."""
     ex = StreamExecutor(backend, fn.name, sampling, options)
     ex.text_, ex.messages_, ex.images_ = item.text, item.messages, []
     ex.variables, ex.meta_info = item.variables, item.meta_info

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Protocol
 from sglang.lang.backends.base import BaseBackend
 from sglang.lang.gen_rules import LOGPROB_OPTIONS, NATIVE_GEN_FIELDS
 from sglang.lang.interpreter import ProgramState, StreamExecutor
+from sglang.lang.primitives import StateBase
 
 _default_backend: Optional[BaseBackend] = None
 
@@ -198,7 +199,7 @@ class SglFunction:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Inside another program: `other(s, ...)` runs this body on the same state; else `run`."""
-        if args and (isinstance(args[0], ProgramState) or type(args[0]).__name__ == "TracingState"):
+        if args and isinstance(args[0], StateBase):  # the interpreter's, the tracer's or a segment's state
             state, rest = args[0], args[1:]
             arguments = self.bind_args(rest, kwargs)
             return self.func(state, **arguments)

@@ -3,8 +3,9 @@
 One scope walk serves validation and data edges: it visits regions in program order with the set
 of variables that may be defined at each point (Gen/Select names -> defining node ids; branches
 and loops merge as "may define"), the loop/fork index variables in scope, and the forks started
-so far with each branch's variables. Reads (Arg, VarRef, names in expressions) are resolved
-against it; an unresolved read is an `IRError` naming the variable, node and source location.
+so far with each branch's variables (a fork started inside a per-branch fork's branch included: its
+branches are read after the outer fork, as the root of a tree of thought does). Reads (Arg, VarRef,
+names in expressions) are resolved against it; an unresolved read is an `IRError` naming the variable, node and source location.
 """
 from __future__ import annotations
 
@@ -130,6 +131,10 @@ class _Walker:
                 out = self.region(node, a, inner)
                 self.same_role(node, scope, out)
                 branches.append(out.vars)
+                if not op.shared_body and isinstance(op.n, int):
+                    # forks started inside a branch stay readable after it (tree of thought: the root reads
+                    # a nested fork's branches); not from a shared body, whose nested fork runs once per branch
+                    scope.forks.update((f, b) for f, b in out.forks.items() if f not in scope.forks)
             scope.forks[node] = branches
 
     def same_role(self, node: int, before: _Scope, after: _Scope) -> None:
