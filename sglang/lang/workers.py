@@ -42,6 +42,12 @@ class WorkerPool:
         with self._lock:
             return self._threads
 
+    @property
+    def idle(self) -> int:
+        """Threads waiting for work that no submit has claimed."""
+        with self._lock:
+            return self._idle
+
     def submit(self, fn: Callable[[], None]) -> None:
         """Run `fn()` soon on a pool thread; its exceptions are logged, never raised here."""
         with self._lock:
