@@ -49,7 +49,8 @@ class WorkerPool:
             return self._idle
 
     def submit(self, fn: Callable[[], None]) -> None:
-        """Run `fn()` soon on a pool thread; its exceptions are logged, never raised here."""
+        """Run `fn()` soon on a pool thread (its exceptions are logged). RuntimeError only when no thread can
+        be started and none is alive to take the task later."""
         with self._lock:
             start = self._idle == 0
             if start:
@@ -58,7 +59,14 @@ class WorkerPool:
                 self._idle -= 1  # that waiting thread (or another one) takes this task
         self._tasks.put(fn)
         if start:
-            threading.Thread(target=self._run, name=f"{self.name}-{next(self._ids)}", daemon=True).start()
+            try:
+                threading.Thread(target=self._run, name=f"{self.name}-{next(self._ids)}", daemon=True).start()
+            except RuntimeError:  # no thread can be started now (a resource limit)
+                with self._lock:
+                    self._threads -= 1
+                    alive = self._threads
+                if not alive:  # nobody would ever take the task: say so (a running thread takes it when done)
+                    raise
 
     def run_parallel(self, workers: int, body: Callable[[], None]) -> None:
         """Run `body()` on `workers` pool threads at once and return when all have returned (re-raising the
