@@ -152,3 +152,28 @@ def test_a_failing_task_leaves_its_thread_working():
     done = threading.Event()
     pool.submit(done.set)
     assert done.wait(BOUND_S)
+
+
+def test_a_forked_child_process_starts_its_own_threads():
+    import multiprocessing
+    import os
+
+    pool = WorkerPool("test-fork")
+    gate = threading.Barrier(2, timeout=BOUND_S)
+    pool.run_parallel(2, lambda: gate.wait() and None)  # two threads, idle now
+
+    def child(conn) -> None:  # the parent's idle threads do not exist here
+        done = threading.Event()
+        pool.submit(done.set)
+        conn.send(done.wait(BOUND_S))
+
+    ctx = multiprocessing.get_context("fork")
+    parent_end, child_end = ctx.Pipe()
+    proc = ctx.Process(target=child, args=(child_end,))
+    proc.start()
+    try:
+        assert parent_end.poll(BOUND_S * 2) and parent_end.recv() is True
+    finally:
+        proc.join(BOUND_S)
+        if proc.is_alive():
+            os.kill(proc.pid, 9)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 from typing import Callable
@@ -30,11 +31,16 @@ class WorkerPool:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._ids = itertools.count()
+        self._reset()
+        # a forked child has none of the parent's threads: counting them as idle would strand its tasks
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
         self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting for a task that no submit has claimed yet
         self._threads = 0
-        self._ids = itertools.count()
 
     @property
     def threads(self) -> int:
