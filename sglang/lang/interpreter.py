@@ -1,10 +1,11 @@
 """The eager interpreter: program state (`s`) and its stream executor.
 
-Each `ProgramState` owns a `StreamExecutor` whose worker thread executes the state's ops in order
-against the backend, so `s += sgl.gen(...)` returns at once and Python code runs ahead until it
-reads a value (`s["x"]` waits for the op that defines x). Arbitrary Python control flow works
-because every op runs with concrete values. `fork(n)` waits for the parent, (pre-caches the
-shared prefix), and copies its state into n new executors that run concurrently.
+Each `ProgramState` owns a `StreamExecutor` whose ops run in order against the backend on a thread of
+the shared pool (lang/workers.py), so `s += sgl.gen(...)` returns at once and Python code runs ahead
+until it reads a value (`s["x"]` waits for the op that defines x). Arbitrary Python control flow works
+because every op runs with concrete values. `fork(n)` has the parent pre-cache the shared prefix right
+after its last op (on the parent's own drain, not after a hand-off back to the program thread), waits
+for it, and copies the state into n new executors whose ops run concurrently.
 """
 from __future__ import annotations
 
@@ -17,10 +18,7 @@ from sglang.lang.gen_rules import LOGPROB_OPTIONS, typed_regex
 from sglang.lang.ir import Gen, Image, Loc, RoleBegin, RoleEnd, Select, Text, VarRef, Video, defines
 from sglang.lang.primitives import SglExpr, StateBase, StateGroup, caller_loc
 from sglang.lang.speculative import CompletionSpec, chat_block_eligible, run_chat_block
-
-
-# how long an idle worker waits for the program's next op before its thread exits
-IDLE_WORKER_S = 0.5
+from sglang.lang.workers import POOL
 
 
 class ProgramError(RuntimeError):
@@ -29,6 +27,10 @@ class ProgramError(RuntimeError):
 
 class _End:
     pass
+
+
+class _CachePrefix:
+    """fork's pre-cache of the text so far, queued as the parent's last op (see ProgramState.fork)."""
 
 
 class StreamExecutor:
@@ -53,7 +55,7 @@ class StreamExecutor:
         self.finished = False
         self.cond = threading.Condition()
         self.queue: collections.deque[tuple[Any, Optional[Loc]]] = collections.deque()
-        self.worker: Optional[threading.Thread] = None
+        self.draining = False  # a pool thread is running (or about to run) this executor's ops
         self._template = None
 
     # -- user thread side
@@ -69,15 +71,22 @@ class StreamExecutor:
             self.cond.notify_all()
 
     def end(self) -> None:
+        self._submit_internal(_End())
+
+    def cache_prefix_async(self) -> None:
+        """Queue a pre-cache of the text as it will be after the ops queued so far (fork waits for it)."""
+        self._submit_internal(_CachePrefix())
+
+    def _submit_internal(self, op: Any) -> None:
         with self.cond:
-            self.queue.append((_End(), None))
+            self.queue.append((op, None))
             self._ensure_worker()
             self.cond.notify_all()
 
     def _ensure_worker(self) -> None:  # with self.cond held
-        if self.worker is None:
-            self.worker = threading.Thread(target=self._loop, name=f"sgl-{self.program}", daemon=True)
-            self.worker.start()
+        if not self.draining:
+            self.draining = True
+            POOL.submit(self._drain)
 
     def sync(self) -> None:
         with self.cond:
@@ -109,15 +118,13 @@ class StreamExecutor:
     # -- worker side
     _busy = False
 
-    def _loop(self) -> None:
+    def _drain(self) -> None:
+        """Run queued ops in order until the queue is empty (on a pool thread); submit() queues another
+        drain when more ops come."""
         while True:
             with self.cond:
-                if not self.queue and not self.finished:
-                    # the program thread usually submits again right after it reads a value: waiting a little
-                    # for that beats starting a new thread per read (slow with 100+ threads on the GIL)
-                    self.cond.wait_for(lambda: self.queue or self.finished, IDLE_WORKER_S)
-                if not self.queue:  # ended, or idle for long: exit (no parked threads); submit() starts another
-                    self.worker = None
+                if not self.queue:
+                    self.draining = False
                     return
                 op, loc = self.queue.popleft()
                 self._busy = True
@@ -132,7 +139,7 @@ class StreamExecutor:
                 self.error_ = self._wrap(exc, op, loc)
             finally:
                 with self.cond:
-                    name = defines(op) if not isinstance(op, _End) else None
+                    name = defines(op) if not isinstance(op, (_End, _CachePrefix)) else None
                     if name is not None:
                         self.pending[name] -= 1
                     self._busy = False
@@ -200,6 +207,12 @@ class StreamExecutor:
             self._append(VIDEO_TOKEN)
         elif isinstance(op, VarRef):
             self._append(str(self.variables[op.name]))
+        elif isinstance(op, _CachePrefix):
+            if self.text_:
+                try:  # branches then share the prefix KV instead of racing to prefill it
+                    self.backend.cache_prefix(self.text_)
+                except Exception:  # only an optimization: the branches' own requests report real errors
+                    pass
         else:
             raise TypeError(f"the eager interpreter cannot execute {type(op).__name__} ops")
 
@@ -351,12 +364,9 @@ class ProgramState(StateBase):
         if not isinstance(size, int) or size < 1:
             raise ValueError(f"fork size must be a positive int, got {size!r}")
         ex = self.stream_executor
+        if size > 1:
+            ex.cache_prefix_async()
         ex.sync()
-        if size > 1 and ex.text_:
-            try:  # branches then share the prefix KV instead of racing to prefill it
-                ex.backend.cache_prefix(ex.text_)
-            except Exception:  # only an optimization: the branches' own requests report real errors
-                pass
         children = []
         for _ in range(size):
             child = StreamExecutor(ex.backend, ex.program, ex.default_sampling, ex.options, ex.stream, ex.spec_tokens)

@@ -6,7 +6,6 @@ hands back None for what the interpreter must run. `compiled=False` asks for the
 """
 from __future__ import annotations
 
-import concurrent.futures
 import inspect
 import os
 import sys
@@ -17,6 +16,7 @@ from sglang.lang.backends.base import BaseBackend
 from sglang.lang.gen_rules import LOGPROB_OPTIONS, NATIVE_GEN_FIELDS
 from sglang.lang.interpreter import ProgramState, StreamExecutor
 from sglang.lang.primitives import StateBase
+from sglang.lang.workers import POOL
 
 _default_backend: Optional[BaseBackend] = None
 
@@ -174,6 +174,8 @@ class SglFunction:
 
             bar = tqdm(total=len(all_args), desc=self.name)
         lock = threading.Lock()
+        states: list[Optional[ProgramState]] = [None] * len(all_args)
+        next_item = iter(range(len(all_args)))
 
         def one(arguments: dict[str, Any]) -> ProgramState:
             state = run_program(self, be, arguments, sampling, options, False, raise_errors=False)
@@ -182,11 +184,20 @@ class SglFunction:
                     bar.update(1)
             return state
 
+        def worker() -> None:  # one of num_threads: programs one after another until none is left
+            while True:
+                with lock:
+                    i = next(next_item, None)
+                if i is None:
+                    return
+                states[i] = one(all_args[i])
+
         try:
             if num_threads == 1:
                 return [one(a) for a in all_args]
-            with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
-                return list(pool.map(one, all_args))
+            # on the interpreter's pool: a later batch (or phase) reuses the threads of the one before
+            POOL.run_parallel(num_threads, worker)
+            return states  # type: ignore[return-value]  (every entry is a state now)
         finally:
             if bar is not None:
                 bar.close()
