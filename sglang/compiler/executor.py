@@ -406,7 +406,7 @@ class PlanExecutor:
             except SglRuntimeError as e:
                 if e.pos is not None:  # raised by a nested step: it already names its own place
                     raise
-                raise SglRuntimeError(e.message, pos_of_loc(step.loc), e.hint) from None
+                raise e.at(pos_of_loc(step.loc)) from None  # keeps its type (a ProgramLimitError names its limit)
 
     def _step(self, item: ItemRun, stream: _Stream, step: Step, local: dict[str, Any], path: tuple) -> Iterator[Any]:
         k, a = step.kind, step.args

@@ -56,6 +56,12 @@ class SglError(Exception):
         self.hint = hint
         super().__init__(self.format())
 
+    def at(self, pos: SourcePos | None) -> "SglError":
+        """This error (same type and attributes) placed at `pos`: a step re-raising what its body raised."""
+        self.pos = pos
+        self.args = (self.format(),)
+        return self
+
     @property
     def line(self) -> int | None:
         return self.pos.line if self.pos else None
