@@ -85,12 +85,15 @@ class LogitsProcessor:
         lps, vals, ids = [], [], []
         for c0 in range(0, rows.numel(), _ROWS_PER_CHUNK):
             chunk = rows[c0 : c0 + _ROWS_PER_CHUNK]
-            logprobs = torch.log_softmax(self._logits(hidden.index_select(0, chunk), lm_head), dim=-1)
+            # log p = logit - logsumexp(logits): only the gathered entries are normalized, so no second
+            # [rows, vocab] matrix (a full log_softmax) is written and read again
+            logits = self._logits(hidden.index_select(0, chunk), lm_head)
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
             nxt = batch.input_ids.index_select(0, chunk + 1)
-            lps.append(logprobs.gather(1, nxt[:, None].long()).squeeze(1))
+            lps.append((logits.gather(1, nxt[:, None].long()) - lse).squeeze(1))
             if kmax > 0:
-                v, ix = logprobs.topk(min(kmax, logprobs.shape[-1]), dim=-1)
-                vals.append(v)
+                v, ix = logits.topk(min(kmax, logits.shape[-1]), dim=-1)
+                vals.append(v - lse)
                 ids.append(ix)
         dev = hidden.device
         token_all = torch.cat(lps) if lps else torch.empty(0, dtype=torch.float32, device=dev)
