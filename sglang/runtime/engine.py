@@ -287,6 +287,7 @@ class Engine:
             vocab = self.tokenizer.get_vocab() if hasattr(self.tokenizer, "get_vocab") else {}
             self._longest_token = max((len(t) for t in vocab), default=64)
         return 2 * self._longest_token * self.context_len
+
     def _encode_batch(self, items: list[ReqItem]) -> dict[int, list[int]]:
         """Token ids of a batch's valid text prompts by prompt index, encoded in one batched tokenizer
         call (`encode_texts`); a text that fails `_check_text` is left to `_prompt_ids`, which reports
