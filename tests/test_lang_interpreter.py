@@ -235,7 +235,7 @@ def test_select_methods_against_hand_computed_logprobs(method, expected, scores)
     assert meta["scores"] == pytest.approx(scores)
     assert meta["normalized_prompt_logprobs"] == pytest.approx([-0.6, -3.0, -1.05])
     batch = [r for r in be.requests if isinstance(r.get("text"), list)]
-    assert len(batch) == 1 and batch[0]["text"] == [PROMPT, PROMPT + "ab", PROMPT + "c", PROMPT + "xy"]
+    assert len(batch) == 1 and batch[0]["text"] == [PROMPT + "ab", PROMPT + "c", PROMPT + "xy"]  # no bare prompt
     assert batch[0]["logprob_start_len"] == len(PROMPT) - 2 and batch[0]["sampling_params"]["max_new_tokens"] == 0
     if method == "unconditional_likelihood_normalized":
         uncond = be.requests[-1]

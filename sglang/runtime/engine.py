@@ -32,7 +32,7 @@ from sglang.runtime.scheduler.req import TokenizedRequest
 from sglang.runtime.scheduler_handle import OutputBatch, SchedulerHandle, ThreadScheduler
 from sglang.runtime.scheduler_process import ProcessScheduler
 from sglang.runtime.server_args import ServerArgs
-from sglang.runtime.tokenizer import get_tokenizer
+from sglang.runtime.tokenizer import encode_texts, get_tokenizer
 from sglang.runtime.tp_worker import prepare_tp
 
 logger = logging.getLogger(__name__)
@@ -246,11 +246,12 @@ class Engine:
         if obj.stream and len(items) != 1:
             raise ValueError("stream=True needs a single prompt with n=1 (send several requests instead)")
         prompt_cache: dict[int, tuple[list[int], Optional[MultimodalPrompt]]] = {}
+        encoded = self._encode_batch(items)
         tokenized = []
         for it in items:
             where = f"request {it.index}: " if obj.is_batch else ""
             if it.index not in prompt_cache:  # n samples of a prompt share its ids and images
-                prompt_cache[it.index] = self._prompt(it, where)
+                prompt_cache[it.index] = self._prompt(it, where, encoded.get(it.index))
             ids, mm = prompt_cache[it.index]
             sp = it.sampling_params
             try:
@@ -286,9 +287,29 @@ class Engine:
             vocab = self.tokenizer.get_vocab() if hasattr(self.tokenizer, "get_vocab") else {}
             self._longest_token = max((len(t) for t in vocab), default=64)
         return 2 * self._longest_token * self.context_len
-    def _prompt(self, it: ReqItem, where: str) -> tuple[list[int], Optional[MultimodalPrompt]]:
-        """The prompt's token ids, its images/videos expanded in them (then checked against the limits)."""
-        ids = self._prompt_ids(it, where)
+
+    def _encode_batch(self, items: list[ReqItem]) -> dict[int, list[int]]:
+        """Token ids of a batch's valid text prompts by prompt index, encoded in one batched tokenizer
+        call (`encode_texts`); a text that fails `_check_text` is left to `_prompt_ids`, which reports
+        it in request order."""
+        texts: dict[int, str] = {}
+        for it in items:
+            if it.input_ids is not None or it.text is None or it.index in texts:
+                continue
+            try:
+                _check_text(it.text, "text", self.max_prompt_chars(), self.context_len)
+            except ValueError:
+                continue
+            texts[it.index] = it.text
+        if len(texts) < 2:
+            return {}
+        return dict(zip(texts, encode_texts(self.tokenizer, list(texts.values()))))
+
+    def _prompt(self, it: ReqItem, where: str, encoded: Optional[list[int]] = None
+                ) -> tuple[list[int], Optional[MultimodalPrompt]]:
+        """The prompt's token ids (`encoded`: already tokenized), its images/videos expanded in them (then
+        checked against the limits)."""
+        ids = self._prompt_ids(it, where, encoded)
         if it.image_data is None and it.video_data is None:
             return ids, None
         field = "image_data" if it.image_data is not None else "video_data"
@@ -302,13 +323,15 @@ class Engine:
         self._check_prompt_len(mm.input_ids, where, field)
         return mm.input_ids, mm
 
-    def _prompt_ids(self, it: ReqItem, where: str) -> list[int]:
+    def _prompt_ids(self, it: ReqItem, where: str, encoded: Optional[list[int]] = None) -> list[int]:
         if it.input_ids is not None:
             ids = it.input_ids
             bad = [t for t in ids if not 0 <= t < self.vocab_size]
             if bad:
                 raise ValueError(f"{where}input_ids contains {bad[0]}, outside the vocabulary [0, {self.vocab_size})")
             field = "input_ids"
+        elif encoded is not None:
+            field, ids = "text", encoded
         else:
             field = "text"
             _check_text(it.text, f"{where}{field}", self.max_prompt_chars(), self.context_len)

@@ -4,10 +4,16 @@
 request dicts and is sent their outputs, so each executor drives it with its own transport (the
 interpreter's backend sends a list as one batched call; the plan executor merges it into its wave).
 
-1. prefill the prompt once (`max_new_tokens=0`: its KV stays in the radix cache);
-2. score `prompt + choice` for every choice in ONE batch, with the bare prompt in the same batch, from 2
-   tokens before the prompt's end: comparing token ids against the bare prompt finds where a choice's
-   tokens start even when the boundary token merges with the choice;
+1. prefill the prompt once (`max_new_tokens=0`: its KV stays in the radix cache; a batch of items that
+   share a long prefix computes it once, by the scheduler's in-batch prefix rule);
+2. score `prompt + choice` for every choice in ONE batch from 2 tokens before the prompt's end
+   (`logprob_start_len`): only those rows' logprobs are computed and only they miss the cache. The
+   window's first 2 entries are prompt positions; when every choice has the same token ids there, they
+   are the prompt's own tokens and the choice's tokens follow them. When the choices disagree there
+   (a choice's first characters merged with the prompt's last token), the bare prompt is scored once
+   more from the same position and each choice's tokens start where its ids leave the prompt's. That
+   extra request joins the scoring batch up front when a merge is likely (`merge_likely`: a prompt
+   ending in whitespace), else it is a third call only for a select whose choices disagree;
 3. for `unconditional_likelihood_normalized`, score each choice's scoring-window token ids alone (the
    <= 2 prompt tokens before it and the choice itself), as SGLang's RuntimeEndpoint does.
 
@@ -88,10 +94,14 @@ def score_choices(text: str, choices: Sequence[str], method: str, temperature: f
     (prefix,) = yield [{"text": text, "sampling_params": dict(PREFILL)}]
     prefix_len = int(prefix["meta_info"]["prompt_tokens"])
     start = max(prefix_len - 2, 0)
-    outs = yield [{"text": text + c, "sampling_params": dict(PREFILL), "return_logprob": True,
-                   "logprob_start_len": start} for c in [""] + choices]
-    base = [e[1] for e in _entries(outs[0])]
-    windows = [_entries(o) for o in outs[1:]]
+    reqs = [_scoring_request(text + c, start) for c in choices]
+    bare_first = merge_likely(text, choices)
+    outs = yield ([_scoring_request(text, start)] + reqs) if bare_first else reqs
+    windows = [_entries(o) for o in outs[len(outs) - len(choices):]]
+    base = [e[1] for e in _entries(outs[0])] if bare_first else agreed_prompt_ids(windows, prefix_len - start)
+    if base is None:  # a choice merged with the prompt's end: the prompt's own ids at those positions
+        (bare,) = yield [_scoring_request(text, start)]
+        base = [e[1] for e in _entries(bare)]
     cond_entries = [after_common(w, base) for w in windows]
     uncond_entries = None
     if method == "unconditional_likelihood_normalized":
@@ -101,6 +111,11 @@ def score_choices(text: str, choices: Sequence[str], method: str, temperature: f
             "normalized_prompt_logprobs": decision.normalized_logprobs, "input_token_logprobs": cond_entries,
             "unconditional_token_logprobs": uncond_entries, "prefix_tokens": prefix_len}
     return decision.index, meta
+
+
+def _scoring_request(text: str, start: int) -> dict[str, Any]:
+    """A prefill-only request for the input logprobs of `text`'s tokens from position `start` on."""
+    return {"text": text, "sampling_params": dict(PREFILL), "return_logprob": True, "logprob_start_len": start}
 
 
 def _unconditional(windows: list[list], cond_entries: list[list]) -> Generator[Any, Any, list[list]]:
@@ -132,6 +147,25 @@ def after_common(entries: list, base_ids: list[int]) -> list[list[Any]]:
     while k < len(entries) and k < len(base_ids) and entries[k][1] == base_ids[k]:
         k += 1
     return [list(e) for e in entries[k:]]
+
+
+def merge_likely(text: str, choices: Sequence[str]) -> bool:
+    """Whether a choice probably merges with the prompt's last token: the prompt ends in whitespace and a
+    choice does not start with it (BPE vocabularies carry a space on the next word's token: "A: " + "yes"
+    tokenizes as "A", ":", " yes"). Then the bare prompt joins the scoring batch at once, which saves the
+    round trip of finding the disagreement first."""
+    return text[-1:].isspace() and any(not c[:1].isspace() for c in choices)
+
+
+def agreed_prompt_ids(windows: list[list], prompt_positions: int) -> Optional[list[int]]:
+    """The token ids at the windows' first `prompt_positions` entries (prompt positions) when every
+    choice's window has exactly those ids there and a token after them; None when they differ, which
+    only a choice merging with the prompt's end can cause. When all choices merge identically the merged
+    token counts as prompt: it is one token with one logprob (same context) in every choice."""
+    if any(len(w) <= prompt_positions for w in windows):
+        return None
+    heads = {tuple(e[1] for e in w[:prompt_positions]) for w in windows}
+    return list(heads.pop()) if len(heads) == 1 else None
 
 
 def _entries(out: dict[str, Any]) -> list:

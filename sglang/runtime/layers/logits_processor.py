@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 
 from sglang.runtime.forward_batch import ForwardBatch
+from sglang.runtime.scheduler.batch import to_device
 
 # Prompt rows are projected onto the vocabulary this many at a time, so a long prompt with logprobs
 # does not materialise a [tokens, vocab] fp32 matrix at once.
@@ -67,43 +68,57 @@ class LogitsProcessor:
         ext_lens: list[int],
         out: LogitsOutput,
     ) -> None:
+        """Every request's wanted rows projected together, _ROWS_PER_CHUNK at a time, then split per
+        request: a batch of many short scoring requests (a select's choices) costs a few kernel launches,
+        not a handful per request."""
         bs = len(ext_lens)
         lp_starts = batch.extend_logprob_start_lens_cpu
         if lp_starts is None or len(lp_starts) != bs:
             raise ValueError("return_logprob needs extend_logprob_start_lens_cpu with one entry per request")
-        top_ks = batch.top_logprobs_nums or [0] * bs
-        token_lps: list[Optional[torch.Tensor]] = []
-        top_lps: list[Optional[tuple[torch.Tensor, torch.Tensor]]] = []
-        for i in range(bs):
-            st, e, s, k = starts[i], ext_lens[i], max(int(lp_starts[i]), 0), int(top_ks[i] or 0)
-            if s >= e:
-                token_lps.append(None)
-                top_lps.append(None)
-                continue
-            lps, vals, ids = [], [], []
-            # row p predicts the new token at p + 1; the last row predicts beyond the chunk
-            for c0 in range(st + s, st + e - 1, _ROWS_PER_CHUNK):
-                c1 = min(c0 + _ROWS_PER_CHUNK, st + e - 1)
-                logprobs = torch.log_softmax(self._logits(hidden[c0:c1], lm_head), dim=-1)
-                nxt = batch.input_ids[c0 + 1 : c1 + 1]
-                lps.append(logprobs.gather(1, nxt[:, None].long()).squeeze(1))
-                if k > 0:
-                    v, ix = logprobs.topk(min(k, logprobs.shape[-1]), dim=-1)
-                    vals.append(v)
-                    ids.append(ix)
-            dev = hidden.device
-            token_lps.append(torch.cat(lps) if lps else torch.empty(0, dtype=torch.float32, device=dev))
-            if k > 0:
-                kk = min(k, self.vocab_size)
-                top_lps.append(
-                    (torch.cat(vals), torch.cat(ids))
-                    if vals
-                    else (torch.empty(0, kk, device=dev), torch.empty(0, kk, dtype=torch.int64, device=dev))
-                )
-            else:
-                top_lps.append(None)
-        out.input_token_logprobs = token_lps
-        out.input_top_logprobs = top_lps
+        top_ks = [int(k or 0) for k in (batch.top_logprobs_nums or [0] * bs)]
+        # row p predicts the new token at p + 1; the last row predicts beyond the chunk
+        wanted = [max(int(s), 0) < e for s, e in zip(lp_starts, ext_lens)]
+        first = [st + max(int(s), 0) for st, s in zip(starts, lp_starts)]
+        counts = [max(e - 1 - max(int(s), 0), 0) if w else 0 for s, e, w in zip(lp_starts, ext_lens, wanted)]
+        rows = to_device(_row_indices(first, counts), hidden.device)  # (pinned: the forward queued before it keeps running)
+        kmax = max((k for k, w in zip(top_ks, wanted) if w), default=0)
+        lps, vals, ids = [], [], []
+        for c0 in range(0, rows.numel(), _ROWS_PER_CHUNK):
+            chunk = rows[c0 : c0 + _ROWS_PER_CHUNK]
+            # log p = logit - logsumexp(logits): only the gathered entries are normalized, so no second
+            # [rows, vocab] matrix (a full log_softmax) is written and read again
+            logits = self._logits(hidden.index_select(0, chunk), lm_head)
+            lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+            nxt = batch.input_ids.index_select(0, chunk + 1)
+            lps.append((logits.gather(1, nxt[:, None].long()) - lse).squeeze(1))
+            if kmax > 0:
+                v, ix = logits.topk(min(kmax, logits.shape[-1]), dim=-1)
+                vals.append(v - lse)
+                ids.append(ix)
+        dev = hidden.device
+        token_all = torch.cat(lps) if lps else torch.empty(0, dtype=torch.float32, device=dev)
+        per_req = torch.split(token_all, counts)
+        out.input_token_logprobs = [t if w else None for t, w in zip(per_req, wanted)]
+        if kmax > 0:
+            kk = min(kmax, self.vocab_size)
+            v_all = torch.cat(vals) if vals else torch.empty(0, kk, device=dev)
+            i_all = torch.cat(ids) if ids else torch.empty(0, kk, dtype=torch.int64, device=dev)
+            out.input_top_logprobs = [
+                (v[:, : min(k, kk)], ix[:, : min(k, kk)]) if w and k > 0 else None
+                for v, ix, k, w in zip(torch.split(v_all, counts), torch.split(i_all, counts), top_ks, wanted)
+            ]
+        else:
+            out.input_top_logprobs = [None] * bs
+
+
+def _row_indices(first: list[int], counts: list[int]) -> torch.Tensor:
+    """concat(range(f, f + n) for f, n in zip(first, counts)) as an int64 CPU tensor, without a Python loop."""
+    n = torch.tensor(counts, dtype=torch.int64)
+    total = int(n.sum()) if counts else 0
+    if total == 0:
+        return torch.empty(0, dtype=torch.int64)
+    offsets = torch.cumsum(n, 0) - n  # where each request's rows begin in the output
+    return torch.repeat_interleave(torch.tensor(first, dtype=torch.int64) - offsets, n) + torch.arange(total)
 
 
 def _extend_lens_cpu(batch: ForwardBatch) -> list[int]:

@@ -7,7 +7,7 @@ prompt has no context: its entry is (None, token).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -24,8 +24,27 @@ def logprob_start(req: Req) -> int:
     return min(max(first_logit_pos - req.kv_len, 0), req.extend_len)
 
 
-def record_input_logprobs(req: Req, row: int, start: int, out: Any, logits: torch.Tensor) -> None:
-    """Append this round's input logprobs of req (LogitsOutput: row p predicts new token p+1)."""
+def host_token_logprobs(out: Any) -> list[Optional[list[float]]]:
+    """Every request's `out.input_token_logprobs` as floats, copied to the host in ONE transfer: a
+    `.tolist()` per request would wait on the device once per request (a select's batch has thousands)."""
+    tensors = out.input_token_logprobs or []
+    present = [t for t in tensors if t is not None]
+    flat = torch.cat(present).tolist() if present else []
+    host: list[Optional[list[float]]] = []
+    pos = 0
+    for t in tensors:
+        if t is None:
+            host.append(None)
+            continue
+        host.append(flat[pos:pos + t.numel()])
+        pos += t.numel()
+    return host
+
+
+def record_input_logprobs(req: Req, row: int, start: int, out: Any, logits: torch.Tensor,
+                          host: Optional[list[Optional[list[float]]]] = None) -> None:
+    """Append this round's input logprobs of req (LogitsOutput: row p predicts new token p+1); `host`:
+    `host_token_logprobs(out)`, computed once for the batch."""
     if not req.wants_input_logprobs:
         return
     count = req.extend_len - start  # logits rows from `start` to the end of this chunk
@@ -34,7 +53,7 @@ def record_input_logprobs(req: Req, row: int, start: int, out: Any, logits: torc
         req.input_token_logprobs.append((None, req.origin_input_ids[0]))
         req.input_top_logprobs.append(None)
     if count > 1:
-        vals = out.input_token_logprobs[row].tolist()
+        vals = host[row] if host is not None else out.input_token_logprobs[row].tolist()
         first_tok = req.kv_len + start + 1
         req.input_token_logprobs.extend(zip(vals, req.origin_input_ids[first_tok : first_tok + len(vals)]))
         if k > 0:

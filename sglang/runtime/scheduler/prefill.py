@@ -18,7 +18,7 @@ import torch
 from sglang.runtime.server_args import ServerArgs
 from sglang.runtime.scheduler.batch import build_extend, to_device
 from sglang.runtime.scheduler.cache_manager import CacheManager
-from sglang.runtime.scheduler.logprobs import logprob_start, record_input_logprobs
+from sglang.runtime.scheduler.logprobs import host_token_logprobs, logprob_start, record_input_logprobs
 from sglang.runtime.scheduler.req import Req
 from sglang.runtime.scheduler.schedule_policy import LPM_MAX_QUEUE, MAX_SCAN_PER_ROUND, Admission, PrefillAdder, order_waiting
 
@@ -164,9 +164,10 @@ class PrefillManager:
         done_rows: list[int] = list(range(num_decodes))  # a decode row always samples its next token
         for r in reqs[:num_decodes]:
             r.kv_len += 1
+        host = host_token_logprobs(out) if starts is not None else None
         for i, req in enumerate(reqs[num_decodes:], start=num_decodes):
             if starts is not None:
-                record_input_logprobs(req, i, starts[i], out, logits)
+                record_input_logprobs(req, i, starts[i], out, logits, host)
             req.kv_len += req.extend_len
             self.cache.cache_unfinished(req)  # share the computed prefix with waiting requests now
             if req.kv_len < req.seq_len:
