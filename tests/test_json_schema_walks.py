@@ -18,7 +18,8 @@ from sglang.runtime.constrained.errors import SchemaWarning
 jsonschema = pytest.importorskip("jsonschema")
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "json_schemas.jsonl"
 REAL = ["kubernetes/hostalias-v1", "kubernetes/containerimage-v1", "kubernetes/componentcondition-v1",
-        "kubernetes/networkpolicyport-networking-v1", "github/github-discussion"]
+        "kubernetes/networkpolicyport-networking-v1", "github/github-discussion", "snowplow/page_ping",
+        "glaive/order_food"]
 
 TREE = {"$defs": {"node": {"type": "object", "properties": {
     "name": {"type": "string", "maxLength": 6},
