@@ -22,7 +22,7 @@ from sglang.runtime.constrained.cfg import CompiledCFG, build_cfg
 from sglang.runtime.constrained.disk_quota import enforce_quota, quota_bytes, touch
 from sglang.runtime.constrained.regex_fsm import ByteDFA
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: counted automata keep their count blocks
 
 
 def cfg_path(src: str, cache_dir: Optional[Path] = None) -> Path:
@@ -41,6 +41,8 @@ def save_cfg(g: CompiledCFG, path: Path) -> None:
     arrays = {"head": np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)}
     for i, d in enumerate(g.dfas):
         arrays[f"t{i}"], arrays[f"a{i}"], arrays[f"s{i}"] = d.trans, d.accepting, np.asarray([d.start])
+        if d.count_blocks is not None:
+            arrays[f"c{i}"] = np.asarray(d.count_blocks)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
@@ -61,7 +63,8 @@ def load_cfg(path: Path) -> Optional[CompiledCFG]:
             head = json.loads(bytes(z["head"]).decode())
             if head.get("version") != FORMAT_VERSION:
                 return None
-            dfas = [ByteDFA(trans=z[f"t{i}"], accepting=z[f"a{i}"], start=int(z[f"s{i}"][0]))
+            dfas = [ByteDFA(trans=z[f"t{i}"], accepting=z[f"a{i}"], start=int(z[f"s{i}"][0]),
+                            count_blocks=tuple(int(v) for v in z[f"c{i}"]) if f"c{i}" in z.files else None)
                     for i in range(len(head["term_names"]))]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # torn or foreign: rebuild
         return None
