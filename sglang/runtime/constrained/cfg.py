@@ -38,8 +38,8 @@ class CompiledCFG:
     nt_names: tuple[str, ...]
     term_names: tuple[str, ...]
     dfas: tuple[ByteDFA, ...]
-    trans: tuple[list[list[int]], ...]  # python copies of the DFA tables (fast scalar lookups)
-    accepting: tuple[list[bool], ...]
+    trans: "LazyTables"  # python copies of the DFA tables (fast scalar lookups), made on first use
+    accepting: "LazyTables"
     term_regexes: Optional[tuple[str, ...]] = None  # when set, keys token walks shared across grammars
 
 
@@ -135,11 +135,55 @@ def build_cfg(raw: list[tuple[int, list[int]]], nt_names: list[str], term_names:
                        by_lhs=tuple(tuple(x) for x in by_lhs), nullable=frozenset(nullable),
                        start_rule=next(i for i, (l, _) in enumerate(raw) if l == s_prime),
                        nt_names=tuple(names), term_names=tuple(term_names), dfas=tuple(dfas),
-                       trans=tuple(_tables(d)[0] for d in dfas), accepting=tuple(_tables(d)[1] for d in dfas),
+                       trans=LazyTables(dfas, 0), accepting=LazyTables(dfas, 1),
                        term_regexes=tuple(term_regexes) if term_regexes is not None else None)
 
 
 _TABLE_CACHE: dict[int, tuple[ByteDFA, list[list[int]], list[bool]]] = {}
+LAZY_ROWS_OVER = 256  # DFAs with more states (counted strings: thousands) convert their rows one by one
+
+
+class _RowLists:
+    """`rows[q][byte]` of a large table, each row converted to a list when first read (a walk inside a
+    counted string reads a handful of its thousands of rows)."""
+
+    __slots__ = ("trans", "rows")
+
+    def __init__(self, trans) -> None:
+        self.trans = trans
+        self.rows: dict[int, list[int]] = {}
+
+    def __getitem__(self, q: int) -> list[int]:
+        got = self.rows.get(q)
+        if got is None:
+            got = self.rows[q] = self.trans[q].tolist()
+        return got
+
+
+class LazyTables:
+    """`tables[t]`: terminal t's transition rows (which=0) or accepting flags (which=1) as Python lists,
+    converted when the parser first scans t. A large schema has hundreds of terminals and a request
+    touches few of them: converting them all up front cost more than compiling the grammar."""
+
+    __slots__ = ("dfas", "which", "lists")
+
+    def __init__(self, dfas: list[ByteDFA] | tuple[ByteDFA, ...], which: int) -> None:
+        self.dfas, self.which = tuple(dfas), which
+        self.lists: list[Optional[list]] = [None] * len(self.dfas)
+
+    def __getitem__(self, t: int) -> list:
+        got = self.lists[t]
+        if got is None:
+            d = self.dfas[t]
+            if d.num_states > LAZY_ROWS_OVER:
+                got = _RowLists(d.trans) if self.which == 0 else d.accepting.tolist()
+            else:
+                got = _tables(d)[self.which]
+            self.lists[t] = got
+        return got
+
+    def __len__(self) -> int:
+        return len(self.dfas)
 
 
 def _tables(dfa: ByteDFA) -> tuple[list[list[int]], list[bool]]:

@@ -2,7 +2,7 @@
 included), so a schema compiled once is loaded in about a millisecond by any later process.
 
 File: `<cache dir>/cfg/<sha256 prefix>.npz` (numpy's zip, no pickle): the BNF rules and names as one JSON
-header, each terminal DFA's arrays beside it. A file that does not load (torn, another version) is
+header, the terminal DFAs' tables concatenated beside it (sizes, starts and count blocks to split them). A file that does not load (torn, another version) is
 ignored and rewritten. The files count against the constraint caches' disk quota (disk_quota.py).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from sglang.runtime.constrained.cfg import CompiledCFG, build_cfg
 from sglang.runtime.constrained.disk_quota import enforce_quota, quota_bytes, touch
 from sglang.runtime.constrained.regex_fsm import ByteDFA
 
-FORMAT_VERSION = 2  # 2: counted automata keep their count blocks
+FORMAT_VERSION = 2  # 2: all tables in one array; counted automata keep their count blocks
 
 
 def cfg_path(src: str, cache_dir: Optional[Path] = None) -> Path:
@@ -38,11 +38,14 @@ def save_cfg(g: CompiledCFG, path: Path) -> None:
             "term_regexes": list(g.term_regexes) if g.term_regexes is not None else None,
             "rules": [[l, list(b)] for i, (l, b) in enumerate(zip(g.lhs, g.rhs)) if i != g.start_rule and l < nt_count],
             "start_body": list(start_rule)}
-    arrays = {"head": np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)}
-    for i, d in enumerate(g.dfas):
-        arrays[f"t{i}"], arrays[f"a{i}"], arrays[f"s{i}"] = d.trans, d.accepting, np.asarray([d.start])
-        if d.count_blocks is not None:
-            arrays[f"c{i}"] = np.asarray(d.count_blocks)
+    # every terminal's table in one array (one zip member, not three per terminal: hundreds of small
+    # members made saving cost as much as compiling)
+    sizes = np.asarray([d.num_states for d in g.dfas], dtype=np.int64)
+    arrays = {"head": np.frombuffer(json.dumps(head).encode(), dtype=np.uint8),
+              "sizes": sizes, "starts": np.asarray([d.start for d in g.dfas], dtype=np.int64),
+              "blocks": np.asarray([d.count_blocks or (-1, -1, -1, -1) for d in g.dfas], dtype=np.int64).reshape(-1, 4),
+              "trans": np.concatenate([d.trans for d in g.dfas]) if g.dfas else np.zeros((0, 256), np.int32),
+              "accepting": np.concatenate([d.accepting for d in g.dfas]) if g.dfas else np.zeros(0, bool)}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
@@ -63,8 +66,11 @@ def load_cfg(path: Path) -> Optional[CompiledCFG]:
             head = json.loads(bytes(z["head"]).decode())
             if head.get("version") != FORMAT_VERSION:
                 return None
-            dfas = [ByteDFA(trans=z[f"t{i}"], accepting=z[f"a{i}"], start=int(z[f"s{i}"][0]),
-                            count_blocks=tuple(int(v) for v in z[f"c{i}"]) if f"c{i}" in z.files else None)
+            sizes, starts, blocks = z["sizes"], z["starts"], z["blocks"]
+            trans, accepting = z["trans"], z["accepting"]
+            offsets = np.concatenate([[0], np.cumsum(sizes)])
+            dfas = [ByteDFA(trans=trans[offsets[i]:offsets[i + 1]], accepting=accepting[offsets[i]:offsets[i + 1]],
+                            start=int(starts[i]), count_blocks=tuple(int(v) for v in blocks[i]) if blocks[i][0] >= 0 else None)
                     for i in range(len(head["term_names"]))]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # torn or foreign: rebuild
         return None

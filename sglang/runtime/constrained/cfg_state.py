@@ -42,6 +42,7 @@ from sglang.runtime.constrained.vocab import TokenVocab
 # Parser steps one mask may spend walking token tails past terminal ends (a few thousand for JSON-like
 # grammars; grammars letting a terminal follow itself with no separator, e.g. `WORD+`, need far more).
 MAX_MASK_STEPS = 20_000
+DENSE_WALK_RATIO = 8  # a trie walk switches to whole-level gathers once 1/8 of a level's nodes are live
 MASK_CACHE_ITEMS = 1_024  # masks kept per grammar (one bool per token each: ~50 MB at 49k tokens)
 COLUMN_SIGS_MAX = 200_000  # distinct chart-column signatures interned per grammar before starting over
 SHARED_WALKS_MAX = 2_000  # (vocab, terminal regex, DFA state) walks kept process-wide (~V bytes each)
@@ -65,6 +66,10 @@ class _TrieLists:
         self.tok_np = t.term_tokens
         self.child_lo_np, self.child_hi_np = t.child_lo, t.child_hi
         self.term_lo_np, self.term_hi_np = t.term_lo, t.term_hi
+        self.parent = [np.zeros(0, np.int64)] + [  # each level-d node's parent (the dense walk's gather)
+            np.repeat(np.arange(len(t.byte[d - 1])), np.asarray(t.child_hi[d]) - np.asarray(t.child_lo[d]))
+            for d in range(1, t.depth + 1)]
+        self.tok_node = [np.repeat(np.arange(len(t.byte[d])), t.term_hi[d] - t.term_lo[d]) for d in range(t.depth + 1)]
 
     def walk(self, dfa: ByteDFA, q: int, vocab_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """(bool [V] tokens whose bytes stay live in `dfa` from state q, [(depth, node)] where it accepts).
@@ -75,9 +80,24 @@ class _TrieLists:
         bounds: list[tuple[int, int]] = []
         nodes = np.zeros(1, dtype=np.int64)  # the root
         st = np.asarray([q], dtype=np.int64)
+        full: Optional[np.ndarray] = None  # every node's state at this level (dense mode), 0 = dead
         for d in range(1, self.depth + 1):
+            n_level = len(self.byte_np[d])
+            if full is not None or nodes.size * DENSE_WALK_RATIO > len(self.byte_np[d - 1]):
+                # most of the level is live (inside a string): one gather over the level beats ranges
+                if full is None:
+                    full = np.zeros(len(self.byte_np[d - 1]), dtype=np.int64)
+                    full[nodes] = st
+                full = dfa.trans[full[self.parent[d]], self.byte_np[d]].astype(np.int64)
+                if not full.any():
+                    break
+                inside[self.tok_np[d][full[self.tok_node[d]] > 0]] = True
+                acc = dfa.accepting[full] & (full > 0)
+                if acc.any():
+                    bounds.extend((d, int(n)) for n in np.flatnonzero(acc))
+                continue
             children, counts = _ranges(self.child_lo_np[d][nodes], self.child_hi_np[d][nodes])
-            if children.size == 0:
+            if children.size == 0 or n_level == 0:
                 break
             nxt = dfa.trans[np.repeat(st, counts), self.byte_np[d][children]]
             live = nxt > 0

@@ -334,6 +334,8 @@ def _digits_range(lo: str, hi: str) -> str:
     """Regex for the decimal strings of equal length n from lo to hi (lo <= hi, no leading-zero rules)."""
     if lo == hi:
         return lo
+    if lo == "0" * len(lo) and hi == "9" * len(hi):  # every digit string: without this shortcut the
+        return f"[0-9]{{{len(lo)}}}"  # recursion below doubles the regex per digit (28k chars for 2^31)
     if len(lo) == 1:
         return f"[{lo}-{hi}]"
     if lo[0] == hi[0]:
