@@ -112,6 +112,22 @@ class _TrieLists:
         return inside, bounds
 
 
+_TRIES: dict[str, _TrieLists] = {}
+_TRIES_LOCK = threading.Lock()
+
+
+def trie_lists(vocab: TokenVocab) -> _TrieLists:
+    """The vocabulary's trie views, made once per vocabulary (not per grammar: converting them cost
+    milliseconds per compile, and every copy's lists lengthened each garbage collection)."""
+    with _TRIES_LOCK:
+        got = _TRIES.get(vocab.fingerprint)
+        if got is None:
+            if len(_TRIES) >= 4:
+                _TRIES.clear()
+            got = _TRIES[vocab.fingerprint] = _TrieLists(vocab)
+        return got
+
+
 def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(the concatenated index ranges lo[i]:hi[i], their lengths)."""
     counts = (hi - lo).astype(np.int64)
@@ -130,7 +146,7 @@ class CFGIndex:
         self.g = grammar
         self.vocab = vocab
         self.source = source
-        self.trie = _TrieLists(vocab)
+        self.trie = trie_lists(vocab)
         self._walks: dict[tuple[int, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
         self.max_steps = MAX_MASK_STEPS
         self.truncated_masks = 0  # masks that hit max_steps (reported by tests / benchmarks)

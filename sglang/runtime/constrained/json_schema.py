@@ -54,7 +54,10 @@ _UNENFORCED = {"multipleOf", "uniqueItems", "minProperties", "maxProperties", "d
 _STRUCTURAL = {"$defs", "definitions", "$schema", "$id", "id", "$anchor", "$comment", "$vocabulary",
                "$dynamicAnchor", "$recursiveAnchor"}
 _TYPES = ("null", "boolean", "object", "array", "string", "integer", "number")
-REGEX_MAX = 4_000  # regex engine up to this many characters; larger (or recursive) schemas run on the CFG
+# regex engine while building the regex charges at most this many characters (its parts' lengths summed);
+# past it, building the token table costs more than the CFG engine, whose terminals are mostly shared
+# across schemas (was 4000 before they were). Larger or recursive schemas run on the CFG engine.
+REGEX_MAX = 3_000
 MAX_COUNTED_LENGTH = 256  # longer maxLength bounds are tightened to this (every output stays valid)
 GRAMMAR_PREFIX = "%json_schema "
 CONVERTER_VERSION = 2  # part of the grammar key (and so of the disk cache key): bump when conversion changes  # ConstraintSpec.grammar of a JSON schema run on the CFG engine

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional, Sequence
 
-from sglang.runtime.constrained.cfg import CompiledCFG, build_cfg
+from sglang.runtime.constrained.cfg import CompiledCFG, LazyDFAs, build_cfg
 from sglang.runtime.constrained.regex_fsm import ByteDFA, regex_to_dfa, trim_dfa
 
 TERM_MAX = 120  # longest terminal regex built by folding (longer subtrees keep their structure)
@@ -340,5 +340,8 @@ def to_cfg(start: Node, rules: dict[str, Node], any_node: Node) -> CompiledCFG:
     regexes = [""] * len(terms)
     for rx, i in terms.items():
         regexes[i] = rx
-    return build_cfg(raw, names, [f"T{i}" for i in range(len(regexes))], [terminal_dfa(r) for r in regexes],
+    # terminals built directly are made now (a later process loading this grammar from disk has no
+    # builder for them); the regex ones compile when the parser first predicts them
+    known = {i: terminal_dfa(r) for i, r in enumerate(regexes) if r in _ATOM_BUILDERS or r in _BUILDERS}
+    return build_cfg(raw, names, [f"T{i}" for i in range(len(regexes))], LazyDFAs(regexes, terminal_dfa, known),
                      start_body, term_regexes=regexes)
