@@ -43,7 +43,7 @@ from sglang.runtime.constrained.vocab import TokenVocab
 # grammars; grammars letting a terminal follow itself with no separator, e.g. `WORD+`, need far more).
 MAX_MASK_STEPS = 20_000
 DENSE_WALK_RATIO = 8  # a trie walk switches to whole-level gathers once 1/8 of a level's nodes are live
-MASK_CACHE_ITEMS = 1_024  # masks kept per grammar (one bool per token each: ~50 MB at 49k tokens)
+MASK_CACHE_ITEMS = 256  # masks kept per grammar (one bool per token each: ~12 MB at 49k tokens)
 COLUMN_SIGS_MAX = 200_000  # distinct chart-column signatures interned per grammar before starting over
 SHARED_WALKS_MAX = 2_000  # (vocab, terminal regex, DFA state) walks kept process-wide (~V bytes each)
 _SHARED_WALKS: dict[tuple[str, str, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}

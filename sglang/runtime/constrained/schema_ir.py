@@ -3,7 +3,9 @@
 Nodes (`Node`): a terminal regex (`T`), a sequence, an alternation, a bounded/unbounded repetition, or a
 reference to a named rule (a `$ref` target, possibly recursive). Constructors fold terminal-only subtrees
 into one terminal regex while it stays short (`TERM_MAX` characters), so the grammar's terminals are
-coarse lexical units ("key": , a whole string, a number, an enum) and the rules only carry structure.
+coarse lexical units (a whole string, a number, an enum) and the rules only carry structure. Property keys
+(`atom`) and counted strings (`solid`) are never folded: their automata are built directly, and their
+neighbours stay terminals that recur verbatim across schemas (compiled once per process).
 `None` stands for the empty language everywhere (a `false` schema, an impossible range): constructors
 propagate it (a sequence with an empty part is empty, an alternation drops empty branches).
 
