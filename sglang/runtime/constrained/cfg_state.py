@@ -153,7 +153,7 @@ class CFGIndex:
         self.last_steps = 0  # parser steps the latest mask took (diagnostics)
         self._lock = threading.Lock()
         # masks by parser-state signature (see `mask_key`), shared by every request on this grammar
-        self._masks: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._masks: "OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]]" = OrderedDict()
         self._col_sigs: dict[tuple, int] = {}  # column signature -> its id
         self.generation = 0  # bumped when _col_sigs is cleared: ids of older generations mean nothing
         self.mask_hits = 0
@@ -196,7 +196,7 @@ class CFGIndex:
             groups.append((t, self.g.dfas[t].walk_state(q, depth), sig))
         return (col.accepting, tuple(sorted(groups)))
 
-    def cached_mask(self, key: tuple) -> Optional[np.ndarray]:
+    def cached_mask(self, key: tuple) -> Optional[tuple[np.ndarray, torch.Tensor]]:
         with self._lock:
             got = self._masks.get(key)
             if got is not None:
@@ -204,16 +204,20 @@ class CFGIndex:
                 self.mask_hits += 1
             return got
 
-    def remember_mask(self, key: tuple, mask: np.ndarray) -> None:
-        mask.flags.writeable = False  # shared by every request with this key
+    def remember_mask(self, key: tuple, mask: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """Keep `mask` (made read-only: every request with this key shares it) with a tensor view of it
+        for `fill_mask` (taken while still writable: torch warns on read-only arrays)."""
+        got = (mask, torch.from_numpy(mask))
+        mask.flags.writeable = False
         with self._lock:
-            self._masks[key] = mask
+            self._masks[key] = got
             while len(self._masks) > MASK_CACHE_ITEMS:
                 self._masks.popitem(last=False)
             if len(self._col_sigs) > COLUMN_SIGS_MAX:  # ids restart: keys made with older ids are dropped
                 self._col_sigs.clear()
                 self._masks.clear()
                 self.generation += 1
+        return got
 
     def group_walk(self, t: int, q: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """(bool [V] tokens staying inside terminal t from DFA state q, [(depth, node)] where t accepts).
@@ -335,6 +339,7 @@ class CFGConstraintState:
         self.finished = False
         self._eos = frozenset(self.vocab.eos_token_ids)
         self._mask: Optional[np.ndarray] = None  # mask of the current position (reset on advance)
+        self._mask_t: Optional[torch.Tensor] = None  # the same, as a tensor (fill_mask)
         self._col_ids: list[Optional[int]] = []  # CFGIndex.column_id of each chart column (lazy)
         self._generation = index.generation
 
@@ -345,19 +350,20 @@ class CFGConstraintState:
             col = self.rec.col
             if col is None:
                 self._mask = np.zeros(self.vocab.size, dtype=np.bool_)
+                self._mask_t = torch.from_numpy(self._mask)
                 return self._mask
             index, chart = self.index, self.rec.chart
             if self._generation != index.generation:
                 self._col_ids, self._generation = [], index.generation
             self._col_ids.extend([None] * (len(chart) - len(self._col_ids)))
             key = index.mask_key(col, chart, self._col_ids)
-            m = index.cached_mask(key)
-            if m is None:
+            got = index.cached_mask(key)
+            if got is None:
                 m = index.mask(col, chart)
                 if self.rec.accepting:
                     m[list(self._eos)] = True
-                index.remember_mask(key, m)
-            self._mask = m
+                got = index.remember_mask(key, m)
+            self._mask, self._mask_t = got
         return self._mask
 
     def fill_mask(self, row: torch.Tensor) -> None:
@@ -367,7 +373,8 @@ class CFGConstraintState:
         if self.finished:
             row.fill_(False)
             return
-        allowed = torch.from_numpy(self.allowed_mask())
+        self.allowed_mask()
+        allowed = self._mask_t
         row[:n].copy_(allowed)
         row[n:] = False
 
@@ -386,7 +393,7 @@ class CFGConstraintState:
         if col is None:
             raise ConstraintViolation(f"token {token_id} ({data!r}) is not allowed by the grammar here")
         self.rec.feed(data)
-        self._mask = None
+        self._mask = self._mask_t = None
 
     def is_accepting(self) -> bool:
         return self.rec.accepting
