@@ -2,6 +2,7 @@
 
     python benchmarks/bench_json_schema.py                       # ours + xgrammar + outlines-core
     python benchmarks/bench_json_schema.py --impl ours --limit 40 --json /tmp/js.json
+    python benchmarks/bench_json_schema.py --impl ours,xgrammar      # both arms in one run (same load)
 
 Schemas: benchmarks/data/json_schemas.jsonl (real-world schemas by category; make_json_schemas.py says
 where each comes from). Per schema and engine, in a child process with a time limit (`--timeout`):
@@ -362,7 +363,8 @@ def run_arm(impl: str, tokenizer: str, schemas: list[dict], opts: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--impl", default="all", choices=["all", "ours", "xgrammar", "outlines"])
+    ap.add_argument("--impl", default="all",
+                    help="all, or a comma-separated list of ours / xgrammar / outlines (arms run one after another)")
     ap.add_argument("--tokenizer", default=None, help="HF tokenizer folder (default: the default model's)")
     ap.add_argument("--bench-python", default="/tmp/bench-venv/bin/python")
     ap.add_argument("--limit", type=int, default=None)
@@ -388,7 +390,11 @@ def main() -> None:
         print(json.dumps(run_arm(args.impl, args.tokenizer, schemas, opts)))
         return
     results: dict[str, Any] = {}
-    for impl in (["ours", "xgrammar", "outlines"] if args.impl == "all" else [args.impl]):
+    impls = ["ours", "xgrammar", "outlines"] if args.impl == "all" else args.impl.split(",")
+    unknown = [i for i in impls if i not in ARMS]
+    if unknown:
+        ap.error(f"unknown --impl {unknown}; choose from {sorted(ARMS)}")
+    for impl in impls:
         print(f"[{impl}]", file=sys.stderr)
         if impl == "ours":
             results[impl] = run_arm(impl, args.tokenizer, schemas, opts)

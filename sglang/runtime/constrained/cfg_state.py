@@ -10,6 +10,12 @@ the union of its groups' futures, since the chart behind it is read-only):
    pruned as soon as the prefix dies. Those subtrees are small (tokens that close a string and go on).
 EOS is allowed only when the text so far is complete. Jump-forward is not offered (returns None).
 
+Memo: a mask depends on the parser state only through its scan groups' (terminal, DFA state, items) and,
+for each item, how its origin column completes it -- recursively, which `CFGIndex.column_id` interns as
+one integer per column signature (no positions in it). Masks are cached per grammar under that key
+(`mask_key`), so every position inside one string value, or the same property in each array element or
+in each request, computes its mask once; a hit is a dict lookup.
+
 Budget: step 2 is capped at MAX_MASK_STEPS parser steps per mask. Past it, the remaining tails stay
 masked: the mask is then a subset of the exact one (every allowed token is still viable, and the tokens
 of step 1 -- single bytes included -- always remain, so generation never dead-ends), and the index counts
@@ -18,6 +24,7 @@ it in `truncated_masks`. JSON / expression grammars stay far below it.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -26,6 +33,7 @@ import torch
 from sglang.runtime.constrained.cfg import Column, CompiledCFG, Recognizer, Waiting, closure, compile_cfg, step
 from sglang.runtime.constrained.cfg_cache import cached_cfg
 from sglang.runtime.constrained.errors import ConstraintViolation
+from sglang.runtime.constrained.regex_fsm import ByteDFA
 from sglang.runtime.constrained.json_schema import is_schema_grammar, schema_cfg
 from sglang.runtime.constrained.state import consume_eos
 from sglang.runtime.constrained.vocab import TokenVocab
@@ -34,13 +42,16 @@ from sglang.runtime.constrained.vocab import TokenVocab
 # Parser steps one mask may spend walking token tails past terminal ends (a few thousand for JSON-like
 # grammars; grammars letting a terminal follow itself with no separator, e.g. `WORD+`, need far more).
 MAX_MASK_STEPS = 20_000
+DENSE_WALK_RATIO = 8  # a trie walk switches to whole-level gathers once 1/8 of a level's nodes are live
+MASK_CACHE_ITEMS = 256  # masks kept per grammar (one bool per token each: ~12 MB at 49k tokens)
+COLUMN_SIGS_MAX = 200_000  # distinct chart-column signatures interned per grammar before starting over
 SHARED_WALKS_MAX = 2_000  # (vocab, terminal regex, DFA state) walks kept process-wide (~V bytes each)
 _SHARED_WALKS: dict[tuple[str, str, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
 
 
 class _TrieLists:
-    """Python-list views of the vocabulary trie for the byte-by-byte subtree walks, plus per-level parent
-    and token-end node arrays for the vectorized walks."""
+    """Python-list views of the vocabulary trie for the byte-by-byte subtree walks, and its numpy arrays
+    for the vectorized walks (`walk`)."""
 
     def __init__(self, vocab: TokenVocab) -> None:
         t = vocab.trie
@@ -52,11 +63,80 @@ class _TrieLists:
         self.term_hi = [c.tolist() for c in t.term_hi]
         self.term_tokens = [c.tolist() for c in t.term_tokens]
         self.byte_np = t.byte
-        self.parent = [np.zeros(0, np.int64)] + [
+        self.tok_np = t.term_tokens
+        self.child_lo_np, self.child_hi_np = t.child_lo, t.child_hi
+        self.term_lo_np, self.term_hi_np = t.term_lo, t.term_hi
+        self.parent = [np.zeros(0, np.int64)] + [  # each level-d node's parent (the dense walk's gather)
             np.repeat(np.arange(len(t.byte[d - 1])), np.asarray(t.child_hi[d]) - np.asarray(t.child_lo[d]))
             for d in range(1, t.depth + 1)]
-        self.tok_np = t.term_tokens
         self.tok_node = [np.repeat(np.arange(len(t.byte[d])), t.term_hi[d] - t.term_lo[d]) for d in range(t.depth + 1)]
+
+    def walk(self, dfa: ByteDFA, q: int, vocab_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """(bool [V] tokens whose bytes stay live in `dfa` from state q, [(depth, node)] where it accepts).
+
+        Level by level over the trie nodes still live only: a key or a number terminal touches a few
+        dozen nodes, not the whole vocabulary (the string terminals touch most of it, once per process)."""
+        inside = np.zeros(vocab_size, dtype=np.bool_)
+        bounds: list[tuple[int, int]] = []
+        nodes = np.zeros(1, dtype=np.int64)  # the root
+        st = np.asarray([q], dtype=np.int64)
+        full: Optional[np.ndarray] = None  # every node's state at this level (dense mode), 0 = dead
+        for d in range(1, self.depth + 1):
+            n_level = len(self.byte_np[d])
+            if full is not None or nodes.size * DENSE_WALK_RATIO > len(self.byte_np[d - 1]):
+                # most of the level is live (inside a string): one gather over the level beats ranges
+                if full is None:
+                    full = np.zeros(len(self.byte_np[d - 1]), dtype=np.int64)
+                    full[nodes] = st
+                full = dfa.trans[full[self.parent[d]], self.byte_np[d]].astype(np.int64)
+                if not full.any():
+                    break
+                inside[self.tok_np[d][full[self.tok_node[d]] > 0]] = True
+                acc = dfa.accepting[full] & (full > 0)
+                if acc.any():
+                    bounds.extend((d, int(n)) for n in np.flatnonzero(acc))
+                continue
+            children, counts = _ranges(self.child_lo_np[d][nodes], self.child_hi_np[d][nodes])
+            if children.size == 0 or n_level == 0:
+                break
+            nxt = dfa.trans[np.repeat(st, counts), self.byte_np[d][children]]
+            live = nxt > 0
+            nodes, st = children[live], nxt[live].astype(np.int64)
+            if nodes.size == 0:
+                break
+            toks, _ = _ranges(self.term_lo_np[d][nodes], self.term_hi_np[d][nodes])
+            inside[self.tok_np[d][toks]] = True
+            acc = dfa.accepting[st]
+            if acc.any():
+                bounds.extend((d, int(n)) for n in nodes[acc])
+        return inside, bounds
+
+
+_TRIES: dict[str, _TrieLists] = {}
+_TRIES_LOCK = threading.Lock()
+
+
+def trie_lists(vocab: TokenVocab) -> _TrieLists:
+    """The vocabulary's trie views, made once per vocabulary (not per grammar: converting them cost
+    milliseconds per compile, and every copy's lists lengthened each garbage collection)."""
+    with _TRIES_LOCK:
+        got = _TRIES.get(vocab.fingerprint)
+        if got is None:
+            if len(_TRIES) >= 4:
+                _TRIES.clear()
+            got = _TRIES[vocab.fingerprint] = _TrieLists(vocab)
+        return got
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the concatenated index ranges lo[i]:hi[i], their lengths)."""
+    counts = (hi - lo).astype(np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), counts
+    ends = np.cumsum(counts)
+    idx = np.arange(total, dtype=np.int64) - np.repeat(ends - counts, counts) + np.repeat(lo.astype(np.int64), counts)
+    return idx, counts
 
 
 class CFGIndex:
@@ -66,18 +146,85 @@ class CFGIndex:
         self.g = grammar
         self.vocab = vocab
         self.source = source
-        self.trie = _TrieLists(vocab)
+        self.trie = trie_lists(vocab)
         self._walks: dict[tuple[int, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
         self.max_steps = MAX_MASK_STEPS
         self.truncated_masks = 0  # masks that hit max_steps (reported by tests / benchmarks)
         self.last_steps = 0  # parser steps the latest mask took (diagnostics)
         self._lock = threading.Lock()
+        # masks by parser-state signature (see `mask_key`), shared by every request on this grammar
+        self._masks: "OrderedDict[tuple, tuple[np.ndarray, torch.Tensor]]" = OrderedDict()
+        self._col_sigs: dict[tuple, int] = {}  # column signature -> its id
+        self.generation = 0  # bumped when _col_sigs is cleared: ids of older generations mean nothing
+        self.mask_hits = 0
+
+    def column_id(self, chart: list[Waiting], ids: list[Optional[int]], pos: int) -> int:
+        """The id of chart column `pos`'s signature: its waiting items as (rule, dot, id of the origin's
+        column), an origin at `pos` itself written -1. Two columns with one id complete every item the
+        same way, whatever their positions (ids[o] memoizes column o; filled oldest first, no recursion)."""
+        got = ids[pos]
+        if got is not None:
+            return got
+        stack = [pos]
+        while stack:
+            o = stack[-1]
+            if ids[o] is not None:
+                stack.pop()
+                continue
+            waiting = chart[o]
+            missing = {o2 for items in waiting.values() for _, _, o2 in items if o2 != o and ids[o2] is None}
+            if missing:
+                stack.extend(missing)
+                continue
+            sig = tuple(sorted((x, tuple(sorted((r, d, -1 if o2 == o else ids[o2]) for r, d, o2 in items)))
+                               for x, items in waiting.items()))
+            with self._lock:
+                got = self._col_sigs.get(sig)
+                if got is None:
+                    got = self._col_sigs[sig] = len(self._col_sigs)
+            ids[o] = got
+            stack.pop()
+        return ids[pos]  # type: ignore[return-value]
+
+    def mask_key(self, col: Column, chart: list[Waiting], ids: list[Optional[int]]) -> tuple:
+        """A key equal for two parser states with the same mask: per scan group, the terminal, its DFA
+        state (counted strings: the walk-equivalent one) and its items as (rule, dot, origin column id)."""
+        depth = self.trie.depth
+        groups = []
+        for (t, q), items in col.scans.items():
+            sig = tuple(sorted((r, d, self.column_id(chart, ids, o)) for r, d, o in items))
+            groups.append((t, self.g.dfas[t].walk_state(q, depth), sig))
+        return (col.accepting, tuple(sorted(groups)))
+
+    def cached_mask(self, key: tuple) -> Optional[tuple[np.ndarray, torch.Tensor]]:
+        with self._lock:
+            got = self._masks.get(key)
+            if got is not None:
+                self._masks.move_to_end(key)
+                self.mask_hits += 1
+            return got
+
+    def remember_mask(self, key: tuple, mask: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+        """Keep `mask` (made read-only: every request with this key shares it) with a tensor view of it
+        for `fill_mask` (taken while still writable: torch warns on read-only arrays)."""
+        got = (mask, torch.from_numpy(mask))
+        mask.flags.writeable = False
+        with self._lock:
+            self._masks[key] = got
+            while len(self._masks) > MASK_CACHE_ITEMS:
+                self._masks.popitem(last=False)
+            if len(self._col_sigs) > COLUMN_SIGS_MAX:  # ids restart: keys made with older ids are dropped
+                self._col_sigs.clear()
+                self._masks.clear()
+                self.generation += 1
+        return got
 
     def group_walk(self, t: int, q: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """(bool [V] tokens staying inside terminal t from DFA state q, [(depth, node)] where t accepts).
 
         Grammars that name their terminals' regexes (JSON schemas) share these walks process-wide: the
         same string / number / key terminals recur in every schema."""
+        q = self.g.dfas[t].walk_state(q, self.trie.depth)  # counted strings: one walk for most counts
         key = (t, q)
         got = self._walks.get(key)
         if got is not None:
@@ -89,18 +236,7 @@ class CFGIndex:
             if got is not None:
                 self._walks[key] = got
                 return got
-        dfa = self.g.dfas[t]
-        tr = self.trie
-        inside = np.zeros(self.vocab.size, dtype=np.bool_)
-        bounds: list[tuple[int, int]] = []
-        st = np.asarray([q], dtype=np.int64)
-        for d in range(1, tr.depth + 1):
-            st = dfa.trans[st[tr.parent[d]], tr.byte_np[d]]
-            if not st.any():
-                break
-            ok = st[tr.tok_node[d]] > 0
-            inside[tr.tok_np[d][ok]] = True
-            bounds.extend((d, int(n)) for n in np.flatnonzero(dfa.accepting[st]))
+        inside, bounds = self.trie.walk(self.g.dfas[t], q, self.vocab.size)
         with self._lock:
             self._walks[key] = (inside, bounds)
             if shared is not None:
@@ -203,14 +339,31 @@ class CFGConstraintState:
         self.finished = False
         self._eos = frozenset(self.vocab.eos_token_ids)
         self._mask: Optional[np.ndarray] = None  # mask of the current position (reset on advance)
+        self._mask_t: Optional[torch.Tensor] = None  # the same, as a tensor (fill_mask)
+        self._col_ids: list[Optional[int]] = []  # CFGIndex.column_id of each chart column (lazy)
+        self._generation = index.generation
 
     def allowed_mask(self) -> np.ndarray:
+        """The allowed tokens here (EOS included when the text is complete); read-only, as the array may
+        be shared with other requests in the same parser state."""
         if self._mask is None:
             col = self.rec.col
-            m = np.zeros(self.vocab.size, dtype=np.bool_) if col is None else self.index.mask(col, self.rec.chart)
-            if self.rec.accepting:
-                m[list(self._eos)] = True
-            self._mask = m
+            if col is None:
+                self._mask = np.zeros(self.vocab.size, dtype=np.bool_)
+                self._mask_t = torch.from_numpy(self._mask)
+                return self._mask
+            index, chart = self.index, self.rec.chart
+            if self._generation != index.generation:
+                self._col_ids, self._generation = [], index.generation
+            self._col_ids.extend([None] * (len(chart) - len(self._col_ids)))
+            key = index.mask_key(col, chart, self._col_ids)
+            got = index.cached_mask(key)
+            if got is None:
+                m = index.mask(col, chart)
+                if self.rec.accepting:
+                    m[list(self._eos)] = True
+                got = index.remember_mask(key, m)
+            self._mask, self._mask_t = got
         return self._mask
 
     def fill_mask(self, row: torch.Tensor) -> None:
@@ -220,7 +373,8 @@ class CFGConstraintState:
         if self.finished:
             row.fill_(False)
             return
-        allowed = torch.from_numpy(self.allowed_mask())
+        self.allowed_mask()
+        allowed = self._mask_t
         row[:n].copy_(allowed)
         row[n:] = False
 
@@ -239,7 +393,7 @@ class CFGConstraintState:
         if col is None:
             raise ConstraintViolation(f"token {token_id} ({data!r}) is not allowed by the grammar here")
         self.rec.feed(data)
-        self._mask = None
+        self._mask = self._mask_t = None
 
     def is_accepting(self) -> bool:
         return self.rec.accepting

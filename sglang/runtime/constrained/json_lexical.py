@@ -17,8 +17,8 @@ from typing import Optional
 import numpy as np
 
 from sglang.runtime.constrained.errors import ConstraintError
-from sglang.runtime.constrained.regex_fsm import ByteDFA, parse_regex, regex_to_dfa
-from sglang.runtime.constrained.schema_ir import Node, T, solid
+from sglang.runtime.constrained.regex_fsm import ByteDFA, literal_then, parse_regex, regex_to_dfa
+from sglang.runtime.constrained.schema_ir import Node, T, atom, solid, terminal_dfa
 
 STRING_CHAR = r'([^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})'
 STRING = f'"{STRING_CHAR}*"'
@@ -66,7 +66,8 @@ def _string_char_dfa() -> ByteDFA:
 
 def bounded_string_dfa(lo: int, hi: Optional[int]) -> ByteDFA:
     """The DFA of a JSON string literal of lo..hi characters, built directly: one copy of the one-character
-    DFA per count (the regex compiler needs seconds for `{0,1000}` of a UTF-8/escape-aware character)."""
+    DFA per count (the regex compiler needs seconds for `{0,1000}` of a UTF-8/escape-aware character).
+    Already trimmed: every reachable state can still close the string."""
     unit = _string_char_dfa()  # minimal: exactly one accepting state, with no way on
     acc_u = int(np.flatnonzero(unit.accepting)[0])  # the state after one whole character (no way on)
     inner = [q for q in range(1, unit.num_states) if q != acc_u]  # character-internal states
@@ -92,9 +93,12 @@ def bounded_string_dfa(lo: int, hi: Optional[int]) -> ByteDFA:
     trans[2:2 + (top + 1) * k] = blocks.reshape(-1, 256)
     closes = 2 + np.arange(lo, top + 1) * k + pos[unit.start]
     trans[closes, ord('"')] = final
+    if hi is not None:  # the last block's mid-character states are unreachable: let them close too, so
+        trans[2 + top * k:2 + (top + 1) * k, ord('"')] = final  # the table needs no trimming pass
     accepting = np.zeros(n, dtype=bool)
     accepting[final] = True
-    return ByteDFA(trans=trans, accepting=accepting, start=1)
+    blocks = (2, k, lo, top) if hi is not None else None  # unbounded: the counts above lo are one block
+    return ByteDFA(trans=trans, accepting=accepting, start=1, count_blocks=blocks)
 
 
 def any_value_regex(ws: str, depth: int) -> str:
@@ -155,6 +159,24 @@ def string_excluding_regex(names: list[str]) -> str:
         return "(" + "|".join(kept) + ")" if kept else "(?!)"
 
     return f'"{node("")}"'
+
+
+def json_literal(value: object) -> str:
+    """The regex of one JSON value written compactly (keys, enum members, consts)."""
+    return re.escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+
+
+def key_terminal(name: str, ws: str) -> Node:
+    """The terminal of property `name` with its colon (`"name" : `): kept apart from the value so the
+    value's terminal is shared across schemas; its DFA is the key's bytes chained onto the (shared)
+    whitespace-colon automaton."""
+    tail = f"{ws}:{ws}"
+    data = json.dumps(name, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return atom(json_literal(name) + tail, functools.partial(_key_dfa, data, tail))
+
+
+def _key_dfa(data: bytes, tail: str) -> ByteDFA:
+    return literal_then(data, terminal_dfa(tail))
 
 
 def key_excluding(names: list[str]) -> Node:
@@ -312,6 +334,8 @@ def _digits_range(lo: str, hi: str) -> str:
     """Regex for the decimal strings of equal length n from lo to hi (lo <= hi, no leading-zero rules)."""
     if lo == hi:
         return lo
+    if lo == "0" * len(lo) and hi == "9" * len(hi):  # every digit string: without this shortcut the
+        return f"[0-9]{{{len(lo)}}}"  # recursion below doubles the regex per digit (28k chars for 2^31)
     if len(lo) == 1:
         return f"[{lo}-{hi}]"
     if lo[0] == hi[0]:

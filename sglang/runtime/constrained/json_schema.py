@@ -42,7 +42,7 @@ from typing import Any, Optional
 
 from sglang.runtime.constrained.errors import ConstraintError, SchemaError, SchemaWarning
 from sglang.runtime.constrained.json_lexical import (BOOLEAN, FORMATS, FREE_FORMATS, INTEGER, NULL, NUMBER, STRING, STRING_CHAR,
-                           any_value_regex, bounded_string_dfa, int_range_regex, json_string_regex, key_excluding,
+                           any_value_regex, bounded_string_dfa, int_range_regex, json_literal, json_string_regex, key_excluding, key_terminal,
                            number_range_regex)
 from sglang.runtime.constrained.schema_ir import ANY_RULE, EMPTY, Node, RegexTooLarge, T, alt, cyclic, opt, ref, rep, seq, solid, to_cfg, to_regex
 
@@ -54,10 +54,13 @@ _UNENFORCED = {"multipleOf", "uniqueItems", "minProperties", "maxProperties", "d
 _STRUCTURAL = {"$defs", "definitions", "$schema", "$id", "id", "$anchor", "$comment", "$vocabulary",
                "$dynamicAnchor", "$recursiveAnchor"}
 _TYPES = ("null", "boolean", "object", "array", "string", "integer", "number")
-REGEX_MAX = 4_000  # regex engine up to this many characters; larger (or recursive) schemas run on the CFG
+# regex engine while building the regex charges at most this many characters (its parts' lengths summed);
+# past it, building the token table costs more than the CFG engine, whose terminals are mostly shared
+# across schemas (was 4000 before they were). Larger or recursive schemas run on the CFG engine.
+REGEX_MAX = 3_000
 MAX_COUNTED_LENGTH = 256  # longer maxLength bounds are tightened to this (every output stays valid)
 GRAMMAR_PREFIX = "%json_schema "
-CONVERTER_VERSION = 1  # part of the grammar key (and so of the disk cache key): bump when conversion changes  # ConstraintSpec.grammar of a JSON schema run on the CFG engine
+CONVERTER_VERSION = 2  # part of the grammar key (and so of the disk cache key): bump when conversion changes  # ConstraintSpec.grammar of a JSON schema run on the CFG engine
 
 
 def schema_to_dict(schema: Any) -> dict | bool:
@@ -183,10 +186,6 @@ def schema_cfg(src: str):
 def _emit_warnings(messages: list[str]) -> None:
     for m in messages:
         warnings.warn(m, SchemaWarning, stacklevel=3)
-
-
-def _literal(value: Any) -> str:
-    return re.escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def _json_type(v: Any) -> str:
@@ -381,7 +380,7 @@ class _Converter:
             vals = [v for v in vals if v in s["enum"]]
         if types is not None:
             vals = [v for v in vals if _json_type(v) in types]
-        return alt([T(_literal(v)) for v in vals])
+        return alt([T(json_literal(v)) for v in vals])
 
     def typed(self, t: str, s: dict, path: str) -> Optional[Node]:
         if t == "object":
@@ -450,7 +449,7 @@ class _Converter:
                 if name in required_set:
                     return None
                 continue
-            items.append((seq(T(_literal(name) + f"{ws}:{ws}"), value), name in required_set, False))
+            items.append((seq(key_terminal(name, ws), value), name in required_set, False))
         extras = []
         for pat, sub in pattern_props.items():
             key = self.pattern_string(pat, f"{path}/patternProperties")
@@ -529,7 +528,7 @@ class _Converter:
         rx = f'"{STRING_CHAR}{{{lo},{"" if hi is None else hi}}}"'
         if (hi if hi is not None else lo) <= 8:
             return T(rx)
-        return solid(rx, functools.partial(bounded_string_dfa, lo, hi))
+        return solid(rx, functools.partial(bounded_string_dfa, lo, hi), trimmed=True)
 
     def pattern_string(self, pat: Any, path: str) -> Optional[str]:
         """A JSON string literal regex whose content fully matches `pat` (anchors dropped: a full match is

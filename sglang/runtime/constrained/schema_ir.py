@@ -3,7 +3,9 @@
 Nodes (`Node`): a terminal regex (`T`), a sequence, an alternation, a bounded/unbounded repetition, or a
 reference to a named rule (a `$ref` target, possibly recursive). Constructors fold terminal-only subtrees
 into one terminal regex while it stays short (`TERM_MAX` characters), so the grammar's terminals are
-coarse lexical units ("key": , a whole string, a number, an enum) and the rules only carry structure.
+coarse lexical units (a whole string, a number, an enum) and the rules only carry structure. Property keys
+(`atom`) and counted strings (`solid`) are never folded: their automata are built directly, and their
+neighbours stay terminals that recur verbatim across schemas (compiled once per process).
 `None` stands for the empty language everywhere (a `false` schema, an impossible range): constructors
 propagate it (a sequence with an empty part is empty, an alternation drops empty branches).
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Optional, Sequence
 
-from sglang.runtime.constrained.cfg import CompiledCFG, build_cfg
+from sglang.runtime.constrained.cfg import CompiledCFG, LazyDFAs, build_cfg
 from sglang.runtime.constrained.regex_fsm import ByteDFA, regex_to_dfa, trim_dfa
 
 TERM_MAX = 120  # longest terminal regex built by folding (longer subtrees keep their structure)
@@ -28,12 +30,20 @@ ANY_RULE = "__any"  # the rule name of "any JSON value" (recursive in the CFG, b
 class Node:
     """One IR node; `kind` is t | seq | alt | rep | ref (immutable after construction)."""
 
-    __slots__ = ("kind", "rx", "parts", "lo", "hi", "name", "solid")
+    __slots__ = ("kind", "rx", "parts", "lo", "hi", "name", "solid", "keep")
 
     def __init__(self, kind: str, rx: str = "", parts: tuple["Node", ...] = (), lo: int = 0,
-                 hi: Optional[int] = None, name: str = "", solid: bool = False) -> None:
+                 hi: Optional[int] = None, name: str = "", solid: bool = False, keep: bool = False) -> None:
         self.kind, self.rx, self.parts, self.lo, self.hi, self.name = kind, rx, parts, lo, hi, name
         self.solid = solid  # a terminal with its own DFA builder: never folded into a bigger regex
+        # never folded either, but cheap for the regex back end: a terminal kept apart so that its
+        # neighbours stay terminals shared across schemas (see `atom`)
+        self.keep = keep or solid
+
+    @property
+    def folds(self) -> bool:
+        """Whether this is a terminal that constructors may merge into a neighbouring terminal."""
+        return self.kind == "t" and not self.keep
 
 
 def _group(rx: str) -> str:
@@ -73,13 +83,26 @@ EMPTY = T("")
 
 # terminals whose DFA is built directly (the regex compiler would take seconds on them): regex -> builder
 _BUILDERS: dict[str, Callable[[], ByteDFA]] = {}
+# terminals kept apart whose builder makes a trimmed DFA in microseconds (property keys): regex -> builder
+_ATOM_BUILDERS: dict[str, Callable[[], ByteDFA]] = {}
 
 
-def solid(rx: str, builder: Callable[[], ByteDFA]) -> Node:
+def solid(rx: str, builder: Callable[[], ByteDFA], trimmed: bool = False) -> Node:
     """A terminal whose DFA `builder` makes (the regex `rx` names the same language, for the regex back
-    end and as the cache key); it is never folded into a neighbouring terminal."""
-    _BUILDERS.setdefault(rx, builder)
+    end and as the cache key); it is never folded into a neighbouring terminal. `trimmed`: the builder's
+    automaton has no state that cannot reach acceptance (trimming a large table costs a second)."""
+    (_ATOM_BUILDERS if trimmed else _BUILDERS).setdefault(rx, builder)
     return Node("t", rx=rx, solid=True)
+
+
+def atom(rx: str, builder: Callable[[], ByteDFA]) -> Node:
+    """A terminal never folded into its neighbours, whose (trimmed) DFA `builder` makes directly.
+
+    Why: a property key folded with its value makes one terminal per (schema, key), each a regex
+    compile (milliseconds); kept apart, the key's DFA is a byte chain built at once and the value's
+    terminal (a string, a number...) is the same regex in every schema, compiled once per process."""
+    _ATOM_BUILDERS.setdefault(rx, builder)
+    return Node("t", rx=rx, keep=True)
 
 
 def seq(*parts: Optional[Node]) -> Optional[Node]:
@@ -90,8 +113,7 @@ def seq(*parts: Optional[Node]) -> Optional[Node]:
         for q in (p.parts if p.kind == "seq" else (p,)):
             if q.kind == "t" and not q.rx:
                 continue
-            if q.kind == "t" and flat and flat[-1].kind == "t" and len(flat[-1].rx) + len(q.rx) <= TERM_MAX \
-                    and not q.solid and not flat[-1].solid:
+            if q.folds and flat and flat[-1].folds and len(flat[-1].rx) + len(q.rx) <= TERM_MAX:
                 flat[-1] = T(flat[-1].rx + q.rx)
             else:
                 flat.append(q)
@@ -111,7 +133,7 @@ def alt(parts: Sequence[Optional[Node]]) -> Optional[Node]:
         return None
     if len(kept) == 1:
         return kept[0]
-    if all(p.kind == "t" and not p.solid for p in kept):
+    if all(p.folds for p in kept):
         rxs = list(dict.fromkeys(p.rx for p in kept))
         total = sum(len(r) + 1 for r in rxs)
         if total <= TERM_MAX:
@@ -129,7 +151,7 @@ def rep(x: Optional[Node], lo: int, hi: Optional[int]) -> Optional[Node]:
         return EMPTY
     if lo == hi == 1:
         return x
-    if x.kind == "t" and not x.solid and len(x.rx) + 12 <= TERM_MAX and (hi is None or hi <= 4):
+    if x.folds and len(x.rx) + 12 <= TERM_MAX and (hi is None or hi <= 4):
         q = "?" if (lo, hi) == (0, 1) else "*" if (lo, hi) == (0, None) else "+" if (lo, hi) == (1, None) \
             else f"{{{lo},{'' if hi is None else hi}}}"
         return T(f"({x.rx}){q}")
@@ -244,6 +266,9 @@ def to_regex(start: Node, rules: dict[str, Node], any_regex: str, max_depth: int
 @functools.lru_cache(maxsize=8192)
 def terminal_dfa(rx: str) -> ByteDFA:
     """Terminal regexes recur across schemas (strings, numbers, keys): compile each once per process."""
+    atom_builder = _ATOM_BUILDERS.get(rx)
+    if atom_builder is not None:
+        return atom_builder()
     builder = _BUILDERS.get(rx)
     # trimmed either way: a live state must always lead to acceptance (no token may lead nowhere)
     return trim_dfa(builder()) if builder is not None else regex_to_dfa(rx, minimize=False)
@@ -317,5 +342,8 @@ def to_cfg(start: Node, rules: dict[str, Node], any_node: Node) -> CompiledCFG:
     regexes = [""] * len(terms)
     for rx, i in terms.items():
         regexes[i] = rx
-    return build_cfg(raw, names, [f"T{i}" for i in range(len(regexes))], [terminal_dfa(r) for r in regexes],
+    # terminals built directly are made now (a later process loading this grammar from disk has no
+    # builder for them); the regex ones compile when the parser first predicts them
+    known = {i: terminal_dfa(r) for i, r in enumerate(regexes) if r in _ATOM_BUILDERS or r in _BUILDERS}
+    return build_cfg(raw, names, [f"T{i}" for i in range(len(regexes))], LazyDFAs(regexes, terminal_dfa, known),
                      start_body, term_regexes=regexes)

@@ -77,10 +77,14 @@ class TokenVocab:
     @property
     def bytes_are_tokens(self) -> bool:
         """Whether every byte that occurs in some token is also a single-byte token (true for byte-level
-        BPE), so any byte string over the alphabet can be spelled with tokens."""
-        singles = np.zeros(256, dtype=bool)
-        singles[[b[0] for b in self.token_bytes if len(b) == 1]] = True
-        return bool(np.all(singles | ~self.byte_alphabet))
+        BPE), so any byte string over the alphabet can be spelled with tokens. Computed once (every token
+        table build asks)."""
+        got = getattr(self, "_bytes_are_tokens", None)
+        if got is None:
+            singles = np.zeros(256, dtype=bool)
+            singles[[b[0] for b in self.token_bytes if len(b) == 1]] = True
+            got = self._bytes_are_tokens = bool(np.all(singles | ~self.byte_alphabet))
+        return got
 
     @property
     def trie(self) -> VocabTrie:
