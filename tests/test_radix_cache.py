@@ -1,6 +1,7 @@
 """Radix cache: split, match, insert, LRU eviction, locking, and a model-based random test."""
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,19 @@ def put(pool: TokenKVPool, cache: RadixCache, tokens: list[int]) -> torch.Tensor
     slots, _ = cache.match_prefix(tokens)
     return slots
 
+
+
+@pytest.mark.parametrize("diverge", [0, 1, 63, 64, 65, 130, 199])
+def test_long_prompt_matches_up_to_the_first_different_token(diverge):
+    """Long prompts are compared slice by slice; the match still ends exactly where the tokens differ,
+    whether the query is a list or a tuple."""
+    pool, cache = make(512)
+    base = list(range(1000, 1200))
+    s = put(pool, cache, base)
+    other = base[:diverge] + [7] + base[diverge + 1:]
+    for query in (other, tuple(other)):
+        slots, _ = cache.match_prefix(query)
+        assert slots.tolist() == s[:diverge].tolist()
 
 def test_match_split_and_sizes():
     pool, cache = make()
