@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sglang.runtime.detokenizer import DecodeStream
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
 from sglang.runtime.sampling.sampling_params import SamplingParams
 from sglang.runtime.scheduler.cache_manager import CacheManager
@@ -203,11 +204,16 @@ def test_row_checks_flag_exactly_the_rows_that_can_finish_or_need_the_full_path(
         req(3, max_new_tokens=8, stop_token_ids=[4], min_new_tokens=3),  # too early for it
         req(4, outputs=2, max_new_tokens=3),                        # reaches its length
         req(5, max_new_tokens=8),                                   # plain
-        req(6, max_new_tokens=8),                                   # streams: always
+        req(6, max_new_tokens=8),                                   # streams: an append and an output
+        req(7, max_new_tokens=8, stop=["x"]),                       # stop strings need its text: always
     ]
     reqs[6].stream = True
-    mask = RowChecks(reqs, eos_ids=[1]).full_path_mask(np.array([1, 1, 4, 4, 7, 7, 7]))
-    assert mask.tolist() == [True, False, True, False, True, False, True]
+    for r in reqs:
+        r.text_tracker = DecodeStream(None, r.sampling_params)
+    checks = RowChecks(reqs, eos_ids=[1])
+    mask = checks.full_path_mask(np.array([1, 1, 4, 4, 7, 7, 7, 7]))
+    assert mask.tolist() == [True, False, True, False, True, False, False, True]
+    assert checks.stream.tolist() == [False] * 6 + [True, False] and checks.any_stream
 
 
 def test_default_max_running_requests_grows_with_the_kv_pool():
