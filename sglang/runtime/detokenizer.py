@@ -358,8 +358,10 @@ class DecodeStream:
         """The ids of output_ids[consumed:end] (end: all) for another stream to decode (ClientText), taken
         as consumed here without any decoding. Only for a stream that no stop string watches."""
         end = len(output_ids) if end is None else end
-        new = list(output_ids[self.consumed : end])
-        self.consumed = max(self.consumed, end)
+        if end <= self.consumed:
+            return []
+        new = output_ids[self.consumed : end]  # a slice of the request's list: already a copy
+        self.consumed = end
         return new
 
     def finish(self) -> str:

@@ -81,7 +81,7 @@ class TokenProcessor:
         constraint = r.constraint
         if constraint is not None:
             constraint.advance(tok)
-        reason = self._finish_reason(r, tok, eos, self.table.client_text(r))
+        reason = self._finish_reason(r, tok, eos, r.client_text)
         if reason is not None:
             self.decode.remove(r)
             self.table.finish(r, reason)

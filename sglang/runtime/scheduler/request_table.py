@@ -61,6 +61,7 @@ class RequestTable:
         req.text_tracker = DecodeStream(self.tokenizer, req.sampling_params, req.origin_input_ids)
         if constraint_factory is not None:
             req.constraint = constraint_factory(req)
+        req.client_text = self.client_text(req)  # fixed for its life: looked up per output
         self.add(req)
         return req
 
@@ -92,7 +93,7 @@ class RequestTable:
 
     def _output(self, req: Req, final: bool) -> dict:
         """The response dict; `final` releases held-back text (a finished, not aborted, request)."""
-        if not self.client_text(req):
+        if not req.client_text:
             self.sync_text(req, final=final)
             return make_output(req, self.tokenizer)
         end = len(req.output_ids)
