@@ -161,7 +161,8 @@ def test_one_kernel_variant_serves_every_grouping(monkeypatch):
         recorders[name] = _LaunchKeys(getattr(mod, name))
         monkeypatch.setattr(mod, name, recorders[name])
     hq, hkv, d = 4, 2, 16
-    for bs, groups, splits in ((4, [[0, 1, 2, 3]], 1), (6, [[0, 2], [1, 3, 4]], 3), (5, [[1, 4]], cas.MAX_PREFIX_SPLITS)):
+    plans = ((4, [[0, 1, 2, 3]], 1), (6, [[0, 2], [1, 3, 4]], 3), (5, [[1, 4]], cas.MAX_PREFIX_SPLITS))
+    for bs, groups, splits in plans:
         rows_of = [None] * bs
         for g, members in enumerate(groups):
             for r in members:

@@ -286,7 +286,8 @@ IN_BATCH = 32  # schedule_policy.IN_BATCH_PREFIX_TOKENS, checked below
 def test_queued_siblings_get_their_prefill_within_a_few_rounds(radix):
     """Shared-prefix serving at rate inf: everyone is queued before the first round. With the radix cache, one
     round prefills a leader per group and the next ones the siblings on the cached prefix; without it,
-    deferring siblings would gain nothing, so each round admits all it scans (it used to admit one per group: per_group rounds)."""
+    deferring siblings would gain nothing, so each round admits all it scans (it used to admit one per group:
+    per_group rounds)."""
     from sglang.runtime.scheduler.prefill import MAX_SCAN_PER_ROUND
     from sglang.runtime.scheduler.schedule_policy import IN_BATCH_PREFIX_TOKENS
 

@@ -11,8 +11,8 @@ Engine picks one in its constructor and never asks again which it has. Life of a
 
 `on_outputs(batch)` receives each scheduler step's outputs as ONE batch [(rid, out, finished), ...], from
 the scheduler thread or the process handle's receiver thread; a plain request's outputs carry its new
-text ids instead of text (detokenizer.TEXT_IDS_KEY: the engine's ClientText makes the text). `build_scheduler` is the one recipe both
-handles build a scheduler with.
+text ids instead of text (detokenizer.TEXT_IDS_KEY: the engine's ClientText makes the text).
+`build_scheduler` is the one recipe both handles build a scheduler with.
 """
 from __future__ import annotations
 
