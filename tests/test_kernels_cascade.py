@@ -119,3 +119,74 @@ def test_prefix_splits_fill_the_gpu_within_bounds():
     assert choose_prefix_splits(short, num_kv_heads=8, num_sms=132) == 2
     many = plan_cascade([[i, i + 64] for i in range(64)], [2048] * 64, 128, 1, "cpu")  # enough programs
     assert choose_prefix_splits(many, num_kv_heads=8, num_sms=132) == 1
+
+
+class _LaunchKeys:
+    """Stands in for a Triton kernel: records, per launch, what Triton compiles a kernel variant for (the
+    constexpr and integer arguments it specializes on; tensors by dtype), then runs the real kernel."""
+
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
+        kwargs = getattr(kernel, "kwargs", None)  # the interpreter keeps the decorator's arguments here
+        if kwargs is not None:
+            names = kwargs.get("do_not_specialize") or ()
+        else:  # a compiled JITFunction: indices into its arguments
+            names = [kernel.arg_names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize]
+        self.free = set(names)
+        self.keys: set = set()
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            named = dict(zip(self.kernel.arg_names, args), **kwargs)
+            key = []
+            for name, v in sorted(named.items()):
+                if name in self.free or isinstance(v, float):
+                    continue
+                key.append((name, v.dtype if isinstance(v, torch.Tensor) else v))
+            self.keys.add(tuple(key))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def test_one_kernel_variant_serves_every_grouping(monkeypatch):
+    """The grouping (tiles, prefix splits) changes as requests join a shared-prefix batch; the kernels must
+    not be specialized on it, or each new plan compiles new kernels on the scheduler's thread (the suspect
+    of the H200 shared-prefix stall of run 6: every request's first token waited ~65 s)."""
+    from sglang.kernels import cascade_decode as cas
+    from sglang.kernels import decode_attention as dec
+
+    recorders = {}
+    for mod, name in ((cas, "_cascade_prefix_kernel"), (dec, "_decode_stage1_kernel"), (dec, "_decode_stage2_kernel")):
+        recorders[name] = _LaunchKeys(getattr(mod, name))
+        monkeypatch.setattr(mod, name, recorders[name])
+    hq, hkv, d = 4, 2, 16
+    plans = ((4, [[0, 1, 2, 3]], 1), (6, [[0, 2], [1, 3, 4]], 3), (5, [[1, 4]], cas.MAX_PREFIX_SPLITS))
+    for bs, groups, splits in plans:
+        rows_of = [None] * bs
+        for g, members in enumerate(groups):
+            for r in members:
+                rows_of[r] = g
+        k_buf, v_buf, r2t, rows, seq = shared_pool([24] * len(groups), rows_of, [1 + i % 3 for i in range(bs)],
+                                                   hkv, d, torch.float32, seed=bs)
+        r2t = torch.nn.functional.pad(r2t, (0, 64 - r2t.shape[1]))  # one req_to_token width, as in a server
+        plan = plan_cascade(groups, [24] * len(groups), bs, hq // hkv, DEV)
+        q = torch.randn(bs, hq, d).to(DEV)
+        out = cascade_decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), d ** -0.5, plan,
+                                       num_splits=2, prefix_splits=splits)
+        want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * bs, d ** -0.5)
+        assert rel_err(out, want) < 1e-5
+    for name, rec in recorders.items():
+        differ = set.union(*map(set, rec.keys)) - set.intersection(*map(set, rec.keys))
+        assert len(rec.keys) == 1, f"{name}: {len(rec.keys)} variants for 3 groupings, by {sorted(differ)}"
+
+
+def test_prefix_splits_beyond_the_buffers_are_refused():
+    from sglang.kernels.cascade_decode import MAX_PREFIX_SPLITS
+
+    k_buf, v_buf, r2t, rows, seq = shared_pool([8], [0, 0], [1, 2], 1, 16, torch.float32)
+    plan = plan_cascade([[0, 1]], [8], 2, 1, DEV)
+    q = torch.randn(2, 1, 16).to(DEV)
+    with pytest.raises(ValueError, match="prefix_splits"):
+        cascade_decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), 0.25, plan,
+                                 prefix_splits=MAX_PREFIX_SPLITS + 1)

@@ -1,6 +1,7 @@
 """Radix cache: split, match, insert, LRU eviction, locking, and a model-based random test."""
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,19 @@ def put(pool: TokenKVPool, cache: RadixCache, tokens: list[int]) -> torch.Tensor
     slots, _ = cache.match_prefix(tokens)
     return slots
 
+
+
+@pytest.mark.parametrize("diverge", [0, 1, 63, 64, 65, 130, 199])
+def test_long_prompt_matches_up_to_the_first_different_token(diverge):
+    """Long prompts are compared slice by slice; the match still ends exactly where the tokens differ,
+    whether the query is a list or a tuple."""
+    pool, cache = make(512)
+    base = list(range(1000, 1200))
+    s = put(pool, cache, base)
+    other = base[:diverge] + [7] + base[diverge + 1:]
+    for query in (other, tuple(other)):
+        slots, _ = cache.match_prefix(query)
+        assert slots.tolist() == s[:diverge].tolist()
 
 def test_match_split_and_sizes():
     pool, cache = make()
@@ -169,7 +183,7 @@ def test_random_ops_against_a_prefix_dict(operations):
             freed = cache.evict(arg)
             assert pool.available_size() - before == freed
             assert freed >= min(arg, cache.evictable_size() + freed) or cache.evictable_size() == 0
-            free_slots = set(pool._free.tolist())
+            free_slots = set(pool.free_slots().tolist())
             model = {k: v for k, v in model.items() if v not in free_slots}
         # invariants: prefix-closed model, locked paths intact, accounting exact
         assert all(k[:-1] in model for k in model if len(k) > 1)
@@ -182,3 +196,22 @@ def test_random_ops_against_a_prefix_dict(operations):
     assert cache.protected_size() == 0
     cache.evict(10**9)
     assert pool.available_size() == pool.size
+
+
+def test_pool_frees_join_the_free_list_once_when_an_allocation_needs_them(monkeypatch):
+    """A burst of finishing requests frees many slot runs: each free must not copy the whole free list
+    (millions of slots); allocation order stays first-freed-first after the never-used slots."""
+    from sglang.runtime.mem_cache import memory_pool
+
+    pool = TokenKVPool(10, num_layers=1, num_kv_heads=1, head_dim=1, dtype=torch.float32, device="cpu")
+    taken = pool.alloc(10)
+    assert taken.tolist() == list(range(1, 11)) and pool.alloc(1) is None
+    cats = []
+    real_cat = torch.cat
+    monkeypatch.setattr(memory_pool.torch, "cat", lambda *a, **k: cats.append(1) or real_cat(*a, **k))
+    for run in ([4, 2], [9], [1, 7, 3]):
+        pool.free(torch.tensor(run))
+    assert cats == [] and pool.available_size() == 6
+    assert pool.alloc(4).tolist() == [4, 2, 9, 1] and len(cats) == 1
+    assert pool.free_slots().tolist() == [7, 3] and pool.available_size() == 2
+    assert pool.alloc(3) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sglang.runtime.detokenizer import DecodeStream
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool
 from sglang.runtime.sampling.sampling_params import SamplingParams
 from sglang.runtime.scheduler.cache_manager import CacheManager
@@ -203,11 +204,16 @@ def test_row_checks_flag_exactly_the_rows_that_can_finish_or_need_the_full_path(
         req(3, max_new_tokens=8, stop_token_ids=[4], min_new_tokens=3),  # too early for it
         req(4, outputs=2, max_new_tokens=3),                        # reaches its length
         req(5, max_new_tokens=8),                                   # plain
-        req(6, max_new_tokens=8),                                   # streams: always
+        req(6, max_new_tokens=8),                                   # streams: an append and an output
+        req(7, max_new_tokens=8, stop=["x"]),                       # stop strings need its text: always
     ]
     reqs[6].stream = True
-    mask = RowChecks(reqs, eos_ids=[1]).full_path_mask(np.array([1, 1, 4, 4, 7, 7, 7]))
-    assert mask.tolist() == [True, False, True, False, True, False, True]
+    for r in reqs:
+        r.text_tracker = DecodeStream(None, r.sampling_params)
+    checks = RowChecks(reqs, eos_ids=[1])
+    mask = checks.full_path_mask(np.array([1, 1, 4, 4, 7, 7, 7, 7]))
+    assert mask.tolist() == [True, False, True, False, True, False, False, True]
+    assert checks.stream.tolist() == [False] * 6 + [True, False] and checks.any_stream
 
 
 def test_default_max_running_requests_grows_with_the_kv_pool():
@@ -243,3 +249,55 @@ def test_an_admission_round_matches_a_bounded_number_of_deferred_siblings(monkey
     assert [a.req.rid for a in admitted] == ["r0"]  # the others wait for r0's prefix
     assert len(calls) == MAX_SCAN_PER_ROUND
     assert len(p.prefill.waiting) == n - 1
+
+
+def _prefill_rounds(radix: bool, groups: int, per_group: int, order_seed: int = 0) -> list[list[str]]:
+    """Admission rounds (each admitted request's prefill done at once, as the forward would) until the
+    queue of `groups` x `per_group` siblings (a long shared prefix each, arrivals shuffled) is empty."""
+    import random
+
+    shared = [list(range(1000 * g + 2, 1000 * g + 2 + 3 * IN_BATCH)) for g in range(groups)]
+    reqs = [make_req(f"g{g}q{j}", shared[g] + [50_000 + 100 * g + j] * 4, arrival=0.0)
+            for g in range(groups) for j in range(per_group)]
+    random.Random(order_seed).shuffle(reqs)
+    for i, r in enumerate(reqs):
+        r.arrival = float(i)
+    n = len(reqs)
+    p = Parts(make_cache(pool_size=4 * n * len(reqs[0].origin_input_ids), rows=n + 1, radix=radix),
+              max_prefill_tokens=100_000, chunked_prefill_size=-1, max_running_requests=n + 1)
+    p.add_waiting(*reqs)
+    rounds = []
+    while p.prefill.waiting:
+        admitted = p.prefill.admit([], new_token_ratio=0.0)
+        assert admitted, "a round with free budget admitted nothing"
+        for a in admitted:
+            p.cache.extend_slots(a.req, a.extend_len)
+            a.req.kv_len += a.extend_len
+            p.cache.cache_unfinished(a.req)
+        rounds.append([a.req.rid for a in admitted])
+        assert len(rounds) <= n
+    return rounds
+
+
+IN_BATCH = 32  # schedule_policy.IN_BATCH_PREFIX_TOKENS, checked below
+
+
+@pytest.mark.parametrize("radix", [True, False])
+def test_queued_siblings_get_their_prefill_within_a_few_rounds(radix):
+    """Shared-prefix serving at rate inf: everyone is queued before the first round. With the radix cache, one
+    round prefills a leader per group and the next ones the siblings on the cached prefix; without it,
+    deferring siblings would gain nothing, so each round admits all it scans (it used to admit one per group:
+    per_group rounds)."""
+    from sglang.runtime.scheduler.prefill import MAX_SCAN_PER_ROUND
+    from sglang.runtime.scheduler.schedule_policy import IN_BATCH_PREFIX_TOKENS
+
+    assert IN_BATCH == IN_BATCH_PREFIX_TOKENS
+    groups, per_group = 6, 24
+    rounds = _prefill_rounds(radix, groups, per_group)
+    n = groups * per_group
+    if radix:
+        assert len(rounds) <= 2 + -(-n // MAX_SCAN_PER_ROUND)
+        first = {rid.split("q")[0] for rid in rounds[0]}
+        assert len(rounds[0]) == groups and len(first) == groups  # one leader per group, then siblings
+    else:
+        assert len(rounds) == -(-n // MAX_SCAN_PER_ROUND)

@@ -2,6 +2,7 @@
 (tests/scheduler_toy_runner.py): prefix reuse, chunking, retraction, policies, aborts, logprobs, stops."""
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scheduler_toy_runner import EOS, ToyRunner, ToyTokenizer, reference_input_logprobs, toy_greedy, toy_logits
 
+from sglang.runtime.detokenizer import TEXT_IDS_KEY, ClientText
 from sglang.runtime.sampling.sampling_params import SamplingParams
 from sglang.runtime.scheduler.req import TokenizedRequest
 from sglang.runtime.scheduler.scheduler import Scheduler
@@ -18,14 +20,22 @@ from sglang.runtime.server_args import ServerArgs
 class Harness:
     """Runs a Scheduler synchronously (no thread) and collects outputs."""
 
-    def __init__(self, runner: ToyRunner | None = None, overlap: bool = False, **server_kw) -> None:
+    def __init__(self, runner: ToyRunner | None = None, overlap: bool = False, detokenize: bool = True,
+                 **server_kw) -> None:
+        """detokenize=False: as in the engine, plain requests' outputs carry ids; the harness makes their
+        text as the engine does (ClientText), keeping the raw outputs in `raw`."""
         self.runner = runner or ToyRunner()
         self.final: dict[str, dict] = {}
         self.partial: dict[str, list[dict]] = {}
-        self.sched = Scheduler(ServerArgs(**server_kw), self.runner, ToyTokenizer(), self._on_output)
+        self.raw: dict[str, list[dict]] = {}
+        self.texts: dict[str, ClientText] = {}
+        self.sched = Scheduler(ServerArgs(**server_kw), self.runner, ToyTokenizer(), self._on_output, detokenize)
         self.sched.overlap.force = overlap  # CPU: only to check that outputs are unchanged
 
     def _on_output(self, rid: str, out: dict, finished: bool) -> None:
+        self.raw.setdefault(rid, []).append(copy.deepcopy(out))
+        if rid in self.texts:
+            out = self.texts[rid].fill(out)
         if finished:
             assert rid not in self.final, "finished twice"
             self.final[rid] = out
@@ -34,6 +44,7 @@ class Harness:
 
     def submit(self, rid: str, prompt: list[int], max_new_tokens: int = 8, **kw) -> None:
         sp = SamplingParams.from_dict({"max_new_tokens": max_new_tokens, "temperature": 0, **kw.pop("sp", {})})
+        self.texts[rid] = ClientText(ToyTokenizer(), sp, prompt)
         self.sched.submit(TokenizedRequest(rid=rid, input_ids=prompt, sampling_params=sp, **kw))
 
     def run(self, max_steps: int = 100000, on_step=None) -> dict[str, dict]:
@@ -222,6 +233,36 @@ def test_stop_token_ids_stop_strings_eos_and_min_new_tokens(overlap):
     assert out["min"]["meta_info"]["finish_reason"]["type"] == "length"
     assert len(h.partial["stream"]) == 5 and h.partial["stream"][-1]["text"] == text[:5]
     assert all(o["meta_info"]["finish_reason"] is None for o in h.partial["stream"])
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_text_made_off_the_scheduler_equals_the_schedulers(overlap):
+    """detokenize=False (the engine's schedulers): plain requests' outputs carry their new text ids and no
+    text; made from them (ClientText), every output's text equals what the scheduler itself makes: stop
+    token trimmed or kept, streaming, length, abort. Stop strings keep the text in the scheduler."""
+    p = [4, 5, 6, 7]
+    gen = toy_greedy(p, 12)
+    text = ToyTokenizer().decode(gen)
+
+    def workload(detokenize: bool) -> Harness:
+        h = Harness(overlap=overlap, detokenize=detokenize)
+        h.submit("tok", p, 12, sp={"stop_token_ids": [gen[3]]})
+        h.submit("tok_keep", p, 12, sp={"stop_token_ids": [gen[3]], "no_stop_trim": True})
+        h.submit("str", p, 12, sp={"stop": [text[5:7]]})
+        h.submit("stream", p, 6, stream=True)
+        h.submit("abort", p, 12, stream=True)
+        h.run(on_step=lambda i: i == 4 and h.sched.abort("abort"))
+        return h
+
+    here, there = workload(True), workload(False)
+    assert here.final == there.final and here.partial == there.partial
+    assert there.final["tok"]["text"] == text[: gen.index(gen[3])]
+    assert there.final["tok_keep"]["text"] == text[: gen.index(gen[3]) + 1]
+    assert len(there.partial["stream"]) == 5 and there.final["stream"]["text"] == text[:6]
+    for rid in ("tok", "tok_keep", "stream", "abort"):  # no text was made in the scheduler for these
+        assert all(o["text"] == "" and TEXT_IDS_KEY in o for o in there.raw[rid])
+    assert sum(len(o[TEXT_IDS_KEY]) for o in there.raw["stream"]) == 6
+    assert all(TEXT_IDS_KEY not in o for o in there.raw["str"] + here.raw["stream"])
 
 
 def test_eos_stops_unless_ignore_eos():

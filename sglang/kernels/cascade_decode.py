@@ -98,13 +98,17 @@ def plan_cascade(groups: Sequence[Sequence[int]], shared_lens: Sequence[int], bs
                        max_shared=max((int(s) for s in shared_lens), default=0))
 
 
-@triton.jit
+# prefix_splits changes with the grouping from step to step: a runtime value, never specialized on, so that
+# one compiled kernel serves every plan (as a constexpr, each new value compiled a new kernel on the
+# scheduler's thread, many times while a shared-prefix batch formed)
+@triton.jit(do_not_specialize=["prefix_splits"])
 def _cascade_prefix_kernel(
     Q, K, V, MID_O, MID_LSE, REQ_TO_TOKEN, REQ_IDX, ROWS, TILES,
     sm_scale_log2,
     stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_r2t,
     stride_mob, stride_moh, stride_mos, stride_lb, stride_lh,
-    SPLIT_BASE: tl.constexpr, PREFIX_SPLITS: tl.constexpr,
+    prefix_splits,
+    SPLIT_BASE: tl.constexpr,
     KV_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
@@ -132,7 +136,7 @@ def _cascade_prefix_kernel(
     if UPCAST_DOT:
         q = q.to(tl.float32)
 
-    split_len = tl.cdiv(shared, PREFIX_SPLITS)
+    split_len = tl.cdiv(shared, prefix_splits)
     lo = ps * split_len
     hi = tl.minimum(lo + split_len, shared)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -189,8 +193,9 @@ def cascade_decode_attention(
     The newest token is always in the suffix (a shared prefix is cached KV, so shorter than seq_len),
     hence the fused pool write of k_new/v_new works as in plain decode."""
     check_decode_args("cascade_decode_attention", q, k_buffer, v_buffer, num_splits, k_new, v_new, out_cache_loc)
-    if prefix_splits < 1:
-        raise ValueError(f"cascade_decode_attention: prefix_splits must be >= 1, got {prefix_splits}")
+    if not 1 <= prefix_splits <= MAX_PREFIX_SPLITS:
+        raise ValueError(f"cascade_decode_attention: prefix_splits must be in [1, {MAX_PREFIX_SPLITS}], "
+                         f"got {prefix_splits}")
     bs, hq, d = q.shape
     if plan.rows.shape[0] != bs or plan.kv_start.shape[0] != bs:
         raise ValueError(f"cascade_decode_attention: plan is for {plan.rows.shape[0]} rows, batch has {bs}")
@@ -198,7 +203,9 @@ def cascade_decode_attention(
         out = torch.empty_like(q)
     if bs == 0:
         return out
-    mid_o, mid_lse = split_buffers(q, num_splits + prefix_splits)
+    # as wide as the most prefix splits, whatever this plan uses: the buffers' strides (kernel arguments)
+    # then do not change with the plan either
+    mid_o, mid_lse = split_buffers(q, num_splits + MAX_PREFIX_SPLITS)
     launch_split_kv(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, sm_scale, mid_o, mid_lse,
                     num_splits, k_new=k_new, v_new=v_new, out_cache_loc=out_cache_loc, config=config,
                     kv_start=plan.kv_start)
@@ -215,10 +222,11 @@ def cascade_decode_attention(
         q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1),
         v_buffer.stride(0), v_buffer.stride(1), req_to_token.stride(0),
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
-        SPLIT_BASE=num_splits, PREFIX_SPLITS=prefix_splits,
+        prefix_splits,
+        SPLIT_BASE=num_splits,
         KV_GROUP=group, BLOCK_M=block_m, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=block_n,
         UPCAST_DOT=interpreting(), DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
         num_warps=warps, num_stages=stages,
     )
-    merge_splits(mid_o, mid_lse, out)
+    merge_splits(mid_o, mid_lse, out, num_splits + prefix_splits)
     return out

@@ -117,17 +117,20 @@ def _decode_stage1_kernel(
     tl.store(MID_LSE + b * stride_lb + heads * stride_lh + sp, lse, mask=h_mask)
 
 
-@triton.jit
+# num_splits is a runtime value (never specialized on): cascade decode's count changes with the grouping,
+# and one compiled merge kernel must serve every count up to BLOCK_S
+@triton.jit(do_not_specialize=["num_splits"])
 def _decode_stage2_kernel(
     MID_O, MID_LSE, O,
     stride_mob, stride_moh, stride_mos, stride_lb, stride_lh, stride_ob, stride_oh,
-    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+    num_splits,
+    HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr,
 ):
     b = tl.program_id(0)
     h = tl.program_id(1)
     offs_s = tl.arange(0, BLOCK_S)
     offs_d = tl.arange(0, BLOCK_D)
-    s_mask = offs_s < NUM_SPLITS
+    s_mask = offs_s < num_splits
     d_mask = offs_d < HEAD_DIM
     lse = tl.load(MID_LSE + b * stride_lb + h * stride_lh + offs_s, mask=s_mask, other=float("-inf"))
     m = tl.max(lse, axis=0)
@@ -238,13 +241,18 @@ def launch_split_kv(
     )
 
 
-def merge_splits(mid_o: torch.Tensor, mid_lse: torch.Tensor, out: torch.Tensor) -> None:
-    """Stage 2: out[b, h] = the log-sum-exp weighted mean of all mid_o[b, h, :] pieces."""
+def merge_splits(mid_o: torch.Tensor, mid_lse: torch.Tensor, out: torch.Tensor,
+                 num_splits: int | None = None) -> None:
+    """Stage 2: out[b, h] = the log-sum-exp weighted mean of the first num_splits (None: all) mid_o[b, h, :]
+    pieces. The kernel is specialized on the buffers' width only, not on num_splits."""
     bs, hq, total, d = mid_o.shape
+    used = total if num_splits is None else num_splits
+    if not 1 <= used <= total:
+        raise ValueError(f"merge_splits: num_splits must be in [1, {total}], got {used}")
     _decode_stage2_kernel[(bs, hq)](
         mid_o, mid_lse, out,
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
-        out.stride(0), out.stride(1),
-        HEAD_DIM=d, BLOCK_D=next_pow2(d), NUM_SPLITS=total, BLOCK_S=next_pow2(total),
+        out.stride(0), out.stride(1), used,
+        HEAD_DIM=d, BLOCK_D=next_pow2(d), BLOCK_S=next_pow2(total),
         num_warps=2,
     )

@@ -15,6 +15,10 @@
 - `DecodeStream`: both, for one request, driven by its SamplingParams. `catch_up(output_ids)` feeds
   whatever of a request's output the stream has not consumed yet, so a request without stop strings
   is detokenized in bulk only when its text is needed (an output goes out), not token by token.
+- Off the scheduler (`ClientText`): for a request whose text does not decide when it stops, the scheduler
+  may send, instead of text, the output ids it has not sent yet (`TEXT_IDS_KEY` in the output dict,
+  `DecodeStream.hand_off`); the engine's `ClientText` turns them into the same text where the output is
+  consumed (the caller's thread), so the scheduler's step does no string work for it at all.
 """
 from __future__ import annotations
 
@@ -350,6 +354,16 @@ class DecodeStream:
         """Consume the next output token without its text (a stop token that is trimmed)."""
         self.consumed += 1
 
+    def hand_off(self, output_ids: Sequence[int], end: Optional[int] = None) -> list[int]:
+        """The ids of output_ids[consumed:end] (end: all) for another stream to decode (ClientText), taken
+        as consumed here without any decoding. Only for a stream that no stop string watches."""
+        end = len(output_ids) if end is None else end
+        if end <= self.consumed:
+            return []
+        new = output_ids[self.consumed : end]  # a slice of the request's list: already a copy
+        self.consumed = end
+        return new
+
     def finish(self) -> str:
         """The request ended (length / stop token / abort): release held text."""
         if self.stops.stopped:
@@ -358,4 +372,29 @@ class DecodeStream:
         if matched is None:
             out += self.stops.flush()
         self.text += out
+        return out
+
+
+# output-dict key under which the scheduler sends a request's new text ids instead of its text (ClientText)
+TEXT_IDS_KEY = "text_ids"
+
+
+class ClientText:
+    """One request's output text made from the ids the scheduler handed off (see the module docstring):
+    `fill(out)` feeds out's TEXT_IDS_KEY ids, sets out["text"] (cumulative, as the scheduler would) and
+    drops the key. Outputs must be filled in order; one whose text the scheduler made passes unchanged."""
+
+    def __init__(self, tokenizer: Any, params: Any, prompt_ids: Optional[Sequence[int]] = None) -> None:
+        self.stream = DecodeStream(tokenizer, params, prompt_ids)
+
+    def fill(self, out: dict) -> dict:
+        ids = out.pop(TEXT_IDS_KEY, None)
+        if ids is None:
+            return out
+        if ids:
+            self.stream.append(ids)
+        reason = out["meta_info"]["finish_reason"]
+        if reason is not None and reason["type"] != "abort":  # as the scheduler: an abort keeps its held text
+            self.stream.finish()
+        out["text"] = self.stream.text
         return out

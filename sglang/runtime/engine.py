@@ -24,7 +24,7 @@ from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
 
 import torch
 
-from sglang.runtime.detokenizer import StopChecker
+from sglang.runtime.detokenizer import ClientText, StopChecker
 from sglang.runtime.io_struct import GenerateReqInput, ReqItem
 from sglang.runtime.multimodal.preprocess import MultimodalPreprocessor, MultimodalPrompt
 from sglang.runtime.resolved_model import resolve_model
@@ -43,8 +43,10 @@ CALL_TIMEOUT_S = 600.0
 class _ReqState:
     """Outputs of one request as the scheduler thread produces them; waitable from threads and asyncio."""
 
-    def __init__(self, item: ReqItem, loop: Optional[asyncio.AbstractEventLoop]) -> None:
+    def __init__(self, item: ReqItem, loop: Optional[asyncio.AbstractEventLoop],
+                 text: Optional[ClientText] = None) -> None:
         self.item = item
+        self.text = text  # makes the text of outputs that carry ids (detokenizer.ClientText)
         self.cond = threading.Condition()
         self.outs: collections.deque[dict] = collections.deque()
         self.finished = False
@@ -60,10 +62,11 @@ class _ReqState:
             self.cond.notify_all()
 
     def take(self) -> list[dict]:
+        """The outputs so far, their text made here, in the consumer's thread (off the scheduler's)."""
         with self.cond:
             outs = list(self.outs)
             self.outs.clear()
-            return outs
+        return outs if self.text is None else [self.text.fill(o) for o in outs]
 
     def wait_sync(self, timeout: Optional[float] = None) -> list[dict]:
         with self.cond:
@@ -350,7 +353,8 @@ class Engine:
 
     def _submit(self, items: list[ReqItem], tokenized: list[TokenizedRequest],
                 loop: Optional[asyncio.AbstractEventLoop]) -> list[_ReqState]:
-        states = [_ReqState(it, loop) for it in items]
+        states = [_ReqState(it, loop, ClientText(self.tokenizer, t.sampling_params, t.input_ids))
+                  for it, t in zip(items, tokenized)]
         with self._lock:
             for it in items:
                 if it.rid in self._states:

@@ -10,8 +10,9 @@ Engine picks one in its constructor and never asks again which it has. Life of a
     handle.stop(); handle.join(timeout)    # graceful, then whatever it takes
 
 `on_outputs(batch)` receives each scheduler step's outputs as ONE batch [(rid, out, finished), ...], from
-the scheduler thread or the process handle's receiver thread. `build_scheduler` is the one recipe both
-handles build a scheduler with.
+the scheduler thread or the process handle's receiver thread; a plain request's outputs carry its new
+text ids instead of text (detokenizer.TEXT_IDS_KEY: the engine's ClientText makes the text).
+`build_scheduler` is the one recipe both handles build a scheduler with.
 """
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def build_scheduler(server_args: ServerArgs, model: ResolvedModel, tokenizer: An
     batch. Returns the scheduler, its constraint factory and the start-up info the Engine validates with."""
     runner = ModelRunner(server_args, model=model)
     outputs = StepOutputs(deliver)
-    scheduler = Scheduler(server_args, runner, tokenizer, outputs.add)
+    # the engine makes plain requests' text where their outputs are consumed (detokenizer.ClientText)
+    scheduler = Scheduler(server_args, runner, tokenizer, outputs.add, detokenize=False)
     scheduler.on_step_end = outputs.flush
     cfg = runner.model_config
     factory = make_constraints(tokenizer, int(cfg.vocab_size), server_args)

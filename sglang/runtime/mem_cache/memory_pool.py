@@ -65,21 +65,40 @@ class TokenKVPool:
 
     # -- allocation -------------------------------------------------------------------------------
     def available_size(self) -> int:
-        return int(self._free.numel())
+        return int(self._free.numel()) + self._num_released
 
     def alloc(self, n: int) -> Optional[torch.Tensor]:
-        """n free slots (int64, on the pool's device), or None when fewer than n are free."""
-        if n > self._free.numel():
+        """n free slots (int64, on the pool's device), or None when fewer than n are free. Slots come in the
+        order they were freed (the released ones after the rest)."""
+        if n > self.available_size():
             return None
+        if n > self._free.numel():
+            self._merge_released()
         out, self._free = self._free[:n], self._free[n:]
         return out
 
     def free(self, slots: torch.Tensor) -> None:
+        """Give slots back. They are kept aside and joined to the free list only when an allocation needs
+        them: concatenating onto the whole free list (millions of slots) at every free made a burst of
+        finishing requests cost pool size x requests."""
         if slots.numel():
-            self._free = torch.cat([self._free, slots.to(self.device, torch.int64)])
+            self._released.append(slots.to(self.device, torch.int64))
+            self._num_released += int(slots.numel())
+
+    def free_slots(self) -> torch.Tensor:
+        """Every free slot, in allocation order (checks and tests)."""
+        self._merge_released()
+        return self._free
+
+    def _merge_released(self) -> None:
+        if self._released:
+            self._free = torch.cat([self._free, *self._released])
+            self._released, self._num_released = [], 0
 
     def clear(self) -> None:
         self._free = torch.arange(1, self.size + 1, dtype=torch.int64, device=self.device)
+        self._released: list[torch.Tensor] = []
+        self._num_released = 0
 
     # -- data -------------------------------------------------------------------------------------
     def set_kv(self, layer_id: int, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:

@@ -87,6 +87,7 @@ class RadixCache:
 
         A partial match inside an edge splits that edge so the returned node ends exactly there.
         """
+        token_ids = token_ids if isinstance(token_ids, tuple) else tuple(token_ids)  # slices compare as tuples
         node, pieces, now = self.root, [], self._tick()
         node.last_access = now
         pos = 0

@@ -100,6 +100,7 @@ class PrefillManager:
             rem_requests=min(self.max_running - len(running),
                              self.cache.free_rows() + (1 if self.chunked is not None else 0)),
             num_running=len(running),
+            defer_siblings=not self.cache.cache.disabled,
         )
         if self.chunked is not None and not adder.try_add(self.chunked, self.chunked.kv_len, new_token_ratio,
                                                           must_continue=True):

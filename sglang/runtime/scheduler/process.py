@@ -3,9 +3,10 @@
 `TokenProcessor.process` is the host side of a sampling step, row by row: append the token, its
 logprobs, advance the constraint, check the stop conditions (finishing through the RequestTable and
 leaving the running batch), apply a constraint's jump-forward, stream. It is the hot loop of a decode
-step (hundreds of rows), so a plain row costs an append and a few comparisons: detokenization runs
-per token only for rows whose stop strings need the text; the others' text is made in bulk when an
-output goes out (RequestTable.sync_text). `sample_and_process` runs the
+step (hundreds of rows), so a plain row costs an append and a few comparisons, a streaming one an
+output dict more: detokenization runs per token only for rows whose stop strings need the text; the
+others' text is made in bulk when an output goes out (RequestTable.sync_text), or, in the engine's
+schedulers, not here at all (the output carries ids: RequestTable.client_text). `sample_and_process` runs the
 BatchSampler first, for the synchronous paths; overlap decoding samples and processes a step apart.
 
 Constraint hook (set per request by the engine's constraint factory): `fill_vocab_mask(row: bool[V])`,
@@ -64,6 +65,9 @@ class TokenProcessor:
         eos = self.sampler.eos_ids
         for i in np.flatnonzero(full).tolist():
             self._process_row(reqs[i], ids[i], None if lps is None else lps[i], tops[i] if tops else None, eos)
+        if checks.any_stream:  # streaming rows that only got their token: their partial outputs
+            for i in np.flatnonzero(checks.stream & ~full).tolist():
+                self.table.emit(reqs[i])
 
     def _process_row(self, r: Req, tok: int, lp: Optional[float], top: Optional[list], eos: tuple[int, ...]) -> None:
         """The full path for one row: logprobs, constraint, finish checks, jump-forward, streaming."""
@@ -77,7 +81,7 @@ class TokenProcessor:
         constraint = r.constraint
         if constraint is not None:
             constraint.advance(tok)
-        reason = self._finish_reason(r, tok, eos)
+        reason = self._finish_reason(r, tok, eos, r.client_text)
         if reason is not None:
             self.decode.remove(r)
             self.table.finish(r, reason)
@@ -90,13 +94,14 @@ class TokenProcessor:
             self.table.emit(r)
 
     @staticmethod
-    def _finish_reason(r: Req, tok: int, eos: tuple[int, ...]) -> Optional[FinishReason]:
+    def _finish_reason(r: Req, tok: int, eos: tuple[int, ...], client_text: bool = False) -> Optional[FinishReason]:
         """Stop token / EOS, then stop strings (on the detokenized text), then length, then the
-        constraint. A stop token's own text is not part of the output unless no_stop_trim."""
+        constraint. A stop token's own text is not part of the output unless no_stop_trim (client_text:
+        the engine makes the text, RequestTable trims the ids it hands off)."""
         sp, stream = r.sampling_params, r.text_tracker
         n = len(r.output_ids)
         if n >= sp.min_new_tokens and (tok in sp.stop_token_ids or (not sp.ignore_eos and tok in eos)):
-            if stream is not None and not sp.no_stop_trim:
+            if stream is not None and not sp.no_stop_trim and not client_text:
                 stream.catch_up(r.output_ids, n - 1)
                 stream.skip()
             return FinishReason(FinishKind.STOP, matched=tok)

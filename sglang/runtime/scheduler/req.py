@@ -105,6 +105,7 @@ class Req:
     text_tracker: Any = None  # incremental detokenization + stop strings (runtime/detokenizer.DecodeStream)
     text: str = ""
     sent_tokens: int = 0  # output tokens already streamed
+    client_text: bool = False  # its outputs carry text ids, the engine makes the text (RequestTable.client_text)
     # hooks: per-request constraint state (runtime/constrained/); see process.py for the calls
     constraint: Any = None
 

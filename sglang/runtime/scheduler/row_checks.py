@@ -3,7 +3,8 @@
 A decode step of hundreds of rows must not pay a Python function per row. `RowChecks` is built once
 per batch (the same requests step after step) with each row's stop ids (stop_token_ids, and the EOS
 ids unless ignore_eos), min_new_tokens and max_new_tokens, and whether the row always needs the full
-per-row path (logprobs, a constraint, streaming, stop strings that must see every token's text).
+per-row path (logprobs, a constraint, stop strings that must see every token's text); streaming rows
+only get their partial output sent (TokenProcessor.process).
 `full_path_mask(ids)` then finds, with a handful of numpy operations, the rows whose new token may end
 the request or that need the full path; every other row only gets its token appended.
 
@@ -32,6 +33,9 @@ class RowChecks:
         self.min_new = np.array([r.sampling_params.min_new_tokens for r in reqs], dtype=np.int64)
         self.max_new = np.array([r.sampling_params.max_new_tokens for r in reqs], dtype=np.int64)
         self.always = np.array([self._needs_full_path(r) for r in reqs], dtype=bool)
+        # streaming rows send an output after each token, even on the append-only path
+        self.stream = np.array([bool(r.stream) for r in reqs], dtype=bool)
+        self.any_stream = bool(self.stream.any())
 
     @staticmethod
     def _stop_ids(r: Req, eos_ids: Sequence[int]) -> list[int]:
@@ -44,7 +48,7 @@ class RowChecks:
     @staticmethod
     def _needs_full_path(r: Req) -> bool:
         tracker = r.text_tracker
-        return bool(r.return_logprob or r.constraint is not None or r.stream
+        return bool(r.return_logprob or r.constraint is not None
                     or (tracker is not None and tracker.needs_every_token))
 
     def full_path_mask(self, ids: np.ndarray) -> np.ndarray:

@@ -59,6 +59,9 @@ class PrefillAdder:
     rem_chunk_tokens: Optional[int]  # None: chunking off
     rem_requests: int
     num_running: int = 0  # decoding requests not in this batch
+    # the in-batch prefix rule (IN_BATCH_PREFIX_TOKENS); off without a prefix cache, where a deferred sibling
+    # would find nothing cached next round either and siblings would be admitted one per round
+    defer_siblings: bool = True
     admitted: list[Admission] = field(default_factory=list)
     _shared_keys: set = field(default_factory=set)
     blocked: bool = False  # out of budget: nothing more this round
@@ -77,7 +80,7 @@ class PrefillAdder:
         if self.blocked or self.rem_requests <= 0:
             return False
         need = req.seq_len - prefix_len  # tokens without KV yet
-        if not must_continue and prefix_len + IN_BATCH_PREFIX_TOKENS < req.seq_len:
+        if self.defer_siblings and not must_continue and prefix_len + IN_BATCH_PREFIX_TOKENS < req.seq_len:
             key = (prefix_len, tuple(req.all_ids[: prefix_len + IN_BATCH_PREFIX_TOKENS]))
             if key in self._shared_keys:
                 return False  # wait one round for the sibling's prefix to be cached

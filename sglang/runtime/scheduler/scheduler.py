@@ -41,7 +41,10 @@ logger = logging.getLogger(__name__)
 
 
 class Scheduler:
-    def __init__(self, server_args: ServerArgs, model_runner: Any, tokenizer: Any, on_output: OutputCallback) -> None:
+    def __init__(self, server_args: ServerArgs, model_runner: Any, tokenizer: Any, on_output: OutputCallback,
+                 detokenize: bool = True) -> None:
+        """detokenize=False: outputs of requests whose text does not decide when they stop carry their new
+        text ids instead of text, for the consumer to detokenize (RequestTable.client_text)."""
         if server_args.max_running_requests is None:  # the runner sized its request table from the KV pool
             server_args = server_args.replace(max_running_requests=getattr(
                 model_runner, "max_running_requests", None) or model_runner.req_to_token_pool.size)
@@ -54,7 +57,7 @@ class Scheduler:
                                server_args.disable_radix_cache)
         self.cache = self.kv.cache  # the prefix cache (radix tree or none)
         cfg = model_runner.model_config
-        self.table = RequestTable(self.kv, tokenizer, on_output, server_args.stream_interval)
+        self.table = RequestTable(self.kv, tokenizer, on_output, server_args.stream_interval, detokenize)
         self.prefill = PrefillManager(server_args, self.kv, model_runner, self.device)
         self.timer = StepTimer()
         self.decode = DecodeManager(server_args, self.kv, self.prefill, self.table, model_runner, self.device,
