@@ -47,7 +47,7 @@ def run(fn: ir.IRFunction, ctx) -> ir.IRFunction:
         n = op.n if isinstance(op.n, int) else 2  # a run-time count: at least two branches, presumably
         shared = uncached_tokens(fn, node, ctx.cost.count) + (ctx.cost.count(warm) if warm else 0)
         if not ctx.decide("fork-batching", fn, node, f"fork of {n}: parent prefilled once before its branches",
-                          ctx.cost.warmup_saving(shared, n)):
+                          ctx.cost.fork_warmup_saving(shared, n)):
             continue
         marks[str(node)] = {"warm_suffix": warm}
         ctx.log.append(f"fork-batching: fork node {node}: parent prefill" + (f" + {warm!r}" if warm else "")
