@@ -29,6 +29,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_programs import CountingEngine  # noqa: E402  (one counter for both program benchmarks)
 
 # A judge-like program: a shared system prompt, the client's question, a fork of two short gens and a select.
 PROGRAM = '''
@@ -44,20 +46,6 @@ def main(question: str = "What is 2 + 2?") {
 '''
 
 ARMS = ("per-request", "batching")
-
-
-class CountingEngine:
-    """The engine as EngineBackend sees it, counting native generate calls."""
-
-    def __init__(self, engine: Any) -> None:
-        self.engine, self.calls = engine, 0
-
-    def generate(self, *args: Any, **kw: Any) -> Any:
-        self.calls += 1
-        return self.engine.generate(*args, **kw)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
 
 
 async def _client(url: str, bodies: list[dict[str, Any]], next_index: list[int], lat: list[float],
