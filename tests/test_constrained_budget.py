@@ -24,11 +24,15 @@ def test_bomb_is_refused_in_bounded_memory_through_every_entry_point() -> None:
         resource.setrlimit(resource.RLIMIT_CPU, (240, 240))
         from sglang.runtime.constrained import (CompileBudgetError, build_constraint_from_sampling_params,
                                                 response_format_to_constraint)
+        from sglang.runtime.constrained.budget import DEFAULT_MEM_BYTES, CompileBudget, budget_scope
         calls = [lambda: build_constraint_from_sampling_params({{"regex": {BOMB!r}}}),
                  lambda: response_format_to_constraint({{"type": "regex", "regex": {BOMB!r}}})]
         for call in calls:
+            # the entry points' memory budget, without their wall-clock one: on a loaded machine the clock ran
+            # out first and the test failed for the wrong reason (the CPU rlimit above still bounds the child)
             try:
-                call()
+                with budget_scope(CompileBudget(DEFAULT_MEM_BYTES, None)):
+                    call()
             except CompileBudgetError as exc:
                 print("REFUSED", exc)
         print("PEAK_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

@@ -241,7 +241,7 @@ def test_admission_queues_jobs_beyond_its_workers_and_times_each_from_its_start(
     import asyncio
     import threading
 
-    pool = common.PreparePool(workers=1, max_pending=64, timeout_s=1.0)
+    pool = common.PreparePool(workers=1, max_pending=64, timeout_s=3.0)
     release = threading.Event()
     first_running = threading.Event()
 
@@ -255,8 +255,9 @@ def test_admission_queues_jobs_beyond_its_workers_and_times_each_from_its_start(
         while not first_running.is_set():
             await asyncio.sleep(0.01)
         queued = [asyncio.ensure_future(pool.run(lambda i=i: i)) for i in range(20)]
-        # 20 jobs wait behind the one worker for longer than the 1 s budget; none may be refused or timed out
-        await asyncio.sleep(1.5)
+        # 20 jobs wait behind the one worker for longer than the 3 s budget; none may be refused or timed out
+        # (each then runs in microseconds, far inside its own budget)
+        await asyncio.sleep(3.5)
         assert not any(q.done() for q in queued)
         release.set()
         with pytest.raises(common.HTTPError, match="longer than"):  # the running job did pass its own budget
