@@ -132,7 +132,7 @@ def run_outlines(tokenizer_path: str, data: dict, repeat: int) -> dict:
 
     tok = AutoTokenizer.from_pretrained(tokenizer_path)
     t = time.perf_counter()  # Vocabulary.from_pretrained needs a hub name: build it from the tokenizer
-    byte_dec = {c: b for b, c in _bytes_to_unicode().items()}
+    byte_dec = {c: b for b, c in bytes_to_unicode().items()}
     special = set(tok.all_special_ids) | {i for i, a in tok.added_tokens_decoder.items() if a.special}
     mapping: dict[bytes, list[int]] = {}
     for tid in range(len(tok)):
@@ -205,7 +205,8 @@ def run_xgrammar(tokenizer_path: str, data: dict, repeat: int) -> dict:
     return out
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable unicode table (byte-level BPE token strings), for the arms that run without sglang."""
     keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
     out = {b: chr(b) for b in keep}
     n = 0

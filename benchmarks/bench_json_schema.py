@@ -32,6 +32,8 @@ import warnings
 from typing import Any, Callable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_constrained import bytes_to_unicode  # noqa: E402  (GPT-2 byte table, stdlib only: the venv arms too)
 DATA = os.path.join(HERE, "data", "json_schemas.jsonl")
 
 
@@ -140,6 +142,32 @@ def _ready() -> bool:
     return True
 
 
+def _sample_walks(row: dict, opts: dict, k: int, deadline: float, walker: Callable[[], tuple], eos: set[int],
+                  token_bytes: Callable[[int], bytes]) -> dict[str, Any]:
+    """`opts["samples"]` random walks of one compiled schema, every arm alike: `walker()` gives a fresh walk's
+    (fill the mask, allowed ids of it, advance by a token); each finished output is validated against the
+    schema. Returns the counts, the first two errors (a stuck walk's reason or a validation error) and the
+    mean mask time in us."""
+    rng = random.Random(k)
+    mask_times: list[float] = []
+    valid = invalid = unfinished = 0
+    errors: list[str] = []
+    for _ in range(opts["samples"]):
+        fill, ids_of, advance = walker()
+        text, why = random_walk(fill, ids_of, advance, eos, token_bytes, rng, opts["soft_len"], opts["max_len"],
+                                mask_times, deadline)
+        if text is None and why == "unfinished":
+            unfinished += 1
+            continue
+        err = why if text is None else validate(row["schema"], text.decode("utf-8", errors="replace"))
+        valid += err is None
+        if err is not None:
+            invalid += 1
+            errors.append(err)
+    return {"valid": valid, "invalid": invalid, "unfinished": unfinished, "errors": errors[:2],
+            "mask_us": 1e6 * statistics.mean(mask_times) if mask_times else None}
+
+
 def _ours_init(tokenizer_path: str) -> None:
     import tempfile
 
@@ -178,31 +206,14 @@ def _ours_worker(row: dict, opts: dict, k: int) -> dict:
     except Exception as exc:  # noqa: BLE001 - not covered
         out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         return out
-    eos = set(vocab.eos_token_ids)
-    rng = random.Random(k)
-    mask_times: list[float] = []
-    valid = invalid = unfinished = 0
-    errors = []
-    for _ in range(opts["samples"]):
-        st = state if not mask_times else (CFGConstraintState(state.index) if spec.grammar is not None
-                                           else new_state(spec, vocab, cache=cache))
-        text, why = random_walk(lambda: _mask(st), lambda m: np.flatnonzero(m).tolist(), st.advance, eos,
-                                lambda i: vocab.token_bytes[i], rng, opts["soft_len"], opts["max_len"], mask_times,
-                                deadline)
-        if text is None:
-            unfinished += why == "unfinished"
-            if why != "unfinished":
-                errors.append(why)
-                invalid += 1
-            continue
-        err = validate(row["schema"], text.decode("utf-8", errors="replace"))
-        if err is None:
-            valid += 1
-        else:
-            invalid += 1
-            errors.append(err)
-    out.update(valid=valid, invalid=invalid, unfinished=unfinished, errors=errors[:2],
-               mask_us=1e6 * statistics.mean(mask_times) if mask_times else None)
+    fresh = [state]  # the first walk uses the state the compile made (its start mask is computed)
+
+    def walker() -> tuple:
+        st = fresh.pop() if fresh else (CFGConstraintState(state.index) if spec.grammar is not None
+                                        else new_state(spec, vocab, cache=cache))
+        return (lambda: _mask(st)), (lambda m: np.flatnonzero(m).tolist()), st.advance
+
+    out.update(_sample_walks(row, opts, k, deadline, walker, set(vocab.eos_token_ids), lambda i: vocab.token_bytes[i]))
     return out
 
 
@@ -226,7 +237,7 @@ def _xgr_init(tokenizer_path: str) -> None:
 
 
 def _token_bytes_table(tok: Any) -> list[bytes]:
-    dec = {c: b for b, c in _bytes_to_unicode().items()}
+    dec = {c: b for b, c in bytes_to_unicode().items()}
     out = []
     for i in range(len(tok)):
         s = tok.convert_ids_to_tokens(i) or ""
@@ -249,33 +260,18 @@ def _xgr_worker(row: dict, opts: dict, k: int) -> dict:
         out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         return out
     n = _G["info"].vocab_size
-    eos = {_G["tok"].eos_token_id}
     bitmask = xg.allocate_token_bitmask(1, n)
-    rng = random.Random(k)
-    mask_times: list[float] = []
-    valid = invalid = unfinished = 0
-    errors = []
-    for _ in range(opts["samples"]):
+
+    def ids_of(_: Any) -> list[int]:
+        row = torch.zeros(n, dtype=torch.float32)
+        xg.apply_token_bitmask_inplace(row[None], bitmask)
+        return torch.nonzero(row == 0).flatten().tolist()
+
+    def walker() -> tuple:
         m = xg.GrammarMatcher(compiled)
+        return (lambda: m.fill_next_token_bitmask(bitmask)), ids_of, m.accept_token
 
-        def ids_of(_: Any) -> list[int]:
-            row = torch.zeros(n, dtype=torch.float32)
-            xg.apply_token_bitmask_inplace(row[None], bitmask)
-            return torch.nonzero(row == 0).flatten().tolist()
-
-        text, why = random_walk(lambda: m.fill_next_token_bitmask(bitmask), ids_of, m.accept_token, eos, lambda i: _G["bytes"][i], rng, opts["soft_len"],
-                                opts["max_len"], mask_times, deadline)
-        if text is None:
-            unfinished += why == "unfinished"
-            invalid += why != "unfinished"
-            continue
-        err = validate(row["schema"], text.decode("utf-8", errors="replace"))
-        valid += err is None
-        invalid += err is not None
-        if err:
-            errors.append(err)
-    out.update(valid=valid, invalid=invalid, unfinished=unfinished, errors=errors[:2],
-               mask_us=1e6 * statistics.mean(mask_times) if mask_times else None)
+    out.update(_sample_walks(row, opts, k, deadline, walker, {_G["tok"].eos_token_id}, lambda i: _G["bytes"][i]))
     return out
 
 
@@ -308,12 +304,9 @@ def _outlines_worker(row: dict, opts: dict, k: int) -> dict:
     except BaseException as exc:  # noqa: BLE001 - pyo3 panics are BaseExceptions
         out["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         return out
-    eos = {_G["tok"].eos_token_id}
-    rng = random.Random(k)
-    mask_times: list[float] = []
-    valid = invalid = unfinished = 0
     n = len(_G["bytes"])
-    for _ in range(opts["samples"]):
+
+    def walker() -> tuple:
         g = oc.Guide(index)
         mask = np.zeros((n + 31) // 32, dtype=np.int32)
 
@@ -321,29 +314,10 @@ def _outlines_worker(row: dict, opts: dict, k: int) -> dict:
             bits = np.unpackbits(mask.view(np.uint8), bitorder="little")[:n]
             return np.flatnonzero(bits).tolist()
 
-        text, why = random_walk(lambda: g.write_mask_into(mask.ctypes.data, mask.size, 4), ids_of,
-                                lambda t: g.advance(t, return_tokens=False), eos,
-                                lambda i: _G["bytes"][i], rng, opts["soft_len"], opts["max_len"], mask_times, deadline)
-        if text is None:
-            unfinished += why == "unfinished"
-            invalid += why != "unfinished"
-            continue
-        err = validate(row["schema"], text.decode("utf-8", errors="replace"))
-        valid += err is None
-        invalid += err is not None
-    out.update(valid=valid, invalid=invalid, unfinished=unfinished,
-               mask_us=1e6 * statistics.mean(mask_times) if mask_times else None)
-    return out
+        return (lambda: g.write_mask_into(mask.ctypes.data, mask.size, 4)), ids_of, \
+            (lambda t: g.advance(t, return_tokens=False))
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-    out = {b: chr(b) for b in keep}
-    n = 0
-    for b in range(256):
-        if b not in out:
-            out[b] = chr(256 + n)
-            n += 1
+    out.update(_sample_walks(row, opts, k, deadline, walker, {_G["tok"].eos_token_id}, lambda i: _G["bytes"][i]))
     return out
 
 
