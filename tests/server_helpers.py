@@ -2,7 +2,22 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.02) -> Any:
+    """The truthy value of `cond()` once it has one; AssertionError naming `what` past `timeout` s.
+
+    For state of a server in another thread or process that offers no notification: the outcome never
+    depends on the timing, `timeout` is only a bound that turns a hang into a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (not within {timeout:g} s)")
+        time.sleep(poll_s)
 
 
 def wait_idle(engine: Any, timeout: float = 30.0, *, settle: bool = False) -> None:
@@ -56,12 +71,11 @@ def process_gone(pid: int) -> bool:
 
 def wait_gone(pids: list[int], timeout: float) -> list[int]:
     """Wait until every pid is gone; returns those still alive at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [p for p in pids if not process_gone(p)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.1)
+    try:
+        wait_until(lambda: all(process_gone(p) for p in pids), timeout, "processes still alive", poll_s=0.1)
+    except AssertionError:
+        pass
+    return [p for p in pids if not process_gone(p)]
 
 
 def read_until_ready(proc: Any, timeout: float) -> list[str]:

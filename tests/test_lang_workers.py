@@ -7,7 +7,6 @@ generous bound): serialized requests would never reach N and the program would f
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from lang_fakes import ScriptedBackend
@@ -111,9 +110,7 @@ def test_the_pool_reuses_an_idle_thread():
         done = threading.Event()
         pool.submit(lambda: (names.append(threading.current_thread().name), done.set()))
         assert done.wait(BOUND_S)
-        deadline = time.monotonic() + BOUND_S
-        while pool.idle != 1 and time.monotonic() < deadline:  # back to waiting for work
-            time.sleep(0.001)
+        assert pool.wait_for(lambda threads, idle: idle == 1, BOUND_S)  # back to waiting for work
     assert len(set(names)) == 1 and pool.threads == 1
 
 
@@ -123,10 +120,7 @@ def test_pool_threads_exit_once_idle(monkeypatch):
     gate = threading.Barrier(3, timeout=BOUND_S)
     pool.run_parallel(3, lambda: gate.wait() and None)  # three bodies at once: three threads
     assert pool.threads == 3
-    deadline = time.monotonic() + BOUND_S
-    while pool.threads and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pool.threads == 0
+    assert pool.wait_for(lambda threads, idle: threads == 0, BOUND_S)
 
 
 def test_run_parallel_runs_every_body_and_reraises_a_failure():

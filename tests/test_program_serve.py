@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from server_helpers import wait_idle
+from server_helpers import wait_idle, wait_until
 
 from sglang.compiler.lower import compile_source
 from sglang.compiler.serve import create_program_app, draining_server
@@ -87,17 +86,13 @@ def _serve(app, engine, grace_s: float):
     server = draining_server(app, engine, "127.0.0.1", port, grace_s=grace_s)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), 60, "the server never started")
+    assert thread.is_alive()
     return server, thread, f"http://127.0.0.1:{port}"
 
 
 def _wait_running(engine) -> None:
-    deadline = time.monotonic() + 120
-    while engine.stats()["running"] == 0:
-        assert time.monotonic() < deadline, "the program's gen never started"
-        time.sleep(0.02)
+    wait_until(lambda: engine.stats()["running"], 120, "the program's gen never started")
 
 
 def test_disconnect_aborts_the_programs_engine_requests(engine, plan):

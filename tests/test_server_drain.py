@@ -11,11 +11,10 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 
 import httpx
-from server_helpers import child_pids, read_until_ready, wait_gone
+from server_helpers import child_pids, read_until_ready, wait_gone, wait_until
 
 from sglang.runtime.server.launch import free_port
 
@@ -80,13 +79,11 @@ def _start_streams(url: str, max_new_tokens: int) -> tuple[list[Stream], list[th
 
 def _wait_draining(url: str) -> httpx.Response:
     """After SIGTERM: /health turns 503 (the signal is handled between event-loop ticks)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def draining() -> httpx.Response | None:
         r = httpx.get(f"{url}/health", timeout=10)
-        if r.status_code == 503:
-            return r
-        time.sleep(0.02)
-    raise AssertionError("/health never answered 503 after SIGTERM")
+        return r if r.status_code == 503 else None
+
+    return wait_until(draining, 30, "/health never answered 503 after SIGTERM")
 
 
 def _assert_refused(url: str, n: int = 5) -> None:
@@ -165,9 +162,8 @@ def _serve_gated(grace_s: float, abort_rest=None):
                             abort_rest=lambda: (aborted.set(), abort_rest and abort_rest()))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        assert thread.is_alive()
-        time.sleep(0.02)
+    wait_until(lambda: server.started or not thread.is_alive(), 60, "the server never started")
+    assert thread.is_alive()
     return server, thread, f"http://127.0.0.1:{port}", release
 
 
@@ -179,10 +175,7 @@ def _get_in_thread(url: str) -> tuple[list, threading.Thread]:
 
 
 def _wait_in_flight(server, n: int) -> None:
-    deadline = time.monotonic() + 30
-    while server.gate.in_flight != n:
-        assert time.monotonic() < deadline, server.gate.in_flight
-        time.sleep(0.01)
+    wait_until(lambda: server.gate.in_flight == n, 30, f"in flight: {server.gate.in_flight}, not {n}")
 
 
 def test_drain_lets_the_running_request_finish_then_exits():

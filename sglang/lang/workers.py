@@ -38,7 +38,7 @@ class WorkerPool:
 
     def _reset(self) -> None:
         self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified whenever the counts below change
         self._idle = 0  # threads waiting for a task that no submit has claimed yet
         self._threads = 0
 
@@ -53,6 +53,11 @@ class WorkerPool:
         """Threads waiting for work that no submit has claimed."""
         with self._lock:
             return self._idle
+
+    def wait_for(self, counts: Callable[[int, int], bool], timeout: float) -> bool:
+        """Block until `counts(threads, idle)` holds (or `timeout` s passed); whether it holds."""
+        with self._lock:
+            return self._lock.wait_for(lambda: counts(self._threads, self._idle), timeout)
 
     def submit(self, fn: Callable[[], None]) -> None:
         """Run `fn()` soon on a pool thread (its exceptions are logged). RuntimeError only when no thread can
@@ -71,6 +76,7 @@ class WorkerPool:
                 with self._lock:
                     self._threads -= 1
                     alive = self._threads
+                    self._lock.notify_all()
                 if not alive:  # nobody would ever take the task: say so (a running thread takes it when done)
                     raise
 
@@ -118,6 +124,7 @@ class WorkerPool:
                         continue
                     self._idle -= 1
                     self._threads -= 1
+                    self._lock.notify_all()
                     return
             try:
                 fn()
@@ -126,6 +133,7 @@ class WorkerPool:
             del fn  # drop the task (and what it holds) before waiting for the next one
             with self._lock:
                 self._idle += 1
+                self._lock.notify_all()
 
 
 # the interpreter's one pool (programs and their op drains)
