@@ -91,8 +91,7 @@ class FlashInferAttentionBackend(AttentionBackend):
             ws = torch.zeros(16 << 20, dtype=torch.uint8, device=self.device)
             wrapper = self._fi.BatchPrefillWithRaggedKVCacheWrapper(ws, "NHD")
             indptr = torch.tensor([0, 16], dtype=torch.int32)
-            wrapper.plan(indptr, indptr, self.num_qo_heads, num_kv_heads, head_dim, causal=True,
-                         sm_scale=self.sm_scale, q_data_type=dtype, kv_data_type=dtype)
+            self._plan_ragged(wrapper, indptr, num_kv_heads, head_dim, dtype)
             q = torch.zeros(16, self.num_qo_heads, head_dim, dtype=dtype, device=self.device)
             kv = torch.zeros(16, num_kv_heads, head_dim, dtype=dtype, device=self.device)
             wrapper.run(q, kv, kv)
@@ -114,7 +113,6 @@ class FlashInferAttentionBackend(AttentionBackend):
     def make_metadata(self, batch: ForwardBatch) -> Any:
         """This batch's index arrays, planned when the head count and scale are known (also used by
         the triton backend, which hands large extends to FlashInfer and keeps the result opaque)."""
-        bs = batch.batch_size
         if batch.mode.is_decode() and batch.prefix_groups is not None:
             meta = self._cascade_metadata(batch)
         elif batch.mode.is_decode():
@@ -174,6 +172,13 @@ class FlashInferAttentionBackend(AttentionBackend):
                   (torch.arange(bs + 1, dtype=torch.int32), kv1, ind1, torch.ones(bs, dtype=torch.int32))]
         return _Meta("cascade", order=order_d, levels=levels)
 
+    def _plan_ragged(self, wrapper: Any, qo_indptr: torch.Tensor, num_kv_heads: int, head_dim: int,
+                     dtype: torch.dtype) -> None:
+        """The new tokens among themselves (causal). One place for these arguments: the warm-up must plan the
+        same kernel variant as serving does, or it compiles one that serving never uses."""
+        wrapper.plan(qo_indptr, qo_indptr, self.num_qo_heads, num_kv_heads, head_dim, causal=True,
+                     sm_scale=self.sm_scale, q_data_type=dtype, kv_data_type=dtype)
+
     def _plan(self, meta: _Meta, batch: ForwardBatch, wrapper: Any = None) -> None:
         pool = batch.kv_pool
         hkv, d, dtype = pool.num_kv_heads, pool.head_dim, pool.dtype
@@ -194,8 +199,7 @@ class FlashInferAttentionBackend(AttentionBackend):
                          q_data_type=dtype, kv_data_type=dtype, sm_scale=self.sm_scale)
             meta.decode_wrapper = wrapper
         else:
-            self.ragged.plan(meta.qo_indptr, meta.qo_indptr, self.num_qo_heads, hkv, d, causal=True,
-                             sm_scale=self.sm_scale, q_data_type=dtype, kv_data_type=dtype)
+            self._plan_ragged(self.ragged, meta.qo_indptr, hkv, d, dtype)
             if meta.has_prefix:
                 # page size 1: a request with no cached prefix has 0 pages and a last page of 0 tokens
                 # (FlashInfer derives kv_len = max(pages - 1, 0) * page_size + last_page_len, so 1 would
