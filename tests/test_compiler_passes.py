@@ -10,7 +10,6 @@ from sglang.compiler.cost import CostModel
 from sglang.compiler.lower import compile_source
 from sglang.compiler.passes import PASS_ORDER, PassContext, enabled_passes, get_pass, run_passes
 from sglang.lang import ir
-from sglang.lang.ir import expr as X
 
 
 def ir_of(src: str, name: str = "f") -> ir.IRFunction:

@@ -33,7 +33,7 @@ from sglang.compiler.limits import ProgramLimitError, ProgramLimits
 from sglang.compiler.plan import Plan
 from sglang.compiler.program_schema import batch_model, batch_response_model, request_model, response_model
 from sglang.runtime.server.common import (SSE_DONE, ClientGone, EventStreamResponse, HTTPError, as_http_error,
-                                          error_body, parse_body, run_or_abort, sse)
+                                          parse_body, run_or_abort, sse)
 from sglang.runtime.server.metrics import LATENCY_BUCKETS
 
 __all__ = ["ProgramService", "add_program_routes", "create_program_app", "error_for", "request_model", "serve"]

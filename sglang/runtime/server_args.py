@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 DEFAULT_MODEL = "default"  # resolved by runtime.model_loader.default_model to SmolLM2-135M-Instruct

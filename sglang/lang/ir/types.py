@@ -13,7 +13,7 @@ Errors are `TypeMismatch` (expressions: the message and the failing sub-expressi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from sglang.lang.ir.expr import Binary, CallExpr, Const, Expr, Index, ListExpr, Name, Unary, expr_to_str
