@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sglang.kernels import reference as ref  # noqa: E402
+from sglang.kernels.reference import rel_err  # noqa: E402
 from sglang.runtime.forward_batch import ForwardBatch, ForwardMode, PrefixGroups  # noqa: E402
 from sglang.runtime.mem_cache.memory_pool import ReqToTokenPool, TokenKVPool  # noqa: E402
 
@@ -34,11 +35,6 @@ DEV = torch.device("cuda")
 REPORT: dict = {"checks": [], "timings": [], "greedy": []}
 FAILED: list[str] = []
 TOL = {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 1.5e-2}
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
 def check(name: str, got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:

@@ -14,15 +14,11 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from sglang.kernels import reference as ref  # noqa: E402
+from sglang.kernels.reference import rel_err  # noqa: E402
 from sglang.kernels.cascade_decode import cascade_decode_attention, plan_cascade, tile_rows  # noqa: E402
 from sglang.kernels.decode_attention import decode_attention  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
-    out, want = out.double(), want.double()
-    return float((out - want).norm() / want.norm().clamp_min(1e-12))
 
 
 def shared_pool(prefixes, rows_of, own_lens, hkv, d, dtype, seed=0):

@@ -14,6 +14,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("triton")
 
 from sglang.kernels import reference as ref  # noqa: E402
+from sglang.kernels.reference import rel_err  # noqa: E402
 from sglang.kernels.activation import silu_and_mul  # noqa: E402
 from sglang.kernels.decode_attention import decode_attention  # noqa: E402
 from sglang.kernels.extend_attention import extend_attention  # noqa: E402
@@ -21,11 +22,6 @@ from sglang.kernels.norm import rmsnorm  # noqa: E402
 from sglang.kernels.rotary import apply_rotary_  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
-    out, want = out.double(), want.double()
-    return float((out - want).norm() / want.norm().clamp_min(1e-12))
 
 
 def tol(dtype: torch.dtype) -> float:

@@ -7,6 +7,12 @@ from typing import Optional, Sequence
 import torch
 
 
+def rel_err(out: torch.Tensor, want: torch.Tensor) -> float:
+    """Relative error of a kernel's output against its reference, in fp64 (the kernel checks' one measure)."""
+    out, want = out.double(), want.double()
+    return float((out - want).norm() / want.norm().clamp_min(1e-12))
+
+
 def rmsnorm_ref(x: torch.Tensor, w: torch.Tensor, eps: float, residual: Optional[torch.Tensor] = None):
     if residual is not None:
         r = (x.float() + residual.float()).to(x.dtype)
