@@ -160,11 +160,12 @@ def check_cascade_kernel(dtype: torch.dtype, hq: int, hkv: int, d: int) -> None:
     q = torch.randn(len(seq), hq, d, device=DEV, dtype=dtype)
     want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), d ** -0.5)
     # the last group is declared shorter than it shares, and its last rows are left ungrouped
-    plan = plan_cascade([groups[0], groups[1], groups[2][:-5]], [2048, 300, 33], len(seq), hq // hkv, DEV)
     for splits, psplits in ((8, 4), (16, 1)):
+        plan = plan_cascade([groups[0], groups[1], groups[2][:-5]], [2048, 300, 33], len(seq), hq // hkv, DEV,
+                            splits=psplits)
         out = torch.full_like(q, float("nan"))
         cascade_decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq, device=DEV), d ** -0.5, plan,
-                                 num_splits=splits, prefix_splits=psplits, out=out)
+                                 num_splits=splits, out=out)
         check(f"cascade_decode {hq}/{hkv}x{d} splits={splits}+{psplits}", out, want, dtype)
 
 
@@ -323,7 +324,7 @@ def time_cascade(record) -> None:
 
     dtype = torch.bfloat16
     for (hq, hkv, d), label in (((32, 8, 64), "1B"), ((32, 8, 128), "8B")):
-        for groups in (4, 16):
+        for groups in (4, 16, 64):
             k_buf, v_buf, r2t, rows, seq, grp = shared_prefix_pool([2048] * groups, 16, [128, 200, 300, 384], hkv, d,
                                                                     dtype)
             bs = len(seq)
@@ -340,7 +341,9 @@ def time_cascade(record) -> None:
             k = torch.randn(bs, hkv, d, device=DEV, dtype=dtype)
             v = torch.randn_like(k)
             kv_bytes = 2 * sum(seq) * hkv * d * 2
-            backends = [("triton", TritonAttentionBackend(None))]
+            graphed = TritonAttentionBackend(None)  # cascade as a CUDA graph runs it: the static plan
+            graphed.init_cascade_graphs(bs, kv_group=hq // hkv)
+            backends = [("triton", TritonAttentionBackend(None)), ("triton-graph-plan", graphed)]
             try:
                 from sglang.runtime.attention.flashinfer_backend import FlashInferAttentionBackend
 
@@ -352,7 +355,10 @@ def time_cascade(record) -> None:
                 for cascade in (False, True):
                     batch.prefix_groups = groups_field if cascade else None
                     try:
-                        backend.init_forward_metadata(batch)
+                        if cascade and name == "triton-graph-plan":
+                            backend.init_forward_metadata_replay(batch)
+                        else:
+                            backend.init_forward_metadata(batch)
                         backend.forward(q, k, v, 0, batch, d ** -0.5)  # plans once (host), outside the timing
                         ms = bench(lambda: backend.forward(q, k, v, 0, batch, d ** -0.5))
                         record(f"shared-prefix decode {label} {name} {'cascade' if cascade else 'plain'} "

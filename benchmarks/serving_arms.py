@@ -28,6 +28,7 @@ ARMS = {
     "naive": ["--attention-backend", "torch", "--disable-cuda-graph", "--disable-radix-cache", "--disable-overlap"],
     "full": [],
     "noradix": ["--disable-radix-cache"],  # the full arm without its prefix cache (issue 17's baseline)
+    "cascade": ["--enable-cascade-decode"],  # the full arm with shared-prefix decode attention
 }
 
 

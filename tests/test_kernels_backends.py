@@ -142,6 +142,56 @@ def test_triton_backend_mixed_batch_and_cascade_decode(dtype):
     assert not backend.needs_eager(dec)
 
 
+def test_triton_backend_cascade_graph_metadata_runs_each_grouping():
+    """The CUDA-graph path of cascade decode, without the graph: capture metadata (an empty grouping) and
+    replay metadata (this step's grouping, copied into the one static plan) give the dense reference's
+    answer for successive groupings of different shapes; a grouping beyond the graph's tile capacity is
+    refused (the runner then replays the plain graph)."""
+    from sglang.kernels.cascade_decode import graph_tile_capacity
+    from sglang.runtime.forward_batch import PrefixGroups
+
+    torch.manual_seed(2)
+    dtype = torch.float32
+    req_pool = ReqToTokenPool(8, 96, "cpu")
+    kv_pool = TokenKVPool(400, 1, HKV, D, dtype, "cpu")
+    backend = TritonAttentionBackend(None, num_kv_splits=2)
+    backend.init_cascade_graphs(8, kv_group=HQ // HKV)
+    _run(backend, _extend_batch(req_pool, kv_pool, [0], [0], [40]), 0, dtype)
+    _run(backend, _extend_batch(req_pool, kv_pool, [5], [0], [30]), 0, dtype)
+    for r in (1, 2, 3):
+        req_pool.req_to_token[r, :40] = req_pool.req_to_token[0, :40]
+    req_pool.req_to_token[4, :30] = req_pool.req_to_token[5, :30]
+    own = _extend_batch(req_pool, kv_pool, [1, 2, 3, 4], [40, 40, 40, 30], [3, 7, 1, 5])
+    _run(backend, own, 0, dtype)
+    seq = {0: 40, 1: 43, 2: 47, 3: 41, 4: 35, 5: 30}
+    capture = _decode_batch(req_pool, kv_pool, [0, 1, 2, 3, 4, 5], [seq[r] for r in range(6)])
+    capture.prefix_groups = PrefixGroups(rows=[], indptr=[0], shared_lens=[])
+    backend.init_forward_metadata_capture(capture)
+    assert capture.attn_metadata.plan.num_tiles == graph_tile_capacity(6)
+    for r in range(6):
+        seq[r] += 1
+    groupings = (PrefixGroups(rows=[0, 1, 2, 3, 4, 5], indptr=[0, 4, 6], shared_lens=[40, 30]),
+                 PrefixGroups(rows=[1, 3], indptr=[0, 2], shared_lens=[40]))
+    for step, groups in enumerate(groupings):
+        rows = [0, 1, 2, 3, 4, 5]
+        dec = _decode_batch(req_pool, kv_pool, rows, [seq[r] for r in rows])
+        for r in rows:
+            seq[r] += 1
+        dec.prefix_groups = groups
+        assert backend.cascade_graph_fits(groups, dec.batch_size)
+        backend.init_forward_metadata_replay(dec)
+        q, k, v = (torch.randn(6, h, D) for h in (HQ, HKV, HKV))
+        out = backend.forward(q, k, v, 0, dec, 1 / math.sqrt(D))
+        kb, vb = kv_pool.get_kv(0)
+        want = extend_attention_ref(q, kb, vb, dec.req_to_token, dec.req_pool_indices,
+                                    [s - 1 for s in dec.seq_lens_cpu], [1] * 6, 1 / math.sqrt(D))
+        assert float((out.view(6, HQ, D) - want).norm() / want.norm()) < 1e-4, step
+    many = PrefixGroups(rows=list(range(8)), indptr=[0, 2, 4, 6, 8], shared_lens=[40] * 4)
+    assert graph_tile_capacity(8) == 4 and backend.cascade_graph_fits(many, 8)
+    too_many = PrefixGroups(rows=list(range(12)), indptr=list(range(0, 13, 2)), shared_lens=[40] * 6)
+    assert graph_tile_capacity(12) == 4 and not backend.cascade_graph_fits(too_many, 12)
+
+
 def test_triton_backend_rejects_flat_q():
     backend = TritonAttentionBackend(None)
     req_pool = ReqToTokenPool(2, 8, "cpu")

@@ -56,12 +56,12 @@ def test_cascade_decode_matches_plain_decode(dtype, heads):
     k_buf, v_buf, r2t, rows, seq = shared_pool([37, 20], rows_of, own, hkv, d, dtype, seed=1)
     groups = [[i for i, p in enumerate(rows_of) if p == g] for g in (0, 1)]
     assert len(groups[0]) > tile_rows(hq // hkv)
-    plan = plan_cascade(groups, [37, 20], len(seq), hq // hkv, DEV)
+    plan = plan_cascade(groups, [37, 20], len(seq), hq // hkv, DEV, splits=2)
     q = torch.randn(len(seq), hq, d).to(DEV, dtype)
     scale = 1 / math.sqrt(d)
     seq_t = torch.tensor(seq).to(DEV)
     out = torch.full_like(q, float("nan"))
-    cascade_decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, scale, plan, num_splits=3, prefix_splits=2, out=out)
+    cascade_decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, scale, plan, num_splits=3, out=out)
     plain = decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, scale, num_splits=3)
     want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), scale)
     assert not torch.isnan(out).any()
@@ -93,15 +93,16 @@ def test_cascade_decode_shorter_declared_prefix_and_fused_write():
     assert rel_err(out, want) < 1.5e-2
 
 
-def test_plan_cascade_tiles_every_row_once():
-    plan = plan_cascade([[4, 1, 2], [0]], [30, 12], 6, kv_group=tile_rows(1), device="cpu")
+def test_plan_cascade_tiles_every_grouped_row_once():
+    plan = plan_cascade([[4, 1, 2], [0]], [300, 12], 6, kv_group=tile_rows(1), device="cpu", splits=4)
     per = tile_rows(tile_rows(1))  # one row per tile when kv_group fills the tile
     rows, tiles = plan.rows.tolist(), plan.tiles.tolist()
     assert sorted(rows) == list(range(6))
-    covered = sorted(r for off, cnt, _ in tiles for r in rows[off: off + cnt])
-    assert covered == list(range(6)) and all(cnt <= per for _, cnt, _ in tiles)
-    assert plan.kv_start.tolist() == [12, 30, 30, 0, 30, 0]
-    assert [s for _, _, s in tiles].count(0) == 2  # rows 3 and 5 are ungrouped: tiles of their own
+    covered = sorted(r for off, cnt, _, _ in tiles for r in rows[off: off + cnt])
+    assert covered == [0, 1, 2, 4] and all(cnt <= per for _, cnt, _, _ in tiles)  # rows 3, 5: no tile
+    assert plan.kv_start.tolist() == [12, 300, 300, 0, 300, 0]
+    # each tile splits its prefix at most `splits` ways and never below MIN_SPLIT_TOKENS a split
+    assert {(s, n) for _, _, s, n in tiles} == {(300, 2), (12, 1)}
     with pytest.raises(ValueError, match="two groups"):
         plan_cascade([[0, 1], [1]], [5, 5], 2, 1, "cpu")
 
@@ -109,12 +110,45 @@ def test_plan_cascade_tiles_every_row_once():
 def test_prefix_splits_fill_the_gpu_within_bounds():
     from sglang.kernels.cascade_decode import MAX_PREFIX_SPLITS, choose_prefix_splits
 
-    few = plan_cascade([[0, 1]], [4096], 2, 1, "cpu")  # one tile: split the prefix widely
-    assert choose_prefix_splits(few, num_kv_heads=8, num_sms=132) == MAX_PREFIX_SPLITS
-    short = plan_cascade([[0, 1]], [300], 2, 1, "cpu")  # but never below MIN_SPLIT_TOKENS a split
-    assert choose_prefix_splits(short, num_kv_heads=8, num_sms=132) == 2
-    many = plan_cascade([[i, i + 64] for i in range(64)], [2048] * 64, 128, 1, "cpu")  # enough programs
-    assert choose_prefix_splits(many, num_kv_heads=8, num_sms=132) == 1
+    # one tile: split the prefix widely; but never below MIN_SPLIT_TOKENS a split; many tiles: enough programs
+    assert choose_prefix_splits(1, 4096, num_kv_heads=8, num_sms=132) == MAX_PREFIX_SPLITS
+    assert choose_prefix_splits(1, 300, num_kv_heads=8, num_sms=132) == 2
+    assert choose_prefix_splits(64, 2048, num_kv_heads=8, num_sms=132) == 1
+
+
+def test_graph_plan_runs_any_grouping_within_its_capacity():
+    """A CUDA graph's plan has a fixed grid (capacity x GRAPH_PREFIX_SPLITS) over one static buffer that
+    each step rewrites: groupings of different shapes, and none at all, give plain decode's answer from the
+    same launch shapes; stale partials from an earlier step (NaN-poisoned here) never leak in."""
+    from sglang.kernels import cascade_decode as cas
+
+    hq, hkv, d = 4, 2, 16
+    bs = 9
+    cap = cas.graph_tile_capacity(bs)
+    static = torch.full((cas.packed_size(bs, cap),), -1, dtype=torch.int32, device=DEV)
+    groupings = ([[0, 3, 5, 8], [1, 2]], [[2, 4, 6]], [])
+    for step, groups in enumerate(groupings):
+        rows_of = [None] * bs
+        for g, members in enumerate(groups):
+            for r in members:
+                rows_of[r] = g
+        k_buf, v_buf, r2t, rows, seq = shared_pool([150, 40][: len(groups)] or [1], rows_of,
+                                                   [1 + (5 * i) % 7 for i in range(bs)], hkv, d, torch.float32, seed=step)
+        assert cas.count_tiles(groups, hq // hkv) <= cap
+        packed, _, _ = cas.pack_cascade(groups, [150, 40][: len(groups)], bs, hq // hkv, cas.GRAPH_PREFIX_SPLITS,
+                                        capacity=cap)
+        static[: packed.numel()].copy_(packed.to(DEV))
+        plan = cas.plan_from_packed(static, bs, cap, cas.GRAPH_PREFIX_SPLITS)
+        q = torch.randn(bs, hq, d).to(DEV)
+        seq_t = torch.tensor(seq).to(DEV)
+        out = torch.full_like(q, float("nan"))
+        cascade_decode_attention(q, k_buf, v_buf, r2t, rows, seq_t, d ** -0.5, plan, num_splits=2, out=out)
+        want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * bs, d ** -0.5)
+        assert not torch.isnan(out).any()
+        assert rel_err(out, want) < 1e-5, groups
+    with pytest.raises(ValueError, match="do not fit"):
+        cas.pack_cascade([[i, i + 1] for i in range(0, 2 * cap + 2, 2)], [64] * (cap + 1), 2 * cap + 2, 1, 1,
+                         capacity=cap)
 
 
 class _LaunchKeys:
@@ -166,10 +200,10 @@ def test_one_kernel_variant_serves_every_grouping(monkeypatch):
         k_buf, v_buf, r2t, rows, seq = shared_pool([24] * len(groups), rows_of, [1 + i % 3 for i in range(bs)],
                                                    hkv, d, torch.float32, seed=bs)
         r2t = torch.nn.functional.pad(r2t, (0, 64 - r2t.shape[1]))  # one req_to_token width, as in a server
-        plan = plan_cascade(groups, [24] * len(groups), bs, hq // hkv, DEV)
+        plan = plan_cascade(groups, [24] * len(groups), bs, hq // hkv, DEV, splits=splits)
         q = torch.randn(bs, hq, d).to(DEV)
         out = cascade_decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), d ** -0.5, plan,
-                                       num_splits=2, prefix_splits=splits)
+                                       num_splits=2)
         want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * bs, d ** -0.5)
         assert rel_err(out, want) < 1e-5
     for name, rec in recorders.items():
@@ -180,9 +214,5 @@ def test_one_kernel_variant_serves_every_grouping(monkeypatch):
 def test_prefix_splits_beyond_the_buffers_are_refused():
     from sglang.kernels.cascade_decode import MAX_PREFIX_SPLITS
 
-    k_buf, v_buf, r2t, rows, seq = shared_pool([8], [0, 0], [1, 2], 1, 16, torch.float32)
-    plan = plan_cascade([[0, 1]], [8], 2, 1, DEV)
-    q = torch.randn(2, 1, 16).to(DEV)
-    with pytest.raises(ValueError, match="prefix_splits"):
-        cascade_decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), 0.25, plan,
-                                 prefix_splits=MAX_PREFIX_SPLITS + 1)
+    with pytest.raises(ValueError, match="prefix splits"):
+        plan_cascade([[0, 1]], [8], 2, 1, DEV, splits=MAX_PREFIX_SPLITS + 1)

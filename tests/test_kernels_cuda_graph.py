@@ -51,3 +51,33 @@ def test_capture_sizes_reach_thousands_of_rows_with_bounded_padding():
     assert default_cuda_graph_max_bs(ServerArgs(), 3000) == 3000
     assert default_cuda_graph_max_bs(ServerArgs(), 10 ** 6) == MAX_GRAPH_BS
     assert default_cuda_graph_max_bs(ServerArgs(cuda_graph_max_bs=64), 3000) == 64
+
+
+def test_cascade_batches_replay_the_cascade_graph_only_when_their_grouping_fits():
+    """With cascade graphs, a grouped decode batch replays the cascade graph of its padded size when the
+    backend says the grouping fits, else the plain graph (its groups dropped: the same attention, prefix
+    read per row); without them a grouped batch runs eagerly (can_run is False)."""
+    from sglang.runtime.forward_batch import ForwardMode, PrefixGroups
+
+    class Backend:
+        def needs_eager(self, batch):
+            return batch.prefix_groups is not None
+
+        def cascade_graph_fits(self, groups, bs):
+            return len(groups.shared_lens) <= bs // 4
+
+    runner = CudaGraphRunner.__new__(CudaGraphRunner)
+    runner.backend, runner.max_bs, runner.cascade = Backend(), 16, True
+    runner.graphs = {(4, False): "g", (16, False): "g", (16, True): "g"}
+    few = PrefixGroups(rows=[0, 1, 2, 3], indptr=[0, 2, 4], shared_lens=[64, 64])
+    many = PrefixGroups(rows=list(range(10)), indptr=[0, 2, 4, 6, 8, 10], shared_lens=[64] * 5)
+    batch = SimpleNamespace(mode=ForwardMode.DECODE, batch_size=12, prefix_groups=few)
+    assert runner.can_run(batch) and runner._variant(batch, 16)
+    batch.prefix_groups = many
+    assert runner.can_run(batch) and not runner._variant(batch, 16)
+    batch.prefix_groups, batch.batch_size = few, 4  # no cascade graph captured at this size
+    assert not runner._variant(batch, 4)
+    runner.cascade = False
+    assert not runner.can_run(batch)
+    batch.prefix_groups = None
+    assert runner.can_run(batch) and not runner._variant(batch, 4)

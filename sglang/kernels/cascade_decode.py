@@ -11,13 +11,15 @@ two parts whose partial results are merged by log-sum-exp:
 Both write into one [bs, Hq, num_splits + prefix_splits] set of partial results, which the decode
 kernel's stage 2 merges. The result equals plain decode attention up to rounding.
 
-The tiling is built on the host (`plan_cascade`, one small host-to-device copy), so the grid depends on
-the grouping: cascade decode runs eagerly, not inside a CUDA graph (see runtime/attention/triton_backend).
+The tiling is built on the host (`pack_cascade`, one small host-to-device copy) into a plan whose launch
+grid is either what the grouping needs (eager) or a fixed capacity (`graph_tile_capacity`, a CUDA graph:
+the grouping is device data copied into the graph's static plan before each replay; unused tiles are
+empty). Rows in no group have no tile: their prefix partials are marked empty before the kernels run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
@@ -27,12 +29,14 @@ from sglang.kernels.decode_attention import (DEFAULT_NUM_SPLITS, LOG2E, check_de
 
 require_triton()
 
-DEFAULT_PREFIX_SPLITS = 4
-MAX_PREFIX_SPLITS = 16
+MAX_PREFIX_SPLITS = 8
+# the prefix grid of a CUDA-graph plan (fixed at capture; each tile uses up to this many splits)
+GRAPH_PREFIX_SPLITS = 4
 MIN_SPLIT_TOKENS = 128  # a prefix split shorter than this costs more in merging than it gains
 # query rows (row x head) per prefix program: 64 fills a Hopper mma tile with the GQA heads of 16 rows
 TILE_QUERIES = 64
 TILE_QUERIES_INTERPRETED = 16  # the CPU interpreter: small tiles, so tests cover groups of several tiles
+TILE_FIELDS = 4  # (offset into rows, row count, shared prefix length, prefix splits) per tile
 
 
 def tile_rows(kv_group: int) -> int:
@@ -41,85 +45,129 @@ def tile_rows(kv_group: int) -> int:
     return max(1, target // kv_group)
 
 
+def graph_tile_capacity(bs: int) -> int:
+    """Prefix tiles a CUDA-graph plan for `bs` rows holds (its launch grid): groupings needing more (many
+    small groups, which save little) are not run by a cascade graph. Unused tiles have no rows and do
+    nothing but exit, so the capacity stays a fraction of the batch."""
+    return max(4, bs // 4)
+
+
 @dataclass(frozen=True)
 class CascadePlan:
-    """Device-side description of a grouped decode batch (built by `plan_cascade`)."""
+    """Device-side description of a grouped decode batch (built by `plan_cascade` / `pack_cascade`)."""
 
     rows: torch.Tensor  # int32 [bs]: batch rows, grouped rows first, tile by tile
-    tiles: torch.Tensor  # int32 [num_tiles, 3]: (offset into rows, row count, shared prefix length)
-    kv_start: torch.Tensor  # int64 [bs]: where each row's own suffix starts (0 when ungrouped)
-    num_tiles: int
-    shared_tokens: int  # sum over tiles of shared prefix lengths (what the prefix part reads)
-    max_shared: int = 0
+    tiles: torch.Tensor  # int32 [num_tiles, TILE_FIELDS]
+    kv_start: torch.Tensor  # int32 [bs]: where each row's own suffix starts (0 when ungrouped)
+    num_tiles: int  # the launch grid's tile dimension (a graph plan: its capacity, unused tiles empty)
+    prefix_splits: int  # the launch grid's split dimension (>= every tile's own split count)
+    shared_tokens: int = 0  # sum over tiles of shared prefix lengths (what the prefix part reads)
 
 
-def choose_prefix_splits(plan: CascadePlan, num_kv_heads: int, num_sms: int) -> int:
+def count_tiles(groups: Sequence[Sequence[int]], kv_group: int) -> int:
+    """Prefix tiles `plan_cascade` makes for these groups."""
+    per_tile = tile_rows(kv_group)
+    return sum(-(-len(g) // per_tile) for g in groups)
+
+
+def choose_prefix_splits(num_tiles: int, max_shared: int, num_kv_heads: int, num_sms: int) -> int:
     """Prefix splits so that the prefix programs fill the GPU about twice over, each split still long
     enough to be worth its partial result."""
-    programs = max(plan.num_tiles * num_kv_heads, 1)
+    programs = max(num_tiles * num_kv_heads, 1)
     want = -(-2 * num_sms // programs)
-    return max(1, min(want, plan.max_shared // MIN_SPLIT_TOKENS, MAX_PREFIX_SPLITS))
+    return max(1, min(want, max_shared // MIN_SPLIT_TOKENS, MAX_PREFIX_SPLITS))
 
 
-def plan_cascade(groups: Sequence[Sequence[int]], shared_lens: Sequence[int], bs: int, kv_group: int,
-                 device: torch.device | str) -> CascadePlan:
-    """Tiles of at most tile_rows(kv_group) rows per group; every row not in a group gets a tile of
-    its own with shared length 0, so the prefix part writes (empty) partials for every row."""
+def pack_cascade(groups: Sequence[Sequence[int]], shared_lens: Sequence[int], bs: int, kv_group: int,
+                 splits: int, capacity: Optional[int] = None) -> tuple[torch.Tensor, int, int]:
+    """The plan as one host int32 tensor: rows [bs], tiles [capacity or num_tiles, TILE_FIELDS], kv_start
+    [bs]. Tiles of at most tile_rows(kv_group) rows per group, each with its own split count (<= splits;
+    a short prefix is split less). Rows in no group get no tile: their prefix partials stay empty (the
+    attention function marks them so) and their suffix starts at 0. Returns (packed, num_tiles, shared
+    tokens read)."""
+    if not 1 <= splits <= MAX_PREFIX_SPLITS:
+        raise ValueError(f"plan_cascade: prefix splits must be in [1, {MAX_PREFIX_SPLITS}], got {splits}")
     per_tile = tile_rows(kv_group)
     order: list[int] = []
     tiles: list[int] = []
     kv_start = [0] * bs
     seen = [False] * bs
+    shared_tokens = 0
     for rows, shared in zip(groups, shared_lens):
+        shared = int(shared)
+        tile_splits = max(1, min(splits, shared // MIN_SPLIT_TOKENS))
         for i in range(0, len(rows), per_tile):
             chunk = rows[i: i + per_tile]
-            tiles += [len(order), len(chunk), int(shared)]
+            tiles += [len(order), len(chunk), shared, tile_splits]
             order.extend(chunk)
+            shared_tokens += shared
         for r in rows:
             if seen[r]:
                 raise ValueError(f"plan_cascade: row {r} is in two groups")
             seen[r] = True
-            kv_start[r] = int(shared)
-    for r in range(bs):
-        if not seen[r]:
-            tiles += [len(order), 1, 0]
-            order.append(r)
-    num_tiles = len(tiles) // 3
+            kv_start[r] = shared
+    num_tiles = len(tiles) // TILE_FIELDS
+    if capacity is not None:
+        if num_tiles > capacity:
+            raise ValueError(f"plan_cascade: {num_tiles} tiles do not fit a plan of {capacity}")
+        tiles += [0] * (TILE_FIELDS * (capacity - num_tiles))  # empty tiles: no rows, nothing read
+    order += [r for r in range(bs) if not seen[r]]
+    return torch.tensor(order + tiles + kv_start, dtype=torch.int32), num_tiles, shared_tokens
+
+
+def plan_from_packed(packed: torch.Tensor, bs: int, num_tiles: int, splits: int,
+                     shared_tokens: int = 0) -> CascadePlan:
+    """Views of a packed plan (host or device) as a CascadePlan with a grid of num_tiles x splits."""
+    end = bs + TILE_FIELDS * num_tiles
+    return CascadePlan(rows=packed[:bs], tiles=packed[bs:end].view(num_tiles, TILE_FIELDS),
+                       kv_start=packed[end:end + bs], num_tiles=num_tiles, prefix_splits=splits,
+                       shared_tokens=shared_tokens)
+
+
+def packed_size(bs: int, num_tiles: int) -> int:
+    return 2 * bs + TILE_FIELDS * num_tiles
+
+
+def plan_cascade(groups: Sequence[Sequence[int]], shared_lens: Sequence[int], bs: int, kv_group: int,
+                 device: torch.device | str, splits: Optional[int] = None, num_kv_heads: int = 8,
+                 num_sms: int = 132) -> CascadePlan:
+    """An eager plan: as many tiles as the groups need; splits None = `choose_prefix_splits`."""
+    if splits is None:
+        splits = choose_prefix_splits(count_tiles(groups, kv_group), max((int(s) for s in shared_lens), default=0),
+                                      num_kv_heads, num_sms)
+    packed, num_tiles, shared_tokens = pack_cascade(groups, shared_lens, bs, kv_group, splits)
     # one copy for all three int arrays (kv_start fits int32: it is a sequence position)
-    packed = torch.tensor(order + tiles + kv_start, dtype=torch.int32)
     if torch.device(device).type == "cuda":
         packed = packed.pin_memory().to(device, non_blocking=True)
     else:
         packed = packed.to(device)
-    return CascadePlan(rows=packed[:bs], tiles=packed[bs: bs + 3 * num_tiles].view(num_tiles, 3),
-                       kv_start=packed[bs + 3 * num_tiles:], num_tiles=num_tiles,
-                       shared_tokens=sum(int(s) * ((len(g) + per_tile - 1) // per_tile)
-                                         for g, s in zip(groups, shared_lens)),
-                       max_shared=max((int(s) for s in shared_lens), default=0))
+    return plan_from_packed(packed, bs, num_tiles, splits, shared_tokens)
 
 
-# prefix_splits changes with the grouping from step to step: a runtime value, never specialized on, so that
-# one compiled kernel serves every plan (as a constexpr, each new value compiled a new kernel on the
-# scheduler's thread, many times while a shared-prefix batch formed)
-@triton.jit(do_not_specialize=["prefix_splits"])
+# the grid and every tile's split count come from the plan (device data), never from a specialized
+# argument: one compiled kernel serves every grouping (each new constexpr value once compiled a new kernel
+# on the scheduler's thread, many times while a shared-prefix batch formed), and a CUDA graph replays any
+# grouping that fits its tile capacity
+@triton.jit
 def _cascade_prefix_kernel(
     Q, K, V, MID_O, MID_LSE, REQ_TO_TOKEN, REQ_IDX, ROWS, TILES,
     sm_scale_log2,
     stride_qb, stride_qh, stride_kt, stride_kh, stride_vt, stride_vh, stride_r2t,
     stride_mob, stride_moh, stride_mos, stride_lb, stride_lh,
-    prefix_splits,
     SPLIT_BASE: tl.constexpr,
     KV_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_N: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     # one program per (tile, KV head, prefix split); query m of the tile is (row m // KV_GROUP,
-    # head m % KV_GROUP of this KV head), so all rows and GQA heads share each loaded K/V block
+    # head m % KV_GROUP of this KV head), so all rows and GQA heads share each loaded K/V block.
+    # An empty tile (a graph plan's unused capacity) has no rows: every load and store is masked off.
     t = tl.program_id(0)
     kvh = tl.program_id(1)
     ps = tl.program_id(2)
-    off = tl.load(TILES + t * 3).to(tl.int32)
-    cnt = tl.load(TILES + t * 3 + 1).to(tl.int32)
-    shared = tl.load(TILES + t * 3 + 2).to(tl.int32)
+    off = tl.load(TILES + t * 4).to(tl.int32)
+    cnt = tl.load(TILES + t * 4 + 1).to(tl.int32)
+    shared = tl.load(TILES + t * 4 + 2).to(tl.int32)
+    nsplit = tl.maximum(tl.load(TILES + t * 4 + 3).to(tl.int32), 1)
     # every row of a tile has the same slots for the shared prefix: read them from the first row's
     req = tl.load(REQ_IDX + tl.load(ROWS + off)).to(tl.int64)
 
@@ -136,7 +184,8 @@ def _cascade_prefix_kernel(
     if UPCAST_DOT:
         q = q.to(tl.float32)
 
-    split_len = tl.cdiv(shared, prefix_splits)
+    # splits past the tile's own count get an empty range (lo >= shared): they write an empty partial
+    split_len = tl.cdiv(shared, nsplit)
     lo = ps * split_len
     hi = tl.minimum(lo + split_len, shared)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -181,7 +230,6 @@ def cascade_decode_attention(
     sm_scale: float,
     plan: CascadePlan,
     num_splits: int = DEFAULT_NUM_SPLITS,
-    prefix_splits: int = DEFAULT_PREFIX_SPLITS,
     out: torch.Tensor | None = None,
     k_new: torch.Tensor | None = None,  # as in decode_attention: stored into the pool by the suffix part
     v_new: torch.Tensor | None = None,
@@ -191,11 +239,12 @@ def cascade_decode_attention(
     """Decode attention equal to `decode_attention`, reading each group's shared prefix once per tile.
 
     The newest token is always in the suffix (a shared prefix is cached KV, so shorter than seq_len),
-    hence the fused pool write of k_new/v_new works as in plain decode."""
+    hence the fused pool write of k_new/v_new works as in plain decode. Launch shapes depend only on the
+    batch size and the plan's grid (num_tiles x prefix_splits), so a CUDA graph can capture it."""
     check_decode_args("cascade_decode_attention", q, k_buffer, v_buffer, num_splits, k_new, v_new, out_cache_loc)
-    if not 1 <= prefix_splits <= MAX_PREFIX_SPLITS:
+    if not 1 <= plan.prefix_splits <= MAX_PREFIX_SPLITS:
         raise ValueError(f"cascade_decode_attention: prefix_splits must be in [1, {MAX_PREFIX_SPLITS}], "
-                         f"got {prefix_splits}")
+                         f"got {plan.prefix_splits}")
     bs, hq, d = q.shape
     if plan.rows.shape[0] != bs or plan.kv_start.shape[0] != bs:
         raise ValueError(f"cascade_decode_attention: plan is for {plan.rows.shape[0]} rows, batch has {bs}")
@@ -206,6 +255,8 @@ def cascade_decode_attention(
     # as wide as the most prefix splits, whatever this plan uses: the buffers' strides (kernel arguments)
     # then do not change with the plan either
     mid_o, mid_lse = split_buffers(q, num_splits + MAX_PREFIX_SPLITS)
+    # rows in no tile (and splits no tile writes) have empty prefix partials: weight 0 in the merge
+    mid_lse[:, :, num_splits:num_splits + plan.prefix_splits].fill_(float("-inf"))
     launch_split_kv(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, sm_scale, mid_o, mid_lse,
                     num_splits, k_new=k_new, v_new=v_new, out_cache_loc=out_cache_loc, config=config,
                     kv_start=plan.kv_start)
@@ -216,17 +267,17 @@ def cascade_decode_attention(
         block_n, warps, stages = 16, 4, 1
     else:
         block_n, warps, stages = 64, 4, 2
-    _cascade_prefix_kernel[(plan.num_tiles, k_buffer.shape[1], prefix_splits)](
-        q, k_buffer, v_buffer, mid_o, mid_lse, req_to_token, req_pool_indices, plan.rows, plan.tiles,
-        sm_scale * LOG2E,
-        q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1),
-        v_buffer.stride(0), v_buffer.stride(1), req_to_token.stride(0),
-        mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
-        prefix_splits,
-        SPLIT_BASE=num_splits,
-        KV_GROUP=group, BLOCK_M=block_m, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=block_n,
-        UPCAST_DOT=interpreting(), DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
-        num_warps=warps, num_stages=stages,
-    )
-    merge_splits(mid_o, mid_lse, out, num_splits + prefix_splits)
+    if plan.num_tiles:
+        _cascade_prefix_kernel[(plan.num_tiles, k_buffer.shape[1], plan.prefix_splits)](
+            q, k_buffer, v_buffer, mid_o, mid_lse, req_to_token, req_pool_indices, plan.rows, plan.tiles,
+            sm_scale * LOG2E,
+            q.stride(0), q.stride(1), k_buffer.stride(0), k_buffer.stride(1),
+            v_buffer.stride(0), v_buffer.stride(1), req_to_token.stride(0),
+            mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
+            SPLIT_BASE=num_splits,
+            KV_GROUP=group, BLOCK_M=block_m, HEAD_DIM=d, BLOCK_D=block_d, BLOCK_N=block_n,
+            UPCAST_DOT=interpreting(), DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",
+            num_warps=warps, num_stages=stages,
+        )
+    merge_splits(mid_o, mid_lse, out, num_splits + plan.prefix_splits)
     return out

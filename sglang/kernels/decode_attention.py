@@ -138,6 +138,9 @@ def _decode_stage2_kernel(
     w = tl.math.exp2(lse - m)
     o = tl.load(MID_O + b * stride_mob + h * stride_moh + offs_s[:, None] * stride_mos + offs_d[None, :],
                 mask=s_mask[:, None] & d_mask[None, :], other=0.0)
+    # a piece of weight 0 may be a slot nobody wrote this step (a cascade row in no prefix tile): its
+    # value is not read, so stale or NaN memory there cannot leak into the result
+    o = tl.where(w[:, None] > 0, o, 0.0)
     total = tl.sum(w, axis=0)
     out = tl.sum(w[:, None] * o, axis=0) / tl.where(total > 0, total, 1.0)
     tl.store(O + b * stride_ob + h * stride_oh + offs_d, out.to(O.dtype.element_ty), mask=d_mask)

@@ -5,6 +5,11 @@ the CPU launch cost. One graph is captured per batch size in `capture_batch_size
 padded up to the next captured size. Padded entries use request row 0, sequence length 1 and KV slot 0
 (the pool's pad slot, never handed out), so they read valid memory and write nothing that matters.
 
+With --enable-cascade-decode and a backend that offers `init_cascade_graphs`, a second graph per batch size
+(from CASCADE_MIN_BS rows) runs shared-prefix (cascade) decode: captured with an empty grouping, it replays
+any grouping the backend says fits (`cascade_graph_fits`); one that does not fit replays the plain graph
+without its groups (same result, the prefix read per row).
+
 All graphs share one memory pool and one set of static input buffers, so the memory cost is that of
 the largest batch. The attention backend must be graph safe: it gets
 `init_cuda_graph_state(max_bs)` once, `init_forward_metadata_capture(batch)` before each capture and
@@ -23,10 +28,13 @@ from typing import Any, Callable
 
 import torch
 
-from sglang.runtime.forward_batch import ForwardBatch, ForwardMode
+from sglang.runtime.forward_batch import ForwardBatch, ForwardMode, PrefixGroups
 from sglang.runtime.server_args import default_cuda_graph_max_bs
 
 logger = logging.getLogger(__name__)
+
+CASCADE_MIN_BS = 8  # below this, rows sharing a prefix save too little to pay for a second graph
+_EMPTY_GROUPS = PrefixGroups(rows=[], indptr=[0], shared_lens=[])
 
 # dense where padding costs most (small batches), then 128 apart to 1024, then 256 apart (a step of
 # a thousand rows is bound by the GPU, so a little padding there costs little)
@@ -67,8 +75,12 @@ class CudaGraphRunner:
         self.out_cache_loc = torch.zeros(self.max_bs, dtype=torch.int64, device=dev)
         fwd = getattr(model_runner, "forward_eager", None)
         self._forward: Callable[[ForwardBatch], Any] = fwd or (lambda b: model_runner.model(b.input_ids, b.positions, b))
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, Any] = {}
+        self.graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}  # (batch size, cascade)
+        self.outputs: dict[tuple[int, bool], Any] = {}
+        self.cascade = bool(getattr(args, "enable_cascade_decode", False)) and hasattr(self.backend, "init_cascade_graphs")
+        if self.cascade:
+            cfg = model_runner.model_config
+            self.backend.init_cascade_graphs(self.max_bs, kv_group=cfg.num_heads // cfg.num_kv_heads)
         init_state = getattr(self.backend, "init_cuda_graph_state", None)
         if init_state is not None:
             try:
@@ -98,17 +110,19 @@ class CudaGraphRunner:
         stream.wait_stream(torch.cuda.current_stream(self.device))
         # largest first: smaller graphs then fit in the memory the largest one already reserved
         for bs in reversed(self.batch_sizes):
-            batch = self._static_batch(bs, [1] * bs)
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm up: autotuning, lazy module init, allocator growth
+            for cascade in ((False, True) if self.cascade and bs >= CASCADE_MIN_BS else (False,)):
+                batch = self._static_batch(bs, [1] * bs)
+                batch.prefix_groups = _EMPTY_GROUPS if cascade else None
+                with torch.cuda.stream(stream):
+                    for _ in range(2):  # warm up: autotuning, lazy module init, allocator growth
+                        self.backend.init_forward_metadata_capture(batch)
+                        self._forward(batch)
                     self.backend.init_forward_metadata_capture(batch)
-                    self._forward(batch)
-                self.backend.init_forward_metadata_capture(batch)
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    out = self._forward(batch)
-            self.graphs[bs] = graph
-            self.outputs[bs] = out
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=pool, stream=stream):
+                        out = self._forward(batch)
+                self.graphs[bs, cascade] = graph
+                self.outputs[bs, cascade] = out
         torch.cuda.current_stream(self.device).wait_stream(stream)
         torch.cuda.synchronize(self.device)
         logger.info("captured CUDA graphs for decode batch sizes %s", self.batch_sizes)
@@ -116,8 +130,15 @@ class CudaGraphRunner:
     # -- replay ---------------------------------------------------------------------------------
     def can_run(self, batch: ForwardBatch) -> bool:
         # decode logits do not depend on return_logprob (logprobs come from the sampler), so no check on it
+        # a cascade batch runs eagerly unless cascade graphs exist (then it replays one of them, see replay)
         return (batch.mode.is_decode() and 0 < batch.batch_size <= self.max_bs and bool(self.graphs)
-                and not self.backend.needs_eager(batch))  # e.g. a cascade (shared-prefix) decode batch
+                and (self.cascade or not self.backend.needs_eager(batch)))
+
+    def _variant(self, batch: ForwardBatch, pbs: int) -> bool:
+        """Whether to replay the cascade graph of size pbs for this batch."""
+        groups = batch.prefix_groups
+        return (self.cascade and groups is not None and (pbs, True) in self.graphs
+                and self.backend.cascade_graph_fits(groups, pbs))
 
     def replay(self, batch: ForwardBatch) -> Any:
         bs = batch.batch_size
@@ -137,9 +158,11 @@ class CudaGraphRunner:
         # triton backend needs none (flashinfer's planner reads them, falling back to the device copy)
         seq_cpu = None if batch.seq_lens_cpu is None else list(batch.seq_lens_cpu) + [1] * (pbs - bs)
         static = self._static_batch(pbs, seq_cpu)
+        cascade = self._variant(batch, pbs)
+        static.prefix_groups = batch.prefix_groups if cascade else None  # padding rows are in no group
         self.backend.init_forward_metadata_replay(static)
-        self.graphs[pbs].replay()
-        out = self.outputs[pbs]
+        self.graphs[pbs, cascade].replay()
+        out = self.outputs[pbs, cascade]
         logits = self._logits(out)[:bs]
         if isinstance(out, torch.Tensor):
             return logits

@@ -38,8 +38,8 @@ class ServerArgs:
     schedule_conservativeness: float = 1.0
     disable_radix_cache: bool = False
     enable_mixed_chunk: bool = False  # running requests decode inside prefill forwards (fewer decode stalls)
-    # decode rows sharing a radix-cached prefix read it once (cascade attention, eager): off until it is
-    # measured end to end on the GPU (shared-prefix serving regressed in the session that added it)
+    # decode rows sharing a radix-cached prefix read it once (cascade attention; CUDA graphs of its own with
+    # the triton backend): off until it is measured end to end on the GPU
     enable_cascade_decode: bool = False
 
     # kernels / speed

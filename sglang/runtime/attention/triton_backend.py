@@ -10,8 +10,10 @@ batch size: the decode step is CUDA-graph safe with no per-step metadata at all.
 the step's K/V into the pool (fused), which removes two scatter launches per layer per step.
 Cascade DECODE: when the batch carries `prefix_groups` (rows sharing radix-cached prefix KV, which the
 scheduler attaches only when sharing saves enough reads), `cascade_decode_attention` reads each shared
-prefix once per tile of rows. Its grid follows the grouping, so it runs eagerly: `needs_eager(batch)`
-says so to a CUDA-graph runner, which then leaves the batch to the eager path.
+prefix once per tile of rows. Eagerly its grid follows the grouping (`needs_eager(batch)` says so to a
+graph runner without cascade graphs); with `init_cascade_graphs(max_bs)` a CUDA graph per batch size runs
+any grouping that fits `graph_tile_capacity`: the plan is device data in one static buffer, rewritten
+(one small host-to-device copy, made once per grouping) before each replay.
 """
 from __future__ import annotations
 
@@ -71,11 +73,13 @@ class TritonAttentionBackend(AttentionBackend):
         from sglang.kernels import extend_attention as _ext
 
         self._decode = _dec.decode_attention
+        self._cas = _cas
         self._cascade = _cas.cascade_decode_attention
-        self._plan_cascade = _cas.plan_cascade
-        self._prefix_splits = _cas.choose_prefix_splits
+        self._graph_plan: Optional[torch.Tensor] = None  # the cascade graphs' static plan (init_cascade_graphs)
+        self._packed: tuple[Any, int, torch.Tensor] | None = None  # (groups, bs, host plan) of the last replay
         # sizes the cascade prefix grid; without a runner (kernel checks) the current GPU if any
         dev = torch.device(getattr(model_runner, "device", "cuda" if torch.cuda.is_available() else "cpu"))
+        self._device = dev
         self._num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
         self._extend = _ext.extend_attention
         self.num_kv_splits = num_kv_splits or _dec.DEFAULT_NUM_SPLITS
@@ -130,18 +134,52 @@ class TritonAttentionBackend(AttentionBackend):
         self.flashinfer_ready.set()
 
     def needs_eager(self, batch: ForwardBatch) -> bool:
-        """Whether this batch must not replay a CUDA graph (cascade decode's grid follows its grouping)."""
+        """Whether this batch must not replay a plain CUDA graph (cascade decode: see cascade_graph_fits)."""
         return batch.mode.is_decode() and batch.prefix_groups is not None
 
-    # CUDA-graph hooks: plain decode needs no metadata, so capture and replay are the plain path
+    # CUDA-graph hooks: plain decode needs no metadata, so capture and replay are the plain path; a cascade
+    # graph (the batch carries prefix_groups, empty at capture) reads its plan from the static buffer
     def init_cuda_graph_state(self, max_bs: int) -> None:
         pass
 
+    def init_cascade_graphs(self, max_bs: int, kv_group: int) -> None:
+        """Allocate the static plan that cascade graphs of up to max_bs rows read (on the runner's device)."""
+        cas = self._cas
+        self._kv_group = kv_group
+        self._graph_plan = torch.zeros(cas.packed_size(max_bs, cas.graph_tile_capacity(max_bs)),
+                                       dtype=torch.int32, device=self._device)
+
+    def cascade_graph_fits(self, groups: PrefixGroups, bs: int) -> bool:
+        """Whether a cascade graph of `bs` rows can run this grouping (its tiles fit the graph's capacity)."""
+        return (self._graph_plan is not None
+                and self._cas.count_tiles(groups.group_rows(), self._kv_group) <= self._cas.graph_tile_capacity(bs))
+
     def init_forward_metadata_capture(self, batch: ForwardBatch) -> None:
+        if batch.mode.is_decode() and batch.prefix_groups is not None:
+            self._graph_plan.zero_()  # no tiles: the capture runs the empty grouping
+            batch.attn_metadata = _DecodeMeta(batch.prefix_groups, plan=self._static_plan(batch.batch_size))
+            return
         self.init_forward_metadata(batch)
 
     def init_forward_metadata_replay(self, batch: ForwardBatch) -> None:
-        self.init_forward_metadata(batch)
+        groups = batch.prefix_groups
+        if not (batch.mode.is_decode() and groups is not None):
+            self.init_forward_metadata(batch)
+            return
+        bs = batch.batch_size
+        if self._packed is None or self._packed[0] is not groups or self._packed[1] != bs:
+            cas = self._cas
+            packed, _, _ = cas.pack_cascade(groups.group_rows(), groups.shared_lens, bs, self._kv_group,
+                                            cas.GRAPH_PREFIX_SPLITS, capacity=cas.graph_tile_capacity(bs))
+            self._packed = (groups, bs, packed.pin_memory() if self._device.type == "cuda" else packed)
+        host = self._packed[2]
+        self._graph_plan[: host.numel()].copy_(host, non_blocking=True)
+        batch.attn_metadata = _DecodeMeta(groups, plan=self._static_plan(bs))
+
+    def _static_plan(self, bs: int) -> Any:
+        cas = self._cas
+        cap = cas.graph_tile_capacity(bs)
+        return cas.plan_from_packed(self._graph_plan[: cas.packed_size(bs, cap)], bs, cap, cas.GRAPH_PREFIX_SPLITS)
 
     # -- forward -----------------------------------------------------------------------------------
     def forward(
@@ -183,11 +221,11 @@ class TritonAttentionBackend(AttentionBackend):
                          scaling, num_splits=self.num_kv_splits, **fused)
             return
         if meta.plan is None:
-            meta.plan = self._plan_cascade(meta.groups.group_rows(), meta.groups.shared_lens, batch.batch_size,
-                                           q.shape[1] // k_buf.shape[1], q.device)
+            meta.plan = self._cas.plan_cascade(meta.groups.group_rows(), meta.groups.shared_lens, batch.batch_size,
+                                               q.shape[1] // k_buf.shape[1], q.device, num_kv_heads=k_buf.shape[1],
+                                               num_sms=self._num_sms)
         self._cascade(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens, scaling,
-                      meta.plan, num_splits=self.num_kv_splits,
-                      prefix_splits=self._prefix_splits(meta.plan, k_buf.shape[1], self._num_sms), **fused)
+                      meta.plan, num_splits=self.num_kv_splits, **fused)
 
     def _run_extend(self, meta: _ExtendMeta, q, k_buf, v_buf, batch: ForwardBatch, scaling: float,
                     out: torch.Tensor) -> None:

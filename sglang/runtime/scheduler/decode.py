@@ -18,7 +18,7 @@ from sglang.runtime.server_args import ServerArgs
 from sglang.runtime.scheduler.batch import build_decode
 from sglang.runtime.scheduler.cache_manager import CacheManager
 from sglang.runtime.scheduler.prefill import PrefillManager
-from sglang.runtime.scheduler.prefix_groups import PrefixGrouper
+from sglang.runtime.scheduler.prefix_groups import GRAPH_THRESHOLDS, PrefixGrouper
 from sglang.runtime.scheduler.req import FinishKind, FinishReason, Req
 from sglang.runtime.scheduler.request_table import RequestTable
 from sglang.runtime.scheduler.step_timer import StepTimer
@@ -42,7 +42,10 @@ class DecodeManager:
         self.new_token_ratio = self.init_new_token_ratio
         self.running: list[Req] = []
         # rows sharing radix-cached prefixes, so that attention may read that KV once per group
-        self.grouper = PrefixGrouper() if args.enable_cascade_decode and not cache.cache.disabled else None
+        self.grouper = None
+        if args.enable_cascade_decode and not cache.cache.disabled:
+            graphs = getattr(getattr(runner, "cuda_graph_runner", None), "cascade", False)
+            self.grouper = PrefixGrouper(*GRAPH_THRESHOLDS) if graphs else PrefixGrouper()
         self.counters = {"forward_decode": 0, "retractions": 0}
 
     # -- the running batch ------------------------------------------------------------------------

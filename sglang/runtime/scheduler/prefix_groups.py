@@ -8,8 +8,9 @@ at its depth, or its children's groupings stand and the rows they left alone (pl
 there) group at this node. Splitting an edge (a later partial match) adds no branching node, so the
 answer depends only on the last nodes.
 
-The grouping is returned only when it pays: cascade decode runs eagerly (its launch grid follows the
-grouping), so it must save enough KV traffic to beat a CUDA-graph replay of plain decode.
+The grouping is returned only when it pays: eager cascade decode (no cascade CUDA graphs) must save enough
+KV traffic to beat a CUDA-graph replay of plain decode; a cascade graph costs little more than a plain one
+(`GRAPH_THRESHOLDS`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ MIN_SHARED_LEN = 32
 # (eager launches instead of a graph replay cost ~1 ms of host time per step; tune on the H200)
 MIN_SAVED_SHARE = 0.25
 MIN_SAVED_TOKENS = 16384
+# with cascade CUDA graphs the extra cost is one small kernel per layer and a wider merge
+GRAPH_THRESHOLDS = (0.1, 4096)
 
 
 def find_prefix_groups(nodes: Sequence[Any], seq_lens: Sequence[int],

@@ -46,8 +46,8 @@ FLAG_HELP: dict[str, str] = {
                                  "fewer retractions, less concurrency)",
     "disable_radix_cache": "do not reuse cached prompt prefixes",
     "enable_mixed_chunk": "decode running requests inside prefill forwards",
-    "enable_cascade_decode": "decode rows sharing a cached prefix read its KV once (cascade attention; runs "
-                             "those steps without CUDA graphs)",
+    "enable_cascade_decode": "decode rows sharing a cached prefix read its KV once (cascade attention; the "
+                             "triton backend captures CUDA graphs for it, flashinfer runs it eagerly)",
     "attention_backend": "torch | triton | flashinfer (default: the best for the device)",
     "disable_cuda_graph": "run decode without CUDA graphs",
     "cuda_graph_max_bs": "largest decode batch captured as a CUDA graph",
