@@ -253,6 +253,9 @@ def build_runner(path: str, arm: str, backend: Optional[str], args: argparse.Nam
     naive = arm == "naive"
     # the element-wise ops pick torch vs Triton when the layers are built
     os.environ["SGLANG_TORCH_OPS"] = "1" if naive else "0"
+    if backend and "@" in backend:  # e.g. triton@8: the triton backend with 8 decode KV splits at every size
+        backend, splits = backend.split("@", 1)
+        os.environ["SGLANG_DECODE_SPLITS"] = splits
     sa = ServerArgs(
         model_path=path, load_format="dummy", dtype=args.dtype, device=args.device,
         attention_backend="torch" if naive else backend, disable_cuda_graph=naive or args.disable_cuda_graph,
@@ -263,6 +266,7 @@ def build_runner(path: str, arm: str, backend: Optional[str], args: argparse.Nam
         return ModelRunner(sa)
     finally:
         os.environ.pop("SGLANG_TORCH_OPS", None)
+        os.environ.pop("SGLANG_DECODE_SPLITS", None)
 
 
 def weight_bytes(module: torch.nn.Module) -> int:
@@ -373,7 +377,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=["llama-3.2-1b"], choices=NAMES)
     p.add_argument("--arms", nargs="+", default=["hf", "naive", "full"], choices=["hf", "naive", "full"])
-    p.add_argument("--backends", nargs="+", default=[None], help="attention backends for the full arm")
+    p.add_argument("--backends", nargs="+", default=[None], help="attention backends for the full arm (NAME@K: triton with K decode KV splits at every batch size)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 64])
     p.add_argument("--input-lens", nargs="+", type=int, default=[128, 1024])
     p.add_argument("--steps", type=int, default=32, help="timed decode steps (median reported)")

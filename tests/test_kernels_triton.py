@@ -178,3 +178,13 @@ def test_build_kv_indices_gathers_each_request_slice():
     build_kv_indices(r2t, rows, indptr, out, starts=torch.tensor(starts).to(DEV))
     want = torch.cat([r2t[r, s: s + n] for r, s, n in zip(rows.tolist(), starts, lens)]).int()
     assert torch.equal(out, want)
+
+
+def test_auto_decode_splits_fill_the_gpu_for_small_batches_only():
+    from sglang.kernels.decode_attention import DEFAULT_NUM_SPLITS, MAX_AUTO_SPLITS, auto_num_splits
+
+    assert auto_num_splits(1, 8, 132) == MAX_AUTO_SPLITS  # 8B batch-1: 8 programs per split would idle the GPU
+    assert auto_num_splits(64, 8, 132) == DEFAULT_NUM_SPLITS
+    assert auto_num_splits(3, 8, 132) == DEFAULT_NUM_SPLITS  # 24 x 8 programs already cover 132 SMs
+    assert all(DEFAULT_NUM_SPLITS <= auto_num_splits(bs, h, 132) <= MAX_AUTO_SPLITS
+               for bs in range(1, 300) for h in (1, 2, 8, 32))

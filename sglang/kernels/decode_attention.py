@@ -18,6 +18,17 @@ require_triton()
 
 LOG2E = 1.4426950408889634
 DEFAULT_NUM_SPLITS = 8
+MAX_AUTO_SPLITS = 16
+
+
+def auto_num_splits(bs: int, num_kv_heads: int, num_sms: int) -> int:
+    """KV splits for a decode batch of `bs` rows: DEFAULT_NUM_SPLITS, or more for small batches, whose
+    bs x heads x 8 programs would leave most of the GPU idle (8B batch-1: 64 programs on 132 SMs; each
+    program then walks 1/8 of a long context alone). Depends only on the batch size, so a CUDA graph per
+    batch size captures it."""
+    programs = max(bs * num_kv_heads, 1)
+    want = next_pow2(-(-num_sms // programs))
+    return max(DEFAULT_NUM_SPLITS, min(want, MAX_AUTO_SPLITS))
 # stage-1 launch config per padded head dim: (BLOCK_N, num_warps, num_stages), picked by the H200 sweep
 # in docs/benchmarks.md (run 4): for head_dim 128 three stages beat two by 10-20% at every size measured
 DECODE_CONFIG: dict[int, tuple[int, int, int]] = {64: (64, 4, 2), 128: (64, 4, 3)}

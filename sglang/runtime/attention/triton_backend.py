@@ -18,6 +18,7 @@ any grouping that fits `graph_tile_capacity`: the plan is device data in one sta
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -82,7 +83,11 @@ class TritonAttentionBackend(AttentionBackend):
         self._device = dev
         self._num_sms = torch.cuda.get_device_properties(dev).multi_processor_count if dev.type == "cuda" else 4
         self._extend = _ext.extend_attention
-        self.num_kv_splits = num_kv_splits or _dec.DEFAULT_NUM_SPLITS
+        # None: per batch size (auto_num_splits); SGLANG_DECODE_SPLITS=N fixes it (benchmarks compare the two)
+        env = os.environ.get("SGLANG_DECODE_SPLITS", "auto")
+        self.num_kv_splits = num_kv_splits or (None if env == "auto" else int(env))
+        self._auto_splits = _dec.auto_num_splits
+        self._default_splits = _dec.DEFAULT_NUM_SPLITS
         self.flashinfer = _flashinfer_for_extend(model_runner, extend_with_flashinfer)
         self.flashinfer_min_tokens = FLASHINFER_EXTEND_MIN_TOKENS
         # FlashInfer JIT-compiles its prefill kernel on first use (about a minute on a cold cache: on the H200 the
@@ -217,15 +222,16 @@ class TritonAttentionBackend(AttentionBackend):
         # the kernels store this step's k/v into the pool themselves (no separate scatter launches)
         fused = dict(out=out, k_new=k, v_new=v, out_cache_loc=batch.out_cache_loc)
         if meta.groups is None:
+            splits = self.num_kv_splits or self._auto_splits(batch.batch_size, k_buf.shape[1], self._num_sms)
             self._decode(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens,
-                         scaling, num_splits=self.num_kv_splits, **fused)
+                         scaling, num_splits=splits, **fused)
             return
         if meta.plan is None:
             meta.plan = self._cas.plan_cascade(meta.groups.group_rows(), meta.groups.shared_lens, batch.batch_size,
                                                q.shape[1] // k_buf.shape[1], q.device, num_kv_heads=k_buf.shape[1],
                                                num_sms=self._num_sms)
         self._cascade(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens, scaling,
-                      meta.plan, num_splits=self.num_kv_splits, **fused)
+                      meta.plan, num_splits=self.num_kv_splits or self._default_splits, **fused)
 
     def _run_extend(self, meta: _ExtendMeta, q, k_buf, v_buf, batch: ForwardBatch, scaling: float,
                     out: torch.Tensor) -> None:
@@ -239,7 +245,7 @@ class TritonAttentionBackend(AttentionBackend):
                          meta.max_extend_len, scaling, out=out)
         # their K/V is already in the pool (written above), so plain (unfused) decode
         dec = self._decode(q[m.dec_tokens], k_buf, v_buf, batch.req_to_token, m.dec_req, m.dec_seq, scaling,
-                           num_splits=self.num_kv_splits)
+                           num_splits=self.num_kv_splits or self._default_splits)
         out[m.dec_tokens] = dec
 
 
