@@ -128,6 +128,34 @@ def test_decode_attention_matches_reference(dtype, num_splits, heads):
     assert rel_err(out, want) < tol(dtype)
 
 
+@pytest.mark.parametrize("min_split", [1, 8, 1000])
+def test_decode_attention_min_split_leaves_splits_empty_not_wrong(min_split):
+    """With min_split a request uses only ceil(len / min_split) of its splits (one, for 1000); the rest are
+    empty pieces whose partial values are neither written nor read (the buffers hold NaN here), fused pool
+    write included: the owner of the newest token is the last used split."""
+    from unittest import mock
+
+    from sglang.kernels import decode_attention as dec
+
+    hq, hkv, d, dtype = 4, 2, 32, torch.float32
+    seq = [1, 9, 37, 70]
+    k_buf, v_buf, r2t, rows = _pool_setup(seq, hkv, d, dtype, seed=7)
+    loc = torch.stack([r2t[int(r), n - 1] for r, n in zip(rows, seq)])
+    k_new, v_new = torch.randn(len(seq), hkv, d).to(DEV), torch.randn(len(seq), hkv, d).to(DEV)
+    k_buf[loc] = float("nan")
+    v_buf[loc] = float("nan")
+    q = torch.randn(len(seq), hq, d).to(DEV)
+    real = dec.split_buffers
+    poisoned = lambda q_, n: tuple(t.fill_(float("nan")) for t in real(q_, n))  # noqa: E731
+    with mock.patch.object(dec, "split_buffers", poisoned):
+        out = decode_attention(q, k_buf, v_buf, r2t, rows, torch.tensor(seq).to(DEV), d ** -0.5, num_splits=4,
+                               k_new=k_new, v_new=v_new, out_cache_loc=loc, min_split=min_split)
+    assert torch.equal(k_buf[loc], k_new) and torch.equal(v_buf[loc], v_new)
+    want = ref.extend_attention_ref(q, k_buf, v_buf, r2t, rows, [s - 1 for s in seq], [1] * len(seq), d ** -0.5)
+    assert not torch.isnan(out).any()
+    assert rel_err(out, want) < tol(dtype)
+
+
 @pytest.mark.parametrize("num_splits", [1, 3])
 def test_decode_attention_fused_pool_write(num_splits):
     """With k_new/v_new the kernel writes the step's K/V into the pool at out_cache_loc (the slot starts
@@ -188,3 +216,6 @@ def test_auto_decode_splits_fill_the_gpu_for_small_batches_only():
     assert auto_num_splits(3, 8, 132) == DEFAULT_NUM_SPLITS  # 24 x 8 programs already cover 132 SMs
     assert all(DEFAULT_NUM_SPLITS <= auto_num_splits(bs, h, 132) <= MAX_AUTO_SPLITS
                for bs in range(1, 300) for h in (1, 2, 8, 32))
+    from sglang.kernels.decode_attention import LARGE_BATCH_MIN_SPLIT, auto_min_split
+
+    assert auto_min_split(1, 8, 132) == 1 and auto_min_split(1024, 8, 132) == LARGE_BATCH_MIN_SPLIT

@@ -235,6 +235,7 @@ def cascade_decode_attention(
     v_new: torch.Tensor | None = None,
     out_cache_loc: torch.Tensor | None = None,
     config: tuple[int, int, int] | None = None,  # suffix stage (BLOCK_N, num_warps, num_stages)
+    min_split: int = 1,  # suffix stage: fewest keys per split (decode_attention's)
 ) -> torch.Tensor:
     """Decode attention equal to `decode_attention`, reading each group's shared prefix once per tile.
 
@@ -259,7 +260,7 @@ def cascade_decode_attention(
     mid_lse[:, :, num_splits:num_splits + plan.prefix_splits].fill_(float("-inf"))
     launch_split_kv(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, sm_scale, mid_o, mid_lse,
                     num_splits, k_new=k_new, v_new=v_new, out_cache_loc=out_cache_loc, config=config,
-                    kv_start=plan.kv_start)
+                    kv_start=plan.kv_start, min_split=min_split)
     group = hq // k_buffer.shape[1]
     block_d = next_pow2(d)
     block_m = max(16, next_pow2(tile_rows(group) * group))

@@ -29,6 +29,16 @@ def auto_num_splits(bs: int, num_kv_heads: int, num_sms: int) -> int:
     programs = max(bs * num_kv_heads, 1)
     want = next_pow2(-(-num_sms // programs))
     return max(DEFAULT_NUM_SPLITS, min(want, MAX_AUTO_SPLITS))
+
+
+LARGE_BATCH_MIN_SPLIT = 256
+
+
+def auto_min_split(bs: int, num_kv_heads: int, num_sms: int) -> int:
+    """Fewest keys per split: 1 (every split used) while the batch alone cannot fill the GPU, else
+    LARGE_BATCH_MIN_SPLIT (bs x heads programs already cover the SMs twice over: a request of a few hundred
+    keys in 8 splits of ~2 blocks each streams poorly and writes 8 partials per head)."""
+    return LARGE_BATCH_MIN_SPLIT if bs * num_kv_heads >= 2 * num_sms else 1
 # stage-1 launch config per padded head dim: (BLOCK_N, num_warps, num_stages), picked by the H200 sweep
 # in docs/benchmarks.md (run 4): for head_dim 128 three stages beat two by 10-20% at every size measured
 DECODE_CONFIG: dict[int, tuple[int, int, int]] = {64: (64, 4, 2), 128: (64, 4, 3)}
@@ -44,8 +54,8 @@ def _decode_stage1_kernel(
     stride_mob, stride_moh, stride_mos, stride_lb, stride_lh,
     stride_knb, stride_knh, stride_vnb, stride_vnh,
     KV_GROUP: tl.constexpr, BLOCK_H: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, UPCAST_DOT: tl.constexpr, DOT_PREC: tl.constexpr,
-    FUSE_NEW: tl.constexpr, HAS_START: tl.constexpr,
+    BLOCK_N: tl.constexpr, NUM_SPLITS: tl.constexpr, MIN_SPLIT: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    DOT_PREC: tl.constexpr, FUSE_NEW: tl.constexpr, HAS_START: tl.constexpr,
 ):
     # one program per (request, KV head, split) serves all KV_GROUP query heads that share the KV
     # head, so each K/V row is read once (not KV_GROUP times) and the scores are a small matmul.
@@ -59,7 +69,10 @@ def _decode_stage1_kernel(
     kv_lo = 0
     if HAS_START:
         kv_lo = tl.load(KV_START + b).to(tl.int32)
-    split_len = tl.cdiv(seq_len - kv_lo, NUM_SPLITS)
+    # a request uses only as many splits as give each at least MIN_SPLIT keys (large batches fill the GPU
+    # anyway; a longer split streams better and writes fewer partials); the others write an empty piece
+    active = tl.minimum(tl.maximum(tl.cdiv(seq_len - kv_lo, MIN_SPLIT), 1), NUM_SPLITS)
+    split_len = tl.cdiv(seq_len - kv_lo, active)
     lo = kv_lo + sp * split_len
     hi = tl.minimum(lo + split_len, seq_len)
 
@@ -123,8 +136,9 @@ def _decode_stage1_kernel(
     has = l_i > 0
     out = acc / tl.where(has, l_i, 1.0)[:, None]
     lse = tl.where(has, m_i + tl.math.log2(tl.where(has, l_i, 1.0)), float("-inf"))
+    # an empty piece's values are never read (the merge skips lse -inf): not written either
     tl.store(MID_O + b * stride_mob + heads[:, None] * stride_moh + sp * stride_mos + offs_d[None, :], out,
-             mask=h_mask[:, None] & d_mask[None, :])
+             mask=h_mask[:, None] & d_mask[None, :] & has[:, None])
     tl.store(MID_LSE + b * stride_lb + heads * stride_lh + sp, lse, mask=h_mask)
 
 
@@ -147,11 +161,11 @@ def _decode_stage2_kernel(
     m = tl.max(lse, axis=0)
     m = tl.where(m == float("-inf"), 0.0, m)  # empty sequence (padding): all weights 0, output 0
     w = tl.math.exp2(lse - m)
+    # an empty piece (lse -inf) is not read: its values may be unwritten (an inactive split, a cascade row
+    # in no prefix tile), and skipping them saves the bandwidth
+    filled = s_mask & (lse != float("-inf"))
     o = tl.load(MID_O + b * stride_mob + h * stride_moh + offs_s[:, None] * stride_mos + offs_d[None, :],
-                mask=s_mask[:, None] & d_mask[None, :], other=0.0)
-    # a piece of weight 0 may be a slot nobody wrote this step (a cascade row in no prefix tile): its
-    # value is not read, so stale or NaN memory there cannot leak into the result
-    o = tl.where(w[:, None] > 0, o, 0.0)
+                mask=filled[:, None] & d_mask[None, :], other=0.0)
     total = tl.sum(w, axis=0)
     out = tl.sum(w[:, None] * o, axis=0) / tl.where(total > 0, total, 1.0)
     tl.store(O + b * stride_ob + h * stride_oh + offs_d, out.to(O.dtype.element_ty), mask=d_mask)
@@ -171,6 +185,7 @@ def decode_attention(
     v_new: torch.Tensor | None = None,
     out_cache_loc: torch.Tensor | None = None,  # [bs] pool slots of this step's token
     config: tuple[int, int, int] | None = None,  # (BLOCK_N, num_warps, num_stages); None = tuned default
+    min_split: int = 1,  # fewest keys per split: a request uses min(num_splits, ceil(len / min_split)) splits
 ) -> torch.Tensor:
     """One-token-per-request attention over req_to_token[req, :seq_len]; returns [bs, Hq, D].
 
@@ -185,7 +200,8 @@ def decode_attention(
         return out
     mid_o, mid_lse = split_buffers(q, num_splits)
     launch_split_kv(q, k_buffer, v_buffer, req_to_token, req_pool_indices, seq_lens, sm_scale, mid_o, mid_lse,
-                    num_splits, k_new=k_new, v_new=v_new, out_cache_loc=out_cache_loc, config=config)
+                    num_splits, k_new=k_new, v_new=v_new, out_cache_loc=out_cache_loc, config=config,
+                    min_split=min_split)
     merge_splits(mid_o, mid_lse, out)
     return out
 
@@ -221,6 +237,7 @@ def launch_split_kv(
     k_new: torch.Tensor | None = None, v_new: torch.Tensor | None = None,
     out_cache_loc: torch.Tensor | None = None, config: tuple[int, int, int] | None = None,
     kv_start: torch.Tensor | None = None,  # [bs]: attend only keys [kv_start[b], seq_len) (cascade)
+    min_split: int = 1,
 ) -> None:
     """Stage 1: each request's keys in num_splits pieces -> mid_o/mid_lse[:, :, :num_splits]."""
     bs, hq, d = q.shape
@@ -246,7 +263,7 @@ def launch_split_kv(
         mid_o.stride(0), mid_o.stride(1), mid_o.stride(2), mid_lse.stride(0), mid_lse.stride(1),
         kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1),
         KV_GROUP=group, BLOCK_H=max(16, next_pow2(group)), HEAD_DIM=d, BLOCK_D=block_d,
-        BLOCK_N=block_n, NUM_SPLITS=num_splits,
+        BLOCK_N=block_n, NUM_SPLITS=num_splits, MIN_SPLIT=max(1, int(min_split)),
         # the interpreter's tl.dot mis-handles bf16 (triton 3.9): fp32 operands there
         UPCAST_DOT=interpreting(),
         DOT_PREC="ieee" if q.dtype == torch.float32 else "tf32",

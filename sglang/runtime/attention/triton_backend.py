@@ -87,6 +87,10 @@ class TritonAttentionBackend(AttentionBackend):
         env = os.environ.get("SGLANG_DECODE_SPLITS", "auto")
         self.num_kv_splits = num_kv_splits or (None if env == "auto" else int(env))
         self._auto_splits = _dec.auto_num_splits
+        # SGLANG_DECODE_MIN_SPLIT=N: fewest keys per decode split at every batch size (auto: auto_min_split)
+        env_min = os.environ.get("SGLANG_DECODE_MIN_SPLIT", "auto")
+        self._min_split = (_dec.auto_min_split if env_min == "auto"
+                           else (lambda bs, hkv, sms, n=int(env_min): n))
         self._default_splits = _dec.DEFAULT_NUM_SPLITS
         self.flashinfer = _flashinfer_for_extend(model_runner, extend_with_flashinfer)
         self.flashinfer_min_tokens = FLASHINFER_EXTEND_MIN_TOKENS
@@ -222,16 +226,18 @@ class TritonAttentionBackend(AttentionBackend):
         # the kernels store this step's k/v into the pool themselves (no separate scatter launches)
         fused = dict(out=out, k_new=k, v_new=v, out_cache_loc=batch.out_cache_loc)
         if meta.groups is None:
-            splits = self.num_kv_splits or self._auto_splits(batch.batch_size, k_buf.shape[1], self._num_sms)
+            bs, hkv = batch.batch_size, k_buf.shape[1]
+            splits = self.num_kv_splits or self._auto_splits(bs, hkv, self._num_sms)
             self._decode(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens,
-                         scaling, num_splits=splits, **fused)
+                         scaling, num_splits=splits, min_split=self._min_split(bs, hkv, self._num_sms), **fused)
             return
         if meta.plan is None:
             meta.plan = self._cas.plan_cascade(meta.groups.group_rows(), meta.groups.shared_lens, batch.batch_size,
                                                q.shape[1] // k_buf.shape[1], q.device, num_kv_heads=k_buf.shape[1],
                                                num_sms=self._num_sms)
         self._cascade(q, k_buf, v_buf, batch.req_to_token, batch.req_pool_indices, batch.seq_lens, scaling,
-                      meta.plan, num_splits=self.num_kv_splits or self._default_splits, **fused)
+                      meta.plan, num_splits=self.num_kv_splits or self._default_splits,
+                      min_split=self._min_split(batch.batch_size, k_buf.shape[1], self._num_sms), **fused)
 
     def _run_extend(self, meta: _ExtendMeta, q, k_buf, v_buf, batch: ForwardBatch, scaling: float,
                     out: torch.Tensor) -> None:
