@@ -175,3 +175,20 @@ def test_summary_cli_prints_every_run_and_writes_json(tmp_path, capsys):
     assert "run 0:" in text and "run 1:" in text
     assert json.loads((tmp_path / "s.json").read_text())["runs"][1]["admission"]["requests_admitted"] == 2
     assert out["runs"][0]["admission"]["requests_admitted"] == 3
+
+
+def test_serving_arms_labels_each_dataset_run_of_a_timeline(tmp_path):
+    import serving_arms
+
+    h = Harness()
+    path = h.sched.set_timeline(str(tmp_path / "timeline_full-{pid}.jsonl"))
+    burst(h, groups=1, per_group=1, prefix=10, tag="warm")  # a start-up warm-up before the first flush
+    for tag, per_group in (("a", 3), ("b", 5)):
+        assert h.sched.flush_cache()
+        burst(h, groups=1, per_group=per_group, prefix=40, tag=tag)
+    h.sched.flush_timeline()
+    out = serving_arms.summarize_timelines(str(tmp_path / "timeline_full-{pid}.jsonl"), ["random", "shared_prefix"],
+                                           quiet_s=0.01)
+    runs = out[os.path.basename(path)]["runs"]
+    assert list(runs) == ["startup", "random", "shared_prefix"]
+    assert [r["admission"]["requests_admitted"] for r in runs.values()] == [1, 3, 5]
