@@ -96,7 +96,8 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path,
     finally:
         if timeline:
             try:
-                out["timeline"] = summarize_timelines(timeline, [name for name, _ in runs])
+                origins = {name: out[name].get("started_at") for name, _ in runs if isinstance(out.get(name), dict)}
+                out["timeline"] = summarize_timelines(timeline, [name for name, _ in runs], origins=origins)
             except Exception as e:  # the arm's numbers stand without it
                 out["timeline"] = {"error": f"{type(e).__name__}: {e}"}
         proc.terminate()
@@ -120,9 +121,11 @@ def _settled(paths: list[str], quiet_s: float = 1.0, timeout_s: float = 15.0) ->
         time.sleep(quiet_s)
 
 
-def summarize_timelines(pattern: str, names: list[str], quiet_s: float = 1.0) -> dict[str, Any]:
+def summarize_timelines(pattern: str, names: list[str], quiet_s: float = 1.0,
+                        origins: Optional[dict[str, float]] = None) -> dict[str, Any]:
     """Each scheduler's timeline summarized per dataset run (the runs after its flush_cache marks; anything
-    before the first mark, e.g. a startup warm-up, is "startup")."""
+    before the first mark, e.g. a startup warm-up, is "startup"). origins: run name -> epoch when its client
+    started sending (bench_serving's started_at): admission times then count from there."""
     import timeline_summary
 
     paths = sorted(glob.glob(pattern.replace("{pid}", "*")))
@@ -130,16 +133,17 @@ def summarize_timelines(pattern: str, names: list[str], quiet_s: float = 1.0) ->
     out: dict[str, Any] = {}
     for path in paths:
         try:
-            summary = timeline_summary.summarize_file(path)
+            meta, steps = timeline_summary.load(path)
         except (OSError, ValueError) as e:
             out[path] = {"error": f"{type(e).__name__}: {e}"}
             continue
-        runs = summary["runs"]
-        labels = ["startup"] * (len(runs) - len(names)) + names[-len(runs):] if len(runs) >= len(names) else \
-            [f"run{i}" for i in range(len(runs))]
-        for label, run in zip(labels, runs):
-            print(f"[timeline {Path(path).name}] {label}\n{timeline_summary.format_run(0, run)}", flush=True)
-        out[Path(path).name] = {"meta": summary["meta"], "runs": dict(zip(labels, runs))}
+        extra = len(steps) - len(names)
+        labels = ["startup"] * extra + names if extra >= 0 else [f"run{i}" for i in range(len(steps))]
+        runs = {}
+        for label, st in zip(labels, steps):
+            runs[label] = timeline_summary.summarize_run(st, origin=(origins or {}).get(label))
+            print(f"[timeline {Path(path).name}] {label}\n{timeline_summary.format_run(0, runs[label])}", flush=True)
+        out[Path(path).name] = {"meta": meta, "runs": runs}
     return out
 
 

@@ -87,6 +87,19 @@ def _last(steps: list[dict[str, Any]], key: str) -> Optional[int]:
     return idx[-1] if idx else None
 
 
+def time_at_share(steps: list[dict[str, Any]], key: str, share: float, start: float) -> Optional[float]:
+    """When the count `key` (per step) reached `share` of its total: e.g. the median request's first token."""
+    total = sum(s.get(key, 0) for s in steps)
+    if not total:
+        return None
+    seen = 0
+    for s in steps:
+        seen += s.get(key, 0)
+        if seen >= share * total:  # arrivals count at the step's start, first tokens at its end
+            return (s["t0"] if key == "arrived" else s["t1"]) - start
+    return None
+
+
 def _admission(steps: list[dict[str, Any]], start: float) -> dict[str, Any]:
     arrived = [i for i, s in enumerate(steps) if s.get("arrived")]
     last_admit, last_first = _last(steps, "admitted"), _last(steps, "first_tokens")
@@ -98,6 +111,9 @@ def _admission(steps: list[dict[str, Any]], start: float) -> dict[str, Any]:
         # a request counts at the first step after the scheduler took it in
         "first_arrival_s": steps[arrived[0]]["t0"] - start if arrived else None,
         "last_arrival_s": steps[arrived[-1]]["t0"] - start if arrived else None,
+        # the median request reached the scheduler / got its first token by then (compare with client TTFT p50)
+        "arrival_p50_s": time_at_share(steps, "arrived", 0.5, start),
+        "first_token_p50_s": time_at_share(steps, "first_tokens", 0.5, start),
         "last_admitted_s": steps[last_admit]["t1"] - start if last_admit is not None else None,
         "last_first_token_s": steps[last_first]["t1"] - start if last_first is not None else None,
         "extend_rounds_until_last_first_token": sum(s["mode"] != "decode" for s in upto),
@@ -127,7 +143,9 @@ def _gaps(steps: list[dict[str, Any]], start: float, top: int) -> dict[str, Any]
                         for g, i in longest]}
 
 
-def summarize_run(steps: list[dict[str, Any]], top_gaps: int = 8) -> dict[str, Any]:
+def summarize_run(steps: list[dict[str, Any]], top_gaps: int = 8, origin: Optional[float] = None) -> dict[str, Any]:
+    """origin: epoch seconds the admission times count from (e.g. when the benchmark client started sending);
+    default the run's first step."""
     start, end = steps[0]["t0"], steps[-1]["t1"]
     span = end - start
     modes = {m: _mode_stats([s for s in steps if s["mode"] == m]) for m in MODES}
@@ -143,7 +161,9 @@ def summarize_run(steps: list[dict[str, Any]], top_gaps: int = 8) -> dict[str, A
         "extend_tokens_per_round": sum(s["extend_tokens"] for s in ext) / len(ext) if ext else None,
         "extend_tokens_per_round_max": max((s["extend_tokens"] for s in ext), default=None),
         "decode_by_batch_size": _decode_buckets([s for s in steps if s["mode"] == "decode"]),
-        "admission": _admission(steps, start),
+        "origin": "client start" if origin is not None else "first step",
+        "first_step_s": start - origin if origin is not None else 0.0,
+        "admission": _admission(steps, start if origin is None else origin),
         "host": {m: _host([s for s in steps if s["mode"] == m]) for m in MODES if modes[m]["steps"]},
         "gaps": _gaps(steps, start, top_gaps),
     }
@@ -172,6 +192,8 @@ def format_run(i: int, r: dict[str, Any]) -> str:
         out.append(f"  extend rounds: {r['extend_rows_per_round']:.1f} rows, {r['extend_tokens_per_round']:.0f} tokens "
                    f"per round (max {r['extend_tokens_per_round_max']})")
     a = r["admission"]
+    out.append(f"  times from the {r['origin']} (first step at {r['first_step_s']:.3f} s): median request in at "
+               f"{_f(a['arrival_p50_s'])} s, its first token by {_f(a['first_token_p50_s'])} s")
     out.append(f"  requests: {a['requests_arrived']} arrived ({_f(a['first_arrival_s'])} .. {_f(a['last_arrival_s'])} s), "
                f"{a['requests_admitted']} admitted (last at {_f(a['last_admitted_s'])} s), {a['first_tokens']} first "
                f"tokens (last at {_f(a['last_first_token_s'])} s, after {a['extend_rounds_until_last_first_token']} "

@@ -72,6 +72,10 @@ def test_records_agree_with_the_counters_and_the_summary(tmp_path):
     last_first = max(i for i, s in enumerate(steps) if s.get("first_tokens"))
     assert a["extend_rounds_until_last_first_token"] == sum(s["mode"] != "decode" for s in steps[: last_first + 1])
     assert a["last_first_token_s"] == pytest.approx(steps[last_first]["t1"] - steps[0]["t0"])
+    assert a["arrival_p50_s"] == a["first_arrival_s"] == 0.0  # all queued before the first step
+    half = next(i for i in range(len(steps)) if 2 * sum(s.get("first_tokens", 0) for s in steps[: i + 1]) >= n)
+    assert a["first_token_p50_s"] == pytest.approx(steps[half]["t1"] - steps[0]["t0"])
+    assert a["first_token_p50_s"] < a["last_first_token_s"]
     assert sum(b["steps"] for b in r["decode_by_batch_size"].values()) == c["forward_decode"]
     span = steps[-1]["t1"] - steps[0]["t0"]
     assert r["span_s"] == pytest.approx(span)
@@ -187,8 +191,14 @@ def test_serving_arms_labels_each_dataset_run_of_a_timeline(tmp_path):
         assert h.sched.flush_cache()
         burst(h, groups=1, per_group=per_group, prefix=40, tag=tag)
     h.sched.flush_timeline()
+    _, steps = timeline_summary.load(path)
+    client_start = steps[2][0]["t0"] - 2.0  # the client of the last run started sending 2 s before its first step
     out = serving_arms.summarize_timelines(str(tmp_path / "timeline_full-{pid}.jsonl"), ["random", "shared_prefix"],
-                                           quiet_s=0.01)
+                                           quiet_s=0.01, origins={"shared_prefix": client_start})
     runs = out[os.path.basename(path)]["runs"]
     assert list(runs) == ["startup", "random", "shared_prefix"]
     assert [r["admission"]["requests_admitted"] for r in runs.values()] == [1, 3, 5]
+    last = runs["shared_prefix"]
+    assert last["origin"] == "client start" and last["first_step_s"] == pytest.approx(2.0)
+    assert last["admission"]["first_arrival_s"] == pytest.approx(2.0)
+    assert runs["random"]["first_step_s"] == 0.0 and runs["random"]["admission"]["first_arrival_s"] == 0.0
