@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scheduler_toy_runner import ToyRunner
 from test_scheduler_toy import Harness, shared_prefix_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -202,3 +203,16 @@ def test_serving_arms_labels_each_dataset_run_of_a_timeline(tmp_path):
     assert last["origin"] == "client start" and last["first_step_s"] == pytest.approx(2.0)
     assert last["admission"]["first_arrival_s"] == pytest.approx(2.0)
     assert runs["random"]["first_step_s"] == 0.0 and runs["random"]["admission"]["first_arrival_s"] == 0.0
+
+
+def test_retracted_requests_count_one_admission_and_one_first_token_each(tmp_path):
+    h = Harness(ToyRunner(pool_size=120))
+    path = h.sched.set_timeline(str(tmp_path / "tl.jsonl"))
+    for i, p in enumerate(shared_prefix_prompts(12, 20, seed=1)):
+        h.submit(f"r{i}", p, max_new_tokens=40)
+    h.run()
+    h.sched.flush_timeline()
+    assert h.sched.counters["retractions"] > 0
+    steps = steps_of(path)
+    assert sum(s["rows"] for s in steps if s["mode"] == "extend") > 12  # re-prefills after the retractions
+    assert sum(s.get("admitted", 0) for s in steps) == sum(s.get("first_tokens", 0) for s in steps) == 12

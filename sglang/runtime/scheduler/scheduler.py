@@ -192,9 +192,9 @@ class Scheduler:
             mixed = self.decode.mixable(sum(a.extend_len for a in admissions))
         fresh = sum(not a.req.scheduled_once for a in admissions) if self.timeline is not None else 0
         done = self.prefill.run(admissions, mixed)
-        if self.timeline is not None:
-            self.timeline.note(admitted=fresh, mixed_rows=len(mixed),
-                               first_tokens=len(done.rows) - len(mixed) + len(done.prefill_only))
+        if self.timeline is not None:  # (a request re-prefilled after a retraction has its first token already)
+            self.timeline.note(admitted=fresh, mixed_rows=len(mixed), first_tokens=len(done.prefill_only) + sum(
+                not r.output_ids for r in done.rows[len(mixed):]))
         for req in done.prefill_only:
             self.table.finish(req, FinishReason(FinishKind.LENGTH, length=0))
         if done.rows:

@@ -20,7 +20,8 @@ Lines (JSON objects), by "kind":
                       from CUDA events lazily; null off CUDA
         arrived       requests that reached the scheduler since the previous step
         admitted      requests scheduled for the first time; first_tokens: requests whose first output
-                      token this step sampled; mixed_rows: decode rows riding in an extend
+                      token this step sampled (a re-prefill after a retraction counts in neither);
+                      mixed_rows: decode rows riding in an extend
         running, waiting  after the step
 
 Memory stays bounded: steps are written out in batches (FLUSH_EVERY) once their CUDA events have
