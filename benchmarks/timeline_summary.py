@@ -61,7 +61,11 @@ def _mode_stats(steps: list[dict[str, Any]]) -> dict[str, Any]:
     wall = sum(s["t1"] - s["t0"] for s in steps)
     dev = _device_s(steps)
     tokens = sum(s["extend_tokens"] for s in steps)
-    return {"steps": len(steps), "wall_s": wall, "device_s": dev, "tokens": tokens,
+    attn: dict[str, int] = {}
+    for s in steps:
+        if s.get("attn"):
+            attn[s["attn"]] = attn.get(s["attn"], 0) + 1
+    return {"steps": len(steps), "wall_s": wall, "device_s": dev, "tokens": tokens, "attention": attn,
             "rows": sum(s["rows"] for s in steps), "prefix_tokens": sum(s["prefix_tokens"] for s in steps),
             "tokens_per_s_wall": tokens / wall if wall > 0 else None,
             "tokens_per_s_device": tokens / dev if dev else None,
@@ -185,7 +189,8 @@ def format_run(i: int, r: dict[str, Any]) -> str:
         if s["steps"]:
             out.append(f"  {m:<7}{s['steps']:>7} steps  wall {s['wall_s']:8.3f} s  device {_f(s['device_s'])} s  "
                        f"{s['tokens']} tokens ({_f(s['tokens_per_s_wall'], '.0f')} tok/s wall, "
-                       f"{_f(s['tokens_per_s_device'], '.0f')} tok/s device)  graphs {_f(s['graph_share'], '.0%')}")
+                       f"{_f(s['tokens_per_s_device'], '.0f')} tok/s device)  graphs {_f(s['graph_share'], '.0%')}"
+                       + (f"  attention {s['attention']}" if s["attention"] else ""))
     out.append(f"  between steps {r['between_steps_s']:.3f} s; device busy {_f(r['device_busy_s'])} s, "
                f"idle {_f(r['device_idle_s'])} s")
     if r["extend_rows_per_round"] is not None:

@@ -155,6 +155,7 @@ def test_the_tiny_dummy_engine_writes_a_timeline_through_the_environment(tiny_ll
                        max_total_tokens=20000, chunked_prefill_size=96) as engine:
         engine.generate(input_ids=prompts, sampling_params={"max_new_tokens": 5, "temperature": 0, "ignore_eos": True})
         path = engine.scheduler.call("flush_timeline").result()
+        engine_backend = engine.scheduler.call(lambda sched: sched.runner.attn_backend).result()
         stats = engine.stats()
     meta, runs = timeline_summary.load(path)
     assert meta["chunked_prefill_size"] == 96 and len(runs) == 1
@@ -163,6 +164,8 @@ def test_the_tiny_dummy_engine_writes_a_timeline_through_the_environment(tiny_ll
     assert sum(s["mode"] != "decode" for s in steps) == stats["forward_extend"]
     assert sum(s["extend_tokens"] for s in steps if s["mode"] == "extend") == stats["prefill_tokens"]
     assert max(s["extend_tokens"] for s in steps if s["mode"] == "extend") <= 96
+    assert {s.get("attn") for s in steps if s["mode"] == "extend"} == {type(engine_backend).__name__}
+    assert all("attn" not in s for s in steps if s["mode"] == "decode")
     r = timeline_summary.summarize_run(steps)
     assert r["admission"]["first_tokens"] == r["admission"]["requests_admitted"] == len(prompts)
     assert r["modes"]["decode"]["tokens"] == 4 * len(prompts)  # 5 tokens each, the first from the extend

@@ -16,6 +16,7 @@ Lines (JSON objects), by "kind":
         rows, extend_tokens (tokens computed), prefix_tokens (cached tokens under the extend rows),
         kv_tokens     (sum of sequence lengths: the KV the attention reads)
         graph         the forward replayed a CUDA graph
+        attn          (extend) the attention kernels it ran on: "flashinfer" or the backend's class name
         device_ms     device time from before the forward to the step's end (forward + sampling), read
                       from CUDA events lazily; null off CUDA
         arrived       requests that reached the scheduler since the previous step
@@ -102,6 +103,8 @@ class Timeline:
         t = time.perf_counter()
         out = runner.forward(batch)
         cur["fwd_s"] = round(time.perf_counter() - t, 6)
+        if batch.mode.is_extend():
+            cur["attn"] = attention_path(runner, batch)
         return out
 
     def note(self, **counts: int) -> None:
@@ -167,6 +170,16 @@ def replays_graph(runner: Any, batch: ForwardBatch) -> bool:
     """Whether runner.forward(batch) will replay a captured CUDA graph (the runner's own test)."""
     graphs = getattr(runner, "cuda_graph_runner", None)
     return bool(graphs is not None and graphs.can_run(batch))
+
+
+def attention_path(runner: Any, batch: ForwardBatch) -> Optional[str]:
+    """Which attention kernels an extend ran on: "flashinfer" where the backend handed it to FlashInfer's
+    prefill (the triton backend does so for large prefix-free extends once that kernel is compiled), else
+    the backend's name."""
+    if getattr(getattr(batch, "attn_metadata", None), "flashinfer", None) is not None:
+        return "flashinfer"
+    backend = getattr(runner, "attn_backend", None)
+    return type(backend).__name__ if backend is not None else None
 
 
 def _finish(record: dict[str, Any]) -> dict[str, Any]:
