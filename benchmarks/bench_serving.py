@@ -218,6 +218,7 @@ async def run_benchmark(base_url: str, requests: list[BenchRequest], request_rat
         async with sem:
             return await send_one(url, backend, r, model, ignore_eos, headers)
 
+    started_at = time.time()  # epoch: lines the run up with the server's forward timeline (SGLANG_TIMELINE)
     start = time.perf_counter()
     tasks = []
     for r in requests:
@@ -226,7 +227,9 @@ async def run_benchmark(base_url: str, requests: list[BenchRequest], request_rat
             await asyncio.sleep(rng.expovariate(request_rate))  # Poisson process
     results = await asyncio.gather(*tasks)
     duration = time.perf_counter() - start
-    return summarize(results, duration, info.get("model_path", ""))
+    summary = summarize(results, duration, info.get("model_path", ""))
+    summary["started_at"] = started_at
+    return summary
 
 
 def summarize(results: list[RequestResult], duration: float, model: str) -> dict[str, Any]:

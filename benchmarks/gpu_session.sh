@@ -10,6 +10,7 @@
 # $PROGRAMS_MODEL dummy weights; needs the sglang-0.2.10 wheel in .whl: ../shared/device/fetch-wheels.sh sglang==0.2.10),
 # vlm (bench_vlm.py: image-QA requests/s at llava-1.5-7b shapes vs transformers generate; VLM_ARGS),
 # router (bench_router.py: cache-aware vs round-robin over ROUTER_WORKERS replicas on this GPU; ROUTER_ARGS).
+# TIMELINE=1 (serving): a forward timeline per arm, summarized into serving_arms.json (see the serving step).
 # PYSPY=1 records a py-spy profile of every step (raw stacks, summarize with benchmarks/pyspy_summary.py);
 # PYSPY_ARGS adds py-spy flags (e.g. --idle: waiting threads too, to see where a stall waits).
 # Arguments per step through env vars: ONE_BATCH_ARGS, OFFLINE_ARGS, SERVING_ARGS, PROGRAMS_ARGS, *_LIMIT (seconds); a step
@@ -82,8 +83,10 @@ for step in $STEPS; do
         --arms hf --skip-radix --out "$OUT/bench_offline_hf.json"
       run_step offline_naive ${OFFLINE_NAIVE_LIMIT:-200} python3 benchmarks/bench_offline.py ${OFFLINE_ARGS:-} \
         --arms naive --skip-radix --out "$OUT/bench_offline_naive.json" ;;
-    serving) run_step serving${tag:+_$tag} ${SERVING_LIMIT:-300} python3 benchmarks/serving_arms.py \
-        --out "$OUT/serving_arms${tag:+_$tag}.json" ${SERVING_ARGS:-} ;;
+    serving)  # TIMELINE=1: each arm records a forward timeline (timeline_<arm>-<pid>.jsonl, in results.tgz) and its
+      # per-run summary lands in the arm's JSON under "timeline" (benchmarks/timeline_summary.py)
+      run_step serving${tag:+_$tag} ${SERVING_LIMIT:-300} python3 benchmarks/serving_arms.py \
+        --out "$OUT/serving_arms${tag:+_$tag}.json" ${TIMELINE:+--timeline} ${SERVING_ARGS:-} ;;
     offline_old)  # the same offline run on an older tree carried in ./.old (git archive REV | tar -x -C .old), in one
       # call with offline_one, for a before/after comparison on one machine (the host speed differs between machines)
       mkdir -p /tmp/oldpkg && ln -sfn "$PWD/.old" /tmp/oldpkg/sglang

@@ -7,10 +7,14 @@ one server at a time, and print them side by side:
     python benchmarks/serving_arms.py --model llama-3.2-1b --out serving.json
 
 Each arm runs the `random` dataset and the `generated-shared-prefix` dataset (the radix cache's case).
+`--timeline` has each arm's scheduler record a forward timeline (SGLANG_TIMELINE, scheduler/timeline.py) into
+timeline_<arm>-<pid>.jsonl beside --out; its summary per dataset run (benchmarks/timeline_summary.py) goes into
+the arm's JSON under "timeline", so it comes back with it.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -56,10 +60,14 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path,
     cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", path, "--load-format", "dummy",
            "--port", str(port), "--dtype", args.dtype, *ARMS[arm], *args.server_args]
     env = dict(os.environ, SGLANG_TORCH_OPS="1" if arm == "naive" else "0")
+    timeline = str(log_dir / f"timeline_{arm}-{{pid}}.jsonl") if args.timeline else None
+    if timeline:
+        env["SGLANG_TIMELINE"] = timeline
     log = open(log_dir / f"server_{arm}.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     out = {} if out is None else out
     out.update(arm=arm, cmd=" ".join(cmd))
+    runs: list[tuple[str, list[str]]] = []
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, args.startup_timeout)
         common = ["--port", str(port), "--max-token-id", str(min(args.vocab, 30000))]
@@ -87,6 +95,12 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path,
     except Exception as e:
         out["error"] = f"{type(e).__name__}: {e}"
     finally:
+        if timeline:
+            try:
+                origins = {name: out[name].get("started_at") for name, _ in runs if isinstance(out.get(name), dict)}
+                out["timeline"] = summarize_timelines(timeline, [name for name, _ in runs], origins=origins)
+            except Exception as e:  # the arm's numbers stand without it
+                out["timeline"] = {"error": f"{type(e).__name__}: {e}"}
         proc.terminate()
         try:
             proc.wait(timeout=30)
@@ -94,6 +108,43 @@ def run_arm(arm: str, path: str, args: argparse.Namespace, log_dir: Path,
             proc.kill()
             proc.wait()
         log.close()
+    return out
+
+
+def _settled(paths: list[str], quiet_s: float = 1.0, timeout_s: float = 15.0) -> None:
+    """Wait until the timeline files stop growing: the scheduler writes its last steps when it goes idle."""
+    deadline, last = time.time() + timeout_s, None
+    while time.time() < deadline:
+        sizes = [os.path.getsize(p) for p in paths]
+        if sizes == last:
+            return
+        last = sizes
+        time.sleep(quiet_s)
+
+
+def summarize_timelines(pattern: str, names: list[str], quiet_s: float = 1.0,
+                        origins: Optional[dict[str, float]] = None) -> dict[str, Any]:
+    """Each scheduler's timeline summarized per dataset run (the runs after its flush_cache marks; anything
+    before the first mark, e.g. a startup warm-up, is "startup"). origins: run name -> epoch when its client
+    started sending (bench_serving's started_at): admission times then count from there."""
+    import timeline_summary
+
+    paths = sorted(glob.glob(pattern.replace("{pid}", "*")))
+    _settled(paths, quiet_s)
+    out: dict[str, Any] = {}
+    for path in paths:
+        try:
+            meta, steps = timeline_summary.load(path)
+        except (OSError, ValueError) as e:
+            out[path] = {"error": f"{type(e).__name__}: {e}"}
+            continue
+        extra = len(steps) - len(names)
+        labels = ["startup"] * extra + names if extra >= 0 else [f"run{i}" for i in range(len(steps))]
+        runs = {}
+        for label, st in zip(labels, steps):
+            runs[label] = timeline_summary.summarize_run(st, origin=(origins or {}).get(label))
+            print(f"[timeline {Path(path).name}] {label}\n{timeline_summary.format_run(0, runs[label])}", flush=True)
+        out[Path(path).name] = {"meta": meta, "runs": runs}
     return out
 
 
@@ -116,6 +167,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--gsp-output-len", type=int, default=256)
     p.add_argument("--request-rates", nargs="+", default=["inf"],
                    help="Poisson arrival rates in req/s to sweep ('inf' = all at once)")
+    p.add_argument("--timeline", action="store_true",
+                   help="record each arm's forward timeline (SGLANG_TIMELINE) and summarize it per run")
     p.add_argument("--startup-timeout", type=float, default=240)
     p.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra server flags (last)")
     p.add_argument("--out", default="serving_arms.json")

@@ -372,13 +372,16 @@ def test_lpm_does_not_starve_a_request_without_cache_hits():
 
 
 def test_long_queue_uses_lazy_matching_and_still_reuses_prefixes():
-    prompts = shared_prefix_prompts(300, 12, seed=9)
-    h = Harness()
+    from sglang.runtime.scheduler.schedule_policy import LPM_MAX_QUEUE
+
+    n = LPM_MAX_QUEUE + 76  # past it, lpm falls back to fcfs order with lazy matching
+    prompts = shared_prefix_prompts(n, 12, seed=9)
+    h = Harness(ToyRunner(pool_size=40 * n, max_reqs=n + 1))
     for i, p in enumerate(prompts):
         h.submit(f"r{i}", p, 2)
     out = h.run()
     assert all(ids_of(out[f"r{i}"]) == toy_greedy(p, 2) for i, p in enumerate(prompts))
-    assert sum(o["meta_info"]["cached_tokens"] >= 12 for o in out.values()) > 200
+    assert sum(o["meta_info"]["cached_tokens"] >= 12 for o in out.values()) > 0.66 * n
 
 
 def test_overlap_keeps_seeded_sampling_reproducible():

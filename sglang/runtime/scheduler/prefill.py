@@ -47,6 +47,9 @@ class PrefillManager:
         self.starvation_rounds = STARVATION_ROUNDS
         self.waiting: list[Req] = []
         self.chunked: Optional[Req] = None  # the request whose prefill is in progress over rounds
+        # the last round admitted nothing from the queue (out of memory): the next one matches lazily (fcfs)
+        # instead of the whole queue for lpm, which would only find the same lack of memory, every step
+        self.queue_blocked = False
         self.counters = {"forward_extend": 0, "prefill_tokens": 0, "cached_tokens": 0, "chunk_yields": 0,
                          "forward_mixed": 0}
 
@@ -110,8 +113,8 @@ class PrefillManager:
         return adder.admitted
 
     def _admit_waiting(self, adder: PrefillAdder, new_token_ratio: float) -> None:
-        # lpm needs every waiting request's cached prefix; fcfs (or a long queue) matches lazily
-        lpm = self.args.schedule_policy == "lpm" and len(self.waiting) <= LPM_MAX_QUEUE
+        # lpm needs every waiting request's cached prefix; fcfs (or a long or memory-blocked queue) matches lazily
+        lpm = self.args.schedule_policy == "lpm" and len(self.waiting) <= LPM_MAX_QUEUE and not self.queue_blocked
         matches = {id(r): self.cache.match(r) for r in self.waiting} if lpm else {}
         order = order_waiting(self.waiting, "lpm" if lpm else "fcfs",
                               {k: int(v[0].numel()) for k, v in matches.items()}, self.starvation_rounds)
@@ -124,6 +127,7 @@ class PrefillManager:
             elif adder.blocked or adder.rem_requests <= 0 or adder.rem_input_tokens <= 0:
                 break  # nothing more fits this round: skip matching the rest of the queue
         admitted = {id(a.req) for a in adder.admitted}
+        self.queue_blocked = adder.out_of_memory and not any(a.req is not self.chunked for a in adder.admitted)
         latest = max((a.req.arrival for a in adder.admitted if a.req is not self.chunked), default=None)
         for r in self.waiting:
             if id(r) not in admitted and latest is not None and r.arrival < latest:

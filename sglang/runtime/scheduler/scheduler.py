@@ -11,7 +11,8 @@ The parts, each with its own state, composed here (none of them knows the Schedu
   CacheManager (KV slots, prefix cache) ← RequestTable (requests in flight, outputs) ← PrefillManager
   (waiting queue) ← DecodeManager (running batch) ← TokenProcessor (+ BatchSampler) ← OverlapDecoder;
 the Scheduler itself keeps only the Inbox (the one thing other threads touch), the stop flag and a
-StepTimer (host vs device time per decode step, off unless a benchmark asks: set_step_timing).
+StepTimer (host vs device time per decode step, off unless a benchmark asks: set_step_timing) and
+an optional Timeline (one JSON line per forward: SGLANG_TIMELINE=path or set_timeline; timeline.py).
 Hooks for the owner: `constraint_factory(req) -> state | None` (see process.py for the state's methods),
 `on_step_end()` after each inbox drain and step. CUDA graphs live behind `model_runner.forward`.
 """
@@ -36,6 +37,7 @@ from sglang.runtime.scheduler.request_table import OutputCallback, RequestTable
 from sglang.runtime.scheduler.schedule_policy import Admission
 from sglang.runtime.scheduler.sample import BatchSampler, eos_ids_of
 from sglang.runtime.scheduler.step_timer import StepTimer
+from sglang.runtime.scheduler.timeline import Timeline, TimelineRunner, timeline_path
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,8 @@ class Scheduler:
         self.on_step_end: Optional[Callable[[], None]] = None
         self.inbox = Inbox()
         self._stopped = False
+        self.timeline: Optional[Timeline] = None
+        self._attach_timeline(Timeline.from_env(self.device, self._timeline_meta()))
 
     @property
     def starvation_rounds(self) -> int:
@@ -113,7 +117,10 @@ class Scheduler:
     def run_forever(self) -> None:
         end = self.on_step_end or (lambda: None)
         while not self._stopped:
-            self.drain_inbox(block=not self.has_work())
+            idle = not self.has_work()
+            if idle and self.timeline is not None:
+                self.timeline.flush()  # about to wait for requests: reading the device costs nothing now
+            self.drain_inbox(block=idle)
             end()
             if self._stopped:
                 break
@@ -125,6 +132,8 @@ class Scheduler:
             end()
         self._fail_all("engine shut down")
         end()
+        if self.timeline is not None:
+            self.timeline.flush()
 
     def drain_inbox(self, block: bool) -> None:
         for kind, payload in self.inbox.take_all(block):
@@ -155,6 +164,15 @@ class Scheduler:
 
     def step(self) -> bool:
         """Run one forward if there is anything to do; returns whether it did."""
+        if self.timeline is None:
+            return self._step()
+        self.timeline.begin_step()
+        try:
+            return self._step()
+        finally:
+            self.timeline.end_step(len(self.decode.running), len(self.prefill.waiting))
+
+    def _step(self) -> bool:
         if self.overlap.pending is not None and self.prefill.has_work():
             self.overlap.flush()
         admissions = self.prefill.admit(self.decode.running, self.decode.new_token_ratio)
@@ -172,7 +190,11 @@ class Scheduler:
         mixed: list[Req] = []
         if self.args.enable_mixed_chunk:  # running requests ride along, one token each
             mixed = self.decode.mixable(sum(a.extend_len for a in admissions))
+        fresh = sum(not a.req.scheduled_once for a in admissions) if self.timeline is not None else 0
         done = self.prefill.run(admissions, mixed)
+        if self.timeline is not None:  # (a request re-prefilled after a retraction has its first token already)
+            self.timeline.note(admitted=fresh, mixed_rows=len(mixed), first_tokens=len(done.prefill_only) + sum(
+                not r.output_ids for r in done.rows[len(mixed):]))
         for req in done.prefill_only:
             self.table.finish(req, FinishReason(FinishKind.LENGTH, length=0))
         if done.rows:
@@ -199,6 +221,8 @@ class Scheduler:
     # -- requests in and out ----------------------------------------------------------------------
     def _add_request(self, t: TokenizedRequest) -> None:
         req = self.table.create(t, self.device, self.constraint_factory)
+        if self.timeline is not None:
+            self.timeline.arrived()
         if req is not None:
             self.prefill.add(req)
 
@@ -224,6 +248,8 @@ class Scheduler:
         if self.has_work():
             return False
         self.kv.flush()
+        if self.timeline is not None:  # benchmarks flush between runs: the mark separates them
+            self.timeline.mark("flush_cache")
         return True
 
     def stats(self) -> dict[str, Any]:
@@ -243,6 +269,35 @@ class Scheduler:
     def step_timing(self) -> dict[str, float]:
         """Mean host and device milliseconds per decode step since set_step_timing(True)."""
         return self.timer.report()
+
+    def set_timeline(self, path: Optional[str]) -> Optional[str]:
+        """Start a forward timeline written to `path` (a running one is written out and replaced), or stop
+        it (None); returns the file it writes ("{pid}" filled in), see timeline.py."""
+        if self.timeline is not None:
+            self.timeline.flush()
+        self._attach_timeline(Timeline(timeline_path(path), self.device, self._timeline_meta()) if path else None)
+        return self.timeline.path if self.timeline is not None else None
+
+    def flush_timeline(self) -> Optional[str]:
+        """Write out every recorded step now; the timeline's file, or None without one."""
+        if self.timeline is None:
+            return None
+        self.timeline.flush()
+        return self.timeline.path
+
+    def _attach_timeline(self, timeline: Optional[Timeline]) -> None:
+        # only the prefill and decode parts launch forwards: they see the recording runner
+        self.timeline = timeline
+        runner = TimelineRunner(self.runner, timeline) if timeline is not None else self.runner
+        self.prefill.runner = runner
+        self.decode.runner = runner
+
+    def _timeline_meta(self) -> dict[str, Any]:
+        a = self.args
+        return {"chunked_prefill_size": a.chunked_prefill_size, "max_prefill_tokens": a.max_prefill_tokens,
+                "max_running_requests": a.max_running_requests, "schedule_policy": a.schedule_policy,
+                "disable_radix_cache": a.disable_radix_cache, "enable_mixed_chunk": a.enable_mixed_chunk,
+                "pool_tokens": self.kv.pool.size}
 
     def check_invariant(self) -> None:
         """Raise AssertionError unless every slot is accounted for (only meaningful when idle)."""

@@ -14,6 +14,22 @@ from typing import Any, Iterator, Optional
 import torch
 
 
+def record_event(device: torch.device) -> Optional[Any]:
+    """A timing CUDA event recorded now on the current stream, or None off CUDA (no separate device).
+    The one place that starts a device-time span (StepTimer, scheduler/timeline.py)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def elapsed_ms(start: Any, end: Any) -> float:
+    """Device milliseconds between two recorded events; waits for `end` (read lazily, off the hot loop)."""
+    end.synchronize()
+    return float(start.elapsed_time(end))
+
+
 class StepTimer:
     def __init__(self) -> None:
         self.enabled = False
@@ -55,24 +71,18 @@ class StepTimer:
             self.blocked_s += time.perf_counter() - t
 
     def device_begin(self, device: torch.device) -> None:
-        if self.enabled and device.type == "cuda":
-            self._open = torch.cuda.Event(enable_timing=True)
-            self._open.record()
+        if self.enabled:
+            self._open = record_event(device)
 
     def device_end(self) -> None:
         if self._open is not None:
-            end = torch.cuda.Event(enable_timing=True)
-            end.record()
-            self._events.append((self._open, end))
+            self._events.append((self._open, record_event(torch.device("cuda"))))
             self._open = None
 
     # -- report ---------------------------------------------------------------------------------
     def report(self) -> dict[str, float]:
         """Means over the decode steps since timing was switched on (or last reset)."""
-        gpu_ms = 0.0
-        for start, end in self._events:
-            end.synchronize()
-            gpu_ms += start.elapsed_time(end)
+        gpu_ms = sum(elapsed_ms(start, end) for start, end in self._events)
         n = max(self.steps, 1)
         return {
             "decode_steps_timed": self.steps,
