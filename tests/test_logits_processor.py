@@ -69,3 +69,18 @@ def test_no_request_wants_a_row():
     assert out.input_token_logprobs[0] is None and out.input_token_logprobs[1].numel() == 0
     assert out.input_top_logprobs == [None, None]
     assert out.next_token_logits.shape == (2, VOCAB)
+
+
+def test_decode_logits_go_into_the_given_buffer():
+    """CUDA graphs of every batch size share one output buffer: a DECODE batch's logits are written into
+    `out` (the same fp32 values as without it) and the result is that buffer, not a new tensor."""
+    g = torch.Generator().manual_seed(2)
+    hidden = torch.randn(3, HIDDEN, generator=g).to(torch.bfloat16)
+    lm_head = torch.randn(VOCAB, HIDDEN, generator=g).to(torch.bfloat16)
+    z = torch.zeros(3, dtype=torch.int64)
+    batch = ForwardBatch(ForwardMode.DECODE, 3, z, z, z, z + 1, z, torch.zeros(1), None)
+    shared = torch.full((5, VOCAB), float("nan"))
+    got = LogitsProcessor(VOCAB)(hidden, lm_head, batch, out=shared[:3]).next_token_logits
+    want = LogitsProcessor(VOCAB)(hidden, lm_head, batch).next_token_logits
+    assert got.data_ptr() == shared.data_ptr() and got.dtype == torch.float32
+    assert torch.equal(got, want) and torch.isnan(shared[3:]).all()

@@ -10,8 +10,8 @@ With --enable-cascade-decode and a backend that offers `init_cascade_graphs`, a 
 any grouping the backend says fits (`cascade_graph_fits`); one that does not fit replays the plain graph
 without its groups (same result, the prefix read per row).
 
-All graphs share one memory pool and one set of static input buffers, so the memory cost is that of
-the largest batch. The attention backend must be graph safe: it gets
+All graphs share one memory pool, one set of static input buffers and one logits output buffer
+(`logits_out`), so the memory cost is that of the largest batch. The attention backend must be graph safe: it gets
 `init_cuda_graph_state(max_bs)` once, `init_forward_metadata_capture(batch)` before each capture and
 `init_forward_metadata_replay(batch)` (host side, outside the graph) before each replay.
 
@@ -75,6 +75,14 @@ class CudaGraphRunner:
         self.out_cache_loc = torch.zeros(self.max_bs, dtype=torch.int64, device=dev)
         fwd = getattr(model_runner, "forward_eager", None)
         self._forward: Callable[[ForwardBatch], Any] = fwd or (lambda b: model_runner.model(b.input_ids, b.positions, b))
+        # every graph writes its logits into one [max_bs, vocab] fp32 buffer: a graph's own output would stay
+        # allocated for good (~1.2 GB per graph of 2373 rows at a 128k vocabulary; ~9 GB over all the sizes,
+        # twice that with cascade graphs: memory the KV pool sizing never saw, found as an OOM on the H200)
+        self.logits_out: torch.Tensor | None = None
+        lm_head = getattr(getattr(model_runner, "model", None), "lm_head_weight", None)
+        if fwd is not None and isinstance(lm_head, torch.Tensor):
+            self.logits_out = torch.empty((self.max_bs, lm_head.shape[0]), dtype=torch.float32, device=dev)
+            self._forward = lambda b: fwd(b, logits_out=self.logits_out[: b.batch_size])
         self.graphs: dict[tuple[int, bool], torch.cuda.CUDAGraph] = {}  # (batch size, cascade)
         self.outputs: dict[tuple[int, bool], Any] = {}
         self.cascade = bool(getattr(args, "enable_cascade_decode", False)) and hasattr(self.backend, "init_cascade_graphs")

@@ -193,15 +193,16 @@ class ModelRunner:
         self.attn_backend.init_forward_metadata(batch)
         return self.forward_eager(batch)
 
-    def forward_eager(self, batch: ForwardBatch) -> LogitsOutput:
-        """Model + logits on a batch whose attention metadata is already set (what a CUDA graph captures)."""
+    def forward_eager(self, batch: ForwardBatch, logits_out: Optional[torch.Tensor] = None) -> LogitsOutput:
+        """Model + logits on a batch whose attention metadata is already set (what a CUDA graph captures);
+        logits_out: where a DECODE batch's fp32 logits go (the graphs' one shared output buffer)."""
         if batch.mm_items:
             hidden = self._forward_multimodal(batch)
             if batch.return_logprob:  # input logprobs index the vocabulary with the next tokens' ids
                 batch = dataclasses.replace(batch, input_ids=self._placeholder_ids(batch))
         else:
             hidden = self.model(batch.input_ids, batch.positions, batch)
-        return self.logits_processor(hidden, self.model.lm_head_weight, batch)
+        return self.logits_processor(hidden, self.model.lm_head_weight, batch, out=logits_out)
 
     def _placeholder_ids(self, batch: ForwardBatch) -> torch.Tensor:
         """The batch's ids with each item's hash pad ids (past the vocabulary, the radix key) turned back

@@ -37,12 +37,18 @@ class LogitsProcessor:
     def __init__(self, vocab_size: int) -> None:
         self.vocab_size = vocab_size
 
-    def _logits(self, hidden: torch.Tensor, lm_head: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(hidden, lm_head.t()).float()
+    def _logits(self, hidden: torch.Tensor, lm_head: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logits = torch.matmul(hidden, lm_head.t())
+        if out is None:
+            return logits.float()
+        return out.copy_(logits)  # the same conversion, into the caller's buffer
 
-    def __call__(self, hidden: torch.Tensor, lm_head: torch.Tensor, batch: ForwardBatch) -> LogitsOutput:
+    def __call__(self, hidden: torch.Tensor, lm_head: torch.Tensor, batch: ForwardBatch,
+                 out: Optional[torch.Tensor] = None) -> LogitsOutput:
+        """out: an fp32 [bs, vocab] buffer for a DECODE batch's logits (CUDA graphs of every batch size
+        share one, instead of each keeping its own output alive)."""
         if batch.mode.is_decode():
-            return LogitsOutput(self._logits(hidden, lm_head))
+            return LogitsOutput(self._logits(hidden, lm_head, out))
         ext_lens = _extend_lens_cpu(batch)
         starts, acc = [], 0
         for n in ext_lens:
