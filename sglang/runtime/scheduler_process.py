@@ -24,7 +24,7 @@ import traceback
 from concurrent.futures import Future
 from typing import Any
 
-from sglang.runtime.process import SPAWN, exit_with_parent, spawn, stop_process
+from sglang.runtime.process import SPAWN, exit_with_parent, settle_gc, spawn, stop_process
 from sglang.runtime.resolved_model import ResolvedModel
 from sglang.runtime.scheduler.req import TokenizedRequest
 from sglang.runtime.scheduler_handle import OutputsCallback, build_scheduler, make_constraints
@@ -238,6 +238,7 @@ def run_scheduler_process(server_args: ServerArgs, model: ResolvedModel, conn: A
                 break
         scheduler.stop()
 
+    settle_gc("scheduler process", logger)
     threading.Thread(target=receive, name="sglang-scheduler-inbox", daemon=True).start()
     # the parent died (or its pipe broke): stop, and leave anyway if a step hangs
     exit_with_parent("sglang-scheduler", before_exit=scheduler.stop, also=broken)

@@ -151,6 +151,9 @@ def serve(server_args: Any) -> int:
     lower_switch_interval()
     try:
         gate = DrainGate(create_app(engine, server_args))
+        from sglang.runtime.process import settle_gc
+
+        settle_gc("server process")
         # past the grace period, shutting the engine down ends what is left with finish reason "abort"
         server = DrainingServer(uvicorn_config(gate, server_args.host, server_args.port, server_args.log_level),
                                 gate, server_args.drain_grace_period, abort_rest=engine.shutdown)
