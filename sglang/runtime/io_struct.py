@@ -69,7 +69,8 @@ class GenerateReqInput:
         batch = [ids] if not self.is_batch else list(ids)
         out = []
         for i, row in enumerate(batch):
-            if not isinstance(row, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool) for t in row):
+            # one C-speed pass over the row's element types (exactly int: a bool is not a token id)
+            if not isinstance(row, (list, tuple)) or not {int}.issuperset(map(type, row)):
                 raise ValueError(f"input_ids[{i}] must be a list of integers" if self.is_batch else
                                  "input_ids must be a list of integers")
             out.append((None, list(row)))

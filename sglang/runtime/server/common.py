@@ -119,28 +119,59 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
 
 
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
 def check_json_tree(data: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
     """400 for nesting deeper than max_depth or a string holding a lone UTF-16 surrogate (which no
-    tokenizer or UTF-8 encoder accepts); iterative, so any depth is checked without recursion."""
-    stack: list[tuple[Any, int, str]] = [(data, 1, "body")]
+    tokenizer or UTF-8 encoder accepts); iterative, so any depth is checked without recursion.
+
+    A list of numbers (input_ids: thousands per request) is passed over at C speed, and a node's path
+    (for the error) is spelled out only when it is reported: building it per element cost 1.2 ms per
+    2176-id body, which serialized a 1024-request burst on the event loop for 2.6 s (H200 timeline, run 8)."""
+    stack: list[tuple[Any, int, Any, Any]] = [(data, 1, None, None)]  # (node, depth, parent entry, key)
     while stack:
-        node, depth, where = stack.pop()
+        entry = stack.pop()
+        node, depth = entry[0], entry[1]
         if isinstance(node, str):
             try:
                 node.encode("utf-8")
             except UnicodeEncodeError as exc:
+                where = _json_path(entry)
                 raise HTTPError(400, f"{where}: the string holds a lone surrogate (\\u{ord(node[exc.start]):04x}) "
                                      f"at position {exc.start}; send valid Unicode", param=where) from None
             continue
         if not isinstance(node, (dict, list)):
             continue
         if depth > max_depth:
+            where = _json_path(entry)
             raise HTTPError(400, f"the JSON body is nested deeper than {max_depth} levels (at {where})", param=where)
-        items = node.items() if isinstance(node, dict) else enumerate(node)
-        for key, value in items:
-            if isinstance(key, str):
-                stack.append((key, depth, f"{where} key"))
-            stack.append((value, depth + 1, f"{where}.{key}" if isinstance(node, dict) else f"{where}[{key}]"))
+        if isinstance(node, list):
+            if _SCALARS.issuperset(map(type, node)):
+                continue
+            for i, value in enumerate(node):
+                if type(value) not in _SCALARS:
+                    stack.append((value, depth + 1, entry, i))
+            continue
+        for key, value in node.items():
+            stack.append((key, depth, entry, (key, "key")))
+            if type(value) not in _SCALARS:
+                stack.append((value, depth + 1, entry, key))
+
+
+def _json_path(entry: tuple[Any, int, Any, Any]) -> str:
+    """`body.a[3].b` (or `body.a key`) of a check_json_tree stack entry, from its chain of parents."""
+    parts: list[str] = []
+    while entry[2] is not None:
+        key, parent = entry[3], entry[2]
+        if isinstance(key, tuple):  # a dict key itself: named after the dict that holds it
+            parts.append(" key")
+        elif isinstance(parent[0], dict):
+            parts.append(f".{key}")
+        else:
+            parts.append(f"[{key}]")
+        entry = parent
+    return "body" + "".join(reversed(parts))
 
 
 def decode_json(raw: bytes) -> Any:
