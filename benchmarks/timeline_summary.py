@@ -130,6 +130,7 @@ def _admission(steps: list[dict[str, Any]], start: float) -> dict[str, Any]:
 def _host(steps: list[dict[str, Any]]) -> dict[str, Any]:
     """Host seconds per step part: before the forward (admission, batch building), inside runner.forward
     (launches; waits if the runner blocks), after it (sampling, token processing, outputs)."""
+    steps = [s for s in steps if "fwd_s" in s]  # a forward that raised (e.g. out of memory) has no timing
     pre = sum(s["t_fwd"] - s["t0"] for s in steps)
     fwd = sum(s["fwd_s"] for s in steps)
     post = sum(s["t1"] - s["t_fwd"] - s["fwd_s"] for s in steps)
