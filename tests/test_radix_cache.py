@@ -215,3 +215,19 @@ def test_pool_frees_join_the_free_list_once_when_an_allocation_needs_them(monkey
     assert pool.alloc(4).tolist() == [4, 2, 9, 1] and len(cats) == 1
     assert pool.free_slots().tolist() == [7, 3] and pool.available_size() == 2
     assert pool.alloc(3) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=12), min_size=1, max_size=6),
+       st.lists(st.integers(0, 3), max_size=14))
+def test_match_len_is_match_prefix_length_without_its_effects(inserted, query):
+    """lpm orders the queue by match_len: the same length match_prefix finds, with no edge split (node
+    count), no access-time change and no slots gathered."""
+    pool, cache = make(256)
+    for tokens in inserted:
+        put(pool, cache, tokens)
+    nodes, stamp = cache.num_nodes(), cache.root.last_access
+    got = cache.match_len(query)
+    assert cache.num_nodes() == nodes and cache.root.last_access == stamp
+    assert got == cache.match_prefix(query)[0].numel()
+    assert NoRadixCache(pool).match_len(query) == 0

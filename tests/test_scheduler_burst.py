@@ -104,19 +104,23 @@ def test_a_memory_blocked_queue_is_matched_lazily_until_something_is_admitted(mo
     running = make_req("run", list(range(2, 102)), max_new_tokens=50)
     p.add_running(running)
     p.add_waiting(*[make_req(f"w{i}", [500 + i] * 60, max_new_tokens=40, arrival=float(i)) for i in range(20)])
-    calls = []
-    real = cache.match
+    calls, lengths = [], []  # match (slots, for a scanned request) and match_len (the lpm order's lengths)
+    real, real_len = cache.match, cache.match_len
     monkeypatch.setattr(cache, "match", lambda req: calls.append(req.rid) or real(req))
+    monkeypatch.setattr(cache, "match_len", lambda req: lengths.append(req.rid) or real_len(req))
     assert p.prefill.admit(p.decode.running, new_token_ratio=1.0) == []  # 100 free, 50 reserved: none fits
-    assert len(calls) == 20 and p.prefill.queue_blocked  # lpm matched the whole queue once
+    assert len(lengths) == 20 and p.prefill.queue_blocked  # lpm measured the whole queue once
+    assert calls == ["w0"]  # and gathered slots only for the one request it tried
     calls.clear()
+    lengths.clear()
     assert p.prefill.admit(p.decode.running, new_token_ratio=1.0) == []
-    assert calls == ["w0"]  # then only the head until memory frees up
+    assert calls == ["w0"] and lengths == []  # then only the head until memory frees up
     p.decode.remove(running)
     cache.release(running)
     calls.clear()
     assert [a.req.rid for a in p.prefill.admit([], new_token_ratio=1.0)] == ["w0", "w1"]  # 60 + 40 reserved each
     assert not p.prefill.queue_blocked
     calls.clear()
+    lengths.clear()
     p.prefill.admit(p.decode.running, new_token_ratio=1.0)
-    assert len(calls) == 18  # lpm again: the whole queue
+    assert len(lengths) == 18  # lpm again: the whole queue

@@ -57,6 +57,10 @@ class CacheManager:
     def match(self, req: Req) -> tuple[torch.Tensor, Any]:
         return self.cache.match_prefix(req.all_ids[: req.max_prefix_len()])
 
+    def match_len(self, req: Req) -> int:
+        """Cached tokens `match` would find for req, without its side effects (lpm ordering)."""
+        return self.cache.match_len(req.all_ids[: req.max_prefix_len()])
+
     def admit(self, req: Req, prefix_slots: torch.Tensor, last_node: Any) -> None:
         """A waiting request joins: lock its cached prefix and give it a req_to_token row."""
         idx = self.req_pool.alloc()

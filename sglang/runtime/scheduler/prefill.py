@@ -115,13 +115,13 @@ class PrefillManager:
     def _admit_waiting(self, adder: PrefillAdder, new_token_ratio: float) -> None:
         # lpm needs every waiting request's cached prefix; fcfs (or a long or memory-blocked queue) matches lazily
         lpm = self.args.schedule_policy == "lpm" and len(self.waiting) <= LPM_MAX_QUEUE and not self.queue_blocked
-        matches = {id(r): self.cache.match(r) for r in self.waiting} if lpm else {}
-        order = order_waiting(self.waiting, "lpm" if lpm else "fcfs",
-                              {k: int(v[0].numel()) for k, v in matches.items()}, self.starvation_rounds)
+        # the order needs only lengths; the slots are gathered for the requests the round actually scans
+        lengths = {id(r): self.cache.match_len(r) for r in self.waiting} if lpm else {}
+        order = order_waiting(self.waiting, "lpm" if lpm else "fcfs", lengths, self.starvation_rounds)
         for scanned, req in enumerate(order):
             if scanned >= MAX_SCAN_PER_ROUND and adder.admitted:
                 break  # a long queue of deferred siblings: matching them all every step costs more than a round
-            slots, node = matches[id(req)] if lpm else self.cache.match(req)
+            slots, node = self.cache.match(req)
             if adder.try_add(req, int(slots.numel()), new_token_ratio, lock_cost=self.cache.lock_cost(node)):
                 self.cache.admit(req, slots, node)
             elif adder.blocked or adder.rem_requests <= 0 or adder.rem_input_tokens <= 0:
