@@ -150,6 +150,7 @@ def serve(server_args: Any) -> int:
         return 1
     lower_switch_interval()
     try:
+        warm_up(engine, server_args)
         gate = DrainGate(create_app(engine, server_args))
         from sglang.runtime.process import settle_gc
 
@@ -173,6 +174,29 @@ def serve(server_args: Any) -> int:
         return 0 if server.started else 1
     finally:
         engine.shutdown()
+
+
+WARM_UP_PROMPT = 2304  # past FLASHINFER_EXTEND_MIN_TOKENS: the large-extend path (and its compile) starts too
+
+
+def warm_up(engine: Any, server_args: Any) -> None:
+    """On a GPU, before the server says it is ready (SGLang sends a warm-up request too): a long prompt, then
+    one extending its cached prefix, through every replica, so that the first requests do not wait for
+    Triton's first-use compiles (1.1 s inside the first extend of a 1024-request burst on the H200) and
+    FlashInfer's prefill compile starts now; then the prefix cache is emptied again."""
+    import torch
+
+    if server_args.device == "cpu" or not torch.cuda.is_available():
+        return
+    for replica in getattr(engine, "replicas", None) or [engine]:
+        n = max(8, min(WARM_UP_PROMPT, replica.context_len - 64, replica.pool_size // 4))
+        ids = [100 + (i * 7919) % 20000 % max(replica.vocab_size - 100, 1) for i in range(n)]
+        try:
+            replica.generate(input_ids=ids, sampling_params={"max_new_tokens": 4, "ignore_eos": True})
+            replica.generate(input_ids=ids + ids[:32], sampling_params={"max_new_tokens": 4, "ignore_eos": True})
+            replica.flush_cache()
+        except Exception:  # a warm-up must never keep a working server from starting
+            logging.getLogger(__name__).exception("warm-up request failed; serving anyway")
 
 
 def lower_switch_interval() -> None:
