@@ -4,15 +4,20 @@
 
     python benchmarks/stub_worker.py --ports 31100 31101 --step-ms 20
 
-Every worker runs "decode steps" every `--step-ms`: each step sends one more token to each of its active
+Every worker runs "decode steps" of `--step-ms`: each step sends one more token to each of its active
 streams, in SGLang's native SSE shape (cumulative `text`, `meta_info` with prompt/cached/completion
 tokens). `cached_tokens` comes from a prefix cache of the prompts the worker was sent (no eviction), so
 routing decisions show up in the hit rate as they would on a real server. A stream whose socket is
 still busy skips a step (the real server coalesces a slow reader's chunks the same way). With
 `--step-ms 0` requests are answered at once: a measure of the router's own cost per request.
 
+`--prefill-us-per-token` adds a prefill cost: a step that admits new requests lasts that much longer per
+prompt token not in the cache, and the workers take turns on one "device" (a lock), like replicas sharing
+one GPU; then routing for cache hits pays off in throughput as it would there. It is a toy model of a
+GPU (no batch limits, no memory), for checking the router's behaviour, not for predicting GPU numbers.
+
 All ports are served by one process and one event loop, so the stub stays cheap next to the router
-it measures; it is a benchmark helper, not a model of a GPU's timing.
+it measures.
 """
 from __future__ import annotations
 
@@ -57,13 +62,18 @@ def chunk(data: bytes) -> bytes:
 class StubWorker:
     """One fake server on one port: a prefix cache, the active streams, a decode-step loop."""
 
-    def __init__(self, port: int, step_s: float) -> None:
+    def __init__(self, port: int, step_s: float, prefill_s_per_token: float = 0.0,
+                 device: Optional[asyncio.Lock] = None) -> None:
         self.port = port
         self.step_s = step_s
+        self.prefill_s_per_token = prefill_s_per_token
+        self.device = device or asyncio.Lock()  # shared by workers that share a "GPU"
         self.cache = PrefixTree()
         self.streams: list[Stream] = []
         self.served = 0
         self.events = 0    # SSE events written (a busy stream's skipped steps are not)
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
         self._next_rid = 0
         self._wake = asyncio.Event()
 
@@ -98,6 +108,10 @@ class StubWorker:
             self._reply(writer, 200, b"{}")
         elif path == "/get_model_info":
             self._reply(writer, 200, json.dumps({"model_path": f"stub:{self.port}"}).encode())
+        elif path == "/metrics":  # the two counters of our server's /metrics that the benchmark reads
+            text = (f"sglang_prompt_tokens_total {float(self.prompt_tokens)}\n"
+                    f"sglang_cached_tokens_total {float(self.cached_tokens)}\n")
+            self._reply(writer, 200, text.encode())
         elif path == "/stub_stats":
             self._reply(writer, 200, json.dumps({"served": self.served, "events": self.events}).encode())
         elif path in ("/health", "/health_generate"):
@@ -118,6 +132,8 @@ class StubWorker:
         self._next_rid += 1
         stream = Stream(writer, f"{self.port}-{self._next_rid}", len(ids), min(cached, len(ids) - 1),
                         int(req.get("sampling_params", {}).get("max_new_tokens", 16)))
+        self.prompt_tokens += stream.prompt_tokens
+        self.cached_tokens += stream.cached_tokens
         writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
         if self.step_s <= 0:  # answer at once
             while stream.sent < stream.max_new_tokens:
@@ -136,9 +152,12 @@ class StubWorker:
             if not self.streams:
                 self._wake.clear()
                 await self._wake.wait()
-            await asyncio.sleep(self.step_s)
+            batch, self.streams = self.streams, []  # requests arriving during the step join the next one
+            uncached = sum(s.prompt_tokens - s.cached_tokens for s in batch if s.sent == 0)
+            async with self.device:
+                await asyncio.sleep(self.step_s + uncached * self.prefill_s_per_token)
             still = []
-            for s in self.streams:
+            for s in batch:
                 if s.writer.is_closing():
                     s.done.set()
                     continue
@@ -150,7 +169,7 @@ class StubWorker:
                 if s.writer.transport.get_write_buffer_size() == 0:  # a slow reader gets the latest later
                     self._write(s)
                 still.append(s)
-            self.streams = still
+            self.streams = still + self.streams
 
     def _write(self, stream: Stream) -> None:
         stream.writer.write(stream.event())
@@ -162,8 +181,9 @@ class StubWorker:
         stream.done.set()
 
 
-async def serve_all(ports: list[int], step_s: float) -> None:
-    await asyncio.gather(*(StubWorker(p, step_s).serve() for p in ports))
+async def serve_all(ports: list[int], step_s: float, prefill_s_per_token: float = 0.0) -> None:
+    device = asyncio.Lock()
+    await asyncio.gather(*(StubWorker(p, step_s, prefill_s_per_token, device).serve() for p in ports))
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -171,6 +191,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--ports", type=int, nargs="+", required=True)
     p.add_argument("--step-ms", type=float, default=20.0, help="one token per active stream every this many ms "
                                                                 "(0: answer at once)")
+    p.add_argument("--prefill-us-per-token", type=float, default=0.0,
+                   help="extra step time per uncached prompt token admitted (0: prefill is free)")
     return p.parse_args(argv)
 
 
@@ -178,6 +200,6 @@ if __name__ == "__main__":
     args = parse_args()
     print(f"stub workers on {args.ports}", flush=True)
     try:
-        asyncio.run(serve_all(args.ports, args.step_ms / 1000))
+        asyncio.run(serve_all(args.ports, args.step_ms / 1000, args.prefill_us_per_token / 1e6))
     except KeyboardInterrupt:
         pass
