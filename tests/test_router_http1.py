@@ -118,6 +118,14 @@ def test_failures_say_whether_the_worker_answered():
     _run(go())
 
 
+def test_a_path_in_the_url_prefixes_every_request():
+    async def go():
+        async with ScriptedServer({"/api/s": SIZED}) as srv:
+            pool = Http1Pool(f"http://127.0.0.1:{srv.port}/api/")
+            assert await (await pool.request("GET", "/s")).aread() == b"hello world"
+    _run(go())
+
+
 def test_bad_urls_are_refused():
     with pytest.raises(ValueError):
         Http1Pool("ftp://x")

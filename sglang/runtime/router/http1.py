@@ -153,6 +153,7 @@ class Http1Pool:
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         self.ssl: Optional[ssl.SSLContext] = ssl.create_default_context() if parts.scheme == "https" else None
         self.host_header = parts.netloc.rsplit("@", 1)[-1].encode("latin-1")
+        self.prefix = parts.path.rstrip("/")  # a worker mounted under a path: every request goes below it
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self._idle: list[_Conn] = []
@@ -189,7 +190,7 @@ class Http1Pool:
     # ------------------------------------------------------------------ internals
 
     def _head(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1".encode("latin-1"), b"Host: " + self.host_header]
+        lines = [f"{method} {self.prefix}{path} HTTP/1.1".encode("latin-1"), b"Host: " + self.host_header]
         lines += [f"{k}: {v}".encode("latin-1") for k, v in headers.items()
                   if k.lower() not in ("host", "content-length", "transfer-encoding", "connection")]
         if body or method in ("POST", "PUT", "PATCH"):
