@@ -46,7 +46,7 @@ def start_workers(args: argparse.Namespace, log_dir: Path) -> tuple[list[str], l
     share = args.mem_fraction_static / args.num_workers
     try:
         for i in range(args.num_workers):
-            port = args.worker_base_port + i
+            port = worker_ports(args, args.num_workers)[i]
             cmd = [sys.executable, "-m", "sglang.launch_server", "--model-path", args.model_path,
                    "--load-format", args.load_format, "--port", str(port),
                    "--mem-fraction-static", f"{share * (i + 1):.4f}", *args.server_args]
@@ -60,9 +60,18 @@ def start_workers(args: argparse.Namespace, log_dir: Path) -> tuple[list[str], l
     return urls, procs
 
 
+def worker_ports(args: argparse.Namespace, n: int) -> list[int]:
+    """`--worker-ports` when given, else n consecutive ports from `--worker-base-port`."""
+    if args.worker_ports:
+        if len(args.worker_ports) != n:
+            raise ValueError(f"--worker-ports names {len(args.worker_ports)} ports for {n} workers")
+        return list(args.worker_ports)
+    return [args.worker_base_port + i for i in range(n)]
+
+
 def start_stub_workers(args: argparse.Namespace, log_dir: Path) -> tuple[list[str], list[subprocess.Popen]]:
     """`--stub-workers` fake servers (stub_worker.py, one process) on consecutive ports."""
-    ports = [args.worker_base_port + i for i in range(args.stub_workers)]
+    ports = worker_ports(args, args.stub_workers)
     cmd = [sys.executable, str(Path(__file__).resolve().parent / "stub_worker.py"), "--ports", *map(str, ports),
            "--step-ms", str(args.stub_step_ms), "--prefill-us-per-token", str(args.stub_prefill_us_per_token)]
     log = open(log_dir / "router_stub_workers.log", "w")
@@ -201,6 +210,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--load-format", default="dummy")
     p.add_argument("--mem-fraction-static", type=float, default=0.85, help="split evenly over the workers")
     p.add_argument("--worker-base-port", type=int, default=31100)
+    p.add_argument("--worker-ports", type=int, nargs="+", default=None, help="one port per started worker")
     p.add_argument("--router-port", type=int, default=31000)
     p.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     p.add_argument("--repeats", type=int, default=1, help="run the arms this many times, order alternating")

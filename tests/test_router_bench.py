@@ -27,7 +27,10 @@ def _bench_router():
 
 def test_stub_mode_runs_both_policies_with_per_worker_accounting(tmp_path):
     bench = _bench_router()
-    out = bench.main(["--stub-workers", "2", "--stub-step-ms", "2", "--worker-base-port", str(free_port()),
+    ports = {free_port()}
+    while len(ports) < 2:
+        ports.add(free_port())
+    out = bench.main(["--stub-workers", "2", "--stub-step-ms", "2", "--worker-ports", *map(str, ports),
                       "--router-port", str(free_port()), "--gsp-num-groups", str(GROUPS),
                       "--gsp-prompts-per-group", str(PER_GROUP), "--gsp-system-prompt-len", str(SYSTEM),
                       "--gsp-question-len", str(QUESTION), "--gsp-output-len", "4", "--warmup-groups", "1",
