@@ -14,11 +14,15 @@ from sglang.runtime.router.workers import Reply, Worker, WorkerDied, WorkerRegis
 
 
 class FakeWorker(Worker):
-    """Answers with its name; `mode` scripts a failure: down (unreachable), die_before_event (the stream
-    breaks before its first whole event), die_after_event (after one event)."""
+    """Answers with its name; `mode` scripts a failure: down (unreachable), busy (slow to accept),
+    die_before_event (the stream breaks before its first whole event), die_after_event (after one event)."""
 
     def __init__(self, name: str, mode: str = "ok") -> None:
         self.name, self.mode, self.up, self.calls = name, mode, True, 0
+        self.answering = False  # answered_since(): whether it sends answers while a probe runs
+
+    def answered_since(self, t: float) -> bool:
+        return self.answering
 
     async def health(self) -> bool:
         return self.up
@@ -27,6 +31,8 @@ class FakeWorker(Worker):
         self.calls += 1
         if self.mode == "down":
             raise WorkerUnavailable(f"{self.name}: connection refused")
+        if self.mode == "busy":
+            raise WorkerUnavailable(f"{self.name}: connect timed out", busy=True)
         return Reply(200, {"content-type": "application/json"}, json.dumps({"text": self.name}).encode())
 
     async def open_stream(self, path: str, body: bytes, headers: dict[str, str]) -> Reply:
@@ -93,7 +99,8 @@ def test_stream_that_breaks_before_its_first_event_is_retried():
         a, b = FakeWorker("a", "die_before_event"), FakeWorker("b")
         router = Router([a, b], RoundRobinPolicy())
         events = await _collect(await router.forward_stream("/generate", b"{}", {}, "k"))
-        assert events == [b'data: {"text": "b-1"}\n\n', b'data: {"text": "b-2"}\n\n', b"data: [DONE]\n\n"]
+        # whole events only; those that arrived in one read are relayed together
+        assert events == [b'data: {"text": "b-1"}\n\n', b'data: {"text": "b-2"}\n\ndata: [DONE]\n\n']
         assert router.registry.healthy() == ["b"] and router.registry.loads() == {"b": 0}
     _run(go())
 
@@ -137,15 +144,47 @@ def test_registry_drops_after_threshold_failures_and_readds_on_success():
     _run(go())
 
 
-def test_a_dropped_worker_loses_its_routing_history():
+def test_routing_history_is_kept_on_a_request_failure_and_forgotten_when_probes_drop_the_worker():
     async def go():
         a, b = FakeWorker("a"), FakeWorker("b")
         policy = CacheAwarePolicy()
-        router = Router([a, b], policy)
+        router = Router([a, b], policy, fail_threshold=2)
         await router.forward("POST", "/generate", b"{}", {}, "shared prefix q1")
         assert router.decisions[-1].worker == "a" and policy.tree.size("a") > 0
-        router.registry.mark_down("a", "test")
-        assert policy.tree.size("a") == 0
+        router.registry.mark_down("a", "reset under load")
+        assert router.registry.healthy() == ["b"] and policy.tree.size("a") > 0  # out of rotation, cache kept
+        await router.registry.check_all()
+        assert router.registry.healthy() == ["a", "b"] and policy.tree.size("a") > 0
+        a.up = False
+        await router.registry.check_all()
+        assert policy.tree.size("a") > 0     # one failed probe is tolerated
+        await router.registry.check_all()
+        assert router.registry.healthy() == ["b"] and policy.tree.size("a") == 0  # confirmed down: forgotten
+        assert router.registry.events["worker_down"] == 2 and router.registry.events["probe_failures"] == 2
+    _run(go())
+
+
+def test_a_busy_worker_is_retried_elsewhere_but_stays_in_rotation():
+    async def go():
+        a, b = FakeWorker("a", "busy"), FakeWorker("b")
+        router = Router([a, b], RoundRobinPolicy())
+        reply = await router.forward("POST", "/generate", b"{}", {}, "k")
+        assert json.loads(reply.body)["text"] == "b" and router.counters["retries"] == 1
+        assert router.registry.healthy() == ["a", "b"] and router.registry.loads() == {"a": 0, "b": 0}
+    _run(go())
+
+
+def test_a_slow_probe_is_excused_when_the_worker_answered_meanwhile():
+    async def go():
+        a = FakeWorker("a")
+        reg = WorkerRegistry([a], fail_threshold=1)
+        await reg.check_all()
+        a.up, a.answering = False, True  # the probe fails (say, timed out) while streams keep flowing
+        await reg.check_all()
+        assert reg.healthy() == ["a"] and reg.events["probes_excused"] == 1
+        a.answering = False
+        await reg.check_all()
+        assert reg.healthy() == []
     _run(go())
 
 
@@ -170,6 +209,16 @@ def test_sse_events_reframes_and_drops_a_trailing_partial_event():
     async def go():
         return [e async for e in sse_events(chunks())]
     assert _run(go()) == [b"data: 1\n\n", b"data: 2\n\n"]
+
+
+def test_sse_events_relays_the_whole_events_of_one_read_together():
+    async def chunks():
+        yield b"data: 1\n\ndata: 2\n\ndata: 3"
+        yield b"\n\n"
+
+    async def go():
+        return [e async for e in sse_events(chunks())]
+    assert _run(go()) == [b"data: 1\n\ndata: 2\n\n", b"data: 3\n\n"]
 
 
 def test_a_stream_never_read_is_released_by_aclose_once():

@@ -172,3 +172,38 @@ def test_helpers_and_factory():
         CacheAwarePolicy(cache_threshold=1.5)
     with pytest.raises(ValueError):
         CacheAwarePolicy(balance_rel_threshold=0.5)
+
+
+def _burst(groups: int, per_group: int, seed: int) -> list[tuple[int, tuple[int, ...]]]:
+    """bench_serving's generated shared prefix, small: (group, token ids), shuffled as it sends them."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for g in range(groups):
+        system = tuple(rng.randrange(100, 30000) for _ in range(64))
+        out += [(g, system + tuple(rng.randrange(100, 30000) for _ in range(4))) for _ in range(per_group)]
+    rng.shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize("groups,seed", [(8, 0), (64, 1), (64, 2), (256, 3)])
+def test_a_burst_of_groups_is_split_evenly_and_each_group_stays_on_one_worker(groups, seed):
+    """Every request of the burst arrives before any finishes (rate inf): loads only grow."""
+    policy = CacheAwarePolicy()
+    loads = {"w0": 0, "w1": 0}
+    by_group: dict[int, list] = {}
+    for g, key in _burst(groups, 16, seed):
+        d = policy.select(key, loads)
+        loads[d.worker] += 1
+        by_group.setdefault(g, []).append(d)
+    assert abs(loads["w0"] - loads["w1"]) <= policy.balance_abs_threshold + 1
+    for decisions in by_group.values():
+        assert decisions[0].reason == "least_loaded"          # the group's first request: no match yet
+        if all(d.reason != "imbalanced" for d in decisions):  # the rest follow it unless balance trips
+            assert {d.worker for d in decisions} == {decisions[0].worker}
+    split = sum(len({d.worker for d in ds}) > 1 for ds in by_group.values())
+    assert split <= 1 + groups // 16  # the balance threshold trips rarely on a random arrival order
+    # new groups alternate, so the workers hold about as many groups each
+    first = [ds[0].worker for ds in by_group.values()]
+    assert abs(first.count("w0") - first.count("w1")) <= max(2, groups // 8)

@@ -120,7 +120,11 @@ def create_router_app(router: Router, *, health_loop: bool = True) -> FastAPI:
 
     @app.get("/workers")
     async def list_workers() -> dict[str, Any]:
-        return {"policy": router.policy.name, "workers": router.registry.snapshot()}
+        workers = router.registry.snapshot()
+        for w in workers:
+            w["routed"] = dict(router.routed.get(str(w["url"]), {}))
+        return {"policy": router.policy.name, "workers": workers,
+                "events": dict(router.counters + router.registry.events)}
 
     @app.post("/workers")
     async def add_worker(url: str) -> Response:
@@ -157,7 +161,7 @@ def render_metrics(router: Router) -> str:
                   f"sglang_router_in_flight{label} {w['in_flight']}",
                   f"sglang_router_served_total{label} {w['served']}"]
     lines.append("# TYPE sglang_router_events_total counter")
-    for name, n in sorted(router.counters.items()):
+    for name, n in sorted((router.counters + router.registry.events).items()):
         lines.append(f'sglang_router_events_total{{event="{name}"}} {n}')
     return "\n".join(lines) + "\n"
 

@@ -40,7 +40,7 @@ def _prompt_key(prompt: Any) -> Key:
     if isinstance(prompt, str):
         return prompt
     if isinstance(prompt, list) and prompt:
-        if all(isinstance(t, int) for t in prompt):
+        if set(map(type, prompt)) == {int}:  # token ids (checked in C: prompts run to thousands of ids)
             return tuple(prompt)
         return _prompt_key(prompt[0])
     return ()
@@ -78,6 +78,9 @@ class Router:
         self.max_attempts = max_attempts
         self.decisions: collections.deque[Decision] = collections.deque(maxlen=decision_log)
         self.counters: collections.Counter[str] = collections.Counter()
+        # worker -> requests, key elements routed and of those matched in its routed history (the policy's
+        # view of the cache hits it aimed for), for /workers and the benchmarks
+        self.routed: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._health_task: Optional[asyncio.Task[None]] = None
 
     @classmethod
@@ -114,14 +117,19 @@ class Router:
         self.registry.acquire(decision.worker)
         self.decisions.append(decision)
         self.counters[f"decision_{decision.reason}"] += 1
+        per = self.routed[decision.worker]
+        per["requests"] += 1
+        per["key_elements"] += decision.key_len
+        per["matched_elements"] += decision.matched
         return decision
 
     def _attempts(self) -> int:
         return self.max_attempts or max(1, len(self.registry.names()))
 
-    def _failed(self, decision: Decision, exc: Exception) -> None:
+    def _failed(self, decision: Decision, exc: WorkerUnavailable) -> None:
         self.registry.release(decision.worker)
-        self.registry.mark_down(decision.worker, str(exc))
+        if not exc.busy:  # refused or reset: out of rotation until a probe passes
+            self.registry.mark_down(decision.worker, str(exc))
         self.counters["retries"] += 1
 
     async def _try_workers(self, key: Key,
@@ -228,13 +236,13 @@ class Router:
 
 async def sse_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """Re-cut a byte stream into whole SSE events (each ending in a blank line), so that a stream cut in
-    the middle of an event never leaves half an event at the client. A trailing partial event is dropped."""
+    the middle of an event never leaves half an event at the client. Each piece is every whole event that
+    had arrived (one relay step per read, however many events it brought). A trailing partial event is
+    dropped."""
     buf = b""
     async for chunk in chunks:
         buf = (buf + chunk).replace(b"\r\n", b"\n")  # on buf: a CR LF may straddle two chunks
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
+        end = buf.rfind(b"\n\n")
+        if end >= 0:
             yield buf[: end + 2]
             buf = buf[end + 2:]
