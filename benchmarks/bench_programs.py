@@ -134,21 +134,29 @@ class PromptLog:
 
 
 def request_prompts(body: bytes) -> list[Any]:
-    """The prompts of one native `/generate` body (one or a batch): texts, or token id tuples."""
+    """The prompts of one native `/generate` body (one or a batch) that generate or are scored: texts, or
+    token id tuples. Cache warm-ups (no token, no logprob) are left out: the frontends differ in those by
+    protocol (SGLang's select prefills its prompt alone; our plans warm a fork's parent or not), not by text."""
     try:
         req = json.loads(body)
     except ValueError:
         return []
     if not isinstance(req, dict):
         return []
-    for key in ("text", "input_ids"):
-        value = req.get(key)
-        if value is None:
-            continue
-        if key == "text":
-            return [value] if isinstance(value, str) else list(value)
-        return [tuple(v) for v in value] if value and isinstance(value[0], list) else [tuple(value)]
-    return []
+    if req.get("text") is not None:
+        prompts = [req["text"]] if isinstance(req["text"], str) else list(req["text"])
+    elif req.get("input_ids"):
+        ids = req["input_ids"]
+        prompts = [tuple(v) for v in ids] if isinstance(ids[0], list) else [tuple(ids)]
+    else:
+        return []
+
+    def per_prompt(value: Any, i: int) -> Any:  # a field sent once for the batch, or one per prompt
+        return value[i] if isinstance(value, list) else value
+
+    return [p for i, p in enumerate(prompts)
+            if (per_prompt(req.get("sampling_params") or {}, i) or {}).get("max_new_tokens", 1) != 0
+            or per_prompt(req.get("return_logprob"), i)]
 
 
 def same_prompts(ref: list[Any], other: list[Any]) -> int:

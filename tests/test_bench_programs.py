@@ -68,6 +68,10 @@ def test_summarize_takes_the_median_wall_and_compare_the_ratio():
 def test_request_prompts_reads_single_and_batched_texts_and_token_ids():
     rp = bench_programs.request_prompts
     assert rp(json.dumps({"text": "a", "sampling_params": {}}).encode()) == ["a"]
+    warm = {"max_new_tokens": 0}  # a cache warm-up: left out, unless it is scored
+    assert rp(json.dumps({"text": "a", "sampling_params": warm}).encode()) == []
+    assert rp(json.dumps({"text": ["a", "b"], "sampling_params": [warm, {}]}).encode()) == ["b"]
+    assert rp(json.dumps({"text": ["a", "b"], "sampling_params": warm, "return_logprob": [True, False]}).encode()) == ["a"]
     assert rp(json.dumps({"text": ["a", "b"]}).encode()) == ["a", "b"]
     assert rp(json.dumps({"input_ids": [1, 2]}).encode()) == [(1, 2)]
     assert rp(json.dumps({"input_ids": [[1], [2, 3]]}).encode()) == [(1,), (2, 3)]
@@ -152,9 +156,9 @@ def test_tiny_run_reports_every_class_and_arm(tiny_report):
         for arm in ("interp", "default"):  # the interpreter runs everything, generated control flow included
             c = by_arm[arm]
             assert c["errors"] == 0 and len(c["outputs"]) == ITEMS, (cls, arm, c)
-            assert c["calls"] >= ITEMS and c["prefill"] > 0, (cls, arm, c)
+            assert c["calls"] >= (ITEMS if arm == "interp" else 1) and c["prefill"] > 0, (cls, arm, c)
             assert c["same"] == ITEMS and c["same_text"] == ITEMS, (cls, arm)  # default == interp today and after
-            assert c["same_prompts"] == c["ref_prompts"] > 0, (cls, arm)  # the interpreter's prompts, all sent
+            assert c["same_prompts"] == c["ref_prompts"] > 0, (cls, arm)  # the interpreter's gen/scoring prompts
         for arm in by_arm:
             assert f"| {cls} | {arm} |" in table
 
