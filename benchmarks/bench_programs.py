@@ -91,17 +91,110 @@ def wait_idle_and_flush(engine: Any, timeout: float = 120.0) -> None:
 class Counters:
     """Before/after snapshot of one run's server-side work."""
 
-    def __init__(self, engine: Any, url: str) -> None:
-        self.engine, self.url = engine, url
+    def __init__(self, engine: Any, url: str, log: Optional[PromptLog] = None) -> None:
+        self.engine, self.url, self.log = engine, url, log
 
     def snap(self) -> dict[str, int]:
         st = self.engine.stats()
         return {"prefill": int(st["prefill_tokens"]), "cached": int(st["cached_tokens"]),
-                "calls": generate_calls(self.url)}
+                "calls": generate_calls(self.url), "prompt_log": len(self.log.prompts) if self.log else 0}
 
-    @staticmethod
-    def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-        return {k: after[k] - before[k] for k in before}
+    def delta(self, before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+        """The run's counters, and the prompts it sent over HTTP (what the server's log holds since `before`)."""
+        out: dict[str, Any] = {k: after[k] - before[k] for k in before if k != "prompt_log"}
+        if self.log is not None:
+            out["prompts"] = self.log.prompts[before["prompt_log"]:after["prompt_log"]]
+        return out
+
+
+class PromptLog:
+    """ASGI middleware in front of our server: every prompt (text, or token ids) that reaches `/generate`, in
+    arrival order, so that the prompts of two arms' runs can be compared (`same_prompts`). Pure ASGI: the
+    body it read is handed on unchanged and later receives (disconnect detection) go to the server's own."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.prompts = app, []
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("path") != "/generate" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        messages, body = [], b""
+        while True:
+            msg = await receive()
+            messages.append(msg)
+            body += msg.get("body", b"")
+            if msg.get("type") != "http.request" or not msg.get("more_body"):
+                break
+        self.prompts.extend(request_prompts(body))
+
+        async def replay() -> dict:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+
+def request_prompts(body: bytes) -> list[Any]:
+    """The prompts of one native `/generate` body (one or a batch) that generate or are scored: texts, or
+    token id tuples. Cache warm-ups (no token, no logprob) are left out: the frontends differ in those by
+    protocol (SGLang's select prefills its prompt alone; our plans warm a fork's parent or not), not by text."""
+    try:
+        req = json.loads(body)
+    except ValueError:
+        return []
+    if not isinstance(req, dict):
+        return []
+    if req.get("text") is not None:
+        prompts = [req["text"]] if isinstance(req["text"], str) else list(req["text"])
+    elif req.get("input_ids"):
+        ids = req["input_ids"]
+        prompts = [tuple(v) for v in ids] if isinstance(ids[0], list) else [tuple(ids)]
+    else:
+        return []
+
+    def per_prompt(value: Any, i: int) -> Any:  # a field sent once for the batch, or one per prompt
+        return value[i] if isinstance(value, list) else value
+
+    return [p for i, p in enumerate(prompts)
+            if (per_prompt(req.get("sampling_params") or {}, i) or {}).get("max_new_tokens", 1) != 0
+            or per_prompt(req.get("return_logprob"), i)]
+
+
+def same_prompts(ref: list[Any], other: list[Any]) -> int:
+    """How many of the reference run's distinct prompts the other run sent too (both frontends send the
+    prompt text they built; different templates or a different control-flow path make them differ)."""
+    return len(set(ref) & set(other))
+
+
+def template_parity(choice: Optional[str], arms: list[str], model_path: str, args: argparse.Namespace) -> Optional[str]:
+    """The chat template our server is started with (None: the model's own): with `choice` "sglang" (the
+    default when the SGLang arm runs) the one SGLang 0.2.10's frontend picks for this model path, so that both
+    frontends build the same prompt text; "model": the model's own jinja template; else a template name."""
+    if choice is None:
+        choice = "sglang" if "sglang" in arms else "model"
+    if choice == "model":
+        return None
+    if choice != "sglang":
+        return choice
+    python, env = sglang_0210.python_and_env(args.sglang_target, args.sglang_python)
+    theirs = sglang_0210.chat_template_for(model_path, python, env)
+    name = equal_named_template(theirs)
+    if name is None:
+        raise SystemExit(f"SGLang {sglang_0210.VERSION} picks chat template {theirs['name']!r} for {model_path!r} and "
+                         f"none of ours renders the same roles; pass --chat-template NAME or model")
+    return name
+
+
+def equal_named_template(theirs: dict[str, Any]) -> Optional[str]:
+    """Our named template with exactly SGLang's role strings and default system prompt (None if none)."""
+    from sglang.runtime.chat_template import NAMED
+
+    if theirs.get("style", "PLAIN") != "PLAIN":  # e.g. LLAMA2: folds the system prompt into the first user turn
+        return None
+    for name, ours in NAMED.items():
+        if ({r: list(ours.roles[r]) for r in theirs["roles"]} == theirs["roles"]
+                and ours.default_system_prompt == theirs.get("default_system_prompt")):
+            return name
+    return None
 
 
 # --------------------------------------------------------------------------- arms
@@ -139,7 +232,7 @@ class ChildArm:
         self._send({"go": True})
         res = self._recv()
         wait_idle_and_flush(engine, timeout=600)  # aborted leftovers of a failed run must not leak into the next
-        res.update(Counters.delta(before, counters.snap()), prep_s=ready.get("prep_s"))
+        res.update(counters.delta(before, counters.snap()), prep_s=ready.get("prep_s"))
         return res
 
     def close(self) -> None:
@@ -179,7 +272,8 @@ class InprocArm:
         t0 = time.perf_counter()
         results = PlanExecutor(self.plans[(cls, scale)], EngineBackend(counting)).run_batch(None, rows)
         wall = time.perf_counter() - t0
-        res = Counters.delta(before, counters.snap())
+        res = counters.delta(before, counters.snap())
+        res.pop("prompts", None)  # no HTTP: the engine's prompts are not logged
         outputs = [{"error": r["error"]} if r.get("error") else
                    {"value": json.loads(json.dumps(r.get("return"), default=str)), "text": r.get("text")}
                    for r in results]
@@ -225,7 +319,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if not ok:
         return {"error": runs[-1].get("error", "no run"), "trace": runs[-1].get("trace")}
     last = ok[-1]
-    cell = {k: last[k] for k in ("calls", "prefill", "cached", "errors", "cpu") if k in last}
+    cell = {k: last[k] for k in ("calls", "prefill", "cached", "errors", "cpu", "prompts") if k in last}
     cell.update(wall=statistics.median(r["wall"] for r in ok), walls=[r["wall"] for r in ok],
                 prep_s=last.get("prep_s"), outputs=last["outputs"])
     if last.get("error"):
@@ -241,6 +335,9 @@ def compare(results: dict[str, dict[str, Any]], ref_arm: str) -> None:
             cell["same"] = same_outputs(ref["outputs"], cell["outputs"])
             cell["same_text"] = same_outputs(ref["outputs"], cell["outputs"], "text")
             cell["speedup"] = ref["wall"] / cell["wall"] if cell["wall"] else None
+        if "prompts" in cell and "prompts" in ref:  # the HTTP arms (the server logged their prompts)
+            cell["same_prompts"] = same_prompts(ref["prompts"], cell["prompts"])
+            cell["ref_prompts"] = len(set(ref["prompts"]))
 
 
 def geomean(xs: list[float]) -> Optional[float]:
@@ -250,25 +347,27 @@ def geomean(xs: list[float]) -> Optional[float]:
 
 def markdown(report: dict[str, Any]) -> str:
     ref = report["reference"]
-    lines = []
+    lines = [f"\nchat template of our server: {report.get('chat_template', 'model')}"]
     for block in report["runs"]:
         n = block["items"]
         lines += [f"\n**{n} items per program** (wall s = median of {report['repeat']}; ×{ref} = {ref} wall / arm "
                   f"wall; client CPU = the client process's CPU time, all threads; prefill = prompt tokens the server computed; "
-                  f"same = return values / full texts equal to {ref}'s)\n",
+                  f"same = return values / full texts equal to {ref}'s; same prompts = {ref}'s distinct prompt texts "
+                  f"that the arm sent too)\n",
                   "| class | arm | wall s | ×" + ref + " | client CPU s | /generate calls | prefill tok | cached tok | "
-                  "same ret | same text | errors |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "same ret | same text | same prompts | errors |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
         for cls, cells in block["classes"].items():
             for arm, c in cells.items():
                 if "wall" not in c:
-                    lines.append(f"| {cls} | {arm} | n/a | | | | | | | | {c.get('error', '')[:90]} |")
+                    lines.append(f"| {cls} | {arm} | n/a | | | | | | | | | {c.get('error', '')[:90]} |")
                     continue
                 sp = f"{c['speedup']:.2f}" if c.get("speedup") else ""
                 err = f"{c.get('errors', 0)}" + (f" ({c['error'][:60]})" if c.get("error") else "")
                 cpu = f"{c['cpu']:.2f}" if c.get("cpu") is not None else ""  # inproc: the engine shares the process
                 lines.append(f"| {cls} | {arm} | {c['wall']:.2f} | {sp} | {cpu} | {c['calls']} | {c['prefill']} | "
-                             f"{c['cached']} | {c.get('same', '')}/{n} | {c.get('same_text', '')}/{n} | {err} |")
+                             f"{c['cached']} | {c.get('same', '')}/{n} | {c.get('same_text', '')}/{n} | "
+                             f"{c.get('same_prompts', '')}/{c.get('ref_prompts', '')} | {err} |")
         gm = [f"{arm} {g:.2f}" for arm in report["arms"] if arm != ref
               and (g := geomean([cells[arm].get("speedup") for cells in block["classes"].values() if arm in cells]))]
         lines.append(f"\ngeometric mean ×{ref}: " + ", ".join(gm))
@@ -282,17 +381,18 @@ def strip_outputs(report: dict[str, Any]) -> dict[str, Any]:
         for cells in block["classes"].values():
             for c in cells.values():
                 c.pop("outputs", None)
+                c.pop("prompts", None)
     return out
 
 
 # --------------------------------------------------------------------------- main
 
-def run_benchmark(engine: Any, url: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_benchmark(engine: Any, url: str, args: argparse.Namespace, log: Optional[PromptLog] = None) -> dict[str, Any]:
     arms = start_arms(args.arms, url, args)
     ref = "sglang" if "sglang" in arms else args.arms[0]
     report: dict[str, Any] = {"arms": args.arms, "reference": ref, "repeat": args.repeat, "scale": args.scale,
                               "classes": args.classes, "runs": []}
-    counters = Counters(engine, url)
+    counters = Counters(engine, url, log)
     try:
         for items in args.items:
             block: dict[str, Any] = {"items": items, "classes": {}}
@@ -308,7 +408,8 @@ def run_benchmark(engine: Any, url: str, args: argparse.Namespace) -> dict[str, 
                             runs[name].append(res)
                         print(f"[{items} items] {cls:<20} {name:<9} " + (
                             f"wall {res['wall']:.2f}s calls {res['calls']} prefill {res['prefill']} "
-                            f"cached {res['cached']} errors {res['errors']}" if "wall" in res else
+                            f"cached {res['cached']} errors {res['errors']}" + (
+                                f" prompts {len(set(res['prompts']))}" if "prompts" in res else "") if "wall" in res else
                             f"n/a: {res.get('error')}"), file=sys.stderr, flush=True)
                 cells = {a: summarize(r) for a, r in runs.items()}
                 compare(cells, ref)
@@ -336,6 +437,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     p.add_argument("--threads", default="auto", help="run_batch num_threads of the interpreter arms")
     p.add_argument("--sglang-target", help="folder of `pip install --no-deps --target` sglang==0.2.10")
     p.add_argument("--sglang-python", help="a python whose `import sglang` is 0.2.10 (default: a cached venv)")
+    p.add_argument("--chat-template", help="our server's chat template: `sglang` (default with the sglang arm: the "
+                   "one SGLang 0.2.10's frontend picks by the model path's name, so both frontends send the same "
+                   "prompts), `model` (the model's own; default without the sglang arm) or a template name")
     p.add_argument("--markdown", help="append a dated section with the tables to this file")
     p.add_argument("--json", help="write the full report (with per-item outputs if --keep-outputs) here")
     p.add_argument("--keep-outputs", action="store_true")
@@ -362,14 +466,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     from sglang.runtime.engine import Engine
     from sglang.runtime.server.launch import BackgroundServer
 
-    engine = Engine(model_path=args.model_path, **engine_kwargs(args))
+    from sglang.runtime.server.http_server import create_app
+
+    template = template_parity(args.chat_template, args.arms, args.model_path, args)
+    engine = Engine(model_path=args.model_path, **engine_kwargs(args), **({"chat_template": template} if template else {}))
     try:
-        with BackgroundServer(engine) as srv:
+        log = PromptLog(create_app(engine, engine.get_server_args()))
+        with BackgroundServer(engine, app=log) as srv:
             engine.generate(text="warm up", sampling_params={"max_new_tokens": 2})
-            report = run_benchmark(engine, srv.url, args)
+            report = run_benchmark(engine, srv.url, args, log)
     finally:
         engine.shutdown()
-    report.update(model_path=args.model_path, engine_kwargs=engine_kwargs(args),
+    report.update(model_path=args.model_path, engine_kwargs=engine_kwargs(args), chat_template=template or "model",
                   commit=subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                         cwd=REPO).stdout.strip())
     table = markdown(report)

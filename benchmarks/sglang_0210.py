@@ -7,10 +7,12 @@ its wheel used as PYTHONPATH with this interpreter. `python_and_env()` answers b
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -55,3 +57,24 @@ def python_and_env(target: Optional[str] = None, python: Optional[str] = None) -
         env["PYTHONPATH"] = str(Path(target).resolve())
         return sys.executable, env
     return python or ensure_venv(), env
+
+
+# what SGLang 0.2.10's RuntimeEndpoint does with the server's /get_model_info: its template by the path's name
+_TEMPLATE_PROBE = """
+import json, sys
+from sglang.lang.chat_template import get_chat_template_by_model_path
+t = get_chat_template_by_model_path(sys.argv[1])
+print(json.dumps({"name": t.name, "style": t.style.name, "default_system_prompt": t.default_system_prompt,
+                  "roles": {r: list(t.role_prefix_and_suffix.get(r, ("", ""))) for r in ("system", "user", "assistant")}}))
+"""
+
+
+def chat_template_for(model_path: str, python: str, env: dict[str, str]) -> dict:
+    """The chat template SGLang 0.2.10's frontend uses against a server that reports `model_path`
+    (`get_chat_template_by_model_path`: it matches the path's name, e.g. "llama-3" + "instruct"; anything
+    else gets its "default" SYSTEM:/USER: roles): {name, style, default_system_prompt, roles}."""
+    proc = subprocess.run([python, "-c", _TEMPLATE_PROBE, model_path], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=tempfile.gettempdir())
+    if proc.returncode != 0:
+        raise RuntimeError(f"cannot ask SGLang {VERSION} for its chat template:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -65,6 +65,75 @@ def test_summarize_takes_the_median_wall_and_compare_the_ratio():
     assert cells["broken"] == {"error": "TraceError: x", "trace": None}
 
 
+def test_request_prompts_reads_single_and_batched_texts_and_token_ids():
+    rp = bench_programs.request_prompts
+    assert rp(json.dumps({"text": "a", "sampling_params": {}}).encode()) == ["a"]
+    warm = {"max_new_tokens": 0}  # a cache warm-up: left out, unless it is scored
+    assert rp(json.dumps({"text": "a", "sampling_params": warm}).encode()) == []
+    assert rp(json.dumps({"text": ["a", "b"], "sampling_params": [warm, {}]}).encode()) == ["b"]
+    assert rp(json.dumps({"text": ["a", "b"], "sampling_params": warm, "return_logprob": [True, False]}).encode()) == ["a"]
+    assert rp(json.dumps({"text": ["a", "b"]}).encode()) == ["a", "b"]
+    assert rp(json.dumps({"input_ids": [1, 2]}).encode()) == [(1, 2)]
+    assert rp(json.dumps({"input_ids": [[1], [2, 3]]}).encode()) == [(1,), (2, 3)]
+    assert rp(b"not json") == [] and rp(b"[1]") == []
+
+
+def test_same_prompts_counts_the_reference_runs_distinct_prompts_sent_by_the_other():
+    assert bench_programs.same_prompts(["a", "a", "b", "c"], ["a", "c", "c", "d"]) == 2
+    assert bench_programs.same_prompts(["a"], []) == 0
+
+
+def test_prompt_log_records_the_generate_body_and_hands_it_on_unchanged():
+    import asyncio
+
+    seen = []
+
+    async def app(scope, receive, send):
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        seen.append((scope["path"], body, await receive()))  # a later receive reaches the server's own
+
+    log = bench_programs.PromptLog(app)
+    raw = json.dumps({"text": ["p1", "p2"], "sampling_params": {}}).encode()
+
+    def feeder(parts):
+        msgs = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
+        msgs.append({"type": "http.disconnect"})
+
+        async def receive():
+            return msgs.pop(0)
+        return receive
+
+    asyncio.run(log({"type": "http", "path": "/generate", "method": "POST"}, feeder([raw[:5], raw[5:]]), None))
+    asyncio.run(log({"type": "http", "path": "/health", "method": "GET"}, feeder([b""]), None))
+    assert log.prompts == ["p1", "p2"]  # /health is not logged
+    assert seen[0] == ("/generate", raw, {"type": "http.disconnect"}) and seen[1][0] == "/health"
+
+
+def test_template_parity_maps_sglangs_pick_to_our_template_with_the_same_roles():
+    """What SGLang 0.2.10's frontend picks by model path (its role strings) -> our named template that renders
+    the same prompts; a template we cannot render the same (a default system prompt we lack, LLAMA2 style)
+    has none."""
+    from sglang.runtime.chat_template import NAMED
+
+    def theirs(name, style="PLAIN", system=None):
+        return {"name": name, "style": style, "default_system_prompt": system,
+                "roles": {r: list(NAMED[name].roles[r]) for r in ("system", "user", "assistant")}}
+
+    assert bench_programs.equal_named_template(theirs("default")) == "default"
+    assert bench_programs.equal_named_template(theirs("llama-3")) == "llama-3"
+    assert bench_programs.equal_named_template(theirs("chatml", system="You are a helpful assistant.")) is None
+    assert bench_programs.equal_named_template(theirs("llama-2", style="LLAMA2")) is None
+    args = bench_programs.parse_args([])
+    assert bench_programs.template_parity("model", ["sglang"], "default", args) is None
+    assert bench_programs.template_parity(None, ["interp"], "default", args) is None  # no SGLang arm: the model's
+    assert bench_programs.template_parity("chatml", ["sglang"], "default", args) == "chatml"
+
+
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory, default_model_path):
     out = tmp_path_factory.mktemp("bench") / "report.json"
@@ -87,8 +156,9 @@ def test_tiny_run_reports_every_class_and_arm(tiny_report):
         for arm in ("interp", "default"):  # the interpreter runs everything, generated control flow included
             c = by_arm[arm]
             assert c["errors"] == 0 and len(c["outputs"]) == ITEMS, (cls, arm, c)
-            assert c["calls"] >= ITEMS and c["prefill"] > 0, (cls, arm, c)
+            assert c["calls"] >= (ITEMS if arm == "interp" else 1) and c["prefill"] > 0, (cls, arm, c)
             assert c["same"] == ITEMS and c["same_text"] == ITEMS, (cls, arm)  # default == interp today and after
+            assert c["same_prompts"] == c["ref_prompts"] > 0, (cls, arm)  # the interpreter's gen/scoring prompts
         for arm in by_arm:
             assert f"| {cls} | {arm} |" in table
 

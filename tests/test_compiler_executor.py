@@ -60,14 +60,24 @@ FORK = 'def f() { "A long shared context for every branch.\\n" fork t[3] as i { 
        '"first={t[0].x}" }'
 
 
-def test_fork_batching_prefills_parent_once_then_batches_branches():
-    _, on, be_on = run(FORK, [{}])
+SHORT_FORK = FORK.replace("A long shared context for every branch.\\n", "Ctx\\n")
+
+
+def test_fork_batching_prefills_a_short_parent_once_then_batches_branches():
+    _, on, be_on = run(SHORT_FORK, [{}])
     kinds = [[sp["max_new_tokens"] for sp in sps(c)] for c in be_on.calls]
     assert kinds == [[0], [4, 4, 4]]  # one parent prefill, then the 3 branch gens in one call
-    _, off, be_off = run(FORK, [{}], disabled=("fork-batching",))
+    _, off, be_off = run(SHORT_FORK, [{}], disabled=("fork-batching",))
     assert [[sp["max_new_tokens"] for sp in sps(c)] for c in be_off.calls] == [[4, 4, 4]]
     # without the parent prefill each branch computes the shared context itself
     assert on.prefill_tokens < off.prefill_tokens
+
+
+def test_a_parent_the_scheduler_shares_in_batch_gets_no_warm_up_call():
+    """A parent longer than the scheduler's in-batch window (cost.server_shared_window) is computed once by
+    the server anyway (its branches wait a round for it): a warm-up call would add a round trip for nothing."""
+    _, _, be = run(FORK, [{}])
+    assert [[sp["max_new_tokens"] for sp in sps(c)] for c in be.calls] == [[4, 4, 4]]
 
 
 def test_fork_variables_join_and_concat():

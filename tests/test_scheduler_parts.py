@@ -279,7 +279,7 @@ def _prefill_rounds(radix: bool, groups: int, per_group: int, order_seed: int = 
     return rounds
 
 
-IN_BATCH = 32  # schedule_policy.IN_BATCH_PREFIX_TOKENS, checked below
+IN_BATCH = 8  # schedule_policy.IN_BATCH_PREFIX_TOKENS, checked below
 
 
 @pytest.mark.parametrize("radix", [True, False])
@@ -301,3 +301,52 @@ def test_queued_siblings_get_their_prefill_within_a_few_rounds(radix):
         assert len(rounds[0]) == groups and len(first) == groups  # one leader per group, then siblings
     else:
         assert len(rounds) == -(-n // MAX_SCAN_PER_ROUND)
+
+
+def _one_round(reqs: list[Req]) -> list[str]:
+    p = Parts(make_cache(pool_size=4096, rows=len(reqs) + 1), max_prefill_tokens=100_000, chunked_prefill_size=-1,
+              max_running_requests=len(reqs) + 1)
+    p.add_waiting(*reqs)
+    return [a.req.rid for a in p.prefill.admit([], new_token_ratio=0.0)]
+
+
+def test_rows_sharing_a_short_uncached_run_wait_for_it_in_batch():
+    """Items of one batch whose new text shares a run shorter than the old 32-token window (a few-shot
+    program's questions: "Context: The chef reads a map (scene 1" / "(scene 17") are not recomputed by
+    every row: the later ones wait a round and find it cached, as staggered arrivals would."""
+    shared = list(range(100, 100 + IN_BATCH + 2))  # 10 tokens: under 32, over the window
+    rounds = _prefill_rounds_of([make_req(f"r{i}", shared + [500 + i] * 6, arrival=float(i)) for i in range(4)])
+    assert rounds == [["r0"], ["r1", "r2", "r3"]]
+    # a shorter shared run is not worth a round
+    short = list(range(100, 100 + IN_BATCH - 2))
+    assert _one_round([make_req(f"s{i}", short + [500 + i] * 12, arrival=float(i)) for i in range(3)]) == \
+        ["s0", "s1", "s2"]
+
+
+def _prefill_rounds_of(reqs: list[Req]) -> list[list[str]]:
+    p = Parts(make_cache(pool_size=4096, rows=len(reqs) + 1), max_prefill_tokens=100_000, chunked_prefill_size=-1,
+              max_running_requests=len(reqs) + 1)
+    p.add_waiting(*reqs)
+    rounds = []
+    while p.prefill.waiting:
+        admitted = p.prefill.admit([], new_token_ratio=0.0)
+        for a in admitted:
+            p.cache.extend_slots(a.req, a.extend_len)
+            a.req.kv_len += a.extend_len
+            p.cache.cache_unfinished(a.req)
+        rounds.append([a.req.rid for a in admitted])
+        assert len(rounds) <= len(reqs)
+    return rounds
+
+
+def test_a_scoring_row_whose_logprob_window_starts_early_does_not_wait_for_nothing():
+    """A row that wants input logprobs from position s can reuse at most s - 1 cached tokens: when the shared
+    run lies past that, waiting a round would not save a token, so it is admitted with its sibling."""
+    shared = list(range(100, 100 + 3 * IN_BATCH))
+    a = make_req("a", shared + [1, 2, 3], arrival=0.0)
+    b = make_req("b", shared + [4, 5, 6], arrival=1.0)
+    b.return_logprob, b.logprob_start_len = True, 1  # the whole prompt's logprobs: nothing can come from the cache
+    assert b.max_prefix_len() == 0 and _one_round([a, b]) == ["a", "b"]
+    c = make_req("c", shared + [7, 8, 9], arrival=1.0)
+    c.return_logprob, c.logprob_start_len = True, len(shared)  # the window starts after the shared run
+    assert _one_round([a, c]) == ["a"]

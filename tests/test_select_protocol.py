@@ -124,8 +124,12 @@ class Recording:
         self.backend = Rec(engine)
 
 
-def run_counted(engine, rows, **kw):
+def run_counted(engine, rows, warm: str = "", **kw):
+    """Run `few_shot` on rows from an empty cache (holding only `warm`, if given): states, native calls, and
+    the prefill tokens the engine computed for them."""
     assert engine.flush_cache() is not False
+    if warm:
+        engine.generate(text=warm, sampling_params={"max_new_tokens": 0})
     before = engine.stats()["prefill_tokens"]
     rec = Recording(engine)
     states = few_shot.run_batch(rows, backend=rec.backend, temperature=0, **kw)
@@ -164,3 +168,17 @@ def test_compiled_select_on_the_default_model(engine):
     bound = shared + sum(len(tok.encode(p)) - shared for p in prompts)
     bound += sum(len(tok.encode(p + c)) - (len(tok.encode(p)) - 3) for p in prompts for c in CHOICES)
     assert computed <= bound and computed <= icomputed
+
+
+def test_a_batch_of_selects_computes_no_more_than_the_items_one_by_one(engine):
+    """The items' questions share a head (~16 tokens, under the old 32-token window) after the shots, which are
+    cached (a previous batch's). Sent one by
+    one (SGLang's frontend: each select's prompt prefill, then its choices), each item finds the earlier
+    items' head in the cache; the compiled batch sends them all at once and must compute no more: the
+    scheduler's in-batch rule makes the other items wait a round for the first one's head."""
+    head = "the red kettle that whistles on the old kitchen stove near the window, number"
+    rows = [{"context": f"{head} {k}"} for k in range(4)]
+    comp, calls, computed = run_counted(engine, rows, warm=SHOTS)
+    one_by_one, _, sequential = run_counted(engine, rows, warm=SHOTS, compiled=False, num_threads=1)
+    assert [s["ending"] for s in comp] == [s["ending"] for s in one_by_one]
+    assert len(calls) == 2 and computed <= sequential

@@ -3,7 +3,7 @@ prefill work that would otherwise be computed more than once.
 
 A warm-up costs one more native call and a round trip before the requests that follow it. It saves work
 only when several requests would each compute the same uncached text. Our scheduler already shares a
-long common prefix inside one batch (`IN_BATCH_PREFIX_TOKENS`: a request that shares that many new
+common prefix inside one batch (`IN_BATCH_PREFIX_TOKENS`: a request that shares that many new
 leading tokens with one admitted this round waits a round and reuses its KV), so a warm-up pays only
 for shared text shorter than that window, which every request would otherwise recompute.
 
