@@ -36,6 +36,7 @@ from sglang.runtime.constrained.errors import ConstraintViolation
 from sglang.runtime.constrained.regex_fsm import ByteDFA
 from sglang.runtime.constrained.json_schema import is_schema_grammar, schema_cfg
 from sglang.runtime.constrained.state import consume_eos
+from sglang.runtime.constrained.token_fsm import write_mask_row
 from sglang.runtime.constrained.vocab import TokenVocab
 
 
@@ -373,10 +374,7 @@ class CFGConstraintState:
         if self.finished:
             row.fill_(False)
             return
-        self.allowed_mask()
-        allowed = self._mask_t
-        row[:n].copy_(allowed)
-        row[n:] = False
+        write_mask_row(row, self.allowed_mask(), self._mask_t)
 
     def allowed_token_ids(self) -> np.ndarray:
         return np.flatnonzero(self.allowed_mask())
