@@ -310,7 +310,7 @@ class CFGIndex:
                 self._walks[key] = got
                 return got
         inside, bounds = self.trie.walk(self.g.dfas[t], q, self.vocab.size)
-        got = GroupWalk(inside, tail_trie(self.trie, bounds))
+        got = GroupWalk(inside, TailNode(self.trie, bounds))
         with self._lock:
             self.walks_computed += 1
             self._walks[key] = got
@@ -329,7 +329,7 @@ class CFGIndex:
         for k, ((t, q), items) in enumerate(col.scans.items()):
             walk = self.group_walk(t, q)
             allowed |= walk.inside
-            if not walk.tails[0]:
+            if not walk.tails.has_children:
                 continue
             gkey = group_keys[k] if group_keys is not None else None
             toks = self._tails.get(gkey) if gkey is not None else None
@@ -366,26 +366,25 @@ class CFGIndex:
         the tokens that end at a live child and descending into live children."""
         g = self.g
         lookup = _lookup(chart, extra)
-        children = node[0]
-        live = self._live_bytes(col)
-        keys = [b for b in live if b in children] if len(live) < len(children) else [b for b in children if b in live]
-        for b in keys:
+        for b in self._live_bytes(col):
+            sub = node.child(b)
+            if sub is None:
+                continue
             budget[0] -= 1
             if budget[0] < 0:
                 return  # out of budget: the rest of this subtree stays masked (sound, see module doc)
             c2 = step(g, col, b, lookup)
             if c2 is None:
                 continue
-            sub = children[b]
-            if sub[1].size:
-                out.append(sub[1])
-            if sub[0]:
+            if sub.tokens.size:
+                out.append(sub.tokens)
+            if sub.has_children:
                 extra[c2.pos] = c2.waiting
                 self._walk_tails(c2, sub, chart, extra, out, budget)
                 del extra[c2.pos]
 
-    def _live_bytes(self, col: Column) -> set[int]:
-        """The bytes some scan group of `col` can take (per (terminal, state), cached)."""
+    def _live_bytes(self, col: Column) -> list[int]:
+        """The bytes some scan group of `col` can take, ascending (per (terminal, state), cached)."""
         live: set[int] = set()
         for key in col.scans:
             got = self._live.get(key)
@@ -393,10 +392,7 @@ class CFGIndex:
                 row = self.g.trans[key[0]][key[1]]
                 got = self._live[key] = frozenset(b for b in range(256) if row[b])
             live |= got
-        return live
-
-
-TailNode = tuple[dict, np.ndarray]  # (byte -> child TailNode, token ids ending here)
+        return sorted(live)
 
 
 class GroupWalk:
@@ -412,29 +408,51 @@ class GroupWalk:
         self.inside, self.tails = inside, tails
 
 
-def tail_trie(tr: _TrieLists, bounds: list[tuple[int, int]]) -> TailNode:
-    """The suffixes below the trie nodes `bounds` merged into one trie: a suffix such as `",` recurs
-    under thousands of nodes ending a string, and the parser then checks it once."""
-    root: tuple[dict, list] = ({}, [])
-    for depth, node in bounds:
-        stack = [(depth, node, root)]
-        while stack:
-            d, n, here = stack.pop()
+class TailNode:
+    """The token suffixes left after a terminal ends mid-token, as one trie over the vocabulary trie's
+    nodes: a node stands for the trie positions reached by the same suffix bytes from every place the
+    terminal accepts (`positions`), so a suffix such as `",` that recurs under a thousand string ends is
+    stepped by the parser once. Children are found when first asked for (only bytes the parser can take
+    are ever asked), and kept: the node is shared by every grammar using this terminal."""
+
+    __slots__ = ("tr", "positions", "has_children", "_kids", "_tokens")
+
+    def __init__(self, tr: _TrieLists, positions: list[tuple[int, int]]) -> None:
+        self.tr = tr
+        self.positions = positions
+        self.has_children = any(d < tr.depth and tr.child_lo[d + 1][n] < tr.child_hi[d + 1][n] for d, n in positions)
+        self._kids: dict[int, Optional[TailNode]] = {}
+        self._tokens: Optional[np.ndarray] = None
+
+    def child(self, b: int) -> "Optional[TailNode]":
+        """The node after suffix byte `b` (None when no token goes on with it)."""
+        if b in self._kids:
+            return self._kids[b]
+        tr, out = self.tr, []
+        for d, n in self.positions:
             d1 = d + 1
             if d1 > tr.depth:
                 continue
-            level, tlo, thi, tt = tr.byte[d1], tr.term_lo[d1], tr.term_hi[d1], tr.term_tokens[d1]
-            for c in range(tr.child_lo[d1][n], tr.child_hi[d1][n]):
-                sub = here[0].get(level[c])
-                if sub is None:
-                    sub = here[0][level[c]] = ({}, [])
-                sub[1].extend(tt[tlo[c]:thi[c]])
-                stack.append((d1, c, sub))
-    return _freeze(root)
+            lo, hi = tr.child_lo[d1][n], tr.child_hi[d1][n]
+            if lo == hi:
+                continue
+            level = tr.byte[d1]
+            c = bisect_left(level, b, lo, hi)
+            if c < hi and level[c] == b:
+                out.append((d1, c))
+        got = TailNode(tr, out) if out else None
+        self._kids[b] = got
+        return got
 
-
-def _freeze(node: tuple[dict, list]) -> TailNode:
-    return ({b: _freeze(sub) for b, sub in node[0].items()}, np.asarray(sorted(set(node[1])), dtype=np.int64))
+    @property
+    def tokens(self) -> np.ndarray:
+        """The tokens whose last byte is this node's (ids, int64)."""
+        if self._tokens is None:
+            tr, toks = self.tr, []
+            for d, n in self.positions:
+                toks.extend(tr.term_tokens[d][tr.term_lo[d][n]:tr.term_hi[d][n]])
+            self._tokens = np.asarray(sorted(set(toks)), dtype=np.int64)
+        return self._tokens
 
 
 def _lookup(chart: list[Waiting], extra: dict[int, Waiting]):
