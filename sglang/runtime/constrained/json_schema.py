@@ -302,6 +302,10 @@ class _Converter:
                                   "allOf": [{"$ref": r}, rest]}, path)
             finally:
                 self._expanding = self._expanding - {r}
+        if "if" in s or "allOf" in s:
+            got = self._conditional(s, path)
+            if got is not _NOT_REWRITTEN:
+                return got
         for key in ("anyOf", "oneOf"):  # before allOf: merging distributes over the branches
             if key in s:
                 subs = s[key]
@@ -330,6 +334,67 @@ class _Converter:
             if t in types and not (t == "integer" and "number" in types):
                 parts.append(self.typed(t, s, path))
         return alt(parts)
+
+    def _conditional(self, s: dict, path: str) -> Any:
+        """`if`/`then`/`else` (on `s` itself or as `allOf` members) as branches the grammar can enforce,
+        or _NOT_REWRITTEN (the keywords are then ignored with a warning):
+        - ifs that test one property against constants (`"if": {"properties": {"kind": {"const": "a"}}}`,
+          the usual discriminator) become one `anyOf` branch per constant, the property required and set,
+          with that constant's `then`s and the other ifs' `else`s (plus, when the property has an `enum`,
+          one branch for its other values with every `else`);
+        - any other `if` + `then` without `else` becomes `allOf [if, then]`: a subset (an output the
+          real `if` rejects is valid without `then` too).
+        A rewrite whose language comes out empty is dropped."""
+        conds = [("", s)] if "if" in s else []
+        members = s.get("allOf") if isinstance(s.get("allOf"), list) else []
+        conds += [(i, m) for i, m in enumerate(members) if isinstance(m, dict) and "if" in m and
+                  set(m) <= _CONDITIONAL_KEYS]
+        if not conds:
+            return _NOT_REWRITTEN
+        rest = {k: v for k, v in s.items() if k not in ("if", "then", "else")}
+        keep = [m for i, m in enumerate(members) if all(i != j for j, _ in conds)]
+        if "allOf" in rest:
+            rest["allOf"] = keep
+            if not keep:
+                del rest["allOf"]
+        found = _discriminated(c for _, c in conds)
+        if found is not None:
+            branches = self._discriminator_branches(s, *found)
+            if branches and not any(k in rest for k in ("anyOf", "oneOf")):
+                rest["anyOf"] = branches
+            else:
+                return _NOT_REWRITTEN
+        elif all("else" not in c for _, c in conds):
+            rest.setdefault("allOf", [])
+            rest["allOf"] = list(rest["allOf"]) + [{"allOf": [c["if"], c.get("then", True)]} for _, c in conds]
+        else:
+            return _NOT_REWRITTEN
+        saved = list(self.warnings)
+        got = self.node(rest, path)  # `rest` holds no `if` any more: no second rewrite
+        if got is None:
+            self.warnings = saved
+            return _NOT_REWRITTEN
+        return got
+
+    def _discriminator_branches(self, s: dict, prop: str, cases: list[tuple[Any, Any, Any]]) -> list[Any]:
+        """One schema per constant of the discriminating property (see `_conditional`)."""
+        out = []
+        consts = []
+        for c, _, _ in cases:
+            if c not in consts:
+                consts.append(c)
+        for c in consts:
+            parts = [t for c2, t, _ in cases if c2 == c and t is not None]
+            parts += [e for c2, _, e in cases if c2 != c and e is not None]
+            out.append({"properties": {prop: {"const": c}}, "required": [prop], **({"allOf": parts} if parts else {})})
+        base = (s.get("properties") or {}).get(prop)
+        others = [v for v in base["enum"] if v not in consts] if isinstance(base, dict) and \
+            isinstance(base.get("enum"), list) else []
+        if others:
+            elses = [e for _, _, e in cases if e is not None]
+            out.append({"properties": {prop: {"enum": others}}, "required": [prop],
+                        **({"allOf": elses} if elses else {})})
+        return out
 
     def _ref(self, r: Any, path: str) -> Optional[Node]:
         name, target = self.resolve(r, path)
@@ -560,6 +625,37 @@ class _Converter:
             return T(NUMBER)
         rx = number_range_regex(lo, lo_x, hi, hi_x)
         return None if rx is None else T(rx)
+
+
+_NOT_REWRITTEN = object()
+_CONDITIONAL_KEYS = {"if", "then", "else", "$comment", "description", "title"}
+
+
+def _discriminated(conds: Any) -> Optional[tuple[str, list[tuple[Any, Any, Any]]]]:
+    """(property, [(constant, then, else)]) when every `if` tests the same single property against one
+    constant (and requires nothing else), else None."""
+    prop, cases = None, []
+    for c in conds:
+        cond = c["if"]
+        if not isinstance(cond, dict) or not set(cond) <= {"properties", "required", "$comment", "type"}:
+            return None
+        props = cond.get("properties")
+        if not isinstance(props, dict) or len(props) != 1:
+            return None
+        (p, sub), = props.items()
+        if not isinstance(sub, dict) or not set(sub) <= {"const", "enum", "type"} or not (set(cond.get("required") or []) <= {p}):
+            return None
+        if "const" in sub:
+            value = sub["const"]
+        elif isinstance(sub.get("enum"), list) and len(sub["enum"]) == 1:
+            value = sub["enum"][0]
+        else:
+            return None
+        if prop is not None and p != prop:
+            return None
+        prop = p
+        cases.append((value, c.get("then"), c.get("else")))
+    return (prop, cases) if prop is not None else None
 
 
 def _constraining(k: str) -> bool:
