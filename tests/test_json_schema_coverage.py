@@ -261,3 +261,14 @@ def test_plain_if_then_is_enforced_as_if_and_then() -> None:
     assert not [w for w in json_schema_info(schema)["warnings"] if "'if'" in w]
     assert accepts(schema, '{"a":1,"b":"x"}')
     assert not accepts(schema, '{"a":1}')
+
+
+def test_min_max_properties_of_a_map() -> None:
+    schema = {"type": "object", "minProperties": 1, "maxProperties": 2,
+              "additionalProperties": {"type": "integer"}}
+    assert not [w for w in json_schema_info(schema)["warnings"] if "Properties" in w]
+    assert not accepts(schema, '{}')
+    assert accepts(schema, '{"a":1}') and accepts(schema, '{"a":1,"b":2}')
+    assert not accepts(schema, '{"a":1,"b":2,"c":3}')
+    for text in samples(schema, n=20, seed=1):
+        jsonschema.validate(json.loads(text), schema)

@@ -48,7 +48,8 @@ from sglang.runtime.constrained.schema_ir import ANY_RULE, EMPTY, Node, RegexToo
 
 WHITESPACE = {"compact": "", "default": "[ ]?", "pretty": r"[ \n\t]*"}
 # validation keywords no grammar here enforces: ignored with a SchemaWarning
-_UNENFORCED = {"multipleOf", "uniqueItems", "minProperties", "maxProperties", "dependentRequired",
+# (minProperties / maxProperties: `obj` enforces them on maps or warns itself)
+_UNENFORCED = {"multipleOf", "uniqueItems", "dependentRequired",
                "dependentSchemas", "dependencies", "if", "then", "else", "not", "contains", "minContains",
                "maxContains", "propertyNames", "unevaluatedProperties", "unevaluatedItems"}
 _STRUCTURAL = {"$defs", "definitions", "$schema", "$id", "id", "$anchor", "$comment", "$vocabulary",
@@ -527,12 +528,27 @@ class _Converter:
             value = self.node(True if extra is None else extra, path + "/additionalProperties")
             if value is not None:
                 extras.append(seq(key_excluding(list(props)), T(f"{ws}:{ws}"), value))
+        if not items and extras and ("minProperties" in s or "maxProperties" in s):
+            return self._counted_members(s, alt(extras), path)
         for k in ("minProperties", "maxProperties"):
             if k in s and not (k == "minProperties" and s[k] <= len(required_set)):
                 self.warn(f"keyword {k!r} cannot be enforced by constrained decoding and is ignored", path)
         if extras:
             items.append((alt(extras), False, True))
         return seq(T(rf"\{{{ws}"), _member_list(items, T(f"{ws},{ws}")), T(rf"{ws}\}}"))
+
+    def _counted_members(self, s: dict, member: Node, path: str) -> Optional[Node]:
+        """An object of only additional / pattern properties, minProperties..maxProperties of them
+        (the usual "a map of at least one entry", or "exactly one step")."""
+        ws = self.ws
+        lo, hi = int(s.get("minProperties", 0) or 0), s.get("maxProperties")
+        hi = None if hi is None else int(hi)
+        if hi is not None and hi < lo:
+            raise SchemaError(f"maxProperties {hi} < minProperties {lo}", path)
+        if hi == 0:
+            return T(rf"\{{{ws}\}}")
+        body = seq(member, rep(seq(T(f"{ws},{ws}"), member), max(lo, 1) - 1, None if hi is None else hi - 1))
+        return seq(T(rf"\{{{ws}"), body if lo > 0 else opt(body), T(rf"{ws}\}}"))
 
     # ----- arrays -----
     def array(self, s: dict, path: str) -> Optional[Node]:
