@@ -272,3 +272,17 @@ def test_min_max_properties_of_a_map() -> None:
     assert not accepts(schema, '{"a":1,"b":2,"c":3}')
     for text in samples(schema, n=20, seed=1):
         jsonschema.validate(json.loads(text), schema)
+
+
+def test_if_then_else_with_an_exact_if_takes_the_then_branch() -> None:
+    """An `if` the grammar enforces exactly is made true (so `else` never applies); one with an ignored
+    keyword inside cannot be, and stays ignored with a warning."""
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"k": {"const": 1}}},
+                                               "b": {"type": "string"}, "c": {"type": "string"}},
+              "required": ["a"], "if": {"properties": {"a": {"properties": {"k": {"const": 1}}}}},
+              "then": {"required": ["b"]}, "else": {"required": ["c"]}}
+    assert not [w for w in json_schema_info(schema)["warnings"] if "'if'" in w]
+    assert accepts(schema, '{"a":{"k":1},"b":"x"}')
+    assert not accepts(schema, '{"a":{"k":1}}')
+    vague = {**schema, "if": {"properties": {"a": {"multipleOf": 2}}}}
+    assert [w for w in json_schema_info(vague)["warnings"] if "'if'" in w]

@@ -343,8 +343,9 @@ class _Converter:
           the usual discriminator) become one `anyOf` branch per constant, the property required and set,
           with that constant's `then`s and the other ifs' `else`s (plus, when the property has an `enum`,
           one branch for its other values with every `else`);
-        - any other `if` + `then` without `else` becomes `allOf [if, then]`: a subset (an output the
-          real `if` rejects is valid without `then` too).
+        - any other `if` + `then` becomes `allOf [if, then]`: a subset when there is no `else` (an output
+          the real `if` rejects is valid without `then` too), or when the `if` converts with no ignored
+          keyword (every output then satisfies it, so `else` never applies).
         A rewrite whose language comes out empty is dropped."""
         conds = [("", s)] if "if" in s else []
         members = s.get("allOf") if isinstance(s.get("allOf"), list) else []
@@ -365,7 +366,7 @@ class _Converter:
                 rest["anyOf"] = branches
             else:
                 return _NOT_REWRITTEN
-        elif all("else" not in c for _, c in conds):
+        elif all("else" not in c or self._exact(c["if"], path) for _, c in conds):
             rest.setdefault("allOf", [])
             rest["allOf"] = list(rest["allOf"]) + [{"allOf": [c["if"], c.get("then", True)]} for _, c in conds]
         else:
@@ -376,6 +377,18 @@ class _Converter:
             self.warnings = saved
             return _NOT_REWRITTEN
         return got
+
+    def _exact(self, sub: Any, path: str) -> bool:
+        """Whether `sub` converts with no keyword ignored (its grammar is exactly its language)."""
+        saved = list(self.warnings)
+        try:
+            self.node(sub, path + "/if")
+        except SchemaError:
+            return False
+        finally:
+            exact = self.warnings == saved
+            self.warnings = saved
+        return exact
 
     def _discriminator_branches(self, s: dict, prop: str, cases: list[tuple[Any, Any, Any]]) -> list[Any]:
         """One schema per constant of the discriminating property (see `_conditional`)."""
