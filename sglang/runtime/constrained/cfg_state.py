@@ -1,13 +1,18 @@
 """Token masks for context-free grammars: `CFGConstraintState`, the ConstraintState interface over cfg.py.
 
 Mask of a column: every scan group (terminal T, DFA state q) is handled on its own (a column's future is
-the union of its groups' futures, since the chart behind it is read-only):
-1. the group's DFA walks the whole vocabulary trie from q at once (numpy, level by level; cached per
-   (T, q), so e.g. "inside a JSON string" costs one lookup after the first time): every token whose
-   bytes stay live in T is allowed (T can still finish, and every Earley item can be completed);
-2. trie nodes where T's DFA accepts are where T may end inside a token: there T is completed (one
-   Earley closure per depth, memoized) and the node's subtree is walked byte by byte with the parser,
-   pruned as soon as the prefix dies. Those subtrees are small (tokens that close a string and go on).
+the union of its groups' futures, since the chart behind it is read-only). The vocabulary splits, per
+(T, q) and with no parser context (`GroupWalk`, shared process-wide by T's regex, so the string /
+number / key automata recurring in every schema are walked once per tokenizer):
+1. tokens whose bytes stay live in T (`inside`): allowed whatever the parser stack (T can still finish,
+   and every Earley item can be completed). Found by walking the vocabulary trie from q: node by node
+   for terminals reaching few nodes (keys, enums, numbers), level by level with numpy otherwise;
+2. tokens where T accepts mid-token and bytes remain (`tails`): the only context-dependent ones. Their
+   suffixes are merged into one lazily expanded trie (`TailNode`), so a suffix such as `",` that ends a
+   thousand string tokens is stepped by the parser once: one Earley closure where T ends, then the
+   tail trie walked byte by byte, only along bytes the column can take, pruned as soon as the prefix
+   dies. The tokens found are memoized per group key (T, state, items), across columns;
+3. every other token is rejected by T's DFA.
 EOS is allowed only when the text so far is complete. Jump-forward is not offered (returns None).
 
 Memo: a mask depends on the parser state only through its scan groups' (terminal, DFA state, items) and,

@@ -17,10 +17,14 @@ format: date, time, date-time, duration, email, uuid, uri, uri-reference, hostna
 integers (exact ranges), numbers (ranges: the integers and fixed-point decimals inside the range),
 anyOf / oneOf (oneOf as anyOf) nested to any depth, allOf (schemas merged: types, properties, bounds,
 enums intersected; anyOf members distributed), `$ref` into the document (`#`, `#/...` pointers, `$anchor`,
-the root's own `$id`), recursion (exact in the grammar engine), boolean subschemas (`true` / `false`).
+the root's own `$id`), recursion (exact in the grammar engine), boolean subschemas (`true` / `false`),
+if/then/else where a subset can be enforced (ifs testing one property against constants become one
+branch per constant; an `if` converted exactly, or one without `else`, is made true with its `then`),
+minProperties / maxProperties on maps (objects of additional / pattern properties only).
 
 Policy for what no grammar enforces: the keyword is ignored and a `SchemaWarning` names it (uniqueItems,
-multipleOf, not, if/then/else, contains, min/maxProperties, dependencies, unknown formats, ...). A
+multipleOf, not, the other if/then/else, contains, min/maxProperties beside listed properties,
+dependencies, unknown formats, ...). A
 remote `$ref` (another document) cannot be fetched offline: it stands for any JSON value, with a warning.
 Where the schema leaves properties open and lists some, the output holds the listed ones only (the best
 engines do the same: it keeps outputs on-schema). Malformed schemas (a `$ref` into the document that
