@@ -108,7 +108,7 @@ class SchemaGrammar:
     any_regex: str
     warnings: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def recursive(self) -> bool:
         return cyclic(self.start, self.rules)
 
