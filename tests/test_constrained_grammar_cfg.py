@@ -294,10 +294,10 @@ def test_engine_ebnf_recursive_grammar(default_engine, monkeypatch, capsys) -> N
     spent: list[float] = []
     orig = CFGIndex.mask
 
-    def timed(self, col, chart):
+    def timed(self, col, chart, group_keys=None):
         t0 = time.perf_counter()
         try:
-            return orig(self, col, chart)
+            return orig(self, col, chart, group_keys)
         finally:
             spent.append(time.perf_counter() - t0)
 

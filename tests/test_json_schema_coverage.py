@@ -231,3 +231,58 @@ def test_real_world_like_schema_samples_validate(seed) -> None:
               "additionalProperties": False}
     for text in samples(schema, n=20, seed=seed, whitespace="pretty"):
         jsonschema.validate(json.loads(text), schema)
+
+
+def test_if_then_discriminators_become_branches() -> None:
+    """`allOf` of if/then on one property's constants (GitHub issue forms, Semgrep): one branch per
+    constant, so `then`'s required properties are enforced, with no warning."""
+    schema = {"type": "object", "properties": {"type": {"enum": ["md", "input", "other"]}, "value": {"type": "string"},
+                                               "label": {"type": "string"}},
+              "required": ["type"], "additionalProperties": False,
+              "allOf": [{"if": {"properties": {"type": {"const": "md"}}}, "then": {"required": ["value"]}},
+                        {"if": {"properties": {"type": {"const": "input"}}}, "then": {"required": ["label"]},
+                         "else": {"properties": {"label": False}}}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SchemaWarning)
+        assert json_schema_info(schema)["warnings"] == []
+    assert accepts(schema, '{"type":"md","value":"x"}')
+    assert not accepts(schema, '{"type":"md"}')  # then: value required
+    assert accepts(schema, '{"type":"input","label":"x"}')
+    assert not accepts(schema, '{"type":"input","value":"x"}')
+    assert not accepts(schema, '{"type":"md","value":"x","label":"y"}')  # the input if's else: no label
+    assert accepts(schema, '{"type":"other"}')  # the enum's other values take every else
+    for text in samples(schema, n=30, seed=2):
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_plain_if_then_is_enforced_as_if_and_then() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "string"}},
+              "if": {"required": ["a"]}, "then": {"required": ["b"]}}
+    assert not [w for w in json_schema_info(schema)["warnings"] if "'if'" in w]
+    assert accepts(schema, '{"a":1,"b":"x"}')
+    assert not accepts(schema, '{"a":1}')
+
+
+def test_min_max_properties_of_a_map() -> None:
+    schema = {"type": "object", "minProperties": 1, "maxProperties": 2,
+              "additionalProperties": {"type": "integer"}}
+    assert not [w for w in json_schema_info(schema)["warnings"] if "Properties" in w]
+    assert not accepts(schema, '{}')
+    assert accepts(schema, '{"a":1}') and accepts(schema, '{"a":1,"b":2}')
+    assert not accepts(schema, '{"a":1,"b":2,"c":3}')
+    for text in samples(schema, n=20, seed=1):
+        jsonschema.validate(json.loads(text), schema)
+
+
+def test_if_then_else_with_an_exact_if_takes_the_then_branch() -> None:
+    """An `if` the grammar enforces exactly is made true (so `else` never applies); one with an ignored
+    keyword inside cannot be, and stays ignored with a warning."""
+    schema = {"type": "object", "properties": {"a": {"type": "object", "properties": {"k": {"const": 1}}},
+                                               "b": {"type": "string"}, "c": {"type": "string"}},
+              "required": ["a"], "if": {"properties": {"a": {"properties": {"k": {"const": 1}}}}},
+              "then": {"required": ["b"]}, "else": {"required": ["c"]}}
+    assert not [w for w in json_schema_info(schema)["warnings"] if "'if'" in w]
+    assert accepts(schema, '{"a":{"k":1},"b":"x"}')
+    assert not accepts(schema, '{"a":{"k":1}}')
+    vague = {**schema, "if": {"properties": {"a": {"multipleOf": 2}}}}
+    assert [w for w in json_schema_info(vague)["warnings"] if "'if'" in w]

@@ -1,13 +1,18 @@
 """Token masks for context-free grammars: `CFGConstraintState`, the ConstraintState interface over cfg.py.
 
 Mask of a column: every scan group (terminal T, DFA state q) is handled on its own (a column's future is
-the union of its groups' futures, since the chart behind it is read-only):
-1. the group's DFA walks the whole vocabulary trie from q at once (numpy, level by level; cached per
-   (T, q), so e.g. "inside a JSON string" costs one lookup after the first time): every token whose
-   bytes stay live in T is allowed (T can still finish, and every Earley item can be completed);
-2. trie nodes where T's DFA accepts are where T may end inside a token: there T is completed (one
-   Earley closure per depth, memoized) and the node's subtree is walked byte by byte with the parser,
-   pruned as soon as the prefix dies. Those subtrees are small (tokens that close a string and go on).
+the union of its groups' futures, since the chart behind it is read-only). The vocabulary splits, per
+(T, q) and with no parser context (`GroupWalk`, shared process-wide by T's regex, so the string /
+number / key automata recurring in every schema are walked once per tokenizer):
+1. tokens whose bytes stay live in T (`inside`): allowed whatever the parser stack (T can still finish,
+   and every Earley item can be completed). Found by walking the vocabulary trie from q: node by node
+   for terminals reaching few nodes (keys, enums, numbers), level by level with numpy otherwise;
+2. tokens where T accepts mid-token and bytes remain (`tails`): the only context-dependent ones. Their
+   suffixes are merged into one lazily expanded trie (`TailNode`), so a suffix such as `",` that ends a
+   thousand string tokens is stepped by the parser once: one Earley closure where T ends, then the
+   tail trie walked byte by byte, only along bytes the column can take, pruned as soon as the prefix
+   dies. The tokens found are memoized per group key (T, state, items), across columns;
+3. every other token is rejected by T's DFA.
 EOS is allowed only when the text so far is complete. Jump-forward is not offered (returns None).
 
 Memo: a mask depends on the parser state only through its scan groups' (terminal, DFA state, items) and,
@@ -24,6 +29,7 @@ it in `truncated_masks`. JSON / expression grammars stay far below it.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
@@ -36,17 +42,20 @@ from sglang.runtime.constrained.errors import ConstraintViolation
 from sglang.runtime.constrained.regex_fsm import ByteDFA
 from sglang.runtime.constrained.json_schema import is_schema_grammar, schema_cfg
 from sglang.runtime.constrained.state import consume_eos
+from sglang.runtime.constrained.token_fsm import write_mask_row
 from sglang.runtime.constrained.vocab import TokenVocab
 
 
 # Parser steps one mask may spend walking token tails past terminal ends (a few thousand for JSON-like
 # grammars; grammars letting a terminal follow itself with no separator, e.g. `WORD+`, need far more).
 MAX_MASK_STEPS = 20_000
+SPARSE_WALK_NODES = 500  # trie nodes a node-by-node walk may reach before the numpy walk takes over
 DENSE_WALK_RATIO = 8  # a trie walk switches to whole-level gathers once 1/8 of a level's nodes are live
 MASK_CACHE_ITEMS = 256  # masks kept per grammar (one bool per token each: ~12 MB at 49k tokens)
 COLUMN_SIGS_MAX = 200_000  # distinct chart-column signatures interned per grammar before starting over
 SHARED_WALKS_MAX = 2_000  # (vocab, terminal regex, DFA state) walks kept process-wide (~V bytes each)
-_SHARED_WALKS: dict[tuple[str, str, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
+_SHARED_WALKS: dict[tuple[str, str, int], "GroupWalk"] = {}
+TAIL_MEMO_ITEMS = 4096  # scan groups' tail sets kept per grammar
 
 
 class _TrieLists:
@@ -74,8 +83,63 @@ class _TrieLists:
     def walk(self, dfa: ByteDFA, q: int, vocab_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """(bool [V] tokens whose bytes stay live in `dfa` from state q, [(depth, node)] where it accepts).
 
-        Level by level over the trie nodes still live only: a key or a number terminal touches a few
-        dozen nodes, not the whole vocabulary (the string terminals touch most of it, once per process)."""
+        A key, enum or number terminal reaches a few dozen trie nodes: those are walked node by node
+        (`sparse_walk`); past SPARSE_WALK_NODES nodes (a string's body reaches most of the vocabulary) the
+        walk starts over level by level with numpy (`dense_walk`)."""
+        got = self.sparse_walk(dfa, q, vocab_size)
+        return got if got is not None else self.dense_walk(dfa, q, vocab_size)
+
+    def sparse_walk(self, dfa: ByteDFA, q: int, vocab_size: int,
+                    max_nodes: int = 0) -> Optional[tuple[np.ndarray, list[tuple[int, int]]]]:
+        """`walk` depth-first over the live trie nodes, or None past `max_nodes` of them
+        (SPARSE_WALK_NODES by default). A node's children are found by binary search on their sorted
+        bytes when the DFA state has few live bytes (a literal key has one), else by a scan."""
+        max_nodes = max_nodes or SPARSE_WALK_NODES
+        rows: dict[int, tuple[list[int], list[int], dict[int, int]]] = {}
+        accepting = dfa.accepting
+        toks: list[int] = []
+        bounds: list[tuple[int, int]] = []
+        stack = [(0, 0, q)]
+        visited = 0
+        while stack:
+            d, node, s = stack.pop()
+            d1 = d + 1
+            if d1 > self.depth:
+                continue
+            lo, hi = self.child_lo[d1][node], self.child_hi[d1][node]
+            if lo == hi:
+                continue
+            got = rows.get(s)
+            if got is None:
+                live = np.flatnonzero(dfa.trans[s])
+                nxt = dfa.trans[s][live].tolist()
+                got = rows[s] = (live.tolist(), nxt, dict(zip(live.tolist(), nxt)))
+            live_bytes, nxt, by_byte = got
+            level = self.byte[d1]
+            if len(live_bytes) * 8 < hi - lo:
+                pairs = []
+                for b, s2 in zip(live_bytes, nxt):
+                    c = bisect_left(level, b, lo, hi)
+                    if c < hi and level[c] == b:
+                        pairs.append((c, s2))
+            else:
+                pairs = [(c, by_byte[level[c]]) for c in range(lo, hi) if level[c] in by_byte]
+            visited += len(pairs)
+            if visited > max_nodes:
+                return None
+            tlo, thi, tt = self.term_lo[d1], self.term_hi[d1], self.term_tokens[d1]
+            for c, s2 in pairs:
+                toks.extend(tt[tlo[c]:thi[c]])
+                if accepting[s2]:
+                    bounds.append((d1, c))
+                stack.append((d1, c, s2))
+        inside = np.zeros(vocab_size, dtype=np.bool_)
+        inside[toks] = True
+        return inside, sorted(bounds)
+
+    def dense_walk(self, dfa: ByteDFA, q: int, vocab_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """`walk` level by level over the trie nodes still live, with numpy (whole-level gathers once
+        most of a level is live)."""
         inside = np.zeros(vocab_size, dtype=np.bool_)
         bounds: list[tuple[int, int]] = []
         nodes = np.zeros(1, dtype=np.int64)  # the root
@@ -147,7 +211,7 @@ class CFGIndex:
         self.vocab = vocab
         self.source = source
         self.trie = trie_lists(vocab)
-        self._walks: dict[tuple[int, int], tuple[np.ndarray, list[tuple[int, int]]]] = {}
+        self._walks: dict[tuple[int, int], GroupWalk] = {}
         self.max_steps = MAX_MASK_STEPS
         self.truncated_masks = 0  # masks that hit max_steps (reported by tests / benchmarks)
         self.last_steps = 0  # parser steps the latest mask took (diagnostics)
@@ -157,6 +221,12 @@ class CFGIndex:
         self._col_sigs: dict[tuple, int] = {}  # column signature -> its id
         self.generation = 0  # bumped when _col_sigs is cleared: ids of older generations mean nothing
         self.mask_hits = 0
+        # tails of a scan group by its key in `mask_key` (terminal, walk state, items): a group recurs in
+        # columns whose other groups differ (a property's value in several objects)
+        self._tails: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+        self._live: dict[tuple[int, int], frozenset[int]] = {}
+        self.walks_computed = 0  # group walks this index computed itself (not found shared)
+        self.tail_walks = 0  # groups whose tails the parser walked (not memoized)
 
     def column_id(self, chart: list[Waiting], ids: list[Optional[int]], pos: int) -> int:
         """The id of chart column `pos`'s signature: its waiting items as (rule, dot, id of the origin's
@@ -186,15 +256,22 @@ class CFGIndex:
             stack.pop()
         return ids[pos]  # type: ignore[return-value]
 
-    def mask_key(self, col: Column, chart: list[Waiting], ids: list[Optional[int]]) -> tuple:
-        """A key equal for two parser states with the same mask: per scan group, the terminal, its DFA
-        state (counted strings: the walk-equivalent one) and its items as (rule, dot, origin column id)."""
+    def group_keys(self, col: Column, chart: list[Waiting], ids: list[Optional[int]]) -> list[tuple]:
+        """Per scan group of `col` (in `col.scans` order): the terminal, its DFA state (counted strings:
+        the walk-equivalent one) and its items as (rule, dot, origin column id) -- equal for two groups
+        that allow the same tokens."""
         depth = self.trie.depth
-        groups = []
+        out = []
         for (t, q), items in col.scans.items():
             sig = tuple(sorted((r, d, self.column_id(chart, ids, o)) for r, d, o in items))
-            groups.append((t, self.g.dfas[t].walk_state(q, depth), sig))
-        return (col.accepting, tuple(sorted(groups)))
+            out.append((t, self.g.dfas[t].walk_state(q, depth), sig))
+        return out
+
+    def mask_key(self, col: Column, chart: list[Waiting], ids: list[Optional[int]],
+                 group_keys: Optional[list[tuple]] = None) -> tuple:
+        """A key equal for two parser states with the same mask: acceptance and the set of group keys."""
+        gk = group_keys if group_keys is not None else self.group_keys(col, chart, ids)
+        return (col.accepting, tuple(sorted(gk)))
 
     def cached_mask(self, key: tuple) -> Optional[tuple[np.ndarray, torch.Tensor]]:
         with self._lock:
@@ -216,11 +293,12 @@ class CFGIndex:
             if len(self._col_sigs) > COLUMN_SIGS_MAX:  # ids restart: keys made with older ids are dropped
                 self._col_sigs.clear()
                 self._masks.clear()
+                self._tails.clear()
                 self.generation += 1
         return got
 
-    def group_walk(self, t: int, q: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """(bool [V] tokens staying inside terminal t from DFA state q, [(depth, node)] where t accepts).
+    def group_walk(self, t: int, q: int) -> "GroupWalk":
+        """Terminal t's vocabulary split from DFA state q (see GroupWalk).
 
         Grammars that name their terminals' regexes (JSON schemas) share these walks process-wide: the
         same string / number / key terminals recur in every schema."""
@@ -237,62 +315,149 @@ class CFGIndex:
                 self._walks[key] = got
                 return got
         inside, bounds = self.trie.walk(self.g.dfas[t], q, self.vocab.size)
+        got = GroupWalk(inside, TailNode(self.trie, bounds))
         with self._lock:
-            self._walks[key] = (inside, bounds)
+            self.walks_computed += 1
+            self._walks[key] = got
             if shared is not None:
                 if len(_SHARED_WALKS) > SHARED_WALKS_MAX:
                     _SHARED_WALKS.clear()
-                _SHARED_WALKS[shared] = (inside, bounds)
-        return inside, bounds
+                _SHARED_WALKS[shared] = got
+        return got
 
-    def mask(self, col: Column, chart: list[Waiting]) -> np.ndarray:
-        g, tr = self.g, self.trie
+    def mask(self, col: Column, chart: list[Waiting], group_keys: Optional[Sequence[tuple]] = None) -> np.ndarray:
+        """The exact mask of `col` (EOS aside): per scan group, the tokens inside its terminal
+        (precomputed) and the tails that complete it mid-token, checked by the parser. `group_keys`
+        (from `mask_key`, in `col.scans` order) memoize each group's tails across columns."""
         allowed = np.zeros(self.vocab.size, dtype=np.bool_)
         budget = [self.max_steps]  # per call (an index may serve several threads)
-        for (t, q), items in col.scans.items():
-            inside, bounds = self.group_walk(t, q)
-            allowed |= inside
-            if not bounds:
+        for k, ((t, q), items) in enumerate(col.scans.items()):
+            walk = self.group_walk(t, q)
+            allowed |= walk.inside
+            if not walk.tails.has_children:
                 continue
-            seeds = [(r, d + 1, o) for r, d, o in items]
-            at_depth: dict[int, Column] = {}
-            for depth, node in bounds:
-                if depth >= tr.depth or tr.child_lo[depth + 1][node] == tr.child_hi[depth + 1][node]:
-                    continue  # no longer token goes on past the end of t here
-                c = at_depth.get(depth)
-                if c is None:
-                    extra: dict[int, Waiting] = {}
-                    c = closure(g, col.pos + depth, seeds, {}, _lookup(chart, extra))
-                    extra[c.pos] = c.waiting
-                    at_depth[depth] = c
-                self._dfs(c, depth, node, chart, {c.pos: c.waiting}, allowed, budget)
+            gkey = group_keys[k] if group_keys is not None else None
+            toks = self._tails.get(gkey) if gkey is not None else None
+            if toks is None:
+                toks = self._group_tails(col, items, walk.tails, chart, budget)
+                if gkey is not None and budget[0] >= 0:  # a truncated walk is not kept for other columns
+                    with self._lock:
+                        self._tails[gkey] = toks
+                        if len(self._tails) > TAIL_MEMO_ITEMS:
+                            self._tails.popitem(last=False)
+            allowed[toks] = True
         self.last_steps = self.max_steps - budget[0]
         if budget[0] < 0:
             self.truncated_masks += 1
         return allowed
 
-    def _dfs(self, col: Column, depth: int, node: int, chart: list[Waiting], extra: dict[int, Waiting],
-             allowed: np.ndarray, budget: list[int]) -> None:
-        """Walk the children of trie node (depth, node) byte by byte from `col`, marking live tokens."""
-        tr, g = self.trie, self.g
-        d1 = depth + 1
-        if d1 > tr.depth:
-            return
+    def _group_tails(self, col: Column, items: set, tails: "TailNode", chart: list[Waiting],
+                     budget: list[int]) -> np.ndarray:
+        """Token ids whose bytes complete the group's terminal mid-token and go on viably: one Earley
+        closure where the terminal ends (positions past the chart are scratch: any depth is the same
+        parser state), then the group's tail trie walked byte by byte, pruned where the prefix dies."""
+        self.tail_walks += 1
+        seeds = [(r, d + 1, o) for r, d, o in items]
+        extra: dict[int, Waiting] = {}
+        c = closure(self.g, col.pos + 1, seeds, {}, _lookup(chart, extra))
+        extra[c.pos] = c.waiting
+        out: list[np.ndarray] = []
+        self._walk_tails(c, tails, chart, extra, out, budget)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def _walk_tails(self, col: Column, node: "TailNode", chart: list[Waiting], extra: dict[int, Waiting],
+                    out: list[np.ndarray], budget: list[int]) -> None:
+        """Step `col` by each byte of the tail trie `node` (those its scan groups can take only), marking
+        the tokens that end at a live child and descending into live children."""
+        g = self.g
         lookup = _lookup(chart, extra)
-        byte, tlo, thi, toks = tr.byte[d1], tr.term_lo[d1], tr.term_hi[d1], tr.term_tokens[d1]
-        for child in range(tr.child_lo[d1][node], tr.child_hi[d1][node]):
+        for b in self._live_bytes(col):
+            sub = node.child(b)
+            if sub is None:
+                continue
             budget[0] -= 1
             if budget[0] < 0:
                 return  # out of budget: the rest of this subtree stays masked (sound, see module doc)
-            c2 = step(g, col, byte[child], lookup)
+            c2 = step(g, col, b, lookup)
             if c2 is None:
                 continue
-            for k in range(tlo[child], thi[child]):
-                allowed[toks[k]] = True
-            if d1 < tr.depth and tr.child_lo[d1 + 1][child] < tr.child_hi[d1 + 1][child]:
+            if sub.tokens.size:
+                out.append(sub.tokens)
+            if sub.has_children:
                 extra[c2.pos] = c2.waiting
-                self._dfs(c2, d1, child, chart, extra, allowed, budget)
+                self._walk_tails(c2, sub, chart, extra, out, budget)
                 del extra[c2.pos]
+
+    def _live_bytes(self, col: Column) -> list[int]:
+        """The bytes some scan group of `col` can take, ascending (per (terminal, state), cached)."""
+        live: set[int] = set()
+        for key in col.scans:
+            got = self._live.get(key)
+            if got is None:
+                row = self.g.trans[key[0]][key[1]]
+                got = self._live[key] = frozenset(b for b in range(256) if row[b])
+            live |= got
+        return sorted(live)
+
+
+class GroupWalk:
+    """A scan group's vocabulary split, from its terminal's DFA state alone (no parser context):
+    `inside`, bool [V], the tokens whose bytes stay inside the terminal (allowed whatever the parser
+    stack is); `tails`, a trie of the token suffixes left where the terminal accepts mid-token, with the
+    tokens ending at each node -- the only tokens whose fate depends on the parser. Every other token
+    is rejected by the terminal's DFA."""
+
+    __slots__ = ("inside", "tails")
+
+    def __init__(self, inside: np.ndarray, tails: TailNode) -> None:
+        self.inside, self.tails = inside, tails
+
+
+class TailNode:
+    """The token suffixes left after a terminal ends mid-token, as one trie over the vocabulary trie's
+    nodes: a node stands for the trie positions reached by the same suffix bytes from every place the
+    terminal accepts (`positions`), so a suffix such as `",` that recurs under a thousand string ends is
+    stepped by the parser once. Children are found when first asked for (only bytes the parser can take
+    are ever asked), and kept: the node is shared by every grammar using this terminal."""
+
+    __slots__ = ("tr", "positions", "has_children", "_kids", "_tokens")
+
+    def __init__(self, tr: _TrieLists, positions: list[tuple[int, int]]) -> None:
+        self.tr = tr
+        self.positions = positions
+        self.has_children = any(d < tr.depth and tr.child_lo[d + 1][n] < tr.child_hi[d + 1][n] for d, n in positions)
+        self._kids: dict[int, Optional[TailNode]] = {}
+        self._tokens: Optional[np.ndarray] = None
+
+    def child(self, b: int) -> "Optional[TailNode]":
+        """The node after suffix byte `b` (None when no token goes on with it)."""
+        if b in self._kids:
+            return self._kids[b]
+        tr, out = self.tr, []
+        for d, n in self.positions:
+            d1 = d + 1
+            if d1 > tr.depth:
+                continue
+            lo, hi = tr.child_lo[d1][n], tr.child_hi[d1][n]
+            if lo == hi:
+                continue
+            level = tr.byte[d1]
+            c = bisect_left(level, b, lo, hi)
+            if c < hi and level[c] == b:
+                out.append((d1, c))
+        got = TailNode(tr, out) if out else None
+        self._kids[b] = got
+        return got
+
+    @property
+    def tokens(self) -> np.ndarray:
+        """The tokens whose last byte is this node's (ids, int64)."""
+        if self._tokens is None:
+            tr, toks = self.tr, []
+            for d, n in self.positions:
+                toks.extend(tr.term_tokens[d][tr.term_lo[d][n]:tr.term_hi[d][n]])
+            self._tokens = np.asarray(sorted(set(toks)), dtype=np.int64)
+        return self._tokens
 
 
 def _lookup(chart: list[Waiting], extra: dict[int, Waiting]):
@@ -356,10 +521,11 @@ class CFGConstraintState:
             if self._generation != index.generation:
                 self._col_ids, self._generation = [], index.generation
             self._col_ids.extend([None] * (len(chart) - len(self._col_ids)))
-            key = index.mask_key(col, chart, self._col_ids)
+            gk = index.group_keys(col, chart, self._col_ids)
+            key = index.mask_key(col, chart, self._col_ids, gk)
             got = index.cached_mask(key)
             if got is None:
-                m = index.mask(col, chart)
+                m = index.mask(col, chart, gk)
                 if self.rec.accepting:
                     m[list(self._eos)] = True
                 got = index.remember_mask(key, m)
@@ -373,10 +539,7 @@ class CFGConstraintState:
         if self.finished:
             row.fill_(False)
             return
-        self.allowed_mask()
-        allowed = self._mask_t
-        row[:n].copy_(allowed)
-        row[n:] = False
+        write_mask_row(row, self.allowed_mask(), self._mask_t)
 
     def allowed_token_ids(self) -> np.ndarray:
         return np.flatnonzero(self.allowed_mask())

@@ -17,10 +17,14 @@ format: date, time, date-time, duration, email, uuid, uri, uri-reference, hostna
 integers (exact ranges), numbers (ranges: the integers and fixed-point decimals inside the range),
 anyOf / oneOf (oneOf as anyOf) nested to any depth, allOf (schemas merged: types, properties, bounds,
 enums intersected; anyOf members distributed), `$ref` into the document (`#`, `#/...` pointers, `$anchor`,
-the root's own `$id`), recursion (exact in the grammar engine), boolean subschemas (`true` / `false`).
+the root's own `$id`), recursion (exact in the grammar engine), boolean subschemas (`true` / `false`),
+if/then/else where a subset can be enforced (ifs testing one property against constants become one
+branch per constant; an `if` converted exactly, or one without `else`, is made true with its `then`),
+minProperties / maxProperties on maps (objects of additional / pattern properties only).
 
 Policy for what no grammar enforces: the keyword is ignored and a `SchemaWarning` names it (uniqueItems,
-multipleOf, not, if/then/else, contains, min/maxProperties, dependencies, unknown formats, ...). A
+multipleOf, not, the other if/then/else, contains, min/maxProperties beside listed properties,
+dependencies, unknown formats, ...). A
 remote `$ref` (another document) cannot be fetched offline: it stands for any JSON value, with a warning.
 Where the schema leaves properties open and lists some, the output holds the listed ones only (the best
 engines do the same: it keeps outputs on-schema). Malformed schemas (a `$ref` into the document that
@@ -48,7 +52,8 @@ from sglang.runtime.constrained.schema_ir import ANY_RULE, EMPTY, Node, RegexToo
 
 WHITESPACE = {"compact": "", "default": "[ ]?", "pretty": r"[ \n\t]*"}
 # validation keywords no grammar here enforces: ignored with a SchemaWarning
-_UNENFORCED = {"multipleOf", "uniqueItems", "minProperties", "maxProperties", "dependentRequired",
+# (minProperties / maxProperties: `obj` enforces them on maps or warns itself)
+_UNENFORCED = {"multipleOf", "uniqueItems", "dependentRequired",
                "dependentSchemas", "dependencies", "if", "then", "else", "not", "contains", "minContains",
                "maxContains", "propertyNames", "unevaluatedProperties", "unevaluatedItems"}
 _STRUCTURAL = {"$defs", "definitions", "$schema", "$id", "id", "$anchor", "$comment", "$vocabulary",
@@ -103,7 +108,7 @@ class SchemaGrammar:
     any_regex: str
     warnings: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def recursive(self) -> bool:
         return cyclic(self.start, self.rules)
 
@@ -302,6 +307,10 @@ class _Converter:
                                   "allOf": [{"$ref": r}, rest]}, path)
             finally:
                 self._expanding = self._expanding - {r}
+        if "if" in s or "allOf" in s:
+            got = self._conditional(s, path)
+            if got is not _NOT_REWRITTEN:
+                return got
         for key in ("anyOf", "oneOf"):  # before allOf: merging distributes over the branches
             if key in s:
                 subs = s[key]
@@ -330,6 +339,80 @@ class _Converter:
             if t in types and not (t == "integer" and "number" in types):
                 parts.append(self.typed(t, s, path))
         return alt(parts)
+
+    def _conditional(self, s: dict, path: str) -> Any:
+        """`if`/`then`/`else` (on `s` itself or as `allOf` members) as branches the grammar can enforce,
+        or _NOT_REWRITTEN (the keywords are then ignored with a warning):
+        - ifs that test one property against constants (`"if": {"properties": {"kind": {"const": "a"}}}`,
+          the usual discriminator) become one `anyOf` branch per constant, the property required and set,
+          with that constant's `then`s and the other ifs' `else`s (plus, when the property has an `enum`,
+          one branch for its other values with every `else`);
+        - any other `if` + `then` becomes `allOf [if, then]`: a subset when there is no `else` (an output
+          the real `if` rejects is valid without `then` too), or when the `if` converts with no ignored
+          keyword (every output then satisfies it, so `else` never applies).
+        A rewrite whose language comes out empty is dropped."""
+        conds = [("", s)] if "if" in s else []
+        members = s.get("allOf") if isinstance(s.get("allOf"), list) else []
+        conds += [(i, m) for i, m in enumerate(members) if isinstance(m, dict) and "if" in m and
+                  set(m) <= _CONDITIONAL_KEYS]
+        if not conds:
+            return _NOT_REWRITTEN
+        rest = {k: v for k, v in s.items() if k not in ("if", "then", "else")}
+        keep = [m for i, m in enumerate(members) if all(i != j for j, _ in conds)]
+        if "allOf" in rest:
+            rest["allOf"] = keep
+            if not keep:
+                del rest["allOf"]
+        found = _discriminated(c for _, c in conds)
+        if found is not None:
+            branches = self._discriminator_branches(s, *found)
+            if branches and not any(k in rest for k in ("anyOf", "oneOf")):
+                rest["anyOf"] = branches
+            else:
+                return _NOT_REWRITTEN
+        elif all("else" not in c or self._exact(c["if"], path) for _, c in conds):
+            rest.setdefault("allOf", [])
+            rest["allOf"] = list(rest["allOf"]) + [{"allOf": [c["if"], c.get("then", True)]} for _, c in conds]
+        else:
+            return _NOT_REWRITTEN
+        saved = list(self.warnings)
+        got = self.node(rest, path)  # `rest` holds no `if` any more: no second rewrite
+        if got is None:
+            self.warnings = saved
+            return _NOT_REWRITTEN
+        return got
+
+    def _exact(self, sub: Any, path: str) -> bool:
+        """Whether `sub` converts with no keyword ignored (its grammar is exactly its language)."""
+        saved = list(self.warnings)
+        try:
+            self.node(sub, path + "/if")
+        except SchemaError:
+            return False
+        finally:
+            exact = self.warnings == saved
+            self.warnings = saved
+        return exact
+
+    def _discriminator_branches(self, s: dict, prop: str, cases: list[tuple[Any, Any, Any]]) -> list[Any]:
+        """One schema per constant of the discriminating property (see `_conditional`)."""
+        out = []
+        consts = []
+        for c, _, _ in cases:
+            if c not in consts:
+                consts.append(c)
+        for c in consts:
+            parts = [t for c2, t, _ in cases if c2 == c and t is not None]
+            parts += [e for c2, _, e in cases if c2 != c and e is not None]
+            out.append({"properties": {prop: {"const": c}}, "required": [prop], **({"allOf": parts} if parts else {})})
+        base = (s.get("properties") or {}).get(prop)
+        others = [v for v in base["enum"] if v not in consts] if isinstance(base, dict) and \
+            isinstance(base.get("enum"), list) else []
+        if others:
+            elses = [e for _, _, e in cases if e is not None]
+            out.append({"properties": {prop: {"enum": others}}, "required": [prop],
+                        **({"allOf": elses} if elses else {})})
+        return out
 
     def _ref(self, r: Any, path: str) -> Optional[Node]:
         name, target = self.resolve(r, path)
@@ -462,12 +545,27 @@ class _Converter:
             value = self.node(True if extra is None else extra, path + "/additionalProperties")
             if value is not None:
                 extras.append(seq(key_excluding(list(props)), T(f"{ws}:{ws}"), value))
+        if not items and extras and ("minProperties" in s or "maxProperties" in s):
+            return self._counted_members(s, alt(extras), path)
         for k in ("minProperties", "maxProperties"):
             if k in s and not (k == "minProperties" and s[k] <= len(required_set)):
                 self.warn(f"keyword {k!r} cannot be enforced by constrained decoding and is ignored", path)
         if extras:
             items.append((alt(extras), False, True))
         return seq(T(rf"\{{{ws}"), _member_list(items, T(f"{ws},{ws}")), T(rf"{ws}\}}"))
+
+    def _counted_members(self, s: dict, member: Node, path: str) -> Optional[Node]:
+        """An object of only additional / pattern properties, minProperties..maxProperties of them
+        (the usual "a map of at least one entry", or "exactly one step")."""
+        ws = self.ws
+        lo, hi = int(s.get("minProperties", 0) or 0), s.get("maxProperties")
+        hi = None if hi is None else int(hi)
+        if hi is not None and hi < lo:
+            raise SchemaError(f"maxProperties {hi} < minProperties {lo}", path)
+        if hi == 0:
+            return T(rf"\{{{ws}\}}")
+        body = seq(member, rep(seq(T(f"{ws},{ws}"), member), max(lo, 1) - 1, None if hi is None else hi - 1))
+        return seq(T(rf"\{{{ws}"), body if lo > 0 else opt(body), T(rf"{ws}\}}"))
 
     # ----- arrays -----
     def array(self, s: dict, path: str) -> Optional[Node]:
@@ -560,6 +658,37 @@ class _Converter:
             return T(NUMBER)
         rx = number_range_regex(lo, lo_x, hi, hi_x)
         return None if rx is None else T(rx)
+
+
+_NOT_REWRITTEN = object()
+_CONDITIONAL_KEYS = {"if", "then", "else", "$comment", "description", "title"}
+
+
+def _discriminated(conds: Any) -> Optional[tuple[str, list[tuple[Any, Any, Any]]]]:
+    """(property, [(constant, then, else)]) when every `if` tests the same single property against one
+    constant (and requires nothing else), else None."""
+    prop, cases = None, []
+    for c in conds:
+        cond = c["if"]
+        if not isinstance(cond, dict) or not set(cond) <= {"properties", "required", "$comment", "type"}:
+            return None
+        props = cond.get("properties")
+        if not isinstance(props, dict) or len(props) != 1:
+            return None
+        (p, sub), = props.items()
+        if not isinstance(sub, dict) or not set(sub) <= {"const", "enum", "type"} or not (set(cond.get("required") or []) <= {p}):
+            return None
+        if "const" in sub:
+            value = sub["const"]
+        elif isinstance(sub.get("enum"), list) and len(sub["enum"]) == 1:
+            value = sub["enum"][0]
+        else:
+            return None
+        if prop is not None and p != prop:
+            return None
+        prop = p
+        cases.append((value, c.get("then"), c.get("else")))
+    return (prop, cases) if prop is not None else None
 
 
 def _constraining(k: str) -> bool:

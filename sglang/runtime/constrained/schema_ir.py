@@ -171,12 +171,17 @@ def opt(x: Optional[Node]) -> Optional[Node]:
 def cyclic(start: Node, rules: dict[str, Node]) -> bool:
     """Whether a rule reachable from `start` refers to itself (ANY excepted: both back ends handle it)."""
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    memo: dict[int, frozenset[str]] = {}  # node id -> the rules it names (nodes are shared: walk each once)
 
-    def refs_of(n: Node, out: list[str]) -> None:
-        if n.kind == "ref":
-            out.append(n.name)
-        for p in n.parts:
-            refs_of(p, out)
+    def refs_of(n: Node) -> frozenset[str]:
+        got = memo.get(id(n))
+        if got is None:
+            if n.kind == "ref":
+                got = frozenset((n.name,))
+            else:
+                got = frozenset().union(*(refs_of(p) for p in n.parts)) if n.parts else frozenset()
+            memo[id(n)] = got
+        return got
 
     def visit(name: str) -> bool:
         if name == ANY_RULE or state.get(name) == 2:
@@ -184,17 +189,13 @@ def cyclic(start: Node, rules: dict[str, Node]) -> bool:
         if state.get(name) == 1:
             return True
         state[name] = 1
-        out: list[str] = []
-        if rules.get(name) is not None:
-            refs_of(rules[name], out)
-        if any(visit(r) for r in out):
+        body = rules.get(name)
+        if body is not None and any(visit(r) for r in sorted(refs_of(body))):
             return True
         state[name] = 2
         return False
 
-    top: list[str] = []
-    refs_of(start, top)
-    return any(visit(r) for r in top)
+    return any(visit(r) for r in sorted(refs_of(start)))
 
 
 # ---------------------------------------------------------------- regex back end

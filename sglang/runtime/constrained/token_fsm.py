@@ -138,20 +138,8 @@ class TokenFSM:
         return self._dense[r]
 
     def fill_mask(self, state: int, row: torch.Tensor) -> None:
-        """row[:V] = allowed tokens of `state`, row[V:] = False. CPU rows are written through numpy (one
-        memcpy, no torch intra-op threading, which costs milliseconds on a loaded 2-core box)."""
-        n = self.vocab_size
-        if row.shape[0] < n:
-            raise ValueError(f"mask row has {row.shape[0]} entries, the tokenizer has {n} tokens")
-        allowed = self.mask_row(state)
-        if row.device.type == "cpu":
-            out = row.numpy()
-            out[:n] = allowed
-            out[n:] = False
-        else:
-            row[:n].copy_(torch.from_numpy(allowed), non_blocking=True)
-            if row.shape[0] > n:
-                row[n:] = False
+        """row[:V] = allowed tokens of `state`, row[V:] = False."""
+        write_mask_row(row, self.mask_row(state))
 
     def allowed_ids(self, state: int) -> np.ndarray:
         r = int(self.row_of[state])
@@ -305,3 +293,22 @@ def _reachable(n: int, start: int, org: np.ndarray, end: np.ndarray) -> np.ndarr
                 reach[t] = True
                 stack.append(int(t))
     return reach
+
+
+def write_mask_row(row: torch.Tensor, allowed: np.ndarray, allowed_t: Optional[torch.Tensor] = None) -> None:
+    """row[:V] = allowed (bool [V]), row[V:] = False: the one way every constraint fills a mask row.
+
+    CPU rows are written through numpy (one memcpy): torch's intra-op threading costs milliseconds per
+    copy on a loaded 2-core box, more than computing the mask. Device rows take a tensor view of
+    `allowed` (`allowed_t` when the caller keeps one: torch warns on views of read-only arrays)."""
+    n = allowed.shape[0]
+    if row.shape[0] < n:
+        raise ValueError(f"mask row has {row.shape[0]} entries, the tokenizer has {n} tokens")
+    if row.device.type == "cpu":
+        out = row.numpy()
+        out[:n] = allowed
+        out[n:] = False
+        return
+    row[:n].copy_(allowed_t if allowed_t is not None else torch.from_numpy(allowed), non_blocking=True)
+    if row.shape[0] > n:
+        row[n:] = False
