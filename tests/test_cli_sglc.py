@@ -154,7 +154,7 @@ def test_run_over_http_backend_with_a_fake_server(tmp_path, capsys):
         lines = [json.loads(x) for x in captured.out.splitlines()]
         assert [r["index"] for r in lines] == [0, 1, 2] and all(r["return"] for r in lines)
         stats = json.loads(captured.err.strip().splitlines()[-1])["stats"]
-        assert stats["engine_calls"] == 2  # shared-prefix prefill + one batched call for the 3 items
+        assert stats["engine_calls"] == 1  # one batched call for the 3 items (their prefix is shared in-batch)
         # --stream: each variable as a JSON line when generated, then the results
         rc = main_run([str(EXAMPLES / "tip_suggestion.sgl"), "--backend", f"http://127.0.0.1:{port}", "--stream"])
         out = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
