@@ -80,6 +80,14 @@ class _TrieLists:
             for d in range(1, t.depth + 1)]
         self.tok_node = [np.repeat(np.arange(len(t.byte[d])), t.term_hi[d] - t.term_lo[d]) for d in range(t.depth + 1)]
 
+    def children(self, d: int, node: int) -> Optional[tuple[int, int, int]]:
+        """(depth d + 1, first, end) of node's children at depth d (a range of level d + 1), or None if none."""
+        d1 = d + 1
+        if d1 > self.depth:
+            return None
+        lo, hi = self.child_lo[d1][node], self.child_hi[d1][node]
+        return None if lo == hi else (d1, lo, hi)
+
     def walk(self, dfa: ByteDFA, q: int, vocab_size: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
         """(bool [V] tokens whose bytes stay live in `dfa` from state q, [(depth, node)] where it accepts).
 
@@ -103,12 +111,10 @@ class _TrieLists:
         visited = 0
         while stack:
             d, node, s = stack.pop()
-            d1 = d + 1
-            if d1 > self.depth:
+            span = self.children(d, node)
+            if span is None:
                 continue
-            lo, hi = self.child_lo[d1][node], self.child_hi[d1][node]
-            if lo == hi:
-                continue
+            d1, lo, hi = span
             got = rows.get(s)
             if got is None:
                 live = np.flatnonzero(dfa.trans[s])
@@ -435,12 +441,10 @@ class TailNode:
             return self._kids[b]
         tr, out = self.tr, []
         for d, n in self.positions:
-            d1 = d + 1
-            if d1 > tr.depth:
+            span = tr.children(d, n)
+            if span is None:
                 continue
-            lo, hi = tr.child_lo[d1][n], tr.child_hi[d1][n]
-            if lo == hi:
-                continue
+            d1, lo, hi = span
             level = tr.byte[d1]
             c = bisect_left(level, b, lo, hi)
             if c < hi and level[c] == b:
